@@ -1,0 +1,167 @@
+"""The built-in task suite: small tasks whose outputs a program can check.
+
+Each task generates prompt/completion rows from a seed (no downloads), declares the
+metrics that score a generated completion, and the objectives (direction, metric, the loss
+term its training weight scales, hypervolume reference point) a run on it optimises.
+Pure Python: the spec validates task names without importing torch.
+
+``count`` is the task with genuinely conflicting objectives: its correctness is the share
+of the list produced in order, so stopping early (brevity) costs correctness.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ObjectiveDecl:
+    """An objective a task offers: measured by ``metric`` on held-out generations."""
+
+    name: str
+    direction: str  # "min" | "max"
+    metric: str
+    reference: float
+    term: str | None = None  # loss term whose training weight this objective's weight sets
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Row:
+    """One example: the prompt and the completion split into named segments."""
+
+    prompt: str
+    segments: tuple[tuple[str, str], ...]
+
+    @property
+    def completion(self) -> str:
+        return "".join(text for _, text in self.segments)
+
+    @property
+    def answer(self) -> str:
+        return "".join(text for name, text in self.segments if name == "answer")
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "completion": self.completion}
+
+
+def _items(text: str) -> list[str]:
+    return text.split()
+
+
+def exact_match(prediction: str, row: Row) -> float:
+    return float(prediction.strip() == row.answer.strip())
+
+
+def prefix_accuracy(prediction: str, row: Row) -> float:
+    """Share of the target's items produced in order before the first mistake.
+
+    Divided by the longer of prediction and target, so both stopping early and running on
+    cost correctness.
+    """
+    pred, target = _items(prediction), _items(row.answer)
+    if not target:
+        return float(not pred)
+    matched = 0
+    for p, t in zip(pred, target):
+        if p != t:
+            break
+        matched += 1
+    return matched / max(len(target), len(pred))
+
+
+def length_items(prediction: str, row: Row) -> float:
+    """Number of whitespace-separated items generated (what brevity minimises)."""
+    return float(len(_items(prediction)))
+
+
+METRICS: dict[str, Callable[[str, Row], float]] = {
+    "exact_match": exact_match,
+    "prefix_accuracy": prefix_accuracy,
+    "length_items": length_items,
+}
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    summary: str
+    make_row: Callable[[random.Random], Row]
+    objectives: tuple[ObjectiveDecl, ...]
+    default_method: str = "sft"
+    metrics: tuple[str, ...] = field(default=("exact_match",))
+
+    def rows(self, n: int, seed: int, exclude: set[str] | None = None) -> list[Row]:
+        """``n`` distinct rows from ``seed``, skipping prompts in ``exclude``."""
+        rng = random.Random(f"{self.name}:{seed}")
+        seen = set(exclude or ())
+        out: list[Row] = []
+        attempts = 0
+        while len(out) < n and attempts < 50 * n + 1000:
+            attempts += 1
+            row = self.make_row(rng)
+            if row.prompt in seen:
+                continue
+            seen.add(row.prompt)
+            out.append(row)
+        return out
+
+    def splits(self, n_train: int, n_eval: int, seed: int) -> tuple[list[Row], list[Row]]:
+        """Held-out rows come from their own seed and never share a prompt with training."""
+        eval_rows = self.rows(n_eval, seed=10_000 + seed)
+        train_rows = self.rows(n_train, seed=seed, exclude={r.prompt for r in eval_rows})
+        return train_rows, eval_rows
+
+
+def _arithmetic(rng: random.Random) -> Row:
+    a, b = rng.randint(0, 49), rng.randint(0, 49)
+    return Row(f"add {a} {b}:", (("answer", f" {a + b}"),))
+
+
+def _reverse(rng: random.Random) -> Row:
+    word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 5)))
+    return Row(f"reverse {' '.join(word)}:", (("answer", " " + " ".join(reversed(word))),))
+
+
+def _sort(rng: random.Random) -> Row:
+    digits = [rng.randint(0, 9) for _ in range(rng.randint(3, 5))]
+    return Row(
+        f"sort {' '.join(map(str, digits))}:",
+        (("answer", " " + " ".join(map(str, sorted(digits)))),),
+    )
+
+
+def _count(rng: random.Random) -> Row:
+    start = rng.randint(1, 12)
+    stop = start + rng.randint(3, 7)
+    return Row(
+        f"count {start} to {stop}:",
+        (("answer", " " + " ".join(str(i) for i in range(start, stop + 1))),),
+    )
+
+
+_EXACT = (ObjectiveDecl("exact_match", "max", "exact_match", reference=0.0, term="completion"),)
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("arithmetic", "add two numbers below 50", _arithmetic, _EXACT),
+        Task("reverse", "reverse a list of 3-5 letters", _reverse, _EXACT),
+        Task("sort", "sort 3-5 digits ascending", _sort, _EXACT),
+        Task(
+            "count",
+            "count from a to b; correctness (list produced in order) against brevity",
+            _count,
+            (
+                ObjectiveDecl("correctness", "max", "prefix_accuracy", reference=0.0,
+                              term="answer", weight=0.5),
+                ObjectiveDecl("length", "min", "length_items", reference=10.0,
+                              term="brevity", weight=0.5),
+            ),
+            default_method="mo-sft",
+            metrics=("prefix_accuracy", "length_items", "exact_match"),
+        ),
+    ]
+}

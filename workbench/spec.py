@@ -1,0 +1,345 @@
+"""RunSpec: everything that defines one training run, validated before anything runs.
+
+A spec round-trips through YAML exactly (``RunSpec.from_yaml(spec.to_yaml()) == spec``).
+Model, data, method, adapter and optimizer are separate, validated choices. A bad field
+raises :class:`~workbench.errors.SpecError` naming the field, the value and what is allowed.
+
+Three kinds of weights are kept apart:
+- ``ObjectiveSpec.weight`` is a *training weight*: it scales the objective's loss ``term``
+  (or reward) inside the method's loss.
+- Preference weights over finished runs belong to the Pareto views, applied after the fact.
+- A weight-conditioned builder samples training weights from a distribution (later work).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from workbench import registry
+from workbench.data.tasks import METRICS, TASKS
+from workbench.errors import SpecError
+
+COST_SOURCES = ("trainable_params", "peak_mem_mb", "train_time_s")
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TinyModelSpec(_Section):
+    """Shape and pretraining budget of the built-in tiny Llama base (``model.name: tiny``)."""
+
+    hidden_size: int = Field(128, ge=16, le=2048, description="Hidden width.")
+    layers: int = Field(2, ge=1, le=24, description="Decoder layers.")
+    heads: int = Field(4, ge=1, le=32, description="Attention heads.")
+    vocab_size: int = Field(384, ge=300, le=32000, description="BPE vocabulary size.")
+    pretrain_steps: int = Field(600, ge=0, le=100_000, description="Pretraining steps on the task corpus.")
+    pretrain_batch: int = Field(64, ge=1, le=4096, description="Pretraining batch size (rows).")
+    pretrain_lr: float = Field(3e-3, gt=0, le=1.0, description="Pretraining peak learning rate.")
+    seed: int = Field(0, description="Seed of tokenizer corpus, init and pretraining order.")
+
+
+class ModelSpec(_Section):
+    """The base model."""
+
+    name: str = Field("tiny", description="'tiny', a local folder, or a hub id.")
+    trust_remote_code: bool = Field(False, description="Allow code shipped with the model to run.")
+    allow_unsafe_weights: bool = Field(
+        False, description="Allow pickle (.bin) weights; only safetensors load otherwise."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+    tiny: TinyModelSpec = Field(default_factory=TinyModelSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must be 'tiny', a local folder or a hub id, not empty")
+        return v
+
+
+class DataSpec(_Section):
+    """Where the examples come from."""
+
+    source: str = Field("count", description="A built-in task name, a JSONL/CSV/parquet file, or a datasets name.")
+    train_size: int = Field(2000, ge=1, le=10_000_000, description="Training rows generated (built-in tasks) or kept at most.")
+    eval_size: int = Field(64, ge=1, le=100_000, description="Held-out rows used for objectives.")
+    eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share of a user dataset.")
+    split: str = Field("train", description="Split of a datasets name.")
+
+
+class AdapterSpec(_Section):
+    """Which parameters train."""
+
+    name: str = Field("full", description="Adapter: " + registry.choices(registry.ADAPTERS))
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _check_choice(v, registry.ADAPTERS, "adapter")
+
+
+class OptimizerSpec(_Section):
+    name: str = Field("adamw", description="Optimizer: " + registry.choices(registry.OPTIMIZERS))
+    lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="Weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _check_choice(v, registry.OPTIMIZERS, "optimizer")
+
+
+class ObjectiveSpec(_Section):
+    """One objective: what is measured, which way is better, and its training weight."""
+
+    name: str = Field(..., min_length=1, description="Logged as objective/<name>.")
+    direction: Literal["min", "max"] = Field(..., description="Which way is better.")
+    source: str = Field(
+        ..., description="metric:<name> (held-out), term:<name> (loss term), or cost:<name>."
+    )
+    term: str | None = Field(None, description="Loss term whose training weight is `weight`.")
+    weight: float = Field(1.0, ge=0, description="Training weight of `term` (>= 0, finite).")
+    reference: float | None = Field(None, description="Hypervolume reference coordinate.")
+
+    @field_validator("weight", "reference")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        kind, _, name = v.partition(":")
+        allowed = {
+            "metric": tuple(METRICS) + ("eval_loss",),
+            "term": tuple(registry.TERMS),
+            "cost": COST_SOURCES,
+        }
+        if kind not in allowed or not name:
+            raise ValueError("must look like metric:<name>, term:<name> or cost:<name>")
+        if name not in allowed[kind]:
+            raise ValueError(f"unknown {kind} '{name}'; allowed: {', '.join(allowed[kind])}")
+        return v
+
+    @field_validator("term")
+    @classmethod
+    def _term(cls, v: str | None) -> str | None:
+        return None if v is None else _check_choice(v, registry.TERMS, "term")
+
+
+class TrainSpec(_Section):
+    steps: int = Field(150, ge=1, le=10_000_000, description="Optimizer steps.")
+    batch_size: int = Field(16, ge=1, le=65536, description="Rows per device per micro-batch.")
+    grad_accum: int = Field(1, ge=1, le=4096, description="Micro-batches per optimizer step.")
+    max_length: int = Field(64, ge=4, le=1_000_000, description="Tokens per row; longer rows are truncated and counted.")
+    scheduler: str = Field("constant", description="LR schedule: " + ", ".join(registry.SCHEDULERS))
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (None: off).")
+    eval_every: int = Field(50, ge=1, description="Evaluate objectives every N steps (and at the end).")
+    log_every: int = Field(5, ge=1, description="Log train metrics every N steps.")
+    checkpoint_every: int | None = Field(None, ge=1, description="Save a checkpoint every N steps (None: only at the end).")
+    seed: int = Field(0, description="Seed of data order, initialisation and sampling.")
+    precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true.")
+    accelerator: str = Field("auto", description="cpu, gpu or auto.")
+    devices: int | str = Field(1, description="Lightning devices (an int or 'auto').")
+    strategy: str = Field("auto", description="Lightning strategy, e.g. auto, ddp.")
+
+    @field_validator("scheduler")
+    @classmethod
+    def _sched(cls, v: str) -> str:
+        if v not in registry.SCHEDULERS:
+            raise ValueError(f"unknown scheduler '{v}'; allowed: {', '.join(registry.SCHEDULERS)}")
+        return v
+
+    @field_validator("precision")
+    @classmethod
+    def _precision(cls, v: str) -> str:
+        allowed = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+        if v not in allowed:
+            raise ValueError(f"unknown precision '{v}'; allowed: {', '.join(allowed)}")
+        return v
+
+
+class EvalSpec(_Section):
+    """Decoding settings shared by every method's evaluation."""
+
+    max_new_tokens: int = Field(24, ge=1, le=4096, description="Tokens generated per prompt.")
+    do_sample: bool = Field(False, description="Sample instead of greedy decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
+    batch_size: int = Field(64, ge=1, description="Prompts generated at once.")
+    samples_logged: int = Field(8, ge=0, description="Sample completions logged as a table.")
+
+
+class TrackingSpec(_Section):
+    uri: str | None = Field(None, description="MLflow tracking URI (MLFLOW_TRACKING_URI wins).")
+    experiment: str = Field("workbench", min_length=1, description="MLflow experiment name.")
+    run_name: str | None = Field(None, description="MLflow run name.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra tags.")
+    log_model: bool = Field(True, description="Log the trained weights/adapter as an artifact.")
+
+
+class RunSpec(_Section):
+    """One training run. See the module docstring for the weight vocabulary."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    method: str | None = Field(
+        None, description="Method: " + registry.choices(registry.METHODS) + " (None: the task's default, else sft)."
+    )
+    adapter: AdapterSpec = Field(default_factory=AdapterSpec)
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    objectives: list[ObjectiveSpec] = Field(default_factory=list, description="Empty: the task's own.")
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    kernels: Literal["auto", "triton", "torch", "off"] = Field("off", description="Fused kernels.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, v: str | None) -> str | None:
+        return None if v is None else _check_choice(v, registry.METHODS, "method")
+
+    @model_validator(mode="after")
+    def _fill_and_check_objectives(self) -> RunSpec:
+        task = TASKS.get(self.data.source)
+        if self.method is None:
+            object.__setattr__(self, "method", task.default_method if task is not None else "sft")
+        if not self.objectives:
+            if task is not None:
+                objectives = [ObjectiveSpec(name=o.name, direction=o.direction,
+                                            source=f"metric:{o.metric}", term=o.term,
+                                            weight=o.weight, reference=o.reference)
+                              for o in task.objectives]
+            else:
+                objectives = [ObjectiveSpec(name="eval_loss", direction="min",
+                                            source="metric:eval_loss", term="completion")]
+            # Bypass validate_assignment recursion: the values are already validated.
+            object.__setattr__(self, "objectives", objectives)
+        names = [o.name for o in self.objectives]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"objectives: duplicate names {dupes}; each objective needs its own name")
+        method = registry.METHODS[self.method]
+        for o in self.objectives:
+            if o.term is not None and o.term not in method.terms:
+                raise ValueError(
+                    f"objectives[{o.name}].term: method '{self.method}' has no term '{o.term}'; "
+                    f"its terms are: {', '.join(method.terms)}"
+                )
+        weighted = [o for o in self.objectives if o.term is not None]
+        if weighted and sum(o.weight for o in weighted) <= 0:
+            raise ValueError(
+                "objectives: all training weights are 0; give at least one objective with a "
+                "term a positive weight"
+            )
+        return self
+
+    # -- construction helpers that turn pydantic errors into SpecError ---------------------
+
+    @classmethod
+    def parse(cls, data: dict[str, Any] | None) -> RunSpec:
+        """Validate a plain dict; raise :class:`SpecError` with one line per bad field."""
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SpecError(f"a run spec must be a mapping of sections, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as err:
+            raise SpecError(format_validation_error(err)) from None
+
+    @classmethod
+    def from_yaml(cls, text: str) -> RunSpec:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise SpecError(f"the spec is not valid YAML: {err}") from None
+        return cls.parse(data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunSpec:
+        path = Path(path)
+        if not path.is_file():
+            raise SpecError(f"spec file {path} does not exist; pass the path of a YAML run spec")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpecError(f"spec file {path} cannot be read as UTF-8 text: {err}") from None
+        return cls.from_yaml(text)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+    def updated(self, **changes: Any) -> RunSpec:
+        """A validated copy with dotted-path changes, e.g. ``updated(**{"train.steps": 10})``."""
+        data = self.model_dump(mode="json")
+        for dotted, value in changes.items():
+            node = data
+            *parents, leaf = dotted.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[leaf] = value
+        return RunSpec.parse(data)
+
+    def flat_params(self) -> dict[str, str]:
+        """The spec as flat ``section.field`` -> string pairs (MLflow params)."""
+        out: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    walk(f"{prefix}.{k}" if prefix else k, v)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for i, v in enumerate(value):
+                    walk(f"{prefix}.{v.get('name', i)}", v)
+            else:
+                out[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json"))
+        return out
+
+    def objective(self, name: str) -> ObjectiveSpec:
+        for o in self.objectives:
+            if o.name == name:
+                return o
+        raise SpecError(f"no objective named '{name}'; objectives: {[o.name for o in self.objectives]}")
+
+
+def _check_choice(value: str, table: dict[str, Any], what: str) -> str:
+    if value not in table:
+        raise ValueError(f"unknown {what} '{value}'; allowed: {registry.choices(table)}")
+    return value
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = ["invalid run spec:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field; check its spelling against `workbench run --help` / the docs"
+        value = e.get("input")
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        lines.append(f"  {loc} = {shown}: {msg}")
+    return "\n".join(lines)
