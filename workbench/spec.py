@@ -69,7 +69,7 @@ class DataSpec(_Section):
 
     source: str = Field("count", description="A built-in task name, a JSONL/CSV/parquet file, or a datasets name.")
     train_size: int = Field(2000, ge=1, le=10_000_000, description="Training rows generated (built-in tasks) or kept at most.")
-    eval_size: int = Field(64, ge=1, le=100_000, description="Held-out rows used for objectives.")
+    eval_size: int = Field(48, ge=1, le=100_000, description="Held-out rows used for objectives.")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share of a user dataset.")
     split: str = Field("train", description="Split of a datasets name.")
 

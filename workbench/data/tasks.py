@@ -15,6 +15,8 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from workbench.data.rows import Row
+
 
 @dataclass(frozen=True)
 class ObjectiveDecl:
@@ -26,25 +28,6 @@ class ObjectiveDecl:
     reference: float
     term: str | None = None  # loss term whose training weight this objective's weight sets
     weight: float = 1.0
-
-
-@dataclass(frozen=True)
-class Row:
-    """One example: the prompt and the completion split into named segments."""
-
-    prompt: str
-    segments: tuple[tuple[str, str], ...]
-
-    @property
-    def completion(self) -> str:
-        return "".join(text for _, text in self.segments)
-
-    @property
-    def answer(self) -> str:
-        return "".join(text for name, text in self.segments if name == "answer")
-
-    def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "completion": self.completion}
 
 
 def _items(text: str) -> list[str]:
@@ -134,8 +117,8 @@ def _sort(rng: random.Random) -> Row:
 
 
 def _count(rng: random.Random) -> Row:
-    start = rng.randint(1, 12)
-    stop = start + rng.randint(3, 7)
+    start = rng.randint(1, 30)
+    stop = start + rng.randint(2, 7)
     return Row(
         f"count {start} to {stop}:",
         (("answer", " " + " ".join(str(i) for i in range(start, stop + 1))),),

@@ -1,0 +1,55 @@
+"""The row types every data source is turned into (TRL's dataset formats, typed).
+
+- :class:`Row`: prompt/completion ("standard" format). The completion is a sequence of
+  named segments so multi-objective methods can weight e.g. answer and explanation tokens
+  separately; a plain completion is one ``answer`` segment.
+- :class:`ChatRow`: ``messages`` ("conversational" format); loss on assistant turns only.
+- :class:`PreferenceRow`: prompt/chosen/rejected (preference methods).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    prompt: str
+    segments: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def plain(cls, prompt: str, completion: str) -> Row:
+        return cls(prompt, (("answer", completion),))
+
+    @property
+    def completion(self) -> str:
+        return "".join(text for _, text in self.segments)
+
+    @property
+    def answer(self) -> str:
+        return "".join(text for name, text in self.segments if name == "answer")
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "completion": self.completion}
+
+
+@dataclass(frozen=True)
+class ChatRow:
+    messages: tuple[dict[str, str], ...]  # each {"role": ..., "content": ...}
+
+    @property
+    def prompt_messages(self) -> tuple[dict[str, str], ...]:
+        """Messages before the last assistant turn (what generation is conditioned on)."""
+        last = max(i for i, m in enumerate(self.messages) if m["role"] == "assistant")
+        return self.messages[:last]
+
+    @property
+    def answer(self) -> str:
+        return [m["content"] for m in self.messages if m["role"] == "assistant"][-1]
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    prompt: str
+    chosen: str
+    rejected: str
