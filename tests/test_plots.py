@@ -1,0 +1,164 @@
+"""workbench.plots: the figures show exactly the data in a ParetoFront.
+
+Figures are inspected as data (traces and their coordinates); no browser needed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workbench.pareto import ParetoInputError, compute_front
+from workbench.plots import (
+    DOMINATED,
+    FRONT,
+    REFERENCE,
+    REGION,
+    front_figure,
+    trajectory_figure,
+    write_html,
+)
+
+
+def traces_by_name(fig):
+    names = [t.name for t in fig.data]
+    assert len(names) == len(set(names)), names
+    return {t.name: t for t in fig.data}
+
+
+@pytest.fixture
+def front_2d():
+    rng = np.random.default_rng(3)
+    points = np.round(rng.uniform(size=(25, 2)), 2)
+    points[5] = points[4]  # a duplicate, possibly on the front
+    return compute_front(
+        points,
+        ["max", "min"],
+        reference=[0.0, 1.0],
+        names=["accuracy", "cost"],
+        labels=[f"run-{i}" for i in range(25)],
+    )
+
+
+def test_front_figure_2d_traces(front_2d):
+    fig = front_figure(front_2d)
+    traces = traces_by_name(fig)
+    assert set(traces) == {DOMINATED, FRONT, REFERENCE, REGION}
+    front, dominated = traces[FRONT], traces[DOMINATED]
+
+    # Every run appears exactly once; the highlighted ones are exactly the non-dominated.
+    assert len(front.x) + len(dominated.x) == len(front_2d.points)
+    assert len(front.x) == int(front_2d.mask.sum())
+    assert sorted(zip(front.x, front.y, strict=True)) == sorted(
+        map(tuple, front_2d.front_points.tolist())
+    )
+    assert sorted(zip(dominated.x, dominated.y, strict=True)) == sorted(
+        map(tuple, front_2d.points[~front_2d.mask].tolist())
+    )
+    # Hover labels travel with their points.
+    label_of = dict(zip(front_2d.labels, map(tuple, front_2d.points.tolist()), strict=True))
+    for trace in (front, dominated):
+        for label, x, y in zip(trace.hovertext, trace.x, trace.y, strict=True):
+            assert label_of[label] == (x, y)
+    assert set(front.hovertext) == set(front_2d.front_labels)
+
+    assert list(traces[REFERENCE].x) == [0.0] and list(traces[REFERENCE].y) == [1.0]
+    assert fig.layout.xaxis.title.text == "accuracy (max)"
+    assert fig.layout.yaxis.title.text == "cost (min)"
+    assert "hypervolume" in fig.layout.title.text
+
+
+def test_front_figure_2d_staircase(front_2d):
+    front = traces_by_name(front_figure(front_2d))[FRONT]
+    # Best accuracy (max) first, and along it cost (min) gets better: a monotone staircase.
+    assert front.line.shape == "hv"
+    assert list(front.x) == sorted(front.x, reverse=True)
+    assert list(front.y) == sorted(front.y, reverse=True)
+
+
+def test_region_polygon_area_equals_hypervolume(front_2d):
+    region = traces_by_name(front_figure(front_2d))[REGION]
+    x, y = np.asarray(region.x), np.asarray(region.y)
+    shoelace = 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+    assert shoelace == pytest.approx(front_2d.hypervolume, rel=1e-9)
+
+
+def test_front_figure_no_region_when_nothing_beats_reference():
+    front = compute_front([[1.0, 1.0], [2.0, 0.5]], ["min", "min"], reference=[0.0, 0.0])
+    traces = traces_by_name(front_figure(front, title="custom"))
+    assert REGION not in traces and front.hypervolume == 0.0
+    assert len(traces[FRONT].x) == 2
+
+
+@pytest.mark.parametrize("k", [3, 4])
+def test_front_figure_scatter_matrix(k):
+    rng = np.random.default_rng(k)
+    directions = ["min", "max", "min", "max"][:k]
+    front = compute_front(rng.uniform(size=(30, k)), directions, names=list("abcd")[:k])
+    traces = traces_by_name(front_figure(front))
+    assert set(traces) == {DOMINATED, FRONT, REFERENCE}
+    highlighted = traces[FRONT]
+    assert highlighted.type == "splom"
+    assert [d.label for d in highlighted.dimensions] == [
+        f"{n} ({d})" for n, d in zip("abcd"[:k], directions, strict=True)
+    ]
+    np.testing.assert_array_equal(
+        np.column_stack([d.values for d in highlighted.dimensions]), front.front_points
+    )
+    assert list(highlighted.hovertext) == list(front.front_labels)
+    assert len(traces[DOMINATED].dimensions[0].values) == int((~front.mask).sum())
+
+
+def test_front_figure_one_objective():
+    front = compute_front([[3.0], [1.0], [1.0], [2.0]], ["min"], names=["loss"])
+    traces = traces_by_name(front_figure(front))
+    assert list(traces[FRONT].x) == [1.0, 1.0]
+    assert list(traces[DOMINATED].x) == [3.0, 2.0]
+    assert front_figure(front).layout.xaxis.title.text == "loss (min)"
+
+
+def test_front_figure_no_runs():
+    front = compute_front([], ["min", "max"])
+    traces = traces_by_name(front_figure(front))
+    assert len(traces[FRONT].x) == 0 and len(traces[DOMINATED].x) == 0
+    assert REFERENCE not in traces
+
+
+def test_trajectory_figure():
+    trajectories = {
+        "run-a": [(20, {"acc": 0.7, "cost": 2.0}), (10, {"acc": 0.5, "cost": 1.0})],
+        "run-b": [
+            (10, {"acc": 0.4, "cost": 1.5}),
+            (20, {"acc": 0.6}),  # cost not logged at this evaluation: skipped
+            (30, {"acc": float("nan"), "cost": 1.0}),  # non-finite: skipped
+            (40, {"acc": 0.8, "cost": 1.2}),
+        ],
+        "run-c": [],  # no evaluations yet: no trace
+    }
+    fig = trajectory_figure(trajectories, ["acc", "cost"], directions=["max", "min"])
+    traces = traces_by_name(fig)
+    assert set(traces) == {"run-a", "run-b"}
+    assert list(traces["run-a"].x) == [0.5, 0.7]  # step order, not input order
+    assert list(traces["run-a"].y) == [1.0, 2.0]
+    assert list(traces["run-b"].x) == [0.4, 0.8]
+    assert list(traces["run-b"].hovertext) == ["run-b step 10", "run-b step 40"]
+    assert fig.layout.xaxis.title.text == "acc (max)"
+    assert fig.layout.yaxis.title.text == "cost (min)"
+
+
+def test_trajectory_figure_needs_two_names():
+    with pytest.raises(ParetoInputError, match="two objectives"):
+        trajectory_figure({}, ["acc"])
+    with pytest.raises(ParetoInputError, match="'min' or 'max'"):
+        trajectory_figure({}, ["acc", "cost"], directions=["up", "min"])
+
+
+def test_write_html_is_standalone(tmp_path, front_2d):
+    path = write_html(front_figure(front_2d), tmp_path / "figures" / "front.html")
+    assert path.exists()
+    html = path.read_text(encoding="utf-8")
+    # plotly.js is inlined (its bundle is megabytes), and no script is fetched from a CDN.
+    assert len(html) > 1_000_000
+    assert "plotly.js v" in html
+    assert "<script src=" not in html and 'src="https://cdn' not in html
+    assert "run-0" in html

@@ -1,0 +1,321 @@
+"""Plotly figures built from the plain data in :mod:`workbench.pareto`.
+
+Nothing here computes a front or a hypervolume: the figures only draw a
+:class:`~workbench.pareto.ParetoFront` (or logged objective values), so tests can check a
+figure's traces without a browser and the widgets show exactly what the data says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+
+from workbench.pareto import DIRECTIONS, ParetoFront, ParetoInputError
+
+FRONT_COLOR = "#d62728"
+DOMINATED_COLOR = "#b8b8b8"
+REFERENCE_COLOR = "#444444"
+REGION_FILL = "rgba(214, 39, 40, 0.08)"
+
+# Trace names: the tests and the widgets find traces by these.
+DOMINATED = "dominated runs"
+FRONT = "Pareto front"
+REFERENCE = "reference point"
+REGION = "dominated region (hypervolume)"
+
+
+def axis_title(name: str, direction: str) -> str:
+    """``"accuracy (max)"``: the objective's name and which way is better."""
+    return f"{name} ({direction})"
+
+
+def _hover_template(names: Sequence[str], coords: Sequence[str]) -> str:
+    lines = ["%{hovertext}"] + [f"{n}=%{{{c}}}" for n, c in zip(names, coords, strict=True)]
+    return "<br>".join(lines) + "<extra></extra>"
+
+
+def _default_title(front: ParetoFront) -> str:
+    n, n_front = len(front.labels), int(front.mask.sum())
+    title = f"Pareto front: {n_front} of {n} runs non-dominated"
+    if front.reference is not None:
+        title += f", hypervolume {front.hypervolume:.4g}"
+    return title
+
+
+def _staircase_order(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Order of the front's rows from best to worst in the first objective.
+
+    Along that order the second objective gets better, and the attainment boundary goes
+    from each point horizontally to the next one's x, then vertically to its y: plotly's
+    ``line_shape="hv"``. That holds for every mix of min/max, since flipping an axis
+    maps the staircase's corners onto the flipped staircase's corners.
+    """
+    key_x = points[:, 0] if directions[0] == "min" else -points[:, 0]
+    key_y = points[:, 1] if directions[1] == "min" else -points[:, 1]
+    return np.lexsort((key_y, key_x))
+
+
+def _region_polygon(
+    front_points: np.ndarray, directions: Sequence[str], reference: np.ndarray
+) -> tuple[list[float], list[float]]:
+    """Corners of the 2-D area the hypervolume measures, as a closed polygon.
+
+    Only points strictly better than the reference in both objectives bound it, the same
+    rule as :func:`workbench.pareto.hypervolume`.
+    """
+    better = np.array(
+        [
+            (p < r) if d == "min" else (p > r)
+            for p, r, d in zip(front_points.T, reference, directions, strict=True)
+        ]
+    ).all(axis=0)
+    inside = front_points[better]
+    if len(inside) == 0:
+        return [], []
+    inside = inside[_staircase_order(inside, directions)]
+    rx, ry = float(reference[0]), float(reference[1])
+    xs, ys = [float(inside[0, 0])], [ry]
+    for i, (x, y) in enumerate(inside):
+        if i > 0:
+            xs.append(float(x))  # the corner under/over the previous point
+            ys.append(float(inside[i - 1, 1]))
+        xs.append(float(x))
+        ys.append(float(y))
+    xs += [rx, rx]
+    ys += [float(inside[-1, 1]), ry]
+    return xs, ys
+
+
+def _front_figure_2d(front: ParetoFront) -> go.Figure:
+    fig = go.Figure()
+    names, directions = front.names, front.directions
+    labels = np.array(front.labels, dtype=object)
+    hover = _hover_template(names, ["x", "y"])
+    dominated = front.points[~front.mask]
+    if front.reference is not None:
+        xs, ys = _region_polygon(front.front_points, directions, front.reference)
+        if xs:
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=ys,
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=REGION_FILL,
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    name=REGION,
+                )
+            )
+    fig.add_trace(
+        go.Scatter(
+            x=dominated[:, 0],
+            y=dominated[:, 1],
+            mode="markers",
+            marker={"color": DOMINATED_COLOR, "size": 8},
+            hovertext=labels[~front.mask],
+            hovertemplate=hover,
+            name=DOMINATED,
+        )
+    )
+    order = _staircase_order(front.front_points, directions)
+    on_front = front.front_points[order]
+    fig.add_trace(
+        go.Scatter(
+            x=on_front[:, 0],
+            y=on_front[:, 1],
+            mode="lines+markers",
+            line={"color": FRONT_COLOR, "shape": "hv", "width": 2},
+            marker={"color": FRONT_COLOR, "size": 10},
+            hovertext=labels[front.mask][order],
+            hovertemplate=hover,
+            name=FRONT,
+        )
+    )
+    if front.reference is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[front.reference[0]],
+                y=[front.reference[1]],
+                mode="markers",
+                marker={"color": REFERENCE_COLOR, "symbol": "x", "size": 10},
+                hovertext=["reference point"],
+                hovertemplate=hover,
+                name=REFERENCE,
+            )
+        )
+    fig.update_xaxes(title_text=axis_title(names[0], directions[0]))
+    fig.update_yaxes(title_text=axis_title(names[1], directions[1]))
+    return fig
+
+
+def _front_figure_1d(front: ParetoFront) -> go.Figure:
+    # One objective: the "front" is the best value (with its ties); show runs as rows.
+    fig = go.Figure()
+    labels = np.array(front.labels, dtype=object)
+    hover = "%{hovertext}<br>" + f"{front.names[0]}=%{{x}}<extra></extra>"
+    for name, rows, color, size in (
+        (DOMINATED, ~front.mask, DOMINATED_COLOR, 8),
+        (FRONT, front.mask, FRONT_COLOR, 10),
+    ):
+        fig.add_trace(
+            go.Scatter(
+                x=front.points[rows, 0],
+                y=labels[rows],
+                mode="markers",
+                marker={"color": color, "size": size},
+                hovertext=labels[rows],
+                hovertemplate=hover,
+                name=name,
+            )
+        )
+    if front.reference is not None:
+        fig.add_vline(
+            x=float(front.reference[0]),
+            line={"color": REFERENCE_COLOR, "dash": "dash"},
+            annotation_text=REFERENCE,
+        )
+    fig.update_xaxes(title_text=axis_title(front.names[0], front.directions[0]))
+    fig.update_yaxes(title_text="run", type="category")
+    return fig
+
+
+def _front_figure_nd(front: ParetoFront) -> go.Figure:
+    # Three or more objectives: a scatter matrix (lower triangle), one panel per pair.
+    # Chosen over parallel coordinates because every point keeps its hover label and
+    # the front stays a separate, countable trace.
+    fig = go.Figure()
+    labels = np.array(front.labels, dtype=object)
+    titles = [axis_title(n, d) for n, d in zip(front.names, front.directions, strict=True)]
+    hover = "%{hovertext}<extra></extra>"
+
+    def splom(rows: np.ndarray, marker: dict[str, Any], name: str, text: Any) -> go.Splom:
+        return go.Splom(
+            dimensions=[{"label": t, "values": rows[:, j]} for j, t in enumerate(titles)],
+            marker=marker,
+            hovertext=text,
+            hovertemplate=hover,
+            name=name,
+            showupperhalf=False,
+            diagonal_visible=False,
+        )
+
+    fig.add_trace(
+        splom(
+            front.points[~front.mask],
+            {"color": DOMINATED_COLOR, "size": 6},
+            DOMINATED,
+            labels[~front.mask],
+        )
+    )
+    fig.add_trace(
+        splom(front.front_points, {"color": FRONT_COLOR, "size": 8}, FRONT, labels[front.mask])
+    )
+    if front.reference is not None:
+        fig.add_trace(
+            splom(
+                front.reference[None, :],
+                {"color": REFERENCE_COLOR, "symbol": "x", "size": 8},
+                REFERENCE,
+                [REFERENCE],
+            )
+        )
+    return fig
+
+
+def front_figure(front: ParetoFront, title: str | None = None) -> go.Figure:
+    """Plot a :class:`~workbench.pareto.ParetoFront`.
+
+    Two objectives: every run as a point (dominated ones grey), the front as a red
+    staircase bounding the region it dominates, that region shaded up to the reference
+    point (an ``x``). Three or more: a scatter matrix of every pair with the same colours.
+    One: runs on a line, the best highlighted. Hovering a point shows its run label.
+    """
+    k = len(front.names)
+    if k == 1:
+        fig = _front_figure_1d(front)
+    elif k == 2:
+        fig = _front_figure_2d(front)
+    else:
+        fig = _front_figure_nd(front)
+    fig.update_layout(title_text=title if title is not None else _default_title(front))
+    fig.update_layout(template="plotly_white", legend={"itemsizing": "constant"})
+    return fig
+
+
+def trajectory_figure(
+    trajectories: Mapping[Any, Sequence[tuple[int, Mapping[str, float]]]],
+    names: Sequence[str],
+    directions: Sequence[str] | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """Each run's path through a 2-D objective space across its evaluations.
+
+    ``trajectories`` maps a run label to ``[(step, {objective name: value}), ...]`` as
+    logged under ``objective/<name>``; ``names`` picks the two objectives for x and y.
+    Evaluations are drawn in step order; ones missing either value (or with a non-finite
+    one) are skipped, since runs may log objectives at different intervals. The first
+    evaluation is an open circle, the last a filled one, so the direction of travel shows.
+    """
+    if isinstance(names, str) or len(names) != 2:
+        raise ParetoInputError(
+            f"trajectory_figure draws two objectives; got names={names!r}, pass two names"
+        )
+    if directions is not None:
+        if isinstance(directions, str) or len(directions) != 2:
+            raise ParetoInputError(
+                f"directions must be two of 'min'/'max' matching names; got {directions!r}"
+            )
+        for d in directions:
+            if d not in DIRECTIONS:
+                raise ParetoInputError(f"direction {d!r} must be 'min' or 'max'")
+    x_name, y_name = names
+    fig = go.Figure()
+    for label, evaluations in trajectories.items():
+        path = []
+        for step, values in sorted(evaluations, key=lambda e: e[0]):
+            x, y = values.get(x_name), values.get(y_name)
+            if x is None or y is None or not (np.isfinite(x) and np.isfinite(y)):
+                continue
+            path.append((step, float(x), float(y)))
+        if not path:
+            continue
+        n = len(path)
+        symbols = (["circle-open"] + ["circle"] * (n - 1)) if n > 1 else ["circle"]
+        sizes = [7] * (n - 1) + [11]
+        fig.add_trace(
+            go.Scatter(
+                x=[p[1] for p in path],
+                y=[p[2] for p in path],
+                mode="lines+markers",
+                marker={"symbol": symbols, "size": sizes},
+                hovertext=[f"{label} step {p[0]}" for p in path],
+                hovertemplate=_hover_template(names, ["x", "y"]),
+                name=str(label),
+            )
+        )
+    x_title = axis_title(x_name, directions[0]) if directions else x_name
+    y_title = axis_title(y_name, directions[1]) if directions else y_name
+    fig.update_xaxes(title_text=x_title)
+    fig.update_yaxes(title_text=y_title)
+    fig.update_layout(
+        title_text=title if title is not None else "Runs in objective space over evaluations",
+        template="plotly_white",
+    )
+    return fig
+
+
+def write_html(fig: go.Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a standalone HTML file that opens offline; returns the path.
+
+    The plotly.js library is embedded in the file (a few MB) rather than loaded from a
+    CDN, so the page works on air-gapped machines and in archived MLflow artifacts.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    return path
