@@ -39,7 +39,7 @@ class TinyModelSpec(_Section):
     layers: int = Field(2, ge=1, le=24, description="Decoder layers.")
     heads: int = Field(4, ge=1, le=32, description="Attention heads.")
     vocab_size: int = Field(384, ge=300, le=32000, description="BPE vocabulary size.")
-    pretrain_steps: int = Field(600, ge=0, le=100_000, description="Pretraining steps on the task corpus.")
+    pretrain_steps: int = Field(800, ge=0, le=100_000, description="Pretraining steps on the task corpus.")
     pretrain_batch: int = Field(64, ge=1, le=4096, description="Pretraining batch size (rows).")
     pretrain_lr: float = Field(3e-3, gt=0, le=1.0, description="Pretraining peak learning rate.")
     seed: int = Field(0, description="Seed of tokenizer corpus, init and pretraining order.")
@@ -67,7 +67,7 @@ class ModelSpec(_Section):
 class DataSpec(_Section):
     """Where the examples come from."""
 
-    source: str = Field("count", description="A built-in task name, a JSONL/CSV/parquet file, or a datasets name.")
+    source: str = Field("order", description="A built-in task name, a JSONL/CSV/parquet file, or a datasets name.")
     train_size: int = Field(2000, ge=1, le=10_000_000, description="Training rows generated (built-in tasks) or kept at most.")
     eval_size: int = Field(48, ge=1, le=100_000, description="Held-out rows used for objectives.")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share of a user dataset.")

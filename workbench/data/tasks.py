@@ -5,8 +5,8 @@ metrics that score a generated completion, and the objectives (direction, metric
 term its training weight scales, hypervolume reference point) a run on it optimises.
 Pure Python: the spec validates task names without importing torch.
 
-``count`` is the task with genuinely conflicting objectives: its correctness is the share
-of the list produced in order, so stopping early (brevity) costs correctness.
+``order`` is the task with genuinely conflicting objectives: its correctness is the share
+of the sorted list produced in order, so stopping early (brevity) costs correctness.
 """
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ METRICS: dict[str, Callable[[str, Row], float]] = {
 }
 
 
+HELDOUT_SEED = 10_000
+# Prompts of the first HELDOUT_POOL held-out rows never appear in training or pretraining data.
+HELDOUT_POOL = 64
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -91,10 +96,15 @@ class Task:
             out.append(row)
         return out
 
+    def heldout(self, n: int) -> list[Row]:
+        """The fixed held-out rows: the first ``n`` of one seed, whatever the run's seed."""
+        return self.rows(n, seed=HELDOUT_SEED)
+
     def splits(self, n_train: int, n_eval: int, seed: int) -> tuple[list[Row], list[Row]]:
-        """Held-out rows come from their own seed and never share a prompt with training."""
-        eval_rows = self.rows(n_eval, seed=10_000 + seed)
-        train_rows = self.rows(n_train, seed=seed, exclude={r.prompt for r in eval_rows})
+        """Training rows never share a prompt with the held-out pool (nor does pretraining)."""
+        eval_rows = self.heldout(n_eval)
+        pool = {r.prompt for r in self.heldout(max(n_eval, HELDOUT_POOL))}
+        train_rows = self.rows(n_train, seed=seed, exclude=pool)
         return train_rows, eval_rows
 
 
@@ -104,24 +114,23 @@ def _arithmetic(rng: random.Random) -> Row:
 
 
 def _reverse(rng: random.Random) -> Row:
-    word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 5)))
+    word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(4, 6)))
     return Row(f"reverse {' '.join(word)}:", (("answer", " " + " ".join(reversed(word))),))
 
 
 def _sort(rng: random.Random) -> Row:
-    digits = [rng.randint(0, 9) for _ in range(rng.randint(3, 5))]
+    numbers = [rng.randint(0, 99) for _ in range(rng.randint(4, 6))]
     return Row(
-        f"sort {' '.join(map(str, digits))}:",
-        (("answer", " " + " ".join(map(str, sorted(digits)))),),
+        f"sort {' '.join(map(str, numbers))}:",
+        (("answer", " " + " ".join(map(str, sorted(numbers)))),),
     )
 
 
-def _count(rng: random.Random) -> Row:
-    start = rng.randint(1, 30)
-    stop = start + rng.randint(2, 7)
+def _order(rng: random.Random) -> Row:
+    digits = [rng.randint(0, 9) for _ in range(rng.randint(9, 12))]
     return Row(
-        f"count {start} to {stop}:",
-        (("answer", " " + " ".join(str(i) for i in range(start, stop + 1))),),
+        f"order {' '.join(map(str, digits))}:",
+        (("answer", " " + " ".join(map(str, sorted(digits)))),),
     )
 
 
@@ -131,16 +140,16 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("arithmetic", "add two numbers below 50", _arithmetic, _EXACT),
-        Task("reverse", "reverse a list of 3-5 letters", _reverse, _EXACT),
-        Task("sort", "sort 3-5 digits ascending", _sort, _EXACT),
+        Task("reverse", "reverse a list of 4-6 letters", _reverse, _EXACT),
+        Task("sort", "sort 4-6 numbers below 100 ascending", _sort, _EXACT),
         Task(
-            "count",
-            "count from a to b; correctness (list produced in order) against brevity",
-            _count,
+            "order",
+            "sort 9-12 digits; correctness (share of the list produced in order) against brevity",
+            _order,
             (
                 ObjectiveDecl("correctness", "max", "prefix_accuracy", reference=0.0,
                               term="answer", weight=0.5),
-                ObjectiveDecl("length", "min", "length_items", reference=10.0,
+                ObjectiveDecl("length", "min", "length_items", reference=14.0,
                               term="brevity", weight=0.5),
             ),
             default_method="mo-sft",

@@ -1,0 +1,194 @@
+"""The built-in tiny base model: a local BPE tokenizer and a small Llama, pretrained briefly.
+
+No model hub is needed: the tokenizer is trained with ``tokenizers`` on the built-in task
+corpus, the model is a ``LlamaConfig`` decoder pretrained for a few hundred steps on the same
+corpus (never on held-out prompts), then cached under the workbench cache keyed by its config
+and seed. A second use loads it from the cache in seconds. The base "speaks" the tasks but
+leaves room to improve, which is what a fine-tuning demo needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from workbench.data.encode import collate
+from workbench.data.rows import Row
+from workbench.data.tasks import HELDOUT_POOL, TASKS
+from workbench.paths import cache_dir
+
+# Bump when the corpus or the build recipe changes, so stale caches are not reused.
+RECIPE_VERSION = "1"
+PRETRAIN_ROWS_PER_TASK = 3000
+SPECIALS = ("<pad>", "<s>", "</s>")
+BASE_INFO_FILE = "workbench_base.json"
+
+
+def cache_key(tiny_spec) -> str:
+    payload = json.dumps({"recipe": RECIPE_VERSION, **tiny_spec.model_dump(mode="json")}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cached_path(tiny_spec) -> Path:
+    return cache_dir() / "tiny" / cache_key(tiny_spec)
+
+
+def corpus_rows(seed: int) -> list[Row]:
+    """Pretraining rows: every task's training split (held-out prompts excluded), shuffled."""
+    rows: list[Row] = []
+    for task in TASKS.values():
+        train, _ = task.splits(PRETRAIN_ROWS_PER_TASK, HELDOUT_POOL, seed=seed + 7919)
+        rows += train
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def train_tokenizer(rows: list[Row], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(SPECIALS), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator((r.prompt + r.completion for r in rows), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_model(tiny_spec, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=tiny_spec.hidden_size,
+        intermediate_size=tiny_spec.hidden_size * 2, num_hidden_layers=tiny_spec.layers,
+        num_attention_heads=tiny_spec.heads, num_key_value_heads=tiny_spec.heads,
+        max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(tiny_spec.seed)
+    return LlamaForCausalLM(config)
+
+
+def pretrain(model, tokenizer, rows: list[Row], tiny_spec, progress=None) -> list[float]:
+    """Plain causal-LM pretraining on whole rows (prompt + completion + end token).
+
+    A hand-written loop rather than Lightning: it is a few lines, has no per-run tracking,
+    and keeps the base build fast.
+    """
+    from workbench.data.encode import Encoded
+
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    encoded = []
+    for r in rows:
+        ids = [bos] + tokenizer(r.prompt + r.completion, add_special_tokens=False)["input_ids"] + [eos]
+        encoded.append(Encoded(ids, list(ids), [0] * len(ids)))
+    gen = torch.Generator().manual_seed(tiny_spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=tiny_spec.pretrain_lr, weight_decay=0.01)
+    steps, warmup = tiny_spec.pretrain_steps, max(1, tiny_spec.pretrain_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1))),
+    )
+    model.train()
+    losses: list[float] = []
+    order = torch.randperm(len(encoded), generator=gen).tolist()
+    cursor = 0
+    for step in range(steps):
+        if cursor + tiny_spec.pretrain_batch > len(order):
+            order, cursor = torch.randperm(len(encoded), generator=gen).tolist(), 0
+        batch = collate([encoded[i] for i in order[cursor:cursor + tiny_spec.pretrain_batch]],
+                        tokenizer.pad_token_id)
+        cursor += tiny_spec.pretrain_batch
+        labels = batch["labels"].masked_fill(batch["attention_mask"] == 0, -100)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(out.loss.item())
+        if progress is not None:
+            progress(step + 1, steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def base_exact_match(model, tokenizer, n_eval: int = 48) -> dict[str, float]:
+    """Held-out exact match of the base per built-in task (greedy decoding)."""
+    from workbench.data.tasks import exact_match
+    from workbench.evaluation import generate
+
+    scores = {}
+    for name, task in TASKS.items():
+        rows = task.heldout(n_eval)
+        preds = generate(model, tokenizer, rows, max_new_tokens=24)
+        scores[name] = sum(exact_match(p, r) for p, r in zip(preds, rows)) / len(rows)
+    return scores
+
+
+def build_or_load(tiny_spec, log=print):
+    """The cached tiny base (model, tokenizer, info), building it on first use.
+
+    The build writes to a temporary folder beside the cache entry and renames it into place,
+    so an interrupted build never leaves a half-written cache.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cached_path(tiny_spec)
+    if not (target / BASE_INFO_FILE).is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        log(f"Building the tiny base model (once; cached in {target}) ...")
+        rows = corpus_rows(tiny_spec.seed)
+        tokenizer = train_tokenizer(rows, tiny_spec.vocab_size)
+        model = build_model(tiny_spec, tokenizer)
+
+        def progress(step, total, loss):
+            if step == total or step % max(1, total // 5) == 0:
+                log(f"  pretraining step {step}/{total}  loss {loss:.3f}")
+
+        losses = pretrain(model, tokenizer, rows, tiny_spec, progress)
+        scores = base_exact_match(model, tokenizer)
+        info = {
+            "key": cache_key(tiny_spec),
+            "spec": tiny_spec.model_dump(mode="json"),
+            "params": sum(p.numel() for p in model.parameters()),
+            "pretrain_final_loss": losses[-1] if losses else None,
+            "build_s": round(time.perf_counter() - started, 1),
+            "exact_match": scores,
+        }
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / BASE_INFO_FILE).write_text(json.dumps(info, indent=2))
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                # Another process finished the same build first; keep theirs.
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log("  base exact match per task: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+            + f"  ({info['build_s']} s)")
+    info = json.loads((target / BASE_INFO_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    model = AutoModelForCausalLM.from_pretrained(target, use_safetensors=True)
+    model.train()
+    return model, tokenizer, info
