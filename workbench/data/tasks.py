@@ -114,7 +114,7 @@ def _arithmetic(rng: random.Random) -> Row:
 
 
 def _reverse(rng: random.Random) -> Row:
-    word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(4, 6)))
+    word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 5)))
     return Row(f"reverse {' '.join(word)}:", (("answer", " " + " ".join(reversed(word))),))
 
 
@@ -140,7 +140,7 @@ TASKS: dict[str, Task] = {
     t.name: t
     for t in [
         Task("arithmetic", "add two numbers below 50", _arithmetic, _EXACT),
-        Task("reverse", "reverse a list of 4-6 letters", _reverse, _EXACT),
+        Task("reverse", "reverse a list of 3-5 letters", _reverse, _EXACT),
         Task("sort", "sort 4-6 numbers below 100 ascending", _sort, _EXACT),
         Task(
             "order",

@@ -1,0 +1,39 @@
+"""Batches that do not depend on how many processes train.
+
+Each micro-step draws one *global* batch of ``batch_size * world_size`` rows from a seeded
+permutation; rank ``r`` takes its slice. So 2 processes x batch B see exactly the rows that
+1 process x batch 2B sees, which makes DDP runs comparable with single-process runs (a
+DistributedSampler would deal rows out differently).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Sampler
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    def __init__(self, n_rows: int, batch_size: int, micro_steps: int, seed: int,
+                 rank: int = 0, world_size: int = 1, start_micro_step: int = 0):
+        self.n_rows, self.batch_size, self.micro_steps = n_rows, batch_size, micro_steps
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.start_micro_step = start_micro_step
+
+    def __len__(self) -> int:
+        return self.micro_steps - self.start_micro_step
+
+    def global_batches(self):
+        per_global = self.batch_size * self.world_size
+        generator = torch.Generator().manual_seed(self.seed)
+        order: list[int] = []
+        for _ in range(self.micro_steps):
+            while len(order) < per_global:
+                order += torch.randperm(self.n_rows, generator=generator).tolist()
+            yield order[:per_global]
+            order = order[per_global:]
+
+    def __iter__(self):
+        for step, batch in enumerate(self.global_batches()):
+            if step < self.start_micro_step:
+                continue
+            yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]

@@ -1,0 +1,107 @@
+"""The shared base of every method's LightningModule.
+
+It owns what all methods share: the model, the batches, the optimizer and schedule, and
+the per-step metrics. A method subclass only implements :meth:`compute_losses`, turning a
+batch into per-example losses by calling functions from :mod:`workbench.losses`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from workbench.data.batches import GlobalBatchSampler
+from workbench.data.encode import collate
+
+
+class WorkbenchModule(L.LightningModule):
+    def __init__(self, spec, model, tokenizer, encoded):
+        super().__init__()
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.encoded = encoded
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.eos_id = tokenizer.eos_token_id
+        self.last_metrics: dict[str, float] = {}
+        self._step_started = time.perf_counter()
+        self._accum: dict[str, float] = {}
+        self._accum_n = 0
+
+    # -- what a method implements -------------------------------------------------------
+    def compute_losses(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-example total loss (B,) and per-example terms by name."""
+        raise NotImplementedError
+
+    # -- shared machinery ---------------------------------------------------------------
+    def logits(self, batch) -> torch.Tensor:
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def training_step(self, batch, batch_idx):
+        per_example, terms = self.compute_losses(batch)
+        loss = per_example.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {float(loss)} at step {self.global_step}; lower "
+                "optimizer.lr, enable train.grad_clip or check the data"
+            )
+        # Accumulate metrics over the micro-batches of one optimizer step.
+        values = {"train/loss": float(loss.detach())}
+        values.update({f"train/{k}": float(v.detach().mean()) for k, v in terms.items()})
+        values["perf/tokens"] = float(batch["attention_mask"].sum())
+        for k, v in values.items():
+            self._accum[k] = self._accum.get(k, 0.0) + v
+        self._accum_n += 1
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if (batch_idx + 1) % self.spec.train.grad_accum != 0:
+            return
+        now = time.perf_counter()
+        step_s = now - self._step_started
+        self._step_started = now
+        n = max(self._accum_n, 1)
+        metrics = {k: v / n for k, v in self._accum.items() if k != "perf/tokens"}
+        tokens = self._accum.get("perf/tokens", 0.0) * self.trainer.world_size
+        metrics["perf/step_s"] = step_s
+        metrics["perf/tokens_per_s"] = tokens / step_s if step_s > 0 else math.nan
+        metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.last_metrics = metrics
+        self._accum, self._accum_n = {}, 0
+
+    def train_dataloader(self):
+        t = self.spec.train
+        sampler = GlobalBatchSampler(
+            n_rows=len(self.encoded), batch_size=t.batch_size, micro_steps=t.steps * t.grad_accum,
+            seed=t.seed, rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+        )
+        return DataLoader(self.encoded, batch_sampler=sampler, num_workers=0,
+                          collate_fn=lambda rows: collate(rows, self.pad_id))
+
+    def configure_optimizers(self):
+        o, t = self.spec.optimizer, self.spec.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if o.name == "adamw":
+            opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        elif o.name == "adam":
+            opt = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+        warmup, total = t.warmup_steps, t.steps
+
+        def factor(step: int) -> float:
+            if warmup and step < warmup:
+                return (step + 1) / warmup
+            progress = (step - warmup) / max(1, total - warmup)
+            if t.scheduler == "linear":
+                return max(0.0, 1.0 - progress)
+            if t.scheduler == "cosine":
+                return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+            return 1.0
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

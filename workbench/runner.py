@@ -1,0 +1,206 @@
+"""Run a spec: in this process (:func:`run`) or in a fresh one (see :mod:`workbench.launcher`).
+
+The order matters for "nothing half-written": the spec is validated, the data loaded and
+checked, and the model built *before* an MLflow run is created; from then on every exit
+path ends the run FINISHED, FAILED (with the error) or KILLED.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from workbench import tracking
+from workbench.adapters import apply_adapter, trainable_parameters
+from workbench.data.encode import encode_rows
+from workbench.data.sources import load_rows
+from workbench.errors import RunFailed, WorkbenchError
+from workbench.evaluation import evaluate
+from workbench.models import load_base
+from workbench.registry import load_module_class
+from workbench.spec import RunSpec
+
+
+@dataclass
+class RunResult:
+    run_id: str | None
+    status: str
+    objectives: dict[str, float] = field(default_factory=dict)
+    trajectory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+
+def _rank() -> int:
+    """Global rank of this process in a Lightning multi-process launch (0 when alone)."""
+    for var in ("RANK", "LOCAL_RANK"):
+        if var in os.environ:
+            return int(os.environ[var])
+    return 0
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is the process high-water mark in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+class _Interrupted:
+    """SIGTERM -> a flag the training loop checks, turned into a clean KILLED ending."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.previous[sig] = signal.getsignal(sig)
+
+            def on_term(signum, frame):
+                self.flag = True
+                raise KeyboardInterrupt
+
+            signal.signal(signal.SIGTERM, on_term)
+        return self
+
+    def __exit__(self, *exc):
+        # Lightning ignores SIGINT after an interrupt; give the caller its handlers back.
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str | None = None,
+        progress: bool = False, log=print) -> RunResult:
+    """Train ``spec`` in this process; return the run id and its final objectives.
+
+    ``run_id`` continues a run created beforehand (by :func:`workbench.launch`).
+    Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
+    """
+    import lightning as L
+    import torch
+
+    spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+    rank = _rank()
+    client = tracking.connect(spec.tracking.uri) if rank == 0 else None
+
+    train_rows, eval_rows = load_rows(spec.data, spec.train.seed)
+    L.seed_everything(spec.train.seed, workers=True, verbose=False)
+    base = load_base(spec.model, log=log if rank == 0 else (lambda *a: None))
+    model = apply_adapter(base.model, spec.adapter)
+    encoded, stats = encode_rows(base.tokenizer, train_rows, spec.train.max_length)
+    module_class = load_module_class(spec.method)
+    module = module_class(spec, model, base.tokenizer, encoded)
+    rss_baseline = _peak_rss_mb()
+
+    if rank != 0:
+        # Other DDP ranks only train; rank 0 tracks and evaluates.
+        _make_trainer(spec, [], progress=False).fit(module)
+        return RunResult(None, "FINISHED")
+
+    if run_id is None:
+        run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
+    recorder = tracking.RunRecorder(client, run_id)
+    trajectory: list[tuple[int, dict[str, float]]] = []
+    started = time.perf_counter()
+
+    def costs() -> dict[str, float]:
+        return {
+            "trainable_params": float(trainable_parameters(model)),
+            "peak_mem_mb": max(0.0, _peak_rss_mb() - rss_baseline),
+            "train_time_s": time.perf_counter() - started,
+        }
+
+    def evaluate_at(step: int) -> dict[str, float]:
+        result = evaluate(model, base.tokenizer, eval_rows, spec.objectives, spec.eval,
+                          max_length=spec.train.max_length, costs=costs(), seed=spec.train.seed)
+        recorder.log_metrics({f"objective/{k}": v for k, v in result.objectives.items()}, step=step)
+        recorder.log_metrics({f"eval/{k}": v for k, v in result.metrics.items()}, step=step)
+        if result.samples:
+            recorder.log_table(result.samples, f"samples/step_{step:06d}.json")
+        trajectory.append((step, dict(result.objectives)))
+        return result.objectives
+
+    with _Interrupted() as interrupted:
+        try:
+            recorder.set_tags({"workbench.kernels": "none", "workbench.base": base.name})
+            recorder.log_metrics(stats.as_metrics(), step=0)
+            recorder.log_metrics({"cost/trainable_params": float(trainable_parameters(model))}, step=0)
+            for task_name, score in base.info.get("exact_match", {}).items():
+                recorder.log_metrics({f"base/exact_match/{task_name}": score}, step=0)
+            if stats.truncated_rows:
+                log(f"note: {stats.truncated_rows} of {stats.rows} rows were longer than "
+                    f"train.max_length={spec.train.max_length} and were truncated "
+                    f"({stats.dropped_rows} dropped: nothing left to learn)")
+            evaluate_at(0)
+            callback = _tracking_callback(recorder, spec, evaluate_at, lambda: interrupted.flag)
+            trainer = _make_trainer(spec, [callback], progress=progress)
+            try:
+                trainer.fit(module)
+            except SystemExit:
+                # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after a graceful shutdown.
+                raise KeyboardInterrupt from None
+            final = evaluate_at(spec.train.steps)
+            cost = costs()
+            recorder.log_metrics({"perf/peak_mem_mb": cost["peak_mem_mb"],
+                                  "perf/train_time_s": cost["train_time_s"]}, step=spec.train.steps)
+            if spec.tracking.log_model:
+                with tempfile.TemporaryDirectory() as folder:
+                    model.save_pretrained(folder, safe_serialization=True)
+                    base.tokenizer.save_pretrained(folder)
+                    recorder.log_artifacts(folder, "model")
+        except KeyboardInterrupt:
+            recorder.finish("KILLED")
+            raise
+        except WorkbenchError as err:
+            recorder.finish("FAILED", f"{type(err).__name__}: {err}")
+            raise RunFailed(f"run {run_id} failed: {err}") from None
+        except BaseException as err:
+            import traceback
+
+            recorder.finish("FAILED", f"{type(err).__name__}: {err}", details=traceback.format_exc())
+            if isinstance(err, (FloatingPointError, torch.OutOfMemoryError)):
+                raise RunFailed(f"run {run_id} failed: {err}") from None
+            raise
+        recorder.finish("FINISHED")
+    return RunResult(run_id, "FINISHED", final, trajectory)
+
+
+def _tracking_callback(recorder, spec, evaluate_at, stop_flag):
+    from workbench.lightning_modules.callbacks import TrackingCallback
+
+    return TrackingCallback(recorder, spec.train.log_every, spec.train.eval_every, evaluate_at, stop_flag)
+
+
+def _make_trainer(spec, callbacks, progress: bool):
+    import lightning as L
+
+    t = spec.train
+    if progress:
+        from lightning.pytorch.callbacks import TQDMProgressBar
+
+        callbacks = [*callbacks, TQDMProgressBar(refresh_rate=max(1, t.steps // 50))]
+    return L.Trainer(
+        max_steps=t.steps, max_epochs=1, accumulate_grad_batches=t.grad_accum,
+        gradient_clip_val=t.grad_clip, precision=t.precision, accelerator=t.accelerator,
+        devices=t.devices, strategy=t.strategy, logger=False, enable_checkpointing=False,
+        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
+        use_distributed_sampler=False, callbacks=callbacks, limit_val_batches=0,
+    )
+
+
+def main_guard(func):
+    """Print WorkbenchErrors as one clear message (no traceback) and exit non-zero."""
+
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except WorkbenchError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper
