@@ -8,7 +8,6 @@ the tokens before it, so logits are shifted by one inside :func:`token_logprobs`
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from workbench.data.encode import IGNORE_INDEX, SEGMENT_IDS
 

@@ -1,0 +1,232 @@
+"""The `workbench` command line: demo, run, launch, status, stop, front, ui, export."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+DEMO_HELP = """Build (or load) the tiny base, run a weight sweep of multi-objective SFT on the
+'order' task (correctness against brevity) in this process, print the Pareto front with its
+hypervolume against the task's reference point, and write the front as an HTML plot."""
+
+
+def _quiet_libraries() -> None:
+    # Library chatter (Lightning tips, HF progress bars) hides the workbench's own output.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import logging
+    import warnings
+
+    import lightning  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
+                 "lightning.fabric.utilities.rank_zero", "pytorch_lightning", "mlflow",
+                 "alembic", "httpx", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+def _format_table(rows: list[dict], columns: list[str]) -> str:
+    def fmt(v):
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns),
+             "  ".join("-" * widths[c] for c in columns)]
+    lines += ["  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def cmd_demo(args) -> int:
+    from workbench import paths
+    from workbench.spec import RunSpec
+    from workbench.sweep import run_sweep, weight_grid
+
+    spec = RunSpec.parse({
+        "data": {"source": "order"},
+        "train": {"steps": args.steps, "eval_every": max(1, args.steps // 3)},
+        "tracking": {"experiment": args.experiment},
+    })
+    weights = weight_grid(args.points)
+    figure = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
+    print(f"Weight sweep on 'order': {len(weights)} runs, correctness weights {weights}")
+    result = run_sweep(spec, weights, progress=not args.no_progress, figure_path=figure)
+    names = result.front.names
+    rows = []
+    for label, point, on_front in zip(result.front.labels, result.front.points, result.front.mask):
+        row = {"run": label, **{n: float(v) for n, v in zip(names, point)}}
+        row["front"] = "*" if on_front else ""
+        rows.append(row)
+    print()
+    print(_format_table(rows, ["run", *names, "front"]))
+    ref = ", ".join(f"{n}={v:g}" for n, v in zip(names, result.front.reference))
+    print("\nbase model: " + ", ".join(f"{n}={result.base_objectives[n]:.4g}" for n in names))
+    print(f"hypervolume (reference {ref}): sweep {result.front.hypervolume:.4g}, "
+          f"base model {result.base_hypervolume:.4g}")
+    print(f"front plot: {result.figure_path}")
+    print(f"runs: experiment '{args.experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})")
+    print("\nNext: `workbench ui` opens the MLflow UI on http://127.0.0.1:5000; "
+          "`jupyter lab notebooks/` opens the teaching notebooks.")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from workbench.runner import run
+    from workbench.spec import RunSpec
+
+    spec = RunSpec.from_file(args.spec)
+    if args.steps:
+        spec = spec.updated(**{"train.steps": args.steps})
+    result = run(spec, progress=not args.no_progress)
+    if result.run_id is not None:
+        print(f"run {result.run_id} {result.status}")
+        for name, value in result.objectives.items():
+            print(f"  objective/{name} = {value:.4g}")
+    return 0
+
+
+def cmd_launch(args) -> int:
+    from workbench.launcher import launch
+    from workbench.spec import RunSpec
+
+    handle = launch(RunSpec.from_file(args.spec))
+    print(f"launched run {handle.run_id} (pid {handle.pid}); log: {handle.log_path}")
+    print(f"`workbench status {handle.run_id}` / `workbench stop {handle.run_id}`")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from workbench.launcher import attach
+
+    print(attach(args.run_id).status())
+    return 0
+
+
+def cmd_stop(args) -> int:
+    from workbench.launcher import attach
+
+    print(attach(args.run_id).stop())
+    return 0
+
+
+def cmd_front(args) -> int:
+    from workbench import paths, plots, tracking
+    from workbench.fronts import front_from_runs
+
+    client = tracking.connect()
+    runs = [r for r in tracking.runs_frame(client, args.experiment)
+            if r["tags"].get("workbench.kind") != "sweep"]
+    if not runs:
+        raise WorkbenchError(f"experiment '{args.experiment}' has no finished runs in {paths.tracking_uri()}")
+    front = front_from_runs(runs, args.objective or None)
+    rows = front.table()
+    print(_format_table(rows, ["label", *front.names]))
+    if front.reference is not None:
+        print(f"hypervolume: {front.hypervolume:.4g} (reference {list(map(float, front.reference))})")
+    out = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
+    plots.write_html(plots.front_figure(front), out)
+    print(f"front plot: {out}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from workbench import paths
+
+    uri = paths.tracking_uri()
+    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
+    command = [mlflow_bin, "server", "--host", args.host, "--port", str(args.port),
+               "--backend-store-uri", uri, "--workers", "1"]
+    root = paths.artifact_root(uri)
+    if root:
+        command += ["--default-artifact-root", root]
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    try:
+        return subprocess.call(command, env=env)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_export(args) -> int:
+    from workbench.export import export_run
+
+    folder = export_run(args.run_id, args.dir)
+    print(f"exported run {args.run_id} to {folder} (load with AutoModelForCausalLM.from_pretrained)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Run, compare and teach fine-tuning methods; every run tracked in MLflow.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the main job: a tracked weight sweep ending in a Pareto front",
+                       description=DEMO_HELP)
+    p.add_argument("--points", type=int, default=5, help="sweep points (default 5)")
+    p.add_argument("--steps", type=int, default=150, help="training steps per run (default 150)")
+    p.add_argument("--experiment", default="demo", help="MLflow experiment name (default demo)")
+    p.add_argument("--html", help="where to write the front plot (default: next to the store)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("run", help="train one run spec (YAML) in this process",
+                       description="Train the run described by a YAML RunSpec in this process, tracked in MLflow.")
+    p.add_argument("spec", help="path of a YAML run spec")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("launch", help="train a run spec in a background process",
+                       description="Start a run in its own process session; prints its run id.")
+    p.add_argument("spec", help="path of a YAML run spec")
+    p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("status", help="status of a launched run")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("stop", help="stop a launched run (it ends KILLED)")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("front", help="print and plot the Pareto front of an experiment's runs",
+                       description="Read an experiment's finished runs back from MLflow and compute their Pareto front.")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--objective", action="append", help="objective name (repeat; default: all shared)")
+    p.add_argument("--html", help="where to write the front plot")
+    p.set_defaults(func=cmd_front)
+
+    p = sub.add_parser("ui", help="serve the MLflow UI for the store on 127.0.0.1",
+                       description="Start the MLflow server/UI over the workbench's store (bound to 127.0.0.1 unless --host says otherwise).")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000)
+    p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("export", help="write a run's merged weights + tokenizer as a model folder",
+                       description="Export a finished run as safetensors weights (adapters merged) plus tokenizer, loadable with from_pretrained.")
+    p.add_argument("run_id")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.func(args)
+    except WorkbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the run was ended KILLED", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Fused ops (Triton on GPUs, chunked torch elsewhere); torch and triton imports only."""

@@ -1,0 +1,172 @@
+"""Background runs: a fresh interpreter in its own process session, tracked in MLflow.
+
+:func:`launch` validates the spec and data here, creates the MLflow run, then starts
+``python -m workbench.launcher RUN_ID SPEC`` with ``start_new_session=True`` so stopping it
+signals its whole process group (data workers, DDP ranks) and nothing else. The process id
+and its start time are tags on the run, so :func:`attach` finds the process again after a
+notebook kernel restarts, and a recycled PID is not mistaken for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+from workbench import tracking
+from workbench.data.sources import load_rows
+from workbench.errors import TrackingError
+from workbench.spec import RunSpec
+
+PID_TAG = "workbench.pid"
+START_TAG = "workbench.process_start"
+LOG_TAG = "workbench.log"
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+class RunHandle:
+    """A launched run: ``status()``, ``wait()``, ``stop()``, ``run_id``."""
+
+    def __init__(self, run_id: str, pid: int, process_start: float, uri: str | None = None,
+                 log_path: str | None = None, popen: subprocess.Popen | None = None):
+        self.run_id, self.pid, self.process_start = run_id, pid, process_start
+        self.uri, self.log_path, self._popen = uri, log_path, popen
+
+    def __repr__(self) -> str:
+        return f"RunHandle(run_id={self.run_id!r}, pid={self.pid}, status={self.status()!r})"
+
+    def _client(self):
+        return tracking.connect(self.uri)
+
+    def alive(self) -> bool:
+        if self._popen is not None and self._popen.poll() is not None:
+            return False
+        try:
+            proc = psutil.Process(self.pid)
+            return abs(proc.create_time() - self.process_start) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    def status(self) -> str:
+        """The MLflow run status; a RUNNING run whose process is gone is ended FAILED first."""
+        client = self._client()
+        status = client.get_run(self.run_id).info.status
+        if status not in TERMINAL and not self.alive():
+            time.sleep(0.5)  # the process may be writing its own ending right now
+            status = client.get_run(self.run_id).info.status
+            if status not in TERMINAL:
+                tracking.end_run(client, self.run_id, "FAILED",
+                                 f"the run's process {self.pid} exited without ending the run; "
+                                 f"see its log {self.log_path}")
+                status = "FAILED"
+        return status
+
+    def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._popen is not None:
+                self._popen.poll()
+            status = self.status()
+            if status in TERMINAL:
+                return status
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self.run_id} still {status} after {timeout} s")
+            time.sleep(poll_s)
+
+    def stop(self, grace_s: float = 20.0) -> str:
+        """SIGTERM the run's process group (it ends KILLED), SIGKILL after ``grace_s``."""
+        if self.alive():
+            try:
+                os.killpg(os.getpgid(self.pid), signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+            deadline = time.monotonic() + grace_s
+            while self.alive() and time.monotonic() < deadline:
+                if self._popen is not None:
+                    self._popen.poll()
+                time.sleep(0.2)
+            if self.alive():
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        client = self._client()
+        if client.get_run(self.run_id).info.status not in TERMINAL:
+            tracking.end_run(client, self.run_id, "KILLED")
+        return client.get_run(self.run_id).info.status
+
+
+def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None) -> RunHandle:
+    """Start ``spec`` in a background process; returns as soon as the run exists."""
+    spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+    load_rows(spec.data, spec.train.seed)  # bad data fails here, before a run is created
+    client = tracking.connect(spec.tracking.uri)
+    run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
+    folder = Path(tempfile.mkdtemp(prefix=f"workbench-{run_id[:8]}-"))
+    spec_path = folder / "spec.yaml"
+    spec_path.write_text(spec.to_yaml(), encoding="utf-8")
+    log_path = folder / "run.log"
+    env = dict(os.environ)
+    env["MLFLOW_TRACKING_URI"] = client.tracking_uri  # the child must write to the same store
+    with open(log_path, "wb") as log_file:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "workbench.launcher", run_id, str(spec_path)],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+    process_start = psutil.Process(popen.pid).create_time()
+    client.set_tag(run_id, PID_TAG, str(popen.pid))
+    client.set_tag(run_id, START_TAG, repr(process_start))
+    client.set_tag(run_id, LOG_TAG, str(log_path))
+    return RunHandle(run_id, popen.pid, process_start, client.tracking_uri, str(log_path), popen)
+
+
+def attach(run_id: str, uri: str | None = None) -> RunHandle:
+    """A handle on a launched run, e.g. after a notebook kernel restart."""
+    client = tracking.connect(uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as err:  # MLflow raises its own exception types for missing runs
+        raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
+    tags = run.data.tags
+    if PID_TAG not in tags:
+        raise TrackingError(f"run {run_id} was not started with workbench.launch; it has no process to attach to")
+    return RunHandle(run_id, int(tags[PID_TAG]), float(tags[START_TAG]), client.tracking_uri, tags.get(LOG_TAG))
+
+
+def _child_main(run_id: str, spec_path: str) -> int:
+    from workbench.runner import run
+
+    spec = RunSpec.from_file(spec_path)
+    try:
+        run(spec, run_id=run_id, progress=False)
+    except KeyboardInterrupt:
+        _end_if_open(run_id, "KILLED", None)
+        return 130
+    except BaseException as err:
+        _end_if_open(run_id, "FAILED", f"{type(err).__name__}: {err}")
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _end_if_open(run_id: str, status: str, error: str | None) -> None:
+    client = tracking.connect()
+    if client.get_run(run_id).info.status not in TERMINAL:
+        tracking.end_run(client, run_id, status, error)
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    raise SystemExit(_child_main(sys.argv[1], sys.argv[2]))
