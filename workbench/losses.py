@@ -12,13 +12,18 @@ import torch
 from workbench.data.encode import IGNORE_INDEX, SEGMENT_IDS
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """Upcast half/bfloat16 logits to float32; keep float64 (gradcheck, references) as is."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the label tokens and the mask of scored positions.
 
     ``logits`` (B, T, V) and ``labels`` (B, T); returns (B, T-1) log-probs of
     ``labels[:, 1:]`` under ``logits[:, :-1]`` (0 where ignored) and the boolean mask.
     """
-    shifted_logits = logits[:, :-1, :].float()
+    shifted_logits = _at_least_float32(logits[:, :-1, :])
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     safe = targets.masked_fill(~mask, 0)
@@ -64,7 +69,7 @@ def brevity_loss(logits: torch.Tensor, labels: torch.Tensor, eos_id: int,
     relative position w_a / (c * w_b): weights trade length for completeness smoothly
     instead of flipping between "full answer" and "empty answer".
     """
-    logp_all = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    logp_all = torch.log_softmax(_at_least_float32(logits[:, :-1, :]), dim=-1)
     mask = labels[:, 1:] != IGNORE_INDEX
     counts = mask.sum(dim=1, keepdim=True).clamp(min=1)
     position = (mask.cumsum(dim=1) - 1).clamp(min=0) * mask

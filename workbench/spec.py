@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -297,6 +297,10 @@ class RunSpec(_Section):
             *parents, leaf = dotted.split(".")
             for key in parents:
                 node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    raise SpecError(
+                        f"cannot set '{dotted}': '{key}' holds {node!r}, not a section of fields"
+                    )
             node[leaf] = value
         return RunSpec.parse(data)
 
@@ -336,10 +340,30 @@ def format_validation_error(err: ValidationError) -> str:
         loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown field; check its spelling against `workbench run --help` / the docs"
+            allowed = _fields_at(e["loc"][:-1])
+            msg = "unknown field; check its spelling" + (
+                f"; allowed: {', '.join(allowed)}" if allowed else " against the docs"
+            )
         value = e.get("input")
         shown = repr(value)
         if len(shown) > 80:
             shown = shown[:77] + "..."
         lines.append(f"  {loc} = {shown}: {msg}")
     return "\n".join(lines)
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the section at ``loc`` (list indices skipped); [] if not a section."""
+    model: type[BaseModel] = RunSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            return []
+        inner = [info.annotation, *get_args(info.annotation)]
+        sections = [t for t in inner if isinstance(t, type) and issubclass(t, BaseModel)]
+        if not sections:
+            return []
+        model = sections[0]
+    return sorted(model.model_fields)

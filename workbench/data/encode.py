@@ -96,6 +96,9 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
             segments.append(SEGMENT_IDS["answer"])
     else:
         ids, labels, segments = [], [], []
+        # Tokens of the rendered conversation consumed so far; differs from len(ids) when an
+        # end token (not part of the rendering) was appended after an assistant turn.
+        rendered = 0
         for i, message in enumerate(row.messages):
             if message["role"] != "assistant":
                 continue
@@ -106,11 +109,12 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
                     "the chat template renders a conversation prefix differently from the whole "
                     "conversation, so assistant tokens cannot be located; use prompt/completion rows"
                 )
-            context = before[len(ids):]
+            context = before[rendered:]
             ids += context
             labels += [IGNORE_INDEX] * len(context)
             segments += [SEGMENT_IDS["prompt"]] * len(context)
             answer = upto[len(before):]
+            rendered = len(upto)
             if not getattr(tokenizer, "chat_template", None) and eos is not None:
                 answer = answer + [eos]
             ids += answer
