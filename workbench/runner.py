@@ -86,9 +86,9 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
 
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
     rank = _rank()
-    client = tracking.connect(spec.tracking.uri) if rank == 0 else None
-
+    # Data first: a malformed dataset must fail before the store is even opened.
     train_rows, eval_rows = load_rows(spec.data, spec.train.seed)
+    client = tracking.connect(spec.tracking.uri) if rank == 0 else None
     L.seed_everything(spec.train.seed, workers=True, verbose=False)
     base = load_base(spec.model, log=log if rank == 0 else (lambda *a: None))
     model = apply_adapter(base.model, spec.adapter)
@@ -99,7 +99,8 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
 
     if rank != 0:
         # Other DDP ranks only train; rank 0 tracks and evaluates.
-        _make_trainer(spec, [], progress=False).fit(module)
+        callback = _tracking_callback(None, spec, None, None)  # keeps the per-step all-reduce in step
+        _make_trainer(spec, [callback], progress=False).fit(module)
         return RunResult(None, "FINISHED")
 
     if run_id is None:

@@ -154,7 +154,7 @@ class TrainSpec(_Section):
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (None: off).")
     eval_every: int = Field(50, ge=1, description="Evaluate objectives every N steps (and at the end).")
-    log_every: int = Field(5, ge=1, description="Log train metrics every N steps.")
+    log_every: int = Field(1, ge=1, description="Log train metrics every N steps (logging is buffered, so every step is cheap).")
     checkpoint_every: int | None = Field(None, ge=1, description="Save a checkpoint every N steps (None: only at the end).")
     seed: int = Field(0, description="Seed of data order, initialisation and sampling.")
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true.")

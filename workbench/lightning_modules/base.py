@@ -27,7 +27,6 @@ class WorkbenchModule(L.LightningModule):
         self.encoded = encoded
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
-        self.last_metrics: dict[str, float] = {}
         self._step_started = time.perf_counter()
         self._accum: dict[str, float] = {}
         self._accum_n = 0
@@ -58,20 +57,30 @@ class WorkbenchModule(L.LightningModule):
         self._accum_n += 1
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
-        if (batch_idx + 1) % self.spec.train.grad_accum != 0:
-            return
+    def end_of_step_metrics(self) -> dict[str, float]:
+        """Metrics of the optimizer step just taken (averaged over micro-batches and ranks).
+
+        Called by the tracking callback on every rank at each optimizer-step boundary (it
+        all-reduces under DDP, so every rank must call it).
+        """
         now = time.perf_counter()
         step_s = now - self._step_started
         self._step_started = now
         n = max(self._accum_n, 1)
-        metrics = {k: v / n for k, v in self._accum.items() if k != "perf/tokens"}
-        tokens = self._accum.get("perf/tokens", 0.0) * self.trainer.world_size
+        names = sorted(self._accum)
+        values = torch.tensor([self._accum[k] / n for k in names], dtype=torch.float64)
+        if self.trainer.world_size > 1:
+            # Every rank saw its own slice of the global batch: log the global mean, so a DDP
+            # run's curves are comparable with a single-process run's.
+            values = self.trainer.strategy.reduce(values.to(self.device), reduce_op="mean").cpu()
+        averaged = dict(zip(names, values.tolist()))
+        metrics = {k: v for k, v in averaged.items() if k != "perf/tokens"}
+        tokens = averaged.get("perf/tokens", 0.0) * self.trainer.world_size
         metrics["perf/step_s"] = step_s
         metrics["perf/tokens_per_s"] = tokens / step_s if step_s > 0 else math.nan
         metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.last_metrics = metrics
         self._accum, self._accum_n = {}, 0
+        return metrics
 
     def train_dataloader(self):
         t = self.spec.train

@@ -28,9 +28,10 @@ class TrackingCallback(L.Callback):
         if (batch_idx + 1) % pl_module.spec.train.grad_accum != 0:
             return
         step = trainer.global_step
+        metrics = pl_module.end_of_step_metrics()  # every rank: it may all-reduce
         if trainer.is_global_zero and self.recorder is not None:
             if step % self.log_every == 0 or step == 1:
-                self.recorder.log_metrics(pl_module.last_metrics, step=step)
+                self.recorder.log_metrics(metrics, step=step)
             if step % self.eval_every == 0 and step < pl_module.spec.train.steps:
                 self.evaluate(step)
                 self.last_eval_step = step

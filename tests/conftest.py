@@ -1,0 +1,65 @@
+"""Shared fixtures: an isolated cache and store per test session, and a fast tiny base.
+
+Tests never touch the user's cache or the checkout's mlruns/: WORKBENCH_CACHE points at a
+session temp folder (the tiny base is built once per session and reused), and every test
+that tracks runs gets its own sqlite store under its tmp_path.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# A small, quickly pretrained tiny base for tests that only need *a* model (seconds to build).
+FAST_TINY = {"hidden_size": 64, "layers": 2, "heads": 4, "vocab_size": 320,
+             "pretrain_steps": 60, "pretrain_batch": 32}
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("workbench-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(session_cache, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(session_cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "error")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture
+def store_uri(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+def fast_spec(**sections) -> dict:
+    """A spec dict on the fast tiny base; sections override/extend the defaults."""
+    spec = {
+        "model": {"name": "tiny", "tiny": dict(FAST_TINY)},
+        "data": {"source": "order", "train_size": 200, "eval_size": 16},
+        "train": {"steps": 10, "batch_size": 8, "eval_every": 5, "log_every": 1},
+        "eval": {"max_new_tokens": 14, "samples_logged": 2},
+        "tracking": {"experiment": "tests"},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(spec.get(key), dict):
+            spec[key] = {**spec[key], **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None):
+    """Run the `workbench` CLI in a fresh interpreter (how users run it)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=full_env, cwd=cwd)

@@ -1,0 +1,84 @@
+"""`workbench demo` on the embedded defaults, cold cache: a real front, tracked in MLflow."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from scipy.stats import spearmanr
+
+from tests.conftest import run_cli
+from workbench import tracking
+from workbench.pareto import hypervolume, non_dominated
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    cache = folder / "cache"  # cold: the tiny base is built inside this run
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    result = run_cli("demo", "--no-progress", "--html", str(folder / "front.html"),
+                     env={"WORKBENCH_CACHE": str(cache), "MLFLOW_TRACKING_URI": uri}, cwd=folder)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return folder, uri, result.stdout
+
+
+def _children(client, uri):
+    exp = client.get_experiment_by_name("demo")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    parents = [r for r in runs if r.data.tags.get("workbench.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("workbench.parent")]
+    return parents, children
+
+
+def test_demo_prints_front_and_writes_plot(demo):
+    folder, _, stdout = demo
+    assert "hypervolume" in stdout and "workbench ui" in stdout
+    html = (folder / "front.html").read_text()
+    assert "plotly" in html.lower() and len(html) > 100_000  # plotly.js inline, works offline
+
+
+def test_demo_tracks_one_finished_run_per_sweep_point(demo):
+    _, uri, _ = demo
+    client = MlflowClient(uri)
+    parents, children = _children(client, uri)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 5
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["workbench.parent"] == parents[0].info.run_id
+        assert "spec.yaml" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        for name in ("correctness", "length"):
+            history = tracking.metric_history(client, run.info.run_id, f"objective/{name}")
+            assert len(history) >= 3, history  # a trajectory: base, intermediate, final
+        loss = tracking.metric_history(client, run.info.run_id, "train/loss")
+        assert [s for s, _ in loss] == list(range(1, 151))  # every step's loss
+
+
+def test_demo_front_is_real(demo):
+    _, uri, _ = demo
+    client = MlflowClient(uri)
+    _, children = _children(client, uri)
+    weights, points, base = [], [], None
+    for run in children:
+        weights.append(float(run.data.params["objectives.correctness.weight"]))
+        points.append([run.data.metrics["objective/correctness"], run.data.metrics["objective/length"]])
+        hist_c = tracking.metric_history(client, run.info.run_id, "objective/correctness")
+        hist_l = tracking.metric_history(client, run.info.run_id, "objective/length")
+        base = [hist_c[0][1], hist_l[0][1]]  # step 0: the base model, before training
+    points = np.array(points)
+    directions = ["max", "min"]
+    assert non_dominated(points, directions).sum() >= 3
+    brevity_weight = 1 - np.array(weights)
+    assert spearmanr(weights, points[:, 0]).statistic >= 0.8
+    assert spearmanr(brevity_weight, -points[:, 1]).statistic >= 0.8
+    reference = [0.0, 14.0]
+    assert hypervolume(points, directions, reference) > hypervolume(np.array([base]), directions, reference)
+
+
+def test_front_command_reads_the_runs_back(demo, tmp_path):
+    folder, uri, _ = demo
+    result = run_cli("front", "--experiment", "demo", "--html", str(tmp_path / "f.html"),
+                     env={"MLFLOW_TRACKING_URI": uri})
+    assert result.returncode == 0, result.stderr
+    assert "hypervolume" in result.stdout and (tmp_path / "f.html").is_file()
