@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,7 +42,7 @@ def test_launched_run_stops_killed_and_its_process_group_is_gone(store_uri):
     while time.monotonic() < deadline:
         if len(tracking.metric_history(client, handle.run_id, "train/loss")) >= 3:
             break
-        assert handle.status() == "RUNNING", open(handle.log_path).read()[-2000:]
+        assert handle.status() == "RUNNING", Path(handle.log_path).read_text()[-2000:]
         time.sleep(1)
     else:
         pytest.fail("the launched run logged no training loss in time")
@@ -57,12 +56,12 @@ def test_launched_run_stops_killed_and_its_process_group_is_gone(store_uri):
 
 
 def test_lora_run_exports_a_model_that_generates_the_same_tokens(store_uri, tmp_path):
+    import mlflow
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    import mlflow
-    from workbench.evaluation import generate
     from workbench.data.tasks import TASKS
+    from workbench.evaluation import generate
     from workbench.models import load_base
 
     spec = fast_spec(adapter={"name": "lora", "r": 4}, optimizer={"lr": 1e-2}, method="sft",
