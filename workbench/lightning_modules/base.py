@@ -45,7 +45,7 @@ class WorkbenchModule(L.LightningModule):
         loss = per_example.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the training loss became {float(loss)} at step {self.global_step}; lower "
+                f"the training loss became {float(loss.detach())} at step {self.global_step}; lower "
                 "optimizer.lr, enable train.grad_clip or check the data"
             )
         # Accumulate metrics over the micro-batches of one optimizer step.
