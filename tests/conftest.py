@@ -24,12 +24,17 @@ def session_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("workbench-cache")
 
 
-@pytest.fixture(autouse=True)
-def isolated_env(session_cache, monkeypatch):
-    monkeypatch.setenv("WORKBENCH_CACHE", str(session_cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "error")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(session_cache, tmp_path_factory):
+    """Session-wide, so module- and session-scoped fixtures see it too."""
+    store = tmp_path_factory.mktemp("session-store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WORKBENCH_CACHE", str(session_cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TRANSFORMERS_VERBOSITY", "error")
+        # Nothing a test does lands in the checkout's mlruns/ by accident.
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+        yield
 
 
 @pytest.fixture

@@ -24,7 +24,9 @@ from workbench.spec import RunSpec
 @pytest.fixture(scope="session")
 def empty_db(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("template-store")
-    tracking.connect(f"sqlite:///{folder}/mlflow.db")
+    with pytest.MonkeyPatch.context() as patch:  # MLFLOW_TRACKING_URI wins over an argument
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        tracking.connect()
     return folder / "mlflow.db"
 
 
