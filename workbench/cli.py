@@ -71,8 +71,8 @@ def cmd_demo(args) -> int:
           f"base model {result.base_hypervolume:.4g}")
     print(f"front plot: {result.figure_path}")
     print(f"runs: experiment '{args.experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})")
-    print("\nNext: `workbench ui` opens the MLflow UI on http://127.0.0.1:5000; "
-          "`jupyter lab notebooks/` opens the teaching notebooks.")
+    print("\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
+          "for notebooks, `pip install -e '.[ui]'` then `jupyter lab` (token-protected, on localhost).")
     return 0
 
 

@@ -94,7 +94,7 @@ class AdapterSpec(_Section):
 
 class OptimizerSpec(_Section):
     name: str = Field("adamw", description="Optimizer: " + registry.choices(registry.OPTIMIZERS))
-    lr: float = Field(1e-3, gt=0, le=10, description="Peak learning rate.")
+    lr: float = Field(3e-4, gt=0, le=10, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0, le=1, description="Weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
