@@ -1,0 +1,333 @@
+"""RMSNorm, the way Llama computes it: ``weight * (x / sqrt(mean(x^2, -1) + eps)).to(x.dtype)``.
+
+Matches ``transformers``' ``LlamaRMSNorm.forward``: the statistics and the normalisation
+are computed in float32, the normalised value is cast back to the input dtype, and only
+then multiplied by the weight (so the output dtype is the promotion of the input and
+weight dtypes, as in the module).
+
+Three paths (DESIGN.md, "Kernels"):
+
+- ``"triton"``: a forward kernel (one program per row) that also stores the per-row
+  ``rstd = 1 / sqrt(mean(x^2) + eps)``, and a backward kernel in which each program walks a
+  block of rows and keeps a partial sum of the weight gradient; the partial sums are added
+  up with torch. Runs on CUDA tensors, and on CPU tensors under ``TRITON_INTERPRET=1``
+  (tests only).
+- ``"torch"``: row chunks, so the float32 temporaries stay bounded whatever the input
+  size; the backward is written by hand and needs only ``x`` and ``rstd`` (plus the weight),
+  where autograd through the module would keep several full-size float32 tensors.
+- ``"auto"``: triton on CUDA tensors when triton is installed, torch elsewhere.
+
+Backward, with ``n = x * rstd`` (float32), ``dn = dy * weight``, ``H`` the hidden size:
+``dx = rstd * (dn - n * mean(dn * n, -1))`` and ``dweight = sum_rows(dy * n.to(x.dtype))``.
+Gradients are accumulated in float32 and returned in the dtypes of ``x`` and ``weight``.
+
+Triton is imported only when a triton path runs, so this module imports without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from types import SimpleNamespace
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+# Elements per chunk of the torch path: bounds each float32 temporary to about 1 MiB.
+_TORCH_CHUNK_ELEMENTS = 1 << 18
+# The triton kernels hold one row in a single block.
+_TRITON_MAX_HIDDEN = 1 << 16
+
+
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, backend: str = "auto"
+) -> torch.Tensor:
+    """RMS-normalise ``x`` over its last dimension and scale by ``weight``.
+
+    Args:
+        x: ``(..., H)`` tensor, float32, bfloat16 or float16; leading dimensions are
+            flattened into rows.
+        weight: ``(H,)`` scale.
+        eps: added to the mean square before the reciprocal square root.
+        backend: ``"auto"`` (triton on CUDA tensors, torch elsewhere), ``"triton"`` or
+            ``"torch"``.
+
+    Returns:
+        ``weight * (x.float() * rsqrt(mean(x.float()^2, -1) + eps)).to(x.dtype)``, shaped
+        like ``x``, in the promoted dtype of ``x`` and ``weight``. Differentiable in ``x``
+        and ``weight``.
+    """
+    if x.dim() < 1 or weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
+        raise ValueError(
+            f"rms_norm expects x of shape (..., H) and weight of shape (H,); "
+            f"got x {tuple(x.shape)} and weight {tuple(weight.shape)}"
+        )
+    if x.device != weight.device:
+        raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
+    use_triton = _use_triton(backend, x, hidden=x.shape[-1])
+    return _RMSNormFunction.apply(x, weight, float(eps), use_triton)
+
+
+def _use_triton(backend: str, x: torch.Tensor, hidden: int) -> bool:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        return x.is_cuda and _triton_installed() and hidden <= _TRITON_MAX_HIDDEN
+    if not _triton_installed():
+        raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
+    if x.device.type == "cpu" and not _triton_interpreter_on():
+        raise RuntimeError(
+            "backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is "
+            "imported (tests only); use backend='torch' or 'auto' on CPU"
+        )
+    if hidden > _TRITON_MAX_HIDDEN:
+        raise ValueError(
+            f"the triton rms_norm holds a row in one block: hidden size {hidden} is over "
+            f"{_TRITON_MAX_HIDDEN}; use backend='torch'"
+        )
+    return True
+
+
+@functools.cache
+def _triton_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+
+
+class _RMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, eps, use_triton):
+        shape = x.shape
+        rows = x.reshape(-1, shape[-1])
+        if use_triton:
+            rows = _contiguous_rows(rows)
+            y, rstd = _triton_forward(rows, weight, eps)
+        else:
+            y, rstd = _torch_forward(rows, weight, eps)
+        ctx.save_for_backward(rows, weight, rstd)
+        ctx.use_triton = use_triton
+        ctx.shape = shape
+        return y.view(shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        rows, weight, rstd = ctx.saved_tensors
+        need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_dx or need_dw):
+            return None, None, None, None
+        grad_rows = grad_out.reshape(-1, rows.shape[-1])
+        if ctx.use_triton:
+            dx, dw = _triton_backward(_contiguous_rows(grad_rows), rows, weight, rstd)
+        else:
+            dx, dw = _torch_backward(grad_rows, rows, weight, rstd, need_dx, need_dw)
+        dx = dx.view(ctx.shape) if need_dx else None
+        return dx, (dw if need_dw else None), None, None
+
+
+def _contiguous_rows(rows: torch.Tensor) -> torch.Tensor:
+    # The kernels index a row as base + row * row_stride + col: the columns must be dense.
+    return rows if rows.stride(-1) == 1 else rows.contiguous()
+
+
+# ---------------------------------------------------------------------------------------
+# torch path
+
+
+def _rows_per_chunk(hidden: int) -> int:
+    return max(1, _TORCH_CHUNK_ELEMENTS // max(hidden, 1))
+
+
+def _torch_forward(rows, weight, eps):
+    n_rows, hidden = rows.shape
+    out_dtype = torch.promote_types(rows.dtype, weight.dtype)
+    y = torch.empty((n_rows, hidden), dtype=out_dtype, device=rows.device)
+    rstd = torch.empty((n_rows, 1), dtype=torch.float32, device=rows.device)
+    step = _rows_per_chunk(hidden)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        # The same sequence of ops as LlamaRMSNorm.forward, so the results agree bit for bit.
+        xf = rows[start:stop].to(torch.float32)
+        variance = xf.pow(2).mean(-1, keepdim=True)
+        torch.rsqrt(variance + eps, out=rstd[start:stop])
+        normed = (xf * rstd[start:stop]).to(rows.dtype)
+        torch.mul(weight, normed, out=y[start:stop])
+    return y, rstd
+
+
+def _torch_backward(grad_rows, rows, weight, rstd, need_dx, need_dw):
+    n_rows, hidden = rows.shape
+    dx = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_dx else None
+    dw = torch.zeros(hidden, dtype=torch.float32, device=rows.device) if need_dw else None
+    w = weight.to(torch.float32)
+    step = _rows_per_chunk(hidden)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        normed = rows[start:stop].to(torch.float32) * rstd[start:stop]
+        dy = grad_rows[start:stop].to(torch.float32)
+        if need_dw:
+            # y = weight * normed.to(x.dtype): the weight sees the rounded normalised value.
+            dw += (dy * normed.to(rows.dtype).to(torch.float32)).sum(0)
+        if need_dx:
+            dn = dy * w  # not in place: dy may be the caller's gradient itself (float32)
+            proj = (dn * normed).mean(-1, keepdim=True)
+            dn.sub_(normed.mul_(proj)).mul_(rstd[start:stop])
+            dx[start:stop] = dn
+    return dx, (dw.to(weight.dtype) if need_dw else None)
+
+
+# ---------------------------------------------------------------------------------------
+# triton path
+
+
+@functools.cache
+def _triton_kernels() -> SimpleNamespace:
+    """Compile-on-demand kernels; defined here so that importing this module needs no triton."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def rms_norm_forward_kernel(
+        X,
+        W,
+        Y,
+        RSTD,
+        x_row_stride,
+        y_row_stride,
+        n_cols,
+        EPS: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        x = tl.load(X + row * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
+        variance = tl.sum(x * x, axis=0) / n_cols
+        rstd = tl.rsqrt(variance + EPS)
+        tl.store(RSTD + row, rstd)
+        # Round the normalised value to the input dtype before scaling, as LlamaRMSNorm does.
+        normed = (x * rstd).to(X.dtype.element_ty).to(tl.float32)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        y = normed * w
+        tl.store(Y + row * y_row_stride + cols, y.to(Y.dtype.element_ty), mask=mask)
+
+    @triton.jit
+    def rms_norm_backward_kernel(
+        DY,
+        X,
+        W,
+        RSTD,
+        DX,
+        DW_PARTIAL,
+        dy_row_stride,
+        x_row_stride,
+        dx_row_stride,
+        n_rows,
+        n_cols,
+        rows_per_program,
+        BLOCK: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        cols = tl.arange(0, BLOCK)
+        mask = cols < n_cols
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        dw_acc = tl.zeros([BLOCK], dtype=tl.float32)
+        # int64 bounds give an int64 loop index: row offsets may pass 2**31 elements.
+        row_start = pid.to(tl.int64) * rows_per_program
+        row_stop = tl.minimum(row_start + rows_per_program, n_rows)
+        for row64 in range(row_start, row_stop):
+            x = tl.load(X + row64 * x_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
+            dy = tl.load(DY + row64 * dy_row_stride + cols, mask=mask, other=0.0).to(tl.float32)
+            rstd = tl.load(RSTD + row64)
+            normed = x * rstd
+            dn = dy * w
+            proj = tl.sum(dn * normed, axis=0) / n_cols
+            dx = (dn - normed * proj) * rstd
+            tl.store(DX + row64 * dx_row_stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
+            dw_acc += dy * normed.to(X.dtype.element_ty).to(tl.float32)
+        tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=mask)
+
+    return SimpleNamespace(
+        next_power_of_2=triton.next_power_of_2,
+        forward=rms_norm_forward_kernel,
+        backward=rms_norm_backward_kernel,
+    )
+
+
+def _num_warps(block: int) -> int:
+    if block >= 16384:
+        return 16
+    if block >= 4096:
+        return 8
+    return 4
+
+
+def _triton_forward(rows, weight, eps):
+    kernels = _triton_kernels()
+    n_rows, hidden = rows.shape
+    out_dtype = torch.promote_types(rows.dtype, weight.dtype)
+    y = torch.empty((n_rows, hidden), dtype=out_dtype, device=rows.device)
+    rstd = torch.empty((n_rows, 1), dtype=torch.float32, device=rows.device)
+    if n_rows == 0:
+        return y, rstd
+    block = kernels.next_power_of_2(hidden)
+    kernels.forward[(n_rows,)](
+        rows,
+        weight.contiguous(),
+        y,
+        rstd,
+        rows.stride(0),
+        y.stride(0),
+        hidden,
+        EPS=eps,
+        BLOCK=block,
+        num_warps=_num_warps(block),
+    )
+    return y, rstd
+
+
+def _backward_programs(n_rows: int, device: torch.device) -> int:
+    if device.type == "cuda":
+        # Enough programs to fill the GPU; each adds one row of partial weight gradients.
+        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+    else:
+        # The interpreter pays per program instance: few programs, many rows each.
+        target = 4
+    return max(1, min(n_rows, target))
+
+
+def _triton_backward(grad_rows, rows, weight, rstd):
+    kernels = _triton_kernels()
+    n_rows, hidden = rows.shape
+    dx = torch.empty((n_rows, hidden), dtype=rows.dtype, device=rows.device)
+    if n_rows == 0:
+        return dx, torch.zeros_like(weight)
+    programs = _backward_programs(n_rows, rows.device)
+    rows_per_program = -(-n_rows // programs)
+    programs = -(-n_rows // rows_per_program)
+    dw_partial = torch.empty((programs, hidden), dtype=torch.float32, device=rows.device)
+    block = kernels.next_power_of_2(hidden)
+    kernels.backward[(programs,)](
+        grad_rows,
+        rows,
+        weight.contiguous(),
+        rstd,
+        dx,
+        dw_partial,
+        grad_rows.stride(0),
+        rows.stride(0),
+        dx.stride(0),
+        n_rows,
+        hidden,
+        rows_per_program,
+        BLOCK=block,
+        num_warps=_num_warps(block),
+    )
+    return dx, dw_partial.sum(0).to(weight.dtype)
