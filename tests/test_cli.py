@@ -18,7 +18,7 @@ from workbench import tracking
 from workbench.cli import build_parser
 from workbench.spec import RunSpec
 
-COMMANDS = ("demo", "run", "launch", "status", "stop", "front", "ui", "export")
+COMMANDS = ("demo", "run", "launch", "resume", "status", "stop", "front", "ui", "export")
 
 
 @pytest.mark.parametrize("command", COMMANDS)

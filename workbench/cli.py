@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, run, launch, status, stop, front, ui, export."""
+"""The `workbench` command line: demo, run, launch, resume, status, stop, front, ui, export."""
 
 from __future__ import annotations
 
@@ -101,6 +101,16 @@ def cmd_launch(args) -> int:
     return 0
 
 
+def cmd_resume(args) -> int:
+    from workbench.runner import resume
+
+    result = resume(args.run_id, progress=not args.no_progress)
+    print(f"run {result.run_id} {result.status}")
+    for name, value in result.objectives.items():
+        print(f"  objective/{name} = {value:.4g}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from workbench.launcher import attach
 
@@ -119,7 +129,11 @@ def cmd_front(args) -> int:
     from workbench import paths, plots, tracking
     from workbench.fronts import front_from_runs
 
+    from workbench.liveness import reap_dead_runs
+
     client = tracking.connect()
+    for run_id in reap_dead_runs(client):
+        print(f"note: run {run_id} had died without ending; it is now FAILED")
     runs = [r for r in tracking.runs_frame(client, args.experiment)
             if r["tags"].get("workbench.kind") != "sweep"]
     if not runs:
@@ -185,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Start a run in its own process session; prints its run id.")
     p.add_argument("spec", help="path of a YAML run spec")
     p.set_defaults(func=cmd_launch)
+
+    p = sub.add_parser("resume", help="continue a failed or killed run from its last checkpoint",
+                       description="Continue a FAILED/KILLED run from its last checkpoint, in the same MLflow run.")
+    p.add_argument("run_id")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="status of a launched run")
     p.add_argument("run_id")

@@ -17,15 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
-
-from workbench import tracking
+from workbench import liveness, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import TrackingError
 from workbench.spec import RunSpec
 
-PID_TAG = "workbench.pid"
-START_TAG = "workbench.process_start"
 LOG_TAG = "workbench.log"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
@@ -47,11 +43,7 @@ class RunHandle:
     def alive(self) -> bool:
         if self._popen is not None and self._popen.poll() is not None:
             return False
-        try:
-            proc = psutil.Process(self.pid)
-            return abs(proc.create_time() - self.process_start) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
+        return liveness.process_alive(self.pid, self.process_start)
 
     def status(self) -> str:
         """The MLflow run status; a RUNNING run whose process is gone is ended FAILED first."""
@@ -125,10 +117,12 @@ def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None) -> RunHand
             stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, env=env,
         )
-    process_start = psutil.Process(popen.pid).create_time()
-    client.set_tag(run_id, PID_TAG, str(popen.pid))
-    client.set_tag(run_id, START_TAG, repr(process_start))
-    client.set_tag(run_id, LOG_TAG, str(log_path))
+    # The child sets these itself once it trains; setting them now covers its start-up, so a
+    # child that dies while importing is still detected.
+    tags = {**liveness.process_tags(popen.pid), LOG_TAG: str(log_path)}
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    process_start = float(tags[liveness.START_TAG])
     return RunHandle(run_id, popen.pid, process_start, client.tracking_uri, str(log_path), popen)
 
 
@@ -140,9 +134,10 @@ def attach(run_id: str, uri: str | None = None) -> RunHandle:
     except Exception as err:  # MLflow raises its own exception types for missing runs
         raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
     tags = run.data.tags
-    if PID_TAG not in tags:
+    if liveness.PID_TAG not in tags:
         raise TrackingError(f"run {run_id} was not started with workbench.launch; it has no process to attach to")
-    return RunHandle(run_id, int(tags[PID_TAG]), float(tags[START_TAG]), client.tracking_uri, tags.get(LOG_TAG))
+    return RunHandle(run_id, int(tags[liveness.PID_TAG]), float(tags[liveness.START_TAG]),
+                     client.tracking_uri, tags.get(LOG_TAG))
 
 
 def _child_main(run_id: str, spec_path: str) -> int:

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from workbench import tracking
+from workbench import liveness, paths, tracking
 from workbench.adapters import apply_adapter, trainable_parameters
 from workbench.data.encode import encode_rows
 from workbench.data.sources import load_rows
-from workbench.errors import RunFailed, WorkbenchError
+from workbench.errors import RunFailed, TrackingError, WorkbenchError
 from workbench.evaluation import evaluate
+from workbench.lightning_modules.callbacks import LAST_CHECKPOINT, CheckpointCallback
 from workbench.models import load_base
 from workbench.registry import load_module_class
 from workbench.spec import RunSpec
@@ -74,11 +77,53 @@ class _Interrupted:
         return False
 
 
+def resume(run_id: str, *, progress: bool = False, log=print) -> RunResult:
+    """Continue a FAILED/KILLED run from its last checkpoint, in the same MLflow run.
+
+    Model, optimizer, scheduler, RNG states and the data position come from the checkpoint;
+    steps the store already holds are not logged again, so the history has no duplicate
+    and no missing step.
+    """
+    client = tracking.connect()
+    spec = RunSpec.from_yaml(_download_text(client, run_id, "spec.yaml"))
+    return run(spec, run_id=run_id, progress=progress, log=log, resume=True)
+
+
+def _download_text(client, run_id: str, artifact: str) -> str:
+    import mlflow
+
+    try:
+        client.get_run(run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
+                                                       tracking_uri=client.tracking_uri)
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+    except Exception as err:  # MLflow raises its own exception types
+        raise TrackingError(f"cannot read {artifact} of run {run_id} from {client.tracking_uri}: {err}") from None
+
+
+def _resume_point(client, run_id: str) -> tuple[Path, int, int]:
+    """(checkpoint file, its optimizer step, last step the store holds) of a run to resume."""
+    import torch
+
+    ckpt = paths.checkpoint_dir(client.tracking_uri) / run_id / LAST_CHECKPOINT
+    if not ckpt.is_file():
+        raise TrackingError(
+            f"run {run_id} has no checkpoint in {ckpt.parent}, so it cannot be resumed; runs "
+            "save checkpoints every train.checkpoint_every steps (set it to make runs resumable)"
+        )
+    step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+    logged = tracking.metric_history(client, run_id, "train/loss")
+    return ckpt, step, max((s for s, _ in logged), default=0)
+
+
 def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str | None = None,
-        progress: bool = False, log=print) -> RunResult:
+        progress: bool = False, log=print, resume: bool = False) -> RunResult:
     """Train ``spec`` in this process; return the run id and its final objectives.
 
-    ``run_id`` continues a run created beforehand (by :func:`workbench.launch`).
+    ``run_id`` continues a run created beforehand (by :func:`workbench.launch`);
+    ``resume=True`` continues it from its last checkpoint (see :func:`resume`).
     Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
     """
     import lightning as L
@@ -98,14 +143,26 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
     rss_baseline = _peak_rss_mb()
 
     if rank != 0:
-        # Other DDP ranks only train; rank 0 tracks and evaluates.
-        callback = _tracking_callback(None, spec, None, None)  # keeps the per-step all-reduce in step
-        _make_trainer(spec, [callback], progress=False).fit(module)
+        # Other DDP ranks only train; rank 0 tracks and evaluates. The same callbacks keep the
+        # per-step all-reduce and the checkpoint saves in step across ranks.
+        callbacks = [_tracking_callback(None, spec, None, None)]
+        if spec.train.checkpoint_every:
+            callbacks.append(CheckpointCallback(Path("."), spec.train.checkpoint_every))
+        ckpt = None
+        if resume:
+            ckpt = paths.checkpoint_dir(tracking.connect().tracking_uri) / run_id / LAST_CHECKPOINT
+        _make_trainer(spec, callbacks, progress=False).fit(module, ckpt_path=ckpt)
         return RunResult(None, "FINISHED")
 
-    if run_id is None:
+    ckpt_path, skip_through = None, -1
+    if resume:
+        ckpt_path, ckpt_step, skip_through = _resume_point(client, run_id)
+        module.start_micro_step = ckpt_step * spec.train.grad_accum
+        client.update_run(run_id, status="RUNNING")
+        log(f"resuming run {run_id} from step {ckpt_step} (the store holds steps up to {skip_through})")
+    elif run_id is None:
         run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
-    recorder = tracking.RunRecorder(client, run_id)
+    recorder = tracking.RunRecorder(client, run_id, skip_through_step=skip_through)
     trajectory: list[tuple[int, dict[str, float]]] = []
     started = time.perf_counter()
 
@@ -117,6 +174,8 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
         }
 
     def evaluate_at(step: int) -> dict[str, float]:
+        if step <= skip_through:
+            return {}  # a resumed run replaying steps the store already has
         result = evaluate(model, base.tokenizer, eval_rows, spec.objectives, spec.eval,
                           max_length=spec.train.max_length, costs=costs(), seed=spec.train.seed)
         recorder.log_metrics({f"objective/{k}": v for k, v in result.objectives.items()}, step=step)
@@ -128,7 +187,10 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
 
     with _Interrupted() as interrupted:
         try:
-            recorder.set_tags({"workbench.kernels": "none", "workbench.base": base.name})
+            recorder.set_tags({"workbench.kernels": "none", "workbench.base": base.name,
+                               **liveness.process_tags()})
+            if not resume:
+                liveness.reap_dead_runs(client, [client.get_run(run_id).info.experiment_id])
             recorder.log_metrics(stats.as_metrics(), step=0)
             recorder.log_metrics({"cost/trainable_params": float(trainable_parameters(model))}, step=0)
             for task_name, score in base.info.get("exact_match", {}).items():
@@ -138,10 +200,13 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
                     f"train.max_length={spec.train.max_length} and were truncated "
                     f"({stats.dropped_rows} dropped: nothing left to learn)")
             evaluate_at(0)
-            callback = _tracking_callback(recorder, spec, evaluate_at, lambda: interrupted.flag)
-            trainer = _make_trainer(spec, [callback], progress=progress)
+            callbacks = [_tracking_callback(recorder, spec, evaluate_at, lambda: interrupted.flag)]
+            if spec.train.checkpoint_every:
+                folder = paths.checkpoint_dir(client.tracking_uri) / run_id
+                callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, recorder))
+            trainer = _make_trainer(spec, callbacks, progress=progress)
             try:
-                trainer.fit(module)
+                trainer.fit(module, ckpt_path=ckpt_path)
             except SystemExit:
                 # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after a graceful shutdown.
                 raise KeyboardInterrupt from None
@@ -168,6 +233,8 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
                 raise RunFailed(f"run {run_id} failed: {err}") from None
             raise
         recorder.finish("FINISHED")
+    # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
+    shutil.rmtree(paths.checkpoint_dir(client.tracking_uri) / run_id, ignore_errors=True)
     return RunResult(run_id, "FINISHED", final, trajectory)
 
 
@@ -178,7 +245,13 @@ def _tracking_callback(recorder, spec, evaluate_at, stop_flag):
 
 
 def _make_trainer(spec, callbacks, progress: bool):
+    import warnings
+
     import lightning as L
+
+    # Our batch sampler positions itself at the checkpoint's step (GlobalBatchSampler), which
+    # Lightning cannot see; its "dataloader is not resumable" warning does not apply.
+    warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*")
 
     t = spec.train
     if progress:

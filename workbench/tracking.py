@@ -65,6 +65,9 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
+# Refreshed by every open recorder, so a dead run can be told from a slow one.
+HEARTBEAT_TAG = "workbench.heartbeat"
+
 TAG_METHOD = "workbench.method"
 TAG_ADAPTER = "workbench.adapter"
 TAG_OPTIMIZER = "workbench.optimizer"
@@ -253,11 +256,18 @@ class RunRecorder:
         run_id: str,
         flush_every_s: float = 2.0,
         max_buffer: int = 1000,
+        heartbeat_every_s: float = 5.0,
+        skip_through_step: int = -1,
     ):
         self.client = client
         self.run_id = run_id
         self.flush_every_s = float(flush_every_s)
         self.max_buffer = int(max_buffer)
+        self.heartbeat_every_s = float(heartbeat_every_s)
+        # A resumed run replays the steps between its checkpoint and the last step the
+        # store already holds; those points are identical and are not logged twice.
+        self.skip_through_step = int(skip_through_step)
+        self._last_heartbeat = 0.0
         self.fallback_path: Path | None = None
         self.last_flush_error: str | None = None
         self._metrics: list[Metric] = []
@@ -282,6 +292,8 @@ class RunRecorder:
         """Buffer one value per key at ``step`` (values are converted with ``float``)."""
         if self._finished:
             raise TrackingError(f"run {self.run_id} is already finished; metrics cannot be added")
+        if step <= self.skip_through_step:
+            return
         timestamp = int(time.time() * 1000)
         points = [Metric(_key(k), float(v), timestamp, int(step)) for k, v in metrics.items()]
         with self._buffer_lock:
@@ -333,12 +345,21 @@ class RunRecorder:
             self.last_flush_error = None
             return True
 
+    def _beat(self) -> None:
+        now = time.time()
+        if now - self._last_heartbeat >= self.heartbeat_every_s:
+            self._last_heartbeat = now
+            with self._buffer_lock:
+                self._tags[HEARTBEAT_TAG] = f"{now:.3f}"
+
     def _flush_loop(self) -> None:
+        self._beat()
         while not self._stop.is_set():
-            self._wake.wait(self.flush_every_s)
+            self._wake.wait(min(self.flush_every_s, self.heartbeat_every_s))
             self._wake.clear()
             if self._stop.is_set():
                 break
+            self._beat()
             if self.pending and not self.flush():
                 # Back off: do not hammer a store that just failed, whatever wakes us.
                 self._stop.wait(self.flush_every_s)

@@ -20,7 +20,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.start_micro_step = start_micro_step
 
     def __len__(self) -> int:
-        return self.micro_steps - self.start_micro_step
+        # The whole run's length, also when resuming: Lightning restores its own batch
+        # counters from the checkpoint and counts on to this total.
+        return self.micro_steps
 
     def global_batches(self):
         per_global = self.batch_size * self.world_size

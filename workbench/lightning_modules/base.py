@@ -8,9 +8,11 @@ batch into per-example losses by calling functions from :mod:`workbench.losses`.
 from __future__ import annotations
 
 import math
+import random
 import time
 
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -30,6 +32,7 @@ class WorkbenchModule(L.LightningModule):
         self._step_started = time.perf_counter()
         self._accum: dict[str, float] = {}
         self._accum_n = 0
+        self.start_micro_step = 0  # set when resuming from a checkpoint
 
     # -- what a method implements -------------------------------------------------------
     def compute_losses(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -87,9 +90,29 @@ class WorkbenchModule(L.LightningModule):
         sampler = GlobalBatchSampler(
             n_rows=len(self.encoded), batch_size=t.batch_size, micro_steps=t.steps * t.grad_accum,
             seed=t.seed, rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+            start_micro_step=self.start_micro_step,
         )
         return DataLoader(self.encoded, batch_sampler=sampler, num_workers=0,
                           collate_fn=lambda rows: collate(rows, self.pad_id))
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        # Lightning saves model, optimizer, scheduler and loop counters; the RNG states make a
+        # resumed run draw the same random numbers as an uninterrupted one.
+        # Plain tensors, lists and numbers only: checkpoints load with torch.load(weights_only=True).
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        checkpoint["workbench"] = {
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "numpy_rng": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        }
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        state = checkpoint.get("workbench")
+        if state:
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(state["python_rng"])
+            name, keys, pos, has_gauss, cached = state["numpy_rng"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
     def configure_optimizers(self):
         o, t = self.spec.optimizer, self.spec.train

@@ -6,6 +6,9 @@ RunRecorder's buffer, so a step costs a dict append, not a round trip to the sto
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import lightning as L
 
 
@@ -30,10 +33,41 @@ class TrackingCallback(L.Callback):
         step = trainer.global_step
         metrics = pl_module.end_of_step_metrics()  # every rank: it may all-reduce
         if trainer.is_global_zero and self.recorder is not None:
-            if step % self.log_every == 0 or step == 1:
-                self.recorder.log_metrics(metrics, step=step)
+            # Objectives before train metrics: once a step's train/loss is in the store, so is
+            # that step's evaluation (a resumed run relies on this to skip what is stored).
             if step % self.eval_every == 0 and step < pl_module.spec.train.steps:
                 self.evaluate(step)
                 self.last_eval_step = step
+            if step % self.log_every == 0 or step == 1:
+                self.recorder.log_metrics(metrics, step=step)
         if self.stop_flag is not None and self.stop_flag():
             raise KeyboardInterrupt
+
+
+class CheckpointCallback(L.Callback):
+    """Saves ``last.ckpt`` every ``every`` optimizer steps, atomically, then flushes metrics.
+
+    The flush after each checkpoint guarantees the store holds every step up to the
+    checkpoint, so a resumed run never leaves a gap in the metric history.
+    """
+
+    def __init__(self, folder: Path, every: int, recorder=None):
+        self.folder, self.every, self.recorder = Path(folder), every, recorder
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (batch_idx + 1) % pl_module.spec.train.grad_accum != 0:
+            return
+        step = trainer.global_step
+        if step % self.every != 0 or step >= pl_module.spec.train.steps:
+            return
+        if trainer.is_global_zero:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f"step-{step}.ckpt.partial"
+        trainer.save_checkpoint(partial)  # collective under DDP: every rank calls it
+        if trainer.is_global_zero:
+            os.replace(partial, self.folder / LAST_CHECKPOINT)
+            if self.recorder is not None:
+                self.recorder.flush()
+
+
+LAST_CHECKPOINT = "last.ckpt"
