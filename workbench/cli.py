@@ -128,7 +128,6 @@ def cmd_stop(args) -> int:
 def cmd_front(args) -> int:
     from workbench import paths, plots, tracking
     from workbench.fronts import front_from_runs
-
     from workbench.liveness import reap_dead_runs
 
     client = tracking.connect()
