@@ -15,6 +15,7 @@ _EXPORTS = {
     "RunSpec": "workbench.spec",
     "run": "workbench.runner",
     "RunResult": "workbench.runner",
+    "resume": "workbench.runner",
     "launch": "workbench.launcher",
     "attach": "workbench.launcher",
     "RunHandle": "workbench.launcher",
