@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
+import urllib.request
 
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import fast_spec, run_cli
@@ -146,7 +150,7 @@ def test_four_processes_logging_to_one_sqlite_store_lose_nothing(store_uri, tmp_
                               env=dict(os.environ))
              for i in range(4)]
     outputs = [p.communicate(timeout=300) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (_out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-2000:]
         assert "database is locked" not in err
     client = MlflowClient(store_uri)
@@ -157,3 +161,77 @@ def test_four_processes_logging_to_one_sqlite_store_lose_nothing(store_uri, tmp_
             history = _history(client, run_id, key)
             assert [s for s, _ in history] == list(range(points)), (index, key)
         assert [v for _, v in _history(client, run_id)] == [s + index / 10 for s in range(points)]
+
+
+def _start_mlflow_server(port: int, backend: str, artifacts: str) -> subprocess.Popen:
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                if r.status == 200:
+                    return server
+        except OSError:
+            pass
+        assert server.poll() is None and time.monotonic() < deadline, "MLflow server did not start"
+        time.sleep(0.5)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait(timeout=30)
+
+
+def test_training_survives_the_tracking_server_going_away(tmp_path):
+    """Kill the server mid-run: the run trains to the end, keeps every point in a fallback
+    file it names, and replaying that file after a restart completes the run in the store."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    backend = f"sqlite:///{tmp_path / 'server.db'}"
+    artifacts = (tmp_path / "server-artifacts").as_uri()
+    uri = f"http://127.0.0.1:{port}"
+    server = _start_mlflow_server(port, backend, artifacts)
+    work = tmp_path / "work"
+    work.mkdir()
+    spec_file = work / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(fast_spec(train={"steps": 300, "eval_every": 300},
+                                                  tracking={"experiment": "outage"})))
+    trainer = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec_file), "--no-progress"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work,
+                               env=dict(os.environ, MLFLOW_TRACKING_URI=uri))
+    try:
+        client = MlflowClient(uri)
+        deadline = time.monotonic() + 120
+        run_id = None
+        while run_id is None or len(_history(client, run_id)) < 5:
+            assert trainer.poll() is None and time.monotonic() < deadline, "the run did not start logging"
+            exp = client.get_experiment_by_name("outage")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            run_id = runs[0].info.run_id if runs else None
+            time.sleep(0.3)
+        _stop(server)  # the tracking server goes away mid-run
+        out, err = trainer.communicate(timeout=300)
+    finally:
+        _stop(server)
+        if trainer.poll() is None:
+            trainer.kill()
+    assert trainer.returncode == 0, out[-2000:] + err[-3000:]  # training was not killed
+    fallback = work / "mlruns" / "unsent" / f"{run_id}.jsonl"
+    assert fallback.is_file() and str(fallback.name) in err  # and the user was told where
+    assert (work / "mlruns" / "unsent" / f"{run_id}-model").is_dir(), err[-4000:]  # weights kept too
+
+    server = _start_mlflow_server(port, backend, artifacts)
+    try:
+        tracking.replay_fallback(fallback, MlflowClient(uri))
+        client = MlflowClient(uri)
+        assert client.get_run(run_id).info.status == "FINISHED"
+        assert [s for s, _ in _history(client, run_id)] == list(range(1, 301))
+        assert [s for s, _ in _history(client, run_id, "objective/correctness")] == [0, 300]
+    finally:
+        _stop(server)

@@ -29,7 +29,10 @@ def _quiet_libraries() -> None:
                  "lightning.fabric.utilities.rank_zero", "pytorch_lightning", "mlflow",
                  "alembic", "httpx", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    # Libraries' deprecation chatter is hidden; our own RuntimeWarnings (e.g. where unsent
+    # metrics were saved) must stay visible.
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def _format_table(rows: list[dict], columns: list[str]) -> str:

@@ -181,7 +181,11 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
         recorder.log_metrics({f"objective/{k}": v for k, v in result.objectives.items()}, step=step)
         recorder.log_metrics({f"eval/{k}": v for k, v in result.metrics.items()}, step=step)
         if result.samples:
-            recorder.log_table(result.samples, f"samples/step_{step:06d}.json")
+            try:
+                recorder.log_table(result.samples, f"samples/step_{step:06d}.json")
+            except TrackingError as err:
+                # Sample tables are a convenience; a store outage must not stop training.
+                log(f"note: sample completions of step {step} were not stored: {err}")
         trajectory.append((step, dict(result.objectives)))
         return result.objectives
 
@@ -218,7 +222,7 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
                 with tempfile.TemporaryDirectory() as folder:
                     model.save_pretrained(folder, safe_serialization=True)
                     base.tokenizer.save_pretrained(folder)
-                    recorder.log_artifacts(folder, "model")
+                    _store_model(recorder, folder, client.tracking_uri, run_id, log)
         except KeyboardInterrupt:
             recorder.finish("KILLED")
             raise
@@ -233,9 +237,23 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
                 raise RunFailed(f"run {run_id} failed: {err}") from None
             raise
         recorder.finish("FINISHED")
+        if recorder.fallback_path is not None:
+            log(f"warning: the store was unreachable; what run {run_id} could not send is in "
+                f"{recorder.fallback_path} (send it with workbench.tracking.replay_fallback)")
     # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
     shutil.rmtree(paths.checkpoint_dir(client.tracking_uri) / run_id, ignore_errors=True)
     return RunResult(run_id, "FINISHED", final, trajectory)
+
+
+def _store_model(recorder, folder: str, uri: str, run_id: str, log) -> None:
+    """Log the weights as the run's ``model/`` artifact; if the store is unreachable, keep them
+    in a local folder the user is told about, so the trained model is never lost."""
+    try:
+        recorder.log_artifacts(folder, "model")
+    except TrackingError as err:
+        keep = tracking.fallback_dir(uri) / f"{run_id}-model"
+        shutil.copytree(folder, keep, dirs_exist_ok=True)
+        log(f"warning: the model of run {run_id} could not be stored ({err}); it was saved to {keep}")
 
 
 def _tracking_callback(recorder, spec, evaluate_at, stop_flag):
