@@ -117,6 +117,14 @@ class ObjectiveSpec(_Section):
     weight: float = Field(1.0, ge=0, description="Training weight of `term` (>= 0, finite).")
     reference: float | None = Field(None, description="Hypervolume reference coordinate.")
 
+    @field_validator("weight", "reference", mode="before")
+    @classmethod
+    def _a_number(cls, v: Any) -> Any:
+        # true/"0.5" would silently become 1.0/0.5: a weight must be written as a number.
+        if isinstance(v, (bool, str)):
+            raise ValueError("must be a number (not text or true/false)")
+        return v
+
     @field_validator("weight", "reference")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
