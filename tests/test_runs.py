@@ -117,14 +117,14 @@ def test_nan_loss_ends_the_run_failed_with_the_step(store_uri, monkeypatch):
     from workbench import losses
 
     calls = {"n": 0}
-    real = losses.brevity_loss
+    real = losses.brevity_from_eos_logprobs
 
     def diverging(*args, **kwargs):  # the loss turns NaN on the 4th step, as a blow-up would
         calls["n"] += 1
         value = real(*args, **kwargs)
         return value * float("nan") if calls["n"] >= 4 else value
 
-    monkeypatch.setattr(losses, "brevity_loss", diverging)
+    monkeypatch.setattr(losses, "brevity_from_eos_logprobs", diverging)
     with pytest.raises(RunFailed) as caught:
         run(fast_spec(train={"steps": 8, "eval_every": 100}), log=lambda *a: None)
     assert "at step 3" in str(caught.value)

@@ -55,8 +55,7 @@ def segment_nll(logits: torch.Tensor, labels: torch.Tensor, segments: torch.Tens
     L_i^seg = -sum_t [seg_it = s] log p(y_t | y_<t) / max(1, sum_t [seg_it = s])
     """
     logp, mask = token_logprobs(logits, labels)
-    in_segment = mask & (segments[:, 1:] == SEGMENT_IDS[segment])
-    return masked_mean_nll(logp, in_segment)
+    return masked_mean_nll(logp, segment_mask(mask, segments, segment))
 
 
 def brevity_loss(logits: torch.Tensor, labels: torch.Tensor, eos_id: int,
@@ -71,11 +70,25 @@ def brevity_loss(logits: torch.Tensor, labels: torch.Tensor, eos_id: int,
     """
     logp_all = torch.log_softmax(_at_least_float32(logits[:, :-1, :]), dim=-1)
     mask = labels[:, 1:] != IGNORE_INDEX
+    return brevity_from_eos_logprobs(logp_all[..., eos_id], mask, position_scale)
+
+
+def brevity_from_eos_logprobs(eos_logp: torch.Tensor, mask: torch.Tensor,
+                              position_scale: float = 3.0) -> torch.Tensor:
+    """:func:`brevity_loss` from log p(eos | y_<t) at each scored position (B, T-1).
+
+    The form a fused head computes (per-token log-probs with the end token as target at
+    every position), so the full logits are never needed.
+    """
     counts = mask.sum(dim=1, keepdim=True).clamp(min=1)
     position = (mask.cumsum(dim=1) - 1).clamp(min=0) * mask
     weight = position_scale * position / counts
-    nll_eos = -logp_all[..., eos_id]
-    return (weight * nll_eos * mask).sum(dim=1) / counts.squeeze(1)
+    return (weight * -eos_logp * mask).sum(dim=1) / counts.squeeze(1)
+
+
+def segment_mask(mask: torch.Tensor, segments: torch.Tensor, segment: str) -> torch.Tensor:
+    """Scored positions (B, T-1) whose label token belongs to ``segment``."""
+    return mask & (segments[:, 1:] == SEGMENT_IDS[segment])
 
 
 def scalarise(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:

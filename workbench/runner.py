@@ -24,6 +24,7 @@ from workbench.data.encode import encode_rows
 from workbench.data.sources import load_rows
 from workbench.errors import RunFailed, TrackingError, WorkbenchError
 from workbench.evaluation import evaluate
+from workbench.kernel_patch import patch_model
 from workbench.lightning_modules.callbacks import LAST_CHECKPOINT, CheckpointCallback
 from workbench.models import load_base
 from workbench.registry import load_module_class
@@ -139,7 +140,8 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
     model = apply_adapter(base.model, spec.adapter)
     encoded, stats = encode_rows(base.tokenizer, train_rows, spec.train.max_length)
     module_class = load_module_class(spec.method)
-    module = module_class(spec, model, base.tokenizer, encoded)
+    kernel_usage = patch_model(model, spec.kernels)
+    module = module_class(spec, model, base.tokenizer, encoded, kernel_usage)
     rss_baseline = _peak_rss_mb()
 
     if rank != 0:
@@ -191,7 +193,8 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
 
     with _Interrupted() as interrupted:
         try:
-            recorder.set_tags({"workbench.kernels": "none", "workbench.base": base.name,
+            recorder.set_tags({"workbench.kernels": "none (kernels: off)" if kernel_usage is None else "pending",
+                               "workbench.base": base.name,
                                **liveness.process_tags()})
             if not resume:
                 liveness.reap_dead_runs(client, [client.get_run(run_id).info.experiment_id])
@@ -215,6 +218,10 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
                 # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after a graceful shutdown.
                 raise KeyboardInterrupt from None
             final = evaluate_at(spec.train.steps)
+            if kernel_usage is not None:
+                # Recorded after training: only ops that actually ran are named.
+                recorder.set_tags({"workbench.kernels": kernel_usage.tag()})
+                recorder.log_metrics(kernel_usage.metrics(), step=spec.train.steps)
             cost = costs()
             recorder.log_metrics({"perf/peak_mem_mb": cost["peak_mem_mb"],
                                   "perf/train_time_s": cost["train_time_s"]}, step=spec.train.steps)

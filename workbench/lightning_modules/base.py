@@ -17,12 +17,14 @@ import torch
 from torch.utils.data import DataLoader
 
 from workbench.data.batches import GlobalBatchSampler
-from workbench.data.encode import collate
+from workbench.data.encode import IGNORE_INDEX, collate
 
 
 class WorkbenchModule(L.LightningModule):
-    def __init__(self, spec, model, tokenizer, encoded):
+    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
         super().__init__()
+        self.kernel_usage = kernel_usage  # set when the model is patched with fused kernels
+        self._kernels_checked = False
         self.spec = spec
         self.model = model
         self.tokenizer = tokenizer
@@ -42,6 +44,33 @@ class WorkbenchModule(L.LightningModule):
     # -- shared machinery ---------------------------------------------------------------
     def logits(self, batch) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def token_stats(self, batch, need_eos: bool = False):
+        """(log p of each label token, mask of scored positions, log p(eos) or None), all (B, T-1).
+
+        With fused kernels the log-probs come from the fused head on the last hidden states
+        (no B x T x V logits); otherwise from the model's logits. Either way the loss terms
+        are computed by the same functions of :mod:`workbench.losses`.
+        """
+        labels = batch["labels"]
+        mask = labels[:, 1:] != IGNORE_INDEX
+        if self.kernel_usage is None:
+            logits = self.logits(batch)
+            logp_all = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+            logp = logp_all.gather(-1, labels[:, 1:].masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1) * mask
+            return logp, mask, (logp_all[..., self.eos_id] if need_eos else None)
+        from workbench.kernel_patch import head_logprobs
+
+        before = self.kernel_usage.calls.copy()
+        targets = [labels[:, 1:]]
+        if need_eos:
+            targets.append(torch.full_like(labels[:, 1:], self.eos_id))
+        outputs = head_logprobs(self.model, self.kernel_usage, batch["input_ids"],
+                                batch["attention_mask"], targets)
+        if not self._kernels_checked:
+            self.kernel_usage.check_forward(before)
+            self._kernels_checked = True
+        return outputs[0] * mask, mask, (outputs[1] if need_eos else None)
 
     def training_step(self, batch, batch_idx):
         per_example, terms = self.compute_losses(batch)

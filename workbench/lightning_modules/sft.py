@@ -7,11 +7,11 @@ from workbench.lightning_modules.base import WorkbenchModule
 
 
 class SFTModule(WorkbenchModule):
-    """L = mean over the batch of the completion NLL (losses.sft_loss)."""
+    """L = mean over the batch of the completion NLL (losses.masked_mean_nll)."""
 
     def compute_losses(self, batch):
-        logits = self.logits(batch)
-        per_example, _ = losses.sft_loss(logits, batch["labels"])
+        logp, mask, _ = self.token_stats(batch)
+        per_example = losses.masked_mean_nll(logp, mask)
         return per_example, {"completion": per_example}
 
 
@@ -23,22 +23,21 @@ class MultiObjectiveSFTModule(WorkbenchModule):
     objectives, so a weight sweep traces a trade-off between them.
     """
 
-    def __init__(self, spec, model, tokenizer, encoded):
-        super().__init__(spec, model, tokenizer, encoded)
+    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
         self.term_weights: dict[str, float] = {}
         for objective in spec.objectives:
             if objective.term is not None:
                 self.term_weights[objective.term] = self.term_weights.get(objective.term, 0.0) + objective.weight
 
     def compute_losses(self, batch):
-        logits = self.logits(batch)
-        labels, segments = batch["labels"], batch["segments"]
+        logp, mask, eos_logp = self.token_stats(batch, need_eos="brevity" in self.term_weights)
         terms = {}
         for name in self.term_weights:
             if name == "completion":
-                terms[name], _ = losses.sft_loss(logits, labels)
+                terms[name] = losses.masked_mean_nll(logp, mask)
             elif name == "brevity":
-                terms[name] = losses.brevity_loss(logits, labels, self.eos_id)
+                terms[name] = losses.brevity_from_eos_logprobs(eos_logp, mask)
             else:
-                terms[name] = losses.segment_nll(logits, labels, segments, name)
+                terms[name] = losses.masked_mean_nll(logp, losses.segment_mask(mask, batch["segments"], name))
         return losses.scalarise(terms, self.term_weights), terms

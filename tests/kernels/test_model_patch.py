@@ -1,0 +1,90 @@
+"""A model patched with the fused ops trains like the unpatched model (same loss, gradients,
+trajectory), and the run records which ops ran and how often."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import fast_spec
+from workbench import tracking
+from workbench.adapters import apply_adapter
+from workbench.data.encode import collate, encode_rows
+from workbench.errors import SpecError
+from workbench.kernel_patch import patch_model
+from workbench.lightning_modules.sft import MultiObjectiveSFTModule, SFTModule
+from workbench.models import load_base
+from workbench.runner import run
+from workbench.spec import RunSpec
+
+
+@pytest.fixture(scope="module")
+def setting():
+    spec = RunSpec.parse(fast_spec())
+    base = load_base(spec.model, log=lambda *a: None)
+    from workbench.data.sources import load_rows
+
+    rows, _ = load_rows(spec.data, 0)
+    encoded, _ = encode_rows(base.tokenizer, rows[:6], spec.train.max_length)
+    batch = collate(encoded, base.tokenizer.pad_token_id)
+    return spec, base, encoded, batch
+
+
+@pytest.mark.parametrize("module_class", [SFTModule, MultiObjectiveSFTModule])
+@pytest.mark.parametrize("mode", ["torch", "triton"])
+def test_patched_model_gives_the_same_loss_and_gradients(setting, module_class, mode):
+    spec, base, encoded, batch = setting
+    plain_model = copy.deepcopy(base.model).train()
+    fused_model = copy.deepcopy(base.model).train()
+    usage = patch_model(fused_model, mode)
+    plain = module_class(spec, plain_model, base.tokenizer, encoded)
+    fused = module_class(spec, fused_model, base.tokenizer, encoded, usage)
+    loss_plain = plain.compute_losses(batch)[0].mean()
+    loss_fused = fused.compute_losses(batch)[0].mean()
+    loss_plain.backward()
+    loss_fused.backward()
+    assert torch.isfinite(loss_fused)
+    torch.testing.assert_close(loss_fused, loss_plain, rtol=1e-5, atol=1e-6)
+    for (name, p), (_, q) in zip(plain_model.named_parameters(), fused_model.named_parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    layers = base.model.config.num_hidden_layers
+    assert usage.calls["rms_norm"] == 2 * layers + 1  # one forward: every norm, once
+    assert usage.calls["swiglu"] == layers
+    assert usage.tag().startswith(f"rms_norm={mode},swiglu={mode},fused_linear_logprobs={mode}")
+
+
+def test_patching_touches_only_the_given_model(setting):
+    _, base, _, _ = setting
+    patched = copy.deepcopy(base.model)
+    patch_model(patched, "torch")
+    assert "forward" in vars(patched.model.norm)
+    assert "forward" not in vars(base.model.model.norm)
+
+
+def test_a_lora_adapter_on_the_head_is_refused_under_a_fused_loss(setting):
+    spec, base, _, _ = setting
+    adapter = spec.adapter.model_copy(update={"name": "lora", "target_modules": ["q_proj", "lm_head"]})
+    model = apply_adapter(copy.deepcopy(base.model), adapter)
+    with pytest.raises(SpecError, match="lm_head"):
+        patch_model(model, "torch")
+
+
+def test_fused_and_unfused_runs_follow_the_same_trajectory(store_uri):
+    client = MlflowClient(store_uri)
+    histories, runs = {}, {}
+    for mode in ("off", "torch"):
+        result = run(fast_spec(kernels=mode, train={"steps": 12, "eval_every": 100}), log=lambda *a: None)
+        runs[mode] = client.get_run(result.run_id)
+        histories[mode] = [v for _, v in tracking.metric_history(client, result.run_id, "train/loss")]
+    assert len(histories["torch"]) == 12
+    assert histories["torch"] == pytest.approx(histories["off"], rel=1e-4)
+    assert runs["off"].data.tags["workbench.kernels"].startswith("none")
+    assert runs["torch"].data.tags["workbench.kernels"] == "rms_norm=torch,swiglu=torch,fused_linear_logprobs=torch"
+    metrics = runs["torch"].data.metrics
+    # 12 training steps (2 head calls each: labels and the end token for brevity) and the
+    # norms of every training and generation forward.
+    assert metrics["kernels/fused_linear_logprobs_calls"] == 24
+    assert metrics["kernels/rms_norm_calls"] > 12 * 5

@@ -1,0 +1,136 @@
+"""Swap a transformers Llama-family model's hot paths for the fused kernels, per model.
+
+Part of the models layer (it needs transformers' module structure, so it cannot live in
+``workbench.kernels``). Only the given model instance is patched (bound ``forward``
+methods), never module-level functions, so patched and unpatched models can share a
+process. Every patched op counts its calls as it runs; the run records which ops actually
+ran, through which path, and how often.
+
+- RMSNorm modules (``weight`` + ``variance_epsilon``) -> ``kernels.rms_norm``
+- MLPs ``down_proj(act(gate_proj(x)) * up_proj(x))`` with SiLU -> ``kernels.swiglu``
+- the loss head: training losses read per-token log-probs from
+  ``kernels.fused_linear_token_logprobs`` on the last hidden states, so the
+  batch x sequence x vocabulary logits are never built (see :func:`head_logprobs`).
+"""
+
+from __future__ import annotations
+
+import types
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+
+from workbench.errors import SpecError
+
+OPS = ("rms_norm", "swiglu", "fused_linear_logprobs")
+
+
+@dataclass
+class KernelUsage:
+    """What a patched model ran: the requested backend and call counts per op."""
+
+    backend: str
+    layers: int
+    norms: int
+    mlps: int
+    calls: Counter = field(default_factory=Counter)
+    paths: dict[str, str] = field(default_factory=dict)
+
+    def record(self, op: str, tensor: torch.Tensor) -> None:
+        self.calls[op] += 1
+        self.paths[op] = "triton" if self.backend == "triton" or (self.backend == "auto" and tensor.is_cuda) else "torch"
+
+    def tag(self) -> str:
+        """``op=path`` for every op that actually ran, e.g. ``rms_norm=torch,swiglu=torch``."""
+        ran = [f"{op}={self.paths[op]}" for op in OPS if self.calls[op] > 0]
+        return ",".join(ran) or "none"
+
+    def metrics(self) -> dict[str, float]:
+        return {f"kernels/{op}_calls": float(self.calls[op]) for op in OPS}
+
+    def check_forward(self, before: Counter) -> None:
+        """Raise unless one forward pass since ``before`` ran every patched norm and MLP once
+        (a patch that missed layers would silently compare fused with half-fused runs)."""
+        for op, expected in (("rms_norm", self.norms), ("swiglu", self.mlps)):
+            ran = self.calls[op] - before[op]
+            if ran != expected:
+                raise RuntimeError(f"kernel patch: one forward ran {op} {ran} times; the model has {expected}")
+
+
+def _base_model(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _is_rms_norm(module) -> bool:
+    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
+
+
+def _is_swiglu_mlp(module) -> bool:
+    act = getattr(module, "act_fn", None)
+    # transformers uses its own SiLUActivation class (not torch.nn.SiLU) in recent versions.
+    is_silu = isinstance(act, torch.nn.SiLU) or type(act).__name__ in ("SiLUActivation", "SiLU")
+    return all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) and is_silu
+
+
+def patch_model(model, mode: str) -> KernelUsage | None:
+    """Patch ``model`` in place for ``mode`` (``auto``, ``triton``, ``torch``); ``off``: None."""
+    if mode == "off":
+        return None
+    from workbench.kernels.rms_norm import rms_norm
+    from workbench.kernels.swiglu import swiglu
+
+    base = _base_model(model)
+    head = base.get_output_embeddings()
+    if not isinstance(head, torch.nn.Linear) or type(head) is not torch.nn.Linear:
+        raise SpecError(
+            f"kernels: {mode!r} fuses the loss head, but lm_head is a {type(head).__name__} "
+            "(an adapter on the head?); remove lm_head from adapter.target_modules or set kernels: off"
+        )
+    norms = [m for m in base.modules() if _is_rms_norm(m)]
+    mlps = [m for m in base.modules() if _is_swiglu_mlp(m)]
+    layers = getattr(base.config, "num_hidden_layers", len(mlps))
+    if not norms or len(mlps) != layers:
+        raise SpecError(
+            f"kernels: {mode!r} supports Llama-family models (RMSNorm + SiLU-gated MLP); this "
+            f"{type(base).__name__} has {len(norms)} RMSNorm and {len(mlps)}/{layers} such MLPs. "
+            "Set kernels: off"
+        )
+    usage = KernelUsage(mode, layers, len(norms), len(mlps))
+
+    def norm_forward(self, hidden_states):
+        usage.record("rms_norm", hidden_states)
+        return rms_norm(hidden_states, self.weight, self.variance_epsilon, backend=mode)
+
+    def mlp_forward(self, x):
+        usage.record("swiglu", x)
+        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x), backend=mode))
+
+    for m in norms:
+        m.forward = types.MethodType(norm_forward, m)
+    for m in mlps:
+        m.forward = types.MethodType(mlp_forward, m)
+    return usage
+
+
+def head_logprobs(model, usage: KernelUsage, input_ids, attention_mask,
+                  targets: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-token log-probs of each ``targets`` (B, T-1) tensor after position t < T-1.
+
+    Runs the decoder once without its head, then the fused head once per target tensor;
+    ignored targets (-100) give 0.
+    """
+    from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
+
+    base = _base_model(model)
+    hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = hidden[:, :-1, :]
+    head = base.get_output_embeddings()
+    rows = hidden.reshape(-1, hidden.shape[-1])
+    out = []
+    for target in targets:
+        usage.record("fused_linear_logprobs", rows)
+        logp = fused_linear_token_logprobs(rows, head.weight, target.reshape(-1), bias=head.bias,
+                                           backend=usage.backend)
+        out.append(logp.reshape(target.shape).float())
+    return out
