@@ -1,0 +1,81 @@
+"""Per-token log-probs of a linear head, ``log_softmax(hidden @ weight.T + bias)[target]``, chunked.
+
+What DPO-family and GRPO-family losses consume: one log-prob per token, each with its own
+gradient weight. The forward walks the rows in chunks whose float32 logits fit a fixed
+byte budget (the N x V logits never exist at once) and keeps only the targets' log-probs
+(and, on the triton path, each row's log-sum-exp). Because the weight gradient mixes the
+rows' incoming gradients, backward recomputes the chunks' softmax with those per-row
+factors: one more matmul over the head than the naive computation, none of its N x V
+temporaries.
+
+Three paths (DESIGN.md, "Kernels"), shared with ``fused_linear_cross_entropy`` in
+``_linear_softmax``: ``"torch"`` (chunked, what CPUs run), ``"triton"`` (an online-softmax
+kernel over vocabulary blocks per chunk; CUDA, or CPU under ``TRITON_INTERPRET=1``) and
+``"auto"`` (triton on CUDA tensors, torch elsewhere).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from workbench.kernels import _linear_softmax as engine
+
+
+def fused_linear_token_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    targets: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    backend: str = "auto",
+    chunk_rows: int | None = None,
+) -> torch.Tensor:
+    """Log-probability of each target under ``softmax(hidden @ weight.T (+ bias))``.
+
+    Args:
+        hidden: ``(..., H)`` activations (float32, bfloat16 or float16); leading dimensions
+            are flattened into rows.
+        weight: ``(V, H)`` head weight, same dtype as ``hidden``.
+        targets: integer token ids shaped like ``hidden`` without its last dimension; each
+            in ``[0, V)`` or equal to ``ignore_index``.
+        bias: optional ``(V,)`` head bias.
+        ignore_index: target value whose positions get log-prob 0 and no gradient.
+        backend: ``"auto"`` (triton on CUDA tensors, torch elsewhere), ``"triton"`` or
+            ``"torch"``.
+        chunk_rows: rows per chunk; by default as many as keep a chunk's float32 logits
+            within a fixed budget (all rows when the whole logits fit).
+
+    Returns:
+        float32 log-probs shaped like ``targets`` (0 at ignored positions), differentiable
+        in ``hidden``, ``weight`` and ``bias`` for any incoming per-token gradient;
+        gradients come back in the inputs' dtypes.
+    """
+    rows, flat_targets = engine.flatten_inputs(
+        "fused_linear_token_logprobs", hidden, weight, targets, bias
+    )
+    use_triton = engine.use_triton(backend, hidden)
+    if engine.use_full_logits(rows.shape[0], weight.shape[0], use_triton, chunk_rows):
+        nll = engine.full_logits_cross_entropy(
+            rows, weight, bias, flat_targets, ignore_index, "none"
+        )
+        return nll.neg().view(targets.shape)
+    logprobs = _FusedLinearTokenLogprobs.apply(
+        rows, weight, bias, flat_targets, ignore_index, use_triton, chunk_rows
+    )
+    return logprobs.view(targets.shape)
+
+
+class _FusedLinearTokenLogprobs(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, ignore_index, use_triton, chunk_rows):
+        valid = targets != ignore_index
+        return engine.per_row_forward(
+            ctx, hidden, weight, bias, targets, valid, use_triton, chunk_rows
+        )
+
+    @staticmethod
+    def backward(ctx, grad_logprobs):
+        valid = ctx.saved_tensors[4]
+        # d(sum_i g_i * logp_i) = d(sum_i (-g_i) * (-logp_i)): row weights -g.
+        row_weights = torch.where(valid, -grad_logprobs.float(), 0.0)
+        return (*engine.per_row_backward(ctx, row_weights), None, None, None, None)
