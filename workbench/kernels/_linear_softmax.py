@@ -112,10 +112,16 @@ def flatten_inputs(
         devices.add(bias.device)
     if len(devices) > 1:
         raise ValueError(f"{op} expects all tensors on one device; got {sorted(map(str, devices))}")
-    rows = hidden.reshape(-1, hidden.shape[-1])
+    # (No reshape when already flat: each view is one more autograd node on small inputs.)
+    rows = hidden if hidden.dim() == 2 else hidden.reshape(-1, hidden.shape[-1])
+    flat_targets = targets if targets.dim() == 1 else targets.reshape(-1)
     # Out-of-range targets raise in the sweep (CPU); on CUDA they are not checked.
-    flat_targets = targets.reshape(-1).long()
-    return rows, flat_targets
+    return rows, flat_targets.long()
+
+
+def shaped(per_row: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``per_row`` (N,) viewed as the caller's targets ``shape`` (no view when equal)."""
+    return per_row if per_row.shape == shape else per_row.view(shape)
 
 
 def use_triton(backend: str, hidden: torch.Tensor) -> bool:

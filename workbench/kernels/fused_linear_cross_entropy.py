@@ -70,17 +70,18 @@ def fused_linear_cross_entropy(
     )
     use_triton = engine.use_triton(backend, hidden)
     if engine.use_full_logits(rows.shape[0], weight.shape[0], use_triton, chunk_rows):
-        summed = "sum" if reduction == "mean" else reduction
+        # A mean over no valid rows is 0 (F.cross_entropy gives NaN): the sum over none is
+        # 0, with zero gradients.
+        if reduction == "mean" and not bool((flat_targets != ignore_index).any()):
+            reduction = "sum"
         loss = engine.full_logits_cross_entropy(
-            rows, weight, bias, flat_targets, ignore_index, summed
+            rows, weight, bias, flat_targets, ignore_index, reduction
         )
-        if reduction == "mean":
-            loss = loss / (flat_targets != ignore_index).sum().clamp(min=1)
-        return loss.view(targets.shape) if reduction == "none" else loss
+        return engine.shaped(loss, targets.shape) if reduction == "none" else loss
     loss = _FusedLinearCrossEntropy.apply(
         rows, weight, bias, flat_targets, ignore_index, reduction, use_triton, chunk_rows
     )
-    return loss.view(targets.shape) if reduction == "none" else loss
+    return engine.shaped(loss, targets.shape) if reduction == "none" else loss
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):

@@ -58,11 +58,11 @@ def fused_linear_token_logprobs(
         nll = engine.full_logits_cross_entropy(
             rows, weight, bias, flat_targets, ignore_index, "none"
         )
-        return nll.neg().view(targets.shape)
+        return engine.shaped(nll.neg(), targets.shape)
     logprobs = _FusedLinearTokenLogprobs.apply(
         rows, weight, bias, flat_targets, ignore_index, use_triton, chunk_rows
     )
-    return logprobs.view(targets.shape)
+    return engine.shaped(logprobs, targets.shape)
 
 
 class _FusedLinearTokenLogprobs(torch.autograd.Function):
