@@ -1,0 +1,46 @@
+"""The teaching notebooks run top to bottom (with smaller parameters injected)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import FAST_TINY
+from workbench import plots
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+def _inject(nb, **params) -> None:
+    """Append overrides to the cell tagged "parameters" (what papermill does)."""
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "\n# injected by the test\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
+
+
+@pytest.fixture
+def jupyter_home(tmp_path, monkeypatch):
+    # Jupyter and IPython write into $HOME: keep them in the test's folder.
+    for var, sub in (("HOME", "home"), ("JUPYTER_CONFIG_DIR", "jcfg"), ("JUPYTER_DATA_DIR", "jdata"),
+                     ("JUPYTER_RUNTIME_DIR", "jrun"), ("IPYTHONDIR", "ipy")):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+def test_first_weight_sweep_notebook_runs(store_uri, jupyter_home):
+    nb = nbformat.read(NOTEBOOKS / "01_first_weight_sweep.ipynb", as_version=4)
+    _inject(nb, points=2, steps=10, tiny=dict(FAST_TINY))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "hypervolume of the sweep" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2  # the front and the trajectories
+    front = figures[0]["data"]["application/vnd.plotly.v1+json"]
+    assert {plots.FRONT, plots.REFERENCE} <= {t.get("name") for t in front["data"]}
+    json.dumps(front)  # a plain, serialisable figure
