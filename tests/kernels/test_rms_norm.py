@@ -23,9 +23,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from workbench.kernels import rms_norm as rms_norm_module  # noqa: E402
+from workbench.kernels._backend import triton_installed  # noqa: E402
 from workbench.kernels.rms_norm import rms_norm  # noqa: E402
 
-HAS_TRITON = rms_norm_module._triton_installed()
+HAS_TRITON = triton_installed()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 
 # Largest error of a value relative to its scale, per dtype.

@@ -21,10 +21,10 @@ import sys  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from workbench.kernels import swiglu as swiglu_module  # noqa: E402
+from workbench.kernels._backend import triton_installed  # noqa: E402
 from workbench.kernels.swiglu import swiglu  # noqa: E402
 
-HAS_TRITON = swiglu_module._triton_installed()
+HAS_TRITON = triton_installed()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 
 # Largest error of a value relative to its scale, per dtype.

@@ -27,12 +27,11 @@ Triton is imported only when a triton path runs, so this module imports without 
 from __future__ import annotations
 
 import functools
-import os
 from types import SimpleNamespace
 
 import torch
 
-BACKENDS = ("auto", "triton", "torch")
+from workbench.kernels._backend import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
 
 # Elements per chunk of the torch path: bounds each float32 temporary to about 1 MiB.
 _TORCH_CHUNK_ELEMENTS = 1 << 18
@@ -70,36 +69,13 @@ def rms_norm(
 
 
 def _use_triton(backend: str, x: torch.Tensor, hidden: int) -> bool:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
-    if backend == "torch":
-        return False
-    if backend == "auto":
-        return x.is_cuda and _triton_installed() and hidden <= _TRITON_MAX_HIDDEN
-    if not _triton_installed():
-        raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
-    if x.device.type == "cpu" and not _triton_interpreter_on():
-        raise RuntimeError(
-            "backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is "
-            "imported (tests only); use backend='torch' or 'auto' on CPU"
-        )
-    if hidden > _TRITON_MAX_HIDDEN:
+    fits = hidden <= _TRITON_MAX_HIDDEN
+    if backend == "triton" and not fits:
         raise ValueError(
             f"the triton rms_norm holds a row in one block: hidden size {hidden} is over "
             f"{_TRITON_MAX_HIDDEN}; use backend='torch'"
         )
-    return True
-
-
-@functools.cache
-def _triton_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
-
-
-def _triton_interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    return use_triton(backend, x, fits)
 
 
 class _RMSNormFunction(torch.autograd.Function):

@@ -21,13 +21,12 @@ when a triton path runs, so this module imports without it.
 from __future__ import annotations
 
 import functools
-import os
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 
-BACKENDS = ("auto", "triton", "torch")
+from workbench.kernels._backend import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
 
 _TRITON_BLOCK = 1024
 
@@ -52,36 +51,8 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor, backend: str = "auto") -> torch
         )
     if gate.device != up.device:
         raise ValueError(f"gate is on {gate.device} but up is on {up.device}")
-    use_triton = _use_triton(backend, gate)
-    return _SwiGLUFunction.apply(gate, up, use_triton)
-
-
-def _use_triton(backend: str, x: torch.Tensor) -> bool:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
-    if backend == "torch":
-        return False
-    if backend == "auto":
-        return x.is_cuda and _triton_installed()
-    if not _triton_installed():
-        raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
-    if x.device.type == "cpu" and not _triton_interpreter_on():
-        raise RuntimeError(
-            "backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is "
-            "imported (tests only); use backend='torch' or 'auto' on CPU"
-        )
-    return True
-
-
-@functools.cache
-def _triton_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("triton") is not None
-
-
-def _triton_interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    use_triton_path = use_triton(backend, gate)
+    return _SwiGLUFunction.apply(gate, up, use_triton_path)
 
 
 class _SwiGLUFunction(torch.autograd.Function):
