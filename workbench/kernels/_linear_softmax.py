@@ -39,14 +39,13 @@ checked (a check would synchronise), as with ``torch.nn.functional.cross_entropy
 from __future__ import annotations
 
 import functools
-import importlib.util
-import os
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import torch
 
-BACKENDS = ("auto", "triton", "torch")
+from workbench.kernels import _backend
+from workbench.kernels._backend import BACKENDS, triton_installed  # noqa: F401  (used by callers)
 
 # Bytes of float32 logits per chunk. Every chunk streams the whole weight through three
 # matmuls and adds into the (V, H) weight gradient, so small chunks are slow: on 2 CPU cores
@@ -126,29 +125,7 @@ def shaped(per_row: torch.Tensor, shape: torch.Size) -> torch.Tensor:
 
 def use_triton(backend: str, hidden: torch.Tensor) -> bool:
     """Resolve ``backend`` ("auto" | "triton" | "torch") for tensors on hidden's device."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend={backend!r} is not one of {BACKENDS}")
-    if backend == "torch":
-        return False
-    if backend == "auto":
-        return hidden.is_cuda and triton_installed()
-    if not triton_installed():
-        raise RuntimeError("backend='triton' needs the triton package (pip install triton)")
-    if not hidden.is_cuda and not _triton_interpreter_on():
-        raise RuntimeError(
-            "backend='triton' on CPU tensors needs TRITON_INTERPRET=1 set before triton is "
-            "imported (tests only); use backend='torch' or 'auto' on CPU"
-        )
-    return True
-
-
-@functools.cache
-def triton_installed() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-def _triton_interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
+    return _backend.use_triton(backend, hidden)
 
 
 def use_full_logits(n_rows: int, vocab: int, use_triton: bool, chunk_rows: int | None) -> bool:
