@@ -1,0 +1,43 @@
+"""benchmarks/kernels.py --quick runs end to end and ends with parseable BENCH lines."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCH_LINE = re.compile(r"^BENCH (\S+) (-?\d+(?:\.\d+)?) (\S+) target=(\S+)$")
+REQUIRED = [
+    "fused_ce_peak_mem_ratio",
+    "fused_ce_time_ratio",
+    "fused_logprobs_peak_mem_ratio",
+    "fused_logprobs_time_ratio",
+    "fused_ce_small_time_ratio",
+    "fused_logprobs_small_time_ratio",
+]
+
+
+def test_quick_benchmark_prints_the_headline_figures():
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run(
+        [sys.executable, "benchmarks/kernels.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert "CPU, float32" in result.stdout and "naive" in result.stdout
+    tail = lines[-len(REQUIRED) :]
+    parsed = [BENCH_LINE.match(line) for line in tail]
+    assert all(parsed), tail
+    assert [m.group(1) for m in parsed] == REQUIRED
+    for match in parsed:
+        value = float(match.group(2))
+        assert value > 0 and value == value, match.group(0)  # positive, not NaN
+        assert match.group(3) == "x" and match.group(4).startswith("<=")
