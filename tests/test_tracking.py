@@ -51,7 +51,9 @@ def _spec(**tracking_fields) -> RunSpec:
 
 def _new_recorder(client, flush_every_s=0.05, max_buffer=64, **spec_fields):
     run_id = tracking.start_run(client, _spec(**spec_fields))
-    return tracking.RunRecorder(client, run_id, flush_every_s=flush_every_s, max_buffer=max_buffer)
+    # No heartbeat during these tests: they count exactly the points and tags they log.
+    return tracking.RunRecorder(client, run_id, flush_every_s=flush_every_s, max_buffer=max_buffer,
+                                heartbeat_every_s=3600)
 
 
 def _free_port() -> int:
@@ -333,3 +335,20 @@ def test_fallback_records_the_end_when_the_store_is_gone(client, monkeypatch):
     assert run.info.status == "FAILED"
     assert run.data.tags["workbench.error"] == "RuntimeError: out of memory"
     assert tracking.metric_history(client, rec.run_id, "train/loss") == [(7, 1.0)]
+
+
+def test_recorder_refreshes_a_heartbeat_tag(client):
+    run_id = tracking.start_run(client, _spec())
+    recorder = tracking.RunRecorder(client, run_id, flush_every_s=0.05, heartbeat_every_s=0.1)
+    first = None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        beat = client.get_run(run_id).data.tags.get(tracking.HEARTBEAT_TAG)
+        if first is None and beat is not None:
+            first = float(beat)
+        if first is not None and beat is not None and float(beat) > first:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the heartbeat tag was not refreshed")
+    recorder.finish("FINISHED")

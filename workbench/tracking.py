@@ -267,7 +267,9 @@ class RunRecorder:
         # A resumed run replays the steps between its checkpoint and the last step the
         # store already holds; those points are identical and are not logged twice.
         self.skip_through_step = int(skip_through_step)
-        self._last_heartbeat = 0.0
+        # The first beat comes one interval after the start (the run's start time counts
+        # as a beat for the reaper until then).
+        self._last_heartbeat = time.time()
         self.fallback_path: Path | None = None
         self.last_flush_error: str | None = None
         self._metrics: list[Metric] = []
@@ -353,7 +355,6 @@ class RunRecorder:
                 self._tags[HEARTBEAT_TAG] = f"{now:.3f}"
 
     def _flush_loop(self) -> None:
-        self._beat()
         while not self._stop.is_set():
             self._wake.wait(min(self.flush_every_s, self.heartbeat_every_s))
             self._wake.clear()
