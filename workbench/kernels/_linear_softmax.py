@@ -297,9 +297,9 @@ class _Gradients:
         self.dtype = dtype = hidden.dtype
         self.low_precision = dtype != torch.float32
         device = hidden.device
-        self.hidden = None
+        self.hidden_grad = None
         if self.need_h:
-            self.hidden = torch.empty(hidden.shape, dtype=dtype, device=device)
+            self.hidden_grad = torch.empty(hidden.shape, dtype=dtype, device=device)
         self.weight_grad = self.bias_grad = self.weight_tmp = None
         self.first = True
         if not single_chunk:
@@ -314,7 +314,7 @@ class _Gradients:
     def add(self, dlogits, rows, h_chunk, s):
         s_col = s[:, None]
         if self.need_h:
-            torch.mm(dlogits, self.weight, out=self.hidden[rows]).mul_(s_col)
+            torch.mm(dlogits, self.weight, out=self.hidden_grad[rows]).mul_(s_col)
         if self.need_w:
             scaled_h = h_chunk * s_col
             if self.low_precision:
@@ -340,7 +340,7 @@ class _Gradients:
         if self.need_b:
             grad_b = self.bias_grad
             grad_b = torch.zeros_like(self.bias) if grad_b is None else grad_b.to(self.dtype)
-        return self.hidden, grad_w, grad_b
+        return self.hidden_grad, grad_w, grad_b
 
 
 def _check_targets(targets: torch.Tensor, valid: torch.Tensor, vocab: int) -> None:

@@ -7,7 +7,9 @@ mean (a mean over zero valid rows is 0, not NaN).
 Three paths (DESIGN.md, "Kernels"), all in ``_linear_softmax``:
 
 - ``"torch"``: row chunks whose float32 logits fit a fixed byte budget (one chunk when
-  the whole logits fit), so the memory stays bounded whatever N is (what CPUs run);
+  the whole logits fit), so the memory stays bounded whatever N is (what CPUs run); tiny
+  inputs (a few MiB of logits) take the plain ``F.cross_entropy`` route, which is faster
+  there (``_linear_softmax.use_full_logits``);
 - ``"triton"``: the same chunks and matmuls, with one Triton kernel per chunk computing
   each row's log-sum-exp by an online softmax over vocabulary blocks, the target's
   log-prob and the logits gradient in place (CUDA; CPU under ``TRITON_INTERPRET=1``);
@@ -17,9 +19,10 @@ Gradients. For ``"mean"`` and ``"sum"`` the gradient w.r.t. the logits is known 
 forward (``(softmax - onehot) / n_valid``), so the forward computes the gradients of
 hidden, weight and bias chunk by chunk while the chunk's logits are at hand, and backward
 only scales them by the incoming scalar. For ``"none"`` each row's loss has its own
-incoming gradient, which the weight gradient mixes across rows, so nothing can be
-precomputed: backward recomputes the chunks' softmax with the per-row factors (one more
-matmul over the head than ``"mean"``). The loss is returned in float32.
+incoming gradient, which the weight gradient mixes across rows, so the forward cannot
+finish the gradients: see ``_linear_softmax.per_row_forward`` (a frozen head or a single
+chunk avoid it; otherwise backward recomputes the chunks' softmax, one more matmul over
+the head than ``"mean"``). The loss is returned in float32.
 """
 
 from __future__ import annotations

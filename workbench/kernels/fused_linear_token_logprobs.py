@@ -6,7 +6,10 @@ byte budget (the N x V logits never exist at once) and keeps only the targets' l
 (and, on the triton path, each row's log-sum-exp). Because the weight gradient mixes the
 rows' incoming gradients, backward recomputes the chunks' softmax with those per-row
 factors: one more matmul over the head than the naive computation, none of its N x V
-temporaries.
+temporaries. Two cases skip the recompute (``_linear_softmax.per_row_forward``): a frozen
+head (only ``hidden`` wants a gradient, as under LoRA: the forward keeps ``D @ weight``,
+N x H) and inputs whose logits fit one chunk (the forward keeps the chunk's gradient).
+Tiny inputs on the torch path take the plain full-logits route, which is faster there.
 
 Three paths (DESIGN.md, "Kernels"), shared with ``fused_linear_cross_entropy`` in
 ``_linear_softmax``: ``"torch"`` (chunked, what CPUs run), ``"triton"`` (an online-softmax
