@@ -31,8 +31,9 @@ Then ``grad_hidden_c = (D @ weight) * s``, ``grad_weight += D.T @ (hidden_c * s)
 log-probs and the weight/bias gradient accumulators are float32. Nothing is written into
 the caller's tensors.
 
-Ignored rows (target == ignore_index) get ``logp = 0`` and ``s = 0``: their gradients are
-exactly zero. Out-of-range targets raise a ValueError on CPU tensors; on CUDA they are not
+Ignored rows (target == ignore_index) get ``logp = 0`` and zero gradients; ``sweep``
+leaves them out of the matmuls altogether (``valid_rows``), so a batch whose prompt and
+padding positions are ignored costs only its answer tokens. Out-of-range targets raise a ValueError on CPU tensors; on CUDA they are not
 checked (a check would synchronise), as with ``torch.nn.functional.cross_entropy``.
 """
 
@@ -193,14 +194,50 @@ def sweep(
             ``sum_i s_i * (-logp_i)``.
         lse: (N,) float32 log-sum-exp of the rows from an earlier sweep (triton path: lets
             the kernel skip its first loop).
-        keep_dlogits: when all rows fit one chunk, return D itself (N x V, no bigger than
-            one chunk) so that a backward needs only the two gradient matmuls.
+        keep_dlogits: when all rows fit one chunk, return D itself (one row per row that
+            is not ignored, no bigger than one chunk) so that a backward needs only the two
+            gradient matmuls.
     """
     with torch.no_grad():
-        return _sweep(
-            hidden, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
-            row_weights, needs, lse, keep_dlogits,
+        kept = valid_rows(valid)
+        if kept is None:
+            return _sweep(
+                hidden, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
+                row_weights, needs, lse, keep_dlogits,
+            )  # fmt: skip
+        # Ignored rows have log-prob 0 and zero gradients: leave them out of the matmuls
+        # (prompt and padding positions are often a third or more of a fine-tuning batch).
+        result = _sweep(
+            hidden[kept], weight, bias, targets[kept], valid[kept], use_triton, chunk_rows,
+            want_logprobs, None if row_weights is None else row_weights[kept], needs,
+            None if lse is None else lse[kept], keep_dlogits,
         )  # fmt: skip
+        n_rows = hidden.shape[0]
+        grads = result.grads
+        if grads is not None and grads[0] is not None:
+            grads = (scatter_rows(grads[0], kept, n_rows), *grads[1:])
+        return SweepResult(
+            logprobs=None if result.logprobs is None else scatter_rows(result.logprobs, kept, n_rows),
+            lse=None if result.lse is None else scatter_rows(result.lse, kept, n_rows),
+            grads=grads,
+            dlogits=result.dlogits,  # rows of ``valid_rows(valid)`` only
+        )
+
+
+def valid_rows(valid: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the rows that are not ignored, or None when no row is ignored.
+
+    (Counting them synchronises with a GPU once per call, as the mean's divisor would.)
+    """
+    if bool(valid.all()):
+        return None
+    return valid.nonzero().squeeze(1)
+
+
+def scatter_rows(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """``values`` (one entry per index in ``rows``) placed into zeros of ``n_rows`` rows."""
+    out = values.new_zeros((n_rows, *values.shape[1:]))
+    return out.index_copy_(0, rows, values)
 
 
 def _sweep(hidden, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
@@ -397,9 +434,16 @@ def per_row_backward(ctx, row_weights: torch.Tensor):
         if ctx.kept == "grad_hidden":
             return (kept * row_weights[:, None]).to(hidden.dtype), None, None
         if ctx.kept == "dlogits":
+            # The forward's D covers the rows that are not ignored (``sweep``).
+            rows = valid_rows(valid)
+            if rows is not None:
+                hidden, row_weights = hidden[rows], row_weights[rows]
             grads = _Gradients(hidden, weight, bias, needs, single_chunk=True)
             grads.add(kept, slice(None), hidden, row_weights)
-            return grads.result()
+            grad_h, grad_w, grad_b = grads.result()
+            if grad_h is not None and rows is not None:
+                grad_h = scatter_rows(grad_h, rows, valid.shape[0])
+            return grad_h, grad_w, grad_b
     result = sweep(
         hidden, weight, bias, targets, valid, use_triton=ctx.use_triton,
         chunk_rows=ctx.chunk_rows, want_logprobs=False, row_weights=row_weights, needs=needs,
