@@ -213,13 +213,15 @@ def sweep(
             None if lse is None else lse[kept], keep_dlogits,
         )  # fmt: skip
         n_rows = hidden.shape[0]
+
+        def spread(per_row):  # back to one entry per row of ``hidden``, 0 at ignored rows
+            return None if per_row is None else scatter_rows(per_row, kept, n_rows)
+
         grads = result.grads
-        if grads is not None and grads[0] is not None:
-            grads = (scatter_rows(grads[0], kept, n_rows), *grads[1:])
         return SweepResult(
-            logprobs=None if result.logprobs is None else scatter_rows(result.logprobs, kept, n_rows),
-            lse=None if result.lse is None else scatter_rows(result.lse, kept, n_rows),
-            grads=grads,
+            logprobs=spread(result.logprobs),
+            lse=spread(result.lse),
+            grads=None if grads is None else (spread(grads[0]), *grads[1:]),
             dlogits=result.dlogits,  # rows of ``valid_rows(valid)`` only
         )
 
