@@ -210,7 +210,11 @@ SINGLE_TURN = ChatRow(
 
 
 def fallback_text(messages) -> str:
-    return "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    """The rendering without a chat template, as text: an end token after each answer."""
+    return "".join(
+        f"{m['role']}: {m['content']}\n" + ("</s>" if m["role"] == "assistant" else "")
+        for m in messages
+    )
 
 
 @pytest.mark.parametrize("row", [SINGLE_TURN, CONVERSATION], ids=["single", "multi"])
@@ -220,26 +224,24 @@ def test_chat_fallback_labels_assistant_turns_only(tokenizer, row):
     runs = labelled_runs(enc)
     assert [tokenizer.decode(run) for run in runs] == [f" {c}\n</s>" for c in assistant]
     # The whole sequence is the plain rendering, with an end token after each assistant turn.
-    expected = "<s>" + "".join(
-        f"{m['role']}: {m['content']}\n" + ("</s>" if m["role"] == "assistant" else "")
-        for m in row.messages
-    )
-    assert tokenizer.decode(enc.input_ids) == expected
+    assert tokenizer.decode(enc.input_ids) == "<s>" + fallback_text(row.messages)
     for label, segment in zip(enc.labels, enc.segments):
         assert segment == (
             SEGMENT_IDS["prompt"] if label == IGNORE_INDEX else SEGMENT_IDS["assistant"]
         )
 
 
-def test_chat_fallback_generation_prompt(tokenizer):
-    enc = encode_row(tokenizer, SINGLE_TURN, max_length=512)
-    prompt = prompt_ids(tokenizer, SINGLE_TURN)
-    assert (
-        tokenizer.decode(prompt) == "<s>" + fallback_text(SINGLE_TURN.messages[:1]) + "assistant:"
-    )
+@pytest.mark.parametrize("row", [SINGLE_TURN, CONVERSATION], ids=["single", "multi"])
+def test_chat_fallback_generation_prompt(tokenizer, row):
+    """Generation is prompted with exactly the tokens training saw before the last answer,
+    earlier answers' end tokens included."""
+    enc = encode_row(tokenizer, row, max_length=512)
+    prompt = prompt_ids(tokenizer, row)
+    assert tokenizer.decode(prompt) == "<s>" + fallback_text(row.messages[:-1]) + "assistant:"
     assert enc.input_ids[: len(prompt)] == prompt
-    assert enc.labels[: len(prompt)] == [IGNORE_INDEX] * len(prompt)
-    assert enc.labels[len(prompt)] != IGNORE_INDEX
+    # The last answer is labelled from the first token after the prompt on.
+    assert enc.labels[len(prompt) - 1] == IGNORE_INDEX
+    assert enc.labels[len(prompt) :] == enc.input_ids[len(prompt) :]
 
 
 @pytest.mark.parametrize("row", [SINGLE_TURN, CONVERSATION], ids=["single", "multi"])

@@ -68,12 +68,18 @@ def _chat_ids(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) 
         if isinstance(out, dict) or hasattr(out, "keys"):
             out = out["input_ids"]
         return list(out)
-    # No template: a plain "role: content" rendering, the same at training and generation.
-    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    # No template: "role: content" lines, each assistant turn closed by the end token (the
+    # model must learn to stop). The end token is part of the rendering, so the generation
+    # prompt of a later turn shows the earlier answers exactly as training saw them. Each
+    # message is tokenized on its own, so a prefix of the conversation renders as a prefix.
+    ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    for m in messages:
+        ids += _ids(tokenizer, f"{m['role']}: {m['content']}\n")
+        if m["role"] == "assistant" and tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
     if add_generation_prompt:
-        text += "assistant:"
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return bos + _ids(tokenizer, text)
+        ids += _ids(tokenizer, "assistant:")
+    return ids
 
 
 def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
@@ -96,27 +102,22 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
             segments.append(SEGMENT_IDS["answer"])
     else:
         ids, labels, segments = [], [], []
-        # Tokens of the rendered conversation consumed so far; differs from len(ids) when an
-        # end token (not part of the rendering) was appended after an assistant turn.
-        rendered = 0
         for i, message in enumerate(row.messages):
             if message["role"] != "assistant":
                 continue
             before = _chat_ids(tokenizer, row.messages[:i], add_generation_prompt=True)
             upto = _chat_ids(tokenizer, row.messages[: i + 1], add_generation_prompt=False)
-            if upto[: len(before)] != before:
+            # Earlier turns must render the same inside later prefixes (``ids`` holds them).
+            if upto[: len(before)] != before or before[: len(ids)] != ids:
                 raise DataError(
                     "the chat template renders a conversation prefix differently from the whole "
                     "conversation, so assistant tokens cannot be located; use prompt/completion rows"
                 )
-            context = before[rendered:]
+            context = before[len(ids):]
             ids += context
             labels += [IGNORE_INDEX] * len(context)
             segments += [SEGMENT_IDS["prompt"]] * len(context)
             answer = upto[len(before):]
-            rendered = len(upto)
-            if not getattr(tokenizer, "chat_template", None) and eos is not None:
-                answer = answer + [eos]
             ids += answer
             labels += answer
             segments += [SEGMENT_IDS["assistant"]] * len(answer)
