@@ -66,7 +66,9 @@ def test_patching_touches_only_the_given_model(setting):
 
 def test_a_lora_adapter_on_the_head_is_refused_under_a_fused_loss(setting):
     spec, base, _, _ = setting
-    adapter = spec.adapter.model_copy(update={"name": "lora", "target_modules": ["q_proj", "lm_head"]})
+    adapter = spec.adapter.model_copy(
+        update={"name": "lora", "target_modules": ["q_proj", "lm_head"]}
+    )
     model = apply_adapter(copy.deepcopy(base.model), adapter)
     with pytest.raises(SpecError, match="lm_head"):
         patch_model(model, "torch")
@@ -76,13 +78,20 @@ def test_fused_and_unfused_runs_follow_the_same_trajectory(store_uri):
     client = MlflowClient(store_uri)
     histories, runs = {}, {}
     for mode in ("off", "torch"):
-        result = run(fast_spec(kernels=mode, train={"steps": 12, "eval_every": 100}), log=lambda *a: None)
+        result = run(
+            fast_spec(kernels=mode, train={"steps": 12, "eval_every": 100}), log=lambda *a: None
+        )
         runs[mode] = client.get_run(result.run_id)
-        histories[mode] = [v for _, v in tracking.metric_history(client, result.run_id, "train/loss")]
+        histories[mode] = [
+            v for _, v in tracking.metric_history(client, result.run_id, "train/loss")
+        ]
     assert len(histories["torch"]) == 12
     assert histories["torch"] == pytest.approx(histories["off"], rel=1e-4)
     assert runs["off"].data.tags["workbench.kernels"].startswith("none")
-    assert runs["torch"].data.tags["workbench.kernels"] == "rms_norm=torch,swiglu=torch,fused_linear_logprobs=torch"
+    assert (
+        runs["torch"].data.tags["workbench.kernels"]
+        == "rms_norm=torch,swiglu=torch,fused_linear_logprobs=torch"
+    )
     metrics = runs["torch"].data.metrics
     # 12 training steps (2 head calls each: labels and the end token for brevity) and the
     # norms of every training and generation forward.

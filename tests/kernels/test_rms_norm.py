@@ -9,34 +9,12 @@ never passes (comparisons are ``error <= tol``, False for NaN; outputs are check
 
 from __future__ import annotations
 
-import os
+import pytest
+import torch
 
-# The triton path runs on CPU only under the interpreter, which must be on before triton is
-# imported. tests/kernels/conftest.py may set it too; setdefault keeps both harmless.
-os.environ.setdefault("TRITON_INTERPRET", "1")
-
-import random  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from workbench.kernels import rms_norm as rms_norm_module  # noqa: E402
-from workbench.kernels._backend import triton_installed  # noqa: E402
-from workbench.kernels.rms_norm import rms_norm  # noqa: E402
-
-HAS_TRITON = triton_installed()
-needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
-
-# Largest error of a value relative to its scale, per dtype.
-TOLERANCES = {
-    torch.float32: 1e-5,
-    torch.float16: 4e-3,
-    # bf16 keeps 8 significant bits; the interpreter also rounds float32 -> bfloat16 toward
-    # zero (GPUs round to nearest): up to two bf16 ulps (2**-7) where a value is rounded twice.
-    torch.bfloat16: 2e-2,
-}
+from tests.kernels.elementwise_checks import HAS_TRITON, check_close, needs_triton
+from workbench.kernels import rms_norm as rms_norm_module
+from workbench.kernels.rms_norm import rms_norm
 
 # (shape, eps): one row, hidden size 1, an odd hidden size, 3-D input.
 SHAPES = [
@@ -46,12 +24,6 @@ SHAPES = [
     ((2, 3, 64), 1e-5),
     ((5, 1), 0.25),
 ]
-
-
-@pytest.fixture
-def seed() -> int:
-    value = os.environ.get("WORKBENCH_TEST_SEED")
-    return int(value) if value else random.SystemRandom().randrange(2**31)
 
 
 def reference(x, weight, eps, grad_out):
@@ -83,18 +55,6 @@ def make_inputs(shape, dtype, seed, zero_row=False):
     return x, weight, grad_out
 
 
-def check_close(name, actual, expected, scale, dtype, seed):
-    """Every ``|actual - expected| <= tol * scale`` (elementwise), and no value is NaN/inf."""
-    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
-    assert torch.isfinite(actual).all(), f"{name}: non-finite values (seed {seed})"
-    tol = TOLERANCES[dtype]
-    # An absolute error below the dtype's smallest normal number always passes.
-    tiny = torch.finfo(dtype).tiny
-    err = ((actual.double() - expected).abs() - tiny).clamp_min(0) / scale.clamp_min(tiny)
-    worst = err.max().item()
-    assert worst <= tol, f"{name}: error {worst:.3g} of its scale > {tol} (seed {seed})"
-
-
 def check_all(actual, x, weight, eps, grad_out, dtype, seed):
     values, scales = reference(x, weight, eps, grad_out)
     for name, got, want, scale in zip(("output", "grad x", "grad weight"), actual, values, scales):
@@ -119,50 +79,50 @@ def run_and_check(backend, shape, eps, dtype, seed, zero_row=False):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape,eps", SHAPES)
-def test_torch_path_matches_float64_reference(shape, eps, dtype, seed):
-    run_and_check("torch", shape, eps, dtype, seed)
+def test_torch_path_matches_float64_reference(shape, eps, dtype, kernel_seed):
+    run_and_check("torch", shape, eps, dtype, kernel_seed)
 
 
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,eps", SHAPES)
-def test_triton_path_matches_float64_reference(shape, eps, dtype, seed):
-    run_and_check("triton", shape, eps, dtype, seed)
+def test_triton_path_matches_float64_reference(shape, eps, dtype, kernel_seed):
+    run_and_check("triton", shape, eps, dtype, kernel_seed)
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
-def test_zero_row_and_large_fp16_values_stay_finite(backend, seed):
-    run_and_check(backend, (3, 33), 1e-6, torch.float32, seed, zero_row=True)
+def test_zero_row_and_large_fp16_values_stay_finite(backend, kernel_seed):
+    run_and_check(backend, (3, 33), 1e-6, torch.float32, kernel_seed, zero_row=True)
     # x^2 overflows fp16 (max 65504) but the statistics are taken in float32.
-    x, weight, grad_out = make_inputs((2, 40), torch.float16, seed)
+    x, weight, grad_out = make_inputs((2, 40), torch.float16, kernel_seed)
     x = (x.float() * 1000).half().requires_grad_()
     y = rms_norm(x, weight, 1e-6, backend=backend)
     y.backward(grad_out)
-    check_all((y.detach(), x.grad, None), x, weight, 1e-6, grad_out, torch.float16, seed)
+    check_all((y.detach(), x.grad, None), x, weight, 1e-6, grad_out, torch.float16, kernel_seed)
 
 
-def test_torch_path_across_chunks(monkeypatch, seed):
+def test_torch_path_across_chunks(monkeypatch, kernel_seed):
     # 7 rows of 97 in chunks of 2 rows: several chunks and a short last one.
     monkeypatch.setattr(rms_norm_module, "_TORCH_CHUNK_ELEMENTS", 2 * 97)
-    run_and_check("torch", (7, 97), 1e-6, torch.float32, seed)
-    run_and_check("torch", (7, 97), 1e-6, torch.bfloat16, seed)
+    run_and_check("torch", (7, 97), 1e-6, torch.float32, kernel_seed)
+    run_and_check("torch", (7, 97), 1e-6, torch.bfloat16, kernel_seed)
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 @pytest.mark.parametrize("which", ["x", "weight"])
-def test_gradient_for_one_input_only(backend, which, seed):
-    x, weight, grad_out = make_inputs((3, 20), torch.float32, seed)
+def test_gradient_for_one_input_only(backend, which, kernel_seed):
+    x, weight, grad_out = make_inputs((3, 20), torch.float32, kernel_seed)
     target = x if which == "x" else weight
     target.requires_grad_()
     rms_norm(x, weight, 1e-6, backend=backend).backward(grad_out)
     grads = (None, target.grad, None) if which == "x" else (None, None, target.grad)
-    check_all(grads, x, weight, 1e-6, grad_out, torch.float32, seed)
+    check_all(grads, x, weight, 1e-6, grad_out, torch.float32, kernel_seed)
     other = weight if which == "x" else x
     assert other.grad is None
 
 
-def test_non_contiguous_input_and_gradient(seed):
-    x, weight, grad_out = make_inputs((6, 40), torch.float32, seed)
+def test_non_contiguous_input_and_gradient(kernel_seed):
+    x, weight, grad_out = make_inputs((6, 40), torch.float32, kernel_seed)
     x_t = x.t().contiguous().t().requires_grad_()  # same values, column-major strides
     grad_out = grad_out[:1].expand(6, 40)  # row stride 0, as a broadcast gradient arrives
     backends = ["torch", "triton"] if HAS_TRITON else ["torch"]
@@ -170,7 +130,9 @@ def test_non_contiguous_input_and_gradient(seed):
         x_t.grad = None
         y = rms_norm(x_t, weight, 1e-6, backend=backend)
         y.backward(grad_out)
-        check_all((y.detach(), x_t.grad, None), x, weight, 1e-6, grad_out, torch.float32, seed)
+        check_all(
+            (y.detach(), x_t.grad, None), x, weight, 1e-6, grad_out, torch.float32, kernel_seed
+        )
 
 
 # --- agreement with transformers' LlamaRMSNorm (what the patched model replaces) ----------
@@ -196,8 +158,8 @@ def llama_rms_norm(weight, eps):
     ids=str,
 )
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
-def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, seed):
-    gen = torch.Generator().manual_seed(seed)
+def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
+    gen = torch.Generator().manual_seed(kernel_seed)
     shape, eps = (2, 3, 97), 1e-5
     x = torch.randn(shape, generator=gen).to(x_dtype)
     weight = (1.0 + 0.5 * torch.randn(shape[-1], generator=gen)).to(w_dtype)
@@ -216,7 +178,7 @@ def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, seed):
     assert x_ours.grad.dtype == x_dtype and w_ours.grad.dtype == w_dtype
     if backend == "torch":
         # The torch path runs LlamaRMSNorm's own op sequence: the forward agrees bit for bit.
-        assert torch.equal(y, y_ref), f"seed {seed}"
+        assert torch.equal(y, y_ref), f"seed {kernel_seed}"
     # Gradients (and the interpreter's bf16) agree within the dtype's tolerance.
     tol_dtype = torch.bfloat16 if torch.bfloat16 in (x_dtype, w_dtype) else x_dtype
     _, scales = reference(x, weight, eps, grad_out)
@@ -224,14 +186,14 @@ def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, seed):
     for name, got, want, scale in zip(
         ("output", "grad x", "grad weight"), (y.detach(), x_ours.grad, w_ours.grad), llama, scales
     ):
-        check_close(name, got, want.double(), scale, tol_dtype, seed)
+        check_close(name, got, want.double(), scale, tol_dtype, kernel_seed)
 
 
 # --- dispatch and errors -------------------------------------------------------------------
 
 
-def test_auto_on_cpu_is_the_torch_path(seed):
-    x, weight, _ = make_inputs((4, 50), torch.bfloat16, seed)
+def test_auto_on_cpu_is_the_torch_path(kernel_seed):
+    x, weight, _ = make_inputs((4, 50), torch.bfloat16, kernel_seed)
     assert torch.equal(rms_norm(x, weight, backend="auto"), rms_norm(x, weight, backend="torch"))
 
 
@@ -245,24 +207,3 @@ def test_bad_arguments_are_refused(monkeypatch):
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
             rms_norm(x, weight, backend="triton")
-
-
-def test_module_imports_and_runs_without_triton():
-    """Running the op on CPU never imports triton, and the module imports where it is absent."""
-    code = (
-        "import importlib, sys\n"
-        "import torch\n"
-        "import workbench.kernels.rms_norm as module\n"
-        "def run():\n"
-        "    rms_norm = module.rms_norm\n"
-        "    x = torch.randn(3, 5, requires_grad=True)\n"
-        "    rms_norm(x, torch.ones(5)).sum().backward()\n"
-        "run()\n"
-        "assert 'triton' not in sys.modules, 'triton was imported'\n"
-        "sys.modules['triton'] = None  # now as if it were not installed\n"
-        "module = importlib.reload(module)\n"
-        "run()\n"
-    )
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert result.returncode == 0, result.stderr

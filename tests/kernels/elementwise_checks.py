@@ -1,0 +1,37 @@
+"""Checks shared by the elementwise kernel tests (rms_norm, swiglu).
+
+Each value's error is measured against the size of the terms it is computed from, so
+cancellation in a sum neither passes for a kernel bug nor fails a correct kernel; a NaN
+never passes (comparisons are ``error <= tol``, False for NaN; outputs are checked finite).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.kernels._backend import triton_installed
+
+HAS_TRITON = triton_installed()
+needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+
+# Largest error of a value relative to its scale, per dtype.
+TOLERANCES = {
+    torch.float32: 1e-5,
+    torch.float16: 4e-3,
+    # bf16 keeps 8 significant bits; the interpreter also rounds float32 -> bfloat16 toward
+    # zero (GPUs round to nearest): up to two bf16 ulps (2**-7) where a value is rounded twice.
+    torch.bfloat16: 2e-2,
+}
+
+
+def check_close(name, actual, expected, scale, dtype, seed):
+    """Every ``|actual - expected| <= tol * scale`` (elementwise), and no value is NaN/inf."""
+    assert actual.shape == expected.shape, (name, actual.shape, expected.shape)
+    assert torch.isfinite(actual).all(), f"{name}: non-finite values (seed {seed})"
+    tol = TOLERANCES[dtype]
+    # An absolute error below the dtype's smallest normal number always passes.
+    tiny = torch.finfo(dtype).tiny
+    err = ((actual.double() - expected).abs() - tiny).clamp_min(0) / scale.clamp_min(tiny)
+    worst = err.max().item()
+    assert worst <= tol, f"{name}: error {worst:.3g} of its scale > {tol} (seed {seed})"
