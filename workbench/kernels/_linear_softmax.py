@@ -29,7 +29,10 @@ Per chunk:
 Then ``grad_hidden_c = (D @ weight) * s``, ``grad_weight += D.T @ (hidden_c * s)``,
 ``grad_bias += D.T @ s``. The matmuls run in the input dtype; the softmax, the
 log-probs and the weight/bias gradient accumulators are float32. Nothing is written into
-the caller's tensors.
+the caller's tensors. The matmuls are torch's (cuBLAS / oneDNN), not ``tl.dot``: the triton
+kernel only does the row-wise softmax, so float32 results do not depend on a triton dot
+precision; on GPUs they follow ``torch.backends.cuda.matmul.allow_tf32`` (off by default),
+as the naive computation does.
 
 Ignored rows (target == ignore_index) get ``logp = 0`` and zero gradients; ``sweep``
 leaves them out of the matmuls altogether (``valid_rows``), so a batch whose prompt and
@@ -199,31 +202,27 @@ def sweep(
             gradient matmuls.
     """
     with torch.no_grad():
-        kept = valid_rows(valid)
-        if kept is None:
-            return _sweep(
-                hidden, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
-                row_weights, needs, lse, keep_dlogits,
-            )  # fmt: skip
         # Ignored rows have log-prob 0 and zero gradients: leave them out of the matmuls
         # (prompt and padding positions are often a third or more of a fine-tuning batch).
+        # The per-row vectors are compacted here; hidden's rows are gathered chunk by chunk.
+        kept = valid_rows(valid)
+        if kept is not None:
+            targets, valid = targets[kept], valid[kept]
+            row_weights = None if row_weights is None else row_weights[kept]
+            lse = None if lse is None else lse[kept]
         result = _sweep(
-            hidden[kept], weight, bias, targets[kept], valid[kept], use_triton, chunk_rows,
-            want_logprobs, None if row_weights is None else row_weights[kept], needs,
-            None if lse is None else lse[kept], keep_dlogits,
+            hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
+            row_weights, needs, lse, keep_dlogits,
         )  # fmt: skip
+        if kept is None:
+            return result
         n_rows = hidden.shape[0]
-
-        def spread(per_row):  # back to one entry per row of ``hidden``, 0 at ignored rows
-            return None if per_row is None else scatter_rows(per_row, kept, n_rows)
-
-        grads = result.grads
         return SweepResult(
-            logprobs=spread(result.logprobs),
-            lse=spread(result.lse),
-            grads=None if grads is None else (spread(grads[0]), *grads[1:]),
+            logprobs=None if result.logprobs is None else scatter_rows(result.logprobs, kept, n_rows),
+            lse=None if result.lse is None else scatter_rows(result.lse, kept, n_rows),
+            grads=result.grads,  # the hidden gradient has all rows already
             dlogits=result.dlogits,  # rows of ``valid_rows(valid)`` only
-        )
+        )  # fmt: skip
 
 
 def valid_rows(valid: torch.Tensor) -> torch.Tensor | None:
@@ -242,15 +241,17 @@ def scatter_rows(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch
     return out.index_copy_(0, rows, values)
 
 
-def _sweep(hidden, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
+def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
            row_weights, needs, lse, keep_dlogits):  # fmt: skip
-    n_rows, vocab = hidden.shape[0], weight.shape[0]
+    # ``kept``: indices of the rows of ``hidden`` to sweep (None: all); every other argument
+    # has one entry per swept row.
+    n_rows, vocab = targets.shape[0], weight.shape[0]
     device, dtype = hidden.device, hidden.dtype
     step = rows_per_chunk(n_rows, vocab, device, chunk_rows)
     single_chunk = step >= n_rows
     grads = None
     if row_weights is not None and any(needs):
-        grads = _Gradients(hidden, weight, bias, needs, single_chunk)
+        grads = _Gradients(hidden, kept, weight, bias, needs, single_chunk)
     keep_dlogits = keep_dlogits and single_chunk and grads is None
     want_dlogits = grads is not None or keep_dlogits
 
@@ -274,7 +275,7 @@ def _sweep(hidden, weight, bias, targets, valid, use_triton, chunk_rows, want_lo
 
     for start in range(0, n_rows, step):
         rows = slice(start, start + step)
-        h_chunk = hidden[rows]
+        h_chunk = hidden[rows] if kept is None else hidden.index_select(0, kept[rows])
         logits = mm_buf[: h_chunk.shape[0]]
         if bias is None:
             torch.mm(h_chunk, weight.t(), out=logits)
@@ -330,15 +331,18 @@ class _Gradients:
     a reused buffer first).
     """
 
-    def __init__(self, hidden, weight, bias, needs, single_chunk):
+    def __init__(self, hidden, kept, weight, bias, needs, single_chunk):
         self.need_h, self.need_w, self.need_b = needs
         self.weight, self.bias, self.single_chunk = weight, bias, single_chunk
+        self.kept = kept  # rows of ``hidden`` the chunks index into (None: all)
         self.dtype = dtype = hidden.dtype
         self.low_precision = dtype != torch.float32
         device = hidden.device
         self.hidden_grad = None
         if self.need_h:
-            self.hidden_grad = torch.empty(hidden.shape, dtype=dtype, device=device)
+            # Rows left out of the sweep (ignored) get zeros.
+            make = torch.empty if kept is None else torch.zeros
+            self.hidden_grad = make(hidden.shape, dtype=dtype, device=device)
         self.weight_grad = self.bias_grad = self.weight_tmp = None
         self.first = True
         if not single_chunk:
@@ -352,8 +356,11 @@ class _Gradients:
 
     def add(self, dlogits, rows, h_chunk, s):
         s_col = s[:, None]
-        if self.need_h:
+        if self.need_h and self.kept is None:
             torch.mm(dlogits, self.weight, out=self.hidden_grad[rows]).mul_(s_col)
+        elif self.need_h:
+            part = torch.mm(dlogits, self.weight).mul_(s_col)
+            self.hidden_grad.index_copy_(0, self.kept[rows], part)
         if self.need_w:
             scaled_h = h_chunk * s_col
             if self.low_precision:
@@ -438,14 +445,12 @@ def per_row_backward(ctx, row_weights: torch.Tensor):
         if ctx.kept == "dlogits":
             # The forward's D covers the rows that are not ignored (``sweep``).
             rows = valid_rows(valid)
+            h_rows = hidden
             if rows is not None:
-                hidden, row_weights = hidden[rows], row_weights[rows]
-            grads = _Gradients(hidden, weight, bias, needs, single_chunk=True)
-            grads.add(kept, slice(None), hidden, row_weights)
-            grad_h, grad_w, grad_b = grads.result()
-            if grad_h is not None and rows is not None:
-                grad_h = scatter_rows(grad_h, rows, valid.shape[0])
-            return grad_h, grad_w, grad_b
+                h_rows, row_weights = hidden[rows], row_weights[rows]
+            grads = _Gradients(hidden, rows, weight, bias, needs, single_chunk=True)
+            grads.add(kept, slice(None), h_rows, row_weights)
+            return grads.result()
     result = sweep(
         hidden, weight, bias, targets, valid, use_triton=ctx.use_triton,
         chunk_rows=ctx.chunk_rows, want_logprobs=False, row_weights=row_weights, needs=needs,
