@@ -13,7 +13,7 @@ import pytest
 import torch
 from liger_kernel.transformers import LigerFusedLinearCrossEntropyLoss
 
-from tests.kernels.test_fused_linear_cross_entropy import SHAPES, reduce_like
+from tests.kernels.helpers import SHAPES, reduce_like
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
 
 

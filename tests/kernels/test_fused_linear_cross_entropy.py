@@ -15,36 +15,9 @@ import sys
 import pytest
 import torch
 
+from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, ONE_CHUNK, SHAPES, reduce_like
 from workbench.kernels import _linear_softmax as engine
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
-
-needs_triton = pytest.mark.skipif(not engine.triton_installed(), reason="triton not installed")
-BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
-
-# None: the default (on the torch path these small inputs take the full-logits route);
-# 2: a sweep over several chunks; ONE_CHUNK: a sweep whose single chunk holds every row.
-ONE_CHUNK = 10**6
-CHUNK_ROWS = {"torch": (None, 2, ONE_CHUNK), "triton": (None, 2)}
-
-# name: (leading shape, hidden size, vocabulary, which targets are ignore_index)
-SHAPES = {
-    "one_row": (1, 8, 97, "none"),
-    "prime_vocab": (6, 16, 331, "some"),
-    "all_ignored": (4, 8, 97, "all"),
-    "batch_by_seq": ((2, 3), 8, 97, "some"),
-}
-
-
-def reduce_like(reduction):
-    """The float64 reference of the loss from the target log-probs."""
-
-    def reduce(logp, valid):
-        if reduction == "none":
-            return -logp
-        total = -logp.sum()
-        return total / valid.sum().clamp(min=1) if reduction == "mean" else total
-
-    return reduce
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))

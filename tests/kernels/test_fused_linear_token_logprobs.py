@@ -12,25 +12,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.kernels import _linear_softmax as engine
+from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, ONE_CHUNK, SHAPES
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
 from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
-
-needs_triton = pytest.mark.skipif(not engine.triton_installed(), reason="triton not installed")
-BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
-
-# None: the default (on the torch path these small inputs take the full-logits route);
-# 2: a sweep over several chunks; ONE_CHUNK: a sweep whose single chunk holds every row.
-ONE_CHUNK = 10**6
-CHUNK_ROWS = {"torch": (None, 2, ONE_CHUNK), "triton": (None, 2)}
-
-# name: (leading shape, hidden size, vocabulary, which targets are ignore_index)
-SHAPES = {
-    "one_row": (1, 8, 97, "none"),
-    "prime_vocab": (6, 16, 331, "some"),
-    "all_ignored": (4, 8, 97, "all"),
-    "batch_by_seq": ((2, 3), 8, 97, "some"),
-}
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))

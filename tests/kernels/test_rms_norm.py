@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.kernels.elementwise_checks import HAS_TRITON, check_close, needs_triton
+from tests.kernels.helpers import HAS_TRITON, check_close, needs_triton
 from workbench.kernels import rms_norm as rms_norm_module
 from workbench.kernels.rms_norm import rms_norm
 

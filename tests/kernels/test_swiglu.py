@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.kernels.elementwise_checks import HAS_TRITON, check_close, needs_triton
+from tests.kernels.helpers import HAS_TRITON, check_close, needs_triton
 from workbench.kernels.swiglu import swiglu
 
 # One element, one row, odd sizes, 3-D, and more than one triton block (1024) with a remainder.

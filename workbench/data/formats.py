@@ -481,15 +481,20 @@ def _read_json_list(data: bytes, source: str, max_rows: int | None) -> _Table:
         items = items[:max_rows]
     records = []
     for i, item in enumerate(items, start=1):
-        if not isinstance(item, dict):
-            raise DataError(
-                f'must be a JSON object such as {{"prompt": ..., "completion": ...}}, '
-                f"got {_describe(item)}",
-                source=source,
-                row=i,
-            )
-        records.append(_Record(i, item))
+        records.append(_json_record(item, source, i))
     return _Table(_union_of_keys(records), records)
+
+
+def _json_record(item, source: str, number: int) -> _Record:
+    """Row ``number`` of a JSON or JSON lines file; anything but an object is refused."""
+    if not isinstance(item, dict):
+        raise DataError(
+            f'must be a JSON object such as {{"prompt": ..., "completion": ...}}, '
+            f"got {_describe(item)}",
+            source=source,
+            row=number,
+        )
+    return _Record(number, item)
 
 
 def _read_json_lines(data: bytes, source: str, max_rows: int | None) -> _Table:
@@ -521,14 +526,7 @@ def _read_json_lines(data: bytes, source: str, max_rows: int | None) -> _Table:
             raise DataError(
                 f"cannot be parsed as JSON: {_short(str(exc), 120)}", source=source, row=number
             ) from None
-        if not isinstance(item, dict):
-            raise DataError(
-                f'must be a JSON object such as {{"prompt": ..., "completion": ...}}, '
-                f"got {_describe(item)}",
-                source=source,
-                row=number,
-            )
-        records.append(_Record(number, item))
+        records.append(_json_record(item, source, number))
         if max_rows is not None and len(records) >= max_rows:
             break
     return _Table(_union_of_keys(records), records)

@@ -1,6 +1,7 @@
-"""Checks shared by the elementwise kernel tests (rms_norm, swiglu).
+"""What several kernel test files share: the backends to run, the linear-softmax shapes,
+and the elementwise tests' (rms_norm, swiglu) tolerance check.
 
-Each value's error is measured against the size of the terms it is computed from, so
+In ``check_close`` each value's error is measured against the size of the terms it is computed from, so
 cancellation in a sum neither passes for a kernel bug nor fails a correct kernel; a NaN
 never passes (comparisons are ``error <= tol``, False for NaN; outputs are checked finite).
 """
@@ -14,6 +15,38 @@ from workbench.kernels._backend import triton_installed
 
 HAS_TRITON = triton_installed()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
+BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
+
+# --- fused linear cross-entropy / token log-probs -----------------------------------------
+
+# Rows per chunk to run: None: the default (on the torch path these small inputs take the
+# full-logits route); 2: a sweep over several chunks; ONE_CHUNK: a sweep whose single chunk
+# holds every row.
+ONE_CHUNK = 10**6
+CHUNK_ROWS = {"torch": (None, 2, ONE_CHUNK), "triton": (None, 2)}
+
+# name: (leading shape, hidden size, vocabulary, which targets are ignore_index)
+SHAPES = {
+    "one_row": (1, 8, 97, "none"),
+    "prime_vocab": (6, 16, 331, "some"),
+    "all_ignored": (4, 8, 97, "all"),
+    "batch_by_seq": ((2, 3), 8, 97, "some"),
+}
+
+
+def reduce_like(reduction):
+    """The float64 reference of the loss from the target log-probs."""
+
+    def reduce(logp, valid):
+        if reduction == "none":
+            return -logp
+        total = -logp.sum()
+        return total / valid.sum().clamp(min=1) if reduction == "mean" else total
+
+    return reduce
+
+
+# --- elementwise ops (rms_norm, swiglu) ---------------------------------------------------
 
 # Largest error of a value relative to its scale, per dtype.
 TOLERANCES = {
