@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -28,6 +29,27 @@ def test_every_command_explains_itself(command, capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert f"workbench {command}" in out and len(out.splitlines()) >= 3
+
+
+@pytest.mark.parametrize("command", [["demo"], ["run", "spec.yaml"], ["resume", "abc"]])
+def test_progress_bars_show_on_a_terminal_only(command, monkeypatch):
+    from workbench import cli
+
+    class Stdout(io.StringIO):
+        def __init__(self, tty):
+            super().__init__()
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    args = build_parser().parse_args(command)
+    for tty in (True, False):
+        monkeypatch.setattr(sys, "stdout", Stdout(tty))
+        assert cli._show_progress(args) is tty  # redirected output gets no bar redraws
+    args = build_parser().parse_args([*command, "--no-progress"])
+    monkeypatch.setattr(sys, "stdout", Stdout(True))
+    assert cli._show_progress(args) is False
 
 
 def test_front_of_a_missing_experiment_is_a_clear_error(store_uri):

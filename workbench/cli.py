@@ -59,7 +59,7 @@ def cmd_demo(args) -> int:
     weights = weight_grid(args.points)
     figure = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
     print(f"Weight sweep on 'order': {len(weights)} runs, correctness weights {weights}")
-    result = run_sweep(spec, weights, progress=not args.no_progress, figure_path=figure)
+    result = run_sweep(spec, weights, progress=_show_progress(args), figure_path=figure)
     names = result.front.names
     rows = []
     for label, point, on_front in zip(result.front.labels, result.front.points, result.front.mask):
@@ -79,6 +79,12 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _show_progress(args) -> bool:
+    """Progress bars on a terminal only: redirected to a file or a CI log, a bar's redraws
+    would bury the output (the runs' own lines still print)."""
+    return not args.no_progress and sys.stdout.isatty()
+
+
 def cmd_run(args) -> int:
     from workbench.runner import run
     from workbench.spec import RunSpec
@@ -86,7 +92,7 @@ def cmd_run(args) -> int:
     spec = RunSpec.from_file(args.spec)
     if args.steps:
         spec = spec.updated(**{"train.steps": args.steps})
-    result = run(spec, progress=not args.no_progress)
+    result = run(spec, progress=_show_progress(args))
     if result.run_id is not None:
         print(f"run {result.run_id} {result.status}")
         for name, value in result.objectives.items():
@@ -107,7 +113,7 @@ def cmd_launch(args) -> int:
 def cmd_resume(args) -> int:
     from workbench.runner import resume
 
-    result = resume(args.run_id, progress=not args.no_progress)
+    result = resume(args.run_id, progress=_show_progress(args))
     print(f"run {result.run_id} {result.status}")
     for name, value in result.objectives.items():
         print(f"  objective/{name} = {value:.4g}")
@@ -187,14 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=150, help="training steps per run (default 150)")
     p.add_argument("--experiment", default="demo", help="MLflow experiment name (default demo)")
     p.add_argument("--html", help="where to write the front plot (default: next to the store)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("run", help="train one run spec (YAML) in this process",
                        description="Train the run described by a YAML RunSpec in this process, tracked in MLflow.")
     p.add_argument("spec", help="path of a YAML run spec")
     p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("launch", help="train a run spec in a background process",
@@ -205,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue a failed or killed run from its last checkpoint",
                        description="Continue a FAILED/KILLED run from its last checkpoint, in the same MLflow run.")
     p.add_argument("run_id")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("status", help="status of a launched run")
