@@ -48,6 +48,8 @@ class WorkbenchModule(L.LightningModule):
     def token_stats(self, batch, need_eos: bool = False):
         """(log p of each label token, mask of scored positions, log p(eos) or None), all (B, T-1).
 
+        Both log-probs are 0 outside the scored positions (no loss term reads them there).
+
         With fused kernels the log-probs come from the fused head on the last hidden states
         (no B x T x V logits); otherwise from the model's logits. Either way the loss terms
         are computed by the same functions of :mod:`workbench.losses`.
@@ -58,13 +60,14 @@ class WorkbenchModule(L.LightningModule):
             logits = self.logits(batch)
             logp_all = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
             logp = logp_all.gather(-1, labels[:, 1:].masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1) * mask
-            return logp, mask, (logp_all[..., self.eos_id] if need_eos else None)
+            return logp, mask, (logp_all[..., self.eos_id] * mask if need_eos else None)
         from workbench.kernel_patch import head_logprobs
 
         before = self.kernel_usage.calls.copy()
         targets = [labels[:, 1:]]
         if need_eos:
-            targets.append(torch.full_like(labels[:, 1:], self.eos_id))
+            # Ignored outside the scored positions: the fused head skips those rows.
+            targets.append(torch.where(mask, self.eos_id, IGNORE_INDEX))
         outputs = head_logprobs(self.model, self.kernel_usage, batch["input_ids"],
                                 batch["attention_mask"], targets)
         if not self._kernels_checked:
