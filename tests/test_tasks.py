@@ -15,6 +15,7 @@ from workbench.data.tasks import (
     length_items,
     prefix_accuracy,
 )
+from workbench.errors import DataError
 
 SEEDS = (0, 1, 5, 123)
 
@@ -45,6 +46,18 @@ def test_eval_larger_than_pool_is_still_excluded(name):
     task = TASKS[name]
     train, evaluation = task.splits(300, HELDOUT_POOL + 20, seed=3)
     assert not {r.prompt for r in train} & {r.prompt for r in evaluation}
+
+
+def test_asking_for_more_rows_than_a_task_has_is_a_clear_error():
+    # arithmetic: "add a b:" with a, b in 0..49 gives 2,500 prompts, minus the held-out pool.
+    task = TASKS["arithmetic"]
+    available = 2500 - HELDOUT_POOL
+    train, _ = task.splits(available, 48, seed=0)
+    assert len(train) == available  # every prompt outside the pool can be had
+    with pytest.raises(DataError, match=rf"only {available} distinct training .*data.train_size"):
+        task.splits(available + 1, 48, seed=0)
+    with pytest.raises(DataError, match="only 2500 distinct held-out .*data.eval_size"):
+        task.splits(10, 2501, seed=0)
 
 
 @pytest.fixture(scope="module")

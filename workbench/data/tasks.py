@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workbench.data.rows import Row
+from workbench.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,28 @@ class Task:
         """The fixed held-out rows: the first ``n`` of one seed, whatever the run's seed."""
         return self.rows(n, seed=HELDOUT_SEED)
 
+    def training_rows(self, n_train: int, seed: int, n_eval: int = HELDOUT_POOL) -> list[Row]:
+        """Up to ``n_train`` rows whose prompts are outside the held-out pool (fewer when the
+        task runs out of distinct prompts)."""
+        pool = {r.prompt for r in self.heldout(max(n_eval, HELDOUT_POOL))}
+        return self.rows(n_train, seed=seed, exclude=pool)
+
     def splits(self, n_train: int, n_eval: int, seed: int) -> tuple[list[Row], list[Row]]:
         """Training rows never share a prompt with the held-out pool (nor does pretraining)."""
         eval_rows = self.heldout(n_eval)
-        pool = {r.prompt for r in self.heldout(max(n_eval, HELDOUT_POOL))}
-        train_rows = self.rows(n_train, seed=seed, exclude=pool)
+        train_rows = self.training_rows(n_train, seed, n_eval)
+        # A task has finitely many distinct prompts: say so rather than train on fewer rows
+        # than the spec asked for.
+        for field_name, what, got, asked in (
+            ("eval_size", "held-out", len(eval_rows), n_eval),
+            ("train_size", "training", len(train_rows), n_train),
+        ):
+            if got < asked:
+                raise DataError(
+                    f"has only {got} distinct {what} prompts, {asked} were asked for; "
+                    f"set data.{field_name} to at most {got}",
+                    source=f"task '{self.name}'",
+                )
         return train_rows, eval_rows
 
 
