@@ -73,10 +73,32 @@ def _is_swiglu_mlp(module) -> bool:
     return all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) and is_silu
 
 
-def patch_model(model, mode: str) -> KernelUsage | None:
-    """Patch ``model`` in place for ``mode`` (``auto``, ``triton``, ``torch``); ``off``: None."""
+def _check_triton_can_run(on_gpu: bool) -> None:
+    """Refuse ``kernels: triton`` before the run starts where its kernels could not launch
+    (otherwise the first forward would fail deep inside the model)."""
+    from workbench.kernels._backend import interpreter_on, triton_installed
+
+    if not triton_installed():
+        raise SpecError(
+            "kernels = 'triton': the triton package is not installed; pip install -e '.[triton]' "
+            "(GPU machines), or use kernels: auto (Triton where it can run, torch paths elsewhere)"
+        )
+    if not on_gpu and not interpreter_on():
+        raise SpecError(
+            "kernels = 'triton': Triton kernels run on CUDA GPUs and this run trains on CPU; "
+            "use kernels: auto (Triton on GPUs, the chunked torch paths elsewhere) or kernels: torch"
+        )
+
+
+def patch_model(model, mode: str, on_gpu: bool = False) -> KernelUsage | None:
+    """Patch ``model`` in place for ``mode`` (``auto``, ``triton``, ``torch``); ``off``: None.
+
+    ``on_gpu``: whether the run trains on CUDA devices (``kernels: triton`` needs them).
+    """
     if mode == "off":
         return None
+    if mode == "triton":
+        _check_triton_can_run(on_gpu)
     from workbench.kernels.rms_norm import rms_norm
     from workbench.kernels.swiglu import swiglu
 

@@ -140,7 +140,8 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
     model = apply_adapter(base.model, spec.adapter)
     encoded, stats = encode_rows(base.tokenizer, train_rows, spec.train.max_length)
     module_class = load_module_class(spec.method)
-    kernel_usage = patch_model(model, spec.kernels)
+    on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    kernel_usage = patch_model(model, spec.kernels, on_gpu=on_gpu)
     module = module_class(spec, model, base.tokenizer, encoded, kernel_usage)
     rss_baseline = _peak_rss_mb()
 

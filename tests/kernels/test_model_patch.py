@@ -74,6 +74,20 @@ def test_a_lora_adapter_on_the_head_is_refused_under_a_fused_loss(setting):
         patch_model(model, "torch")
 
 
+def test_triton_kernels_on_a_cpu_run_are_refused_before_it_starts(setting, monkeypatch, store_uri):
+    spec, base, _, _ = setting
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # as outside the tests
+    with pytest.raises(SpecError, match="kernels = 'triton'.*CPU.*kernels: auto"):
+        patch_model(copy.deepcopy(base.model), "triton", on_gpu=False)
+    # Through the runner: a clear error and no run in the store.
+    with pytest.raises(SpecError, match="CUDA GPUs"):
+        run(fast_spec(kernels="triton", train={"accelerator": "cpu"}), log=lambda *a: None)
+    client = MlflowClient(store_uri)
+    assert not client.search_experiments() or not client.search_runs(
+        [e.experiment_id for e in client.search_experiments()]
+    )
+
+
 def test_fused_and_unfused_runs_follow_the_same_trajectory(store_uri):
     client = MlflowClient(store_uri)
     histories, runs = {}, {}
