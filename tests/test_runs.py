@@ -113,6 +113,24 @@ def test_bad_spec_gets_a_clear_message_and_writes_nothing(store_uri, tmp_path):
     assert _store_is_empty(store_uri)
 
 
+def test_an_unexpected_error_ends_the_run_failed_with_a_one_line_message(store_uri, monkeypatch):
+    from workbench import runner
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something deep went wrong")
+
+    monkeypatch.setattr(runner, "evaluate", broken)
+    with pytest.raises(RunFailed, match="RuntimeError: something deep went wrong.*error.txt") as caught:
+        run(fast_spec(train={"steps": 2}), log=lambda *a: None)
+    assert isinstance(caught.value.__cause__, RuntimeError)  # kept for debugging
+    client = MlflowClient(store_uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert failed.info.status == "FAILED"
+    assert "something deep went wrong" in failed.data.tags["workbench.error"]
+    stored = client.download_artifacts(failed.info.run_id, "error.txt")
+    assert "Traceback" in Path(stored).read_text()
+
+
 def test_nan_loss_ends_the_run_failed_with_the_step(store_uri, monkeypatch):
     from workbench import losses
 

@@ -243,6 +243,13 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
             recorder.finish("FAILED", f"{type(err).__name__}: {err}", details=traceback.format_exc())
             if isinstance(err, (FloatingPointError, torch.OutOfMemoryError)):
                 raise RunFailed(f"run {run_id} failed: {err}") from None
+            if isinstance(err, Exception):
+                # Unexpected: a one-line failure for the CLI, the cause kept for debugging
+                # (chained here, and the whole traceback in the run's error.txt).
+                raise RunFailed(
+                    f"run {run_id} failed: {type(err).__name__}: {err} (the traceback is in the "
+                    "run's error.txt artifact)"
+                ) from err
             raise
         recorder.finish("FINISHED")
         if recorder.fallback_path is not None:
