@@ -287,6 +287,32 @@ def test_empty_yaml_is_the_default_spec():
     assert RunSpec.from_yaml("") == RunSpec()
 
 
+@pytest.mark.parametrize("value", ["off", "auto", "torch", "triton"])
+def test_kernels_written_unquoted_in_yaml(value):
+    # YAML 1.1 reads `off` as false; the spec still means kernels off.
+    spec = RunSpec.from_yaml(f"kernels: {value}\n")
+    assert spec.kernels == value
+    assert RunSpec.from_yaml(spec.to_yaml()).kernels == value
+
+
+@pytest.mark.parametrize("text", ["kernels: on\n", "kernels: yes\n", "kernels: fast\n"])
+def test_other_kernel_values_are_refused(text):
+    with pytest.raises(SpecError, match="kernels = .*'auto', 'triton', 'torch' or 'off'"):
+        RunSpec.from_yaml(text)
+
+
+def test_the_readme_spec_example_is_a_valid_spec():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    examples = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    assert examples, "README.md has no yaml example"
+    for text in examples:
+        spec = RunSpec.from_yaml(text)
+        assert RunSpec.from_yaml(spec.to_yaml()) == spec
+
+
 def test_missing_spec_file(tmp_path):
     path = tmp_path / "nope.yaml"
     with pytest.raises(SpecError, match="does not exist") as info:

@@ -218,8 +218,17 @@ class RunSpec(_Section):
     objectives: list[ObjectiveSpec] = Field(default_factory=list, description="Empty: the task's own.")
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
-    kernels: Literal["auto", "triton", "torch", "off"] = Field("off", description="Fused kernels.")
+    kernels: Literal["auto", "triton", "torch", "off"] = Field(
+        "off",
+        description="Fused kernels: auto (Triton on CUDA, chunked torch elsewhere), triton, torch, off.",
+    )
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+
+    @field_validator("kernels", mode="before")
+    @classmethod
+    def _kernels_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads an unquoted `kernels: off` as the boolean false.
+        return "off" if v is False else v
 
     @field_validator("method")
     @classmethod
