@@ -14,6 +14,7 @@ from workbench.plots import (
     FRONT,
     REFERENCE,
     REGION,
+    curves_figure,
     front_figure,
     trajectory_figure,
     write_html,
@@ -151,6 +152,19 @@ def test_trajectory_figure_needs_two_names():
         trajectory_figure({}, ["acc"])
     with pytest.raises(ParetoInputError, match="'min' or 'max'"):
         trajectory_figure({}, ["acc", "cost"], directions=["up", "min"])
+
+
+def test_curves_figure_draws_each_run_in_step_order():
+    curves = {
+        "kernels=off": [(3, 0.5), (1, 0.9), (2, 0.7)],
+        "kernels=torch": [(1, 0.9), (2, float("nan")), (3, 0.4)],
+    }
+    fig = curves_figure(curves, "train/loss")
+    assert [t.name for t in fig.data] == ["kernels=off", "kernels=torch"]
+    off, fused = fig.data
+    assert list(off.x) == [1, 2, 3] and list(off.y) == [0.9, 0.7, 0.5]
+    assert list(fused.x) == [1, 3] and list(fused.y) == [0.9, 0.4]  # NaN left out
+    assert fig.layout.xaxis.title.text == "step" and fig.layout.yaxis.title.text == "train/loss"
 
 
 def test_write_html_is_standalone(tmp_path, front_2d):

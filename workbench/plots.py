@@ -309,6 +309,35 @@ def trajectory_figure(
     return fig
 
 
+def curves_figure(
+    curves: Mapping[Any, Sequence[tuple[int, float]]],
+    metric: str,
+    title: str | None = None,
+) -> go.Figure:
+    """One line per run of ``metric`` against the training step.
+
+    ``curves`` maps a run label to ``[(step, value), ...]`` as
+    :func:`workbench.tracking.metric_history` returns them; points are drawn in step order
+    and non-finite values are left out (a diverged run shows where it stopped).
+    """
+    fig = go.Figure()
+    for label, points in curves.items():
+        kept = sorted((int(s), float(v)) for s, v in points if np.isfinite(v))
+        fig.add_trace(
+            go.Scatter(
+                x=[s for s, _ in kept],
+                y=[v for _, v in kept],
+                mode="lines",
+                name=str(label),
+                hovertemplate=f"{label}<br>step %{{x}}<br>{metric} %{{y:.4g}}<extra></extra>",
+            )
+        )
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text=metric)
+    fig.update_layout(title_text=title if title is not None else metric, template="plotly_white")
+    return fig
+
+
 def write_html(fig: go.Figure, path: str | Path) -> Path:
     """Write ``fig`` as a standalone HTML file that opens offline; returns the path.
 
