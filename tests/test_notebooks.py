@@ -44,3 +44,23 @@ def test_first_weight_sweep_notebook_runs(store_uri, jupyter_home):
     front = figures[0]["data"]["application/vnd.plotly.v1+json"]
     assert {plots.FRONT, plots.REFERENCE} <= {t.get("name") for t in front["data"]}
     json.dumps(front)  # a plain, serialisable figure
+
+
+def test_fused_kernels_notebook_runs(store_uri, jupyter_home):
+    nb = nbformat.read(NOTEBOOKS / "02_fused_kernels.ipynb", as_version=4)
+    _inject(nb, n_rows=512, hidden_size=64, vocab=8000, steps=6, tiny=dict(FAST_TINY))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    # The fused op agrees with the plain computation (float32 rounding only).
+    for line in text.splitlines():
+        if line.startswith("largest difference"):
+            assert float(line.split(":")[-1]) < 1e-4, line
+    assert "fused / plain peak memory" in text
+    assert "ops that ran: none (kernels: off)" in text
+    assert "ops that ran: rms_norm=torch,swiglu=torch,fused_linear_logprobs=torch" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2  # the memory bars and the loss curves
+    curves = figures[1]["data"]["application/vnd.plotly.v1+json"]["data"]
+    assert [t["name"] for t in curves] == ["kernels=off", "kernels=torch"]

@@ -20,15 +20,13 @@ def _quiet_libraries() -> None:
     # Library chatter (Lightning tips, HF progress bars) hides the workbench's own output.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import logging
     import warnings
 
     import lightning  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning.pytorch.utilities.rank_zero",
-                 "lightning.fabric.utilities.rank_zero", "pytorch_lightning", "mlflow",
-                 "alembic", "httpx", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    from workbench.library_output import quiet_loggers
+
+    quiet_loggers()
     # Libraries' deprecation chatter is hidden; our own RuntimeWarnings (e.g. where unsent
     # metrics were saved) must stay visible.
     for category in (DeprecationWarning, FutureWarning, UserWarning):

@@ -25,6 +25,7 @@ from workbench.data.sources import load_rows
 from workbench.errors import RunFailed, TrackingError, WorkbenchError
 from workbench.evaluation import evaluate
 from workbench.kernel_patch import patch_model
+from workbench.library_output import quiet_libraries
 from workbench.lightning_modules.callbacks import LAST_CHECKPOINT, CheckpointCallback
 from workbench.models import load_base
 from workbench.registry import load_module_class
@@ -126,7 +127,14 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
     ``run_id`` continues a run created beforehand (by :func:`workbench.launch`);
     ``resume=True`` continues it from its last checkpoint (see :func:`resume`).
     Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
+    Other libraries' banners, tips and progress bars are hidden while it trains.
     """
+    with quiet_libraries():
+        return _run(spec, run_id=run_id, parent_run_id=parent_run_id, progress=progress,
+                    log=log, resume=resume)
+
+
+def _run(spec, *, run_id, parent_run_id, progress, log, resume) -> RunResult:
     import lightning as L
     import torch
 
