@@ -7,7 +7,9 @@
 
 For each op (``ce``: ``fused_linear_cross_entropy``, mean reduction; ``logprobs``:
 ``fused_linear_token_logprobs`` with a random per-token gradient; ``logprobs_frozen_head``:
-the same with the head frozen, as under LoRA) and each size, the fused op and the naive
+the same with the head frozen, as under LoRA; ``logprobs_prompt_masked``: 40% of the
+positions ignored, as the prompt tokens of an SFT batch are; the others ignore 5%, as
+padding) and each size, the fused op and the naive
 computation (full N x V logits, then ``F.cross_entropy`` or ``log_softmax`` + ``gather``)
 each run forward + backward in their OWN subprocess:
 
@@ -57,10 +59,14 @@ CALLS = {"large": 1, "small": 25}
 THREADS = {"large": None, "small": 1}
 # ce: fused_linear_cross_entropy (mean); logprobs: fused_linear_token_logprobs with a random
 # per-token gradient; logprobs_frozen_head: the same with a frozen head (LoRA-style: only
-# hidden wants a gradient), full runs only.
-OPS = ("ce", "logprobs", "logprobs_frozen_head")
+# hidden wants a gradient); logprobs_prompt_masked: trainable head, with the prompt
+# positions of an SFT batch ignored. The last two in full runs only.
+OPS = ("ce", "logprobs", "logprobs_frozen_head", "logprobs_prompt_masked")
 QUICK_OPS = ("ce", "logprobs")
-IGNORED_FRACTION = 0.05  # a few padded positions, as in real batches
+# Share of positions whose target is ignore_index: a few padded positions, as in real
+# batches; with prompts masked, 40% (a prompt a bit shorter than its answer).
+IGNORED_FRACTION = {"logprobs_prompt_masked": 0.4}
+DEFAULT_IGNORED_FRACTION = 0.05
 
 
 # ---------------------------------------------------------------------------------------
@@ -86,7 +92,8 @@ def worker(spec: dict) -> dict:
     weight = torch.randn(v, h, **make).mul_(h**-0.5 * 2)
     weight.requires_grad_(spec["op"] != "logprobs_frozen_head")
     targets = torch.randint(0, v, (n,), device=device, generator=gen)
-    ignored = torch.rand(n, device=device, generator=gen) < IGNORED_FRACTION
+    fraction = IGNORED_FRACTION.get(spec["op"], DEFAULT_IGNORED_FRACTION)
+    ignored = torch.rand(n, device=device, generator=gen) < fraction
     targets[ignored] = -100
     grad_rows = torch.randn(n, device=device, generator=gen)
     op, impl = spec["op"], spec["impl"]
@@ -320,8 +327,9 @@ def main(argv=None) -> int:
         key = "peak_mb" if what == "peak_mem_ratio" else "time"
         return figure, cpu[(op, size, "fused")], cpu[(op, size, "naive")], key, target
 
-    if "logprobs_frozen_head" in ops:
-        lines.append(cpu_line("logprobs_frozen_head", "large", "time_ratio", "<=0.8"))
+    for op in ("logprobs_frozen_head", "logprobs_prompt_masked"):
+        if op in ops:
+            lines.append(cpu_line(op, "large", "time_ratio", "<=0.8"))
     for op in ("ce", "logprobs"):
         lines.append(cpu_line(op, "large", "peak_mem_ratio", "<=0.15"))
         lines.append(cpu_line(op, "large", "time_ratio", "<=0.8"))
