@@ -259,7 +259,8 @@ def mem_ratio(result: dict, base: dict) -> float:
 
 def print_table(title: str, results: dict, sizes: dict, ops) -> None:
     print(f"\n{title}")
-    header = (f"{'op':<21} {'size (N, H, V)':<19} {'impl':<6} {'median s':>9} {'min s':>9} "
+    width = max(len(op) for op in ops) + 1
+    header = (f"{'op':<{width}} {'size (N, H, V)':<19} {'impl':<6} {'median s':>9} {'min s':>9} "
               f"{'cpu s':>8} {'peak MiB':>9} {'time/naive':>10} {'mem/naive':>9}")  # fmt: skip
     print(header)
     print("-" * len(header))
@@ -269,7 +270,7 @@ def print_table(title: str, results: dict, sizes: dict, ops) -> None:
             for (r_op, r_size, impl), r in results.items():
                 if (r_op, r_size) != (op, size):
                     continue
-                print(f"{op:<21} {str(shape):<19} {impl:<6} {r['time']:>9.4f} {r['min']:>9.4f} "
+                print(f"{op:<{width}} {str(shape):<19} {impl:<6} {r['time']:>9.4f} {r['min']:>9.4f} "
                       f"{r['cpu']:>8.3f} {r['peak_mb']:>9.1f} {time_ratio(r, naive):>10.3f} "
                       f"{mem_ratio(r, naive):>9.3f}")  # fmt: skip
 

@@ -21,8 +21,9 @@ os.environ["TRITON_INTERPRET"] = "1"
 
 # Largest error of a value relative to the size of what it is compared with, per dtype:
 # float32 runs the same maths in another order; bfloat16 rounds the logits and the matmul
-# operands to 8 significant bits (the interpreter rounds float32 -> bfloat16 toward zero).
-LINEAR_SOFTMAX_TOLERANCES = {torch.float32: 2e-5, torch.bfloat16: 3e-2}
+# operands to 8 significant bits (the interpreter rounds float32 -> bfloat16 toward zero),
+# float16 to 11.
+LINEAR_SOFTMAX_TOLERANCES = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
 
 
 @pytest.fixture

@@ -19,6 +19,8 @@ BACKENDS = ["torch", pytest.param("triton", marks=needs_triton)]
 
 # --- fused linear cross-entropy / token log-probs -----------------------------------------
 
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
 # Rows per chunk to run: None: the default (on the torch path these small inputs take the
 # full-logits route); 2: a sweep over several chunks; ONE_CHUNK: a sweep whose single chunk
 # holds every row.

@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, ONE_CHUNK, SHAPES, reduce_like
+from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, DTYPES, ONE_CHUNK, SHAPES, reduce_like
 from workbench.kernels import _linear_softmax as engine
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
 
@@ -23,7 +23,7 @@ from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entr
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_float64_reference(linear_softmax_case, backend, dtype, reduction, bias, shape):
     lead, hidden_size, vocab, ignored = SHAPES[shape]

@@ -12,14 +12,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, ONE_CHUNK, SHAPES
+from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, DTYPES, ONE_CHUNK, SHAPES
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
 from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
 @pytest.mark.parametrize("bias", [False, True], ids=["nobias", "bias"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_float64_reference(linear_softmax_case, backend, dtype, bias, shape):
     lead, hidden_size, vocab, ignored = SHAPES[shape]
@@ -86,7 +86,7 @@ def test_no_grad_forward(chunk_rows):
 
 
 @pytest.mark.parametrize("chunk_rows", [None, 2, ONE_CHUNK])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_frozen_head(linear_softmax_case, backend, dtype, chunk_rows):
     """Only hidden wants a gradient (LoRA-style frozen lm_head): the forward keeps
