@@ -45,10 +45,12 @@ class TrackingCallback(L.Callback):
 
 
 class CheckpointCallback(L.Callback):
-    """Saves ``last.ckpt`` every ``every`` optimizer steps, atomically, then flushes metrics.
+    """Flushes the metrics, then saves ``last.ckpt`` every ``every`` optimizer steps, atomically.
 
-    The flush after each checkpoint guarantees the store holds every step up to the
-    checkpoint, so a resumed run never leaves a gap in the metric history.
+    Flushing first means the store holds every step up to a checkpoint before the checkpoint
+    exists. A run killed between the two resumes from the previous checkpoint and recomputes
+    steps the store already has (the recorder skips them), so the metric history has neither
+    a gap nor a duplicate. (Flushing after saving left a gap when the kill came in between.)
     """
 
     def __init__(self, folder: Path, every: int, recorder=None):
@@ -62,12 +64,12 @@ class CheckpointCallback(L.Callback):
             return
         if trainer.is_global_zero:
             self.folder.mkdir(parents=True, exist_ok=True)
+            if self.recorder is not None:
+                self.recorder.flush()  # this step's metrics were queued by TrackingCallback
         partial = self.folder / f"step-{step}.ckpt.partial"
         trainer.save_checkpoint(partial)  # collective under DDP: every rank calls it
         if trainer.is_global_zero:
             os.replace(partial, self.folder / LAST_CHECKPOINT)
-            if self.recorder is not None:
-                self.recorder.flush()
 
 
 LAST_CHECKPOINT = "last.ckpt"
