@@ -108,6 +108,29 @@ def test_recorder_delivers_every_point_with_its_step(client):
     assert row["params"]["tracking.experiment"] == "tests"
 
 
+def test_a_resumed_recorder_logs_only_what_the_store_lacks(client):
+    # A run killed part-way through sending step 3: its loss reached the store, its
+    # objective did not.
+    first = _new_recorder(client)
+    for step in (1, 2, 3):
+        first.log_metrics({"train/loss": step / 10}, step=step)
+    for step in (1, 2):
+        first.log_metrics({"objective/acc": step / 100}, step=step)
+    first.finish("FAILED", "killed")  # as the reaper ends it
+    stored = tracking.last_steps(client, first.run_id)
+    assert stored == {"train/loss": 3, "objective/acc": 2}
+
+    client.update_run(first.run_id, status="RUNNING")  # what resume does
+    resumed = tracking.RunRecorder(client, first.run_id, skip_through_step=stored, heartbeat_every_s=3600)
+    for step in (2, 3, 4):  # replayed from a checkpoint at step 1
+        resumed.log_metrics({"train/loss": step / 10, "objective/acc": step / 100}, step=step)
+    resumed.finish("FINISHED")
+    assert tracking.metric_history(client, first.run_id, "train/loss") == [(1, 0.1), (2, 0.2), (3, 0.3), (4, 0.4)]
+    assert tracking.metric_history(client, first.run_id, "objective/acc") == [
+        (1, 0.01), (2, 0.02), (3, 0.03), (4, 0.04)
+    ]  # fmt: skip
+
+
 def test_log_metrics_does_no_io_on_the_calling_thread(client, monkeypatch):
     rec = _new_recorder(client, flush_every_s=60.0, max_buffer=10_000)
     calls = []

@@ -105,8 +105,9 @@ def _download_text(client, run_id: str, artifact: str) -> str:
         raise TrackingError(f"cannot read {artifact} of run {run_id} from {client.tracking_uri}: {err}") from None
 
 
-def _resume_point(client, run_id: str) -> tuple[Path, int, int]:
-    """(checkpoint file, its optimizer step, last step the store holds) of a run to resume."""
+def _resume_point(client, run_id: str) -> tuple[Path, int, dict[str, int]]:
+    """(checkpoint file, its optimizer step, last step the store holds per metric) of a run
+    to resume."""
     import torch
 
     ckpt = paths.checkpoint_dir(client.tracking_uri) / run_id / LAST_CHECKPOINT
@@ -116,8 +117,7 @@ def _resume_point(client, run_id: str) -> tuple[Path, int, int]:
             "save checkpoints every train.checkpoint_every steps (set it to make runs resumable)"
         )
     step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-    logged = tracking.metric_history(client, run_id, "train/loss")
-    return ckpt, step, max((s for s, _ in logged), default=0)
+    return ckpt, step, tracking.last_steps(client, run_id)
 
 
 def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str | None = None,
@@ -165,15 +165,18 @@ def _run(spec, *, run_id, parent_run_id, progress, log, resume) -> RunResult:
         _make_trainer(spec, callbacks, progress=False).fit(module, ckpt_path=ckpt)
         return RunResult(None, "FINISHED")
 
-    ckpt_path, skip_through = None, -1
+    ckpt_path, stored = None, {}
     if resume:
-        ckpt_path, ckpt_step, skip_through = _resume_point(client, run_id)
+        ckpt_path, ckpt_step, stored = _resume_point(client, run_id)
         module.start_micro_step = ckpt_step * spec.train.grad_accum
         client.update_run(run_id, status="RUNNING")
-        log(f"resuming run {run_id} from step {ckpt_step} (the store holds steps up to {skip_through})")
+        log(f"resuming run {run_id} from step {ckpt_step} (the store holds steps up to "
+            f"{stored.get('train/loss', 0)})")
     elif run_id is None:
         run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
-    recorder = tracking.RunRecorder(client, run_id, skip_through_step=skip_through)
+    recorder = tracking.RunRecorder(client, run_id, skip_through_step=stored)
+    # A resumed run replaying steps whose evaluation the store already holds skips it.
+    evaluated_through = min((stored.get(f"objective/{o.name}", -1) for o in spec.objectives), default=-1)
     trajectory: list[tuple[int, dict[str, float]]] = []
     started = time.perf_counter()
 
@@ -185,7 +188,7 @@ def _run(spec, *, run_id, parent_run_id, progress, log, resume) -> RunResult:
         }
 
     def evaluate_at(step: int) -> dict[str, float]:
-        if step <= skip_through:
+        if step <= evaluated_through:
             return {}  # a resumed run replaying steps the store already has
         result = evaluate(model, base.tokenizer, eval_rows, spec.objectives, spec.eval,
                           max_length=spec.train.max_length, costs=costs(), seed=spec.train.seed)

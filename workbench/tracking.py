@@ -24,7 +24,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -257,7 +257,7 @@ class RunRecorder:
         flush_every_s: float = 2.0,
         max_buffer: int = 1000,
         heartbeat_every_s: float = 5.0,
-        skip_through_step: int = -1,
+        skip_through_step: int | Mapping[str, int] = -1,
     ):
         self.client = client
         self.run_id = run_id
@@ -265,8 +265,13 @@ class RunRecorder:
         self.max_buffer = int(max_buffer)
         self.heartbeat_every_s = float(heartbeat_every_s)
         # A resumed run replays the steps between its checkpoint and the last step the
-        # store already holds; those points are identical and are not logged twice.
-        self.skip_through_step = int(skip_through_step)
+        # store already holds; those points are identical and are not logged twice. Per key
+        # (``last_steps``): a run killed part-way through sending one step's metrics gets the
+        # missing ones at that step, the stored ones not again.
+        if isinstance(skip_through_step, Mapping):
+            self._skip_by_key, self._skip_default = dict(skip_through_step), -1
+        else:
+            self._skip_by_key, self._skip_default = {}, int(skip_through_step)
         # The first beat comes one interval after the start (the run's start time counts
         # as a beat for the reaper until then).
         self._last_heartbeat = time.time()
@@ -294,10 +299,14 @@ class RunRecorder:
         """Buffer one value per key at ``step`` (values are converted with ``float``)."""
         if self._finished:
             raise TrackingError(f"run {self.run_id} is already finished; metrics cannot be added")
-        if step <= self.skip_through_step:
-            return
         timestamp = int(time.time() * 1000)
-        points = [Metric(_key(k), float(v), timestamp, int(step)) for k, v in metrics.items()]
+        points = []
+        for name, value in metrics.items():
+            key = _key(name)
+            if step > self._skip_by_key.get(key, self._skip_default):
+                points.append(Metric(key, float(value), timestamp, int(step)))
+        if not points:
+            return
         with self._buffer_lock:
             self._metrics.extend(points)
             full = len(self._metrics) >= self.max_buffer
@@ -614,6 +623,12 @@ def runs_frame(
         token = page.token
         if not token:
             return out
+
+
+def last_steps(client: MlflowClient, run_id: str) -> dict[str, int]:
+    """The last step the store holds for each metric key of a run."""
+    keys = client.get_run(run_id).data.metrics
+    return {key: max(m.step for m in client.get_metric_history(run_id, key)) for key in keys}
 
 
 def metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
