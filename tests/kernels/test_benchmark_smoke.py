@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -41,3 +42,22 @@ def test_quick_benchmark_prints_the_headline_figures():
         value = float(match.group(2))
         assert value > 0 and value == value, match.group(0)  # positive, not NaN
         assert match.group(3) == "x" and match.group(4).startswith("<=")
+
+
+def test_the_liger_comparison_runs_where_triton_can():
+    """The GPU-only comparison with Liger-Kernel, run through Triton's interpreter on CPU at a
+    tiny size: the worker calls Liger's loss the way a GPU run will."""
+    spec = {"op": "ce", "impl": "liger", "shape": [32, 16, 300], "device": "cpu", "repeats": 1,
+            "calls": 1, "threads": 1, "size": "small"}
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/kernels.py", "--worker", json.dumps(spec)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(measured["times"]) == 1 and measured["times"][0] > 0
