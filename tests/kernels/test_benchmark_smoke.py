@@ -21,17 +21,19 @@ REQUIRED = [
 ]
 
 
-def test_quick_benchmark_prints_the_headline_figures():
+def run_script(*args: str, triton_interpret: bool = False) -> subprocess.CompletedProcess:
+    """``python benchmarks/kernels.py ARGS`` from the repository root; asserts it exits 0."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    result = subprocess.run(
-        [sys.executable, "benchmarks/kernels.py", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    if triton_interpret:
+        env["TRITON_INTERPRET"] = "1"
+    result = subprocess.run([sys.executable, "benchmarks/kernels.py", *args], cwd=ROOT,
+                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_quick_benchmark_prints_the_headline_figures():
+    result = run_script("--quick")
     lines = result.stdout.strip().splitlines()
     assert "CPU, float32" in result.stdout and "naive" in result.stdout
     tail = lines[-len(REQUIRED) :]
@@ -49,15 +51,6 @@ def test_the_liger_comparison_runs_where_triton_can():
     tiny size: the worker calls Liger's loss the way a GPU run will."""
     spec = {"op": "ce", "impl": "liger", "shape": [32, 16, 300], "device": "cpu", "repeats": 1,
             "calls": 1, "threads": 1, "size": "small"}
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    result = subprocess.run(
-        [sys.executable, "benchmarks/kernels.py", "--worker", json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script("--worker", json.dumps(spec), triton_interpret=True)
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(measured["times"]) == 1 and measured["times"][0] > 0
