@@ -83,9 +83,8 @@ def test_triton_kernels_on_a_cpu_run_are_refused_before_it_starts(setting, monke
     with pytest.raises(SpecError, match="CUDA GPUs"):
         run(fast_spec(kernels="triton", train={"accelerator": "cpu"}), log=lambda *a: None)
     client = MlflowClient(store_uri)
-    assert not client.search_experiments() or not client.search_runs(
-        [e.experiment_id for e in client.search_experiments()]
-    )
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    assert experiments and client.search_runs(experiments) == []
 
 
 def test_fused_and_unfused_runs_follow_the_same_trajectory(store_uri):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.kernels.helpers import HAS_TRITON, check_close, needs_triton
+from tests.kernels.helpers import BACKENDS, HAS_TRITON, check_close, needs_triton
 from workbench.kernels import rms_norm as rms_norm_module
 from workbench.kernels.rms_norm import rms_norm
 
@@ -90,7 +90,7 @@ def test_triton_path_matches_float64_reference(shape, eps, dtype, kernel_seed):
     run_and_check("triton", shape, eps, dtype, kernel_seed)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_zero_row_and_large_fp16_values_stay_finite(backend, kernel_seed):
     run_and_check(backend, (3, 33), 1e-6, torch.float32, kernel_seed, zero_row=True)
     # x^2 overflows fp16 (max 65504) but the statistics are taken in float32.
@@ -108,7 +108,7 @@ def test_torch_path_across_chunks(monkeypatch, kernel_seed):
     run_and_check("torch", (7, 97), 1e-6, torch.bfloat16, kernel_seed)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["x", "weight"])
 def test_gradient_for_one_input_only(backend, which, kernel_seed):
     x, weight, grad_out = make_inputs((3, 20), torch.float32, kernel_seed)
@@ -157,7 +157,7 @@ def llama_rms_norm(weight, eps):
     ],
     ids=str,
 )
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
     gen = torch.Generator().manual_seed(kernel_seed)
     shape, eps = (2, 3, 97), 1e-5

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.kernels.helpers import HAS_TRITON, check_close, needs_triton
+from tests.kernels.helpers import BACKENDS, HAS_TRITON, check_close, needs_triton
 from workbench.kernels.swiglu import swiglu
 
 # One element, one row, odd sizes, 3-D, and more than one triton block (1024) with a remainder.
@@ -80,7 +80,7 @@ def test_triton_path_matches_float64_reference(shape, dtype, kernel_seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 # The interpreter evaluates exp in numpy, which warns where float32 overflows to inf.
 @pytest.mark.filterwarnings("ignore:overflow encountered in exp:RuntimeWarning")
 def test_saturated_gates_stay_finite(backend, dtype, kernel_seed):
@@ -91,7 +91,7 @@ def test_saturated_gates_stay_finite(backend, dtype, kernel_seed):
     run_and_check(backend, gate, up, grad_out, kernel_seed)
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("which", ["gate", "up"])
 def test_gradient_for_one_input_only(backend, which, kernel_seed):
     gate, up, grad_out = make_inputs((3, 20), torch.float32, kernel_seed)
@@ -104,7 +104,7 @@ def test_gradient_for_one_input_only(backend, which, kernel_seed):
     assert other.grad is None
 
 
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_non_contiguous_inputs_and_gradient(backend, kernel_seed):
     gate, up, grad_out = make_inputs((6, 40), torch.float32, kernel_seed)
     gate_t = gate.t().contiguous().t().requires_grad_()  # same values, column-major strides
@@ -121,7 +121,7 @@ def test_non_contiguous_inputs_and_gradient(backend, kernel_seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_matches_llama_mlp_activation(backend, dtype, kernel_seed):
     from transformers.activations import ACT2FN
 

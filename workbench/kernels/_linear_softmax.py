@@ -48,9 +48,6 @@ from types import SimpleNamespace
 
 import torch
 
-from workbench.kernels import _backend
-from workbench.kernels._backend import BACKENDS, triton_installed  # noqa: F401  (used by callers)
-
 # Bytes of float32 logits per chunk. Every chunk streams the whole weight through three
 # matmuls and adds into the (V, H) weight gradient, so small chunks are slow: on 2 CPU cores
 # at N=4096, H=512, V=32000, 16 MiB chunks ran clearly slower than 32-128 MiB ones, and
@@ -125,11 +122,6 @@ def flatten_inputs(
 def shaped(per_row: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """``per_row`` (N,) viewed as the caller's targets ``shape`` (no view when equal)."""
     return per_row if per_row.shape == shape else per_row.view(shape)
-
-
-def use_triton(backend: str, hidden: torch.Tensor) -> bool:
-    """Resolve ``backend`` ("auto" | "triton" | "torch") for tensors on hidden's device."""
-    return _backend.use_triton(backend, hidden)
 
 
 def use_full_logits(n_rows: int, vocab: int, use_triton: bool, chunk_rows: int | None) -> bool:

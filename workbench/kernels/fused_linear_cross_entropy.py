@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import torch
 
+from workbench.kernels import _backend
 from workbench.kernels import _linear_softmax as engine
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -71,7 +72,7 @@ def fused_linear_cross_entropy(
     rows, flat_targets = engine.flatten_inputs(
         "fused_linear_cross_entropy", hidden, weight, targets, bias
     )
-    use_triton = engine.use_triton(backend, hidden)
+    use_triton = _backend.use_triton(backend, hidden)
     if engine.use_full_logits(rows.shape[0], weight.shape[0], use_triton, chunk_rows):
         # A mean over no valid rows is 0 (F.cross_entropy gives NaN): the sum over none is
         # 0, with zero gradients.

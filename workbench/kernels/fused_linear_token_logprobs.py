@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from workbench.kernels import _backend
 from workbench.kernels import _linear_softmax as engine
 
 
@@ -56,7 +57,7 @@ def fused_linear_token_logprobs(
     rows, flat_targets = engine.flatten_inputs(
         "fused_linear_token_logprobs", hidden, weight, targets, bias
     )
-    use_triton = engine.use_triton(backend, hidden)
+    use_triton = _backend.use_triton(backend, hidden)
     if engine.use_full_logits(rows.shape[0], weight.shape[0], use_triton, chunk_rows):
         nll = engine.full_logits_cross_entropy(
             rows, weight, bias, flat_targets, ignore_index, "none"
