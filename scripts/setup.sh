@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Set up .venv for this checkout: first the torch build that fits this machine (CPU or CUDA)
+# at the version constraints.txt pins, then the workbench with every package pinned.
+#
+#   scripts/setup.sh [EXTRAS]            e.g. scripts/setup.sh dev  or  scripts/setup.sh dev,ui
+#   scripts/setup.sh --dry-run [EXTRAS]  print the choice and the commands, run nothing
+#
+# WORKBENCH_TORCH=cpu|cuda overrides the GPU detection (a GPU is one `nvidia-smi -L` lists).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CPU_INDEX="${WORKBENCH_TORCH_CPU_INDEX:-https://download.pytorch.org/whl/cpu}"
+VENV=.venv
+dry_run=0
+if [ "${1:-}" = "--dry-run" ]; then dry_run=1; shift; fi
+extras="${1:-}"
+
+run() {
+  echo "+ $*"
+  if [ "$dry_run" = 0 ]; then "$@"; fi
+}
+
+pin=$(sed -n 's/^torch==//p' constraints.txt)
+if [ -z "$pin" ]; then
+  echo "error: constraints.txt pins no torch version (a line 'torch==X.Y.Z')" >&2
+  exit 2
+fi
+
+build="${WORKBENCH_TORCH:-}"
+if [ -n "$build" ]; then
+  reason="WORKBENCH_TORCH=$build"
+elif nvidia-smi -L >/dev/null 2>&1; then
+  build=cuda reason="nvidia-smi lists a GPU"
+else
+  build=cpu reason="no NVIDIA GPU found"
+fi
+case "$build" in
+  cpu | cuda) ;;
+  *) echo "error: WORKBENCH_TORCH=$build; allowed: cpu, cuda" >&2; exit 2 ;;
+esac
+echo "torch $pin, $build build ($reason)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  run python3 -m venv "$VENV"
+  run "$VENV/bin/python" -m pip install --quiet --upgrade pip
+fi
+py="$VENV/bin/python"
+if [ ! -x "$py" ]; then py=python3; fi  # a dry run before the venv exists
+
+if [ "$build" = cuda ]; then
+  # '===' matches the version string exactly: PyPI's CUDA build, never a local '+cpu' wheel.
+  torch_args=("torch===$pin")
+elif [ "$(uname -s)" != Linux ]; then
+  echo "PyPI's torch wheels for $(uname -s) are CPU builds"
+  torch_args=("torch==$pin")
+else
+  # A source pip is configured with (a wheel folder, a mirror) may already hold the CPU build.
+  found=$("$py" -m pip install --dry-run --quiet --ignore-installed --no-deps --report - "torch==$pin" 2>/dev/null |
+    "$py" -c 'import json, sys; print(json.load(sys.stdin)["install"][0]["metadata"]["version"])' 2>/dev/null) || found=""
+  if [[ "$found" == *+cpu ]]; then
+    echo "the configured pip source holds the CPU build (torch $found)"
+    torch_args=("torch==$pin")
+  elif "$py" -c "import urllib.request as r; r.urlopen('$CPU_INDEX/torch/', timeout=10)" 2>/dev/null; then
+    echo "taking the CPU build from PyTorch's CPU wheel index"
+    torch_args=("torch==$pin" --index-url "$CPU_INDEX")
+  else
+    echo "PyTorch's CPU wheel index ($CPU_INDEX) cannot be reached: installing torch==$pin from the configured index instead (from PyPI on Linux that is the CUDA build)"
+    torch_args=("torch==$pin")
+  fi
+fi
+
+# torch alone first (its dependencies come with the workbench below, pinned by constraints.txt),
+# so that nothing else pulls a different torch build in.
+run "$VENV/bin/pip" install --quiet --no-deps "${torch_args[@]}"
+run "$VENV/bin/pip" install --quiet -c constraints.txt -e ".${extras:+[$extras]}"
