@@ -83,13 +83,25 @@ def _show_progress(args) -> bool:
     return not args.no_progress and sys.stdout.isatty()
 
 
-def cmd_run(args) -> int:
-    from workbench.runner import run
+def _checked_spec(path: str, **changes):
+    """The spec at ``path``, validated and checked against this machine (its data file and
+    model folder exist) before torch, transformers, lightning or mlflow is imported, so a
+    wrong spec is answered at once. Library output is quieted afterwards."""
+    from workbench import preflight
     from workbench.spec import RunSpec
 
-    spec = RunSpec.from_file(args.spec)
-    if args.steps:
-        spec = spec.updated(**{"train.steps": args.steps})
+    spec = RunSpec.from_file(path)
+    if changes:
+        spec = spec.updated(**changes)
+    preflight.check(spec)
+    _quiet_libraries()
+    return spec
+
+
+def cmd_run(args) -> int:
+    spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
+    from workbench.runner import run
+
     result = run(spec, progress=_show_progress(args))
     if result.run_id is not None:
         print(f"run {result.run_id} {result.status}")
@@ -99,10 +111,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_launch(args) -> int:
+    spec = _checked_spec(args.spec)
     from workbench.launcher import launch
-    from workbench.spec import RunSpec
 
-    handle = launch(RunSpec.from_file(args.spec))
+    handle = launch(spec)
     print(f"launched run {handle.run_id} (pid {handle.pid}); log: {handle.log_path}")
     print(f"`workbench status {handle.run_id}` / `workbench stop {handle.run_id}`")
     return 0
@@ -241,10 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that validate a spec before the heavy imports (they quiet the libraries after).
+_SPEC_FIRST = (cmd_run, cmd_launch)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
     try:
+        if args.func not in _SPEC_FIRST:
+            _quiet_libraries()
         return args.func(args)
     except WorkbenchError as err:
         print(f"error: {err}", file=sys.stderr)

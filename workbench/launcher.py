@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from workbench import liveness, tracking
+from workbench import liveness, preflight, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import TrackingError
 from workbench.spec import RunSpec
@@ -102,6 +102,7 @@ class RunHandle:
 def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None) -> RunHandle:
     """Start ``spec`` in a background process; returns as soon as the run exists."""
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+    preflight.check(spec)  # a missing data file or model folder fails here, by name
     load_rows(spec.data, spec.train.seed)  # bad data fails here, before a run is created
     client = tracking.connect(spec.tracking.uri)
     run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)

@@ -6,6 +6,7 @@ unless the spec says so (``model.allow_unsafe_weights``, ``model.trust_remote_co
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,30 @@ class BaseModel:
     tokenizer: object
     name: str
     info: dict = field(default_factory=dict)  # e.g. the tiny base's per-task exact match
+
+
+MODEL_NAMES = ("'tiny' (the built-in base), a local folder with config.json and .safetensors "
+               "weights, or a hub id owner/name")
+
+
+def looks_like_folder(name: str) -> bool:
+    """A local folder rather than 'tiny' or a hub id ``owner/name``."""
+    return (name.startswith((".", "~", "/", "\\")) or os.path.isabs(name) or "\\" in name
+            or name.count("/") >= 2)
+
+
+def missing_model(name: str) -> str | None:
+    """Why ``model.name`` names a folder this machine does not have, or None.
+
+    Only path-shaped names are judged here; a hub id is the hub's to answer.
+    """
+    if name == "tiny" or not looks_like_folder(name):
+        return None
+    path = Path(name).expanduser()
+    if path.exists():
+        return None
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return f"model folder not found: '{name}'{where}; model.name accepts {MODEL_NAMES}"
 
 
 def load_base(model_spec, log=print) -> BaseModel:
@@ -39,6 +64,9 @@ def load_pretrained(name: str, *, trust_remote_code: bool = False, allow_unsafe_
     """``AutoModelForCausalLM`` + ``AutoTokenizer`` with the workbench's safety defaults."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    missing = missing_model(name)
+    if missing is not None:
+        raise ModelError(f"cannot load model: {missing}")
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -60,9 +88,12 @@ def load_pretrained(name: str, *, trust_remote_code: bool = False, allow_unsafe_
         )
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "Repo id must be" in first or "repo_id" in first:
+            first = "it is neither a local folder nor a hub id"
         raise ModelError(
-            f"cannot load model '{name}': {first}. Use 'tiny', a local folder with config.json, "
-            "tokenizer files and .safetensors weights, or a hub id reachable from this machine"
+            f"cannot load model '{name}': {first}. model.name accepts 'tiny', a local folder "
+            "with config.json, tokenizer files and .safetensors weights, or a hub id owner/name "
+            "reachable from this machine"
         ) from None
     if tokenizer.pad_token_id is None:
         # Batched training and generation need a pad id; the end token is the usual stand-in.

@@ -67,11 +67,19 @@ class ModelSpec(_Section):
 class DataSpec(_Section):
     """Where the examples come from."""
 
-    source: str = Field("order", description="A built-in task name, a JSONL/CSV/parquet file, or a datasets name.")
+    source: str = Field("order", description="A built-in task name, a JSONL/CSV/parquet file or folder, or a datasets id owner/name.")
     train_size: int = Field(2000, ge=1, le=10_000_000, description="Training rows generated (built-in tasks) or kept at most.")
     eval_size: int = Field(48, ge=1, le=100_000, description="Held-out rows used for objectives.")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share of a user dataset.")
     split: str = Field("train", description="Split of a datasets name.")
+
+    @field_validator("source")
+    @classmethod
+    def _source_form(cls, v: str) -> str:
+        from workbench.data.sources import source_kind
+
+        source_kind(v)  # a mistyped task name fails here, never reaching a dataset hub
+        return v
 
 
 class AdapterSpec(_Section):

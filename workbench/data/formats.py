@@ -653,6 +653,8 @@ def _load_with_datasets(
             source=source,
         ) from None
 
+    if not local:
+        _check_hub_reachable(source)
     saved = local and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file())
     label = source
     try:
@@ -677,6 +679,13 @@ def _load_with_datasets(
         message = _short(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 300)
         if "Unknown split" in str(exc):
             raise DataError(f"has no split {split!r}: {message}", source=source) from None
+        if not local and _hub_offline():
+            raise DataError(
+                "cannot be loaded: it is not in the local datasets cache and the hub is off "
+                "(HF_HUB_OFFLINE is set); unset HF_HUB_OFFLINE on a machine that reaches the "
+                f"hub, or pass a local file. A data source is {ACCEPTED_SOURCES}",
+                source=source,
+            ) from None
         if local:
             raise DataError(
                 f"is a directory that datasets cannot load ({type(exc).__name__}: {message}); "
@@ -704,6 +713,37 @@ def _load_with_datasets(
             f"cannot be read ({type(exc).__name__}: {_short(str(exc), 200)})", source=label
         ) from None
     return _rows_from_table(_Table(columns, records), label)
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _check_hub_reachable(source: str, timeout_s: float = 3.0) -> None:
+    """Fail at once, with no retries, when the dataset hub cannot be reached.
+
+    ``datasets`` retries an unreachable hub five times with back-off (about 25 s of retry
+    lines) before it gives up; one short request answers the same question. With
+    ``HF_HUB_OFFLINE`` set there is nothing to probe: ``datasets`` reads its cache only.
+    """
+    if _hub_offline():
+        return
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return  # the server answered: it is reachable
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DataError(
+            f"looks like a Hugging Face dataset id, but the hub at {endpoint} cannot be reached "
+            f"({reason}); to load a copy in the local datasets cache set HF_HUB_OFFLINE=1, or "
+            f"pass a local file. A data source is {ACCEPTED_SOURCES}",
+            source=source,
+        ) from None
 
 
 __all__ = [

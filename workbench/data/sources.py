@@ -2,10 +2,67 @@
 
 from __future__ import annotations
 
-from workbench.data.formats import load_dataset_rows, split_rows
+import difflib
+import os
+import re
+from pathlib import Path
+
+from workbench.data.formats import FILE_SUFFIXES, load_dataset_rows, split_rows
 from workbench.data.rows import PreferenceRow
 from workbench.data.tasks import TASKS
 from workbench.errors import DataError
+
+# A Hugging Face dataset id: owner/name (letters, digits, '-', '_', '.').
+HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def source_kind(source: str) -> str:
+    """What ``data.source`` names, judged from its form: ``"task"``, ``"path"`` or ``"hub"``.
+
+    A built-in task name, an existing file or folder, anything shaped like a path (a data
+    file suffix, a leading ``.``/``~``/``/``, two or more separators) or a hub dataset id
+    ``owner/name``. Anything else, e.g. a mistyped task name, raises ``ValueError`` naming
+    the built-in tasks and the closest one, so it never reaches a dataset hub. No file is
+    opened; whether a path exists is :func:`missing_source`'s question.
+    """
+    if source in TASKS:
+        return "task"
+    path = Path(source).expanduser()
+    if path.exists() or looks_like_path(source):
+        return "path"
+    if HUB_DATASET_ID.match(source):
+        return "hub"
+    close = difflib.get_close_matches(source, list(TASKS), n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise ValueError(
+        f"unknown data source '{source}': {hint}The built-in tasks are {', '.join(TASKS)}; "
+        f"a file needs its suffix ({'/'.join(FILE_SUFFIXES)}) and a Hugging Face dataset its "
+        "owner/name id"
+    )
+
+
+def looks_like_path(source: str) -> bool:
+    """A file or folder name rather than a task name or a hub id ``owner/name``."""
+    return (
+        Path(source).suffix.lower() in FILE_SUFFIXES
+        or source.startswith((".", "~", "/", "\\"))
+        or os.path.isabs(source)
+        or "\\" in source
+        or source.count("/") >= 2
+    )
+
+
+def missing_source(source: str) -> str | None:
+    """Why a path-shaped ``data.source`` cannot be read on this machine, or None."""
+    if source_kind(source) != "path":
+        return None
+    path = Path(source).expanduser()
+    if path.exists():
+        return None
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    return (f"file not found: no file or folder '{source}'{where}; a data source is a built-in "
+            f"task ({', '.join(TASKS)}), a .jsonl/.json/.csv/.parquet file or folder, or a "
+            "Hugging Face dataset id owner/name")
 
 
 def load_rows(data_spec, seed: int, *, allow_preference: bool = False):

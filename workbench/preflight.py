@@ -1,0 +1,27 @@
+"""Checks of a valid spec against this machine: the files and folders it names exist.
+
+``RunSpec`` validation judges a spec's form alone (a stored spec must stay readable on any
+machine); what only this machine can answer, whether ``data.source`` or ``model.name``
+names a file or folder that is here, is checked by :func:`check` where a run starts (the
+CLI, :func:`workbench.launch`). Cheap by design: no torch, no datasets, no store.
+"""
+
+from __future__ import annotations
+
+from workbench.data.sources import missing_source
+from workbench.errors import SpecError
+from workbench.models import missing_model
+
+
+def check(spec) -> None:
+    """Raise :class:`SpecError` (one line per problem, as validation does) if a data file or
+    model folder the spec names is not on this machine."""
+    problems = []
+    for field, value, why in (
+        ("data.source", spec.data.source, missing_source(spec.data.source)),
+        ("model.name", spec.model.name, missing_model(spec.model.name)),
+    ):
+        if why is not None:
+            problems.append(f"  {field} = {value!r}: {why}")
+    if problems:
+        raise SpecError("invalid run spec:\n" + "\n".join(problems))
