@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+import psutil
 import pytest
 
 from tests.conftest import run_cli
@@ -63,16 +64,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ui_serves_the_store_on_localhost(store_uri):
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _alive(pids: set[int]) -> set[int]:
+    """The pids among these that still run (zombies awaiting their reaper count as gone)."""
+    return {p for p in pids if psutil.pid_exists(p) and _status(p) not in (None, psutil.STATUS_ZOMBIE)}
+
+
+def _status(pid: int) -> str | None:
+    try:
+        return psutil.Process(pid).status()
+    except psutil.Error:
+        return None
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_ui_serves_the_store_and_stops_with_its_whole_process_tree(store_uri, stop):
+    """SIGTERM to `workbench ui`, or Ctrl-C (SIGINT to its terminal's process group), ends
+    the MLflow server and its uvicorn worker: nothing listens on the port, no process of
+    theirs remains, and the user sees one line, no traceback."""
     client = tracking.connect()
     tracking.ensure_experiment(client, "visible-in-ui")
     run_id = tracking.start_run(client, RunSpec.parse({"tracking": {"experiment": "visible-in-ui"}}))
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "ui", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True, env=dict(os.environ))
+    tree: set[int] = set()
     try:
-        deadline = time.monotonic() + 90
+        # Start-up: about 6 s on 2 idle cores, 30 s seen beside other work.
+        deadline = time.monotonic() + 150
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
@@ -80,13 +107,36 @@ def test_ui_serves_the_store_on_localhost(store_uri):
                         break
             except OSError:
                 pass
-            assert server.poll() is None, "the MLflow server exited"
-            assert time.monotonic() < deadline, "the MLflow server did not answer in 90 s"
+            assert server.poll() is None, f"workbench ui exited: {server.communicate()}"
+            assert time.monotonic() < deadline, "the MLflow server did not answer in 150 s"
             time.sleep(0.5)
         url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={run_id}"
         with urllib.request.urlopen(url, timeout=10) as r:
             body = json.load(r)
         assert body["run"]["info"]["run_id"] == run_id
+        tree = {c.pid for c in psutil.Process(server.pid).children(recursive=True)}
+        assert len(tree) >= 2, "expected mlflow server and its uvicorn worker"
+
+        if stop == "SIGTERM":
+            busy = run_cli("ui", "--port", str(port), timeout=120)
+            assert busy.returncode != 0
+            assert f"port {port}" in busy.stderr and "already in use" in busy.stderr and "--port" in busy.stderr
+            assert "Traceback" not in busy.stderr
+            os.kill(server.pid, signal.SIGTERM)
+        else:
+            os.killpg(server.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends
+        out, err = server.communicate(timeout=60)
+        assert server.returncode == 0, err
+        deadline = time.monotonic() + 30
+        while (_listening(port) or _alive(tree)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _listening(port), f"something still listens on port {port}"
+        assert not _alive(tree), f"processes of the server remain: {_alive(tree)}"
+        assert "Traceback" not in err and "Warning" not in err, err
+        assert out.splitlines()[-1] == "MLflow UI stopped", out
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:
+            server.kill()
+        for pid in _alive(tree):  # a failed test leaves nothing behind
+            os.kill(pid, signal.SIGKILL)
+        server.communicate(timeout=30)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -169,20 +167,30 @@ def cmd_front(args) -> int:
 
 def cmd_ui(args) -> int:
     from workbench import paths
+    from workbench.servers import ManagedServer, serve_in_foreground
 
     uri = paths.tracking_uri()
-    mlflow_bin = shutil.which("mlflow") or str(Path(sys.executable).with_name("mlflow"))
-    command = [mlflow_bin, "server", "--host", args.host, "--port", str(args.port),
+    # One worker and no job processes: ready in seconds on a small machine (default: 11 processes).
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "{host}", "--port", "{port}",
                "--backend-store-uri", uri, "--workers", "1"]
     root = paths.artifact_root(uri)
     if root:
         command += ["--default-artifact-root", root]
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    print(f"MLflow UI for {uri} on http://{args.host}:{args.port} (Ctrl-C stops it)")
-    try:
-        return subprocess.call(command, env=env)
-    except KeyboardInterrupt:
-        return 0
+    warnings = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
+                                      "ignore:starlette.middleware.wsgi is deprecated"]))
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS=warnings)
+    server = ManagedServer("MLflow UI", command, host=args.host, port=args.port, health_path="/health", env=env)
+    server.check_port()
+    print(f"starting the MLflow UI for {uri} ...", flush=True)
+
+    def ready(server):
+        chosen = f" (--port 0: free port {server.port})" if args.port == 0 else ""
+        print(f"MLflow UI on {server.url}{chosen}; Ctrl-C stops it (server log: {server.log_path})", flush=True)
+
+    code = serve_in_foreground(server, on_ready=ready)
+    if code == 0:
+        print("MLflow UI stopped", flush=True)
+    return code
 
 
 def cmd_export(args) -> int:
@@ -242,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the MLflow UI for the store on 127.0.0.1",
                        description="Start the MLflow server/UI over the workbench's store (bound to 127.0.0.1 unless --host says otherwise).")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=int, default=5000,
+                   help="port to serve on (default 5000; 0: any free port, printed when ready)")
     p.set_defaults(func=cmd_ui)
 
     p = sub.add_parser("export", help="write a run's merged weights + tokenizer as a model folder",
