@@ -17,23 +17,37 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "setup.sh"
-PIN = next(line.split("==", 1)[1].strip() for line in (ROOT / "constraints.txt").read_text().splitlines()
-           if line.startswith("torch=="))
+PIN = next(
+    line.split("==", 1)[1].strip()
+    for line in (ROOT / "constraints.txt").read_text().splitlines()
+    if line.startswith("torch==")
+)
 
 
-def _plan(tmp_path: Path, *args: str, gpu: bool | None = None, **env: str) -> subprocess.CompletedProcess:
+def _plan(
+    tmp_path: Path, *args: str, gpu: bool | None = None, **env: str
+) -> subprocess.CompletedProcess:
     """The script's dry run; gpu=True/False puts a fake `nvidia-smi` that lists a GPU / fails first on PATH."""
     full_env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_TORCH"}
     if gpu is not None:
         fake = tmp_path / "bin" / "nvidia-smi"
         fake.parent.mkdir(exist_ok=True)
-        body = 'echo "GPU 0: NVIDIA H100 (UUID: GPU-0)"' if gpu else 'echo "NVIDIA-SMI has failed" >&2; exit 9'
+        body = (
+            'echo "GPU 0: NVIDIA H100 (UUID: GPU-0)"'
+            if gpu
+            else 'echo "NVIDIA-SMI has failed" >&2; exit 9'
+        )
         fake.write_text(f"#!/bin/sh\n{body}\n")
         fake.chmod(0o755)
         full_env["PATH"] = f"{fake.parent}{os.pathsep}{full_env['PATH']}"
     full_env.update(env)
-    return subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], capture_output=True, text=True,
-                          env=full_env, timeout=60)
+    return subprocess.run(
+        ["bash", str(SCRIPT), "--dry-run", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+    )
 
 
 def _torch_command(out: str) -> str:
@@ -47,7 +61,10 @@ def test_a_listed_gpu_gets_the_cuda_build_from_pypi(tmp_path):
     command = _torch_command(result.stdout)
     # '===' excludes a local '+cpu' wheel a configured wheel folder may hold.
     assert command.endswith(f"torch==={PIN}") and "--index-url" not in command
-    assert result.stdout.splitlines()[-1] == "+ .venv/bin/pip install --quiet -c constraints.txt -e .[dev]"
+    assert (
+        result.stdout.splitlines()[-1]
+        == "+ .venv/bin/pip install --quiet -c constraints.txt -e .[dev]"
+    )
 
 
 def test_no_gpu_gets_the_cpu_build(tmp_path):
@@ -55,7 +72,9 @@ def test_no_gpu_gets_the_cpu_build(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"torch {PIN}, cpu build (no NVIDIA GPU found)" in result.stdout
     assert "torch===" not in result.stdout
-    assert result.stdout.splitlines()[-1] == "+ .venv/bin/pip install --quiet -c constraints.txt -e ."
+    assert (
+        result.stdout.splitlines()[-1] == "+ .venv/bin/pip install --quiet -c constraints.txt -e ."
+    )
 
 
 @pytest.mark.parametrize("build", ["cpu", "cuda"])
@@ -98,16 +117,22 @@ def test_the_cpu_index_is_used_when_it_answers(tmp_path, no_pip_source):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     index = f"http://127.0.0.1:{server.server_address[1]}/whl/cpu"
     try:
-        result = _plan(tmp_path, WORKBENCH_TORCH="cpu", WORKBENCH_TORCH_CPU_INDEX=index, **no_pip_source)
+        result = _plan(
+            tmp_path, WORKBENCH_TORCH="cpu", WORKBENCH_TORCH_CPU_INDEX=index, **no_pip_source
+        )
     finally:
         server.shutdown()
     assert "CPU build from PyTorch's CPU wheel index" in result.stdout
     assert _torch_command(result.stdout).endswith(f"torch=={PIN} --index-url {index}")
 
 
-def test_an_unreachable_cpu_index_is_said_in_one_line_and_the_pin_installed(tmp_path, no_pip_source):
+def test_an_unreachable_cpu_index_is_said_in_one_line_and_the_pin_installed(
+    tmp_path, no_pip_source
+):
     index = "http://127.0.0.1:9/whl/cpu"  # the discard port: nothing listens there
-    result = _plan(tmp_path, WORKBENCH_TORCH="cpu", WORKBENCH_TORCH_CPU_INDEX=index, **no_pip_source)
+    result = _plan(
+        tmp_path, WORKBENCH_TORCH="cpu", WORKBENCH_TORCH_CPU_INDEX=index, **no_pip_source
+    )
     assert result.returncode == 0, result.stderr
     said = [line for line in result.stdout.splitlines() if "cannot be reached" in line]
     assert len(said) == 1 and index in said[0]
@@ -116,9 +141,18 @@ def test_an_unreachable_cpu_index_is_said_in_one_line_and_the_pin_installed(tmp_
 
 def test_the_installed_torch_is_the_build_the_script_chooses_here(tmp_path):
     chosen = "cuda" if ", cuda build" in _plan(tmp_path).stdout else "cpu"
-    cuda = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__, torch.version.cuda)"],
-                          capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    cuda = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.__version__, torch.version.cuda)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
     assert cuda[0].split("+")[0] == PIN
     if chosen == "cuda" and cuda[1] == "None":
-        pytest.skip(f"this venv holds torch {cuda[0]}; scripts/setup.sh installs the CUDA build on this machine")
-    assert (cuda[1] == "None") is (chosen == "cpu"), f"torch {cuda[0]} (CUDA {cuda[1]}) on a machine set up for {chosen}"
+        pytest.skip(
+            f"this venv holds torch {cuda[0]}; scripts/setup.sh installs the CUDA build on this machine"
+        )
+    assert (cuda[1] == "None") is (chosen == "cpu"), (
+        f"torch {cuda[0]} (CUDA {cuda[1]}) on a machine set up for {chosen}"
+    )
