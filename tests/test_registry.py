@@ -68,7 +68,7 @@ def test_public_api_is_lazy():
         "before = 'workbench.spec' in sys.modules\n"
         "RunSpec = workbench.RunSpec\n"
         "from workbench.spec import RunSpec as direct\n"
-        "ok = RunSpec is direct and RunSpec().method == 'mo-sft'\n"
+        "ok = RunSpec is direct and RunSpec().method.name == 'mo-sft'\n"
         "try:\n"
         "    workbench.no_such_thing\n"
         "    missing = False\n"

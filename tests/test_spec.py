@@ -14,7 +14,6 @@ from workbench import registry
 from workbench.data.tasks import TASKS
 from workbench.errors import SpecError
 from workbench.spec import (
-    AdapterSpec,
     DataSpec,
     EvalSpec,
     ModelSpec,
@@ -119,7 +118,7 @@ def test_from_file_round_trip(tmp_path):
 def test_defaults_come_from_the_builtin_task(task_name):
     task = TASKS[task_name]
     spec = RunSpec.parse({"data": {"source": task_name}})
-    assert spec.method == task.default_method
+    assert spec.method.name == task.default_method
     assert len(spec.objectives) == len(task.objectives)
     for got, want in zip(spec.objectives, task.objectives):
         assert (got.name, got.direction, got.term, got.weight, got.reference) == (
@@ -135,7 +134,7 @@ def test_defaults_come_from_the_builtin_task(task_name):
 def test_default_spec_is_the_order_task():
     spec = RunSpec()
     assert spec.data.source == "order"
-    assert spec.method == "mo-sft"
+    assert spec.method.name == "mo-sft"
     assert [o.name for o in spec.objectives] == [o.name for o in TASKS["order"].objectives]
     assert {o.direction for o in spec.objectives} == {"min", "max"}
     assert spec == RunSpec.parse(None) == RunSpec.parse({})
@@ -143,7 +142,7 @@ def test_default_spec_is_the_order_task():
 
 def test_file_source_defaults_to_sft_on_eval_loss():
     spec = RunSpec.parse({"data": {"source": "my/data.jsonl"}})
-    assert spec.method == "sft"
+    assert spec.method.name == "sft"
     assert len(spec.objectives) == 1
     (obj,) = spec.objectives
     assert (obj.name, obj.direction, obj.source, obj.term) == (
@@ -156,7 +155,7 @@ def test_file_source_defaults_to_sft_on_eval_loss():
 
 def test_explicit_method_and_objectives_are_kept():
     spec = RunSpec.parse({"method": "sft", "objectives": [objective("acc", "max")]})
-    assert spec.method == "sft"
+    assert spec.method.name == "sft"
     assert [o.name for o in spec.objectives] == ["acc"]
 
 
@@ -381,14 +380,15 @@ def test_flat_params():
         assert params[f"objectives.{o.name}.weight"] == str(o.weight)
     assert params["train.steps"] == str(spec.train.steps)
     assert params["model.tiny.hidden_size"] == str(spec.model.tiny.hidden_size)
-    assert params["method"] == spec.method
+    assert params["method.name"] == spec.method.name
     assert params["tracking.tags.on"] == "1.5"
     assert all(isinstance(v, str) for v in params.values())
     # Every leaf of every section is a param (tags add their own keys).
     sections = {
         "model": ModelSpec,
         "data": DataSpec,
-        "adapter": AdapterSpec,
+        "adapter": type(spec.adapter),
+        "method": type(spec.method),
         "optimizer": OptimizerSpec,
         "train": TrainSpec,
         "eval": EvalSpec,
@@ -419,7 +419,8 @@ FIELD_NAMES = sorted(
             ModelSpec,
             TinyModelSpec,
             DataSpec,
-            AdapterSpec,
+            registry.LoraAdapterParams,
+            registry.MultiObjectiveSFTParams,
             OptimizerSpec,
             ObjectiveSpec,
             TrainSpec,

@@ -1,32 +1,42 @@
-"""Which parameters train: the full model, or peft adapters on a frozen base."""
+"""Which parameters train: the adapters the registry names (``registry.ADAPTERS``).
+
+Each adapter is a function ``(model, params) -> model to train`` taking its own settings
+model (``registry.AdapterParams`` subclass); the runner looks it up by name.
+"""
 
 from __future__ import annotations
 
+from workbench import registry
+from workbench.errors import SpecError
 
-def apply_adapter(model, adapter_spec):
-    """Return the model to train under ``adapter_spec`` (full: unchanged; lora: a PeftModel)."""
-    if adapter_spec.name == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    if adapter_spec.name == "lora":
-        from peft import LoraConfig, get_peft_model
 
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        targets = [t for t in adapter_spec.target_modules if t in present]
-        if not targets:
-            from workbench.errors import SpecError
+def apply_adapter(model, adapter_params):
+    """Return the model to train under the spec's ``adapter`` section."""
+    apply = registry.resolve(registry.ADAPTERS[adapter_params.name].apply)
+    return apply(model, adapter_params)
 
-            raise SpecError(
-                f"adapter.target_modules {adapter_spec.target_modules} match no module of this "
-                f"model; its linear layers include: {sorted(present)[:20]}"
-            )
-        config = LoraConfig(
-            r=adapter_spec.r, lora_alpha=adapter_spec.alpha, lora_dropout=adapter_spec.dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
+
+def apply_full(model, params):
+    """Every parameter trains."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model
+
+
+def apply_lora(model, params):
+    """A peft LoRA model on the target modules present in ``model``; the base is frozen."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in params.target_modules if t in present]
+    if not targets:
+        raise SpecError(
+            f"adapter.target_modules {params.target_modules} match no module of this "
+            f"model; its linear layers include: {sorted(present)[:20]}"
         )
-        return get_peft_model(model, config)
-    raise ValueError(f"unknown adapter {adapter_spec.name!r}")  # the spec validates names first
+    config = LoraConfig(r=params.r, lora_alpha=params.alpha, lora_dropout=params.dropout,
+                        target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
 
 
 def trainable_parameters(model) -> int:

@@ -23,12 +23,25 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     ``logits`` (B, T, V) and ``labels`` (B, T); returns (B, T-1) log-probs of
     ``labels[:, 1:]`` under ``logits[:, :-1]`` (0 where ignored) and the boolean mask.
     """
-    shifted_logits = _at_least_float32(logits[:, :-1, :])
+    logp, mask, _ = label_logprobs(logits, labels)
+    return logp, mask
+
+
+def label_logprobs(logits: torch.Tensor, labels: torch.Tensor, extra_token: int | None = None):
+    """:func:`token_logprobs`, plus log p(``extra_token``) at each scored position (0
+    elsewhere; None without ``extra_token``) from the same softmax, e.g. the end token for
+    the brevity term."""
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
-    safe = targets.masked_fill(~mask, 0)
-    logp = torch.log_softmax(shifted_logits, dim=-1).gather(-1, safe.unsqueeze(-1)).squeeze(-1)
-    return logp * mask, mask
+    logp_all = torch.log_softmax(_at_least_float32(logits[:, :-1, :]), dim=-1)
+    logp = logp_all.gather(-1, targets.masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1)
+    extra = None if extra_token is None else logp_all[..., extra_token] * mask
+    return logp * mask, mask, extra
+
+
+def sequence_logps(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-row sum of the scored tokens' log-probs: log p(completion | prompt), shape (B,)."""
+    return (logp * mask).sum(dim=1)
 
 
 def masked_mean_nll(logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

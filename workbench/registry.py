@@ -1,37 +1,119 @@
-"""What can be chosen in a RunSpec: methods, adapters, optimizers, loss terms.
+"""What can be chosen in a RunSpec, and the code each choice runs: methods, row kinds,
+adapters, optimizers, schedulers and loss terms.
 
-Pure data, no torch: validation, the CLI, the docs and the widgets read it without
-importing training code. A method registers by adding one :class:`MethodInfo` entry; its
-LightningModule is named as a lazy ``"module:Class"`` string and imported only to train.
+Declarations only, no torch: validation, the CLI, the docs and the widgets read these tables
+without importing training code. Behaviour is named as a lazy ``"module:attribute"`` string
+(or given as the object itself, as a notebook does) and resolved by :func:`resolve` only
+when a run needs it. Code that uses a choice looks it up here; it never branches on names.
+
+A method is one :class:`MethodInfo`: its parameters (a :class:`MethodParams` subclass, so the
+spec reads ``method: {name: dpo, beta: 0.1}``), the row kind it trains on, its
+LightningModule, its loss terms and its reference-model need. Built-in methods and a
+user's register the same way, through :func:`register_method` (exported as
+``workbench.register_method``).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- parameter models ------------------------------------------------------------------------
+
+
+class PluginParams(BaseModel):
+    """Parameters of a chosen plugin (method, adapter): ``name`` plus its own fields.
+
+    Unknown fields are errors, so a typo never falls back to a default silently.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    name: str = Field(..., description="Registered name of the choice.")
+
+
+class MethodParams(PluginParams):
+    """Base of every method's parameters; a method without parameters uses it as is."""
+
+
+class AdapterParams(PluginParams):
+    """Base of every adapter's settings."""
+
+    def works_with_fused_head(self) -> bool:
+        """Whether the fused loss head can run with this adapter (it reads ``lm_head`` as a
+        plain weight, so an adapter that wraps ``lm_head`` cannot)."""
+        return True
+
+
+class MultiObjectiveSFTParams(MethodParams):
+    brevity_position_scale: float = Field(
+        3.0, gt=0, le=100,
+        description="c in the brevity term sum_t c (t/n) -log p(eos | y_<t) / n: how much harder "
+                    "later positions are pushed to stop.",
+    )
+
+
+class FullAdapterParams(AdapterParams):
+    """Every parameter of the base trains (no settings)."""
+
+
+class LoraAdapterParams(AdapterParams):
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
+    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get adapters.",
+    )
+
+    def works_with_fused_head(self) -> bool:
+        return "lm_head" not in self.target_modules
+
+
+# -- table entries ---------------------------------------------------------------------------
+
+Ref = str | Callable[..., Any] | type  # "module:attribute", or the object itself
+
+
+@dataclass(frozen=True)
+class RowKind:
+    """What a method trains on, and how those rows become batches."""
+
+    name: str
+    summary: str
+    encode: Ref  # (tokenizer, rows, max_length) -> (encoded rows, EncodeStats)
+    collate: Ref  # (encoded rows, pad_id) -> dict of tensors
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """One fine-tuning method."""
+    """One fine-tuning method (see the module docstring)."""
 
     name: str
     family: str
     summary: str
     formula: str
     paper: str
-    module: str  # "package.module:Class", imported lazily by :func:`load_module_class`
+    module: Ref  # its LightningModule class, resolved by :func:`load_module_class`
     terms: tuple[str, ...]  # loss terms it can weight by objectives' training weights
-    defaults: dict[str, Any] = field(default_factory=dict)
+    params: type[MethodParams] = MethodParams
+    row_kind: str = "supervised"
+    reference: str = "none"  # one of REFERENCE_KINDS
+    builtin: bool = False
 
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """Which parameters train."""
+    """Which parameters train, and the function that sets that up on a model."""
 
     name: str
     summary: str
+    params: type[AdapterParams]
+    apply: Ref  # (model, params) -> the model to train
     paper: str = ""
 
 
@@ -39,6 +121,14 @@ class AdapterInfo:
 class OptimizerInfo:
     name: str
     summary: str
+    build: Ref  # (parameters, OptimizerSpec) -> torch.optim.Optimizer
+
+
+@dataclass(frozen=True)
+class SchedulerInfo:
+    name: str
+    summary: str
+    factor: Ref  # (step, warmup_steps, total_steps) -> learning-rate multiplier
 
 
 @dataclass(frozen=True)
@@ -48,6 +138,27 @@ class TermInfo:
     name: str
     summary: str
 
+
+REFERENCE_KINDS = {
+    "none": "no reference model",
+    "frozen_copy": "a frozen copy of the base model, run beside the policy every step",
+    "adapter_disabled": "the policy with its adapter switched off (LoRA); no second copy in memory",
+    "precomputed": "the base model's log-probs computed once over the training rows before training",
+}
+
+ROW_KINDS: dict[str, RowKind] = {
+    k.name: k
+    for k in [
+        RowKind("supervised", "prompt/completion or chat rows; the loss covers the completion",
+                "workbench.data.encode:encode_rows", "workbench.data.encode:collate"),
+        RowKind("preference", "prompt/chosen/rejected pairs; both completions in one batch",
+                "workbench.data.encode_pairs:encode_pairs", "workbench.data.encode_pairs:collate_pairs"),
+        RowKind("unpaired", "completions labelled desirable or not (each preference pair gives one of each)",
+                "workbench.data.encode_pairs:encode_unpaired", "workbench.data.encode_pairs:collate_unpaired"),
+        RowKind("prompt", "prompts only; completions are generated during training",
+                "workbench.data.encode_pairs:encode_prompts", "workbench.data.encode_pairs:collate_prompts"),
+    ]
+}
 
 TERMS: dict[str, TermInfo] = {
     t.name: t
@@ -74,6 +185,7 @@ METHODS: dict[str, MethodInfo] = {
             paper="(standard maximum-likelihood fine-tuning)",
             module="workbench.lightning_modules.sft:SFTModule",
             terms=("completion",),
+            builtin=True,
         ),
         MethodInfo(
             name="mo-sft",
@@ -83,6 +195,8 @@ METHODS: dict[str, MethodInfo] = {
             paper="MORepair: Teaching LLMs to Repair Code via Multi-Objective Fine-tuning (Yang et al., 2024)",
             module="workbench.lightning_modules.sft:MultiObjectiveSFTModule",
             terms=("answer", "explanation", "brevity", "completion"),
+            params=MultiObjectiveSFTParams,
+            builtin=True,
         ),
     ]
 }
@@ -90,10 +204,13 @@ METHODS: dict[str, MethodInfo] = {
 ADAPTERS: dict[str, AdapterInfo] = {
     a.name: a
     for a in [
-        AdapterInfo("full", "Every parameter of the base model trains."),
+        AdapterInfo("full", "Every parameter of the base model trains.", FullAdapterParams,
+                    "workbench.adapters:apply_full"),
         AdapterInfo(
             "lora",
             "Low-rank adapters (peft) on the attention and MLP projections; the base is frozen.",
+            LoraAdapterParams,
+            "workbench.adapters:apply_lora",
             "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)",
         ),
     ]
@@ -102,22 +219,99 @@ ADAPTERS: dict[str, AdapterInfo] = {
 OPTIMIZERS: dict[str, OptimizerInfo] = {
     o.name: o
     for o in [
-        OptimizerInfo("adamw", "torch.optim.AdamW (decoupled weight decay)."),
-        OptimizerInfo("adam", "torch.optim.Adam."),
-        OptimizerInfo("sgd", "torch.optim.SGD with momentum."),
+        OptimizerInfo("adamw", "torch.optim.AdamW (decoupled weight decay).", "workbench.optimizers:build_adamw"),
+        OptimizerInfo("adam", "torch.optim.Adam.", "workbench.optimizers:build_adam"),
+        OptimizerInfo("sgd", "torch.optim.SGD with momentum.", "workbench.optimizers:build_sgd"),
     ]
 }
 
-SCHEDULERS = ("constant", "linear", "cosine")
+SCHEDULERS: dict[str, SchedulerInfo] = {
+    s.name: s
+    for s in [
+        SchedulerInfo("constant", "the peak rate throughout (after warm-up)", "workbench.schedules:constant"),
+        SchedulerInfo("linear", "linear decay to 0 at the last step", "workbench.schedules:linear"),
+        SchedulerInfo("cosine", "half a cosine from the peak to 0", "workbench.schedules:cosine"),
+    ]
+}
+
 KERNEL_CHOICES = ("auto", "triton", "torch", "off")
 
 
-def choices(table: dict[str, Any]) -> str:
+def choices(table: Mapping[str, Any]) -> str:
     return ", ".join(sorted(table))
 
 
+def resolve(ref: Ref) -> Any:
+    """The object a table entry names: imports ``"module:attribute"``, passes objects through."""
+    if not isinstance(ref, str):
+        return ref
+    module_name, _, attribute = ref.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
 def load_module_class(method: str) -> type:
-    """Import the LightningModule class of ``method`` (the only torch-heavy step)."""
-    info = METHODS[method]
-    module_name, _, class_name = info.module.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    """The LightningModule class of ``method`` (the only torch-heavy step)."""
+    return resolve(METHODS[method].module)
+
+
+def ref_module(ref: Ref) -> str:
+    """The module a reference lives in (what a fresh process must import to find it)."""
+    if isinstance(ref, str):
+        return ref.partition(":")[0]
+    return getattr(ref, "__module__", "") or ""
+
+
+# -- registration ----------------------------------------------------------------------------
+
+
+def register_method(
+    name: str,
+    *,
+    module: Ref,
+    params: type[MethodParams] | None = None,
+    row_kind: str = "supervised",
+    terms: Sequence[str] | Mapping[str, str] = ("completion",),
+    reference: str = "none",
+    summary: str = "",
+    formula: str = "",
+    paper: str = "",
+    family: str = "custom",
+) -> MethodInfo:
+    """Register a fine-tuning method under ``name`` (a notebook cell or a module may call it).
+
+    ``module`` is its LightningModule (a subclass of
+    ``workbench.lightning_modules.base.WorkbenchModule``, or ``"package.module:Class"``);
+    ``params`` a :class:`MethodParams` subclass with the method's parameters (each field
+    documented with ``Field(description=...)``); ``terms`` the loss terms its
+    ``compute_losses`` returns (a mapping adds new terms with their one-line summaries);
+    ``reference`` one of :data:`REFERENCE_KINDS`. Registering a name again replaces a user
+    method (re-running a cell); built-in methods cannot be replaced.
+    """
+    _check_new_name(name, METHODS, "method")
+    if row_kind not in ROW_KINDS:
+        raise ValueError(f"unknown row kind '{row_kind}'; allowed: {choices(ROW_KINDS)}")
+    if reference not in REFERENCE_KINDS:
+        raise ValueError(f"unknown reference need '{reference}'; allowed: {choices(REFERENCE_KINDS)}")
+    if params is None:
+        params = MethodParams
+    if not (isinstance(params, type) and issubclass(params, MethodParams)):
+        raise TypeError("params must be a subclass of workbench.registry.MethodParams")
+    summaries = dict(terms) if isinstance(terms, Mapping) else {t: "" for t in terms}
+    if not summaries:
+        raise ValueError(f"method '{name}' needs at least one loss term")
+    for term, text in summaries.items():
+        if term not in TERMS:
+            TERMS[term] = TermInfo(term, text or f"loss term of method '{name}'")
+    info = MethodInfo(name=name, family=family, summary=summary or f"user method '{name}'",
+                      formula=formula, paper=paper, module=module, terms=tuple(summaries),
+                      params=params, row_kind=row_kind, reference=reference)
+    METHODS[name] = info
+    return info
+
+
+def _check_new_name(name: str, table: Mapping[str, Any], what: str) -> None:
+    if not isinstance(name, str) or not name.strip() or ":" in name:
+        raise ValueError(f"a {what} name must be a non-empty string without ':', got {name!r}")
+    existing = table.get(name)
+    if existing is not None and getattr(existing, "builtin", False):
+        raise ValueError(f"'{name}' is a built-in {what}; register yours under another name")

@@ -11,24 +11,28 @@ import os
 import resource
 import shutil
 import signal
-import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import liveness, paths, tracking
+from workbench import liveness, paths, registry, tracking
 from workbench.adapters import apply_adapter, trainable_parameters
-from workbench.data.encode import encode_rows
 from workbench.data.sources import load_rows
 from workbench.errors import RunFailed, TrackingError, WorkbenchError
 from workbench.evaluation import evaluate
+from workbench.events import Evaluation, RunContext, RunEvents, RunObserver, observers_list
 from workbench.kernel_patch import patch_model
 from workbench.library_output import quiet_libraries
-from workbench.lightning_modules.callbacks import LAST_CHECKPOINT, CheckpointCallback
+from workbench.lightning_modules.callbacks import (
+    LAST_CHECKPOINT,
+    CheckpointCallback,
+    RunEventsCallback,
+)
 from workbench.models import load_base
-from workbench.registry import load_module_class
+from workbench.recording import MlflowRecorderObserver
 from workbench.spec import RunSpec
 
 
@@ -121,154 +125,229 @@ def _resume_point(client, run_id: str) -> tuple[Path, int, dict[str, int]]:
 
 
 def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str | None = None,
-        progress: bool = False, log=print, resume: bool = False) -> RunResult:
+        progress: bool = False, log=print, resume: bool = False,
+        observers: RunObserver | Sequence[RunObserver] | None = None) -> RunResult:
     """Train ``spec`` in this process; return the run id and its final objectives.
 
     ``run_id`` continues a run created beforehand (by :func:`workbench.launch`);
     ``resume=True`` continues it from its last checkpoint (see :func:`resume`).
+    ``observers`` (:class:`workbench.events.RunObserver`) hear the run's start, steps,
+    evaluations and end, after the MLflow recorder.
     Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
     Other libraries' banners, tips and progress bars are hidden while it trains.
     """
     with quiet_libraries():
-        return _run(spec, run_id=run_id, parent_run_id=parent_run_id, progress=progress,
-                    log=log, resume=resume)
+        pipeline = RunPipeline(spec, run_id=run_id, parent_run_id=parent_run_id, progress=progress,
+                               log=log, resume=resume, observers=observers_list(observers))
+        return pipeline.execute()
 
 
-def _run(spec, *, run_id, parent_run_id, progress, log, resume) -> RunResult:
-    import lightning as L
-    import torch
+class RunPipeline:
+    """One run: :meth:`prepare` (data, model, module: before anything is written), then
+    :meth:`open` the MLflow run, :meth:`train` (evaluating every ``eval_every`` steps) and
+    :meth:`record` the outcome, announcing each step to the run's events."""
 
-    spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
-    rank = _rank()
-    # Data first: a malformed dataset must fail before the store is even opened.
-    train_rows, eval_rows = load_rows(spec.data, spec.train.seed)
-    client = tracking.connect(spec.tracking.uri) if rank == 0 else None
-    L.seed_everything(spec.train.seed, workers=True, verbose=False)
-    base = load_base(spec.model, log=log if rank == 0 else (lambda *a: None))
-    model = apply_adapter(base.model, spec.adapter)
-    encoded, stats = encode_rows(base.tokenizer, train_rows, spec.train.max_length)
-    module_class = load_module_class(spec.method)
-    on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    kernel_usage = patch_model(model, spec.kernels, on_gpu=on_gpu)
-    module = module_class(spec, model, base.tokenizer, encoded, kernel_usage)
-    rss_baseline = _peak_rss_mb()
+    def __init__(self, spec, *, run_id=None, parent_run_id=None, progress=False, log=print,
+                 resume=False, observers=()):
+        self.spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+        self.run_id, self.parent_run_id = run_id, parent_run_id
+        self.progress, self.log, self.resume = progress, log, resume
+        self.user_observers = list(observers)
+        self.rank = _rank()
+        self.trajectory: list[tuple[int, dict[str, float]]] = []
+        self.evaluated_through = -1
+        self.events = RunEvents()
 
-    if rank != 0:
-        # Other DDP ranks only train; rank 0 tracks and evaluates. The same callbacks keep the
-        # per-step all-reduce and the checkpoint saves in step across ranks.
-        callbacks = [_tracking_callback(None, spec, None, None)]
+    # -- prepare: nothing is written until this has succeeded -------------------------------
+
+    def prepare(self) -> None:
+        import lightning as L
+        import torch
+
+        spec, rank = self.spec, self.rank
+        self.info = registry.METHODS[spec.method.name]
+        row_kind = registry.ROW_KINDS[self.info.row_kind]
+        # Data first: a malformed dataset must fail before the store is even opened.
+        self.train_rows, self.eval_rows = load_rows(spec.data, spec.train.seed, row_kind=row_kind.name)
+        self.client = tracking.connect(spec.tracking.uri) if rank == 0 else None
+        L.seed_everything(spec.train.seed, workers=True, verbose=False)
+        self.base = load_base(spec.model, log=self.log if rank == 0 else (lambda *a: None))
+        reference_kind = self.info.reference
+        if reference_kind == "adapter_disabled" and spec.adapter.name != "lora":
+            reference_kind = "frozen_copy"  # nothing to disable: keep the base aside instead
+        reference_model = _frozen_copy(self.base.model) if reference_kind == "frozen_copy" else None
+        self.model = apply_adapter(self.base.model, spec.adapter)
+        encode = registry.resolve(row_kind.encode)
+        encoded, self.stats = encode(self.base.tokenizer, self.train_rows, spec.train.max_length)
+        on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+        self.kernel_usage = patch_model(self.model, spec.kernels, on_gpu=on_gpu)
+        module_class = registry.load_module_class(spec.method.name)
+        self.module = module_class(spec, self.model, self.base.tokenizer, encoded, self.kernel_usage)
+        self.module.reference_kind, self.module.reference_model = reference_kind, reference_model
+        needs_terms = any(o.source.startswith("term:") for o in spec.objectives)
+        self.eval_encoded = (encode(self.base.tokenizer, self.eval_rows, spec.train.max_length)[0]
+                             if needs_terms or reference_kind == "precomputed" else [])
+        if reference_kind == "precomputed":
+            self.module.precompute_reference("train", encoded, spec.eval.batch_size)
+            if self.eval_encoded:
+                self.module.precompute_reference("eval", self.eval_encoded, spec.eval.batch_size)
+        self.rss_baseline = _peak_rss_mb()
+
+    # -- the MLflow run and its observers --------------------------------------------------
+
+    def open(self) -> None:
+        spec, client = self.spec, self.client
+        stored: dict[str, int] = {}
+        self.ckpt_path = None
+        if self.resume:
+            self.ckpt_path, ckpt_step, stored = _resume_point(client, self.run_id)
+            self.module.start_micro_step = ckpt_step * spec.train.grad_accum
+            client.update_run(self.run_id, status="RUNNING")
+            self.log(f"resuming run {self.run_id} from step {ckpt_step} (the store holds steps up to "
+                     f"{stored.get('train/loss', 0)})")
+        elif self.run_id is None:
+            self.run_id = tracking.start_run(client, spec, parent_run_id=self.parent_run_id)
+        self.recorder = tracking.RunRecorder(client, self.run_id, skip_through_step=stored)
+        # A resumed run replaying steps whose evaluation the store already holds skips it.
+        self.evaluated_through = min((stored.get(f"objective/{o.name}", -1) for o in spec.objectives),
+                                     default=-1)
+        self.events = RunEvents([MlflowRecorderObserver(self.recorder, spec.train.log_every, self.log),
+                                 *self.user_observers])
+        self.started = time.perf_counter()
+
+    def costs(self) -> dict[str, float]:
+        return {
+            "trainable_params": float(trainable_parameters(self.model)),
+            "peak_mem_mb": max(0.0, _peak_rss_mb() - self.rss_baseline),
+            "train_time_s": time.perf_counter() - self.started,
+        }
+
+    def evaluate(self, step: int) -> dict[str, float]:
+        """Measure the objectives at ``step`` and announce them (skipped on a resumed run
+        for steps the store already holds)."""
+        if step <= self.evaluated_through:
+            return {}
+        spec = self.spec
+        result = evaluate(self.model, self.base.tokenizer, self.eval_rows, spec.objectives, spec.eval,
+                          max_length=spec.train.max_length, costs=self.costs(), seed=spec.train.seed,
+                          terms=lambda: self.module.heldout_terms(self.eval_encoded, spec.eval.batch_size))
+        self.trajectory.append((step, dict(result.objectives)))
+        self.events.evaluation(Evaluation(step, result.objectives, result.metrics, result.samples))
+        return result.objectives
+
+    # -- train and record ------------------------------------------------------------------
+
+    def train(self, interrupted) -> None:
+        spec, client, recorder = self.spec, self.client, self.recorder
+        recorder.set_tags({"workbench.kernels": "none (kernels: off)" if self.kernel_usage is None else "pending",
+                           "workbench.base": self.base.name, **liveness.process_tags()})
+        if not self.resume:
+            liveness.reap_dead_runs(client, [client.get_run(self.run_id).info.experiment_id])
+        recorder.log_metrics(self.stats.as_metrics(), step=0)
+        recorder.log_metrics({"cost/trainable_params": float(trainable_parameters(self.model))}, step=0)
+        for task_name, score in self.base.info.get("exact_match", {}).items():
+            recorder.log_metrics({f"base/exact_match/{task_name}": score}, step=0)
+        if self.stats.truncated_rows:
+            self.log(f"note: {self.stats.truncated_rows} of {self.stats.rows} rows were longer than "
+                     f"train.max_length={spec.train.max_length} and were truncated "
+                     f"({self.stats.dropped_rows} dropped: nothing left to learn)")
+        self.events.start(RunContext(self.run_id, spec, spec.train.steps,
+                                     self.module.start_micro_step // spec.train.grad_accum, self.base.name))
+        self.evaluate(0)
+        callbacks = [RunEventsCallback(self, spec.train.eval_every,
+                                       lambda: interrupted.flag or self.events.stop_reason is not None)]
+        if spec.train.checkpoint_every:
+            folder = paths.checkpoint_dir(client.tracking_uri) / self.run_id
+            callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, recorder))
+        trainer = _make_trainer(spec, callbacks, progress=self.progress)
+        try:
+            trainer.fit(self.module, ckpt_path=self.ckpt_path)
+        except SystemExit:
+            # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after a graceful shutdown.
+            raise KeyboardInterrupt from None
+
+    def record(self) -> dict[str, float]:
+        spec, recorder = self.spec, self.recorder
+        final = self.evaluate(spec.train.steps)
+        if self.kernel_usage is not None:
+            # Recorded after training: only ops that actually ran are named.
+            recorder.set_tags({"workbench.kernels": self.kernel_usage.tag()})
+            recorder.log_metrics(self.kernel_usage.metrics(), step=spec.train.steps)
+        cost = self.costs()
+        recorder.log_metrics({"perf/peak_mem_mb": cost["peak_mem_mb"],
+                              "perf/train_time_s": cost["train_time_s"]}, step=spec.train.steps)
+        if spec.tracking.log_model:
+            with tempfile.TemporaryDirectory() as folder:
+                self.model.save_pretrained(folder, safe_serialization=True)
+                self.base.tokenizer.save_pretrained(folder)
+                _store_model(recorder, folder, self.client.tracking_uri, self.run_id, self.log)
+        return final
+
+    def _train_other_rank(self) -> RunResult:
+        """DDP ranks other than 0 only train; the same callbacks keep the per-step all-reduce
+        and the checkpoint saves in step across ranks."""
+        spec = self.spec
+        callbacks = [RunEventsCallback(None, spec.train.eval_every)]
         if spec.train.checkpoint_every:
             callbacks.append(CheckpointCallback(Path("."), spec.train.checkpoint_every))
         ckpt = None
-        if resume:
-            ckpt = paths.checkpoint_dir(tracking.connect().tracking_uri) / run_id / LAST_CHECKPOINT
-        _make_trainer(spec, callbacks, progress=False).fit(module, ckpt_path=ckpt)
+        if self.resume:
+            ckpt = paths.checkpoint_dir(tracking.connect().tracking_uri) / self.run_id / LAST_CHECKPOINT
+        _make_trainer(spec, callbacks, progress=False).fit(self.module, ckpt_path=ckpt)
         return RunResult(None, "FINISHED")
 
-    ckpt_path, stored = None, {}
-    if resume:
-        ckpt_path, ckpt_step, stored = _resume_point(client, run_id)
-        module.start_micro_step = ckpt_step * spec.train.grad_accum
-        client.update_run(run_id, status="RUNNING")
-        log(f"resuming run {run_id} from step {ckpt_step} (the store holds steps up to "
-            f"{stored.get('train/loss', 0)})")
-    elif run_id is None:
-        run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
-    recorder = tracking.RunRecorder(client, run_id, skip_through_step=stored)
-    # A resumed run replaying steps whose evaluation the store already holds skips it.
-    evaluated_through = min((stored.get(f"objective/{o.name}", -1) for o in spec.objectives), default=-1)
-    trajectory: list[tuple[int, dict[str, float]]] = []
-    started = time.perf_counter()
+    def execute(self) -> RunResult:
+        """prepare -> open -> train -> record; every exit after ``open`` ends the run
+        FINISHED, FAILED (with the error) or KILLED, and the observers hear it."""
+        import torch
 
-    def costs() -> dict[str, float]:
-        return {
-            "trainable_params": float(trainable_parameters(model)),
-            "peak_mem_mb": max(0.0, _peak_rss_mb() - rss_baseline),
-            "train_time_s": time.perf_counter() - started,
-        }
-
-    def evaluate_at(step: int) -> dict[str, float]:
-        if step <= evaluated_through:
-            return {}  # a resumed run replaying steps the store already has
-        result = evaluate(model, base.tokenizer, eval_rows, spec.objectives, spec.eval,
-                          max_length=spec.train.max_length, costs=costs(), seed=spec.train.seed)
-        recorder.log_metrics({f"objective/{k}": v for k, v in result.objectives.items()}, step=step)
-        recorder.log_metrics({f"eval/{k}": v for k, v in result.metrics.items()}, step=step)
-        if result.samples:
+        self.prepare()
+        if self.rank != 0:
+            return self._train_other_rank()
+        self.open()
+        run_id = self.run_id
+        with _Interrupted() as interrupted:
             try:
-                recorder.log_table(result.samples, f"samples/step_{step:06d}.json")
-            except TrackingError as err:
-                # Sample tables are a convenience; a store outage must not stop training.
-                log(f"note: sample completions of step {step} were not stored: {err}")
-        trajectory.append((step, dict(result.objectives)))
-        return result.objectives
-
-    with _Interrupted() as interrupted:
-        try:
-            recorder.set_tags({"workbench.kernels": "none (kernels: off)" if kernel_usage is None else "pending",
-                               "workbench.base": base.name,
-                               **liveness.process_tags()})
-            if not resume:
-                liveness.reap_dead_runs(client, [client.get_run(run_id).info.experiment_id])
-            recorder.log_metrics(stats.as_metrics(), step=0)
-            recorder.log_metrics({"cost/trainable_params": float(trainable_parameters(model))}, step=0)
-            for task_name, score in base.info.get("exact_match", {}).items():
-                recorder.log_metrics({f"base/exact_match/{task_name}": score}, step=0)
-            if stats.truncated_rows:
-                log(f"note: {stats.truncated_rows} of {stats.rows} rows were longer than "
-                    f"train.max_length={spec.train.max_length} and were truncated "
-                    f"({stats.dropped_rows} dropped: nothing left to learn)")
-            evaluate_at(0)
-            callbacks = [_tracking_callback(recorder, spec, evaluate_at, lambda: interrupted.flag)]
-            if spec.train.checkpoint_every:
-                folder = paths.checkpoint_dir(client.tracking_uri) / run_id
-                callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, recorder))
-            trainer = _make_trainer(spec, callbacks, progress=progress)
-            try:
-                trainer.fit(module, ckpt_path=ckpt_path)
-            except SystemExit:
-                # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after a graceful shutdown.
-                raise KeyboardInterrupt from None
-            final = evaluate_at(spec.train.steps)
-            if kernel_usage is not None:
-                # Recorded after training: only ops that actually ran are named.
-                recorder.set_tags({"workbench.kernels": kernel_usage.tag()})
-                recorder.log_metrics(kernel_usage.metrics(), step=spec.train.steps)
-            cost = costs()
-            recorder.log_metrics({"perf/peak_mem_mb": cost["peak_mem_mb"],
-                                  "perf/train_time_s": cost["train_time_s"]}, step=spec.train.steps)
-            if spec.tracking.log_model:
-                with tempfile.TemporaryDirectory() as folder:
-                    model.save_pretrained(folder, safe_serialization=True)
-                    base.tokenizer.save_pretrained(folder)
-                    _store_model(recorder, folder, client.tracking_uri, run_id, log)
-        except KeyboardInterrupt:
-            recorder.finish("KILLED")
-            raise
-        except WorkbenchError as err:
-            recorder.finish("FAILED", f"{type(err).__name__}: {err}")
-            raise RunFailed(f"run {run_id} failed: {err}") from None
-        except BaseException as err:
-            import traceback
-
-            recorder.finish("FAILED", f"{type(err).__name__}: {err}", details=traceback.format_exc())
-            if isinstance(err, (FloatingPointError, torch.OutOfMemoryError)):
+                self.train(interrupted)
+                final = self.record()
+            except KeyboardInterrupt:
+                self.events.end("KILLED", self.events.stop_reason)
+                raise
+            except WorkbenchError as err:
+                self.events.end("FAILED", f"{type(err).__name__}: {err}")
                 raise RunFailed(f"run {run_id} failed: {err}") from None
-            if isinstance(err, Exception):
-                # Unexpected: a one-line failure for the CLI, the cause kept for debugging
-                # (chained here, and the whole traceback in the run's error.txt).
-                raise RunFailed(
-                    f"run {run_id} failed: {type(err).__name__}: {err} (the traceback is in the "
-                    "run's error.txt artifact)"
-                ) from err
-            raise
-        recorder.finish("FINISHED")
-        if recorder.fallback_path is not None:
-            log(f"warning: the store was unreachable; what run {run_id} could not send is in "
-                f"{recorder.fallback_path} (send it with workbench.tracking.replay_fallback)")
-    # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
-    shutil.rmtree(paths.checkpoint_dir(client.tracking_uri) / run_id, ignore_errors=True)
-    return RunResult(run_id, "FINISHED", final, trajectory)
+            except BaseException as err:
+                import traceback
+
+                self.events.end("FAILED", f"{type(err).__name__}: {err}", traceback.format_exc())
+                if isinstance(err, (FloatingPointError, torch.OutOfMemoryError)):
+                    raise RunFailed(f"run {run_id} failed: {err}") from None
+                if isinstance(err, Exception):
+                    # Unexpected: a one-line failure for the CLI, the cause kept for debugging
+                    # (chained here, and the whole traceback in the run's error.txt).
+                    raise RunFailed(
+                        f"run {run_id} failed: {type(err).__name__}: {err} (the traceback is in the "
+                        "run's error.txt artifact)"
+                    ) from err
+                raise
+            self.events.end("FINISHED")
+            if self.recorder.fallback_path is not None:
+                self.log(f"warning: the store was unreachable; what run {run_id} could not send is in "
+                         f"{self.recorder.fallback_path} (send it with workbench.tracking.replay_fallback)")
+        # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
+        shutil.rmtree(paths.checkpoint_dir(self.client.tracking_uri) / run_id, ignore_errors=True)
+        return RunResult(run_id, "FINISHED", final, self.trajectory)
+
+
+def _frozen_copy(model):
+    """An independent, frozen copy of ``model`` in eval mode (a method's reference)."""
+    import copy
+
+    reference = copy.deepcopy(model)
+    reference.eval()
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    return reference
 
 
 def _store_model(recorder, folder: str, uri: str, run_id: str, log) -> None:
@@ -280,12 +359,6 @@ def _store_model(recorder, folder: str, uri: str, run_id: str, log) -> None:
         keep = tracking.fallback_dir(uri) / f"{run_id}-model"
         shutil.copytree(folder, keep, dirs_exist_ok=True)
         log(f"warning: the model of run {run_id} could not be stored ({err}); it was saved to {keep}")
-
-
-def _tracking_callback(recorder, spec, evaluate_at, stop_flag):
-    from workbench.lightning_modules.callbacks import TrackingCallback
-
-    return TrackingCallback(recorder, spec.train.log_every, spec.train.eval_every, evaluate_at, stop_flag)
 
 
 def _make_trainer(spec, callbacks, progress: bool):
@@ -309,16 +382,3 @@ def _make_trainer(spec, callbacks, progress: bool):
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, callbacks=callbacks, limit_val_batches=0,
     )
-
-
-def main_guard(func):
-    """Print WorkbenchErrors as one clear message (no traceback) and exit non-zero."""
-
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except WorkbenchError as err:
-            print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
-
-    return wrapper

@@ -18,13 +18,24 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from workbench import registry
-from workbench.data.tasks import METRICS, TASKS
+from workbench import objectives, registry
+from workbench.data.tasks import TASKS
 from workbench.errors import SpecError
 
 COST_SOURCES = ("trainable_params", "peak_mem_mb", "train_time_s")
+# Sections a bare string stands for: `model: tiny` is `model: {name: tiny}`.
+_SHORTHAND_KEYS = {"model": "name", "data": "source", "optimizer": "name"}
 
 
 class _Section(BaseModel):
@@ -82,24 +93,6 @@ class DataSpec(_Section):
         return v
 
 
-class AdapterSpec(_Section):
-    """Which parameters train."""
-
-    name: str = Field("full", description="Adapter: " + registry.choices(registry.ADAPTERS))
-    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Module names that get adapters.",
-    )
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _check_choice(v, registry.ADAPTERS, "adapter")
-
-
 class OptimizerSpec(_Section):
     name: str = Field("adamw", description="Optimizer: " + registry.choices(registry.OPTIMIZERS))
     lr: float = Field(3e-4, gt=0, le=10, description="Peak learning rate.")
@@ -113,13 +106,48 @@ class OptimizerSpec(_Section):
         return _check_choice(v, registry.OPTIMIZERS, "optimizer")
 
 
+def _plugin_section(value: Any, table: dict[str, Any], what: str) -> Any:
+    """Validate a method/adapter section with the parameter model its registry entry names.
+
+    ``value`` is a name (shorthand for the section with its defaults), a mapping with
+    ``name``, or an already validated parameter object. Errors in the inner fields come
+    back as one ``plugin_fields`` error carrying the inner errors, so each is reported on
+    its own line under its full location (``method.beta``).
+    """
+    if isinstance(value, registry.PluginParams):
+        value = value.model_dump(mode="json")
+    shorthand = isinstance(value, str)
+    if shorthand:
+        value = {"name": value}
+    if not isinstance(value, dict):
+        raise ValueError(f"must be a {what} name or a mapping with a 'name' field")
+    name = value.get("name")
+    if name not in table:
+        message = f"unknown {what} '{name}'; allowed: {registry.choices(table)}"
+        if shorthand:
+            raise ValueError(message)
+        inner = {"type": "value_error", "loc": ("name",), "msg": message, "input": name}
+        raise PydanticCustomError("plugin_fields", "invalid {what} settings",
+                                  {"what": what, "errors": [inner], "model": registry.PluginParams})
+    params_model = table[name].params
+    try:
+        return params_model.model_validate(value)
+    except ValidationError as err:
+        raise PydanticCustomError(
+            "plugin_fields", "invalid {what} settings",
+            {"what": what, "errors": err.errors(), "model": params_model},
+        ) from None
+
+
 class ObjectiveSpec(_Section):
     """One objective: what is measured, which way is better, and its training weight."""
 
     name: str = Field(..., min_length=1, description="Logged as objective/<name>.")
     direction: Literal["min", "max"] = Field(..., description="Which way is better.")
     source: str = Field(
-        ..., description="metric:<name> (held-out), term:<name> (loss term), or cost:<name>."
+        ...,
+        description="metric:<name> or reward:<name> (scored on held-out generations), "
+                    "term:<name> (a loss term's held-out value), or cost:<name>.",
     )
     term: str | None = Field(None, description="Loss term whose training weight is `weight`.")
     weight: float = Field(1.0, ge=0, description="Training weight of `term` (>= 0, finite).")
@@ -145,13 +173,17 @@ class ObjectiveSpec(_Section):
     def _source(cls, v: str) -> str:
         kind, _, name = v.partition(":")
         allowed = {
-            "metric": tuple(METRICS) + ("eval_loss",),
+            "metric": (*objectives.METRICS, "eval_loss"),
+            "reward": tuple(objectives.REWARDS),
             "term": tuple(registry.TERMS),
             "cost": COST_SOURCES,
         }
         if kind not in allowed or not name:
-            raise ValueError("must look like metric:<name>, term:<name> or cost:<name>")
+            raise ValueError("must look like metric:<name>, reward:<name>, term:<name> or cost:<name>")
         if name not in allowed[kind]:
+            if not allowed[kind]:
+                raise ValueError(f"no {kind}s are registered; register '{name}' with "
+                                 f"workbench.register_{kind}(name, fn) first")
             raise ValueError(f"unknown {kind} '{name}'; allowed: {', '.join(allowed[kind])}")
         return v
 
@@ -166,7 +198,7 @@ class TrainSpec(_Section):
     batch_size: int = Field(16, ge=1, le=65536, description="Rows per device per micro-batch.")
     grad_accum: int = Field(1, ge=1, le=4096, description="Micro-batches per optimizer step.")
     max_length: int = Field(64, ge=4, le=1_000_000, description="Tokens per row; longer rows are truncated and counted.")
-    scheduler: str = Field("constant", description="LR schedule: " + ", ".join(registry.SCHEDULERS))
+    scheduler: str = Field("constant", description="LR schedule: " + registry.choices(registry.SCHEDULERS))
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (None: off).")
     eval_every: int = Field(50, ge=1, description="Evaluate objectives every N steps (and at the end).")
@@ -181,9 +213,7 @@ class TrainSpec(_Section):
     @field_validator("scheduler")
     @classmethod
     def _sched(cls, v: str) -> str:
-        if v not in registry.SCHEDULERS:
-            raise ValueError(f"unknown scheduler '{v}'; allowed: {', '.join(registry.SCHEDULERS)}")
-        return v
+        return _check_choice(v, registry.SCHEDULERS, "scheduler")
 
     @field_validator("precision")
     @classmethod
@@ -218,10 +248,16 @@ class RunSpec(_Section):
 
     model: ModelSpec = Field(default_factory=ModelSpec)
     data: DataSpec = Field(default_factory=DataSpec)
-    method: str | None = Field(
-        None, description="Method: " + registry.choices(registry.METHODS) + " (None: the task's default, else sft)."
+    method: SerializeAsAny[registry.MethodParams] | None = Field(
+        None,
+        description="Method and its parameters, e.g. {name: mo-sft} or the shorthand 'mo-sft' "
+                    "(None: the task's default, else sft). Methods: " + registry.choices(registry.METHODS),
     )
-    adapter: AdapterSpec = Field(default_factory=AdapterSpec)
+    adapter: SerializeAsAny[registry.AdapterParams] = Field(
+        default_factory=lambda: registry.FullAdapterParams(name="full"),
+        description="Which parameters train, e.g. {name: lora, r: 8} or 'lora'. Adapters: "
+                    + registry.choices(registry.ADAPTERS),
+    )
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     objectives: list[ObjectiveSpec] = Field(default_factory=list, description="Empty: the task's own.")
     train: TrainSpec = Field(default_factory=TrainSpec)
@@ -238,16 +274,34 @@ class RunSpec(_Section):
         # YAML 1.1 reads an unquoted `kernels: off` as the boolean false.
         return "off" if v is False else v
 
-    @field_validator("method")
+    @model_validator(mode="before")
     @classmethod
-    def _method(cls, v: str | None) -> str | None:
-        return None if v is None else _check_choice(v, registry.METHODS, "method")
+    def _shorthand(cls, data: Any) -> Any:
+        # `model: tiny`, `data: order`, `optimizer: sgd` mean that section with its defaults
+        # (method and adapter take names in their own validators).
+        if isinstance(data, dict):
+            data = dict(data)
+            for section, key in _SHORTHAND_KEYS.items():
+                if isinstance(data.get(section), str):
+                    data[section] = {key: data[section]}
+        return data
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _method(cls, v: Any) -> Any:
+        return None if v is None else _plugin_section(v, registry.METHODS, "method")
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _adapter(cls, v: Any) -> Any:
+        return _plugin_section(v, registry.ADAPTERS, "adapter")
 
     @model_validator(mode="after")
     def _fill_and_check_objectives(self) -> RunSpec:
         task = TASKS.get(self.data.source)
         if self.method is None:
-            object.__setattr__(self, "method", task.default_method if task is not None else "sft")
+            default = task.default_method if task is not None else "sft"
+            object.__setattr__(self, "method", _plugin_section(default, registry.METHODS, "method"))
         if not self.objectives:
             if task is not None:
                 objectives = [ObjectiveSpec(name=o.name, direction=o.direction,
@@ -263,13 +317,15 @@ class RunSpec(_Section):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"objectives: duplicate names {dupes}; each objective needs its own name")
-        method = registry.METHODS[self.method]
+        method = registry.METHODS[self.method.name]
         for o in self.objectives:
-            if o.term is not None and o.term not in method.terms:
-                raise ValueError(
-                    f"objectives[{o.name}].term: method '{self.method}' has no term '{o.term}'; "
-                    f"its terms are: {', '.join(method.terms)}"
-                )
+            measured = o.source.partition(":")[2] if o.source.startswith("term:") else None
+            for field_name, term in (("term", o.term), ("source", measured)):
+                if term is not None and term not in method.terms:
+                    raise ValueError(
+                        f"objectives[{o.name}].{field_name}: method '{self.method.name}' has no "
+                        f"term '{term}'; its terms are: {', '.join(method.terms)}"
+                    )
         weighted = [o for o in self.objectives if o.term is not None]
         if weighted and sum(o.weight for o in weighted) <= 0:
             raise ValueError(
@@ -362,19 +418,30 @@ def _check_choice(value: str, table: dict[str, Any], what: str) -> str:
 def format_validation_error(err: ValidationError) -> str:
     lines = ["invalid run spec:"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            allowed = _fields_at(e["loc"][:-1])
-            msg = "unknown field; check its spelling" + (
-                f"; allowed: {', '.join(allowed)}" if allowed else " against the docs"
-            )
-        value = e.get("input")
-        shown = repr(value)
-        if len(shown) > 80:
-            shown = shown[:77] + "..."
-        lines.append(f"  {loc} = {shown}: {msg}")
+        if e["type"] == "plugin_fields":
+            # A method's or adapter's own fields: one line each, under the section's location.
+            section, inner_model = tuple(e["loc"]), e["ctx"]["model"]
+            allowed = sorted(inner_model.model_fields)
+            for inner in e["ctx"]["errors"]:
+                lines.append(_error_line(section + tuple(inner["loc"]), inner,
+                                         lambda loc, allowed=allowed: allowed))
+        else:
+            lines.append(_error_line(tuple(e["loc"]), e, lambda loc: _fields_at(loc)))
     return "\n".join(lines)
+
+
+def _error_line(loc: tuple, e: dict, fields_at) -> str:
+    where = ".".join(str(p) for p in loc) or "(spec)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        allowed = fields_at(loc[:-1])
+        msg = "unknown field; check its spelling" + (
+            f"; allowed: {', '.join(allowed)}" if allowed else " against the docs"
+        )
+    shown = repr(e.get("input"))
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return f"  {where} = {shown}: {msg}"
 
 
 def _fields_at(loc: tuple) -> list[str]:

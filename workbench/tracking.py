@@ -204,7 +204,7 @@ def start_run(
     """
     experiment_id = ensure_experiment(client, spec.tracking.experiment)
     tags: dict[str, str] = {
-        TAG_METHOD: str(spec.method),
+        TAG_METHOD: spec.method.name,
         TAG_ADAPTER: spec.adapter.name,
         TAG_OPTIMIZER: spec.optimizer.name,
     }

@@ -1,12 +1,16 @@
 """The shared base of every method's LightningModule.
 
-It owns what all methods share: the model, the batches, the optimizer and schedule, and
-the per-step metrics. A method subclass only implements :meth:`compute_losses`, turning a
-batch into per-example losses by calling functions from :mod:`workbench.losses`.
+It owns what all methods share: the model, the batches (encoded and collated as the
+method's row kind says), the optimizer and schedule from the registry, the reference
+model a method asks for, the per-step metrics, and the held-out value of each loss term.
+A method subclass only implements :meth:`compute_losses`, turning a batch into per-example
+losses by calling functions from :mod:`workbench.losses`; its parameters are
+``self.params`` (the spec's ``method`` section).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -16,8 +20,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from workbench import losses, registry
 from workbench.data.batches import GlobalBatchSampler
-from workbench.data.encode import IGNORE_INDEX, collate
+from workbench.data.encode import IGNORE_INDEX
 
 
 class WorkbenchModule(L.LightningModule):
@@ -26,9 +31,17 @@ class WorkbenchModule(L.LightningModule):
         self.kernel_usage = kernel_usage  # set when the model is patched with fused kernels
         self._kernels_checked = False
         self.spec = spec
+        self.params = spec.method
+        self.info = registry.METHODS[spec.method.name]
         self.model = model
         self.tokenizer = tokenizer
         self.encoded = encoded
+        self._collate_rows = registry.resolve(registry.ROW_KINDS[self.info.row_kind].collate)
+        # Set by the runner when the method needs one (registry.REFERENCE_KINDS).
+        self.reference_kind = "none"
+        self.reference_model = None
+        self._reference_tables: dict[str, torch.Tensor] = {}
+        self._split = "train"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
         self._step_started = time.perf_counter()
@@ -41,9 +54,83 @@ class WorkbenchModule(L.LightningModule):
         """Per-example total loss (B,) and per-example terms by name."""
         raise NotImplementedError
 
+    def terms_needed(self) -> set[str]:
+        """Terms this run trains on (weighted by objectives) or measures (``term:`` objectives)."""
+        needed = {o.term for o in self.spec.objectives if o.term is not None}
+        needed |= {o.source.partition(":")[2] for o in self.spec.objectives if o.source.startswith("term:")}
+        return needed
+
     # -- shared machinery ---------------------------------------------------------------
     def logits(self, batch) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def collate(self, items) -> dict[str, torch.Tensor]:
+        """The row kind's batch of ``(index, encoded row)`` items, plus their ``index``."""
+        batch = self._collate_rows([item for _, item in items], self.pad_id)
+        batch["index"] = torch.tensor([i for i, _ in items])
+        return batch
+
+    def reference_logps(self, batch) -> torch.Tensor:
+        """log p_ref(completion | prompt) of every row of ``batch`` (B,), no gradient.
+
+        From the reference the method asked for: a frozen copy of the base, the policy with
+        its adapter disabled, or the table computed once before training.
+        """
+        if self.reference_kind == "precomputed":
+            table = self._reference_tables[self._split].to(self.device)[batch["index"]]  # (n, rows per item)
+            return table.T.reshape(-1)
+        return self._reference_forward(batch)
+
+    @torch.no_grad()
+    def _reference_forward(self, batch) -> torch.Tensor:
+        if self.reference_kind == "frozen_copy":
+            logits = self.reference_model(input_ids=batch["input_ids"],
+                                          attention_mask=batch["attention_mask"]).logits
+        elif self.reference_kind in ("adapter_disabled", "precomputed"):
+            # "precomputed" runs this once per row before the first update, when the policy
+            # is still the base (with its adapter disabled, if it has one).
+            disabled = getattr(self.model, "disable_adapter", None)
+            with disabled() if disabled is not None else contextlib.nullcontext():
+                logits = self.logits(batch)
+        else:
+            raise RuntimeError(f"method '{self.info.name}' declared no reference model "
+                               f"(reference='{self.info.reference}') but asked for its log-probs")
+        logp, mask = losses.token_logprobs(logits, batch["labels"])
+        return losses.sequence_logps(logp, mask)
+
+    def precompute_reference(self, split: str, encoded, batch_size: int) -> None:
+        """Store the reference log-probs of every row of ``encoded`` (before training)."""
+        was_training = self.model.training
+        self.model.eval()
+        rows = []
+        for start in range(0, len(encoded), batch_size):
+            items = list(enumerate(encoded[start:start + batch_size], start))
+            batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
+            values = self._reference_forward(batch).cpu()
+            rows.append(values.reshape(-1, len(items)).T)  # (items, rows per item)
+        self._reference_tables[split] = torch.cat(rows)
+        self.model.train(was_training)
+
+    @torch.no_grad()
+    def heldout_terms(self, encoded, batch_size: int = 64) -> dict[str, float]:
+        """Each loss term's mean over held-out ``encoded`` rows (the ``term:`` objectives)."""
+        was_training = self.model.training
+        self.model.eval()
+        self._split = "eval"
+        totals: dict[str, float] = {}
+        count = 0
+        try:
+            for start in range(0, len(encoded), batch_size):
+                items = list(enumerate(encoded[start:start + batch_size], start))
+                batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
+                _, terms = self.compute_losses(batch)
+                for name, values in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(values.detach().float().sum())
+                count += len(next(iter(terms.values()))) if terms else 0
+        finally:
+            self._split = "train"
+            self.model.train(was_training)
+        return {name: total / max(count, 1) for name, total in totals.items()}
 
     def token_stats(self, batch, need_eos: bool = False):
         """(log p of each label token, mask of scored positions, log p(eos) or None), all (B, T-1).
@@ -57,10 +144,7 @@ class WorkbenchModule(L.LightningModule):
         labels = batch["labels"]
         mask = labels[:, 1:] != IGNORE_INDEX
         if self.kernel_usage is None:
-            logits = self.logits(batch)
-            logp_all = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
-            logp = logp_all.gather(-1, labels[:, 1:].masked_fill(~mask, 0).unsqueeze(-1)).squeeze(-1) * mask
-            return logp, mask, (logp_all[..., self.eos_id] * mask if need_eos else None)
+            return losses.label_logprobs(self.logits(batch), labels, self.eos_id if need_eos else None)
         from workbench.kernel_patch import head_logprobs
 
         before = self.kernel_usage.calls.copy()
@@ -124,8 +208,8 @@ class WorkbenchModule(L.LightningModule):
             seed=t.seed, rank=self.trainer.global_rank, world_size=self.trainer.world_size,
             start_micro_step=self.start_micro_step,
         )
-        return DataLoader(self.encoded, batch_sampler=sampler, num_workers=0,
-                          collate_fn=lambda rows: collate(rows, self.pad_id))
+        return DataLoader(_Indexed(self.encoded), batch_sampler=sampler, num_workers=0,
+                          collate_fn=self.collate)
 
     def on_save_checkpoint(self, checkpoint) -> None:
         # Lightning saves model, optimizer, scheduler and loop counters; the RNG states make a
@@ -149,23 +233,22 @@ class WorkbenchModule(L.LightningModule):
     def configure_optimizers(self):
         o, t = self.spec.optimizer, self.spec.train
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        elif o.name == "adam":
-            opt = torch.optim.Adam(params, lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
-        else:
-            opt = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        warmup, total = t.warmup_steps, t.steps
-
-        def factor(step: int) -> float:
-            if warmup and step < warmup:
-                return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            if t.scheduler == "linear":
-                return max(0.0, 1.0 - progress)
-            if t.scheduler == "cosine":
-                return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-            return 1.0
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        opt = registry.resolve(registry.OPTIMIZERS[o.name].build)(params, o)
+        factor = registry.resolve(registry.SCHEDULERS[t.scheduler].factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: factor(step, t.warmup_steps, t.steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Encoded rows with their positions, so a batch knows which rows it holds (for the
+    precomputed reference log-probs)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        return i, self.rows[i]

@@ -1,7 +1,8 @@
-"""Callbacks that connect a training run to tracking and evaluation.
+"""Callbacks that connect a training run to its events and checkpoints.
 
-Only global rank 0 logs and evaluates; other ranks train on. Logging goes through the
-RunRecorder's buffer, so a step costs a dict append, not a round trip to the store.
+Only global rank 0 evaluates and announces events; other ranks train on. Observers (the
+MLflow recorder among them) buffer what they keep, so a step costs a dict append, not a
+round trip to the store.
 """
 
 from __future__ import annotations
@@ -12,35 +13,31 @@ from pathlib import Path
 import lightning as L
 
 
-class TrackingCallback(L.Callback):
-    """Logs train metrics every ``log_every`` steps and objectives every ``eval_every`` steps.
+class RunEventsCallback(L.Callback):
+    """At each optimizer step: evaluate every ``eval_every`` steps, then announce the step.
 
-    ``evaluate(step)`` is supplied by the runner and returns ``{name: value}`` of objectives;
-    it runs the same evaluation API for every method.
+    ``pipeline`` is the run (``evaluate(step)``, ``events``); None on ranks other than 0,
+    which still take part in the per-step all-reduce of the metrics. ``stop_requested()``
+    (a signal, or an observer's ``request_stop``) ends training with KeyboardInterrupt.
     """
 
-    def __init__(self, recorder, log_every: int, eval_every: int, evaluate, stop_flag=None):
-        self.recorder = recorder
-        self.log_every = log_every
+    def __init__(self, pipeline, eval_every: int, stop_requested=None):
+        self.pipeline = pipeline
         self.eval_every = eval_every
-        self.evaluate = evaluate
-        self.stop_flag = stop_flag
-        self.last_eval_step = -1
+        self.stop_requested = stop_requested
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if (batch_idx + 1) % pl_module.spec.train.grad_accum != 0:
             return
         step = trainer.global_step
         metrics = pl_module.end_of_step_metrics()  # every rank: it may all-reduce
-        if trainer.is_global_zero and self.recorder is not None:
+        if trainer.is_global_zero and self.pipeline is not None:
             # Objectives before train metrics: once a step's train/loss is in the store, so is
             # that step's evaluation (a resumed run relies on this to skip what is stored).
             if step % self.eval_every == 0 and step < pl_module.spec.train.steps:
-                self.evaluate(step)
-                self.last_eval_step = step
-            if step % self.log_every == 0 or step == 1:
-                self.recorder.log_metrics(metrics, step=step)
-        if self.stop_flag is not None and self.stop_flag():
+                self.pipeline.evaluate(step)
+            self.pipeline.events.step(step, metrics)
+        if self.stop_requested is not None and self.stop_requested():
             raise KeyboardInterrupt
 
 

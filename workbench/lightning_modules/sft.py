@@ -20,7 +20,8 @@ class MultiObjectiveSFTModule(WorkbenchModule):
 
     In the spirit of MORepair: separate NLL terms for the answer and explanation segments of
     a completion (plus a brevity term), combined with weights taken from the RunSpec's
-    objectives, so a weight sweep traces a trade-off between them.
+    objectives, so a weight sweep traces a trade-off between them. Terms that ``term:``
+    objectives measure but no weight trains are computed too (for the held-out values).
     """
 
     def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
@@ -31,13 +32,14 @@ class MultiObjectiveSFTModule(WorkbenchModule):
                 self.term_weights[objective.term] = self.term_weights.get(objective.term, 0.0) + objective.weight
 
     def compute_losses(self, batch):
-        logp, mask, eos_logp = self.token_stats(batch, need_eos="brevity" in self.term_weights)
+        needed = self.terms_needed()
+        logp, mask, eos_logp = self.token_stats(batch, need_eos="brevity" in needed)
         terms = {}
-        for name in self.term_weights:
+        for name in [*self.term_weights, *sorted(needed - set(self.term_weights))]:
             if name == "completion":
                 terms[name] = losses.masked_mean_nll(logp, mask)
             elif name == "brevity":
-                terms[name] = losses.brevity_from_eos_logprobs(eos_logp, mask)
+                terms[name] = losses.brevity_from_eos_logprobs(eos_logp, mask, self.params.brevity_position_scale)
             else:
                 terms[name] = losses.masked_mean_nll(logp, losses.segment_mask(mask, batch["segments"], name))
-        return losses.scalarise(terms, self.term_weights), terms
+        return losses.scalarise({k: terms[k] for k in self.term_weights}, self.term_weights), terms

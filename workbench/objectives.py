@@ -1,0 +1,94 @@
+"""What an objective can measure: metrics and rewards of generated text, loss terms, costs.
+
+An objective's ``source`` names one of:
+- ``metric:<name>``: a score of each held-out generation, averaged (built-in task metrics,
+  ``eval_loss``, or any registered with :func:`register_metric`);
+- ``reward:<name>``: the same for a reward function (:func:`register_reward`); rewards are
+  also what RL methods train on;
+- ``term:<name>``: a method's loss term, measured on the held-out rows;
+- ``cost:<name>``: trainable parameters, peak memory or training time.
+
+A metric or reward is ``fn(completion: str, example: dict) -> float`` where ``example`` holds
+the row's ``prompt``, its reference ``answer`` and ``completion``, and its named segments
+(``explanation``, ...). Pure Python; importing this module never imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from workbench.data import tasks
+from workbench.data.rows import ChatRow, PreferenceRow, Row
+
+TextScore = Callable[[str, dict], float]
+
+
+def _task_metric(fn: Callable[[str, Row], float]) -> TextScore:
+    # Built-in task metrics read the typed row; registered ones get the plain dict.
+    def score(completion: str, example: dict) -> float:
+        return fn(completion, example["row"])
+
+    score.__name__ = fn.__name__
+    score.__doc__ = fn.__doc__
+    score.__module__ = fn.__module__
+    return score
+
+
+METRICS: dict[str, TextScore] = {name: _task_metric(fn) for name, fn in tasks.METRICS.items()}
+REWARDS: dict[str, TextScore] = {}
+# Names a user cannot replace (they are what the built-in tasks' objectives name).
+_BUILTIN_METRICS = frozenset(METRICS) | {"eval_loss"}
+
+
+def register_metric(name: str, fn: TextScore) -> TextScore:
+    """Register ``fn(completion, example) -> float`` as ``metric:<name>``. Returns ``fn``."""
+    _register(METRICS, name, fn, "metric", _BUILTIN_METRICS)
+    return fn
+
+
+def register_reward(name: str, fn: TextScore) -> TextScore:
+    """Register ``fn(completion, example) -> float`` as ``reward:<name>``. Returns ``fn``."""
+    _register(REWARDS, name, fn, "reward", frozenset())
+    return fn
+
+
+def _register(table: dict, name: str, fn: Any, what: str, protected: frozenset) -> None:
+    if not isinstance(name, str) or not name.strip() or ":" in name:
+        raise ValueError(f"a {what} name must be a non-empty string without ':', got {name!r}")
+    if name in protected:
+        raise ValueError(f"'{name}' is a built-in {what}; register yours under another name")
+    if not callable(fn):
+        raise TypeError(f"a {what} must be callable as fn(completion: str, example: dict) -> float")
+    table[name] = fn
+
+
+def scorer(source: str) -> TextScore | None:
+    """The text-scoring function of a ``metric:``/``reward:`` source (None for other kinds)."""
+    kind, _, name = source.partition(":")
+    table = {"metric": METRICS, "reward": REWARDS}.get(kind)
+    return None if table is None else table.get(name)
+
+
+def example_of(row: Row | ChatRow | PreferenceRow) -> dict:
+    """The ``example`` dict a metric or reward sees for a held-out row."""
+    if isinstance(row, Row):
+        example = {"prompt": row.prompt, "answer": row.answer, "completion": row.completion}
+        for name, text in row.segments:
+            example[name] = example.get(name, "") + text if name != "answer" else row.answer
+    elif isinstance(row, PreferenceRow):
+        example = {"prompt": row.prompt, "answer": row.chosen, "completion": row.chosen,
+                   "rejected": row.rejected}
+    else:
+        example = {"prompt": list(row.prompt_messages), "answer": row.answer,
+                   "completion": row.answer, "messages": list(row.messages)}
+    example["row"] = row
+    return example
+
+
+def module_of(source: str) -> str | None:
+    """The module defining a registered metric/reward (None for built-ins and other kinds)."""
+    fn = scorer(source)
+    if fn is None or source.partition(":")[2] in _BUILTIN_METRICS:
+        return None
+    return getattr(fn, "__module__", None)

@@ -1,0 +1,36 @@
+"""The MLflow recorder as a run observer: what a run announces, stored under DESIGN.md's names.
+
+``train/*``, ``perf/*`` every ``train.log_every`` steps (and step 1), ``objective/<name>``
+and ``eval/<metric>`` at each evaluation, sample completions as a table artifact, and the
+run's ending (FINISHED, FAILED with its error, KILLED).
+"""
+
+from __future__ import annotations
+
+from workbench.errors import TrackingError
+from workbench.events import Evaluation, RunObserver
+
+
+class MlflowRecorderObserver(RunObserver):
+    def __init__(self, recorder, log_every: int, log=print):
+        self.recorder = recorder
+        self.log_every = log_every
+        self.log = log
+
+    def on_step(self, step: int, metrics: dict[str, float]) -> None:
+        if step % self.log_every == 0 or step == 1:
+            self.recorder.log_metrics(metrics, step=step)
+
+    def on_evaluation(self, evaluation: Evaluation) -> None:
+        step = evaluation.step
+        self.recorder.log_metrics({f"objective/{k}": v for k, v in evaluation.objectives.items()}, step=step)
+        self.recorder.log_metrics({f"eval/{k}": v for k, v in evaluation.metrics.items()}, step=step)
+        if evaluation.samples:
+            try:
+                self.recorder.log_table(evaluation.samples, f"samples/step_{step:06d}.json")
+            except TrackingError as err:
+                # Sample tables are a convenience; a store outage must not stop training.
+                self.log(f"note: sample completions of step {step} were not stored: {err}")
+
+    def on_end(self, status: str, error: str | None = None, details: str | None = None) -> None:
+        self.recorder.finish(status, error, details=details)
