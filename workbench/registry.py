@@ -48,6 +48,11 @@ class AdapterParams(PluginParams):
         plain weight, so an adapter that wraps ``lm_head`` cannot)."""
         return True
 
+    def can_be_disabled(self) -> bool:
+        """Whether the trained model can run with the adapter switched off (then a method
+        that needs the base as its reference uses that instead of a second copy)."""
+        return False
+
 
 class MultiObjectiveSFTParams(MethodParams):
     brevity_position_scale: float = Field(
@@ -72,6 +77,9 @@ class LoraAdapterParams(AdapterParams):
 
     def works_with_fused_head(self) -> bool:
         return "lm_head" not in self.target_modules
+
+    def can_be_disabled(self) -> bool:
+        return True
 
 
 # -- table entries ---------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from workbench.lightning_modules.callbacks import (
     CheckpointCallback,
     RunEventsCallback,
 )
-from workbench.models import load_base
+from workbench.models import BaseModel, load_base
 from workbench.recording import MlflowRecorderObserver
 from workbench.spec import RunSpec
 
@@ -142,6 +142,24 @@ def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str |
         return pipeline.execute()
 
 
+def evaluate_model(spec: RunSpec | dict, *, model=None, tokenizer=None, run_name: str | None = None,
+                   parent_run_id: str | None = None,
+                   observers: RunObserver | Sequence[RunObserver] | None = None) -> RunResult:
+    """Measure ``spec``'s objectives for a model no run trained, recorded as its own MLflow run.
+
+    The model is the spec's base (``spec.model``: 'tiny', a folder such as an exported or
+    merged model), or ``model`` and ``tokenizer`` given in memory (e.g. a merged model).
+    The run is tagged ``workbench.kind=evaluation`` and holds ``objective/<name>`` at step 0,
+    so fronts and comparisons read it like any trained run. Nothing trains.
+    """
+    with quiet_libraries():
+        pipeline = RunPipeline(spec, parent_run_id=parent_run_id, log=lambda *a: None,
+                               observers=observers_list(observers))
+        if run_name is not None:
+            pipeline.spec = pipeline.spec.updated(**{"tracking.run_name": run_name})
+        return pipeline.execute_evaluation(model, tokenizer)
+
+
 class RunPipeline:
     """One run: :meth:`prepare` (data, model, module: before anything is written), then
     :meth:`open` the MLflow run, :meth:`train` (evaluating every ``eval_every`` steps) and
@@ -160,7 +178,9 @@ class RunPipeline:
 
     # -- prepare: nothing is written until this has succeeded -------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self, model=None, tokenizer=None) -> None:
+        """Load data and model and build the method's module; ``model``/``tokenizer`` replace
+        the spec's base (an in-memory model to evaluate)."""
         import lightning as L
         import torch
 
@@ -171,16 +191,21 @@ class RunPipeline:
         self.train_rows, self.eval_rows = load_rows(spec.data, spec.train.seed, row_kind=row_kind.name)
         self.client = tracking.connect(spec.tracking.uri) if rank == 0 else None
         L.seed_everything(spec.train.seed, workers=True, verbose=False)
-        self.base = load_base(spec.model, log=self.log if rank == 0 else (lambda *a: None))
+        if model is not None:
+            if tokenizer is None:
+                raise WorkbenchError("evaluate_model: pass the model's tokenizer along with it")
+            self.base = BaseModel(model, tokenizer, type(model).__name__, {})
+        else:
+            self.base = load_base(spec.model, log=self.log if rank == 0 else (lambda *a: None))
         reference_kind = self.info.reference
-        if reference_kind == "adapter_disabled" and spec.adapter.name != "lora":
+        if reference_kind == "adapter_disabled" and not spec.adapter.can_be_disabled():
             reference_kind = "frozen_copy"  # nothing to disable: keep the base aside instead
         reference_model = _frozen_copy(self.base.model) if reference_kind == "frozen_copy" else None
         self.model = apply_adapter(self.base.model, spec.adapter)
         encode = registry.resolve(row_kind.encode)
         encoded, self.stats = encode(self.base.tokenizer, self.train_rows, spec.train.max_length)
         on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        self.kernel_usage = patch_model(self.model, spec.kernels, on_gpu=on_gpu)
+        self.kernel_usage = patch_model(self.model, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
         module_class = registry.load_module_class(spec.method.name)
         self.module = module_class(spec, self.model, self.base.tokenizer, encoded, self.kernel_usage)
         self.module.reference_kind, self.module.reference_model = reference_kind, reference_model
@@ -195,7 +220,7 @@ class RunPipeline:
 
     # -- the MLflow run and its observers --------------------------------------------------
 
-    def open(self) -> None:
+    def open(self, extra_tags: dict[str, str] | None = None) -> None:
         spec, client = self.spec, self.client
         stored: dict[str, int] = {}
         self.ckpt_path = None
@@ -206,7 +231,8 @@ class RunPipeline:
             self.log(f"resuming run {self.run_id} from step {ckpt_step} (the store holds steps up to "
                      f"{stored.get('train/loss', 0)})")
         elif self.run_id is None:
-            self.run_id = tracking.start_run(client, spec, parent_run_id=self.parent_run_id)
+            self.run_id = tracking.start_run(client, spec, parent_run_id=self.parent_run_id,
+                                             extra_tags=extra_tags)
         self.recorder = tracking.RunRecorder(client, self.run_id, skip_through_step=stored)
         # A resumed run replaying steps whose evaluation the store already holds skips it.
         self.evaluated_through = min((stored.get(f"objective/{o.name}", -1) for o in spec.objectives),
@@ -337,6 +363,23 @@ class RunPipeline:
         # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
         shutil.rmtree(paths.checkpoint_dir(self.client.tracking_uri) / run_id, ignore_errors=True)
         return RunResult(run_id, "FINISHED", final, self.trajectory)
+
+
+    def execute_evaluation(self, model=None, tokenizer=None) -> RunResult:
+        """prepare (with ``model`` in place of the base, if given) -> open -> one evaluation."""
+        self.prepare(model, tokenizer)
+        self.open(extra_tags={"workbench.kind": "evaluation"})
+        try:
+            self.recorder.set_tags({"workbench.base": self.base.name})
+            self.recorder.log_metrics({"cost/trainable_params": float(trainable_parameters(self.model))}, step=0)
+            self.events.start(RunContext(self.run_id, self.spec, 0, 0, self.base.name))
+            objectives = self.evaluate(0)
+        except BaseException as err:
+            self.events.end("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED",
+                            f"{type(err).__name__}: {err}")
+            raise
+        self.events.end("FINISHED")
+        return RunResult(self.run_id, "FINISHED", objectives, self.trajectory)
 
 
 def _frozen_copy(model):
