@@ -20,7 +20,7 @@ from workbench import tracking
 from workbench.cli import build_parser
 from workbench.spec import RunSpec
 
-COMMANDS = ("demo", "run", "launch", "resume", "status", "stop", "front", "ui", "export")
+COMMANDS = ("demo", "run", "launch", "resume", "status", "stop", "front", "ui", "export", "runs")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -55,7 +55,7 @@ def test_progress_bars_show_on_a_terminal_only(command, monkeypatch):
 
 def test_front_of_a_missing_experiment_is_a_clear_error(store_uri):
     result = run_cli("front", "--experiment", "nope")
-    assert result.returncode == 2 and "no finished runs" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2 and "no experiment 'nope'" in result.stderr and "Traceback" not in result.stderr
 
 
 def _free_port() -> int:

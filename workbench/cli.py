@@ -18,6 +18,7 @@ def _quiet_libraries() -> None:
     # Library chatter (Lightning tips, HF progress bars) hides the workbench's own output.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # "Downloading artifacts"
     import warnings
 
     import lightning  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
@@ -102,10 +103,28 @@ def cmd_run(args) -> int:
 
     result = run(spec, progress=_show_progress(args))
     if result.run_id is not None:
-        print(f"run {result.run_id} {result.status}")
-        for name, value in result.objectives.items():
-            print(f"  objective/{name} = {value:.4g}")
+        _print_run_end(result, spec)
     return 0
+
+
+def _print_run_end(result, spec) -> None:
+    """Where the run is stored, its objectives against the base model's (its step-0
+    evaluation), and what to do next."""
+    from workbench import paths
+
+    experiment = spec.tracking.experiment
+    print(f"\nrun {result.run_id} {result.status}: experiment '{experiment}' in {paths.tracking_uri(spec.tracking.uri)}")
+    base = result.trajectory[0][1] if result.trajectory and result.trajectory[0][0] == 0 else {}
+    rows = [{"objective": f"{name} ({spec.objective(name).direction})",
+             "base model": base.get(name, ""), "this run": value}
+            for name, value in result.objectives.items()]
+    if rows:
+        print(_format_table(rows, ["objective", "base model", "this run"]))
+    print("\nNext:\n"
+          f"  workbench front --experiment {experiment}   # the Pareto front of the experiment's runs\n"
+          f"  workbench runs --experiment {experiment}    # its runs, their status and objectives\n"
+          "  workbench ui                               # compare runs in the MLflow UI\n"
+          f"  workbench export {result.run_id} DIR   # the trained model as a folder")
 
 
 def cmd_launch(args) -> int:
@@ -129,9 +148,50 @@ def cmd_resume(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from workbench.launcher import attach
+    from workbench import liveness, run_listing, tracking
 
-    print(attach(args.run_id).status())
+    client = tracking.connect()
+    run = run_listing.get_row(client, args.run_id)
+    if run.status == "RUNNING":
+        liveness.reap_dead_runs(client, [client.get_run(args.run_id).info.experiment_id])
+    p = run_listing.run_progress(client, args.run_id)
+    row = p.row
+    print(f"run {row.run_id} ({row.name}, experiment '{row.experiment}'): {row.status}")
+    if row.kind == "run":
+        loss = f"{p.last_loss:.4g}" if p.last_loss is not None else "-"
+        step_s = f"{p.step_s:.3g} s/step" if p.step_s is not None else "- s/step"
+        eta = f", ETA {run_listing.format_duration(p.eta_s)}" if row.status == "RUNNING" else ""
+        print(f"step {row.step_of_total}, last loss {loss}, {step_s}, "
+              f"elapsed {run_listing.format_duration(p.elapsed_s)}{eta}")
+    if row.objectives:
+        print("objectives: " + ", ".join(f"{k}={v:.4g}" for k, v in row.objectives.items()))
+    if p.error:
+        print(f"error: {p.error}")
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from workbench import liveness, run_listing, tracking
+
+    client = tracking.connect()
+    for run_id in liveness.reap_dead_runs(client):
+        print(f"note: run {run_id} had died without ending; it is now FAILED")
+    rows = run_listing.list_runs(client, args.experiment)
+    if not rows:
+        print(f"no runs yet in {client.tracking_uri}")
+        return 0
+    names = {r.run_id: r.name for r in rows}
+    table = []
+    for r in rows:
+        table.append({
+            "run_id": r.run_id, "name": r.name or "-", "status": r.status,
+            "step": r.step_of_total or "-",
+            "objectives": ", ".join(f"{k}={v:.4g}" for k, v in r.objectives.items()) or "-",
+            "parent": f"{names.get(r.parent, '')} {r.parent[:8]}".strip() if r.parent else "-",
+            "experiment": r.experiment,
+        })
+    columns = ["run_id", "name", "status", "step", "objectives", "parent"]
+    print(_format_table(table, columns if args.experiment else [*columns, "experiment"]))
     return 0
 
 
@@ -150,13 +210,19 @@ def cmd_front(args) -> int:
     client = tracking.connect()
     for run_id in reap_dead_runs(client):
         print(f"note: run {run_id} had died without ending; it is now FAILED")
-    runs = [r for r in tracking.runs_frame(client, args.experiment)
-            if r["tags"].get("workbench.kind") != "sweep"]
+    from workbench import run_listing
+
+    if client.get_experiment_by_name(args.experiment) is None:
+        raise run_listing.unknown_experiment(client, args.experiment)
+    every = tracking.runs_frame(client, args.experiment, status=None)
+    parents = {r["run_id"]: r["run_name"] for r in every if r["tags"].get("workbench.kind") == "sweep"}
+    runs = [r for r in every if r["status"] == "FINISHED" and r["run_id"] not in parents]
     if not runs:
         raise WorkbenchError(f"experiment '{args.experiment}' has no finished runs in {paths.tracking_uri()}")
     front = front_from_runs(runs, args.objective or None)
-    rows = front.table()
-    print(_format_table(rows, ["label", *front.names]))
+    rows = run_listing.front_rows(front, runs, parents)
+    print(_format_table(rows, ["sweep", "label", *front.names, "run_id"] if parents
+                        else ["label", *front.names, "run_id"]))
     if front.reference is not None:
         print(f"hypervolume: {front.hypervolume:.4g} (reference {list(map(float, front.reference))})")
     out = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
@@ -232,9 +298,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("status", help="status of a launched run")
+    p = sub.add_parser("status", help="status, step of total, last loss and ETA of a run",
+                       description="Where a run stands: its status, step of total, last loss, "
+                                   "time per step and (while it runs) the time left.")
     p.add_argument("run_id")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("runs", help="list runs: id, name, status, step of total, objectives, parent",
+                       description="List the store's runs (oldest first) with their status, step "
+                                   "of total, objectives and parent sweep.")
+    p.add_argument("--experiment", help="only this MLflow experiment (default: all)")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("stop", help="stop a launched run (it ends KILLED)")
     p.add_argument("run_id")
@@ -264,12 +338,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
 _SPEC_FIRST = (cmd_run, cmd_launch)
+# Commands that only read the store: no training library is imported, so none is quieted.
+_READ_ONLY = (cmd_runs, cmd_status, cmd_front)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.func not in _SPEC_FIRST:
+        if args.func in _READ_ONLY:
+            from workbench.library_output import quiet_loggers
+
+            quiet_loggers()
+        elif args.func not in _SPEC_FIRST:
             _quiet_libraries()
         return args.func(args)
     except WorkbenchError as err:
