@@ -17,9 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from workbench import liveness, preflight, tracking
+from workbench import liveness, preflight, registry, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import TrackingError
+from workbench.plugins import child_env, import_plugins, plugin_modules
 from workbench.spec import RunSpec
 
 LOG_TAG = "workbench.log"
@@ -58,6 +59,23 @@ class RunHandle:
                                  f"see its log {self.log_path}")
                 status = "FAILED"
         return status
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the run's process to exit; True once it has.
+
+        Returns as soon as the process exits (no polling interval) when this handle
+        launched it; an attached handle checks the process a few times a second.
+        """
+        if self._popen is not None:
+            try:
+                self._popen.wait(timeout=timeout)
+                return True
+            except subprocess.TimeoutExpired:
+                return False
+        deadline = time.monotonic() + timeout
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
+        return not self.alive()
 
     def wait(self, timeout: float | None = None, poll_s: float = 0.5) -> str:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -99,19 +117,28 @@ class RunHandle:
         return client.get_run(self.run_id).info.status
 
 
-def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None) -> RunHandle:
-    """Start ``spec`` in a background process; returns as soon as the run exists."""
+def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None,
+           threads: int | None = None) -> RunHandle:
+    """Start ``spec`` in a background process; returns as soon as the run exists.
+
+    ``threads`` sets the process's torch threads (``OMP_NUM_THREADS``), e.g. a share of the
+    cores when several runs train side by side; None keeps the environment's setting.
+    """
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
     preflight.check(spec)  # a missing data file or model folder fails here, by name
-    load_rows(spec.data, spec.train.seed)  # bad data fails here, before a run is created
+    plugins = plugin_modules(spec)  # a method defined in a notebook cell fails here, with the fix
+    row_kind = registry.METHODS[spec.method.name].row_kind
+    load_rows(spec.data, spec.train.seed, row_kind=row_kind)  # bad data fails before a run exists
     client = tracking.connect(spec.tracking.uri)
     run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
     folder = Path(tempfile.mkdtemp(prefix=f"workbench-{run_id[:8]}-"))
     spec_path = folder / "spec.yaml"
     spec_path.write_text(spec.to_yaml(), encoding="utf-8")
     log_path = folder / "run.log"
-    env = dict(os.environ)
+    env = child_env(plugins, dict(os.environ))
     env["MLFLOW_TRACKING_URI"] = client.tracking_uri  # the child must write to the same store
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     with open(log_path, "wb") as log_file:
         popen = subprocess.Popen(
             [sys.executable, "-m", "workbench.launcher", run_id, str(spec_path)],
@@ -144,9 +171,10 @@ def attach(run_id: str, uri: str | None = None) -> RunHandle:
 def _child_main(run_id: str, spec_path: str) -> int:
     from workbench.runner import run
 
+    import_plugins()  # the user's methods, metrics and rewards the spec names
     spec = RunSpec.from_file(spec_path)
     try:
-        run(spec, run_id=run_id, progress=False)
+        run(spec, run_id=run_id, progress=False, observers=_child_observers(run_id))
     except KeyboardInterrupt:
         _end_if_open(run_id, "KILLED", None)
         return 130
@@ -155,6 +183,15 @@ def _child_main(run_id: str, spec_path: str) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _child_observers(run_id: str) -> list:
+    """Progress lines for the run's log file, and the run's share of the cores (taken now,
+    before the model is built: see :mod:`workbench.core_share`)."""
+    from workbench.core_share import CoreShare
+    from workbench.progress import ProgressLines
+
+    return [ProgressLines(), CoreShare(tracking.connect(), run_id)]
 
 
 def _end_if_open(run_id: str, status: str, error: str | None) -> None:

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 from workbench.data.formats import FILE_SUFFIXES, load_dataset_rows, split_rows
+from workbench.data.pairs import preference_pairs
 from workbench.data.rows import PreferenceRow
 from workbench.data.tasks import TASKS
 from workbench.errors import DataError
@@ -65,16 +66,31 @@ def missing_source(source: str) -> str | None:
             "Hugging Face dataset id owner/name")
 
 
-def load_rows(data_spec, seed: int, *, allow_preference: bool = False):
-    """(train_rows, eval_rows) for ``data_spec``; raises DataError before anything is written."""
+def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):
+    """(train_rows, eval_rows) for ``data_spec`` as the ``row_kind`` a method trains on
+    (``registry.ROW_KINDS``); raises DataError before anything is written.
+
+    Built-in tasks give supervised rows, and preference pairs (a corrupted answer as the
+    rejected completion, :mod:`workbench.data.pairs`) for pair-based kinds.
+    """
     task = TASKS.get(data_spec.source)
     if task is not None:
-        return task.splits(data_spec.train_size, data_spec.eval_size, seed)
+        train, held_out = task.splits(data_spec.train_size, data_spec.eval_size, seed)
+        if row_kind in ("preference", "unpaired"):
+            train, held_out = preference_pairs(train, seed), preference_pairs(held_out, seed)
+        return train, held_out
     rows = load_dataset_rows(data_spec.source, split=data_spec.split)
-    if not allow_preference and any(isinstance(r, PreferenceRow) for r in rows):
+    pairs = [isinstance(r, PreferenceRow) for r in rows]
+    if row_kind == "supervised" and any(pairs):
         raise DataError(
             "has prompt/chosen/rejected (preference) rows; SFT methods need prompt/completion or "
             "messages rows. Choose a preference method, or supply completions",
+            source=data_spec.source,
+        )
+    if row_kind == "preference" and not all(pairs):
+        raise DataError(
+            f"row {pairs.index(False)} is not a prompt/chosen/rejected pair; preference methods "
+            "need every row to have prompt, chosen and rejected",
             source=data_spec.source,
         )
     train, held_out = split_rows(rows, data_spec.eval_fraction, seed)
