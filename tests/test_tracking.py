@@ -74,7 +74,7 @@ def test_start_run_logs_tags_params_and_spec(client, tmp_path):
     assert run.info.run_name == "first"
     assert run.info.status == "RUNNING"
     tags = run.data.tags
-    assert tags["workbench.method"] == spec.method
+    assert tags["workbench.method"] == spec.method.name
     assert tags["workbench.adapter"] == spec.adapter.name
     assert tags["workbench.optimizer"] == spec.optimizer.name
     assert tags["workbench.parent"] == parent

@@ -1,0 +1,77 @@
+"""Names and small helpers every part of tracking shares: tag and artifact names (DESIGN.md's
+"Names in MLflow"), end statuses, and the checks MLflow's limits need."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_TAG_VAL_LENGTH, _validate_metric_name
+
+from workbench.errors import TrackingError
+
+# Refreshed by every open recorder, so a dead run can be told from a slow one.
+HEARTBEAT_TAG = "workbench.heartbeat"
+
+TAG_METHOD = "workbench.method"
+TAG_ADAPTER = "workbench.adapter"
+TAG_OPTIMIZER = "workbench.optimizer"
+TAG_PARENT = "workbench.parent"
+TAG_ERROR = "workbench.error"
+OBJECTIVE_PREFIX = "objective/"
+SPEC_ARTIFACT = "spec.yaml"
+ERROR_ARTIFACT = "error.txt"
+FALLBACK_FOLDER = "unsent"
+END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+def _record_error(client: MlflowClient, run_id: str, error: str, *, details: str) -> None:
+    client.set_tag(run_id, TAG_ERROR, _truncate(error, MAX_TAG_VAL_LENGTH))
+    client.log_text(run_id, details, ERROR_ARTIFACT)
+
+
+def _check_status(status: str, *, allow_running: bool = False) -> None:
+    allowed = END_STATUSES + (("RUNNING", "SCHEDULED") if allow_running else ())
+    if status not in allowed:
+        raise ValueError(f"status must be one of {', '.join(allowed)}, not {status!r}")
+
+
+def _truncate(value: str, limit: int) -> str:
+    if len(value) <= limit:
+        return value
+    marker = " ... [truncated] ... "
+    head = (limit - len(marker)) // 2
+    tail = limit - len(marker) - head
+    return value[:head] + marker + value[-tail:]
+
+
+@functools.lru_cache(maxsize=4096)
+def _key(key: str) -> str:
+    """``key`` if MLflow accepts it as a metric, param or tag name, else TrackingError.
+
+    Checked on the caller's thread (once per distinct key), so a bad name fails where it is
+    logged instead of making every later batch fail in the background.
+    """
+    key = str(key)
+    if len(key) > MAX_ENTITY_KEY_LENGTH:
+        raise TrackingError(
+            f"MLflow key '{key[:60]}...' is {len(key)} characters; MLflow allows "
+            f"{MAX_ENTITY_KEY_LENGTH}"
+        )
+    try:
+        _validate_metric_name(key)
+    except MlflowException as err:
+        raise TrackingError(f"MLflow rejects the key {key!r}: {_one_line(err)}") from None
+    return key
+
+
+def _chunks(items: list, size: int) -> Iterable[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
