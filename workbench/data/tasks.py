@@ -7,6 +7,9 @@ Pure Python: the spec validates task names without importing torch.
 
 ``order`` is the task with genuinely conflicting objectives: its correctness is the share
 of the sorted list produced in order, so stopping early (brevity) costs correctness.
+``explain`` has three, in the spirit of MORepair: the sorted digits (answer) followed by an
+explanation made of checkable claims, so answer correctness, explanation quality and
+brevity pull against each other.
 """
 
 from __future__ import annotations
@@ -61,10 +64,47 @@ def length_items(prediction: str, row: Row) -> float:
     return float(len(_items(prediction)))
 
 
+# The ``explain`` task writes its completion as " <answer>: <claim> <claim> ...", the
+# answer being the sorted digits and each claim "a<b" stating that two neighbouring distinct
+# values of the sorted list are in order (" 1 1 2 3: 1<2 2<3").
+EXPLANATION_SEPARATOR = ":"
+
+
+def _answer_and_claims(text: str) -> tuple[str, list[str]]:
+    answer, _, explanation = text.partition(EXPLANATION_SEPARATOR)
+    return answer, explanation.split()
+
+
+def answer_accuracy(prediction: str, row: Row) -> float:
+    """:func:`prefix_accuracy` of the answer part (before the ':' that opens the explanation)."""
+    answer, _ = _answer_and_claims(prediction)
+    return prefix_accuracy(answer, row)
+
+
+def explanation_f1(prediction: str, row: Row) -> float:
+    """F1 of the explanation's claims against the reference explanation's claims.
+
+    Precision is the share of the generated claims that are true and needed (each reference
+    claim counts once, so repeating a claim or stating a false one lowers it); recall the
+    share of the reference claims stated. 0 when there is no explanation.
+    """
+    _, claims = _answer_and_claims(prediction)
+    reference = set(_answer_and_claims(row.completion)[1])
+    if not claims or not reference:
+        return float(not claims and not reference)
+    hits = len(set(claims) & reference)
+    if hits == 0:
+        return 0.0
+    precision, recall = hits / len(claims), hits / len(reference)
+    return 2 * precision * recall / (precision + recall)
+
+
 METRICS: dict[str, Callable[[str, Row], float]] = {
     "exact_match": exact_match,
     "prefix_accuracy": prefix_accuracy,
     "length_items": length_items,
+    "answer_accuracy": answer_accuracy,
+    "explanation_f1": explanation_f1,
 }
 
 
@@ -81,6 +121,9 @@ class Task:
     objectives: tuple[ObjectiveDecl, ...]
     default_method: str = "sft"
     metrics: tuple[str, ...] = field(default=("exact_match",))
+    # Whether the tiny base pretrains on this task (workbench.tiny.corpus_rows). Tasks added
+    # later say False, so adding one leaves the tiny base, and every cached number, as is.
+    pretrain: bool = True
 
     def rows(self, n: int, seed: int, exclude: set[str] | None = None) -> list[Row]:
         """``n`` distinct rows from ``seed``, skipping prompts in ``exclude``."""
@@ -152,6 +195,19 @@ def _order(rng: random.Random) -> Row:
     )
 
 
+def _explain(rng: random.Random) -> Row:
+    digits = [rng.randint(0, 9) for _ in range(rng.randint(4, 6))]
+    while len(set(digits)) < 2:  # at least one claim to explain
+        digits[rng.randrange(len(digits))] = rng.randint(0, 9)
+    distinct = sorted(set(digits))
+    claims = " ".join(f"{a}<{b}" for a, b in zip(distinct, distinct[1:]))
+    return Row(
+        f"explain {' '.join(map(str, digits))}:",
+        (("answer", " " + " ".join(map(str, sorted(digits)))),
+         ("explanation", f"{EXPLANATION_SEPARATOR} {claims}")),
+    )
+
+
 _EXACT = (ObjectiveDecl("exact_match", "max", "exact_match", reference=0.0, term="completion"),)
 
 TASKS: dict[str, Task] = {
@@ -172,6 +228,23 @@ TASKS: dict[str, Task] = {
             ),
             default_method="mo-sft",
             metrics=("prefix_accuracy", "length_items", "exact_match"),
+        ),
+        Task(
+            "explain",
+            "sort 4-6 digits, then explain with claims 'a<b'; answer correctness, explanation "
+            "quality and brevity",
+            _explain,
+            (
+                ObjectiveDecl("correctness", "max", "answer_accuracy", reference=0.0,
+                              term="answer", weight=0.4),
+                ObjectiveDecl("explanation", "max", "explanation_f1", reference=0.0,
+                              term="explanation", weight=0.4),
+                ObjectiveDecl("length", "min", "length_items", reference=16.0,
+                              term="brevity", weight=0.2),
+            ),
+            default_method="mo-sft",
+            metrics=("answer_accuracy", "explanation_f1", "length_items"),
+            pretrain=False,
         ),
     ]
 }
