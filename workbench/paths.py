@@ -1,4 +1,4 @@
-"""Where state lives: the MLflow store and the caches (DESIGN.md's store and cache rules).
+"""Where state lives: the MLflow store and the caches (docs/concepts.md, "Where state lives").
 
 The same rule is used by the CLI, a notebook in ``notebooks/`` and a background run, so all
 of them see the same runs.

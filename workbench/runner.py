@@ -69,7 +69,7 @@ class _Interrupted:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self.previous[sig] = signal.getsignal(sig)
 
-            def on_term(signum, frame):
+            def on_term(signum, _frame):
                 self.flag = True
                 raise KeyboardInterrupt
 

@@ -29,9 +29,6 @@ class Row:
     def answer(self) -> str:
         return "".join(text for name, text in self.segments if name == "answer")
 
-    def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "completion": self.completion}
-
 
 @dataclass(frozen=True)
 class ChatRow:

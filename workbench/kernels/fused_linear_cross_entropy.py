@@ -4,7 +4,7 @@ The loss of row ``i`` is ``lse_i - logit_i[target_i]`` (``lse`` the log-sum-exp 
 row's logits); rows whose target is ``ignore_index`` contribute 0 and are left out of the
 mean (a mean over zero valid rows is 0, not NaN).
 
-Three paths (DESIGN.md, "Kernels"), all in ``_linear_softmax``:
+Three paths (docs/concepts.md, "Fused kernels"), all in ``_linear_softmax``:
 
 - ``"torch"``: row chunks whose float32 logits fit a fixed byte budget (one chunk when
   the whole logits fit), so the memory stays bounded whatever N is (what CPUs run); tiny

@@ -11,7 +11,7 @@ head (only ``hidden`` wants a gradient, as under LoRA: the forward keeps ``D @ w
 N x H) and inputs whose logits fit one chunk (the forward keeps the chunk's gradient).
 Tiny inputs on the torch path take the plain full-logits route, which is faster there.
 
-Three paths (DESIGN.md, "Kernels"), shared with ``fused_linear_cross_entropy`` in
+Three paths (docs/concepts.md, "Fused kernels"), shared with ``fused_linear_cross_entropy`` in
 ``_linear_softmax``: ``"torch"`` (chunked, what CPUs run), ``"triton"`` (an online-softmax
 kernel over vocabulary blocks per chunk; CUDA, or CPU under ``TRITON_INTERPRET=1``) and
 ``"auto"`` (triton on CUDA tensors, torch elsewhere).

@@ -5,7 +5,7 @@ are computed in float32, the normalised value is cast back to the input dtype, a
 then multiplied by the weight (so the output dtype is the promotion of the input and
 weight dtypes, as in the module).
 
-Three paths (DESIGN.md, "Kernels"):
+Three paths (docs/concepts.md, "Fused kernels"):
 
 - ``"triton"``: a forward kernel (one program per row) that also stores the per-row
   ``rstd = 1 / sqrt(mean(x^2) + eps)``, and a backward kernel in which each program walks a

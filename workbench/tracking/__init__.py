@@ -1,6 +1,6 @@
 """MLflow tracking: connect to the store, start runs from a RunSpec, record metrics, read back.
 
-Names follow DESIGN.md ("Names in MLflow"): tags ``workbench.method``, ``workbench.adapter``,
+Names follow docs/concepts.md ("Names in MLflow"): tags ``workbench.method``, ``workbench.adapter``,
 ``workbench.optimizer``, ``workbench.parent``; objectives as ``objective/<name>`` metrics.
 Every run ends FINISHED, FAILED (with the error as tag ``workbench.error`` and artifact
 ``error.txt``) or KILLED, never stuck in RUNNING.

@@ -1,5 +1,5 @@
-"""Names and small helpers every part of tracking shares: tag and artifact names (DESIGN.md's
-"Names in MLflow"), end statuses, and the checks MLflow's limits need."""
+"""Names and small helpers every part of tracking shares: tag and artifact names
+(docs/concepts.md, "Names in MLflow"), end statuses, and the checks MLflow's limits need."""
 
 from __future__ import annotations
 
