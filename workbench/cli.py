@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, run, launch, resume, status, stop, front, ui, export."""
+"""The `workbench` command line: demo, sweep, run, launch, resume, status, stop, front, ui, export."""
 
 from __future__ import annotations
 
@@ -57,6 +57,16 @@ def cmd_demo(args) -> int:
     figure = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
     print(f"Weight sweep on 'order': {len(weights)} runs, correctness weights {weights}")
     result = run_sweep(spec, weights, progress=_show_progress(args), figure_path=figure)
+    _print_sweep(result, args.experiment)
+    print("\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
+          "for notebooks, `pip install -e '.[ui]'` then `jupyter lab` (token-protected, on localhost).")
+    return 0
+
+
+def _print_sweep(result, experiment: str) -> None:
+    """The sweep's runs with their objectives (front marked), the base model and hypervolumes."""
+    from workbench import paths
+
     names = result.front.names
     rows = []
     for label, point, on_front in zip(result.front.labels, result.front.points, result.front.mask):
@@ -66,13 +76,33 @@ def cmd_demo(args) -> int:
     print()
     print(_format_table(rows, ["run", *names, "front"]))
     ref = ", ".join(f"{n}={v:g}" for n, v in zip(names, result.front.reference))
-    print("\nbase model: " + ", ".join(f"{n}={result.base_objectives[n]:.4g}" for n in names))
+    print("\nbase model: " + ", ".join(f"{n}={result.base_objectives[n]:.4g}" for n in names
+                                        if n in result.base_objectives))
     print(f"hypervolume (reference {ref}): sweep {result.front.hypervolume:.4g}, "
           f"base model {result.base_hypervolume:.4g}")
     print(f"front plot: {result.figure_path}")
-    print(f"runs: experiment '{args.experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})")
-    print("\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
-          "for notebooks, `pip install -e '.[ui]'` then `jupyter lab` (token-protected, on localhost).")
+    print(f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})")
+
+
+SWEEP_HELP = """Train one run per point on the simplex of training weights of the spec's weighted
+objectives (those with a loss term; two or more), as children of one parent MLflow run that
+records their Pareto front, its hypervolume (sweep/hypervolume, sweep/base_hypervolume,
+sweep/front_size), front.json and the plot. --parallel 1 trains the runs one after another in
+this process; --parallel K launches them as background processes, K at a time. Ctrl-C stops
+the running children; every run ends KILLED, none is left RUNNING."""
+
+
+def cmd_sweep(args) -> int:
+    spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
+    from workbench import paths
+    from workbench.sweep import run_sweep
+
+    experiment = spec.tracking.experiment
+    figure = Path(args.html) if args.html else paths.default_store_dir() / f"{experiment}-sweep-front.html"
+    result = run_sweep(spec, points=args.points, design=args.design, seed=args.seed,
+                       parallel=args.parallel, progress=_show_progress(args) and args.parallel == 1,
+                       figure_path=figure)
+    _print_sweep(result, experiment)
     return 0
 
 
@@ -280,6 +310,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser("sweep", help="a weight sweep over 2+ objectives ending in a Pareto front",
+                       description=SWEEP_HELP)
+    p.add_argument("spec", help="path of a YAML run spec with two or more weighted objectives")
+    p.add_argument("--points", type=int, required=True,
+                   help="weight points (a grid over 3 objectives has 3, 6, 10, 15, ... points)")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="runs at once (default 1: one after another in this process; K > 1: "
+                        "background processes)")
+    p.add_argument("--design", choices=("grid", "random"), default="grid",
+                   help="grid: evenly spread over the weight simplex; random: uniform draws")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random design (default 0)")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--html", help="where to write the front plot (default: next to the store)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+    p.set_defaults(func=cmd_sweep)
+
     p = sub.add_parser("run", help="train one run spec (YAML) in this process",
                        description="Train the run described by a YAML RunSpec in this process, tracked in MLflow.")
     p.add_argument("spec", help="path of a YAML run spec")
@@ -337,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
-_SPEC_FIRST = (cmd_run, cmd_launch)
+_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep)
 # Commands that only read the store: no training library is imported, so none is quieted.
 _READ_ONLY = (cmd_runs, cmd_status, cmd_front)
 

@@ -1,15 +1,19 @@
-"""Pareto fronts of tracked runs: read objectives and their declarations back from MLflow.
+"""Pareto fronts of finished runs, read back from MLflow: the one place a front is built.
 
 The runs' own specs (logged as params) say each objective's direction and reference point,
-so a front can be rebuilt from the store alone, by the CLI, a notebook or a widget.
+so a front is rebuilt from the store alone, wherever it is shown: a sweep's parent run
+(:mod:`workbench.sweep`), ``workbench front``, a notebook or a widget.
+:func:`front_from_runs` computes it (via :func:`workbench.pareto.compute_front`);
+:func:`sweep_children` and :func:`start_point` read what it needs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from workbench import tracking
 from workbench.errors import WorkbenchError
-from workbench.pareto import ParetoFront, compute_front
+from workbench.pareto import ParetoFront, compute_front, hypervolume
 
 
 def objective_declarations(run: dict) -> dict[str, dict]:
@@ -53,3 +57,45 @@ def front_from_runs(runs: list[dict], names: list[str] | None = None) -> ParetoF
     reference = None if any(v is None for v in refs) else refs
     labels = [r.get("run_name") or r["run_id"] for r in kept]
     return compute_front(points, directions, reference=reference, names=names, labels=labels)
+
+
+def sweep_children(client, parent_run_id: str, order: list[str] | None = None) -> list[dict]:
+    """The FINISHED children of a sweep's parent run (dicts from ``tracking.runs_frame``).
+
+    ``order`` (child run ids) sets their order, e.g. the sweep's points; children not in it
+    follow, oldest first.
+    """
+    parent = client.get_run(parent_run_id)
+    experiment = client.get_experiment(parent.info.experiment_id).name
+    runs = tracking.runs_frame(client, experiment, parent_run_id=parent_run_id)
+    if order is not None:
+        rank = {run_id: i for i, run_id in enumerate(order)}
+        runs.sort(key=lambda r: rank.get(r["run_id"], len(rank)))
+    return runs
+
+
+def objective_trajectory(client, run_id: str, names: list[str]) -> list[tuple[int, dict[str, float]]]:
+    """A run's path in objective space: ``(step, {name: value})`` per evaluation, by step.
+
+    Step 0 is the base model, before training; names a run did not log at a step are left out.
+    """
+    by_step: dict[int, dict[str, float]] = {}
+    for name in names:
+        for step, value in tracking.metric_history(client, run_id, f"objective/{name}"):
+            by_step.setdefault(step, {})[name] = value
+    return sorted(by_step.items())
+
+
+def start_point(client, run_id: str, names: list[str]) -> dict[str, float]:
+    """The objectives a run logged at its first evaluation (step 0: the base model, untrained)."""
+    trajectory = objective_trajectory(client, run_id, names)
+    return trajectory[0][1] if trajectory else {}
+
+
+def point_hypervolume(front: ParetoFront, values: dict[str, float]) -> float:
+    """Hypervolume of one point (e.g. the base model's) against ``front``'s reference point;
+    NaN when the front has no reference or the point lacks one of its objectives."""
+    if front.reference is None or any(n not in values for n in front.names):
+        return float("nan")
+    point = np.array([[values[n] for n in front.names]], dtype=float)
+    return hypervolume(point, front.directions, front.reference)

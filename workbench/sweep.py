@@ -1,34 +1,63 @@
-"""Weight sweeps: one run per point of a grid of training weights, nested under a parent run.
+"""Weight sweeps: one run per point on the simplex of training weights, under a parent run.
 
-Each child run is an ordinary run (same runner, same tracking); the parent records the
-sweep's front, its hypervolume against the task's reference point, and the front's plot.
+A sweep varies the training weights of the spec's weighted objectives (those with a loss
+``term``), two or more of them: :func:`simplex_grid` spreads points evenly over the weight
+simplex, :func:`simplex_random` draws them at random, :func:`weight_grid` is the
+two-objective shorthand (the first objective's weight ``w``, the second ``1 - w``).
+
+Each child is an ordinary run (same runner, same tracking), run one after another in this
+process (``parallel=1``) or as background processes, at most ``parallel`` alive at once
+(:func:`workbench.launcher.launch`). When they are done, the parent run records the front
+of the finished children, read back from MLflow by :mod:`workbench.fronts` (the same
+function ``workbench front`` uses): ``sweep/hypervolume`` against the objectives'
+reference point, ``sweep/base_hypervolume`` (the base model's point, step 0 of the first
+child), ``sweep/front_size``, ``front.json`` and the plot (``front/front.html``).
+
+Ctrl-C or SIGTERM stops the running children (they end KILLED) and ends the parent KILLED.
 """
 
 from __future__ import annotations
 
+import math
+import signal
 import tempfile
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-from workbench import plots, tracking
-from workbench.errors import SpecError
-from workbench.pareto import ParetoFront, compute_front, hypervolume
+from workbench import fronts, liveness, plots, registry, tracking
+from workbench.data.sources import load_rows
+from workbench.errors import RunFailed, SpecError
+from workbench.launcher import RunHandle, launch
+from workbench.pareto import ParetoFront
 from workbench.runner import RunResult, run
 from workbench.spec import RunSpec
+
+DESIGNS = ("grid", "random")
+# Interior margin of the designs: every weight is at least this, so no term is switched off.
+MARGIN = 0.1
+# How often a background sweep checks its children and a stop request.
+POLL_S = 0.2
 
 
 @dataclass
 class SweepResult:
     parent_run_id: str
-    weights: list[float]
-    runs: list[RunResult]
-    front: ParetoFront
+    weights: list  # one per point, as given: a float (two objectives) or a tuple of weights
+    runs: list[RunResult]  # one per point, in the points' order (failed ones without values)
+    front: ParetoFront  # over the FINISHED children
     base_objectives: dict[str, float]
     base_hypervolume: float
     figure_path: Path | None = None
-    extra: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- designs
 
 
 def weight_grid(points: int, low: float = 0.1, high: float = 0.9) -> list[float]:
@@ -38,54 +67,178 @@ def weight_grid(points: int, low: float = 0.1, high: float = 0.9) -> list[float]
     return [round(float(w), 4) for w in np.linspace(low, high, points)]
 
 
-def sweep_specs(spec: RunSpec, weights: list[float]) -> list[RunSpec]:
-    """Copies of ``spec`` with the first two weighted objectives at (w, 1 - w)."""
-    weighted = [o for o in spec.objectives if o.term is not None]
+def _on_simplex(lattice: np.ndarray, margin: float) -> list[tuple[float, ...]]:
+    """Map points of the unit simplex into its interior (every weight >= margin), rounded to
+    4 decimals with the last weight making the sum exactly 1."""
+    n = lattice.shape[1]
+    weights = margin + (1.0 - n * margin) * lattice
+    out = []
+    for row in weights:
+        head = [round(float(w), 4) for w in row[:-1]]
+        out.append((*head, round(1.0 - sum(head), 4)))
+    return out
+
+
+def _check_design(n_objectives: int, points: int, margin: float) -> None:
+    if n_objectives < 2:
+        raise SpecError(f"a weight sweep needs at least 2 weighted objectives, got {n_objectives}")
+    if points < 2:
+        raise SpecError(f"a sweep needs at least 2 points, got {points}")
+    if not 0 <= margin < 1 / n_objectives:
+        raise SpecError(f"margin = {margin}: must be at least 0 and below 1/{n_objectives}")
+
+
+def grid_sizes(n_objectives: int, up_to: int = 60) -> list[int]:
+    """The point counts a simplex grid over ``n_objectives`` weights can have (up to ``up_to``):
+    C(H + n - 1, n - 1) for H = 1, 2, ... divisions of each weight's range."""
+    sizes, divisions = [], 1
+    while (size := math.comb(divisions + n_objectives - 1, n_objectives - 1)) <= up_to:
+        sizes.append(size)
+        divisions += 1
+    return sizes
+
+
+def simplex_grid(n_objectives: int, points: int, margin: float = MARGIN) -> list[tuple[float, ...]]:
+    """Evenly spread training weights: the simplex lattice {k / H : k_i >= 0, sum k = H} moved
+    into the interior (w = margin + (1 - n * margin) * k / H), first weight increasing.
+
+    ``points`` must be a lattice size (:func:`grid_sizes`: any count for 2 objectives; 3, 6,
+    10, 15, ... for 3). For 2 objectives this is :func:`weight_grid` as pairs (w, 1 - w).
+    """
+    _check_design(n_objectives, points, margin)
+    divisions = next((h for h in range(1, points + 1)
+                      if math.comb(h + n_objectives - 1, n_objectives - 1) == points), None)
+    if divisions is None:
+        raise SpecError(
+            f"points = {points}: a grid over {n_objectives} weights has "
+            f"{', '.join(map(str, grid_sizes(n_objectives, max(points * 2, 30))))}, ... points; "
+            "choose one of those, or the random design for any count"
+        )
+    # Stars and bars: each choice of n - 1 bar positions among H + n - 1 slots is one point.
+    lattice = []
+    for bars in combinations(range(divisions + n_objectives - 1), n_objectives - 1):
+        edges = (-1, *bars, divisions + n_objectives - 1)
+        lattice.append([edges[i + 1] - edges[i] - 1 for i in range(n_objectives)])
+    lattice = np.array(sorted(lattice), dtype=float) / divisions
+    return _on_simplex(lattice, margin)
+
+
+def simplex_random(n_objectives: int, points: int, seed: int = 0,
+                   margin: float = MARGIN) -> list[tuple[float, ...]]:
+    """``points`` training-weight vectors drawn uniformly on the simplex (Dirichlet(1, ..., 1)),
+    moved into its interior like :func:`simplex_grid`; the same ``seed`` gives the same points."""
+    _check_design(n_objectives, points, margin)
+    lattice = np.random.default_rng(seed).dirichlet(np.ones(n_objectives), size=points)
+    return _on_simplex(lattice, margin)
+
+
+def design_points(design: str, n_objectives: int, points: int, seed: int = 0) -> list[tuple[float, ...]]:
+    """The weights of a ``design`` ('grid' or 'random') for ``n_objectives`` weighted objectives."""
+    if design == "grid":
+        return simplex_grid(n_objectives, points)
+    if design == "random":
+        return simplex_random(n_objectives, points, seed=seed)
+    raise SpecError(f"design = {design!r}: unknown; allowed: {', '.join(DESIGNS)}")
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def weighted_objectives(spec: RunSpec) -> list[str]:
+    """Names of the objectives whose weight is a training weight (they have a loss term)."""
+    return [o.name for o in spec.objectives if o.term is not None]
+
+
+def sweep_specs(spec: RunSpec, weights: Sequence[float | Sequence[float]]) -> list[RunSpec]:
+    """Copies of ``spec``, one per point, with the weighted objectives' training weights set.
+
+    A point is a tuple with one weight per weighted objective (in the spec's order), or a
+    float ``w``: the first two weighted objectives get ``(w, 1 - w)``.
+    """
+    weighted = weighted_objectives(spec)
     if len(weighted) < 2:
         raise SpecError(
-            "a weight sweep needs two objectives with a training term; the spec has "
-            f"{[o.name for o in weighted]}. Use a multi-objective task such as 'order'"
+            "a weight sweep needs at least two objectives with a training term; the spec has "
+            f"{weighted}. Use a multi-objective task such as 'order' or 'explain'"
         )
-    first, second = weighted[0].name, weighted[1].name
     specs = []
-    for w in weights:
+    for point in weights:
+        if isinstance(point, (int, float)):
+            values = {weighted[0]: point, weighted[1]: round(1.0 - point, 4)}
+            name = f"{weighted[0]}={point:g}"
+        else:
+            if len(point) != len(weighted):
+                raise SpecError(
+                    f"weights {tuple(point)}: {len(point)} values for {len(weighted)} weighted "
+                    f"objectives {weighted}; give one weight each"
+                )
+            values = dict(zip(weighted, point))
+            name = ",".join(f"{n}={w:g}" for n, w in values.items())
         objectives = []
         for o in spec.objectives:
             data = o.model_dump(mode="json")
-            if o.name == first:
-                data["weight"] = w
-            elif o.name == second:
-                data["weight"] = round(1.0 - w, 4)
+            if o.name in values:
+                data["weight"] = values[o.name]
             objectives.append(data)
-        name = f"{first}={w:g}"
         specs.append(spec.updated(objectives=objectives, **{"tracking.run_name": name}))
     return specs
 
 
-def run_sweep(spec: RunSpec, weights: list[float], *, progress: bool = False, log=print,
-              figure_path: str | Path | None = None) -> SweepResult:
-    """Run every weight point in this process; return the front and its hypervolume."""
+# --------------------------------------------------------------------------- running
+
+
+def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None = None, *,
+              points: int | None = None, design: str = "grid", seed: int = 0,
+              parallel: int = 1, progress: bool = False, log=print,
+              figure_path: str | Path | None = None, timeout_s: float | None = None) -> SweepResult:
+    """Run one child per weight point and record the front of the finished ones on a parent run.
+
+    Give ``weights`` (see :func:`sweep_specs`), or ``points`` and a ``design`` ('grid':
+    :func:`simplex_grid`, 'random': :func:`simplex_random` with ``seed``) over all the
+    weighted objectives. ``parallel=1`` trains the children one after another in this
+    process; ``parallel=K > 1`` launches them as background processes, at most K at once
+    (each takes its share of this machine's cores as torch threads: see
+    :mod:`workbench.core_share`). ``timeout_s`` bounds the whole sweep (its children are then stopped and the
+    parent ends FAILED). Ctrl-C or SIGTERM stops the children and ends the parent KILLED.
+    """
+    if (weights is None) == (points is None):
+        raise SpecError("give either weights or points (with a design), not both or neither")
+    if parallel < 1:
+        raise SpecError(f"parallel = {parallel}: must be at least 1")
+    names = weighted_objectives(spec)
+    if weights is None:
+        if len(names) < 2:
+            sweep_specs(spec, [])  # the same message as for explicit weights
+        weights = design_points(design, len(names), points, seed=seed)
     specs = sweep_specs(spec, weights)
+    # Bad data fails here, before any run is created.
+    load_rows(spec.data, spec.train.seed, row_kind=registry.METHODS[spec.method.name].row_kind)
+    names += [o.name for o in spec.objectives if o.name not in names]
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
     client = tracking.connect(spec.tracking.uri)
     parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "weight-sweep"})
     parent_id = tracking.start_run(client, parent_spec, extra_tags={"workbench.kind": "sweep"})
-    parent = tracking.RunRecorder(client, parent_id)
-    results: list[RunResult] = []
-    with parent:
-        for i, child in enumerate(specs):
-            log(f"[{i + 1}/{len(specs)}] {child.tracking.run_name}")
-            results.append(run(child, parent_run_id=parent_id, progress=progress, log=log))
-        names = [o.name for o in spec.objectives if o.term is not None][:2]
-        names += [o.name for o in spec.objectives if o.name not in names]
-        directions = [spec.objective(n).direction for n in names]
-        refs = [spec.objective(n).reference for n in names]
-        reference = None if any(r is None for r in refs) else refs
-        points = np.array([[r.objectives[n] for n in names] for r in results], dtype=float)
-        front = compute_front(points, directions, reference=reference, names=names,
-                              labels=[s.tracking.run_name for s in specs])
-        base = results[0].trajectory[0][1] if results[0].trajectory else {}
-        base_hv = (hypervolume(np.array([[base[n] for n in names]]), directions, reference)
-                   if reference is not None and all(n in base for n in names) else float("nan"))
+    # SIGTERM ends the sweep like Ctrl-C (KeyboardInterrupt), so the parent ends KILLED.
+    with _signals_raise_interrupt(), tracking.RunRecorder(client, parent_id) as parent:
+        parent.set_tags(liveness.process_tags())
+        if parallel == 1:
+            results = _run_here(specs, parent_id, progress, log, deadline)
+        else:
+            results = _run_in_background(specs, parent_id, parallel, log, deadline)
+        ids = [r.run_id for r in results]
+        children = fronts.sweep_children(client, parent_id, order=ids)
+        if not children:
+            raise RunFailed(f"sweep {parent_id}: no child run finished; see the children's errors")
+        # Every result carries its values as read back from the store, as the front does.
+        by_id = {c["run_id"]: c for c in children}
+        for r in results:
+            if r.run_id in by_id and not r.trajectory:
+                r.trajectory = fronts.objective_trajectory(client, r.run_id, names)
+                r.objectives = {n: v for n, v in by_id[r.run_id]["objectives"].items() if n in names}
+        front = fronts.front_from_runs(children, names)
+        base = fronts.start_point(client, children[0]["run_id"], names)
+        base_hv = fronts.point_hypervolume(front, base)
         parent.log_metrics({"sweep/hypervolume": front.hypervolume,
                             "sweep/base_hypervolume": base_hv,
                             "sweep/front_size": float(front.mask.sum())}, step=0)
@@ -96,3 +249,111 @@ def run_sweep(spec: RunSpec, weights: list[float], *, progress: bool = False, lo
             parent.log_artifacts(str(html.parent), "front")
         saved = plots.write_html(figure, figure_path) if figure_path is not None else None
     return SweepResult(parent_id, list(weights), results, front, base, base_hv, saved)
+
+
+def _run_here(specs: list[RunSpec], parent_id: str, progress: bool, log,
+              deadline: float | None) -> list[RunResult]:
+    """The children one after another in this process."""
+    results = []
+    for i, child in enumerate(specs):
+        if deadline is not None and time.monotonic() > deadline:
+            raise RunFailed(f"sweep {parent_id} ran out of time after {i} of {len(specs)} runs")
+        log(f"[{i + 1}/{len(specs)}] {child.tracking.run_name}")
+        try:
+            results.append(run(child, parent_run_id=parent_id, progress=progress, log=log))
+        except RunFailed as err:  # the child ended FAILED (its message names it); go on
+            log(f"[{i + 1}/{len(specs)}] {child.tracking.run_name}: {err}")
+            results.append(RunResult(None, "FAILED"))
+    return results
+
+
+def _run_in_background(specs: list[RunSpec], parent_id: str, parallel: int, log,
+                       deadline: float | None) -> list[RunResult]:
+    """Background children, at most ``parallel`` alive at once; their statuses once all end."""
+    total = len(specs)
+    pending = list(range(total))
+    running: dict[int, RunHandle] = {}
+    handles: list[RunHandle | None] = [None] * total
+    statuses: list[str] = ["NOT STARTED"] * total
+    with _stop_requests() as stop:
+        try:
+            while pending or running:
+                while pending and len(running) < parallel and not stop.is_set():
+                    i = pending.pop(0)
+                    handle = launch(specs[i], parent_run_id=parent_id)
+                    handles[i] = running[i] = handle
+                    log(f"[{i + 1}/{total}] {specs[i].tracking.run_name}: started run "
+                        f"{handle.run_id} (pid {handle.pid}; log {handle.log_path})")
+                if stop.is_set():
+                    raise KeyboardInterrupt
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RunFailed(f"sweep {parent_id} ran out of time with {len(running)} runs "
+                                    f"going and {len(pending)} not started")
+                _wait_for_an_exit(running.values(), POLL_S)
+                for i, handle in list(running.items()):
+                    if not handle.alive():
+                        statuses[i] = handle.status()  # FAILED if it died without ending its run
+                        del running[i]
+                        log(f"[{i + 1}/{total}] {specs[i].tracking.run_name}: {statuses[i]}")
+        except BaseException:
+            _stop_all(list(running.values()), log)
+            raise
+    return [RunResult(h.run_id if h else None, s) for h, s in zip(handles, statuses)]
+
+
+def _wait_for_an_exit(handles, timeout_s: float) -> None:
+    """Return when one of ``handles``' processes exits, or after ``timeout_s``."""
+    handles = list(handles)
+    if not handles:
+        return
+    waited = handles[0].wait_exit(timeout_s)
+    if not waited:
+        return
+    for handle in handles[1:]:
+        handle.wait_exit(0)
+
+
+def _stop_all(handles: list[RunHandle], log) -> None:
+    """Stop running children side by side (each ends KILLED), so no run is left RUNNING."""
+    if not handles:
+        return
+    log(f"stopping {len(handles)} running child run(s) ...")
+    with ThreadPoolExecutor(max_workers=len(handles)) as pool:
+        list(pool.map(lambda h: h.stop(), handles))
+
+
+class _stop_requests:
+    """Ctrl-C and SIGTERM set a flag the background loop checks, instead of raising wherever
+    the main thread is (e.g. between creating a child's run and starting its process)."""
+
+    def __enter__(self) -> threading.Event:
+        self.event = threading.Event()
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, lambda *_: self.event.set())
+        return self.event
+
+    def __exit__(self, *exc) -> bool:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+
+class _signals_raise_interrupt:
+    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so a sweep ends its current
+    in-process child and its parent KILLED wherever it is, also between two children."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            def on_term(*_):
+                raise KeyboardInterrupt
+
+            self.previous = signal.signal(signal.SIGTERM, on_term)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False

@@ -43,9 +43,10 @@ def cached_path(tiny_spec) -> Path:
 
 
 def corpus_rows(seed: int) -> list[Row]:
-    """Pretraining rows: every task's training split (held-out prompts excluded), shuffled."""
+    """Pretraining rows: the training split (held-out prompts excluded) of every task that
+    pretrains (``Task.pretrain``), shuffled."""
     rows: list[Row] = []
-    for task in TASKS.values():
+    for task in (t for t in TASKS.values() if t.pretrain):
         # Up to this many: arithmetic has only ~2,400 distinct prompts outside the pool.
         rows += task.training_rows(PRETRAIN_ROWS_PER_TASK, seed=seed + 7919)
     random.Random(seed).shuffle(rows)
@@ -129,12 +130,12 @@ def pretrain(model, tokenizer, rows: list[Row], tiny_spec, progress=None) -> lis
 
 
 def base_exact_match(model, tokenizer, n_eval: int = 48) -> dict[str, float]:
-    """Held-out exact match of the base per built-in task (greedy decoding)."""
+    """Held-out exact match of the base per pretraining task (greedy decoding)."""
     from workbench.data.tasks import exact_match
     from workbench.evaluation import generate
 
     scores = {}
-    for name, task in TASKS.items():
+    for name, task in ((n, t) for n, t in TASKS.items() if t.pretrain):
         rows = task.heldout(n_eval)
         preds = generate(model, tokenizer, rows, max_new_tokens=24)
         scores[name] = sum(exact_match(p, r) for p, r in zip(preds, rows)) / len(rows)
