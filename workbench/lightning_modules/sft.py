@@ -34,12 +34,23 @@ class MultiObjectiveSFTModule(WorkbenchModule):
     def compute_losses(self, batch):
         needed = self.terms_needed()
         logp, mask, eos_logp = self.token_stats(batch, need_eos="brevity" in needed)
-        terms = {}
-        for name in [*self.term_weights, *sorted(needed - set(self.term_weights))]:
-            if name == "completion":
-                terms[name] = losses.masked_mean_nll(logp, mask)
-            elif name == "brevity":
-                terms[name] = losses.brevity_from_eos_logprobs(eos_logp, mask, self.params.brevity_position_scale)
-            else:
-                terms[name] = losses.masked_mean_nll(logp, losses.segment_mask(mask, batch["segments"], name))
+        terms = {name: _TERMS[name](self, logp, mask, eos_logp, batch)
+                 for name in [*self.term_weights, *sorted(needed - set(self.term_weights))]}
         return losses.scalarise({k: terms[k] for k in self.term_weights}, self.term_weights), terms
+
+
+def _segment_term(segment: str):
+    def term(module, logp, mask, eos_logp, batch):
+        return losses.masked_mean_nll(logp, losses.segment_mask(mask, batch["segments"], segment))
+
+    return term
+
+
+# Each term of MO-SFT from the batch's token log-probs (registry.TERMS describes them).
+_TERMS = {
+    "completion": lambda module, logp, mask, eos_logp, batch: losses.masked_mean_nll(logp, mask),
+    "brevity": lambda module, logp, mask, eos_logp, batch: losses.brevity_from_eos_logprobs(
+        eos_logp, mask, module.params.brevity_position_scale),
+    "answer": _segment_term("answer"),
+    "explanation": _segment_term("explanation"),
+}
