@@ -506,3 +506,39 @@ def test_parse_returns_runspec_or_raises_spec_error(data):
     # Whatever validates also round-trips exactly.
     assert RunSpec.from_yaml(spec.to_yaml()) == spec
     assert all(math.isfinite(o.weight) and o.weight >= 0 for o in spec.objectives)
+
+
+# --------------------------------------------------------------------------- shorthand and plugins
+
+
+def test_shorthand_names_mean_the_section_with_its_defaults():
+    short = RunSpec.parse({"model": "tiny", "data": "order", "method": "mo-sft", "adapter": "lora",
+                           "optimizer": "sgd"})
+    full = RunSpec.parse({"model": {"name": "tiny"}, "data": {"source": "order"},
+                          "method": {"name": "mo-sft"}, "adapter": {"name": "lora"},
+                          "optimizer": {"name": "sgd"}})
+    assert short == full
+    assert short.adapter.r == 8 and short.method.brevity_position_scale == 3.0
+    assert RunSpec.from_yaml(short.to_yaml()) == short
+    assert yaml.safe_load(short.to_yaml())["method"] == {"name": "mo-sft", "brevity_position_scale": 3.0}
+
+
+def test_method_and_adapter_settings_are_validated_by_their_own_models():
+    message = spec_error({"method": {"name": "mo-sft", "brevity_position_scale": 0, "beta": 1},
+                          "adapter": {"name": "full", "r": 4}})
+    assert "method.brevity_position_scale = 0: Input should be greater than 0" in message
+    assert "method.beta = 1: unknown field; check its spelling; allowed: brevity_position_scale, name" in message
+    assert "adapter.r = 4: unknown field; check its spelling; allowed: name" in message
+    assert "method.name = 'dpo-typo'" in spec_error({"method": {"name": "dpo-typo"}})
+
+
+def test_a_term_objective_must_name_a_term_of_the_method():
+    message = spec_error({"method": "sft", "objectives": [objective(source="term:brevity", term=None)]})
+    assert "method 'sft' has no term 'brevity'" in message
+    spec = RunSpec.parse({"method": "mo-sft", "objectives": [objective(source="term:brevity", term="answer")]})
+    assert spec.objectives[0].source == "term:brevity"
+
+
+def test_reward_sources_name_registered_rewards():
+    message = spec_error({"objectives": [objective(source="reward:nope", term=None)]})
+    assert "reward:nope" in message and "register_reward" in message

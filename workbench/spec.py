@@ -184,7 +184,8 @@ class ObjectiveSpec(_Section):
             if not allowed[kind]:
                 raise ValueError(f"no {kind}s are registered; register '{name}' with "
                                  f"workbench.register_{kind}(name, fn) first")
-            raise ValueError(f"unknown {kind} '{name}'; allowed: {', '.join(allowed[kind])}")
+            hint = f"; register others with workbench.register_{kind}" if kind in ("metric", "reward") else ""
+            raise ValueError(f"unknown {kind} '{name}'; allowed: {', '.join(allowed[kind])}{hint}")
         return v
 
     @field_validator("term")
