@@ -24,11 +24,17 @@ import torch
 from workbench.errors import SpecError
 
 OPS = ("rms_norm", "swiglu", "fused_linear_logprobs")
+# Where ``kernels: auto`` runs each op on a CPU, from benchmarks/kernels_default.py
+# (BENCHMARKS.md, "Kernels by default"): the fused head from this vocabulary size up ...
+AUTO_CPU_HEAD_MIN_VOCAB = 8192
+# ... and the chunked RMSNorm / SwiGLU paths only if this is set.
+AUTO_CPU_ELEMENTWISE = False
 
 
 @dataclass
 class KernelUsage:
-    """What a patched model ran: the requested backend and call counts per op."""
+    """What a patched model runs: the requested backend, call counts per op, and the ops
+    ``kernels: auto`` left out (with why)."""
 
     backend: str
     layers: int
@@ -36,15 +42,27 @@ class KernelUsage:
     mlps: int
     calls: Counter = field(default_factory=Counter)
     paths: dict[str, str] = field(default_factory=dict)
+    left_out: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fuses_head(self) -> bool:
+        """Whether training losses read log-probs from the fused head (else from the logits)."""
+        return "fused_linear_logprobs" not in self.left_out
 
     def record(self, op: str, tensor: torch.Tensor) -> None:
         self.calls[op] += 1
         self.paths[op] = "triton" if self.backend == "triton" or (self.backend == "auto" and tensor.is_cuda) else "torch"
 
     def tag(self) -> str:
-        """``op=path`` for every op that actually ran, e.g. ``rms_norm=torch,swiglu=torch``."""
-        ran = [f"{op}={self.paths[op]}" for op in OPS if self.calls[op] > 0]
-        return ",".join(ran) or "none"
+        """``op=path`` for every op that actually ran and ``op=off (why)`` for every op left
+        out, e.g. ``rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)``."""
+        parts = []
+        for op in OPS:
+            if self.calls[op] > 0:
+                parts.append(f"{op}={self.paths[op]}")
+            elif op in self.left_out:
+                parts.append(f"{op}=off ({self.left_out[op]})")
+        return ",".join(parts) or "none"
 
     def metrics(self) -> dict[str, float]:
         return {f"kernels/{op}_calls": float(self.calls[op]) for op in OPS}
@@ -90,10 +108,36 @@ def _check_triton_can_run(on_gpu: bool) -> None:
         )
 
 
-def patch_model(model, mode: str, on_gpu: bool = False) -> KernelUsage | None:
+def auto_left_out(base, on_gpu: bool) -> dict[str, str]:
+    """The ops ``kernels: auto`` leaves out of a (Llama-family) model, each with why.
+
+    On CUDA every op runs (Triton kernels). On a CPU each op runs only where
+    ``benchmarks/kernels_default.py`` measured it paying for itself (BENCHMARKS.md): the
+    fused head from a vocabulary of :data:`AUTO_CPU_HEAD_MIN_VOCAB` up, the elementwise ops
+    (RMSNorm, SwiGLU) only if :data:`AUTO_CPU_ELEMENTWISE`.
+    """
+    if on_gpu:
+        return {}
+    left_out = {}
+    if not AUTO_CPU_ELEMENTWISE:
+        for op in ("rms_norm", "swiglu"):
+            left_out[op] = "CPU: no faster than the plain op"
+    vocab = base.get_output_embeddings().weight.shape[0]
+    if vocab < AUTO_CPU_HEAD_MIN_VOCAB:
+        left_out["fused_linear_logprobs"] = f"CPU: vocabulary {vocab} < {AUTO_CPU_HEAD_MIN_VOCAB}"
+    return left_out
+
+
+def patch_model(model, mode: str, on_gpu: bool = False, adapter=None,
+                leave_out: dict[str, str] | None = None) -> KernelUsage | None:
     """Patch ``model`` in place for ``mode`` (``auto``, ``triton``, ``torch``); ``off``: None.
 
     ``on_gpu``: whether the run trains on CUDA devices (``kernels: triton`` needs them).
+    ``adapter``: the run's adapter settings (a ``registry.AdapterParams``); one that wraps
+    ``lm_head`` cannot run under the fused head: ``auto`` leaves that op out, ``torch`` and
+    ``triton`` refuse the run. ``auto`` also leaves out the ops that do not pay on this
+    device (:func:`auto_left_out`). ``leave_out``: more ops not to patch, with why.
+    Every op left out is named with its reason in the run's kernel tag.
     """
     if mode == "off":
         return None
@@ -103,22 +147,37 @@ def patch_model(model, mode: str, on_gpu: bool = False) -> KernelUsage | None:
     from workbench.kernels.swiglu import swiglu
 
     base = _base_model(model)
-    head = base.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear) or type(head) is not torch.nn.Linear:
-        raise SpecError(
-            f"kernels: {mode!r} fuses the loss head, but lm_head is a {type(head).__name__} "
-            "(an adapter on the head?); remove lm_head from adapter.target_modules or set kernels: off"
-        )
     norms = [m for m in base.modules() if _is_rms_norm(m)]
     mlps = [m for m in base.modules() if _is_swiglu_mlp(m)]
     layers = getattr(base.config, "num_hidden_layers", len(mlps))
-    if not norms or len(mlps) != layers:
+    if not norms or len(mlps) != layers or not hasattr(base, "model"):
+        if mode == "auto":
+            why = f"{type(base).__name__} is not a Llama-family model"
+            return KernelUsage(mode, layers, 0, 0, left_out={op: why for op in OPS})
         raise SpecError(
             f"kernels: {mode!r} supports Llama-family models (RMSNorm + SiLU-gated MLP); this "
             f"{type(base).__name__} has {len(norms)} RMSNorm and {len(mlps)}/{layers} such MLPs. "
-            "Set kernels: off"
+            "Set kernels: auto (leaves the ops out) or off"
         )
-    usage = KernelUsage(mode, layers, len(norms), len(mlps))
+    left_out = dict(leave_out or {})
+    head = base.get_output_embeddings()
+    wraps_head = adapter is not None and not adapter.works_with_fused_head()
+    if wraps_head or type(head) is not torch.nn.Linear:
+        if mode != "auto":
+            raise SpecError(
+                f"kernels: {mode!r} fuses the loss head, but lm_head is a {type(head).__name__} "
+                "(an adapter on the head?); remove lm_head from adapter.target_modules, or set "
+                "kernels: auto (runs the other fused ops) or off"
+            )
+        left_out["fused_linear_logprobs"] = ("adapter wraps lm_head" if wraps_head
+                                             else f"lm_head is a {type(head).__name__}")
+    if mode == "auto":
+        left_out = {**auto_left_out(base, on_gpu), **left_out}
+    if "rms_norm" in left_out:
+        norms = []
+    if "swiglu" in left_out:
+        mlps = []
+    usage = KernelUsage(mode, layers, len(norms), len(mlps), left_out=left_out)
 
     def norm_forward(self, hidden_states):
         usage.record("rms_norm", hidden_states)

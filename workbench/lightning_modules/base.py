@@ -137,7 +137,7 @@ class WorkbenchModule(L.LightningModule):
 
         Both log-probs are 0 outside the scored positions (no loss term reads them there).
 
-        With fused kernels the log-probs come from the fused head on the last hidden states
+        With the fused head the log-probs come from it on the last hidden states
         (no B x T x V logits); otherwise from the model's logits. Either way the loss terms
         are computed by the same functions of :mod:`workbench.losses`.
         """
@@ -145,9 +145,15 @@ class WorkbenchModule(L.LightningModule):
         mask = labels[:, 1:] != IGNORE_INDEX
         if self.kernel_usage is None:
             return losses.label_logprobs(self.logits(batch), labels, self.eos_id if need_eos else None)
+        before = self.kernel_usage.calls.copy()
+        if not self.kernel_usage.fuses_head:  # kernels: auto left the fused head out
+            result = losses.label_logprobs(self.logits(batch), labels, self.eos_id if need_eos else None)
+            if not self._kernels_checked:
+                self.kernel_usage.check_forward(before)
+                self._kernels_checked = True
+            return result
         from workbench.kernel_patch import head_logprobs
 
-        before = self.kernel_usage.calls.copy()
         targets = [labels[:, 1:]]
         if need_eos:
             # Ignored outside the scored positions: the fused head skips those rows.

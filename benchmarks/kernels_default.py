@@ -1,0 +1,333 @@
+"""Whole training runs with ``kernels: off`` against ``kernels: auto``: is auto a safe default?
+
+    python benchmarks/kernels_default.py            # full run (about 6 minutes on 2 CPU cores)
+    python benchmarks/kernels_default.py --quick    # small models, one task, a few steps, one
+                                                    # round: a CI smoke test (its figures mean
+                                                    # little)
+
+Each measurement is one whole ``workbench.run`` (tracking to a temporary sqlite store) in
+its OWN process, so that peak memory is that run's alone; only the tiny-base runs of one
+variant share a process, one task after another (their peak memory stays below the
+baseline taken after the model load, so none is reported; their step times are their
+own). Variants of the spec's ``kernels``:
+
+- ``off``: the plain transformers model;
+- ``auto``: what ``kernels: auto`` does on this machine (on a CPU: only the ops that
+  ``workbench.kernel_patch.auto_left_out`` keeps; the run's kernel tag says which ran);
+- ``head``: ``auto`` with the fused loss head at every vocabulary size (its CPU threshold set
+  to 0): how the head's threshold was chosen;
+- ``torch``: every fused op through its chunked torch path (RMSNorm, SwiGLU, the head): why
+  ``auto`` leaves the elementwise ops out on a CPU.
+
+Cases:
+
+- ``tiny/<task>``: the built-in tiny base (vocabulary ~380) on each built-in task, with the
+  task's default method and the default adapter (full fine-tuning), batch 16;
+- ``llama-<V>``: a Llama built locally (random weights, no hub: hidden 256, 4 layers,
+  tied embeddings) with a word-level tokenizer of V entries, LoRA SFT on prompt/completion
+  rows of ~120 tokens (the prompt masked, as in SFT), batch 8 x 128 tokens.
+
+Figures per run: ``perf/step_s`` (median over the steps after the first), the run's
+``perf/peak_mem_mb`` (the process's high-water RSS minus the one after the model load) and
+the held-out completion loss at the end (objective ``heldout_completion_nll``, source
+``term:completion``, added to the task's own). A full run repeats every measurement in ``--rounds`` rounds, the
+variants of one case back to back in an order that alternates between rounds; a time ratio
+is the median over rounds of each round's ratio to ``off``, so load from other processes on
+a shared machine hits both sides. The table comes first; the last lines are the headline
+figures in the house convention ``BENCH <figure> <value> <unit> target=<target>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+TASKS = ("arithmetic", "reverse", "sort", "order")
+# The local Llama: (vocabulary, hidden, layers); the quick run uses a much smaller one.
+LLAMA = {"hidden": 256, "layers": 4, "vocabs": (2048, 32000)}
+QUICK_LLAMA = {"hidden": 64, "layers": 1, "vocabs": (2048,)}
+QUICK_TINY = {"hidden_size": 64, "layers": 2, "heads": 4, "vocab_size": 320,
+              "pretrain_steps": 60, "pretrain_batch": 32}  # fmt: skip
+STEPS = {"tiny": 40, "llama": 12}
+QUICK_STEPS = {"tiny": 3, "llama": 3}
+# Intra-op threads (None: torch's default, one per core). On a shared 2-core machine a
+# two-threaded step waits on preempted threads at every parallel region, and that wait, not
+# the ops, decided the figure (the same code measured 7x apart in one run); one thread
+# compares the ops' cost.
+THREADS = {"tiny": 1, "llama": 1}
+PROMPT_WORDS, COMPLETION_WORDS = 40, 80
+# Added to each run's objectives: the held-out completion loss, through the method's module
+# (so through the fused head where it runs).
+HELDOUT_LOSS = {"name": "heldout_completion_nll", "direction": "min", "source": "term:completion"}
+
+
+# ---------------------------------------------------------------------------------------
+# the cases
+
+
+def case_specs(quick: bool, folder: Path) -> dict[str, dict]:
+    """{case name: {"spec": run spec dict (without kernels), "kind", "variants"}}."""
+    tiny_variants = ("off", "auto") if quick else ("off", "auto", "head", "torch")
+    steps = QUICK_STEPS if quick else STEPS
+    common = {"eval": {"max_new_tokens": 1, "samples_logged": 0, "batch_size": 16},
+              "tracking": {"experiment": "kernels-default", "log_model": False}}  # fmt: skip
+    cases = {}
+    tiny = {"name": "tiny", **({"tiny": QUICK_TINY} if quick else {})}
+    for task in TASKS[:1] if quick else TASKS:
+        cases[f"tiny/{task}"] = {
+            "kind": "tiny",
+            "variants": tiny_variants,
+            "spec": {"model": tiny, "data": {"source": task, "train_size": 800, "eval_size": 16},
+                     "train": {"steps": steps["tiny"], "eval_every": steps["tiny"]},
+                     **common},
+        }  # fmt: skip
+    llama = QUICK_LLAMA if quick else LLAMA
+    for vocab in llama["vocabs"]:
+        largest = vocab == max(llama["vocabs"])
+        cases[f"llama-{vocab // 1000}k" if vocab >= 1000 else f"llama-{vocab}"] = {
+            "kind": "llama",
+            "variants": ("off", "auto") if quick else ("off", "auto", "torch") if largest else ("off", "auto", "head"),
+            "spec": {"model": {"name": str(folder / f"llama-{vocab}")},
+                     "data": {"source": str(folder / f"rows-{vocab}.jsonl"), "eval_size": 16},
+                     "adapter": {"name": "lora"},
+                     "train": {"steps": steps["llama"], "eval_every": steps["llama"], "batch_size": 8,
+                               "max_length": 128},
+                     **common},
+            "build": {"vocab": vocab, "hidden": llama["hidden"], "layers": llama["layers"]},
+        }  # fmt: skip
+    return cases
+
+
+def build_llama(folder: Path, vocab: int, hidden: int, layers: int, rows: int = 400) -> None:
+    """A random-weight Llama with a ``vocab``-entry word-level tokenizer, and a JSONL of
+    prompt/completion rows whose words follow a Zipf law over the vocabulary."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    words = [f"w{i}" for i in range(vocab - len(specials))]
+    table = {token: i for i, token in enumerate(specials + words)}
+    tok = Tokenizer(models.WordLevel(table, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                        eos_token="</s>", unk_token="<unk>")  # fmt: skip
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 3,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+                         max_position_embeddings=256, tie_word_embeddings=True,
+                         bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
+    torch.manual_seed(0)
+    model_folder = folder / f"llama-{vocab}"
+    LlamaForCausalLM(config).save_pretrained(model_folder, safe_serialization=True)
+    tokenizer.save_pretrained(model_folder)
+    rng = random.Random(0)
+    weights = [1.0 / (rank + 1) for rank in range(len(words))]
+    with open(folder / f"rows-{vocab}.jsonl", "w") as handle:
+        for _ in range(rows):
+            prompt, completion = (" ".join(rng.choices(words, weights, k=n))
+                                  for n in (PROMPT_WORDS, COMPLETION_WORDS))  # fmt: skip
+            handle.write(json.dumps({"prompt": prompt, "completion": " " + completion}) + "\n")
+
+
+# ---------------------------------------------------------------------------------------
+# worker: one whole run in a fresh process
+
+
+def worker(job: dict) -> dict:
+    """Builds a local Llama (``build``), or runs ``cases`` one after another with ``variant``:
+    {case: figures}."""
+    if job.get("build"):
+        build_llama(Path(job["folder"]), **job["build"])
+        return {}
+    import torch
+
+    if job.get("threads"):
+        torch.set_num_threads(job["threads"])
+    import workbench
+    from workbench import kernel_patch, tracking
+    from workbench.spec import RunSpec
+
+    client = tracking.connect(job["store"])
+    if job.get("prepare"):  # create the store and build the tiny base before any timing
+        from workbench.models import load_base
+
+        client.search_experiments()
+        load_base(RunSpec.parse(job["prepare"]).model, log=lambda *a: None)
+        return {}
+    if job["variant"] == "head":
+        kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB = 0
+    kernels = {"off": "off", "auto": "auto", "head": "auto", "torch": "torch"}[job["variant"]]
+    out = {}
+    for case, spec in job["cases"].items():
+        spec = {**spec, "kernels": kernels, "tracking": {**spec["tracking"], "uri": job["store"]}}
+        # The task's own objectives (mo-sft trains on their terms), plus the held-out loss.
+        own = [o.model_dump(mode="json") for o in RunSpec.parse(spec).objectives]
+        spec["objectives"] = [*own, HELDOUT_LOSS]
+        result = workbench.run(spec, log=lambda *a: None)
+        run = client.get_run(result.run_id)
+        step_s = [v for step, v in tracking.metric_history(client, result.run_id, "perf/step_s") if step > 1]
+        out[case] = {
+            "status": run.info.status,
+            "step_s": statistics.median(step_s),
+            "peak_mb": run.data.metrics["perf/peak_mem_mb"] if len(job["cases"]) == 1 else None,
+            "eval_loss": run.data.metrics[f"objective/{HELDOUT_LOSS['name']}"],
+            "tag": run.data.tags.get("workbench.kernels", ""),
+        }
+    return out
+
+
+def run_worker(job: dict) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if job.get("threads") == 1:
+        env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"worker {list(job.get('cases', []))} {job.get('variant')} failed:\n"
+                           f"{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------
+# driver
+
+
+def versions() -> dict:
+    from importlib import metadata
+
+    info = {"python": platform.python_version()}
+    for name in ("torch", "transformers", "peft", "lightning", "mlflow"):
+        try:
+            info[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            info[name] = "not installed"
+    return info
+
+
+def measure(cases: dict, rounds: int, store: str) -> dict:
+    """{(case, variant): [one result per round]}. One process per (case, variant), but one
+    per variant for all tiny-base cases; the variants of a case run back to back, in an order
+    that alternates between rounds."""
+    groups = [[c for c in cases if cases[c]["kind"] == "tiny"]]
+    groups += [[c] for c in cases if cases[c]["kind"] != "tiny"]
+    jobs = []
+    for round_index in range(rounds):
+        for group in groups:
+            info = cases[group[0]]
+            variants = info["variants"] if round_index % 2 == 0 else info["variants"][::-1]
+            for variant in variants:
+                jobs.append({"cases": {c: cases[c]["spec"] for c in group}, "variant": variant,
+                             "threads": THREADS[info["kind"]], "store": store})  # fmt: skip
+    results: dict = {}
+    for job in jobs:
+        for case, out in run_worker(job).items():
+            results.setdefault((case, job["variant"]), []).append(out)
+    return results
+
+
+def time_ratio(results: dict, case: str, variant: str) -> float:
+    """Median over rounds of the round's step-time ratio to ``off``."""
+    pairs = zip(results[(case, variant)], results[(case, "off")])
+    return statistics.median(r["step_s"] / b["step_s"] for r, b in pairs)
+
+
+def peak_mb(results: dict, case: str, variant: str) -> float | None:
+    values = [r["peak_mb"] for r in results[(case, variant)]]
+    return None if None in values else statistics.median(values)
+
+
+def mem_ratio(results: dict, case: str, variant: str) -> float | None:
+    base, mine = peak_mb(results, case, "off"), peak_mb(results, case, variant)
+    return None if base is None or mine is None or base <= 0 else mine / base
+
+
+def loss_diff(results: dict, case: str, variant: str) -> float:
+    """Largest relative difference of the final held-out loss from ``off``'s, over rounds."""
+    pairs = zip(results[(case, variant)], results[(case, "off")])
+    return max(abs(r["eval_loss"] - b["eval_loss"]) / abs(b["eval_loss"]) for r, b in pairs)
+
+
+def print_table(cases: dict, results: dict) -> None:
+    header = (f"{'case':<16} {'variant':<7} {'step s':>8} {'peak MiB':>9} {'eval loss':>10} "
+              f"{'time/off':>8} {'mem/off':>7} {'loss rel diff':>13}  kernel tag")  # fmt: skip
+    print(header)
+    print("-" * (len(header) + 40))
+    for case, info in cases.items():
+        for variant in info["variants"]:
+            rs = results[(case, variant)]
+            peak, ratio = peak_mb(results, case, variant), mem_ratio(results, case, variant)
+            print(f"{case:<16} {variant:<7} {statistics.median(r['step_s'] for r in rs):>8.4f} "
+                  f"{'-' if peak is None else f'{peak:.1f}':>9} {rs[0]['eval_loss']:>10.6f} "
+                  f"{time_ratio(results, case, variant):>8.3f} {'-' if ratio is None else f'{ratio:.3f}':>7} "
+                  f"{loss_diff(results, case, variant):>13.1e}  {rs[0]['tag']}")  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small models, one round (CI)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; quick 1)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+
+    rounds = args.rounds or (1 if args.quick else 2)
+    print("Whole runs, kernels: off vs auto (and the variants that set auto's CPU rule)")
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; "
+          + ", ".join(f"{k} {v}" for k, v in versions().items()))  # fmt: skip
+    print(f"command: python benchmarks/kernels_default.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"rounds: {rounds}; steps per run: {QUICK_STEPS if args.quick else STEPS}; intra-op threads: "
+          f"{THREADS} (None: torch's default); "
+          "time/off: median over rounds of each round's ratio of median step times")  # fmt: skip
+    print(f"load average at start: {_load()}")
+    with tempfile.TemporaryDirectory(prefix="kernels-default-") as tmp:
+        folder = Path(tmp)
+        cases = case_specs(args.quick, folder)
+        store = f"sqlite:///{folder}/mlflow.db"
+        tiny_spec = next(info["spec"] for info in cases.values() if info["kind"] == "tiny")
+        builds = [{"build": info["build"], "folder": tmp} for info in cases.values() if "build" in info]
+        builds.append({"prepare": {"model": tiny_spec["model"]}, "store": store})
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            list(pool.map(run_worker, builds))
+        results = measure(cases, rounds, store)
+    print()
+    print_table(cases, results)
+    print(f"\nload average at end: {_load()}")
+
+    tiny = [c for c in cases if c.startswith("tiny/")]
+    llama = [c for c in cases if c.startswith("llama-")]
+    largest = llama[-1]
+    lines = [
+        ("kernels_auto_tiny_step_time_ratio_max", max(time_ratio(results, c, "auto") for c in tiny), "<=1.05"),
+        (f"kernels_auto_{largest.replace('-', '_')}_step_time_ratio", time_ratio(results, largest, "auto"), "<=0.95"),
+        (f"kernels_auto_{largest.replace('-', '_')}_peak_mem_ratio", mem_ratio(results, largest, "auto"), "<=1.0"),
+        ("kernels_auto_eval_loss_rel_diff_max", max(loss_diff(results, c, "auto") for c in cases), "<=0.0001"),
+    ]  # fmt: skip
+    print()
+    for figure, value, target in lines:
+        if "loss" in figure:
+            print(f"BENCH {figure} {value:.6f} rel target={target}")
+        else:
+            print(f"BENCH {figure} {value:.3f} x target={target}")
+    return 0
+
+
+def _load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
+    except OSError:
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
