@@ -10,9 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# The environment's TRITON_INTERPRET before any conftest ran: the kernel tests set it for
+# themselves only (tests/kernels/conftest.py); later tests' processes must not inherit it.
+TRITON_INTERPRET_AT_START = os.environ.get("TRITON_INTERPRET")
 
 # A small, quickly pretrained tiny base for tests that only need *a* model (seconds to build).
 FAST_TINY = {"hidden_size": 64, "layers": 2, "heads": 4, "vocab_size": 320,
@@ -35,6 +41,48 @@ def isolated_env(session_cache, tmp_path_factory):
         # Nothing a test does lands in the checkout's mlruns/ by accident.
         patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
         yield
+
+
+# The test that builds the full-size tiny base (the spec's default) for the whole session.
+BUILD_TEST = "test_tiny_base_build.py::test_the_default_tiny_base_is_built_once_per_session"
+
+
+@pytest.fixture(scope="session")
+def default_tiny_base(isolated_env, session_cache) -> Path:
+    """The full-size tiny base (``model: tiny`` with default settings), built once per session
+    into the session cache; every test that trains on the default base uses this fixture, so
+    none of them pays for (or times out during) the cold build. Returns its cache folder."""
+    from workbench import tiny
+    from workbench.spec import ModelSpec
+
+    spec = ModelSpec().tiny
+    tiny.build_or_load(spec, log=lambda *a: None)
+    return tiny.cached_path(spec)
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Run the cold build of the default tiny base first, in its own test with its own
+    generous deadline (tests/test_tiny_base_build.py), whenever a selected test needs it."""
+    build = [item for item in items if item.nodeid.endswith(BUILD_TEST)]
+    if build and any("default_tiny_base" in getattr(item, "fixturenames", ()) for item in items
+                     if item is not build[0]):
+        items.remove(build[0])
+        items.insert(0, build[0])
+
+
+def wait_until(condition: Callable[[], object], seconds: float, what: str, poll_s: float = 0.2):
+    """Poll ``condition()`` until it returns something truthy (returned); fail naming ``what``
+    after ``seconds``. Deadlines are sized from a measurement on 2 idle cores with a wide
+    margin for a loaded machine (say which in a comment where it is called); never sleep a
+    fixed time instead of waiting on the condition."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {seconds:g} s")
+        time.sleep(poll_s)
 
 
 @pytest.fixture

@@ -82,8 +82,12 @@ def build_model(tiny_spec, tokenizer):
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(tiny_spec.seed)
-    return LlamaForCausalLM(config)
+    # Seeded without touching the caller's random state: a run that builds the base on a cold
+    # cache must draw the same numbers afterwards (e.g. LoRA's initialisation) as one that
+    # loads it from the cache.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tiny_spec.seed)
+        return LlamaForCausalLM(config)
 
 
 def pretrain(model, tokenizer, rows: list[Row], tiny_spec, progress=None) -> list[float]:

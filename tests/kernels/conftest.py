@@ -3,7 +3,13 @@
 Triton picks the interpreter from ``TRITON_INTERPRET`` when a kernel is defined (and reads
 some settings at import), so it is set here, when pytest imports this conftest, before any
 kernel test module (or the kernels they import) can import triton. Other test files may
-have imported torch already; torch does not import triton by itself.
+have imported torch already; torch does not import triton by itself. It is taken back once
+collection is done and set again only while the kernel tests run (a package-scoped
+fixture), so the processes that later tests start do not inherit it.
+
+Seeds: each test function that takes ``kernel_seed`` draws a fresh one per session, shown
+in its test id (``[...-seed=N]``) and, when it fails, in a "kernel seed" section with the
+command that replays it (``WORKBENCH_TEST_SEED=N``, which fixes every kernel test's seed).
 
 The fixtures build random inputs of a linear head with a naive float64 reference (full
 logits, log_softmax, gather) for the fused linear cross-entropy and token log-prob tests.
@@ -17,7 +23,29 @@ import random
 import pytest
 import torch
 
+_TRITON_INTERPRET_BEFORE = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
+
+
+def _restore_triton_interpret() -> None:
+    if _TRITON_INTERPRET_BEFORE is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = _TRITON_INTERPRET_BEFORE
+
+
+def pytest_collection_finish(session):
+    # Every kernel test module is imported by now; the tests set it again while they run.
+    _restore_triton_interpret()
+
+
+@pytest.fixture(scope="package", autouse=True)
+def triton_interpreter():
+    """TRITON_INTERPRET=1 while the kernel tests run (for them and the processes they start),
+    restored afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "1")
+        yield
 
 # Largest error of a value relative to the size of what it is compared with, per dtype:
 # float32 runs the same maths in another order; bfloat16 rounds the logits and the matmul
@@ -26,11 +54,42 @@ os.environ["TRITON_INTERPRET"] = "1"
 LINEAR_SOFTMAX_TOLERANCES = {torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
 
 
+SEED_VARIABLE = "WORKBENCH_TEST_SEED"
+
+
+def draw_seed() -> int:
+    """``$WORKBENCH_TEST_SEED`` when set (a replay), else a fresh seed."""
+    value = os.environ.get(SEED_VARIABLE)
+    return int(value) if value else random.SystemRandom().randrange(2**31)
+
+
+def pytest_generate_tests(metafunc):
+    # A seed per test function, drawn at collection so that it is part of the test id: a CI
+    # log's FAILED line names it.
+    if "kernel_seed" in metafunc.fixturenames:
+        seed = draw_seed()
+        metafunc.parametrize("kernel_seed", [seed], ids=[f"seed={seed}"])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    seed = getattr(item, "callspec", None) and item.callspec.params.get("kernel_seed")
+    if report.failed and seed is not None:
+        report.sections.append(("kernel seed", f"seed {seed}; replay with: {SEED_VARIABLE}={seed} "
+                                               f"python -m pytest '{item.nodeid}'"))
+    return report
+
+
+def pytest_report_header(config):
+    return (f"kernel tests: a fresh seed per test, in its id (seed=N); {SEED_VARIABLE}=N replays"
+            + (f" (now {os.environ[SEED_VARIABLE]})" if os.environ.get(SEED_VARIABLE) else ""))
+
+
 @pytest.fixture
 def kernel_seed() -> int:
-    """A fresh seed per test (set WORKBENCH_TEST_SEED to replay a failure)."""
-    value = os.environ.get("WORKBENCH_TEST_SEED")
-    return int(value) if value else random.SystemRandom().randrange(2**31)
+    """The test's seed (parametrized by ``pytest_generate_tests``; this is the fallback)."""
+    return draw_seed()
 
 
 class LinearSoftmaxCase:
