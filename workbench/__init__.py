@@ -29,6 +29,8 @@ _EXPORTS = {
     "RunHandle": "workbench.launcher",
     "run_sweep": "workbench.sweep",
     "weight_grid": "workbench.sweep",
+    "simplex_grid": "workbench.sweep",
+    "simplex_random": "workbench.sweep",
     "export_run": "workbench.export",
     "pareto": "workbench.pareto",
     "WorkbenchError": "workbench.errors",
