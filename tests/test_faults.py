@@ -17,55 +17,121 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec, run_cli
+from tests.conftest import fast_spec, run_cli, wait_until
 from workbench import liveness, tracking
-from workbench.launcher import launch
 from workbench.runner import run
 from workbench.spec import RunSpec
 
 RESUMABLE = fast_spec(train={"steps": 40, "checkpoint_every": 5, "eval_every": 20})
+
+# `workbench run SPEC --no-progress` in a fresh interpreter, held at step $HOLD_STEP: the run's
+# observer writes $HOLD_DIR/held there and waits (in the training loop, so nothing more
+# trains) until $HOLD_DIR/release exists. A fault then lands at a known step of a run that
+# has steps to go, however fast or slow the machine (a kill "after step k" timed from outside
+# raced a fast trainer: the run could finish first).
+HELD_RUN = textwrap.dedent("""
+    import os
+    import sys
+    import threading
+    from pathlib import Path
+
+    import workbench.runner
+    from workbench.cli import main
+    from workbench.events import RunObserver
+
+    class HoldAtStep(RunObserver):
+        def __init__(self, step, folder):
+            self.step, self.folder = step, Path(folder)
+
+        def on_step(self, step, metrics):
+            if step == self.step:
+                (self.folder / "held").write_text(str(step))
+                while not (self.folder / "release").exists():
+                    threading.Event().wait(0.05)
+
+    real_run = workbench.runner.run
+
+    def held_run(spec, **kwargs):
+        hold = HoldAtStep(int(os.environ["HOLD_STEP"]), os.environ["HOLD_DIR"])
+        return real_run(spec, **{**kwargs, "observers": [*(kwargs.get("observers") or []), hold]})
+
+    workbench.runner.run = held_run
+    raise SystemExit(main(["run", sys.argv[1], "--no-progress"]))
+""")
+
+
+def _start_held_run(folder, spec: dict, step: int, env: dict | None = None) -> subprocess.Popen:
+    """The run of ``spec`` in its own process session, to be held at ``step``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "held_run.py").write_text(HELD_RUN)
+    (folder / "spec.yaml").write_text(yaml.safe_dump(spec))
+    return subprocess.Popen([sys.executable, str(folder / "held_run.py"), str(folder / "spec.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=folder,
+                            start_new_session=True,
+                            env={**os.environ, **(env or {}), "HOLD_STEP": str(step), "HOLD_DIR": str(folder)})
+
+
+def _wait_held(proc: subprocess.Popen, folder, step: int) -> None:
+    def held():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"the run exited ({proc.returncode}) before step {step}: {out[-2000:]}{err[-3000:]}")
+        return (folder / "held").is_file()
+
+    # Start-up (imports, the fast base, data) and `step` steps: about 10 s on 2 idle cores.
+    wait_until(held, 300, f"the run reached step {step}")
+    assert (folder / "held").read_text() == str(step)
 
 
 def _history(client, run_id, key="train/loss"):
     return tracking.metric_history(client, run_id, key)
 
 
-def test_sigkilled_run_is_reaped_failed_then_resumes_to_the_uninterrupted_result(store_uri):
+def test_sigkilled_run_is_reaped_failed_then_resumes_to_the_uninterrupted_result(store_uri, tmp_path):
     client = MlflowClient(store_uri)
     reference = run(RESUMABLE, log=lambda *a: None)
 
-    handle = launch(RESUMABLE)
-    kill_after = random.Random().randint(6, 30)  # a random step, reported on failure
-    deadline = time.monotonic() + 180
-    while len(_history(client, handle.run_id)) < kill_after:
-        assert time.monotonic() < deadline, f"no progress to step {kill_after}"
-        time.sleep(0.05)
-    os.killpg(handle.pid, signal.SIGKILL)
-    handle._popen.wait(timeout=30)
+    kill_after = random.Random().randint(6, 30)  # a random step of 40, reported on failure
+    proc = _start_held_run(tmp_path / "killed", RESUMABLE, kill_after)
+    try:
+        _wait_held(proc, tmp_path / "killed", kill_after)
+        (held,) = client.search_runs([reference_experiment(client)], filter_string="attributes.status = 'RUNNING'")
+        run_id = held.info.run_id
+        os.killpg(proc.pid, signal.SIGKILL)  # at step kill_after of 40: the run had steps to go
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
 
     # Within a bounded time the run is FAILED, by the reaper that every listing runs.
-    deadline = time.monotonic() + 30
-    while client.get_run(handle.run_id).info.status == "RUNNING":
+    def reaped():
         liveness.reap_dead_runs(client)
-        assert time.monotonic() < deadline, "the killed run is still RUNNING"
-        time.sleep(0.5)
-    dead = client.get_run(handle.run_id)
+        return client.get_run(run_id).info.status != "RUNNING"
+
+    wait_until(reaped, 60, f"the run killed at step {kill_after} is reaped", poll_s=0.5)
+    dead = client.get_run(run_id)
     assert dead.info.status == "FAILED", kill_after
     assert "is gone" in dead.data.tags["workbench.error"]
+    assert max(s for s, _ in _history(client, run_id)) <= kill_after < 40
 
-    result = run_cli("resume", handle.run_id, "--no-progress")
+    result = run_cli("resume", run_id, "--no-progress")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    resumed = client.get_run(handle.run_id)
+    resumed = client.get_run(run_id)
     assert resumed.info.status == "FINISHED"
-    steps = [s for s, _ in _history(client, handle.run_id)]
+    steps = [s for s, _ in _history(client, run_id)]
     assert steps == list(range(1, 41)), f"killed after step {kill_after}: {steps}"
     # Same seed, restored optimizer/scheduler/RNG/data position: the very same numbers.
-    resumed_losses = [v for _, v in _history(client, handle.run_id)]
+    resumed_losses = [v for _, v in _history(client, run_id)]
     assert resumed_losses == [v for _, v in _history(client, reference.run_id)], kill_after
     for name, value in reference.objectives.items():
         assert resumed.data.metrics[f"objective/{name}"] == value, (name, kill_after)
-    evaluations = [s for s, _ in _history(client, handle.run_id, "objective/correctness")]
+    evaluations = [s for s, _ in _history(client, run_id, "objective/correctness")]
     assert evaluations == [0, 20, 40], evaluations
+
+
+def reference_experiment(client) -> str:
+    return client.get_experiment_by_name(RESUMABLE["tracking"]["experiment"]).experiment_id
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(store_uri):
@@ -169,16 +235,18 @@ def _start_mlflow_server(port: int, backend: str, artifacts: str) -> subprocess.
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend, "--artifacts-destination", artifacts, "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
-    deadline = time.monotonic() + 90
-    while True:
+
+    def healthy() -> bool:
+        assert server.poll() is None, "the MLflow server exited"
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return server
+                return r.status == 200
         except OSError:
-            pass
-        assert server.poll() is None and time.monotonic() < deadline, "MLflow server did not start"
-        time.sleep(0.5)
+            return False
+
+    # About 6 s on 2 idle cores (1 worker, no job processes); 180 s for a loaded machine.
+    wait_until(healthy, 180, "the MLflow server answers /health", poll_s=0.5)
+    return server
 
 
 def _stop(server: subprocess.Popen) -> None:
@@ -198,29 +266,21 @@ def test_training_survives_the_tracking_server_going_away(tmp_path):
     uri = f"http://127.0.0.1:{port}"
     server = _start_mlflow_server(port, backend, artifacts)
     work = tmp_path / "work"
-    work.mkdir()
-    spec_file = work / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(fast_spec(train={"steps": 300, "eval_every": 300},
-                                                  tracking={"experiment": "outage"})))
-    trainer = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec_file), "--no-progress"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=work,
-                               env=dict(os.environ, MLFLOW_TRACKING_URI=uri))
+    spec = fast_spec(train={"steps": 60, "eval_every": 60}, tracking={"experiment": "outage"})
+    trainer = _start_held_run(work, spec, 5, env={"MLFLOW_TRACKING_URI": uri})
     try:
+        _wait_held(trainer, work, 5)  # step 5 of 60: the run has most of its steps to go
         client = MlflowClient(uri)
-        deadline = time.monotonic() + 120
-        run_id = None
-        while run_id is None or len(_history(client, run_id)) < 5:
-            assert trainer.poll() is None and time.monotonic() < deadline, "the run did not start logging"
-            exp = client.get_experiment_by_name("outage")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            run_id = runs[0].info.run_id if runs else None
-            time.sleep(0.3)
+        (held,) = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+        run_id = held.info.run_id
         _stop(server)  # the tracking server goes away mid-run
-        out, err = trainer.communicate(timeout=300)
+        (work / "release").touch()
+        out, err = trainer.communicate(timeout=600)
     finally:
         _stop(server)
         if trainer.poll() is None:
-            trainer.kill()
+            os.killpg(trainer.pid, signal.SIGKILL)
+            trainer.communicate()
     assert trainer.returncode == 0, out[-2000:] + err[-3000:]  # training was not killed
     fallback = work / "mlruns" / "unsent" / f"{run_id}.jsonl"
     assert fallback.is_file() and str(fallback.name) in err  # and the user was told where
@@ -231,7 +291,7 @@ def test_training_survives_the_tracking_server_going_away(tmp_path):
         tracking.replay_fallback(fallback, MlflowClient(uri))
         client = MlflowClient(uri)
         assert client.get_run(run_id).info.status == "FINISHED"
-        assert [s for s, _ in _history(client, run_id)] == list(range(1, 301))
-        assert [s for s, _ in _history(client, run_id, "objective/correctness")] == [0, 300]
+        assert [s for s, _ in _history(client, run_id)] == list(range(1, 61))
+        assert [s for s, _ in _history(client, run_id, "objective/correctness")] == [0, 60]
     finally:
         _stop(server)

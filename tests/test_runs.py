@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec, run_cli
+from tests.conftest import fast_spec, run_cli, wait_until
 from workbench import tracking
 from workbench.errors import RunFailed
 from workbench.launcher import attach, launch
@@ -34,24 +33,33 @@ def test_in_process_run_returns_objectives_and_tracks_them(store_uri):
     assert {"spec.yaml", "model", "samples"} <= artifacts
 
 
+def _group_exists(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_launched_run_stops_killed_and_its_process_group_is_gone(store_uri):
     spec = fast_spec(train={"steps": 100_000, "eval_every": 100_000})
     handle = launch(spec)
     client = MlflowClient(store_uri)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if len(tracking.metric_history(client, handle.run_id, "train/loss")) >= 3:
-            break
+
+    def trains():
         assert handle.status() == "RUNNING", Path(handle.log_path).read_text()[-2000:]
-        time.sleep(1)
-    else:
-        pytest.fail("the launched run logged no training loss in time")
+        return len(tracking.metric_history(client, handle.run_id, "train/loss")) >= 3
+
+    # Start-up and 3 logged steps: about 10 s on 2 idle cores; 300 s for a loaded machine.
+    wait_until(trains, 300, "the launched run logged 3 training losses", poll_s=0.5)
     again = attach(handle.run_id)  # as after a kernel restart
     assert again.pid == handle.pid and again.status() == "RUNNING"
     assert again.stop() == "KILLED"
-    assert handle.wait(timeout=30) == "KILLED"  # the launching handle also reaps its child
-    with pytest.raises(ProcessLookupError):
-        os.killpg(handle.pid, 0)  # the whole process group is gone
+    # The launching handle also reaps its child (it exits within stop's grace period).
+    assert handle.wait(timeout=120) == "KILLED"
+    # On a loaded machine the group's members can still be exiting when stop() returns:
+    # wait for the condition (gone in well under a second when idle) instead of a moment.
+    wait_until(lambda: not _group_exists(handle.pid), 60, "the run's whole process group is gone")
     assert client.get_run(handle.run_id).info.status == "KILLED"
 
 

@@ -51,6 +51,12 @@ def front_from_runs(runs: list[dict], names: list[str] | None = None) -> ParetoF
     if not names:
         raise WorkbenchError("the runs share no objective; pass --objective names that all runs logged")
     kept = [r for r in runs if all(n in r["objectives"] for n in names)]
+    if not kept:
+        logged = sorted({n for r in runs for n in r["objectives"]})
+        missing = [n for n in names if not any(n in r["objectives"] for r in runs)]
+        what = (f"no run logged objective {', '.join(repr(n) for n in missing)}" if missing
+                else f"no run logged all of {', '.join(repr(n) for n in names)}")
+        raise WorkbenchError(f"{what}; the runs' objectives are: {', '.join(logged) or 'none'}")
     points = np.array([[r["objectives"][n] for n in names] for r in kept], dtype=float)
     directions = [decls.get(n, {}).get("direction", "max") for n in names]
     refs = [decls.get(n, {}).get("reference") for n in names]
