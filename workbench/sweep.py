@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench import fronts, liveness, plots, registry, tracking
+from workbench import fronts, plots, registry, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import RunFailed, SpecError
 from workbench.launcher import RunHandle, launch
@@ -220,8 +220,10 @@ def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None =
     parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "weight-sweep"})
     parent_id = tracking.start_run(client, parent_spec, extra_tags={"workbench.kind": "sweep"})
     # SIGTERM ends the sweep like Ctrl-C (KeyboardInterrupt), so the parent ends KILLED.
+    # The parent carries no process tags: it trains nothing, and runs with them count as
+    # training when launched runs share the cores (core_share). Were this process killed
+    # hard, its heartbeat going stale gets the parent reaped (liveness).
     with _signals_raise_interrupt(), tracking.RunRecorder(client, parent_id) as parent:
-        parent.set_tags(liveness.process_tags())
         if parallel == 1:
             results = _run_here(specs, parent_id, progress, log, deadline)
         else:
