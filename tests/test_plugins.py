@@ -84,6 +84,8 @@ def check_recorded(run_id: str) -> None:
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["workbench.method"] == "unlikelihood-test"
+    # `workbench resume` imports the module that registered the method from this tag.
+    assert run.data.tags["workbench.plugins"] == __name__
     text = Path(client.download_artifacts(run_id, "spec.yaml")).read_text()
     assert yaml.safe_load(text)["method"] == {"name": "unlikelihood-test", "alpha": 0.25}
     for key in ("train/loss", "train/likelihood", "train/unlikelihood"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from workbench import liveness, preflight, registry, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import TrackingError
-from workbench.plugins import child_env, import_plugins, plugin_modules
+from workbench.plugins import child_env, import_plugins, plugin_modules, plugin_tags
 from workbench.spec import RunSpec
 
 LOG_TAG = "workbench.log"
@@ -130,7 +130,8 @@ def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None,
     row_kind = registry.METHODS[spec.method.name].row_kind
     load_rows(spec.data, spec.train.seed, row_kind=row_kind)  # bad data fails before a run exists
     client = tracking.connect(spec.tracking.uri)
-    run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id)
+    run_id = tracking.start_run(client, spec, parent_run_id=parent_run_id,
+                                extra_tags=plugin_tags(spec))
     folder = Path(tempfile.mkdtemp(prefix=f"workbench-{run_id[:8]}-"))
     spec_path = folder / "spec.yaml"
     spec_path.write_text(spec.to_yaml(), encoding="utf-8")

@@ -19,20 +19,14 @@ from workbench import objectives, registry
 from workbench.errors import SpecError
 
 ENV_VAR = "WORKBENCH_PLUGINS"
+# The run's tag naming the plugin modules, so `workbench resume` can import them again.
+TAG = "workbench.plugins"
 
 
 def plugin_modules(spec) -> list[str]:
-    """Modules a fresh process must import to find the spec's non-built-in choices."""
-    wanted: dict[str, str] = {}  # module -> what needs it
-    method = registry.METHODS[spec.method.name]
-    if not method.builtin:
-        for ref in (method.module, method.params):
-            wanted.setdefault(registry.ref_module(ref), f"method '{method.name}'")
-    for o in spec.objectives:
-        module = objectives.module_of(o.source)
-        if module is not None:
-            wanted.setdefault(module, f"objective '{o.name}' ({o.source})")
-    wanted.pop("", None)
+    """Modules a fresh process must import to find the spec's non-built-in choices; a
+    SpecError for one that cannot be imported by name (defined in a notebook cell)."""
+    wanted = _wanted(spec)
     for module, what in wanted.items():
         if module == "__main__" or module.startswith("__"):
             raise SpecError(
@@ -43,6 +37,28 @@ def plugin_modules(spec) -> list[str]:
         if module not in sys.modules and importlib.util.find_spec(module) is None:
             raise SpecError(f"{what} comes from module '{module}', which cannot be imported")
     return sorted(wanted)
+
+
+def plugin_tags(spec) -> dict[str, str]:
+    """The run tag naming the spec's importable plugin modules (none: no tag)."""
+    modules = sorted(m for m in _wanted(spec) if m != "__main__" and not m.startswith("__"))
+    return {TAG: ",".join(modules)} if modules else {}
+
+
+def _wanted(spec) -> dict[str, str]:
+    """{module: what needs it} for the spec's method, metrics and rewards not built in."""
+    wanted: dict[str, str] = {}
+    method = registry.METHODS[spec.method.name]
+    if not method.builtin:
+        for ref in (method.module, method.params):
+            wanted.setdefault(registry.ref_module(ref), f"method '{method.name}'")
+    for o in spec.objectives:
+        module = objectives.module_of(o.source)
+        if module is not None:
+            wanted.setdefault(module, f"objective '{o.name}' ({o.source})")
+    wanted.pop("", None)
+    wanted.pop("workbench.registry", None)  # the base MethodParams of a method without parameters
+    return wanted
 
 
 def child_env(modules: list[str], env: dict[str, str]) -> dict[str, str]:

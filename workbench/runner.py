@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import liveness, paths, registry, tracking
+from workbench import liveness, paths, plugins, registry, tracking
 from workbench.adapters import apply_adapter, trainable_parameters
 from workbench.data.sources import load_rows
 from workbench.errors import RunFailed, TrackingError, WorkbenchError
@@ -32,6 +32,7 @@ from workbench.lightning_modules.callbacks import (
     RunEventsCallback,
 )
 from workbench.models import BaseModel, load_base
+from workbench.plugins import import_plugins
 from workbench.recording import MlflowRecorderObserver
 from workbench.spec import RunSpec
 
@@ -91,6 +92,10 @@ def resume(run_id: str, *, progress: bool = False, log=print) -> RunResult:
     and no missing step.
     """
     client = tracking.connect()
+    try:
+        import_plugins(client.get_run(run_id).data.tags.get(plugins.TAG, ""))
+    except Exception as err:  # MLflow's own exception types for a missing run
+        raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
     spec = RunSpec.from_yaml(_download_text(client, run_id, "spec.yaml"))
     return run(spec, run_id=run_id, progress=progress, log=log, resume=True)
 
@@ -232,7 +237,7 @@ class RunPipeline:
                      f"{stored.get('train/loss', 0)})")
         elif self.run_id is None:
             self.run_id = tracking.start_run(client, spec, parent_run_id=self.parent_run_id,
-                                             extra_tags=extra_tags)
+                                             extra_tags={**plugins.plugin_tags(spec), **(extra_tags or {})})
         self.recorder = tracking.RunRecorder(client, self.run_id, skip_through_step=stored)
         # A resumed run replaying steps whose evaluation the store already holds skips it.
         self.evaluated_through = min((stored.get(f"objective/{o.name}", -1) for o in spec.objectives),
