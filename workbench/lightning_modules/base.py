@@ -42,6 +42,7 @@ class WorkbenchModule(L.LightningModule):
         self.reference_model = None
         self._reference_tables: dict[str, torch.Tensor] = {}
         self._split = "train"
+        self._step_extra: dict[str, float] = {}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
         self._step_started = time.perf_counter()
@@ -129,6 +130,7 @@ class WorkbenchModule(L.LightningModule):
                 count += len(next(iter(terms.values()))) if terms else 0
         finally:
             self._split = "train"
+            self._step_extra = {}  # metrics logged while measuring are not a training step's
             self.model.train(was_training)
         return {name: total / max(count, 1) for name, total in totals.items()}
 
@@ -165,6 +167,13 @@ class WorkbenchModule(L.LightningModule):
             self._kernels_checked = True
         return outputs[0] * mask, mask, (outputs[1] if need_eos else None)
 
+    def log_step_metrics(self, metrics: dict) -> None:
+        """Metrics beyond the loss terms for this micro-batch (e.g. ``pref/margin``), called from
+        :meth:`compute_losses`; averaged over the step's micro-batches (and DDP ranks) and
+        announced with the step's other metrics. Every rank must log the same names."""
+        for name, value in metrics.items():
+            self._step_extra[name] = float(value.detach().float().mean()) if torch.is_tensor(value) else float(value)
+
     def training_step(self, batch, batch_idx):
         per_example, terms = self.compute_losses(batch)
         loss = per_example.mean()
@@ -177,6 +186,8 @@ class WorkbenchModule(L.LightningModule):
         values = {"train/loss": float(loss.detach())}
         values.update({f"train/{k}": float(v.detach().mean()) for k, v in terms.items()})
         values["perf/tokens"] = float(batch["attention_mask"].sum())
+        values.update(self._step_extra)
+        self._step_extra = {}
         for k, v in values.items():
             self._accum[k] = self._accum.get(k, 0.0) + v
         self._accum_n += 1
