@@ -216,6 +216,31 @@ def test_parallel_sweep_gives_the_same_front_as_one_at_a_time(sweeps):
         assert bg_metrics[key] == pytest.approx(here_metrics[key], abs=1e-9), key
 
 
+def test_sweep_over_term_objectives_in_this_process(store_uri, fast_base):
+    """Objectives measured as held-out loss terms (term:<name>), swept through the Python API."""
+    import workbench
+
+    spec = RunSpec.parse(fast_spec(
+        train={"steps": 4, "eval_every": 4},
+        objectives=[
+            {"name": "answer_nll", "direction": "min", "source": "term:answer", "term": "answer",
+             "reference": 20.0},
+            {"name": "brevity_loss", "direction": "min", "source": "term:brevity", "term": "brevity",
+             "reference": 20.0},
+        ],
+        tracking={"experiment": "term-sweep", "log_model": False},
+    ))
+    result = workbench.run_sweep(spec, points=2, log=lambda *a: None)
+    assert [r.status for r in result.runs] == ["FINISHED", "FINISHED"]
+    assert result.weights == [(0.1, 0.9), (0.9, 0.1)]
+    values = np.array([[r.objectives["answer_nll"], r.objectives["brevity_loss"]] for r in result.runs])
+    assert np.isfinite(values).all() and result.front.names == ("answer_nll", "brevity_loss")
+    np.testing.assert_allclose(result.front.points, values)
+    parent = MlflowClient(store_uri).get_run(result.parent_run_id)
+    assert parent.data.metrics["sweep/hypervolume"] == pytest.approx(
+        _brute_force_hypervolume(values, ["min", "min"], [20.0, 20.0]))
+
+
 # --------------------------------------------------------------------------- stopping
 
 
