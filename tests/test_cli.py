@@ -20,7 +20,7 @@ from workbench import tracking
 from workbench.cli import build_parser
 from workbench.spec import RunSpec
 
-COMMANDS = ("demo", "run", "launch", "resume", "status", "stop", "front", "ui", "export", "runs")
+COMMANDS = ("demo", "sweep", "run", "launch", "resume", "status", "stop", "front", "ui", "export", "runs")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
