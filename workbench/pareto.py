@@ -291,3 +291,98 @@ def compute_front(
         mask=mask,
         hypervolume=hv,
     )
+
+
+# --------------------------------------------------------------------------- preferences
+#
+# Preference weights over finished runs (not training weights): a user says how much each
+# objective matters, and the runs are ranked after the fact. Objectives are first put on a
+# common scale (:func:`normalised_losses`), so a weight means the same for an accuracy in
+# [0, 1] and a length in tokens.
+
+SCALARISATIONS = ("weighted_sum", "chebyshev")
+
+
+def _check_weights(weights: Any, k: int) -> np.ndarray:
+    try:
+        w = np.asarray(weights, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ParetoInputError(f"preference weights must be {k} numbers: {e}") from None
+    if w.shape != (k,):
+        raise ParetoInputError(
+            f"preference weights must have one value per objective ({k}), got shape {w.shape}"
+        )
+    if not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+        raise ParetoInputError(
+            f"preference weights are {w.tolist()}; each must be finite and >= 0, and at "
+            f"least one > 0"
+        )
+    return w / w.sum()
+
+
+def normalised_losses(points: Any, directions: Sequence[str]) -> np.ndarray:
+    """Each objective rescaled to [0, 1] across the rows, 0 the best value and 1 the worst,
+    whatever its direction; a column where every row ties is 0."""
+    directions = _check_directions(directions)
+    arr = _as_minimisation(_check_points(points, directions), directions)
+    if arr.shape[0] == 0:
+        return arr
+    best, worst = arr.min(axis=0), arr.max(axis=0)
+    span = np.where(worst > best, worst - best, 1.0)
+    return (arr - best) / span
+
+
+def preference_scores(
+    points: Any, directions: Sequence[str], weights: Any, scalarisation: str = "weighted_sum"
+) -> np.ndarray:
+    """One score per row under preference ``weights`` (normalised to sum 1); lower is better.
+
+    On the normalised losses ``f`` (:func:`normalised_losses`): ``weighted_sum`` is
+    ``sum_j w_j f_j``, ``chebyshev`` is ``max_j w_j f_j`` (the weighted distance to the
+    ideal point, which can prefer any front point, also those in non-convex parts).
+    """
+    if scalarisation not in SCALARISATIONS:
+        raise ParetoInputError(
+            f"scalarisation {scalarisation!r}; allowed: {', '.join(SCALARISATIONS)}"
+        )
+    f = normalised_losses(points, directions)
+    w = _check_weights(weights, f.shape[1])
+    return f @ w if scalarisation == "weighted_sum" else (f * w).max(axis=1)
+
+
+def preference_ranking(
+    points: Any, directions: Sequence[str], weights: Any, scalarisation: str = "weighted_sum"
+) -> np.ndarray:
+    """Row indices from best to worst under :func:`preference_scores` (ties: input order)."""
+    return np.argsort(preference_scores(points, directions, weights, scalarisation), kind="stable")
+
+
+def weighted_sum_unreachable(points: Any, directions: Sequence[str], tol: float = 1e-9) -> np.ndarray:
+    """Boolean mask: True on the front rows that no weighted sum can make best.
+
+    A front row ``p`` is reachable when some weights ``w >= 0`` (summing to 1) give it a
+    weighted sum at least as good as every other row's (ties count); such rows lie on the
+    convex hull of the front. Rows in a non-convex (concave) part of the front are
+    unreachable: only a scalarisation like Chebyshev selects them. Dominated rows are
+    False. Each front row is one small linear feasibility problem (scaling an objective
+    does not change the answer, so the normalised losses are used).
+    """
+    directions = _check_directions(directions)
+    arr = _check_points(points, directions)
+    front = non_dominated(arr, directions)
+    out = np.zeros(arr.shape[0], dtype=bool)
+    idx = np.flatnonzero(front)
+    if idx.size <= 2 or arr.shape[1] == 1:
+        return out  # the extremes of a front are always reachable
+    from scipy.optimize import linprog  # scipy comes with mlflow; imported only here
+
+    f = normalised_losses(arr[idx], directions)
+    k = f.shape[1]
+    for row, p in zip(idx, f):
+        # Feasibility: w . (p - q) <= tol for every front row q, sum(w) = 1, w >= 0.
+        result = linprog(
+            np.zeros(k), A_ub=p[None, :] - f, b_ub=np.full(len(f), tol),
+            A_eq=np.ones((1, k)), b_eq=[1.0], bounds=[(0, None)] * k, method="highs",
+        )
+        out[row] = result.status == 2  # 2: infeasible
+    return out

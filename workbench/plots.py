@@ -119,6 +119,7 @@ def _front_figure_2d(front: ParetoFront) -> go.Figure:
             marker={"color": DOMINATED_COLOR, "size": 8},
             hovertext=labels[~front.mask],
             hovertemplate=hover,
+            customdata=np.flatnonzero(~front.mask),  # row numbers: a click finds its run
             name=DOMINATED,
         )
     )
@@ -133,6 +134,7 @@ def _front_figure_2d(front: ParetoFront) -> go.Figure:
             marker={"color": FRONT_COLOR, "size": 10},
             hovertext=labels[front.mask][order],
             hovertemplate=hover,
+            customdata=np.flatnonzero(front.mask)[order],
             name=FRONT,
         )
     )
@@ -193,11 +195,13 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
     titles = [axis_title(n, d) for n, d in zip(front.names, front.directions, strict=True)]
     hover = "%{hovertext}<extra></extra>"
 
-    def splom(rows: np.ndarray, marker: dict[str, Any], name: str, text: Any) -> go.Splom:
+    def splom(rows: np.ndarray, marker: dict[str, Any], name: str, text: Any,
+              index: Any = None) -> go.Splom:
         return go.Splom(
             dimensions=[{"label": t, "values": rows[:, j]} for j, t in enumerate(titles)],
             marker=marker,
             hovertext=text,
+            customdata=index,  # row numbers: a click finds its run
             hovertemplate=hover,
             name=name,
             showupperhalf=False,
@@ -210,10 +214,12 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
             {"color": DOMINATED_COLOR, "size": 6},
             DOMINATED,
             labels[~front.mask],
+            np.flatnonzero(~front.mask),
         )
     )
     fig.add_trace(
-        splom(front.front_points, {"color": FRONT_COLOR, "size": 8}, FRONT, labels[front.mask])
+        splom(front.front_points, {"color": FRONT_COLOR, "size": 8}, FRONT, labels[front.mask],
+              np.flatnonzero(front.mask))
     )
     if front.reference is not None:
         fig.add_trace(
