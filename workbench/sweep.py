@@ -198,8 +198,9 @@ def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None =
     weighted objectives. ``parallel=1`` trains the children one after another in this
     process; ``parallel=K > 1`` launches them as background processes, at most K at once
     (each takes its share of this machine's cores as torch threads: see
-    :mod:`workbench.core_share`). ``timeout_s`` bounds the whole sweep (its children are then stopped and the
-    parent ends FAILED). Ctrl-C or SIGTERM stops the children and ends the parent KILLED.
+    :mod:`workbench.core_share`). ``timeout_s`` bounds the whole sweep (its children are
+    then stopped and the parent ends FAILED). Ctrl-C or SIGTERM stops the children and ends
+    the parent KILLED.
     """
     if (weights is None) == (points is None):
         raise SpecError("give either weights or points (with a design), not both or neither")
@@ -232,7 +233,8 @@ def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None =
         children = fronts.sweep_children(client, parent_id, order=ids)
         if not children:
             raise RunFailed(f"sweep {parent_id}: no child run finished; see the children's errors")
-        # Every result carries its values as read back from the store, as the front does.
+        # Background children's values and trajectories come from the store (in-process
+        # ones have them from run(); the same numbers).
         by_id = {c["run_id"]: c for c in children}
         for r in results:
             if r.run_id in by_id and not r.trajectory:
