@@ -25,9 +25,11 @@ TextScore = Callable[[str, dict], float]
 
 
 def _task_metric(fn: Callable[[str, Row], float]) -> TextScore:
-    # Built-in task metrics read the typed row; registered ones get the plain dict.
+    # Built-in task metrics read the typed row; registered ones get the plain dict. A
+    # preference pair is scored against its supervised row (PreferenceRow.as_row).
     def score(completion: str, example: dict) -> float:
-        return fn(completion, example["row"])
+        row = example["row"]
+        return fn(completion, row.as_row() if isinstance(row, PreferenceRow) else row)
 
     score.__name__ = fn.__name__
     score.__doc__ = fn.__doc__

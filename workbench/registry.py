@@ -62,6 +62,65 @@ class MultiObjectiveSFTParams(MethodParams):
     )
 
 
+def _beta(default: float, text: str = "Inverse temperature: how far the policy may move from the "
+                                       "reference (larger: closer).") -> Any:
+    return Field(default, gt=0, le=1000, description=text)
+
+
+class DPOParams(MethodParams):
+    beta: float = _beta(0.1)
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="eps, the assumed share of flipped labels (conservative DPO); 0: plain DPO.")
+
+
+class IPOParams(MethodParams):
+    beta: float = _beta(0.1, "tau in the IPO paper: the target log-ratio gap is 1 / (2 beta).")
+    length_normalize: bool = Field(
+        False, description="Divide each log-ratio by its completion length first (TRL's form); "
+                           "false: the paper's summed log-ratios.")
+
+
+class HingeParams(MethodParams):
+    beta: float = _beta(0.1)
+
+
+class RobustDPOParams(MethodParams):
+    beta: float = _beta(0.1)
+    label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="eps, the assumed probability that a "
+                                                                   "pair's labels are flipped.")
+
+
+class RPOParams(MethodParams):
+    beta: float = _beta(0.1)
+    alpha: float = Field(1.0, ge=0, description="Weight of the chosen completion's per-token NLL.")
+
+
+class SimPOParams(MethodParams):
+    beta: float = _beta(2.0, "Scale of the length-normalised log-likelihood reward.")
+    gamma: float = Field(0.5, ge=0, description="Target reward margin (the paper's gamma, in reward units).")
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="eps, as in conservative DPO.")
+
+
+class ORPOParams(MethodParams):
+    beta: float = _beta(0.1, "lambda in the ORPO paper: weight of the odds-ratio term against the NLL.")
+
+
+class TPOParams(MethodParams):
+    beta: float = _beta(0.01)
+    alpha: float = Field(1.0, ge=0, description="Weight of the gold completion's per-token NLL (the gold "
+                                                "completion is the chosen one).")
+
+
+class ASFTParams(MethodParams):
+    beta: float = _beta(0.1, "lambda in the ASFT paper: weight of the absolute-likelihood alignment term.")
+
+
+class KTOParams(MethodParams):
+    beta: float = _beta(0.1)
+    desirable_weight: float = Field(1.0, gt=0, description="lambda_D, weight of desirable completions.")
+    undesirable_weight: float = Field(1.0, gt=0, description="lambda_U, weight of undesirable completions.")
+
+
 class FullAdapterParams(AdapterParams):
     """Every parameter of the base trains (no settings)."""
 
@@ -174,6 +233,10 @@ TERMS: dict[str, TermInfo] = {
         TermInfo("completion", "token NLL over every completion/assistant token"),
         TermInfo("answer", "token NLL over the completion's 'answer' segment (and its end token)"),
         TermInfo("explanation", "token NLL over the completion's 'explanation' segment"),
+        TermInfo("preference", "the preference method's loss per pair (per row for KTO)"),
+        TermInfo("reward_accuracy", "share of pairs whose implicit reward ranks chosen above rejected "
+                                    "(measured, not trained: use it as a term: objective, direction max)"),
+        TermInfo("reward_margin", "implicit reward of chosen minus rejected (measured, not trained)"),
         TermInfo(
             "brevity",
             "position-weighted NLL of stopping: sum_t (t/T) * -log p(eos | prefix_t) over the "
@@ -181,6 +244,9 @@ TERMS: dict[str, TermInfo] = {
         ),
     ]
 }
+
+# Terms every preference method returns: its loss, and two measures of its implicit reward.
+_PREFERENCE_TERMS = ("preference", "reward_accuracy", "reward_margin")
 
 METHODS: dict[str, MethodInfo] = {
     m.name: m
@@ -204,6 +270,136 @@ METHODS: dict[str, MethodInfo] = {
             module="workbench.lightning_modules.sft:MultiObjectiveSFTModule",
             terms=("answer", "explanation", "brevity", "completion"),
             params=MultiObjectiveSFTParams,
+            builtin=True,
+        ),
+        MethodInfo(
+            name="dpo",
+            family="preference",
+            summary="DPO on preference pairs (label_smoothing > 0: conservative DPO).",
+            formula="L = -(1-eps) log sig(beta h) - eps log sig(-beta h), h = log-ratio(y_w) - log-ratio(y_l)",
+            paper="Direct Preference Optimization: Your Language Model is Secretly a Reward Model (Rafailov et al., 2023)",
+            module="workbench.lightning_modules.preference:DPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=DPOParams,
+            row_kind="preference",
+            reference="precomputed",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="ipo",
+            family="preference",
+            summary="IPO: a squared loss that keeps the log-ratio gap at 1/(2 beta).",
+            formula="L = (h - 1/(2 beta))^2",
+            paper="A General Theoretical Paradigm to Understand Learning from Human Preferences (Azar et al., 2023)",
+            module="workbench.lightning_modules.preference:IPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=IPOParams,
+            row_kind="preference",
+            reference="precomputed",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="hinge",
+            family="preference",
+            summary="Hinge loss on the DPO log-ratios (SLiC-style).",
+            formula="L = max(0, 1 - beta h)",
+            paper="SLiC-HF: Sequence Likelihood Calibration with Human Feedback (Zhao et al., 2023)",
+            module="workbench.lightning_modules.preference:HingeModule",
+            terms=_PREFERENCE_TERMS,
+            params=HingeParams,
+            row_kind="preference",
+            reference="precomputed",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="robust-dpo",
+            family="preference",
+            summary="Robust DPO: unbiased under labels flipped with probability eps.",
+            formula="L = [-(1-eps) log sig(beta h) + eps log sig(-beta h)] / (1 - 2 eps)",
+            paper="Provably Robust DPO: Aligning Language Models with Noisy Feedback (Chowdhury et al., 2024)",
+            module="workbench.lightning_modules.preference:RobustDPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=RobustDPOParams,
+            row_kind="preference",
+            reference="precomputed",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="rpo",
+            family="preference",
+            summary="RPO: DPO plus the chosen completion's per-token NLL.",
+            formula="L = -log sig(beta h) - alpha log pi(y_w|x) / |y_w|",
+            paper="Iterative Reasoning Preference Optimization (Pang et al., 2024)",
+            module="workbench.lightning_modules.preference:RPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=RPOParams,
+            row_kind="preference",
+            reference="precomputed",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="simpo",
+            family="preference",
+            summary="SimPO: length-normalised likelihood reward with a target margin; no reference.",
+            formula="L = -log sig(beta log pi(y_w|x)/|y_w| - beta log pi(y_l|x)/|y_l| - gamma)",
+            paper="SimPO: Simple Preference Optimization with a Reference-Free Reward (Meng et al., 2024)",
+            module="workbench.lightning_modules.preference:SimPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=SimPOParams,
+            row_kind="preference",
+            reference="none",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="orpo",
+            family="preference",
+            summary="ORPO: NLL plus an odds-ratio term; no reference, no SFT stage.",
+            formula="L = -log pi(y_w|x)/|y_w| - beta log sig(log odds(y_w) - log odds(y_l)), odds = P/(1-P), P = pi^(1/|y|)",
+            paper="ORPO: Monolithic Preference Optimization without Reference Model (Hong et al., 2024)",
+            module="workbench.lightning_modules.preference:ORPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=ORPOParams,
+            row_kind="preference",
+            reference="none",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="tpo",
+            family="preference",
+            summary="TPO: a reference-free preference term plus the NLL of the gold (chosen) completion, one stage.",
+            formula="L = -log sig(beta (log pi(y_w|x) - log pi(y_l|x))) + alpha NLL(y_gold|x)",
+            paper="Triple Preference Optimization: Achieving Better Alignment using a Single Step Optimization (Saeidi et al., 2024)",
+            module="workbench.lightning_modules.preference:TPOModule",
+            terms=_PREFERENCE_TERMS,
+            params=TPOParams,
+            row_kind="preference",
+            reference="none",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="asft",
+            family="preference",
+            summary="ASFT: SFT plus an absolute-likelihood term on each completion; no reference.",
+            formula="L = -log pi(y_w|x)/|y_w| + beta (-log P(y_w|x) - log(1 - P(y_l|x))), P = pi^(1/|y|)",
+            paper="ASFT: Aligned Supervised Fine-Tuning through Absolute Likelihood (Wang et al., 2024)",
+            module="workbench.lightning_modules.preference:ASFTModule",
+            terms=_PREFERENCE_TERMS,
+            params=ASFTParams,
+            row_kind="preference",
+            reference="none",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="kto",
+            family="preference",
+            summary="KTO on completions labelled desirable or not (each pair gives one of each).",
+            formula="L = lD (1 - sig(beta (rho - z))) | lU (1 - sig(beta (z - rho))), z = max(0, KL estimate)",
+            paper="KTO: Model Alignment as Prospect Theoretic Optimization (Ethayarajh et al., 2024)",
+            module="workbench.lightning_modules.preference:KTOModule",
+            terms=_PREFERENCE_TERMS,
+            params=KTOParams,
+            row_kind="unpaired",
+            reference="adapter_disabled",
             builtin=True,
         ),
     ]

@@ -304,14 +304,18 @@ class RunSpec(_Section):
             default = task.default_method if task is not None else "sft"
             object.__setattr__(self, "method", _plugin_section(default, registry.METHODS, "method"))
         if not self.objectives:
+            own_terms = registry.METHODS[self.method.name].terms
             if task is not None:
-                objectives = [ObjectiveSpec(name=o.name, direction=o.direction,
-                                            source=f"metric:{o.metric}", term=o.term,
+                # A task's objective trains its term only under methods that have that term
+                # (a preference method on `order` measures correctness and length, and its
+                # own loss trains).
+                objectives = [ObjectiveSpec(name=o.name, direction=o.direction, source=f"metric:{o.metric}",
+                                            term=o.term if o.term in own_terms else None,
                                             weight=o.weight, reference=o.reference)
                               for o in task.objectives]
             else:
-                objectives = [ObjectiveSpec(name="eval_loss", direction="min",
-                                            source="metric:eval_loss", term="completion")]
+                objectives = [ObjectiveSpec(name="eval_loss", direction="min", source="metric:eval_loss",
+                                            term="completion" if "completion" in own_terms else None)]
             # Bypass validate_assignment recursion: the values are already validated.
             object.__setattr__(self, "objectives", objectives)
         names = [o.name for o in self.objectives]

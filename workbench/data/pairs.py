@@ -40,5 +40,5 @@ def preference_pairs(rows: Sequence[Row], seed: int) -> list[PreferenceRow]:
         rejected = corrupt_answer(row.answer, rng)
         if row.completion != row.answer:  # keep segments after the answer (e.g. an explanation)
             rejected = rejected + row.completion[len(row.answer):]
-        out.append(PreferenceRow(row.prompt, chosen, rejected))
+        out.append(PreferenceRow(row.prompt, chosen, rejected, source=row))
     return out

@@ -50,3 +50,10 @@ class PreferenceRow:
     prompt: str
     chosen: str
     rejected: str
+    # The supervised row a built-in task's pair was made from (its answer and segments are
+    # what the task's metrics score generations against); None for a user's pairs.
+    source: Row | None = None
+
+    def as_row(self) -> Row:
+        """The pair as a supervised row: its source, else the chosen completion as the answer."""
+        return self.source if self.source is not None else Row.plain(self.prompt, self.chosen)

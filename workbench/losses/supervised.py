@@ -1,7 +1,6 @@
-"""Loss functions: pure functions of tensors returning per-example values (+ metrics).
+"""Supervised losses: token log-probs, completion NLL, segment NLL, brevity, scalarisation.
 
-Modules never inline a loss; they call these and scalarise the terms with the objectives'
-training weights (:func:`scalarise`). Label position ``t`` scores the token at ``t`` given
+Label position ``t`` scores the token at ``t`` given
 the tokens before it, so logits are shifted by one inside :func:`token_logprobs`.
 """
 

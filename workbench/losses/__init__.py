@@ -1,0 +1,44 @@
+"""Loss functions: pure functions of tensors returning per-example values (+ metrics).
+
+Modules never inline a loss; they call these and scalarise the terms with the objectives'
+training weights (:func:`scalarise`). Grouped by family: :mod:`.supervised` (token
+log-probs, completion NLL, segments, brevity) and :mod:`.preference` (the DPO family, KTO,
+MODPO). Every public name is importable from ``workbench.losses`` itself.
+"""
+
+from __future__ import annotations
+
+from workbench.losses.preference import (
+    asft_loss,
+    dpo_loss,
+    hinge_loss,
+    ipo_loss,
+    kto_kl_estimate,
+    kto_loss,
+    modpo_loss,
+    orpo_loss,
+    preference_metrics,
+    robust_loss,
+    rpo_loss,
+    simpo_loss,
+    tpo_loss,
+)
+from workbench.losses.supervised import (
+    brevity_from_eos_logprobs,
+    brevity_loss,
+    label_logprobs,
+    masked_mean_nll,
+    scalarise,
+    segment_mask,
+    segment_nll,
+    sequence_logps,
+    sft_loss,
+    token_logprobs,
+)
+
+__all__ = [
+    "asft_loss", "brevity_from_eos_logprobs", "brevity_loss", "dpo_loss", "hinge_loss", "ipo_loss",
+    "kto_kl_estimate", "kto_loss", "label_logprobs", "masked_mean_nll", "modpo_loss", "orpo_loss",
+    "preference_metrics", "robust_loss", "rpo_loss", "scalarise", "segment_mask", "segment_nll",
+    "sequence_logps", "sft_loss", "simpo_loss", "token_logprobs", "tpo_loss",
+]
