@@ -1,0 +1,208 @@
+"""RunMonitor: background runs with a progress bar each, live curves and a Stop button.
+
+Runs are launched with :func:`workbench.launch` (their own processes: closing the notebook
+tab or restarting the kernel never stops them) and watched through MLflow only, so a new
+monitor on the same experiment re-attaches to its running runs. :meth:`RunMonitor.refresh`
+reads the store once and updates the bars and the curves in place; a daemon thread calls it
+every ``poll_s`` seconds while some run is alive.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import ipywidgets as w
+import plotly.graph_objects as go
+
+from workbench import liveness, run_listing, tracking
+from workbench.launcher import TERMINAL, RunHandle, attach, launch
+from workbench.spec import RunSpec
+
+# Metrics drawn live: the loss and its terms on one figure; objectives and rewards on another.
+LOSS_PREFIX = "train/"
+VALUE_PREFIXES = (tracking.OBJECTIVE_PREFIX, "reward/")
+_BAR_STYLE = {"FINISHED": "success", "FAILED": "danger", "KILLED": "warning"}
+
+
+def run_curves(client, run_id: str, prefixes: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+    """``{metric key: [(step, value), ...]}`` of a run's metrics under ``prefixes``."""
+    keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith(prefixes))
+    return {key: tracking.metric_history(client, run_id, key) for key in keys}
+
+
+def running_runs(client, experiment: str) -> list[str]:
+    """Ids of the runs of ``experiment`` still RUNNING that a process trains (launched runs)."""
+    runs = tracking.runs_frame(client, experiment, status="RUNNING")
+    return [r["run_id"] for r in runs if liveness.PID_TAG in r["tags"]]
+
+
+def progress_text(progress: run_listing.RunProgress) -> str:
+    row = progress.row
+    text = f"{row.status.lower()}, step {row.step_of_total or '0/?'}"
+    if progress.last_loss is not None:
+        text += f", loss {progress.last_loss:.4g}"
+    if row.status == "RUNNING":
+        text += f", ETA {run_listing.format_duration(progress.eta_s)}"
+    elif progress.error:
+        text += f": {progress.error}"
+    return text
+
+
+@dataclass
+class _RunRow:
+    handle: RunHandle
+    name: str
+    bar: w.IntProgress
+    label: w.HTML
+    stop: w.Button
+    status: str = "RUNNING"
+
+    @property
+    def box(self) -> w.HBox:
+        return w.HBox([w.HTML(f"<code>{self.name}</code>", layout=w.Layout(width="220px")),
+                       self.bar, self.label, self.stop])
+
+
+class RunMonitor(w.VBox):
+    """Launch specs as background runs and watch them: ``launch(spec)``, ``refresh()``,
+    ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
+    With ``builder`` (an :class:`~workbench.widgets.ExperimentBuilder`), a Launch button
+    launches its current spec. ``poll_s=None`` leaves refreshing to the caller."""
+
+    def __init__(self, experiment: str | None = None, *, builder=None, uri: str | None = None,
+                 poll_s: float | None = 2.0, threads: int | None = None):
+        self.uri, self.poll_s, self.threads = uri, poll_s, threads
+        self.builder = builder
+        self.rows: dict[str, _RunRow] = {}
+        self.message = w.HTML()
+        self.launch_button = w.Button(description="Launch", icon="play", button_style="primary")
+        self.launch_button.on_click(lambda _: self._launch_from_builder())
+        self.loss_figure = go.FigureWidget(layout={
+            "title": {"text": "training loss and terms"}, "xaxis": {"title": {"text": "step"}},
+            "height": 320, "template": "plotly_white", "margin": {"t": 40}})
+        self.objective_figure = go.FigureWidget(layout={
+            "title": {"text": "objectives at each evaluation"}, "xaxis": {"title": {"text": "step"}},
+            "height": 320, "template": "plotly_white", "margin": {"t": 40}})
+        self.rows_box = w.VBox()
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        top = [self.launch_button] if builder is not None else []
+        super().__init__([*top, self.message, self.rows_box,
+                          w.HBox([self.loss_figure, self.objective_figure])])
+        if experiment is not None:
+            self.attach_running(experiment)
+
+    def _client(self):
+        return tracking.connect(self.uri)
+
+    # -- adding runs -----------------------------------------------------------------------
+
+    def launch(self, spec: RunSpec | dict | None = None) -> RunHandle:
+        """Launch ``spec`` (default: the builder's) as a background run and watch it."""
+        if spec is None:
+            if self.builder is None or self.builder.spec is None:
+                raise ValueError("no valid spec to launch: " + (self.builder.error if self.builder else "pass one"))
+            spec = self.builder.spec
+        handle = launch(spec, threads=self.threads)
+        self._add(handle)
+        self.message.value = f"launched run <code>{handle.run_id}</code>"
+        return handle
+
+    def _launch_from_builder(self) -> None:
+        try:
+            self.launch()
+        except Exception as err:  # shown, not raised: a button callback has no caller
+            self.message.value = f"<span style='color:#b00020'>{type(err).__name__}: {err}</span>"
+
+    def attach_running(self, experiment: str) -> list[str]:
+        """Watch every launched run of ``experiment`` that is still RUNNING; their ids."""
+        ids = [run_id for run_id in running_runs(self._client(), experiment) if run_id not in self.rows]
+        for run_id in ids:
+            self._add(attach(run_id, self.uri))
+        if ids:
+            self.message.value = f"attached to {len(ids)} running run(s) of '{experiment}'"
+        return ids
+
+    def _add(self, handle: RunHandle) -> None:
+        name = self._client().get_run(handle.run_id).info.run_name or handle.run_id[:8]
+        row = _RunRow(handle, name, w.IntProgress(value=0, min=0, max=1, description=""),
+                      w.HTML(), w.Button(description="Stop", icon="stop", button_style="danger"))
+        row.stop.on_click(lambda _, run_id=handle.run_id: self.stop(run_id))
+        with self._lock:
+            self.rows[handle.run_id] = row
+            self.rows_box.children = tuple(r.box for r in self.rows.values())
+        self.refresh()
+        self._ensure_polling()
+
+    # -- watching --------------------------------------------------------------------------
+
+    def refresh(self) -> dict[str, str]:
+        """Read every watched run from the store once; update bars and curves. Statuses by id."""
+        client = self._client()
+        with self._lock:
+            for run_id, row in self.rows.items():
+                if row.status in TERMINAL and row.bar.bar_style:
+                    continue  # drawn in its final state already
+                if row.status not in TERMINAL:
+                    row.status = row.handle.status()  # ends a run whose process died FAILED
+                progress = run_listing.run_progress(client, run_id)
+                total = progress.row.total or 1
+                row.bar.max = total
+                row.bar.value = min(total, progress.row.step or 0)
+                row.label.value = progress_text(progress)
+                if row.status in TERMINAL:
+                    row.bar.bar_style = _BAR_STYLE[row.status]
+                    row.stop.disabled = True
+                self._draw(self.loss_figure, row.name, run_curves(client, run_id, (LOSS_PREFIX,)))
+                self._draw(self.objective_figure, row.name, run_curves(client, run_id, VALUE_PREFIXES))
+            return {run_id: row.status for run_id, row in self.rows.items()}
+
+    @staticmethod
+    def _draw(figure: go.FigureWidget, run_name: str, curves: dict[str, list]) -> None:
+        traces = {t.name: t for t in figure.data}
+        with figure.batch_update():
+            for key, points in curves.items():
+                name = f"{run_name} {key}"
+                x, y = [p[0] for p in points], [p[1] for p in points]
+                if name in traces:
+                    traces[name].x, traces[name].y = x, y
+                else:
+                    dash = "solid" if key in ("train/loss",) or key.startswith(VALUE_PREFIXES) else "dot"
+                    figure.add_scatter(x=x, y=y, name=name, mode="lines+markers" if len(x) < 30 else "lines",
+                                       line={"dash": dash})
+
+    def stop(self, run_id: str) -> str:
+        """Stop a run (its process group gets SIGTERM; the run ends KILLED); its status."""
+        row = self.rows[run_id]
+        row.stop.disabled = True
+        row.label.value = "stopping..."
+        status = row.handle.stop()
+        with self._lock:
+            row.status = status
+        self.refresh()
+        return status
+
+    def alive(self) -> bool:
+        return any(row.status not in TERMINAL for row in self.rows.values())
+
+    def _ensure_polling(self) -> None:
+        if self.poll_s is None or (self._thread is not None and self._thread.is_alive()):
+            return
+        self._thread = threading.Thread(target=self._poll, name="workbench-run-monitor", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while self.alive():
+            try:
+                self.refresh()
+            except Exception as err:  # a store hiccup must not end the watching
+                self.message.value = f"<span style='color:#b00020'>refresh failed: {err}</span>"
+            self._wake.wait(self.poll_s)
+
+    def close(self) -> None:
+        """Stop watching (the runs go on)."""
+        self.rows.clear()
+        self._wake.set()
+        super().close()
