@@ -64,3 +64,24 @@ def test_fused_kernels_notebook_runs(store_uri, jupyter_home):
     assert len(figures) == 2  # the memory bars and the loss curves
     curves = figures[1]["data"]["application/vnd.plotly.v1+json"]["data"]
     assert [t["name"] for t in curves] == ["kernels=off", "kernels=torch"]
+
+
+def test_quickstart_notebook_runs(store_uri, jupyter_home):
+    nb = nbformat.read(NOTEBOOKS / "00_quickstart.ipynb", as_version=4)
+    _inject(nb, steps=8, correctness_weights=[0.9, 0.2], tiny=dict(FAST_TINY), poll_s=0.5,
+            timeout_s=240)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "statuses: ['FINISHED', 'FINISHED']" in text
+    assert "only length matters -> preferred run" in text
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 3  # the builder, the monitor, the explorer
+    # What MLflow holds: the two runs, with the training weights the slider set.
+    from workbench import tracking
+
+    runs = tracking.runs_frame(tracking.connect(store_uri), "quickstart")
+    weights = sorted(float(r["params"]["objectives.correctness.weight"]) for r in runs)
+    assert weights == [0.2, 0.9]
+    assert all({"correctness", "length"} <= set(r["objectives"]) for r in runs)
