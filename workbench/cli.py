@@ -289,6 +289,37 @@ def cmd_ui(args) -> int:
     return code
 
 
+def cmd_lab(args) -> int:
+    import secrets
+
+    from workbench import paths
+    from workbench.servers import ManagedServer, serve_in_foreground
+
+    root = Path(args.dir) if args.dir else (paths.checkout_root() or Path.cwd()) / "notebooks"
+    if not root.is_dir():
+        print(f"error: no folder {root}; pass the notebooks' folder with --dir", file=sys.stderr)
+        return 2
+    token = secrets.token_hex(24)  # a fresh token each start; only the printed URL carries it
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip={host}",
+               "--ServerApp.port={port}", "--ServerApp.port_retries=0",
+               f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
+               "--LabApp.news_url=None"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # JupyterLab refuses root otherwise (containers)
+    server = ManagedServer("JupyterLab", command, host=args.host, port=args.port, health_path="/api")
+    server.check_port()
+    print(f"starting JupyterLab on {root} ...", flush=True)
+
+    def ready(server):
+        print(f"JupyterLab on {server.url}/lab?token={token}\nCtrl-C stops it (server log: "
+              f"{server.log_path})", flush=True)
+
+    code = serve_in_foreground(server, on_ready=ready)
+    if code == 0:
+        print("JupyterLab stopped", flush=True)
+    return code
+
+
 def cmd_export(args) -> int:
     from workbench.export import export_run
 
@@ -373,6 +404,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000,
                    help="port to serve on (default 5000; 0: any free port, printed when ready)")
     p.set_defaults(func=cmd_ui)
+
+    p = sub.add_parser("lab", help="serve JupyterLab on the teaching notebooks on 127.0.0.1, with a token",
+                       description="Start JupyterLab on the notebooks folder (bound to 127.0.0.1 unless --host says otherwise; token required, printed in the URL).")
+    p.add_argument("--dir", help="folder to serve (default: notebooks/ of this checkout)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8888,
+                   help="port to serve on (default 8888; 0: any free port, printed when ready)")
+    p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("export", help="write a run's merged weights + tokenizer as a model folder",
                        description="Export a finished run as safetensors weights (adapters merged) plus tokenizer, loadable with from_pretrained.")
