@@ -72,9 +72,14 @@ def test_builder_shows_a_bad_setting_next_to_its_control():
     builder.steps.value = 0
     assert "train.steps = 0" in builder.field_errors["train.steps"].value
     builder.steps.value = 10
-    builder.method.value = "sft"  # the task's objectives weight terms sft does not have
-    assert builder.spec is None and "has no term 'answer'" in html.unescape(builder.status.value)
+    builder.data.value = "sortt"  # a typo: the message, and the objectives stay
+    assert builder.spec is None and "did you mean 'sort'" in html.unescape(builder.field_errors["data"].value)
+    builder.data.value = "order"
+    builder.method.value = "sft"  # the task's objectives keep only the terms sft has
+    assert builder.spec is not None and builder.spec.method.name == "sft"
+    assert all(o.term in (None, "completion") for o in builder.spec.objectives)
     builder.method.value = "mo-sft"
+    assert [o.term for o in builder.spec.objectives] == ["answer", "brevity"]
     builder.data.value = "explain"  # a task brings its own objectives
     assert [o.name for o in builder.spec.objectives] == ["correctness", "explanation", "length"]
     assert len(builder.weights) == 3

@@ -129,7 +129,7 @@ class ExperimentBuilder(w.VBox):
         self._build_objectives()
         for control in self.controls.values():
             control.observe(self._changed, "value")
-        self.method.observe(lambda _: self._build_params("method", {}) or self._changed(), "value")
+        self.method.observe(self._method_changed, "value")
         self.adapter.observe(lambda _: self._build_params("adapter", {}) or self._changed(), "value")
         self.data.observe(self._task_changed, "value")
         self.simplex.observe(self._simplex_toggled, "value")
@@ -221,16 +221,36 @@ class ExperimentBuilder(w.VBox):
             self._set_weights([s.value / total if total > 0 else 1.0 / n for s in self.weights])
         self._changed()
 
+    def _default_objectives(self, source: str, method: str | None) -> tuple[list[dict] | None, str | None]:
+        """The objectives (and method) a spec gets for ``source`` and ``method`` by default."""
+        data = dict(self.base, objectives=[], method=method)
+        data["data"] = dict(self.base["data"], source=source)
+        spec, _ = forms.build_spec(data, {})
+        if spec is None:
+            return None, None
+        return [o.model_dump(mode="json") for o in spec.objectives], spec.method.name
+
+    def _method_changed(self, change) -> None:
+        self._build_params("method", {})
+        # The task's objectives keep only the terms the new method has.
+        objectives, _ = self._default_objectives(self.data.value, change["new"])
+        if objectives is not None:
+            old = {o["name"]: o for o in self.choices()["objectives"]}
+            for o in objectives:
+                if o["name"] in old and o.get("term") and old[o["name"]].get("term") == o["term"]:
+                    o["weight"] = old[o["name"]]["weight"]
+            self._objectives = objectives
+            self._build_objectives()
+        self._changed()
+
     def _task_changed(self, change) -> None:
         # A new task brings its own objectives; a file keeps the held-out loss.
-        data = dict(self.base, objectives=[], method=None)
-        data["data"] = dict(self.base["data"], source=change["new"])
-        spec, _ = forms.build_spec(data, {})
-        if spec is not None:
-            self._objectives = [o.model_dump(mode="json") for o in spec.objectives]
+        objectives, method = self._default_objectives(change["new"], None)
+        if objectives is not None:
+            self._objectives = objectives
             self._build_objectives()
-            if spec.method.name != self.method.value:
-                self.method.value = spec.method.name  # the task's default method
+            if method != self.method.value:
+                self.method.value = method  # the task's default method (and its objectives)
         self._changed()
 
     def choices(self) -> dict[str, Any]:
