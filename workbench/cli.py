@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, sweep, run, launch, resume, status, stop, front, ui, export."""
+"""The `workbench` command line: demo, sweep, run, launch, resume, status, stop, front, ui, export, merge."""
 
 from __future__ import annotations
 
@@ -328,6 +328,59 @@ def cmd_export(args) -> int:
     return 0
 
 
+MERGE_HELP = """Merge finished runs' models (full weights, or LoRA adapters as their deltas over
+the base) in weight space, evaluate the merged model on the runs' objectives and record it as
+a run (tag workbench.merge), so `workbench front` shows it beside the trained runs. Methods:
+linear (a soup), task_arithmetic, magnitude_prune, ties, dare_linear, dare_ties, breadcrumbs,
+breadcrumbs_ties, lines, adamerging. --grid C ... interpolates between two runs: one merged
+run per coefficient c (weights 1-c, c) under one parent run that records their front."""
+
+
+def cmd_merge(args) -> int:
+    from workbench.errors import SpecError
+    from workbench.merging.catalog import check_settings
+
+    # Settings are checked before torch is imported, so a mistake is answered at once.
+    lines_alpha, lines_beta = args.lines if args.lines else (None, None)
+    options = {"density": args.density, "majority_sign_method": args.majority_sign, "gamma": args.gamma,
+               "lines_alpha": lines_alpha, "lines_beta": lines_beta, "seed": args.seed}
+    if args.grid is not None:
+        if len(args.run_ids) != 2 or args.weights:
+            raise SpecError("--grid interpolates between exactly two runs (weights 1-c, c); "
+                            "give two run ids and no --weights")
+        if args.method == "adamerging":
+            raise SpecError("--method adamerging learns its coefficients; --grid takes a method with given weights")
+        for c in args.grid:
+            check_settings(args.method, 2, (1 - c, c), **options)
+    else:
+        check_settings(args.method, len(args.run_ids), args.weights, **options)
+    _quiet_libraries()
+    from workbench.merge_runs import merge_grid, merge_runs
+
+    if args.grid is not None:
+        result = merge_grid(*args.run_ids, args.grid, args.method, run_name=args.name, **options)
+        rows = [{"coefficient": r.coefficient, **r.objectives,
+                 "front": "*" if on else "", "run_id": r.run_id}
+                for r, on in zip(result.runs, _front_marks(result.front, result.runs))]
+        print(_format_table(rows, ["coefficient", *result.front.names, "front", "run_id"]))
+        print(f"hypervolume: {result.front.hypervolume:.4g}; parent run {result.parent_run_id}")
+        return 0
+    result = merge_runs(args.run_ids, args.method, args.weights, run_name=args.name,
+                        adamerging_steps=args.steps, **options)
+    print(f"merged run {result.run_id} ({args.method} of {', '.join(args.run_ids)})")
+    for name, value in result.objectives.items():
+        print(f"  objective/{name} = {value:.4g}")
+    for name, value in result.learned.items():
+        print(f"  {name} = {value:.4g}")
+    return 0
+
+
+def _front_marks(front, runs) -> list[bool]:
+    """Whether each merged run is on the front (front labels follow the children's order)."""
+    on = dict(zip(front.labels, front.mask))
+    return [bool(on.get(f"{r.settings.method} c={r.coefficient:g}", False)) for r in runs]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Run, compare and teach fine-tuning methods; every run tracked in MLflow.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -418,11 +471,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("dir")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("merge", help="merge runs' models in weight space and record the merged model as a run",
+                       description=MERGE_HELP)
+    p.add_argument("run_ids", nargs="+", metavar="RUN_ID", help="finished runs of one base model")
+    p.add_argument("--method", default="task_arithmetic",
+                   help="merge method (default task_arithmetic; see docs/concepts.md)")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per run (default 1 each)")
+    p.add_argument("--density", type=float,
+                   help="fraction of each task vector kept (ties, dare_*, magnitude_prune, breadcrumbs*)")
+    p.add_argument("--majority-sign", choices=("total", "frequency"), default="total",
+                   help="how ties/dare_ties elect the sign (default total)")
+    p.add_argument("--gamma", type=float, default=0.01, help="breadcrumbs: largest fraction dropped (default 0.01)")
+    p.add_argument("--lines", type=float, nargs=2, metavar=("ALPHA", "BETA"),
+                   help="LiNeS scaling alpha + beta l/(L-1) of block l (default for --method lines: 0.5 0.5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of DARE's random masks (default 0)")
+    p.add_argument("--steps", type=int, default=20, help="adamerging: optimisation steps (default 20)")
+    p.add_argument("--grid", type=float, nargs="+", metavar="C",
+                   help="coefficients to interpolate two runs at (one merged run each, under a parent)")
+    p.add_argument("--name", help="run name of the merged run (or of the grid's parent)")
+    p.set_defaults(func=cmd_merge)
     return parser
 
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
-_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep)
+_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge)
 # Commands that only read the store: no training library is imported, so none is quieted.
 _READ_ONLY = (cmd_runs, cmd_status, cmd_front)
 

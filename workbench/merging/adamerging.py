@@ -98,7 +98,7 @@ def adamerging(model, base: Weights, vectors: Sequence[Weights], batches: Sequen
             initial = float(sum(batch_entropy(model, start, b) for b in batches) / len(batches))
         for step in range(steps):
             loss = batch_entropy(model, _merged(base, stacked, coefficients, names), batches[step % len(batches)])
-            entropies.append(float(loss))
+            entropies.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
