@@ -32,6 +32,8 @@ _EXPORTS = {
     "simplex_grid": "workbench.sweep",
     "simplex_random": "workbench.sweep",
     "export_run": "workbench.export",
+    "merge_runs": "workbench.merges",
+    "merge_grid": "workbench.merges",
     "pareto": "workbench.pareto",
     "WorkbenchError": "workbench.errors",
 }

@@ -355,7 +355,7 @@ def cmd_merge(args) -> int:
     else:
         check_settings(args.method, len(args.run_ids), args.weights, **options)
     _quiet_libraries()
-    from workbench.merge_runs import merge_grid, merge_runs
+    from workbench.merges import merge_grid, merge_runs
 
     if args.grid is not None:
         result = merge_grid(*args.run_ids, args.grid, args.method, run_name=args.name, **options)

@@ -10,7 +10,7 @@
 - :mod:`.adamerging` coefficients learned by entropy minimisation on unlabeled inputs.
 
 Merging finished runs and recording the merged models as runs is
-:func:`workbench.merge_runs.merge_runs` (CLI ``workbench merge``).
+:func:`workbench.merges.merge_runs` (CLI ``workbench merge``).
 Submodules are imported on first use, so ``workbench.merging.catalog`` needs no torch.
 """
 

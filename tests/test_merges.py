@@ -59,7 +59,7 @@ def test_workbench_merge_records_merged_models_as_points_on_the_front(store_uri,
     assert all(label in shown.stdout for label in on_front), shown.stdout
 
     # A grid of coefficients from Python: one point per coefficient under one parent.
-    from workbench.merge_runs import merge_grid, merge_runs
+    from workbench.merges import merge_grid, merge_runs
 
     lap("workbench front")
     grid = merge_grid(full.run_id, lora.run_id, [0.0, 1.0], "linear", **quiet)
