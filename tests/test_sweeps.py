@@ -277,7 +277,8 @@ def test_stopping_a_sweep_leaves_no_run_running(tmp_path, sig, parallel, fast_ba
     deadline = time.monotonic() + 30
     while (running := tracking.runs_frame(client, "stopped", status="RUNNING")) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert running == []
+    assert running == [], ([(r["run_name"], r["tags"].get("workbench.parent")) for r in running],
+                           output[-3000:])
     runs = tracking.runs_frame(client, "stopped", status=None)
     statuses = {r["run_name"]: r["status"] for r in runs}
     assert statuses.pop("weight-sweep") == "KILLED"

@@ -219,43 +219,57 @@ def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None =
 
     client = tracking.connect(spec.tracking.uri)
     parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "weight-sweep"})
-    parent_id = tracking.start_run(client, parent_spec, extra_tags={"workbench.kind": "sweep"})
-    # SIGTERM ends the sweep like Ctrl-C (KeyboardInterrupt), so the parent ends KILLED.
+    # SIGTERM ends the sweep like Ctrl-C (KeyboardInterrupt), so the parent ends KILLED; while
+    # the parent is being created, either only sets a flag (no run without its recorder).
     # The parent carries no process tags: it trains nothing, and runs with them count as
     # training when launched runs share the cores (core_share). Were this process killed
     # hard, its heartbeat going stale gets the parent reaped (liveness).
-    with _signals_raise_interrupt(), tracking.RunRecorder(client, parent_id) as parent:
-        if parallel == 1:
-            results = _run_here(specs, parent_id, progress, log, deadline)
-        else:
-            results = _run_in_background(specs, parent_id, parallel, log, deadline)
-        ids = [r.run_id for r in results]
-        children = fronts.sweep_children(client, parent_id, order=ids)
-        if not children:
-            raise RunFailed(f"sweep {parent_id}: no child run finished; see the children's errors")
-        # Background children's values and trajectories come from the store (in-process
-        # ones have them from run(); the same numbers).
-        by_id = {c["run_id"]: c for c in children}
-        for r in results:
-            if r.run_id in by_id and not r.trajectory:
-                r.trajectory = fronts.objective_trajectory(client, r.run_id, names)
-                r.objectives = {n: v for n, v in by_id[r.run_id]["objectives"].items() if n in names}
-        front = fronts.front_from_runs(children, names)
-        base = fronts.start_point(client, children[0]["run_id"], names)
-        base_hv = fronts.point_hypervolume(front, base)
-        parent.log_metrics({"sweep/hypervolume": front.hypervolume,
-                            "sweep/base_hypervolume": base_hv,
-                            "sweep/front_size": float(front.mask.sum())}, step=0)
-        parent.log_table(front.table(), "front.json")
-        figure = plots.front_figure(front, title=f"Pareto front of the weight sweep ({spec.data.source})")
-        with tempfile.TemporaryDirectory() as tmp:
-            html = plots.write_html(figure, Path(tmp) / "front.html")
-            parent.log_artifacts(str(html.parent), "front")
-        saved = plots.write_html(figure, figure_path) if figure_path is not None else None
-    return SweepResult(parent_id, list(weights), results, front, base, base_hv, saved)
+    with _signals_raise_interrupt():
+        with _stop_requests() as stop:
+            parent_id = tracking.start_run(client, parent_spec, extra_tags={"workbench.kind": "sweep"})
+            recorder = tracking.RunRecorder(client, parent_id)
+        with recorder as parent:
+            if stop.is_set():
+                raise KeyboardInterrupt
+            return _run_and_record(spec, specs, list(weights), names, client, parent, parallel,
+                                   progress, log, deadline, figure_path)
 
 
-def _run_here(specs: list[RunSpec], parent_id: str, progress: bool, log,
+def _run_and_record(spec, specs, weights, names, client, parent, parallel, progress, log,
+                    deadline, figure_path) -> SweepResult:
+    """The children, then the parent's front, hypervolumes, table and plot."""
+    parent_id = parent.run_id
+    if parallel == 1:
+        results = _run_here(specs, parent_id, client, progress, log, deadline)
+    else:
+        results = _run_in_background(specs, parent_id, parallel, log, deadline)
+    ids = [r.run_id for r in results]
+    children = fronts.sweep_children(client, parent_id, order=ids)
+    if not children:
+        raise RunFailed(f"sweep {parent_id}: no child run finished; see the children's errors")
+    # Background children's values and trajectories come from the store (in-process
+    # ones have them from run(); the same numbers).
+    by_id = {c["run_id"]: c for c in children}
+    for r in results:
+        if r.run_id in by_id and not r.trajectory:
+            r.trajectory = fronts.objective_trajectory(client, r.run_id, names)
+            r.objectives = {n: v for n, v in by_id[r.run_id]["objectives"].items() if n in names}
+    front = fronts.front_from_runs(children, names)
+    base = fronts.start_point(client, children[0]["run_id"], names)
+    base_hv = fronts.point_hypervolume(front, base)
+    parent.log_metrics({"sweep/hypervolume": front.hypervolume,
+                        "sweep/base_hypervolume": base_hv,
+                        "sweep/front_size": float(front.mask.sum())}, step=0)
+    parent.log_table(front.table(), "front.json")
+    figure = plots.front_figure(front, title=f"Pareto front of the weight sweep ({spec.data.source})")
+    with tempfile.TemporaryDirectory() as tmp:
+        html = plots.write_html(figure, Path(tmp) / "front.html")
+        parent.log_artifacts(str(html.parent), "front")
+    saved = plots.write_html(figure, figure_path) if figure_path is not None else None
+    return SweepResult(parent_id, weights, results, front, base, base_hv, saved)
+
+
+def _run_here(specs: list[RunSpec], parent_id: str, client, progress: bool, log,
               deadline: float | None) -> list[RunResult]:
     """The children one after another in this process."""
     results = []
@@ -268,6 +282,13 @@ def _run_here(specs: list[RunSpec], parent_id: str, progress: bool, log,
         except RunFailed as err:  # the child ended FAILED (its message names it); go on
             log(f"[{i + 1}/{len(specs)}] {child.tracking.run_name}: {err}")
             results.append(RunResult(None, "FAILED"))
+        except KeyboardInterrupt:
+            # A child interrupted while its run was being created (before the runner could
+            # end it) would be left RUNNING: every child here is this process's, end it KILLED.
+            for open_child in tracking.runs_frame(client, child.tracking.experiment,
+                                                  parent_run_id=parent_id, status="RUNNING"):
+                tracking.end_run(client, open_child["run_id"], "KILLED")
+            raise
     return results
 
 
