@@ -327,15 +327,11 @@ def _run_in_background(specs: list[RunSpec], parent_id: str, parallel: int, log,
 
 
 def _wait_for_an_exit(handles, timeout_s: float) -> None:
-    """Return when one of ``handles``' processes exits, or after ``timeout_s``."""
+    """Wait at most ``timeout_s``, returning at once when the oldest child exits (the others
+    are checked on return, so an exit is seen within ``timeout_s`` whichever child it is)."""
     handles = list(handles)
-    if not handles:
-        return
-    waited = handles[0].wait_exit(timeout_s)
-    if not waited:
-        return
-    for handle in handles[1:]:
-        handle.wait_exit(0)
+    if handles:
+        handles[0].wait_exit(timeout_s)
 
 
 def _stop_all(handles: list[RunHandle], log) -> None:
