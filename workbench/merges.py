@@ -83,8 +83,13 @@ def _check_same_setting(specs: list[RunSpec], run_ids: list[str]) -> None:
 
 
 def _download(client, run_id: str, artifact: str, folder: str) -> str:
+    import os
+
     import mlflow
 
+    # MLflow draws a progress bar per download unless told not to (the CLI tells it for good).
+    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
         return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=folder,
                                                    tracking_uri=client.tracking_uri)
@@ -92,6 +97,11 @@ def _download(client, run_id: str, artifact: str, folder: str) -> str:
         what = ("has no saved model (was tracking.log_model false, or did it not finish?)"
                 if artifact == "model" else f"has no {artifact}")
         raise TrackingError(f"run {run_id} {what}: {err}") from None
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
 
 
 def load_sources(run_ids: Sequence[str], *, uri: str | None = None, log=print) -> _Sources:
