@@ -121,6 +121,10 @@ class KTOParams(MethodParams):
     undesirable_weight: float = Field(1.0, gt=0, description="lambda_U, weight of undesirable completions.")
 
 
+class MODPOParams(MethodParams):
+    beta: float = _beta(0.1)
+
+
 class FullAdapterParams(AdapterParams):
     """Every parameter of the base trains (no settings)."""
 
@@ -220,6 +224,10 @@ ROW_KINDS: dict[str, RowKind] = {
                 "workbench.data.encode:encode_rows", "workbench.data.encode:collate"),
         RowKind("preference", "prompt/chosen/rejected pairs; both completions in one batch",
                 "workbench.data.encode_pairs:encode_pairs", "workbench.data.encode_pairs:collate_pairs"),
+        RowKind("scored_preference", "preference pairs with per-attribute scores of both completions "
+                                     "(a built-in task scores them by its objectives)",
+                "workbench.data.encode_pairs:encode_scored_pairs",
+                "workbench.data.encode_pairs:collate_scored_pairs"),
         RowKind("unpaired", "completions labelled desirable or not (each preference pair gives one of each)",
                 "workbench.data.encode_pairs:encode_unpaired", "workbench.data.encode_pairs:collate_unpaired"),
         RowKind("prompt", "prompts only; completions are generated during training",
@@ -237,6 +245,9 @@ TERMS: dict[str, TermInfo] = {
         TermInfo("reward_accuracy", "share of pairs whose implicit reward ranks chosen above rejected "
                                     "(measured, not trained: use it as a term: objective, direction max)"),
         TermInfo("reward_margin", "implicit reward of chosen minus rejected (measured, not trained)"),
+        TermInfo("score_margin", "MODPO: the objective's score of chosen minus rejected (the pair's score "
+                                 "named like the objective, negated for direction min); its weight "
+                                 "sets the margin"),
         TermInfo(
             "brevity",
             "position-weighted NLL of stopping: sum_t (t/T) * -log p(eos | prefix_t) over the "
@@ -387,6 +398,21 @@ METHODS: dict[str, MethodInfo] = {
             params=ASFTParams,
             row_kind="preference",
             reference="none",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="modpo",
+            family="multi-objective",
+            summary="MODPO: DPO on the objective with term 'preference' (weight w_0), with a margin from "
+                    "the scores of the objectives with term 'score_margin' (weights w_k).",
+            formula="L = -log sig((beta h - sum_k w_k (s_k(y_w) - s_k(y_l))) / w_0)",
+            paper="Beyond One-Preference-Fits-All Alignment: Multi-Objective Direct Preference Optimization "
+                  "(Zhou et al., 2024)",
+            module="workbench.lightning_modules.preference:MODPOModule",
+            terms=(*_PREFERENCE_TERMS, "score_margin"),
+            params=MODPOParams,
+            row_kind="scored_preference",
+            reference="precomputed",
             builtin=True,
         ),
         MethodInfo(

@@ -30,6 +30,7 @@ from workbench.errors import DataError
 class EncodedPair:
     chosen: Encoded
     rejected: Encoded
+    scores: tuple[tuple[str, float, float], ...] = ()  # PreferenceRow.scores
 
 
 @dataclass
@@ -82,7 +83,8 @@ def encode_pairs(tokenizer, rows: Sequence[PreferenceRow], max_length: int):
     for index, row in enumerate(rows):
         stats.rows += 1
         pair = EncodedPair(encode_row(tokenizer, Row.plain(row.prompt, row.chosen), max_length),
-                           encode_row(tokenizer, Row.plain(row.prompt, row.rejected), max_length))
+                           encode_row(tokenizer, Row.plain(row.prompt, row.rejected), max_length),
+                           row.scores)
         if _count(stats, pair.chosen, pair.rejected):
             out.append(pair)
         else:
@@ -94,6 +96,29 @@ def collate_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
     """One right-padded batch of 2n rows: the n chosen completions, then the n rejected."""
     out = collate([p.chosen for p in batch] + [p.rejected for p in batch], pad_id)
     out["n_pairs"] = torch.tensor(len(batch))
+    return out
+
+
+def encode_scored_pairs(tokenizer, rows: Sequence[PreferenceRow], max_length: int):
+    """As :func:`encode_pairs`, for pairs that all carry scores on the same attributes."""
+    _need_pairs(rows)
+    names = [name for name, _, _ in rows[0].scores] if rows else []
+    for i, row in enumerate(rows):
+        if not row.scores:
+            raise DataError("this method weights per-attribute scores; this pair has none. Give "
+                            "'chosen_scores' and 'rejected_scores'", row=i)
+        if [name for name, _, _ in row.scores] != names:
+            raise DataError(f"scores attributes {[n for n, _, _ in row.scores]} differ from the first "
+                            f"row's {names}; score every pair on the same attributes", row=i)
+    return encode_pairs(tokenizer, rows, max_length)
+
+
+def collate_scored_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """:func:`collate_pairs` plus ``score/<attribute>``: (n, 2) float tensors, each pair's
+    chosen and rejected score."""
+    out = collate_pairs(batch, pad_id)
+    for k, (name, _, _) in enumerate(batch[0].scores):
+        out[f"score/{name}"] = torch.tensor([p.scores[k][1:] for p in batch], dtype=torch.float32)
     return out
 
 

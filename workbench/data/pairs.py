@@ -3,12 +3,20 @@
 The chosen completion is the task's correct one; the rejected one is the same answer made
 wrong in a way a program can tell: its items out of order, one item dropped, or a number
 off by one. The corruption is drawn from a seed per row, so pairs are reproducible.
+
+:func:`scored_pairs` makes multi-attribute pairs whose attributes conflict (for MODPO): the
+whole answer against the answer cut short, each scored by every objective of the task, so
+correctness prefers one completion and brevity the other. Which completion is chosen is a
+preference label on the first attribute drawn from a Bradley-Terry model of its scores
+(see :data:`LABEL_TEMPERATURE`), as a human label would be: both orders occur, and a
+preference method learns a finite reward for the attribute rather than an ever-growing one.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from workbench.data.rows import PreferenceRow, Row
 
@@ -41,4 +49,45 @@ def preference_pairs(rows: Sequence[Row], seed: int) -> list[PreferenceRow]:
         if row.completion != row.answer:  # keep segments after the answer (e.g. an explanation)
             rejected = rejected + row.completion[len(row.answer):]
         out.append(PreferenceRow(row.prompt, chosen, rejected, source=row))
+    return out
+
+
+# Temperature of the Bradley-Terry labels of scored pairs, in units of the labelling
+# attribute's score: on `order`, a pair one item of ten apart in correctness (0.1) is labelled
+# the right way round with probability sigmoid(1) = 0.73, five items apart with 0.99.
+LABEL_TEMPERATURE = 0.1
+
+# An attribute of a completion: (name, direction "max"|"min", score(completion, row)).
+Scorer = tuple[str, str, Callable[[str, Row], float]]
+
+
+def scored_pairs(rows: Sequence[Row], scorers: Sequence[Scorer], seed: int,
+                 temperature: float = LABEL_TEMPERATURE) -> list[PreferenceRow]:
+    """One multi-attribute pair per row: the whole completion against its answer cut short
+    after k items (k uniform in 1 .. items - 1; a corrupted answer when the answer has one
+    item), both scored by every scorer (``PreferenceRow.scores``).
+
+    The first scorer labels the pair: the completion it scores better by a gap g (in its
+    direction) is chosen with probability sigmoid(g / temperature).
+    """
+    if not scorers:
+        raise ValueError("scored_pairs needs at least one scorer (the labelling attribute)")
+    out = []
+    for i, row in enumerate(rows):
+        rng = random.Random(f"scored-pair:{seed}:{i}:{row.prompt}")
+        items = row.answer.split()
+        if len(items) > 1:
+            lead = row.answer[: len(row.answer) - len(row.answer.lstrip())]
+            short = lead + " ".join(items[: rng.randint(1, len(items) - 1)])
+        else:
+            short = corrupt_answer(row.answer, rng)
+        short += row.completion[len(row.answer):]  # keep segments after the answer
+        a, b = row.completion, short
+        scores = [(name, direction, fn(a, row), fn(b, row)) for name, direction, fn in scorers]
+        _, direction, score_a, score_b = scores[0]
+        gap = (score_a - score_b) * (1 if direction == "max" else -1)
+        keep = rng.random() < 1 / (1 + math.exp(-gap / temperature))
+        chosen, rejected = (a, b) if keep else (b, a)
+        out.append(PreferenceRow(row.prompt, chosen, rejected, source=row, scores=tuple(
+            (name, sa, sb) if keep else (name, sb, sa) for name, _, sa, sb in scores)))
     return out

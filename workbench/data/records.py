@@ -51,7 +51,7 @@ class DatasetFormat:
 
 PROMPT_COMPLETION = DatasetFormat("prompt_completion", ("prompt", "completion"), ("explanation",))
 CHAT = DatasetFormat("chat", ("messages",))
-PREFERENCE = DatasetFormat("preference", ("prompt", "chosen", "rejected"))
+PREFERENCE = DatasetFormat("preference", ("prompt", "chosen", "rejected"), ("chosen_scores", "rejected_scores"))
 FORMATS: tuple[DatasetFormat, ...] = (PROMPT_COMPLETION, CHAT, PREFERENCE)
 
 
@@ -193,7 +193,40 @@ def _pref_row(values: Mapping[str, Any]) -> PreferenceRow:
         _text(values, "prompt"),
         _text(values, "chosen"),
         _text(values, "rejected"),
+        scores=_pair_scores(values),
     )
+
+
+def _pair_scores(values: Mapping[str, Any]) -> tuple[tuple[str, float, float], ...]:
+    """Optional per-attribute scores (MODPO): ``chosen_scores`` and ``rejected_scores``, each
+    an object mapping attribute names to numbers, with the same names (JSON text in CSV)."""
+    given = {name: values.get(name) for name in ("chosen_scores", "rejected_scores")}
+    if all(v is None for v in given.values()):
+        return ()
+    shape = 'an object mapping each attribute to a number, e.g. {"correctness": 1, "length": 9}'
+    parsed = {}
+    for name, value in given.items():
+        if value is None:
+            other = next(n for n in given if n != name)
+            raise _RowProblem(name, f"is missing while '{other}' is given; give both, {shape}")
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except (ValueError, RecursionError) as exc:
+                raise _RowProblem(name, f"is not valid JSON ({exc}); write {shape}") from None
+        if not isinstance(value, Mapping) or not value:
+            raise _RowProblem(name, f"must be {shape}, got {_describe(value)}")
+        for key, score in value.items():
+            if isinstance(score, bool) or not isinstance(score, (int, float)):
+                raise _RowProblem(f"{name}.{key}", f"must be a number, got {_describe(score)}")
+            if not -float("inf") < score < float("inf"):
+                raise _RowProblem(f"{name}.{key}", f"must be a finite number, got {score}")
+        parsed[name] = {str(k): float(v) for k, v in value.items()}
+    chosen, rejected = parsed["chosen_scores"], parsed["rejected_scores"]
+    if set(chosen) != set(rejected):
+        raise _RowProblem("rejected_scores", f"has attributes {sorted(rejected)} but chosen_scores has "
+                                             f"{sorted(chosen)}; score both completions on the same ones")
+    return tuple((k, chosen[k], rejected[k]) for k in sorted(chosen))
 
 
 def _chat_row(values: Mapping[str, Any]) -> ChatRow:

@@ -53,6 +53,9 @@ class PreferenceRow:
     # The supervised row a built-in task's pair was made from (its answer and segments are
     # what the task's metrics score generations against); None for a user's pairs.
     source: Row | None = None
+    # Per-attribute scores of the two completions, ``(name, chosen score, rejected score)``
+    # (multi-objective methods such as MODPO weight their differences); empty when unscored.
+    scores: tuple[tuple[str, float, float], ...] = ()
 
     def as_row(self) -> Row:
         """The pair as a supervised row: its source, else the chosen completion as the answer."""

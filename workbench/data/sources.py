@@ -8,9 +8,9 @@ import re
 from pathlib import Path
 
 from workbench.data.formats import FILE_SUFFIXES, load_dataset_rows, split_rows
-from workbench.data.pairs import preference_pairs
+from workbench.data.pairs import preference_pairs, scored_pairs
 from workbench.data.rows import PreferenceRow
-from workbench.data.tasks import TASKS
+from workbench.data.tasks import METRICS, TASKS
 from workbench.errors import DataError
 
 # A Hugging Face dataset id: owner/name (letters, digits, '-', '_', '.').
@@ -71,11 +71,15 @@ def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):
     (``registry.ROW_KINDS``); raises DataError before anything is written.
 
     Built-in tasks give supervised rows, and preference pairs (a corrupted answer as the
-    rejected completion, :mod:`workbench.data.pairs`) for pair-based kinds.
+    rejected completion, :mod:`workbench.data.pairs`) for pair-based kinds; for
+    ``scored_preference``, pairs scored by each of the task's objectives (``scored_pairs``).
     """
     task = TASKS.get(data_spec.source)
     if task is not None:
         train, held_out = task.splits(data_spec.train_size, data_spec.eval_size, seed)
+        if row_kind == "scored_preference":
+            scorers = [(o.name, o.direction, METRICS[o.metric]) for o in task.objectives]
+            return scored_pairs(train, scorers, seed), scored_pairs(held_out, scorers, seed)
         if row_kind in ("preference", "unpaired"):
             train, held_out = preference_pairs(train, seed), preference_pairs(held_out, seed)
         return train, held_out
@@ -87,11 +91,21 @@ def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):
             "messages rows. Choose a preference method, or supply completions",
             source=data_spec.source,
         )
-    if row_kind == "preference" and not all(pairs):
+    if row_kind in ("preference", "scored_preference") and not all(pairs):
         raise DataError(
             f"row {pairs.index(False)} is not a prompt/chosen/rejected pair; preference methods "
             "need every row to have prompt, chosen and rejected",
             source=data_spec.source,
         )
+    if row_kind == "scored_preference":
+        unscored = next((i for i, r in enumerate(rows) if not r.scores), None)
+        if unscored is not None:
+            raise DataError(
+                f"row {unscored} has no per-attribute scores; this method weights score "
+                "differences, so give every row 'chosen_scores' and 'rejected_scores' "
+                "(objects mapping each attribute to a number, higher or lower as its objective's "
+                "direction says)",
+                source=data_spec.source,
+            )
     train, held_out = split_rows(rows, data_spec.eval_fraction, seed)
     return train[: data_spec.train_size], held_out[: data_spec.eval_size]

@@ -1,4 +1,4 @@
-"""Preference optimisation: the DPO family, its reference-free relatives, and KTO.
+"""Preference optimisation: the DPO family, its reference-free relatives, KTO and MODPO.
 
 A preference batch holds the n chosen completions, then the n rejected ones
 (``collate_pairs``), so one forward pass scores both. :class:`PairwiseModule` turns that
@@ -11,12 +11,13 @@ completion's log-prob falling below the reference's while the pair is ranked rig
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from workbench import losses
 from workbench.data.encode import IGNORE_INDEX, Encoded, collate
+from workbench.errors import DataError, SpecError
 from workbench.lightning_modules.base import WorkbenchModule
 
 
@@ -31,6 +32,8 @@ class PairScores:
     ref_rejected_logps: torch.Tensor | None
     chosen_lengths: torch.Tensor
     rejected_lengths: torch.Tensor
+    # Per-attribute score of chosen minus rejected (n,), from a scored batch's ``score/<name>``.
+    score_margins: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def with_reference(self) -> dict[str, torch.Tensor]:
         if self.ref_chosen_logps is None:
@@ -57,15 +60,19 @@ class PairwiseModule(WorkbenchModule):
         logps = losses.sequence_logps(logp, mask)
         lengths = mask.sum(dim=1)
         ref = self.reference_logps(batch).to(logps.dtype) if self.reference_kind != "none" else None
+        score_margins = {key.partition("/")[2]: (value[:, 0] - value[:, 1]).to(logps.dtype)
+                         for key, value in batch.items() if key.startswith("score/")}
         return PairScores(logps[:n], logps[n:], None if ref is None else ref[:n], None if ref is None else ref[n:],
-                          lengths[:n], lengths[n:])
+                          lengths[:n], lengths[n:], score_margins)
 
     def compute_losses(self, batch):
         scores = self.pair_scores(batch)
         per_pair, metrics = self.pair_loss(scores)
         self.log_step_metrics(_pref_metrics(scores, metrics))
-        return per_pair, {"preference": per_pair, "reward_accuracy": metrics["accuracy"],
-                          "reward_margin": metrics["margin"]}
+        terms = {"preference": per_pair, "reward_accuracy": metrics["accuracy"], "reward_margin": metrics["margin"]}
+        if "score_margin" in metrics:
+            terms["score_margin"] = metrics["score_margin"]
+        return per_pair, terms
 
 
 def _pref_metrics(scores: PairScores, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -84,7 +91,7 @@ def _pref_metrics(scores: PairScores, metrics: dict[str, torch.Tensor]) -> dict[
         # less likely than under the reference (the margin grew by pushing both down).
         out["pref/chosen_logratio"] = chosen_shift
         out["pref/displacement"] = ((chosen_shift < 0) & (metrics["margin"] > 0)).float()
-    for name in ("nll", "log_odds_ratio", "align"):
+    for name in ("nll", "log_odds_ratio", "align", "score_margin"):
         if name in metrics:
             out[f"pref/{name}"] = metrics[name]
     return out
@@ -143,6 +150,43 @@ class TPOModule(PairwiseModule):
 class ASFTModule(PairwiseModule):
     def pair_loss(self, scores):
         return losses.asft_loss(**scores.policy_only(), beta=self.params.beta)
+
+
+class MODPOModule(PairwiseModule):
+    """MODPO (``losses.modpo_loss``) with the spec's training weights as the paper's w.
+
+    The DPO term trains the objective whose ``term`` is ``preference`` (the pairs' labels;
+    its weight is w_0). Each objective whose ``term`` is ``score_margin`` adds
+    w_k (s_k(y_w) - s_k(y_l)) to the margin, s_k being the pair's score named like the
+    objective, negated when the objective's direction is ``min`` (so higher is better).
+    The policy's implicit reward then fits w_0 r_0 + sum_k w_k s_k: sweeping the weights
+    moves the policy along the front of the objectives, with no RL.
+    """
+
+    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+        self.preference_weight = sum(o.weight for o in spec.objectives if o.term == "preference")
+        if self.preference_weight <= 0:
+            raise SpecError("objectives: MODPO trains one objective by preference: give an objective "
+                            "term 'preference' and a weight > 0 (the others take term 'score_margin')")
+        # (score name, sign, weight) of each objective that sets the margin.
+        self.margins = [(o.name, 1.0 if o.direction == "max" else -1.0, o.weight)
+                        for o in spec.objectives if o.term == "score_margin"]
+        have = [name for name, _, _ in encoded[0].scores] if encoded else []
+        missing = [name for name, _, _ in self.margins if name not in have]
+        if missing:
+            raise DataError(f"objectives {missing} set MODPO's margin, but the pairs have no score of "
+                            f"that name; their scores: {have or 'none'} (an objective's name picks its score)")
+
+    def pair_loss(self, scores):
+        reference = scores.with_reference()
+        n = scores.policy_chosen_logps.shape[0]
+        if self.margins:
+            margins = torch.stack([sign * scores.score_margins[name] for name, sign, _ in self.margins], dim=-1)
+        else:
+            margins = scores.policy_chosen_logps.new_zeros(n, 0)
+        return losses.modpo_loss(**reference, score_margins=margins, weights=[w for _, _, w in self.margins],
+                                 weight=self.preference_weight, beta=self.params.beta)
 
 
 class KTOModule(WorkbenchModule):
