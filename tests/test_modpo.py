@@ -88,7 +88,7 @@ def tiny_tokenizer():
 def test_a_two_point_modpo_sweep_moves_the_policy_with_the_weights(store_uri):
     """Two policies from the fast tiny base, 40 steps each: correctness trained by preference
     with weight w, length through the margin with 1 - w. Measured (w = 0.9 vs 0.1): held-out
-    length 12.3 vs 1.0 items, held-out pairs ranked by correctness 0.94 vs 0.06. Correctness
+    length 12.3 vs 1.0 items, held-out pairs ranked by correctness 1.0 vs 0.0. Correctness
     itself is about 0 for both (0.01 vs 0): the fast base barely sorts (0.08 before training),
     so the test checks that it does not rise when brevity dominates."""
     spec = RunSpec.parse(fast_spec(
