@@ -335,9 +335,16 @@ class RunPipeline:
         self.prepare()
         if self.rank != 0:
             return self._train_other_rank()
-        self.open()
-        run_id = self.run_id
         with _Interrupted() as interrupted:
+            try:
+                self.open()
+            except BaseException:
+                # Ctrl-C (or a store error) after the run was created but before its recorder
+                # existed: end it here, so it is never left RUNNING.
+                if self.run_id is not None and getattr(self, "recorder", None) is None and not self.resume:
+                    tracking.end_run(self.client, self.run_id, "KILLED")
+                raise
+            run_id = self.run_id
             try:
                 self.train(interrupted)
                 final = self.record()
