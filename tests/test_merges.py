@@ -82,7 +82,7 @@ def test_workbench_merge_records_merged_models_as_points_on_the_front(store_uri,
     stored = client.get_run(learned.run_id).data
     assert {"merge/entropy_initial", "merge/entropy_final"} <= set(stored.metrics)
     assert {"objective/correctness", "objective/length"} <= set(stored.metrics)
-    assert stored.params["merge.adamerging_steps"] == "3"
+    assert stored.params["merge.adamerging_steps"] == "3" and "merge.weights" not in stored.params
 
 
 @pytest.mark.parametrize("args, message", [

@@ -230,7 +230,8 @@ def merge_runs(run_ids: Sequence[str], method: str = "task_arithmetic", weights:
     settings = _settings(method, len(run_ids), weights, density=density,
                          majority_sign_method=majority_sign_method, gamma=gamma,
                          lines_alpha=lines_alpha, lines_beta=lines_beta, seed=seed)
-    name = run_name or f"merge {method} " + " ".join(f"{w:g}" for w in settings.weights)
+    given = "" if settings.info.learned else " " + " ".join(f"{w:g}" for w in settings.weights)
+    name = run_name or f"merge {method}{given}"
     with quiet_libraries():
         sources = load_sources(run_ids, uri=uri, log=log)
         return _merge_one(sources, settings, run_name=name, parent_run_id=parent_run_id,

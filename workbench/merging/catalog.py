@@ -117,7 +117,9 @@ class MergeSettings:
     def as_params(self) -> dict[str, str]:
         """MLflow params (``merge.<field>``) of the settings a method uses."""
         info = self.info
-        params = {"merge.method": self.method, "merge.weights": ",".join(f"{w:g}" for w in self.weights)}
+        params = {"merge.method": self.method}
+        if not info.learned:
+            params["merge.weights"] = ",".join(f"{w:g}" for w in self.weights)
         if info.sparsify != "none":
             params["merge.density"] = f"{self.density:g}"
         if info.sparsify == "breadcrumbs":
