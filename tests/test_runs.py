@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import fast_spec, run_cli, wait_until
-from workbench import tracking
+from workbench import registry, tracking
 from workbench.errors import RunFailed
 from workbench.launcher import attach, launch
 from workbench.runner import run
@@ -116,7 +116,8 @@ def test_bad_spec_gets_a_clear_message_and_writes_nothing(store_uri, tmp_path):
     spec_file.write_text(yaml.safe_dump(spec))
     result = run_cli("run", str(spec_file))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "method = 'dpo-typo'" in result.stderr and "allowed: mo-sft, sft" in result.stderr
+    assert "method = 'dpo-typo'" in result.stderr
+    assert "allowed: " + ", ".join(sorted(m for m, i in registry.METHODS.items() if i.builtin)) in result.stderr
     assert "objectives.0.weight = -1" in result.stderr
     assert _store_is_empty(store_uri)
 
