@@ -264,8 +264,10 @@ class RunSpec(_Section):
     train: TrainSpec = Field(default_factory=TrainSpec)
     eval: EvalSpec = Field(default_factory=EvalSpec)
     kernels: Literal["auto", "triton", "torch", "off"] = Field(
-        "off",
-        description="Fused kernels: auto (Triton on CUDA, chunked torch elsewhere), triton, torch, off.",
+        "auto",
+        description="Fused kernels: auto (the ops that pay on this device: every op through Triton "
+                    "on CUDA; on a CPU the chunked fused head from a 2048-entry vocabulary up; an op "
+                    "that cannot run is left out and named in the kernel tag), triton, torch, off.",
     )
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 

@@ -10,15 +10,20 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import fast_spec
-from workbench import tracking
+from workbench import kernel_patch, tracking
 from workbench.adapters import apply_adapter
 from workbench.data.encode import collate, encode_rows
 from workbench.errors import SpecError
 from workbench.kernel_patch import patch_model
 from workbench.lightning_modules.sft import MultiObjectiveSFTModule, SFTModule
 from workbench.models import load_base
+from workbench.registry import LoraAdapterParams
 from workbench.runner import run
 from workbench.spec import RunSpec
+
+
+def lora_on_the_head(spec):
+    return LoraAdapterParams(name="lora", target_modules=["q_proj", "lm_head"])
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +71,83 @@ def test_patching_touches_only_the_given_model(setting):
 
 def test_a_lora_adapter_on_the_head_is_refused_under_a_fused_loss(setting):
     spec, base, _, _ = setting
-    adapter = spec.adapter.model_copy(
-        update={"name": "lora", "target_modules": ["q_proj", "lm_head"]}
-    )
+    adapter = lora_on_the_head(spec)
     model = apply_adapter(copy.deepcopy(base.model), adapter)
     with pytest.raises(SpecError, match="lm_head"):
         patch_model(model, "torch")
+
+
+def test_torch_kernels_with_an_adapter_on_the_head_are_refused_naming_auto(setting):
+    spec, base, _, _ = setting
+    adapter = lora_on_the_head(spec)
+    model = apply_adapter(copy.deepcopy(base.model), adapter)
+    with pytest.raises(SpecError, match="lm_head.*kernels: auto"):
+        patch_model(model, "torch", adapter=adapter)
+
+
+def test_auto_leaves_the_head_out_under_an_adapter_on_it_and_says_why(setting, monkeypatch):
+    spec, base, _, _ = setting
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE", True)
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", 0)
+    adapter = lora_on_the_head(spec)
+    model = apply_adapter(copy.deepcopy(base.model), adapter)
+    usage = patch_model(model, "auto", adapter=adapter)
+    assert not usage.fuses_head
+    assert usage.left_out == {"fused_linear_logprobs": "adapter wraps lm_head"}
+    model(input_ids=torch.tensor([[1, 2, 3]]))  # the other ops run
+    assert usage.tag() == "rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)"
+
+
+def test_the_tag_names_ops_that_ran_and_ops_left_out_with_why():
+    usage = kernel_patch.KernelUsage("auto", 2, 5, 2, left_out={"rms_norm": "r", "fused_linear_logprobs": "why"})
+    assert usage.tag() == "rms_norm=off (r),fused_linear_logprobs=off (why)"
+    usage.record("swiglu", torch.zeros(1))
+    assert usage.tag() == "rms_norm=off (r),swiglu=torch,fused_linear_logprobs=off (why)"
+    assert kernel_patch.KernelUsage("torch", 2, 5, 2).tag() == "none"  # nothing ran yet
+
+
+def test_auto_on_a_cpu_fuses_the_head_from_the_measured_vocabulary_up(setting, monkeypatch):
+    _, base, _, _ = setting
+    vocab = base.model.get_output_embeddings().weight.shape[0]
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", vocab + 1)
+    usage = patch_model(copy.deepcopy(base.model), "auto")
+    assert usage.left_out["fused_linear_logprobs"] == f"CPU: vocabulary {vocab} < {vocab + 1}"
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", vocab)
+    assert patch_model(copy.deepcopy(base.model), "auto").fuses_head
+    # On GPUs every op runs (Triton kernels), whatever the vocabulary.
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", vocab + 1)
+    assert patch_model(copy.deepcopy(base.model), "auto", on_gpu=True).left_out == {}
+
+
+def test_auto_leaves_every_op_out_of_a_model_outside_the_llama_family():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16))
+    usage = patch_model(model, "auto")
+    assert usage.tag() == ",".join(f"{op}=off (GPT2LMHeadModel is not a Llama-family model)"
+                                   for op in kernel_patch.OPS)  # fmt: skip
+    with pytest.raises(SpecError, match="Llama-family"):
+        patch_model(model, "torch")
+
+
+def test_auto_is_the_default():
+    assert RunSpec().kernels == "auto"
+
+
+def test_a_default_run_with_lora_on_the_head_finishes_and_its_tag_says_why(store_uri, monkeypatch):
+    # The elementwise ops on, so the run shows the other ops staying in.
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE", True)
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", 0)
+    spec = fast_spec(adapter={"name": "lora", "target_modules": ["q_proj", "v_proj", "lm_head"]},
+                     train={"steps": 3, "eval_every": 100})  # fmt: skip
+    assert "kernels" not in spec
+    result = run(spec, log=lambda *a: None)
+    finished = MlflowClient(store_uri).get_run(result.run_id)
+    assert finished.info.status == "FINISHED"
+    assert finished.data.tags["workbench.kernels"] == (
+        "rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)"
+    )
+    assert finished.data.metrics["kernels/fused_linear_logprobs_calls"] == 0
 
 
 def test_triton_kernels_on_a_cpu_run_are_refused_before_it_starts(setting, monkeypatch, store_uri):
