@@ -69,6 +69,19 @@ else
   fi
 fi
 
+# The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright, never a
+# browser Playwright downloads: a dev set-up installs it where it can (as root, with apt-get).
+if [[ ",$extras," == *,dev,* ]] && [ -z "${WORKBENCH_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { run apt-get update -qq &&
+      run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } ||
+      echo "warning: apt-get could not install chromium: the browser tests fail until it is installed" >&2
+  else
+    echo "note: the browser tests need Chromium at /usr/bin/chromium; not root or no apt-get here:" \
+      "install it by hand (see the README)"
+  fi
+fi
+
 # torch alone first (its dependencies come with the workbench below, pinned by constraints.txt),
 # so that nothing else pulls a different torch build in.
 run "$VENV/bin/pip" install --quiet --no-deps "${torch_args[@]}"
