@@ -218,6 +218,95 @@ def worker(job: dict) -> dict:
     return out
 
 
+# The GPU comparison: a SmolLM2-135M-shaped Llama (random weights), bfloat16, full fine-tuning
+# steps (forward, backward, AdamW) on batch x sequence tokens with the first third of each row
+# masked as a prompt. It needs only torch, transformers and triton (no tracking store).
+GPU_MODEL = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+             "num_attention_heads": 9, "num_key_value_heads": 3}  # fmt: skip
+GPU_SHAPES = ((8, 1024), (4, 512))
+GPU_VARIANTS = {"off": None, "auto": {}, "auto_head_only": {"rms_norm": "measured", "swiglu": "measured"},
+                "auto_elementwise_only": {"fused_linear_logprobs": "measured"}}  # fmt: skip
+
+
+def gpu_steps(batch: int, seq: int, repeats: int = 10) -> dict:
+    """{variant: {"step_s", "peak_mb", "loss"}}: median step time over ``repeats`` steps after
+    3 warm-up steps, and the peak of allocated memory above the one before them."""
+    import copy
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from workbench.kernel_patch import head_logprobs, patch_model
+
+    config = LlamaConfig(**GPU_MODEL, tie_word_embeddings=True, max_position_embeddings=2048)
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config).to("cuda", torch.bfloat16)
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    ids = torch.randint(4, config.vocab_size, (batch, seq), device="cuda", generator=gen)
+    mask = torch.ones_like(ids)
+    targets = ids[:, 1:].clone()
+    targets[:, : seq // 3] = -100
+    scored = targets != -100
+    out = {}
+    for variant, leave_out in GPU_VARIANTS.items():
+        model = copy.deepcopy(base).train()
+        usage = None if leave_out is None else patch_model(model, "auto", on_gpu=True, leave_out=leave_out)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+
+        def step(model=model, usage=usage, opt=opt):
+            opt.zero_grad(set_to_none=True)
+            if usage is not None and usage.fuses_head:
+                logp = head_logprobs(model, usage, ids, mask, [targets])[0]
+            else:  # what the plain path computes: log-softmax of all the logits
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                logp = logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+            loss = -(logp * scored).sum() / scored.sum()
+            loss.backward()
+            opt.step()
+            return float(loss.detach())
+
+        first = step()
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        out[variant] = {"step_s": statistics.median(times), "loss": first,
+                        "peak_mb": (torch.cuda.max_memory_allocated() - before) / 2**20,
+                        "tag": usage.tag() if usage is not None else "none (kernels: off)"}  # fmt: skip
+        del model, opt, step
+        torch.cuda.empty_cache()
+    return out
+
+
+def gpu_section() -> list[tuple[str, float, str]]:
+    """Runs the GPU comparison (in this process) and prints its table; BENCH lines to print."""
+    import torch
+
+    print(f"\nGPU ({torch.cuda.get_device_name()}), bfloat16, torch {torch.__version__}: "
+          f"a SmolLM2-135M-shaped Llama {GPU_MODEL}, full fine-tuning steps")  # fmt: skip
+    print(f"{'batch x seq':<12} {'variant':<22} {'ms/step':>8} {'peak MiB':>9} {'time/off':>8} "
+          f"{'mem/off':>7} {'first loss':>10}  kernel tag")  # fmt: skip
+    lines = []
+    for batch, seq in GPU_SHAPES:
+        res = gpu_steps(batch, seq)
+        off = res["off"]
+        for variant, r in res.items():
+            print(f"{f'{batch} x {seq}':<12} {variant:<22} {r['step_s'] * 1000:>8.2f} {r['peak_mb']:>9.1f} "
+                  f"{r['step_s'] / off['step_s']:>8.3f} {r['peak_mb'] / off['peak_mb']:>7.3f} "
+                  f"{r['loss']:>10.5f}  {r['tag']}")  # fmt: skip
+        if (batch, seq) == GPU_SHAPES[0]:
+            lines.append(("gpu_kernels_auto_step_time_ratio", res["auto"]["step_s"] / off["step_s"], "<=1.0"))
+            lines.append(("gpu_kernels_auto_peak_mem_ratio", res["auto"]["peak_mb"] / off["peak_mb"], "<=0.6"))
+    return lines
+
+
 def run_worker(job: dict) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if job.get("threads") == 1:
@@ -314,10 +403,18 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; quick 1)")
     parser.add_argument("--variants", default=None,
                         help="comma-separated variants to run (default: each case's own list)")
+    parser.add_argument("--gpu-only", action="store_true",
+                        help="only the GPU comparison (needs CUDA; no tracking store)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    if args.gpu_only:
+        print(f"command: python benchmarks/kernels_default.py {' '.join(sys.argv[1:])}".rstrip())
+        print()
+        for figure, value, target in gpu_section():
+            print(f"BENCH {figure} {value:.3f} x target={target}")
         return 0
 
     rounds = args.rounds or (1 if args.quick else 2)
@@ -357,6 +454,12 @@ def main(argv=None) -> int:
         (f"kernels_auto_{largest.replace('-', '_')}_peak_mem_ratio", mem_ratio(results, largest, "auto"), "<=1.0"),
         ("kernels_auto_eval_loss_rel_diff_max", max(loss_diff(results, c, "auto") for c in cases), "<=0.0001"),
     ]  # fmt: skip
+    import torch
+
+    if torch.cuda.is_available() and not args.quick:
+        lines += gpu_section()
+    else:
+        print("\nGPU: no CUDA device (or --quick); the GPU comparison (--gpu-only) not run.")
     print()
     for figure, value, target in lines:
         if "loss" in figure:
