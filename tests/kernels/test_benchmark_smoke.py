@@ -21,13 +21,14 @@ REQUIRED = [
 ]
 
 
-def run_script(*args: str, triton_interpret: bool = False) -> subprocess.CompletedProcess:
-    """``python benchmarks/kernels.py ARGS`` from the repository root; asserts it exits 0."""
+def run_script(*args: str, triton_interpret: bool = False, script: str = "benchmarks/kernels.py",
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python SCRIPT ARGS`` from the repository root; asserts it exits 0."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if triton_interpret:
         env["TRITON_INTERPRET"] = "1"
-    result = subprocess.run([sys.executable, "benchmarks/kernels.py", *args], cwd=ROOT,
-                            capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    result = subprocess.run([sys.executable, script, *args], cwd=ROOT,
+                            capture_output=True, text=True, env=env, timeout=timeout)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -54,3 +55,23 @@ def test_the_liger_comparison_runs_where_triton_can():
     result = run_script("--worker", json.dumps(spec), triton_interpret=True)
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(measured["times"]) == 1 and measured["times"][0] > 0
+
+
+def test_quick_kernels_default_benchmark_prints_its_headline_figures():
+    """benchmarks/kernels_default.py --quick: whole runs with kernels off and auto (a tiny base
+    on one task, a small local Llama under LoRA), each in its own process."""
+    result = run_script("--quick", script="benchmarks/kernels_default.py", timeout=600)
+    lines = result.stdout.strip().splitlines()
+    assert "kernel tag" in result.stdout and "none (kernels: off)" in result.stdout
+    tail = [BENCH_LINE.match(line) for line in lines[-4:]]
+    assert all(tail), lines[-4:]
+    assert [m.group(1) for m in tail] == [
+        "kernels_auto_tiny_step_time_ratio_max",
+        "kernels_auto_llama_2k_step_time_ratio",
+        "kernels_auto_llama_2k_peak_mem_ratio",
+        "kernels_auto_eval_loss_rel_diff_max",
+    ]
+    for match in tail[:3]:
+        assert float(match.group(2)) > 0, match.group(0)
+    # off and auto train the same model: the held-out loss agrees to float32 rounding.
+    assert float(tail[3].group(2)) <= 1e-4
