@@ -6,10 +6,10 @@
                                                     # little)
 
 Each measurement is one whole ``workbench.run`` (tracking to a temporary sqlite store) in
-its OWN process, so that peak memory is that run's alone; only the tiny-base runs of one
-variant share a process, one task after another (their peak memory stays below the
-baseline taken after the model load, so none is reported; their step times are their
-own). Variants of the spec's ``kernels``:
+its OWN process, so that peak memory is that run's alone; only the tiny-base runs of a
+round share one process, every variant of a task back to back (their peak memory stays
+below the baseline taken after the model load, so none is reported; pairing them in one
+process keeps other processes' load on both sides of each ratio). Variants of the spec's ``kernels``:
 
 - ``off``: the plain transformers model;
 - ``auto``: what ``kernels: auto`` does on this machine (on a CPU: only the ops that
@@ -179,7 +179,6 @@ def worker(job: dict) -> dict:
 
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    import workbench
     from workbench import kernel_patch, tracking
     from workbench.spec import RunSpec
 
@@ -190,32 +189,43 @@ def worker(job: dict) -> dict:
         client.search_experiments()
         load_base(RunSpec.parse(job["prepare"]).model, log=lambda *a: None)
         return {}
-    if job["variant"] == "head":
-        kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB = 0
-    kernels = {"off": "off", "auto": "auto", "head": "auto", "torch": "torch"}[job["variant"]]
+    shipped_threshold = kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB
     out = {}
-    for case, spec in job["cases"].items():
-        spec = {**spec, "kernels": kernels, "tracking": {**spec["tracking"], "uri": job["store"]}}
-        # The task's own objectives (mo-sft trains on their terms), plus the held-out loss.
-        # A file's default objective (metric:eval_loss: the plain logits of eval.batch_size
-        # rows at once) is replaced by the same loss through the method's module, so that
-        # the peak is training's.
-        own = [o.model_dump(mode="json") for o in RunSpec.parse(spec).objectives]
-        own = [o for o in own if o["source"] != "metric:eval_loss"]
-        spec["objectives"] = [*own, {**HELDOUT_LOSS, "term": None if own else "completion"}]
-        clock = StepClock()
-        result = workbench.run(spec, log=lambda *a: None, observers=[clock])
-        run = client.get_run(result.run_id)
-        step_s = [v for step, v in tracking.metric_history(client, result.run_id, "perf/step_s") if step > 1]
-        out[case] = {
-            "status": run.info.status,
-            "step_s": statistics.median(step_s),
-            "step_cpu_s": statistics.median(clock.per_step()[1:]),
-            "peak_mb": run.data.metrics["perf/peak_mem_mb"] if len(job["cases"]) == 1 else None,
-            "eval_loss": run.data.metrics[f"objective/{HELDOUT_LOSS['name']}"],
-            "tag": run.data.tags.get("workbench.kernels", ""),
-        }
+    for index, (case, spec) in enumerate(job["cases"].items()):
+        # Several variants in one process (the tiny base): back to back, order alternating.
+        variants = job["variants"] if index % 2 == 0 else job["variants"][::-1]
+        for variant in variants:
+            kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB = 0 if variant == "head" else shipped_threshold
+            kernels = {"off": "off", "auto": "auto", "head": "auto", "torch": "torch"}[variant]
+            out[f"{case}|{variant}"] = _one_run(client, job, case, spec, kernels, len(job["cases"]) == 1 and len(variants) == 1)
     return out
+
+
+def _one_run(client, job, case, spec, kernels, own_process) -> dict:
+    import workbench
+    from workbench import tracking
+    from workbench.spec import RunSpec
+
+    spec = {**spec, "kernels": kernels, "tracking": {**spec["tracking"], "uri": job["store"]}}
+    # The task's own objectives (mo-sft trains on their terms), plus the held-out loss.
+    # A file's default objective (metric:eval_loss: the plain logits of eval.batch_size
+    # rows at once) is replaced by the same loss through the method's module, so that
+    # the peak is training's.
+    own = [o.model_dump(mode="json") for o in RunSpec.parse(spec).objectives]
+    own = [o for o in own if o["source"] != "metric:eval_loss"]
+    spec["objectives"] = [*own, {**HELDOUT_LOSS, "term": None if own else "completion"}]
+    clock = StepClock()
+    result = workbench.run(spec, log=lambda *a: None, observers=[clock])
+    run = client.get_run(result.run_id)
+    step_s = [v for step, v in tracking.metric_history(client, result.run_id, "perf/step_s") if step > 1]
+    return {
+        "status": run.info.status,
+        "step_s": statistics.median(step_s),
+        "step_cpu_s": statistics.median(clock.per_step()[1:]),
+        "peak_mb": run.data.metrics["perf/peak_mem_mb"] if own_process else None,
+        "eval_loss": run.data.metrics[f"objective/{HELDOUT_LOSS['name']}"],
+        "tag": run.data.tags.get("workbench.kernels", ""),
+    }
 
 
 # The GPU comparison: a SmolLM2-135M-shaped Llama (random weights), bfloat16, full fine-tuning
@@ -314,7 +324,7 @@ def run_worker(job: dict) -> dict:
     result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)],
                             capture_output=True, text=True, env=env)  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"worker {list(job.get('cases', []))} {job.get('variant')} failed:\n"
+        raise RuntimeError(f"worker {list(job.get('cases', []))} {job.get('variants')} failed:\n"
                            f"{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -336,23 +346,34 @@ def versions() -> dict:
 
 
 def measure(cases: dict, rounds: int, store: str) -> dict:
-    """{(case, variant): [one result per round]}. One process per (case, variant), but one
-    per variant for all tiny-base cases; the variants of a case run back to back, in an order
-    that alternates between rounds."""
-    groups = [[c for c in cases if cases[c]["kind"] == "tiny"]]
-    groups += [[c] for c in cases if cases[c]["kind"] != "tiny"]
+    """{(case, variant): [one result per round]}.
+
+    A local-Llama run has a process of its own (its peak memory is reported); the variants
+    of a case run back to back, in an order that alternates between rounds. The tiny-base
+    runs of a round share one process, every variant of a task back to back (order
+    alternating between tasks and rounds): their peak memory stays below the baseline taken
+    after the model load, and pairing them within one process keeps the load that other
+    processes put on a shared machine on both sides of each ratio.
+    """
+    tiny = [c for c in cases if cases[c]["kind"] == "tiny"]
     jobs = []
     for round_index in range(rounds):
-        for group in groups:
-            info = cases[group[0]]
-            variants = info["variants"] if round_index % 2 == 0 else info["variants"][::-1]
-            for variant in variants:
-                jobs.append({"cases": {c: cases[c]["spec"] for c in group}, "variant": variant,
+        flip = round_index % 2 == 1
+        if tiny:
+            variants = cases[tiny[0]]["variants"]
+            jobs.append({"cases": {c: cases[c]["spec"] for c in tiny}, "threads": THREADS["tiny"],
+                         "variants": variants[::-1] if flip else variants, "store": store})  # fmt: skip
+        for case, info in cases.items():
+            if info["kind"] == "tiny":
+                continue
+            for variant in info["variants"][::-1] if flip else info["variants"]:
+                jobs.append({"cases": {case: info["spec"]}, "variants": (variant,),
                              "threads": THREADS[info["kind"]], "store": store})  # fmt: skip
     results: dict = {}
     for job in jobs:
-        for case, out in run_worker(job).items():
-            results.setdefault((case, job["variant"]), []).append(out)
+        for key, out in run_worker(job).items():
+            case, variant = key.split("|")
+            results.setdefault((case, variant), []).append(out)
     return results
 
 

@@ -26,8 +26,8 @@ from workbench.errors import SpecError
 OPS = ("rms_norm", "swiglu", "fused_linear_logprobs")
 # Where ``kernels: auto`` runs each op on a CPU, from benchmarks/kernels_default.py
 # (BENCHMARKS.md, "Kernels by default", 2 cores, float32): the fused head from this
-# vocabulary size up (LoRA SFT, a 32k vocabulary: 0.52x the step time, 0.35x the peak
-# memory; 2k: 0.93x, 0.88x; the tiny base's 382: no gain beyond the noise) ...
+# vocabulary size up (LoRA SFT, a 32k vocabulary: 0.52-0.53x the step time, 0.35-0.36x the
+# peak memory; 2k: 0.93-1.03x, 0.84-0.88x; the tiny base's 382: no gain beyond the noise) ...
 AUTO_CPU_HEAD_MIN_VOCAB = 2048
 # ... and the chunked RMSNorm / SwiGLU paths only if this is set: on a CPU they saved
 # nothing (32k: 0.56x with them against 0.52x without; tiny base: up to 1.27x).
