@@ -148,9 +148,17 @@ def test_dpo_family_loss_and_gradients_equal_trl_dpo_trainer(method, trl_fields,
     _assert_same(ours[0], ours[1], trl_loss, _grads(trainer.model))
 
 
+def _padding_value(trainer) -> int:
+    # CPOTrainer and ORPOTrainer name their pad id differently.
+    for name in ("padding_value", "pad_token_id"):
+        if getattr(trainer, name, None) is not None:
+            return getattr(trainer, name)
+    return trainer.processing_class.pad_token_id
+
+
 def _concatenated(trainer, batch, n):
     """A CPO/ORPO batch (separate chosen and rejected tensors) as one of ours."""
-    cat = trainer.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=getattr(trainer, "padding_value", trainer.pad_token_id),
+    cat = trainer.concatenated_inputs(batch, is_encoder_decoder=False, padding_value=_padding_value(trainer),
                                       device=torch.device("cpu"))
     input_ids, attention = cat["concatenated_input_ids"], cat["concatenated_attention_mask"]
     return {"input_ids": input_ids, "attention_mask": attention, "labels": cat["concatenated_labels"],
