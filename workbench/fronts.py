@@ -105,3 +105,23 @@ def point_hypervolume(front: ParetoFront, values: dict[str, float]) -> float:
         return float("nan")
     point = np.array([[values[n] for n in front.names]], dtype=float)
     return hypervolume(point, front.directions, front.reference)
+
+
+def record_front(recorder, front: ParetoFront, base_hypervolume: float, title: str):
+    """Record a study's front on its parent run (``sweep/hypervolume``,
+    ``sweep/base_hypervolume``, ``sweep/front_size``, ``front.json`` and the plot under
+    ``front/``); returns the plotly figure."""
+    import tempfile
+    from pathlib import Path
+
+    from workbench import plots
+
+    recorder.log_metrics({"sweep/hypervolume": front.hypervolume,
+                          "sweep/base_hypervolume": base_hypervolume,
+                          "sweep/front_size": float(front.mask.sum())}, step=0)
+    recorder.log_table(front.table(), "front.json")
+    figure = plots.front_figure(front, title=title)
+    with tempfile.TemporaryDirectory() as tmp:
+        html = plots.write_html(figure, Path(tmp) / "front.html")
+        recorder.log_artifacts(str(html.parent), "front")
+    return figure

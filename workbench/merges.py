@@ -258,7 +258,6 @@ def merge_grid(run_a: str, run_b: str, coefficients: Sequence[float], method: st
 
 
 def _merge_grid(run_a, run_b, coefficients, method, settings, run_name, uri, log) -> MergeGridResult:
-    from workbench import plots
 
     sources = load_sources([run_a, run_b], uri=uri, log=log)
     client = tracking.connect(sources.spec.tracking.uri)
@@ -281,11 +280,5 @@ def _merge_grid(run_a, run_b, coefficients, method, settings, run_name, uri, log
         front = fronts.front_from_runs(children, names)
         base = fronts.start_point(client, sources.run_ids[0], names)
         base_hv = fronts.point_hypervolume(front, base)
-        parent.log_metrics({"sweep/hypervolume": front.hypervolume, "sweep/base_hypervolume": base_hv,
-                            "sweep/front_size": float(front.mask.sum())}, step=0)
-        parent.log_table(front.table(), "front.json")
-        figure = plots.front_figure(front, title=f"Merging {method}: coefficient grid")
-        with tempfile.TemporaryDirectory() as tmp:
-            html = plots.write_html(figure, Path(tmp) / "front.html")
-            parent.log_artifacts(str(html.parent), "front")
+        fronts.record_front(parent, front, base_hv, f"Merging {method}: coefficient grid")
     return MergeGridResult(parent_id, coefficients, runs, front, base, base_hv)

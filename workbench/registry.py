@@ -158,6 +158,10 @@ class RowKind:
     summary: str
     encode: Ref  # (tokenizer, rows, max_length) -> (encoded rows, EncodeStats)
     collate: Ref  # (encoded rows, pad_id) -> dict of tensors
+    # (task, train rows, held-out rows, seed) -> both as this kind, from a built-in task's rows
+    from_task: Ref = "workbench.data.sources:task_rows_as_they_are"
+    # (rows, source) -> None, or a DataError naming the first row a user file gets wrong
+    check_rows: Ref = "workbench.data.sources:check_no_pairs"
 
 
 @dataclass(frozen=True)
@@ -223,15 +227,19 @@ ROW_KINDS: dict[str, RowKind] = {
         RowKind("supervised", "prompt/completion or chat rows; the loss covers the completion",
                 "workbench.data.encode:encode_rows", "workbench.data.encode:collate"),
         RowKind("preference", "prompt/chosen/rejected pairs; both completions in one batch",
-                "workbench.data.encode_pairs:encode_pairs", "workbench.data.encode_pairs:collate_pairs"),
+                "workbench.data.encode_pairs:encode_pairs", "workbench.data.encode_pairs:collate_pairs",
+                "workbench.data.sources:task_pairs", "workbench.data.sources:check_pairs"),
         RowKind("scored_preference", "preference pairs with per-attribute scores of both completions "
                                      "(a built-in task scores them by its objectives)",
                 "workbench.data.encode_pairs:encode_scored_pairs",
-                "workbench.data.encode_pairs:collate_scored_pairs"),
+                "workbench.data.encode_pairs:collate_scored_pairs",
+                "workbench.data.sources:task_scored_pairs", "workbench.data.sources:check_scored_pairs"),
         RowKind("unpaired", "completions labelled desirable or not (each preference pair gives one of each)",
-                "workbench.data.encode_pairs:encode_unpaired", "workbench.data.encode_pairs:collate_unpaired"),
+                "workbench.data.encode_pairs:encode_unpaired", "workbench.data.encode_pairs:collate_unpaired",
+                "workbench.data.sources:task_pairs", "workbench.data.sources:check_any_rows"),
         RowKind("prompt", "prompts only; completions are generated during training",
-                "workbench.data.encode_pairs:encode_prompts", "workbench.data.encode_pairs:collate_prompts"),
+                "workbench.data.encode_pairs:encode_prompts", "workbench.data.encode_pairs:collate_prompts",
+                "workbench.data.sources:task_rows_as_they_are", "workbench.data.sources:check_any_rows"),
     ]
 }
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -257,14 +256,8 @@ def _run_and_record(spec, specs, weights, names, client, parent, parallel, progr
     front = fronts.front_from_runs(children, names)
     base = fronts.start_point(client, children[0]["run_id"], names)
     base_hv = fronts.point_hypervolume(front, base)
-    parent.log_metrics({"sweep/hypervolume": front.hypervolume,
-                        "sweep/base_hypervolume": base_hv,
-                        "sweep/front_size": float(front.mask.sum())}, step=0)
-    parent.log_table(front.table(), "front.json")
-    figure = plots.front_figure(front, title=f"Pareto front of the weight sweep ({spec.data.source})")
-    with tempfile.TemporaryDirectory() as tmp:
-        html = plots.write_html(figure, Path(tmp) / "front.html")
-        parent.log_artifacts(str(html.parent), "front")
+    figure = fronts.record_front(parent, front, base_hv,
+                                 f"Pareto front of the weight sweep ({spec.data.source})")
     saved = plots.write_html(figure, figure_path) if figure_path is not None else None
     return SweepResult(parent_id, weights, results, front, base, base_hv, saved)
 

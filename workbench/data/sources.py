@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from workbench import registry
 from workbench.data.formats import FILE_SUFFIXES, load_dataset_rows, split_rows
 from workbench.data.pairs import preference_pairs, scored_pairs
 from workbench.data.rows import PreferenceRow
@@ -70,42 +71,73 @@ def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):
     """(train_rows, eval_rows) for ``data_spec`` as the ``row_kind`` a method trains on
     (``registry.ROW_KINDS``); raises DataError before anything is written.
 
-    Built-in tasks give supervised rows, and preference pairs (a corrupted answer as the
-    rejected completion, :mod:`workbench.data.pairs`) for pair-based kinds; for
-    ``scored_preference``, pairs scored by each of the task's objectives (``scored_pairs``).
+    A built-in task's rows become the kind's rows through the kind's ``from_task`` (e.g.
+    preference pairs with a corrupted answer as the rejected completion); a user file's rows
+    are checked by the kind's ``check_rows``.
     """
+    kind = registry.ROW_KINDS[row_kind]
     task = TASKS.get(data_spec.source)
     if task is not None:
         train, held_out = task.splits(data_spec.train_size, data_spec.eval_size, seed)
-        if row_kind == "scored_preference":
-            scorers = [(o.name, o.direction, METRICS[o.metric]) for o in task.objectives]
-            return scored_pairs(train, scorers, seed), scored_pairs(held_out, scorers, seed)
-        if row_kind in ("preference", "unpaired"):
-            train, held_out = preference_pairs(train, seed), preference_pairs(held_out, seed)
-        return train, held_out
+        return registry.resolve(kind.from_task)(task, train, held_out, seed)
     rows = load_dataset_rows(data_spec.source, split=data_spec.split)
-    pairs = [isinstance(r, PreferenceRow) for r in rows]
-    if row_kind == "supervised" and any(pairs):
+    registry.resolve(kind.check_rows)(rows, data_spec.source)
+    train, held_out = split_rows(rows, data_spec.eval_fraction, seed)
+    return train[: data_spec.train_size], held_out[: data_spec.eval_size]
+
+
+# -- what each row kind makes of a built-in task's rows (registry.RowKind.from_task) ----------
+
+
+def task_rows_as_they_are(task, train, held_out, seed):
+    return train, held_out
+
+
+def task_pairs(task, train, held_out, seed):
+    """Preference pairs: the correct completion against a corrupted one."""
+    return preference_pairs(train, seed), preference_pairs(held_out, seed)
+
+
+def task_scored_pairs(task, train, held_out, seed):
+    """Pairs scored by each of the task's objectives (:func:`scored_pairs`)."""
+    scorers = [(o.name, o.direction, METRICS[o.metric]) for o in task.objectives]
+    return scored_pairs(train, scorers, seed), scored_pairs(held_out, scorers, seed)
+
+
+# -- what each row kind accepts from a user's file (registry.RowKind.check_rows) -------------
+
+
+def check_any_rows(rows, source) -> None:
+    """Every row type is usable (unpaired and prompt-only kinds take any)."""
+
+
+def check_no_pairs(rows, source) -> None:
+    if any(isinstance(r, PreferenceRow) for r in rows):
         raise DataError(
             "has prompt/chosen/rejected (preference) rows; SFT methods need prompt/completion or "
             "messages rows. Choose a preference method, or supply completions",
-            source=data_spec.source,
+            source=source,
         )
-    if row_kind in ("preference", "scored_preference") and not all(pairs):
+
+
+def check_pairs(rows, source) -> None:
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, PreferenceRow)), None)
+    if bad is not None:
         raise DataError(
-            f"row {pairs.index(False)} is not a prompt/chosen/rejected pair; preference methods "
+            f"row {bad} is not a prompt/chosen/rejected pair; preference methods "
             "need every row to have prompt, chosen and rejected",
-            source=data_spec.source,
+            source=source,
         )
-    if row_kind == "scored_preference":
-        unscored = next((i for i, r in enumerate(rows) if not r.scores), None)
-        if unscored is not None:
-            raise DataError(
-                f"row {unscored} has no per-attribute scores; this method weights score "
-                "differences, so give every row 'chosen_scores' and 'rejected_scores' "
-                "(objects mapping each attribute to a number, higher or lower as its objective's "
-                "direction says)",
-                source=data_spec.source,
-            )
-    train, held_out = split_rows(rows, data_spec.eval_fraction, seed)
-    return train[: data_spec.train_size], held_out[: data_spec.eval_size]
+
+
+def check_scored_pairs(rows, source) -> None:
+    check_pairs(rows, source)
+    unscored = next((i for i, r in enumerate(rows) if not r.scores), None)
+    if unscored is not None:
+        raise DataError(
+            f"row {unscored} has no per-attribute scores; this method weights score "
+            "differences, so give every row 'chosen_scores' and 'rejected_scores' "
+            "(objects mapping each attribute to a number, higher or lower as its objective's "
+            "direction says)",
+            source=source,
+        )
