@@ -1,6 +1,7 @@
 """The widgets, headless: set controls, click buttons, and check the RunSpec they make, the
 runs they launch and stop, and what MLflow then holds; the explorer's ranking and marks
-against a brute-force computation over runs written straight into a store."""
+against a brute-force computation over runs written straight into a store; its axes and
+trajectories, and RunCompare's spec diff, curves and samples over hand-built runs."""
 
 from __future__ import annotations
 
@@ -13,10 +14,17 @@ import pytest
 import yaml
 
 from tests.conftest import fast_spec, wait_until
-from workbench import pareto, registry, tracking
+from workbench import fronts, pareto, registry, tracking
 from workbench.spec import RunSpec
-from workbench.widgets import ExperimentBuilder, ParetoExplorer, RunMonitor, forms
-from workbench.widgets.explorer import PREFERRED, UNREACHABLE
+from workbench.widgets import (
+    ExperimentBuilder,
+    ParetoExplorer,
+    RunCompare,
+    RunMonitor,
+    comparison,
+    forms,
+)
+from workbench.widgets.explorer import ALL_AXES, PREFERRED, TRAJECTORY, UNREACHABLE
 
 
 def test_builder_makes_the_spec_its_controls_show(store_uri):
@@ -199,3 +207,155 @@ def test_monitor_launches_watches_reattaches_and_stops(store_uri):
     assert again.rows[long_handle.run_id].bar.bar_style == "warning"
     assert again.rows[long_handle.run_id].stop.disabled
     assert long_handle.wait_exit(30)
+
+
+# ----------------------------------------------------------------------- comparing runs
+
+
+def test_spec_diff_sample_alignment_and_curve_order():
+    params = [{"optimizer.lr": "0.001", "train.seed": "0", "adapter.r": "8", "tracking.run_name": "a"},
+              {"optimizer.lr": "0.001", "train.seed": "1", "adapter.r": "8", "tracking.run_name": "b"},
+              {"optimizer.lr": "0.01", "train.seed": "0", "tracking.run_name": "c"}]
+    diff = comparison.spec_diff(params, ["a", "b", "c"])
+    assert diff.keys == ["adapter.r", "optimizer.lr", "train.seed"]  # run names are the columns
+    assert diff.values == [["8", "8", None], ["0.001", "0.001", "0.01"], ["0", "1", "0"]]
+    assert diff.marked == [[False, False, True], [False, False, True], [False, True, False]]
+    assert diff.same == 0
+    assert diff.table()[2] == {"param": "train.seed", "a": "0", "b": "1", "c": "0"}
+    assert comparison.spec_diff(params[:1] * 2, ["x", "y"]).keys == []
+
+    # The k-th asking of a prompt pairs with the k-th; the first run's order, then new prompts.
+    aligned = comparison.align_samples({
+        "a": [{"prompt": "p1", "target": "t1", "completion": "a1", "exact_match": 1.0},
+              {"prompt": "p2", "completion": "a2"}, {"prompt": "p2", "completion": "a2'"}],
+        "b": [{"prompt": "p3", "completion": "b3"}, {"prompt": "p2", "completion": "b2"},
+              {"prompt": "p1", "completion": "b1", "exact_match": 0.0}],
+    })
+    assert [(s.prompt, s.completions) for s in aligned] == [
+        ("p1", {"a": "a1", "b": "b1"}), ("p2", {"a": "a2", "b": "b2"}),
+        ("p2", {"a": "a2'", "b": None}), ("p3", {"a": None, "b": "b3"})]
+    assert aligned[0].target == "t1" and aligned[0].scores == {"a": {"exact_match": 1.0},
+                                                               "b": {"exact_match": 0.0}}
+
+    runs = [{"run_id": "1" * 32, "run_name": "x", "metrics": {"objective/b": 1, "train/lr": 1, "perf/s": 1}},
+            {"run_id": "2" * 32, "run_name": "x", "metrics": {"train/loss": 1, "objective/a": 1}}]
+    assert comparison.curve_keys(runs) == ["train/loss", "train/lr", "objective/a", "objective/b"]
+    assert comparison.run_labels(runs) == ["x (11111111)", "x (22222222)"]
+
+
+def _store_compared_runs(experiment="compare"):
+    """Two runs written straight into the store: specs differing in lr and seed, loss and
+    term curves, objectives at two evaluations, a sample table at each evaluation."""
+    client = tracking.connect()
+    ids = []
+    for i, lr in enumerate((0.001, 0.01)):
+        spec = RunSpec.parse(fast_spec(tracking={"experiment": experiment, "run_name": f"lr{lr}"},
+                                       optimizer={"lr": lr}, train={"seed": i}))
+        run_id = tracking.start_run(client, spec)
+        for step in range(1, 11):
+            client.log_metric(run_id, "train/loss", 2.0 / (step + i), step=step)
+            client.log_metric(run_id, "train/answer", 1.5 / (step + i), step=step)
+        for step in (5, 10):
+            client.log_metric(run_id, "objective/correctness", 0.1 * step + i, step=step)
+            client.log_metric(run_id, "objective/length", 10.0 - step + i, step=step)
+            # The prompts in another order in each run; the last evaluation's table counts.
+            prompts = ["3 1 2", "9 8", "5 5 1"][:: 1 if i == 0 else -1]
+            client.log_table(run_id, {"prompt": prompts,
+                                      "completion": [f"s{step} r{i} {p}" for p in prompts],
+                                      "prefix_accuracy": [float(i)] * 3},
+                             f"samples/step_{step:06d}.json")
+        tracking.end_run(client, run_id, "FINISHED")
+        ids.append(run_id)
+    return client, ids
+
+
+def test_run_compare_shows_diff_curves_and_samples(store_uri):
+    client, ids = _store_compared_runs()
+    compare = RunCompare(ids)
+    assert compare.labels == ["lr0.001", "lr0.01"]
+    assert compare.diff.keys == ["optimizer.lr", "train.seed"]
+    assert compare.diff.marked == [[False, True], [False, True]]
+    assert compare.spec_html.value.count("class='differs'") == 2
+    assert "optimizer.lr" in compare.spec_html.value and "0.01" in compare.spec_html.value
+
+    assert list(compare.figures) == ["train/loss", "train/answer", "objective/correctness",
+                                     "objective/length"]
+    loss = compare.figures["train/loss"]
+    assert [t.name for t in loss.data] == ["lr0.001", "lr0.01"]
+    assert list(loss.data[1].x) == list(range(1, 11))
+    assert list(loss.data[1].y) == pytest.approx([2.0 / (s + 1) for s in range(1, 11)])
+    objective = compare.figures["objective/correctness"].data[0]
+    assert list(objective.x) == [5, 10] and list(objective.y) == pytest.approx([0.5, 1.0])
+
+    # Samples of the last evaluation, side by side by prompt (the first run's order).
+    assert [s.prompt for s in compare.samples] == ["3 1 2", "9 8", "5 5 1"]
+    for s in compare.samples:
+        assert s.completions == {"lr0.001": f"s10 r0 {s.prompt}", "lr0.01": f"s10 r1 {s.prompt}"}
+        assert s.scores == {"lr0.001": {"prefix_accuracy": 0.0}, "lr0.01": {"prefix_accuracy": 1.0}}
+    assert html.escape("s10 r1 9 8") in compare.samples_html.value
+
+    # A new point: the same FigureWidget, its trace updated in place.
+    client.log_metric(ids[0], "train/loss", 0.1, step=11)
+    compare.refresh()
+    assert compare.figures["train/loss"] is loss and list(loss.data[0].x) == list(range(1, 12))
+
+    # An experiment's name compares its finished runs; one run id is not a comparison.
+    assert [r["run_id"] for r in RunCompare("compare").runs] == ids
+    with pytest.raises(ValueError, match="two or more runs"):
+        RunCompare(ids[:1])
+
+
+def test_explorer_axes_and_trajectories(store_uri):
+    client = tracking.connect()
+    objectives = [*RunSpec.parse(fast_spec()).model_dump(mode="json")["objectives"],
+                  {"name": "heldout", "direction": "min", "source": "metric:eval_loss", "reference": 5.0}]
+    spec = RunSpec.parse(fast_spec(tracking={"experiment": "axes"}, objectives=objectives))
+    points = [(0.2, 4.0, 1.0), (0.6, 8.0, 3.0), (0.9, 12.0, 2.0), (0.5, 9.0, 1.5)]
+    ids = []
+    for i, values in enumerate(points):
+        run_id = tracking.start_run(client, spec.updated(**{"tracking.run_name": f"r{i}"}))
+        for step, scale in ((0, 0.5), (5, 0.8), (10, 1.0)):
+            for name, value in zip(("correctness", "length", "heldout"), values):
+                client.log_metric(run_id, f"objective/{name}", value * scale, step=step)
+        tracking.end_run(client, run_id, "FINISHED")
+        ids.append(run_id)
+
+    explorer = ParetoExplorer("axes")
+    assert explorer.axes.value == ALL_AXES and explorer.trajectories.disabled
+    assert {t.type for t in explorer.figure.data} == {"splom"} and len(explorer.sliders) == 3
+    preferred = next(t for t in explorer.figure.data if t.name == PREFERRED)
+    best = int(explorer.ranking()[0])
+    assert list(preferred.customdata) == [best]
+    assert [list(d.values) for d in preferred.dimensions] == [[v] for v in points[best]]
+    assert explorer.axes.options[1:] == (("correctness vs length", ("correctness", "length")),
+                                         ("correctness vs heldout", ("correctness", "heldout")),
+                                         ("length vs heldout", ("length", "heldout")))
+
+    # Two axes: the front of that plane, from the same function every view uses.
+    explorer.axes.value = ("correctness", "heldout")
+    runs = tracking.runs_frame(client, "axes")
+    expected = fronts.front_from_runs(runs, ["correctness", "heldout"])
+    assert explorer.front.names == ("correctness", "heldout")
+    assert explorer.front.mask.tolist() == expected.mask.tolist() == [True, False, True, True]
+    assert [s.description for s in explorer.sliders] == ["correctness", "heldout"]
+    assert not explorer.trajectories.disabled
+
+    # Trajectories: one path per run, its evaluations in step order, ending at its point.
+    explorer.trajectories.value = True
+    paths = [t for t in explorer.figure.data if t.legendgroup == TRAJECTORY]
+    assert [t.name for t in paths] == ["r0", "r1", "r2", "r3"]
+    for trace, (c, _, h) in zip(paths, points):
+        assert list(trace.x) == pytest.approx([c * 0.5, c * 0.8, c])
+        assert list(trace.y) == pytest.approx([h * 0.5, h * 0.8, h])
+    assert explorer.figure.data[-1].name == PREFERRED  # the marks stay on top
+    explorer._clicked(paths[2], types.SimpleNamespace(point_inds=[1]), None)
+    assert ids[2] in explorer.details.value
+    explorer.axes.value = ("length", "heldout")  # the paths follow the axes
+    paths = [t for t in explorer.figure.data if t.legendgroup == TRAJECTORY]
+    assert list(paths[0].x) == pytest.approx([2.0, 3.2, 4.0])
+    explorer.trajectories.value = False
+    assert not any(t.legendgroup == TRAJECTORY for t in explorer.figure.data)
+
+    explorer.refresh()  # a reload keeps the chosen plane
+    assert explorer.front.names == ("length", "heldout")
+    assert ParetoExplorer("axes", axes=("heldout", "correctness")).axes.value == ("correctness", "heldout")

@@ -9,46 +9,22 @@ sliders here are *preference* weights over finished runs, not training weights.
 from __future__ import annotations
 
 import html
-import json
-import tempfile
 
 import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
 from workbench import fronts, pareto, plots, tracking
+from workbench.widgets import comparison
+from workbench.widgets.comparison import download_text, last_samples
 
 PREFERRED = "preferred run"
 UNREACHABLE = "no weighted sum reaches"
+TRAJECTORY = "trajectory"  # the legend group of the runs' paths through objective space
+ALL_AXES = ()  # the axes choice "every objective" (a scatter matrix beyond two)
 _TOP = 5
 
-
-def _download(client, run_id: str, path: str) -> str | None:
-    import mlflow
-
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp,
-                                                        tracking_uri=client.tracking_uri)
-            with open(local, encoding="utf-8") as f:
-                return f.read()
-    except Exception:  # a run without that artifact (MLflow raises its own types)
-        return None
-
-
-def last_samples(client, run_id: str) -> list[dict]:
-    """The sample completions a run logged at its last evaluation ([] if none)."""
-    try:
-        files = sorted(a.path for a in client.list_artifacts(run_id, "samples"))
-    except Exception:  # the store cannot list them
-        return []
-    text = _download(client, run_id, files[-1]) if files else None
-    if not text:
-        return []
-    data = json.loads(text)
-    if isinstance(data, dict) and "columns" in data:  # a table: {"columns": [...], "data": [[...]]}
-        return [dict(zip(data["columns"], row)) for row in data["data"]]
-    return data if isinstance(data, list) else []
+__all__ = ["ALL_AXES", "PREFERRED", "TRAJECTORY", "UNREACHABLE", "ParetoExplorer", "last_samples"]
 
 
 class ParetoExplorer(w.VBox):
@@ -56,12 +32,26 @@ class ParetoExplorer(w.VBox):
     ``names`` (default: those every run has). Dominated runs are grey; the hypervolume is
     in the title. Preference-weight sliders re-rank the runs under a weighted sum or
     Chebyshev; front points no weighted sum can reach are circled. Clicking a point (or
-    :meth:`select`) shows its run's spec, metrics and sample completions."""
+    :meth:`select`) shows its run's spec, metrics and sample completions.
+
+    With more than two objectives, :attr:`axes` picks two of them (``axes=("a", "b")`` at
+    the start): the front, the sliders and the ranking are then those of that plane, built
+    by the same :func:`~workbench.fronts.front_from_runs`; :data:`ALL_AXES` shows them all
+    (a scatter matrix). In a plane, :attr:`trajectories` draws each run's path through it
+    across its evaluations (:func:`~workbench.fronts.objective_trajectory`, read from the
+    store when first drawn; off by default)."""
 
     def __init__(self, experiment: str, *, uri: str | None = None, names: list[str] | None = None,
-                 parent_run_id: str | None = None, scalarisation: str = "weighted_sum"):
+                 parent_run_id: str | None = None, scalarisation: str = "weighted_sum",
+                 axes: tuple[str, str] | None = None, trajectories: bool = False):
         self.experiment, self.uri, self.parent_run_id = experiment, uri, parent_run_id
         self._names = names
+        self._wanted_axes = tuple(axes) if axes else ALL_AXES
+        self._all_runs: list[dict] = []
+        self._paths: dict[str, list] = {}  # run id -> objective_trajectory over self.objectives
+        self._syncing = False
+        self.objectives: list[str] = []
+        self.front = None
         self.figure = go.FigureWidget()
         self.figure.update_layout(height=420, template="plotly_white")
         self.summary = w.HTML()
@@ -70,12 +60,19 @@ class ParetoExplorer(w.VBox):
         self.scalarisation = w.ToggleButtons(options=[("weighted sum", "weighted_sum"),
                                                       ("Chebyshev", "chebyshev")],
                                              value=scalarisation, description="rank by")
+        self.axes = w.Dropdown(options=[("every objective", ALL_AXES)], value=ALL_AXES, description="axes",
+                               layout=w.Layout(display="none"))
+        self.trajectories = w.Checkbox(value=trajectories, indent=False,
+                                       description="each run's trajectory across its evaluations")
         self.reload_button = w.Button(description="Reload runs", icon="refresh")
         self.reload_button.on_click(lambda _: self.refresh())
         self.sliders_box = w.VBox()
         self.sliders: list[w.FloatSlider] = []
         self.scalarisation.observe(lambda _: self.rerank(), "value")
-        super().__init__([w.HBox([self.reload_button, self.summary]), self.figure,
+        self.axes.observe(self._axes_changed, "value")
+        self.trajectories.observe(lambda _: self._draw(), "value")
+        super().__init__([w.HBox([self.reload_button, self.summary]),
+                          w.HBox([self.axes, self.trajectories]), self.figure,
                           w.HTML("<b>Preference weights</b> (how much each objective matters to "
                                  "you; applied to finished runs, after training)"),
                           self.sliders_box, self.scalarisation, self.ranking_html, self.details])
@@ -87,14 +84,45 @@ class ParetoExplorer(w.VBox):
         """Re-read the finished runs from the store, rebuild the front and the figure."""
         client = tracking.connect(self.uri)
         runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
-        runs = [r for r in runs if r["tags"].get("workbench.kind", "run") == "run" and r["objectives"]]
-        if not runs:
+        self._all_runs = [r for r in runs if r["tags"].get("workbench.kind", "run") == "run" and r["objectives"]]
+        self._paths = {}
+        if not self._all_runs:
             self.front, self.runs = None, []
             self.summary.value = f"no finished runs in '{html.escape(self.experiment)}' yet"
             return
-        self.front = fronts.front_from_runs(runs, self._names)
+        front = fronts.front_from_runs(self._all_runs, self._names)
+        self.objectives = list(front.names)
+        self._sync_axes()
+        self._show(front if self.axes.value == ALL_AXES else None)
+
+    def _sync_axes(self) -> None:
+        """Offer every pair of objectives (beyond two); keep the choice while it still exists."""
+        names = self.objectives
+        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] if len(names) > 2 else []
+        wanted = self.axes.value if self.axes.value != ALL_AXES else self._wanted_axes
+        if wanted and tuple(reversed(wanted)) in pairs:
+            wanted = tuple(reversed(wanted))
+        options = [(f"every objective ({len(names)})", ALL_AXES)] + [(f"{a} vs {b}", (a, b)) for a, b in pairs]
+        self._syncing = True
+        try:
+            self.axes.options = options
+            self.axes.value = wanted if wanted in pairs else ALL_AXES
+        finally:
+            self._syncing = False
+        self.axes.layout.display = None if pairs else "none"
+
+    def _axes_changed(self, _change) -> None:
+        if not self._syncing and self._all_runs:
+            self._show()
+
+    def _show(self, front=None) -> None:
+        """Show ``front`` (default: the one over the chosen axes) with its sliders and marks."""
+        if front is None:
+            names = list(self.axes.value) if self.axes.value != ALL_AXES else self.objectives
+            front = fronts.front_from_runs(self._all_runs, names)
+        self.front = front
         # front_from_runs keeps the runs that logged every objective, in order: the rows.
-        self.runs = [r for r in runs if all(n in r["objectives"] for n in self.front.names)]
+        self.runs = [r for r in self._all_runs if all(n in r["objectives"] for n in self.front.names)]
         self.unreachable = pareto.weighted_sum_unreachable(self.front.points, self.front.directions)
         names = list(self.front.names)
         if [s.description for s in self.sliders] != names:
@@ -103,6 +131,18 @@ class ParetoExplorer(w.VBox):
             for slider in self.sliders:
                 slider.observe(lambda _: self.rerank(), "value")
             self.sliders_box.children = tuple(self.sliders)
+        self.trajectories.disabled = len(names) != 2
+        n_unreachable = int(self.unreachable.sum())
+        self.summary.value = (f"{len(self.runs)} runs, {int(self.front.mask.sum())} on the front, "
+                              f"hypervolume {self.front.hypervolume:.4g}; {n_unreachable} front "
+                              f"point(s) no weighted sum can reach (circled)")
+        self._draw()
+
+    def _draw(self) -> None:
+        """Rebuild the figure from :attr:`front`: the front's traces, the trajectories (when
+        on, under the marks), the unreachable and preferred marks."""
+        if self.front is None:
+            return
         figure = plots.front_figure(self.front)
         with self.figure.batch_update():
             self.figure.data = ()
@@ -112,6 +152,9 @@ class ParetoExplorer(w.VBox):
                 self.figure.add_trace(trace)
             self.figure.update_layout(title_text=figure.layout.title.text,
                                       xaxis=figure.layout.xaxis, yaxis=figure.layout.yaxis)
+            if self.trajectories.value and len(self.front.names) == 2:
+                for trace in self._trajectory_traces():
+                    self.figure.add_trace(trace)
             self._add_mark(UNREACHABLE, np.flatnonzero(self.unreachable),
                            {"symbol": "circle-open", "size": 18, "color": "#1f77b4", "line": {"width": 2}})
             self._add_mark(PREFERRED, np.array([], dtype=int),
@@ -119,11 +162,25 @@ class ParetoExplorer(w.VBox):
         for trace in self.figure.data:
             if trace.customdata is not None:
                 trace.on_click(self._clicked)
-        n_unreachable = int(self.unreachable.sum())
-        self.summary.value = (f"{len(self.runs)} runs, {int(self.front.mask.sum())} on the front, "
-                              f"hypervolume {self.front.hypervolume:.4g}; {n_unreachable} front "
-                              f"point(s) no weighted sum can reach (circled)")
         self.rerank()
+
+    def _trajectory_traces(self) -> list:
+        """One path per run (row) through the plane of the front's two objectives; a click on
+        any of its points selects the run."""
+        client = None
+        for run in self.runs:
+            if run["run_id"] not in self._paths:
+                client = client or tracking.connect(self.uri)
+                self._paths[run["run_id"]] = fronts.objective_trajectory(client, run["run_id"], self.objectives)
+        labels = comparison.run_labels(self.runs)
+        figure = plots.trajectory_figure({label: self._paths[r["run_id"]] for label, r in zip(labels, self.runs)},
+                                         list(self.front.names), list(self.front.directions))
+        rows = {label: i for i, label in enumerate(labels)}
+        for trace in figure.data:
+            trace.update(legendgroup=TRAJECTORY, legendgrouptitle_text="trajectories", opacity=0.6,
+                         line={"width": 1}, customdata=[rows[trace.name]] * len(trace.x),
+                         showlegend=len(self.runs) <= 12)
+        return list(figure.data)
 
     def _add_mark(self, name: str, rows: np.ndarray, marker: dict) -> None:
         k = len(self.front.names)
@@ -163,7 +220,7 @@ class ParetoExplorer(w.VBox):
             if len(self.front.names) == 2:
                 mark.x, mark.y = self.front.points[best, 0], self.front.points[best, 1]
             elif len(self.front.names) > 2:
-                mark.dimensions = [dict(d, values=self.front.points[best, j])
+                mark.dimensions = [dict(d.to_plotly_json(), values=self.front.points[best, j])
                                    for j, d in enumerate(mark.dimensions)]
             mark.customdata, mark.hovertext = best, [self.front.labels[i] for i in best]
         cells = "".join(f"<th>{html.escape(n)}</th>" for n in self.front.names)
@@ -187,7 +244,7 @@ class ParetoExplorer(w.VBox):
         """Show run ``row``'s spec, metrics and sample completions; returns that run's dict."""
         run = self.runs[row]
         client = tracking.connect(self.uri)
-        spec = _download(client, run["run_id"], tracking.SPEC_ARTIFACT) or "(no spec.yaml artifact)"
+        spec = download_text(client, run["run_id"], tracking.SPEC_ARTIFACT) or "(no spec.yaml artifact)"
         metrics = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.5g}</td></tr>"
                           for k, v in sorted(run["metrics"].items())
                           if k.startswith(("objective/", "cost/", "perf/", "train/loss", "reward/")))
