@@ -31,6 +31,8 @@ _EXPORTS = {
     "weight_grid": "workbench.sweep",
     "simplex_grid": "workbench.sweep",
     "simplex_random": "workbench.sweep",
+    "run_search": "workbench.search",
+    "SearchSettings": "workbench.search",
     "export_run": "workbench.export",
     "merge_runs": "workbench.merges",
     "merge_grid": "workbench.merges",

@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, sweep, run, launch, resume, status, stop, front, ui, export, merge."""
+"""The `workbench` command line: demo, sweep, search, run, launch, resume, status, stop, front, ui, export, merge."""
 
 from __future__ import annotations
 
@@ -103,6 +103,56 @@ def cmd_sweep(args) -> int:
                        parallel=args.parallel, progress=_show_progress(args) and args.parallel == 1,
                        figure_path=figure)
     _print_sweep(result, experiment)
+    return 0
+
+
+SEARCH_HELP = """Search spec fields (training weights, adapter settings such as adapter.r,
+optimizer.lr, any dotted field) with Optuna's multi-objective samplers (NSGA-II, or the GP
+sampler), the spec's objectives as the study's. The spec file holds a `search:` section with
+the space (field: {low, high[, log, step]} or {choices: [...]}). Each trial trains as a
+child of one parent MLflow run that records the front of the completed trials
+(study/hypervolume, study/base_hypervolume, study/front_size, front.json, the plot).
+--workers K starts K processes sharing the study through its Optuna database (--storage, a
+SQLAlchemy URL; default optuna.db next to a local MLflow store). Poor trials are pruned at
+an evaluation (their runs end KILLED, the trials PRUNED). Ctrl-C stops the workers; no run
+or trial is left RUNNING."""
+
+
+def cmd_search(args) -> int:
+    from workbench import preflight
+    from workbench.search import check_counts, check_storage, load_config
+
+    # The config is checked before torch, transformers, lightning or mlflow is imported.
+    check_counts(args.trials, args.workers)
+    spec, settings = load_config(args.spec, **{"train.steps": args.steps, "search.sampler": args.sampler,
+                                               "search.storage": args.storage, "search.study": args.study})
+    if settings.storage is not None:
+        check_storage(settings.storage)
+    preflight.check(spec)
+    _quiet_libraries()
+    from workbench import paths
+    from workbench.search import run_search
+
+    experiment = spec.tracking.experiment
+    figure = Path(args.html) if args.html else paths.default_store_dir() / f"{experiment}-search-front.html"
+    result = run_search(spec, settings, trials=args.trials, workers=args.workers,
+                        progress=_show_progress(args) and args.workers == 1, figure_path=figure)
+    names = list(result.front.names)
+    on_front = dict(zip(result.front.labels, result.front.mask))
+    rows = [{"trial": o.number, "state": o.state,
+             **o.params, **o.values,
+             "front": "*" if on_front.get(f"trial {o.number}", False) else ""}
+            for o in result.trials]
+    params = list(dict.fromkeys(k for o in result.trials for k in o.params))
+    print()
+    print(_format_table(rows, ["trial", "state", *params, *names, "front"]))
+    ref = ", ".join(f"{n}={v:g}" for n, v in zip(names, result.front.reference)) \
+        if result.front.reference is not None else "none"
+    print(f"\nhypervolume (reference {ref}): study {result.front.hypervolume:.4g}, "
+          f"base model {result.base_hypervolume:.4g}")
+    print(f"front plot: {result.figure_path}")
+    print(f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id}); "
+          f"Optuna study '{result.study_name}' in {result.storage}")
     return 0
 
 
@@ -245,7 +295,8 @@ def cmd_front(args) -> int:
     if client.get_experiment_by_name(args.experiment) is None:
         raise run_listing.unknown_experiment(client, args.experiment)
     every = tracking.runs_frame(client, args.experiment, status=None)
-    parents = {r["run_id"]: r["run_name"] for r in every if r["tags"].get("workbench.kind") == "sweep"}
+    parents = {r["run_id"]: r["run_name"] for r in every
+               if r["tags"].get("workbench.kind") in ("sweep", "study")}
     runs = [r for r in every if r["status"] == "FINISHED" and r["run_id"] not in parents]
     if not runs:
         raise WorkbenchError(f"experiment '{args.experiment}' has no finished runs in {paths.tracking_uri()}")
@@ -410,6 +461,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("search", help="a multi-objective Optuna search over spec fields, ending in a Pareto front",
+                       description=SEARCH_HELP)
+    p.add_argument("spec", help="path of a YAML run spec with a search: section (the space)")
+    p.add_argument("--trials", type=int, required=True, help="trials to run (shared by the workers)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the study (default 1: trials in this process)")
+    p.add_argument("--sampler", choices=("nsga2", "gp"), help="override search.sampler (default nsga2)")
+    p.add_argument("--storage", help="override search.storage: SQLAlchemy URL of the Optuna database")
+    p.add_argument("--study", help="override search.study: the Optuna study name (an existing one continues)")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--html", help="where to write the front plot (default: next to the store)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+    p.set_defaults(func=cmd_search)
+
     p = sub.add_parser("run", help="train one run spec (YAML) in this process",
                        description="Train the run described by a YAML RunSpec in this process, tracked in MLflow.")
     p.add_argument("spec", help="path of a YAML run spec")
@@ -495,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
-_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge)
+_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge, cmd_search)
 # Commands that only read the store: no training library is imported, so none is quieted.
 _READ_ONLY = (cmd_runs, cmd_status, cmd_front)
 

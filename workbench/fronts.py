@@ -107,18 +107,20 @@ def point_hypervolume(front: ParetoFront, values: dict[str, float]) -> float:
     return hypervolume(point, front.directions, front.reference)
 
 
-def record_front(recorder, front: ParetoFront, base_hypervolume: float, title: str):
-    """Record a study's front on its parent run (``sweep/hypervolume``,
-    ``sweep/base_hypervolume``, ``sweep/front_size``, ``front.json`` and the plot under
-    ``front/``); returns the plotly figure."""
+def record_front(recorder, front: ParetoFront, base_hypervolume: float, title: str,
+                 prefix: str = "sweep"):
+    """Record a study's front on its parent run (``<prefix>/hypervolume``,
+    ``<prefix>/base_hypervolume``, ``<prefix>/front_size``, ``front.json`` and the plot under
+    ``front/``); returns the plotly figure. ``prefix`` is ``sweep`` for sweeps and merge
+    grids, ``study`` for searches."""
     import tempfile
     from pathlib import Path
 
     from workbench import plots
 
-    recorder.log_metrics({"sweep/hypervolume": front.hypervolume,
-                          "sweep/base_hypervolume": base_hypervolume,
-                          "sweep/front_size": float(front.mask.sum())}, step=0)
+    recorder.log_metrics({f"{prefix}/hypervolume": front.hypervolume,
+                          f"{prefix}/base_hypervolume": base_hypervolume,
+                          f"{prefix}/front_size": float(front.mask.sum())}, step=0)
     recorder.log_table(front.table(), "front.json")
     figure = plots.front_figure(front, title=title)
     with tempfile.TemporaryDirectory() as tmp:
