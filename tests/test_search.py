@@ -109,6 +109,30 @@ def test_a_study_config_is_a_spec_with_a_search_section(tmp_path):
         load_config(path)
 
 
+def test_the_search_command_explains_itself(capsys):
+    from workbench.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["search", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "workbench search" in out and "--workers" in out and "study/hypervolume" in out
+
+
+def test_the_readme_study_config_is_valid(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    examples = re.findall(r"```yaml study-config\n(.*?)```", readme, re.S)
+    assert len(examples) == 1, "README.md has no study config example"
+    path = tmp_path / "study.yaml"
+    path.write_text(examples[0])
+    spec, settings = load_config(path)
+    assert [o.name for o in spec.objectives] == ["correctness", "length", "params"]
+    assert settings.sampler == "nsga2" and len(settings.space) == 3
+
+
 @pytest.mark.parametrize("args, message", [
     (["--trials", "0"], "trials = 0: a search needs at least 1 trial"),
     (["--trials", "2", "--storage", "not a url"], "search.storage = 'not a url': not a database URL"),
