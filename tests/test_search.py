@@ -71,8 +71,9 @@ def test_a_bad_space_names_the_field_the_value_and_what_is_allowed(space, messag
 
 def test_unknown_settings_are_named():
     with pytest.raises(SpecError) as err:
-        parse_settings({"space": SPACE, "sampler": "tpe", "popsize": 4})
+        parse_settings({"space": SPACE, "sampler": "tpe", "popsize": 4, "pruning": "dominatd"})
     assert "search.sampler = 'tpe'" in str(err.value)
+    assert "search.pruning = 'dominatd': unknown rule; allowed: dominated, none" in str(err.value)
     assert "search.popsize = 4: unknown field" in str(err.value)
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench import registry
 from workbench.errors import RunFailed, SpecError, WorkbenchError
@@ -128,6 +128,13 @@ class SearchSettings(BaseModel):
     study: str | None = Field(
         None, description="Optuna study name (default: the experiment and the parent run's id); "
                           "an existing study continues.")
+
+    @field_validator("pruning")
+    @classmethod
+    def _known_rule(cls, v: str) -> str:
+        if v not in PRUNING_RULES and ":" not in v:
+            raise ValueError(f"unknown rule; allowed: {', '.join(PRUNING_RULES)}, or 'module:function'")
+        return v
 
 
 def parse_settings(data: Mapping[str, Any] | SearchSettings) -> SearchSettings:
@@ -597,6 +604,10 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
     if settings.storage is not None:
         check_storage(settings.storage)
     workers = min(workers, trials)
+    if workers > 1 and registry.ref_module(settings.pruning).startswith("__"):
+        raise SpecError(f"search.pruning = {settings.pruning!r}: a worker process cannot import a "
+                        "rule defined in a notebook cell or a script run directly; move it into a "
+                        ".py file and name it module:function")
 
     from workbench import fronts, tracking
     from workbench.data.sources import load_rows
