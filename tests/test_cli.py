@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -20,7 +21,13 @@ from workbench import tracking
 from workbench.cli import build_parser
 from workbench.spec import RunSpec
 
-COMMANDS = ("demo", "sweep", "run", "launch", "resume", "status", "stop", "front", "ui", "export", "runs")
+# Every command the parser knows, so a new one is covered without editing this list.
+COMMANDS = tuple(next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices)
+
+
+def test_the_main_commands_are_all_there():
+    assert {"demo", "run", "launch", "resume", "status", "stop", "front", "ui", "export", "runs",
+            "sweep", "lab", "merge", "search"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
