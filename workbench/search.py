@@ -611,7 +611,7 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
 
     from workbench import fronts, tracking
     from workbench.data.sources import load_rows
-    from workbench.sweep import _signals_raise_interrupt, _stop_requests
+    from workbench.interrupts import SigtermRaisesInterrupt, StopRequests
 
     # Bad data fails here, before any run is created.
     load_rows(spec.data, spec.train.seed, row_kind=registry.METHODS[spec.method.name].row_kind)
@@ -621,8 +621,8 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
     parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "search"})
     # As for a sweep's parent: signals only set a flag while the parent is created, then
     # SIGTERM raises KeyboardInterrupt like Ctrl-C, so the parent ends KILLED.
-    with _signals_raise_interrupt():
-        with _stop_requests() as stop:
+    with SigtermRaisesInterrupt():
+        with StopRequests() as stop:
             parent_id = tracking.start_run(client, parent_spec,
                                            extra_tags={"workbench.kind": STUDY_KIND})
             recorder = tracking.RunRecorder(client, parent_id)
@@ -746,12 +746,12 @@ def _run_workers(spec: RunSpec, settings: SearchSettings, storage: str, study_na
                  parent_id: str, trials: int, workers: int, log, deadline: float | None) -> None:
     """``workers`` processes, each running its share of the trials; returns once all exit."""
     from workbench import tracking
-    from workbench.sweep import _stop_requests
+    from workbench.interrupts import StopRequests
 
     folder = Path(tempfile.mkdtemp(prefix=f"workbench-search-{parent_id[:8]}-"))
     env = _worker_env(spec, settings, storage, workers, tracking.connect(spec.tracking.uri).tracking_uri)
     running: list[_Worker] = []
-    with _stop_requests() as stop:
+    with StopRequests() as stop:
         try:
             for index in range(workers):
                 share = trials // workers + (index < trials % workers)

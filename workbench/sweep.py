@@ -19,8 +19,6 @@ Ctrl-C or SIGTERM stops the running children (they end KILLED) and ends the pare
 from __future__ import annotations
 
 import math
-import signal
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +31,7 @@ import numpy as np
 from workbench import fronts, plots, registry, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import RunFailed, SpecError
+from workbench.interrupts import SigtermRaisesInterrupt, StopRequests
 from workbench.launcher import RunHandle, launch
 from workbench.pareto import ParetoFront
 from workbench.runner import RunResult, run
@@ -223,8 +222,8 @@ def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None =
     # The parent carries no process tags: it trains nothing, and runs with them count as
     # training when launched runs share the cores (core_share). Were this process killed
     # hard, its heartbeat going stale gets the parent reaped (liveness).
-    with _signals_raise_interrupt():
-        with _stop_requests() as stop:
+    with SigtermRaisesInterrupt():
+        with StopRequests() as stop:
             parent_id = tracking.start_run(client, parent_spec, extra_tags={"workbench.kind": "sweep"})
             recorder = tracking.RunRecorder(client, parent_id)
         with recorder as parent:
@@ -293,7 +292,7 @@ def _run_in_background(specs: list[RunSpec], parent_id: str, parallel: int, log,
     running: dict[int, RunHandle] = {}
     handles: list[RunHandle | None] = [None] * total
     statuses: list[str] = ["NOT STARTED"] * total
-    with _stop_requests() as stop:
+    with StopRequests() as stop:
         try:
             while pending or running:
                 while pending and len(running) < parallel and not stop.is_set():
@@ -334,40 +333,3 @@ def _stop_all(handles: list[RunHandle], log) -> None:
     log(f"stopping {len(handles)} running child run(s) ...")
     with ThreadPoolExecutor(max_workers=len(handles)) as pool:
         list(pool.map(lambda h: h.stop(), handles))
-
-
-class _stop_requests:
-    """Ctrl-C and SIGTERM set a flag the background loop checks, instead of raising wherever
-    the main thread is (e.g. between creating a child's run and starting its process)."""
-
-    def __enter__(self) -> threading.Event:
-        self.event = threading.Event()
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, lambda *_: self.event.set())
-        return self.event
-
-    def __exit__(self, *exc) -> bool:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False
-
-
-class _signals_raise_interrupt:
-    """SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so a sweep ends its current
-    in-process child and its parent KILLED wherever it is, also between two children."""
-
-    def __enter__(self):
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            def on_term(*_):
-                raise KeyboardInterrupt
-
-            self.previous = signal.signal(signal.SIGTERM, on_term)
-        return self
-
-    def __exit__(self, *exc) -> bool:
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
