@@ -281,9 +281,11 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
             assert _row_state(short_row)[0].startswith("finished, step 8/8")
             explorer.get_by_role("button", name="Reload runs").click()
             expect(summary).to_have_text(re.compile(r"^3 runs, "), timeout=60_000)
-            wait_until(lambda: explorer.locator(".scatterlayer .point").count() > points_before, 30,
-                       "the front figure drew the new run")
+            # In view first: plotly redraws a figure the page shows. 30 s was enough on idle
+            # cores; beside a second copy of the suite the redraw took longer than that.
             explorer.locator(".js-plotly-plot").scroll_into_view_if_needed()
+            wait_until(lambda: explorer.locator(".scatterlayer .point").count() > points_before, 120,
+                       "the front figure drew the new run")
             shots.take("front-updated")
 
             # Stop: SIGTERM to the run's process group, which ends the run KILLED (within ~20 s).
