@@ -33,7 +33,7 @@ from workbench.tracking.conventions import (
     TAG_OPTIMIZER,
     TAG_PARENT,
 )
-from workbench.tracking.reading import last_steps, metric_history, runs_frame
+from workbench.tracking.reading import last_steps, metric_history, run_record, runs_frame
 from workbench.tracking.recorder import RunRecorder, fallback_dir, replay_fallback
 from workbench.tracking.store import connect, end_run, ensure_experiment, start_run
 
@@ -58,6 +58,7 @@ __all__ = [
     "last_steps",
     "metric_history",
     "replay_fallback",
+    "run_record",
     "runs_frame",
     "start_run",
 ]

@@ -42,25 +42,7 @@ def runs_frame(
             order_by=["attributes.start_time ASC"],
             page_token=token,
         )
-        for run in page:
-            metrics = dict(run.data.metrics)
-            out.append(
-                {
-                    "run_id": run.info.run_id,
-                    "run_name": run.info.run_name,
-                    "status": run.info.status,
-                    "start_time": run.info.start_time,
-                    "end_time": run.info.end_time,
-                    "tags": dict(run.data.tags),
-                    "params": dict(run.data.params),
-                    "metrics": metrics,
-                    "objectives": {
-                        k[len(OBJECTIVE_PREFIX) :]: v
-                        for k, v in metrics.items()
-                        if k.startswith(OBJECTIVE_PREFIX)
-                    },
-                }
-            )
+        out.extend(run_record(run) for run in page)
         token = page.token
         if not token:
             return out
@@ -85,3 +67,22 @@ def metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[in
     return [(step, value) for step, _, value in points]
 
 
+
+
+def run_record(run) -> dict[str, Any]:
+    """One MLflow run as a plain dict: ``run_id``, ``run_name``, ``status``, ``start_time``,
+    ``end_time`` (ms), ``tags``, ``params``, ``metrics`` (latest value of each) and
+    ``objectives`` (``{name: latest value of objective/<name>}``)."""
+    metrics = dict(run.data.metrics)
+    return {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "tags": dict(run.data.tags),
+        "params": dict(run.data.params),
+        "metrics": metrics,
+        "objectives": {k[len(OBJECTIVE_PREFIX):]: v for k, v in metrics.items()
+                       if k.startswith(OBJECTIVE_PREFIX)},
+    }

@@ -29,20 +29,7 @@ SAMPLES_FOLDER = "samples"
 
 def run_dict(client, run_id: str) -> dict[str, Any]:
     """One run as :func:`workbench.tracking.runs_frame` describes it (same keys)."""
-    run = client.get_run(run_id)
-    metrics = dict(run.data.metrics)
-    return {
-        "run_id": run.info.run_id,
-        "run_name": run.info.run_name,
-        "status": run.info.status,
-        "start_time": run.info.start_time,
-        "end_time": run.info.end_time,
-        "tags": dict(run.data.tags),
-        "params": dict(run.data.params),
-        "metrics": metrics,
-        "objectives": {k[len(tracking.OBJECTIVE_PREFIX):]: v for k, v in metrics.items()
-                       if k.startswith(tracking.OBJECTIVE_PREFIX)},
-    }
+    return tracking.run_record(client.get_run(run_id))
 
 
 def run_labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
