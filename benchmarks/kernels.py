@@ -44,6 +44,8 @@ import subprocess
 import sys
 import time
 
+from machine_load import load_average
+
 SIZES = {"large": (4096, 512, 32000), "small": (256, 128, 1000)}
 QUICK_SIZES = {"large": (1024, 64, 8000), "small": (64, 32, 500)}
 # Timed repeats per process, each of CALLS forward + backward calls (the small size runs in
@@ -298,12 +300,12 @@ def main(argv=None) -> int:
           "time/naive: median over rounds of each round's ratio of medians")  # fmt: skip
     print(f"intra-op threads: {'1 (parallel workers)' if args.quick else THREADS} "
           "(None: torch's default)")  # fmt: skip
-    print(f"load average at start: {_load()}")
+    print(f"load average at start: {load_average()}")
 
     jobs = 2 if args.quick else 1
     cpu = measure("cpu", ops, ("naive", "fused"), sizes, repeats, rounds, jobs)
     print_table("CPU, float32 (wall s per forward + backward; cpu: process CPU s)", cpu, sizes, ops)
-    print(f"load average at end: {_load()}")
+    print(f"load average at end: {load_average()}")
 
     import torch
 
@@ -341,13 +343,6 @@ def main(argv=None) -> int:
         value = mem_ratio(fused, base) if key == "peak_mb" else time_ratio(fused, base)
         print(f"BENCH {figure} {value:.3f} x target={target}")
     return 0
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
-    except OSError:
-        return "unknown"
 
 
 def _figure(op: str, what: str) -> str:

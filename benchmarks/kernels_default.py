@@ -55,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from machine_load import load_average
+
 TASKS = ("arithmetic", "reverse", "sort", "order")
 # The local Llama: (vocabulary, hidden, layers); the quick run uses a much smaller one.
 LLAMA = {"hidden": 256, "layers": 4, "vocabs": (2048, 32000)}
@@ -447,7 +449,7 @@ def main(argv=None) -> int:
           f"{THREADS} (None: torch's default); "
           "cpu/off, wall/off: median over rounds of each round's ratio of median step times (CPU, "
           "wall)")  # fmt: skip
-    print(f"load average at start: {_load()}")
+    print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="kernels-default-") as tmp:
         folder = Path(tmp)
         cases = case_specs(args.quick, folder)
@@ -464,7 +466,7 @@ def main(argv=None) -> int:
         results = measure(cases, rounds, store)
     print()
     print_table(cases, results)
-    print(f"\nload average at end: {_load()}")
+    print(f"\nload average at end: {load_average()}")
 
     tiny = [c for c in cases if c.startswith("tiny/")]
     llama = [c for c in cases if c.startswith("llama-")]
@@ -488,13 +490,6 @@ def main(argv=None) -> int:
         else:
             print(f"BENCH {figure} {value:.3f} x target={target}")
     return 0
-
-
-def _load() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1, 5, 15 min)"
-    except OSError:
-        return "unknown"
 
 
 if __name__ == "__main__":
