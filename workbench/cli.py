@@ -389,6 +389,7 @@ run per coefficient c (weights 1-c, c) under one parent run that records their f
 
 def cmd_merge(args) -> int:
     from workbench.errors import SpecError
+    from workbench.merging.catalog import METHODS as MERGE_METHODS
     from workbench.merging.catalog import check_settings
 
     # Settings are checked before torch is imported, so a mistake is answered at once.
@@ -399,8 +400,8 @@ def cmd_merge(args) -> int:
         if len(args.run_ids) != 2 or args.weights:
             raise SpecError("--grid interpolates between exactly two runs (weights 1-c, c); "
                             "give two run ids and no --weights")
-        if args.method == "adamerging":
-            raise SpecError("--method adamerging learns its coefficients; --grid takes a method with given weights")
+        if args.method in MERGE_METHODS and MERGE_METHODS[args.method].learned:
+            raise SpecError(f"--method {args.method} learns its coefficients; --grid takes a method with given weights")
         for c in args.grid:
             check_settings(args.method, 2, (1 - c, c), **options)
     else:

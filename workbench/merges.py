@@ -27,7 +27,7 @@ from pathlib import Path
 from workbench import fronts, tracking
 from workbench.errors import SpecError, TrackingError, WorkbenchError
 from workbench.library_output import quiet_libraries
-from workbench.merging.catalog import MergeSettings, check_settings
+from workbench.merging.catalog import METHODS, MergeSettings, check_settings
 from workbench.pareto import ParetoFront
 from workbench.spec import RunSpec
 
@@ -247,8 +247,8 @@ def merge_grid(run_a: str, run_b: str, coefficients: Sequence[float], method: st
     coefficients = [float(c) for c in coefficients]
     if not coefficients or not all(math.isfinite(c) for c in coefficients):
         raise SpecError(f"merge.coefficients = {coefficients}: give one or more finite numbers")
-    if method == "adamerging":
-        raise SpecError("merge.method = 'adamerging' learns its coefficients; a coefficient grid "
+    if method in METHODS and METHODS[method].learned:
+        raise SpecError(f"merge.method = '{method}' learns its coefficients; a coefficient grid "
                         "takes a method with given weights")
     settings = [_settings(method, 2, (1.0 - c, c), density=density, majority_sign_method=majority_sign_method,
                           gamma=gamma, lines_alpha=lines_alpha, lines_beta=lines_beta, seed=seed)
