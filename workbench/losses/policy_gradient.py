@@ -181,7 +181,8 @@ def _check_grpo_inputs(policy_logps, old_logps, advantages, completion_mask, ref
 
 def grpo_loss(*, policy_logps, old_logps, advantages, completion_mask, ref_logps=None, beta: float = 0.0,
               epsilon_low: float = 0.2, epsilon_high: float | None = None, aggregation: str = "sequence",
-              max_completion_length: int | None = None, num_tokens: float | None = None):
+              max_completion_length: int | None = None, num_tokens: float | None = None,
+              kl_importance_weighted: bool = False):
     """GRPO's clipped surrogate with an optional KL penalty, aggregated three ways.
 
     Inputs (N, T): ``policy_logps``, ``old_logps`` (the sampling policy's, no gradient) and
@@ -193,7 +194,10 @@ def grpo_loss(*, policy_logps, old_logps, advantages, completion_mask, ref_logps
         k3_it = exp(q_it) - q_it - 1,  q_it = log pi_ref(y_it) - log pi_theta(y_it),
 
     k3 being the unbiased, always non-negative estimator of KL(pi_theta || pi_ref) (Schulman,
-    2020). Clipping binds only where it removes the incentive: r > 1 + eps_high when A > 0,
+    2020), as the GRPO paper uses it. ``kl_importance_weighted=True`` multiplies k3 by r_it,
+    which makes its gradient the unbiased reverse-KL gradient for tokens sampled from pi_old
+    (DeepSeek-AI, 2025, "DeepSeek-V3.2"); TRL's GRPOTrainer does so by default
+    (``use_bias_correction_kl``). Clipping binds only where it removes the incentive: r > 1 + eps_high when A > 0,
     r < 1 - eps_low when A < 0. The batch loss, by ``aggregation``:
 
     - ``"sequence"`` (GRPO): (1/N) sum_i (1/|y_i|) sum_t m_it l_it; per-example value
@@ -209,7 +213,8 @@ def grpo_loss(*, policy_logps, old_logps, advantages, completion_mask, ref_logps
     In every case ``per_example.mean()`` is the batch loss. Returns ``(per_example (N,),
     metrics)``; metrics are 0-d tensors without gradient, means over all completion tokens:
     ``clip_ratio`` (share of tokens clipped, either side), ``clip_ratio_low``,
-    ``clip_ratio_high``, ``ratio`` (mean r) and, when ``ref_logps`` is given, ``kl`` (mean k3).
+    ``clip_ratio_high``, ``ratio`` (mean r) and, when ``ref_logps`` is given, ``kl`` (mean k3,
+    times r when ``kl_importance_weighted``: the KL term as it enters the loss).
     """
     epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
     _check_grpo_inputs(policy_logps, old_logps, advantages, completion_mask, ref_logps, beta,
@@ -224,6 +229,8 @@ def grpo_loss(*, policy_logps, old_logps, advantages, completion_mask, ref_logps
     if ref_logps is not None:
         q = ref_logps - policy_logps
         k3 = torch.exp(q) - q - 1
+        if kl_importance_weighted:
+            k3 = k3 * ratio
         metrics["kl"] = _masked_mean(k3, mask)
         if beta > 0:
             per_token = per_token + beta * k3
