@@ -359,3 +359,15 @@ def test_explorer_axes_and_trajectories(store_uri):
     explorer.refresh()  # a reload keeps the chosen plane
     assert explorer.front.names == ("length", "heldout")
     assert ParetoExplorer("axes", axes=("heldout", "correctness")).axes.value == ("correctness", "heldout")
+
+
+def test_explorer_with_one_objective_ranks_its_runs(store_uri):
+    """One objective: the 'front' is the best run; a slider move still re-ranks (no error)."""
+    _store_finished_runs([(0.3, 1.0), (0.8, 2.0), (0.5, 3.0)], experiment="single")
+    explorer = ParetoExplorer("single", names=["correctness"])
+    assert explorer.front.names == ("correctness",) and len(explorer.sliders) == 1
+    assert explorer.front.mask.tolist() == [False, True, False]
+    explorer.sliders[0].value = 0.3
+    preferred = next(t for t in explorer.figure.data if t.name == PREFERRED)
+    assert list(preferred.customdata) == [1] and list(preferred.y) == ["r1"]
+    assert list(explorer.ranking()) == [1, 2, 0]

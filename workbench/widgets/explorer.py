@@ -185,16 +185,24 @@ class ParetoExplorer(w.VBox):
     def _add_mark(self, name: str, rows: np.ndarray, marker: dict) -> None:
         k = len(self.front.names)
         labels = [self.front.labels[i] for i in rows]
-        if k == 2:
-            self.figure.add_scatter(x=self.front.points[rows, 0], y=self.front.points[rows, 1], mode="markers",
+        if k <= 2:
+            self.figure.add_scatter(**self._plane_xy(rows), mode="markers",
                                     marker=marker, name=name, hovertext=labels, customdata=rows,
                                     hovertemplate="%{hovertext}<extra>" + name + "</extra>")
-        elif k > 2:
+        else:
             titles = [plots.axis_title(n, d) for n, d in zip(self.front.names, self.front.directions)]
             self.figure.add_trace(go.Splom(
                 dimensions=[{"label": t, "values": self.front.points[rows, j]} for j, t in enumerate(titles)],
                 marker=marker, name=name, hovertext=labels, customdata=rows,
                 showupperhalf=False, diagonal_visible=False))
+
+    def _plane_xy(self, rows: np.ndarray) -> dict:
+        """Where rows sit in a 2-D figure: their two objectives, or with one objective its
+        value against the run's label (as :func:`~workbench.plots.front_figure` draws it)."""
+        points = self.front.points
+        if len(self.front.names) == 1:
+            return {"x": points[rows, 0], "y": [self.front.labels[i] for i in rows]}
+        return {"x": points[rows, 0], "y": points[rows, 1]}
 
     # -- preferences -----------------------------------------------------------------------
 
@@ -217,9 +225,9 @@ class ParetoExplorer(w.VBox):
         best = order[:1]
         mark = next(t for t in self.figure.data if t.name == PREFERRED)
         with self.figure.batch_update():
-            if len(self.front.names) == 2:
-                mark.x, mark.y = self.front.points[best, 0], self.front.points[best, 1]
-            elif len(self.front.names) > 2:
+            if len(self.front.names) <= 2:
+                mark.update(self._plane_xy(best))
+            else:
                 mark.dimensions = [dict(d.to_plotly_json(), values=self.front.points[best, j])
                                    for j, d in enumerate(mark.dimensions)]
             mark.customdata, mark.hovertext = best, [self.front.labels[i] for i in best]
