@@ -43,3 +43,7 @@ class TrackingError(WorkbenchError):
 
 class RunFailed(WorkbenchError):
     """A training run ended FAILED; the message carries the cause and the run id."""
+
+
+class MissingPackage(WorkbenchError):
+    """A package a chosen feature needs is not installed; the message names what installs it."""

@@ -107,7 +107,7 @@ def evaluate(model, tokenizer, rows: Sequence[Row | ChatRow | PreferenceRow], ob
                                top_p=eval_spec.top_p, batch_size=eval_spec.batch_size, seed=seed)
         examples = [objective_sources.example_of(r) for r in rows]
         per_row = {_metric_key(source):
-                   [float(objective_sources.scorer(source)(p, e)) for p, e in zip(predictions, examples)]
+                   objective_sources.score_texts(objective_sources.scorer(source), predictions, examples)
                    for source in scored}
         metrics.update({name: sum(v) / len(v) for name, v in per_row.items()})
         for i, (p, e) in enumerate(zip(predictions, examples)):

@@ -11,6 +11,11 @@ An objective's ``source`` names one of:
 A metric or reward is ``fn(completion: str, example: dict) -> float`` where ``example`` holds
 the row's ``prompt``, its reference ``answer`` and ``completion``, and its named segments
 (``explanation``, ...). Pure Python; importing this module never imports torch.
+
+Built-in rewards (:mod:`workbench.rewards`): ``correct``, ``format``, ``brevity``, ``length``,
+``sentiment`` and ``similarity``. A reward may offer ``score_batch(completions, examples)``
+(:func:`score_texts` uses it) and ``missing()`` (why it cannot run here: a package it needs is
+absent; :func:`missing_package` asks it).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from workbench import rewards as builtin_rewards
 from workbench.data import tasks
 from workbench.data.rows import ChatRow, PreferenceRow, Row
 
@@ -38,9 +44,11 @@ def _task_metric(fn: Callable[[str, Row], float]) -> TextScore:
 
 
 METRICS: dict[str, TextScore] = {name: _task_metric(fn) for name, fn in tasks.METRICS.items()}
-REWARDS: dict[str, TextScore] = {}
+REWARDS: dict[str, TextScore] = dict(builtin_rewards.BUILTIN)
 # Names a user cannot replace (they are what the built-in tasks' objectives name).
 _BUILTIN_METRICS = frozenset(METRICS) | {"eval_loss"}
+_BUILTIN_REWARDS = frozenset(REWARDS)
+_BUILTIN = {"metric": _BUILTIN_METRICS, "reward": _BUILTIN_REWARDS}
 
 
 def register_metric(name: str, fn: TextScore) -> TextScore:
@@ -51,7 +59,7 @@ def register_metric(name: str, fn: TextScore) -> TextScore:
 
 def register_reward(name: str, fn: TextScore) -> TextScore:
     """Register ``fn(completion, example) -> float`` as ``reward:<name>``. Returns ``fn``."""
-    _register(REWARDS, name, fn, "reward", frozenset())
+    _register(REWARDS, name, fn, "reward", _BUILTIN_REWARDS)
     return fn
 
 
@@ -70,6 +78,22 @@ def scorer(source: str) -> TextScore | None:
     kind, _, name = source.partition(":")
     table = {"metric": METRICS, "reward": REWARDS}.get(kind)
     return None if table is None else table.get(name)
+
+
+def score_texts(fn: TextScore, completions: list[str], examples: list[dict]) -> list[float]:
+    """``fn`` of each completion and its example: in one call to ``fn.score_batch`` when the
+    scorer offers it (a model scores a batch far faster than one text at a time)."""
+    batched = getattr(fn, "score_batch", None)
+    if callable(batched):
+        return [float(v) for v in batched(completions, examples)]
+    return [float(fn(c, e)) for c, e in zip(completions, examples)]
+
+
+def missing_package(source: str) -> str | None:
+    """Why a ``metric:``/``reward:`` source cannot be scored on this machine (one line naming
+    the package and how to install it), or None."""
+    check = getattr(scorer(source), "missing", None)
+    return check() if callable(check) else None
 
 
 def example_of(row: Row | ChatRow | PreferenceRow) -> dict:
@@ -91,6 +115,7 @@ def example_of(row: Row | ChatRow | PreferenceRow) -> dict:
 def module_of(source: str) -> str | None:
     """The module defining a registered metric/reward (None for built-ins and other kinds)."""
     fn = scorer(source)
-    if fn is None or source.partition(":")[2] in _BUILTIN_METRICS:
+    kind, _, name = source.partition(":")
+    if fn is None or name in _BUILTIN[kind]:
         return None
     return getattr(fn, "__module__", None)

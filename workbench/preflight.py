@@ -2,12 +2,14 @@
 
 ``RunSpec`` validation judges a spec's form alone (a stored spec must stay readable on any
 machine); what only this machine can answer, whether ``data.source`` or ``model.name``
-names a file or folder that is here, is checked by :func:`check` where a run starts (the
-CLI, :func:`workbench.launch`). Cheap by design: no torch, no datasets, no store.
+names a file or folder that is here, and whether the packages its rewards need are
+installed, is checked by :func:`check` where a run starts (the CLI,
+:func:`workbench.launch`). Cheap by design: no torch, no datasets, no store.
 """
 
 from __future__ import annotations
 
+from workbench import objectives
 from workbench.data.sources import missing_source
 from workbench.errors import SpecError
 from workbench.models import missing_model
@@ -15,7 +17,8 @@ from workbench.models import missing_model
 
 def check(spec) -> None:
     """Raise :class:`SpecError` (one line per problem, as validation does) if a data file or
-    model folder the spec names is not on this machine."""
+    model folder the spec names is not on this machine, or a package one of its objectives'
+    scorers needs is not installed."""
     problems = []
     for field, value, why in (
         ("data.source", spec.data.source, missing_source(spec.data.source)),
@@ -23,5 +26,9 @@ def check(spec) -> None:
     ):
         if why is not None:
             problems.append(f"  {field} = {value!r}: {why}")
+    for i, objective in enumerate(spec.objectives):
+        why = objectives.missing_package(objective.source)
+        if why is not None:
+            problems.append(f"  objectives.{i}.source = {objective.source!r}: {why}")
     if problems:
         raise SpecError("invalid run spec:\n" + "\n".join(problems))

@@ -70,14 +70,15 @@ def length_items(prediction: str, row: Row) -> float:
 EXPLANATION_SEPARATOR = ":"
 
 
-def _answer_and_claims(text: str) -> tuple[str, list[str]]:
+def answer_and_claims(text: str) -> tuple[str, list[str]]:
+    """An ``explain`` completion split into its answer (before the ':') and its claims."""
     answer, _, explanation = text.partition(EXPLANATION_SEPARATOR)
     return answer, explanation.split()
 
 
 def answer_accuracy(prediction: str, row: Row) -> float:
     """:func:`prefix_accuracy` of the answer part (before the ':' that opens the explanation)."""
-    answer, _ = _answer_and_claims(prediction)
+    answer, _ = answer_and_claims(prediction)
     return prefix_accuracy(answer, row)
 
 
@@ -88,8 +89,8 @@ def explanation_f1(prediction: str, row: Row) -> float:
     claim counts once, so repeating a claim or stating a false one lowers it); recall the
     share of the reference claims stated. 0 when there is no explanation.
     """
-    _, claims = _answer_and_claims(prediction)
-    reference = set(_answer_and_claims(row.completion)[1])
+    _, claims = answer_and_claims(prediction)
+    reference = set(answer_and_claims(row.completion)[1])
     if not claims or not reference:
         return float(not claims and not reference)
     hits = len(set(claims) & reference)
