@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, sweep, search, run, launch, resume, status, stop, front, ui, export, merge."""
+"""The `workbench` command line: demo, sweep, search, run, launch, resume, status, stop, front, ui, board, archive, replay, export, merge."""
 
 from __future__ import annotations
 
@@ -314,19 +314,12 @@ def cmd_front(args) -> int:
 
 def cmd_ui(args) -> int:
     from workbench import paths
-    from workbench.servers import ManagedServer, serve_in_foreground
+    from workbench.servers import mlflow_server, serve_in_foreground
 
     uri = paths.tracking_uri()
-    # One worker and no job processes: ready in seconds on a small machine (default: 11 processes).
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "{host}", "--port", "{port}",
-               "--backend-store-uri", uri, "--workers", "1"]
     root = paths.artifact_root(uri)
-    if root:
-        command += ["--default-artifact-root", root]
-    warnings = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"),
-                                      "ignore:starlette.middleware.wsgi is deprecated"]))
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS=warnings)
-    server = ManagedServer("MLflow UI", command, host=args.host, port=args.port, health_path="/health", env=env)
+    server = mlflow_server("MLflow UI", uri, host=args.host, port=args.port,
+                           options=["--default-artifact-root", root] if root else [])
     server.check_port()
     print(f"starting the MLflow UI for {uri} ...", flush=True)
 
@@ -369,6 +362,45 @@ def cmd_lab(args) -> int:
     if code == 0:
         print("JupyterLab stopped", flush=True)
     return code
+
+
+BOARD_HELP = """One MLflow tracking server on PostgreSQL for a lab or a class: a private
+PostgreSQL server the board runs in a data folder (--data DIR: created on first use), or an
+existing one (--database-url-file FILE or the environment variable WORKBENCH_DATABASE_URL).
+Artifacts are kept in a folder and served through the tracking server. It prints the
+MLFLOW_TRACKING_URI students set and the Optuna storage URL for `workbench search --storage`
+(a second database on the same server); passwords are never printed. Ctrl-C or SIGTERM stops
+every server it started. See docs/board.md."""
+
+
+def cmd_board(args) -> int:
+    from workbench.board.serve import run_board
+
+    return run_board(args)
+
+
+def cmd_archive(args) -> int:
+    from workbench.replay import archive_experiment
+
+    summary = archive_experiment(args.experiment, args.file, max_artifact_mb=args.max_artifact_mb)
+    print(f"archived {summary.runs} runs of '{args.experiment}' ({summary.metric_points} metric points, "
+          f"{summary.artifacts} artifacts) to {summary.path}")
+    for what, items in (("unfinished runs left out", summary.skipped_runs),
+                        (f"artifacts over {args.max_artifact_mb:g} MB left out", summary.skipped_artifacts)):
+        if items:
+            print(f"{what}: {', '.join(items)}")
+    print(f"replay it elsewhere with: workbench replay {summary.path.name}")
+    return 0
+
+
+def cmd_replay(args) -> int:
+    from workbench.replay import replay_archive
+
+    summary = replay_archive(args.file, experiment=args.experiment)
+    print(f"replayed {len(summary.run_ids)} runs into experiment '{summary.experiment}'; open them with "
+          f"ParetoExplorer('{summary.experiment}') in a notebook, `workbench front --experiment "
+          f"{summary.experiment}` or `workbench ui`")
+    return 0
 
 
 def cmd_export(args) -> int:
@@ -532,6 +564,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="port to serve on (default 8888; 0: any free port, printed when ready)")
     p.set_defaults(func=cmd_lab)
 
+    p = sub.add_parser("board", help="a class's or lab's MLflow server on PostgreSQL, with the Optuna storage",
+                       description=BOARD_HELP)
+    p.add_argument("--data", metavar="DIR",
+                   help="run a private PostgreSQL server with its data in DIR (initdb on first use)")
+    p.add_argument("--database-url", metavar="URL",
+                   help="an existing PostgreSQL database, postgresql://USER@HOST[:PORT]/DB (a password "
+                        "here is visible to other users: prefer the file or WORKBENCH_DATABASE_URL)")
+    p.add_argument("--database-url-file", metavar="FILE", help="a file whose first line is the database URL")
+    p.add_argument("--artifacts", metavar="DIR", help="the artifacts folder (default with --data: DIR/artifacts)")
+    p.add_argument("--serve-artifacts", action=argparse.BooleanOptionalAction, default=True,
+                   help="serve artifacts through the tracking server (default; with --no-serve-artifacts "
+                        "clients write to the folder themselves)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="interface the tracking server binds (default 127.0.0.1; 0.0.0.0 for a class's network)")
+    p.add_argument("--port", type=int, default=5000, help="tracking server port (default 5000; 0: any free port)")
+    p.add_argument("--db-host", default="127.0.0.1", help="with --data: interface PostgreSQL binds (default 127.0.0.1)")
+    p.add_argument("--db-port", type=int, default=0, help="with --data: PostgreSQL's port (default 0: any free port)")
+    p.add_argument("--workers", type=int, default=2, help="tracking server worker processes (default 2)")
+    p.add_argument("--run-as", default="postgres",
+                   help="run as root: the unprivileged user PostgreSQL runs as (default postgres)")
+    p.set_defaults(func=cmd_board)
+
+    p = sub.add_parser("archive", help="write an experiment's finished runs into one file (for replay elsewhere)",
+                       description="Archive the finished runs of an experiment (params, tags, every metric point, "
+                                   "small artifacts) into one zip file that `workbench replay` loads into another store.")
+    p.add_argument("experiment")
+    p.add_argument("file", help="the zip file to write")
+    p.add_argument("--max-artifact-mb", type=float, default=5.0,
+                   help="leave out artifacts larger than this (model weights; default 5)")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("replay", help="load an archived experiment into this store, to explore recorded runs",
+                       description="Recreate the runs of a `workbench archive` file in the current MLflow store.")
+    p.add_argument("file")
+    p.add_argument("--experiment", help="experiment name to replay under (default: the archived name)")
+    p.set_defaults(func=cmd_replay)
+
     p = sub.add_parser("export", help="write a run's merged weights + tokenizer as a model folder",
                        description="Export a finished run as safetensors weights (adapters merged) plus tokenizer, loadable with from_pretrained.")
     p.add_argument("run_id")
@@ -562,8 +631,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
 _SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge, cmd_search)
-# Commands that only read the store: no training library is imported, so none is quieted.
-_READ_ONLY = (cmd_runs, cmd_status, cmd_front)
+# Commands that only read the store, or serve it (board): no training library is imported,
+# so none is quieted.
+_READ_ONLY = (cmd_runs, cmd_status, cmd_front, cmd_board, cmd_archive, cmd_replay)
 
 
 def main(argv: list[str] | None = None) -> int:
