@@ -371,3 +371,16 @@ def test_explorer_with_one_objective_ranks_its_runs(store_uri):
     preferred = next(t for t in explorer.figure.data if t.name == PREFERRED)
     assert list(preferred.customdata) == [1] and list(preferred.y) == ["r1"]
     assert list(explorer.ranking()) == [1, 2, 0]
+
+
+def test_a_class_boards_runs_are_labelled_by_author(store_uri, monkeypatch):
+    """Runs made with WORKBENCH_AUTHOR set carry it; the one front labels each by its author."""
+    for author, points in (("ada", [(0.3, 2.0)]), ("grace", [(0.8, 5.0)])):
+        monkeypatch.setenv(tracking.AUTHOR_ENV, author)
+        _store_finished_runs(points, experiment="class")
+    monkeypatch.delenv(tracking.AUTHOR_ENV)
+    _store_finished_runs([(0.5, 9.0)], experiment="class")  # a run nobody signed
+    explorer = ParetoExplorer("class")
+    assert explorer.front.labels == ("ada: r0", "grace: r0", "r0")
+    assert "3 runs by 2 authors" in explorer.summary.value
+    assert [r["tags"].get(tracking.TAG_AUTHOR) for r in explorer.runs] == ["ada", "grace", None]

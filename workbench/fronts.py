@@ -35,6 +35,14 @@ def objective_declarations(run: dict) -> dict[str, dict]:
     return decls
 
 
+def run_label(run: dict) -> str:
+    """A run's label on fronts: its name (else its id), after its author's name when the run
+    has one (``workbench.author``: every student's run on a class board's one front)."""
+    name = run.get("run_name") or run["run_id"]
+    author = run["tags"].get(tracking.TAG_AUTHOR) if run.get("tags") else None
+    return f"{author}: {name}" if author else name
+
+
 def front_from_runs(runs: list[dict], names: list[str] | None = None) -> ParetoFront:
     """The front over ``runs`` (dicts from ``tracking.runs_frame``) in objectives ``names``.
 
@@ -61,7 +69,7 @@ def front_from_runs(runs: list[dict], names: list[str] | None = None) -> ParetoF
     directions = [decls.get(n, {}).get("direction", "max") for n in names]
     refs = [decls.get(n, {}).get("reference") for n in names]
     reference = None if any(v is None for v in refs) else refs
-    labels = [r.get("run_name") or r["run_id"] for r in kept]
+    labels = [run_label(r) for r in kept]
     return compute_front(points, directions, reference=reference, names=names, labels=labels)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from workbench.tracking.conventions import (
+    AUTHOR_ENV,
     END_STATUSES,
     ERROR_ARTIFACT,
     FALLBACK_FOLDER,
@@ -28,6 +29,7 @@ from workbench.tracking.conventions import (
     OBJECTIVE_PREFIX,
     SPEC_ARTIFACT,
     TAG_ADAPTER,
+    TAG_AUTHOR,
     TAG_ERROR,
     TAG_METHOD,
     TAG_OPTIMIZER,
@@ -43,12 +45,14 @@ __all__ = [
     "FALLBACK_FOLDER",
     "HEARTBEAT_TAG",
     "MAX_PARAM_VAL_LENGTH",
+    "AUTHOR_ENV",
     "OBJECTIVE_PREFIX",
     "SPEC_ARTIFACT",
     "TAG_ADAPTER",
     "TAG_ERROR",
     "TAG_METHOD",
     "TAG_OPTIMIZER",
+    "TAG_AUTHOR",
     "TAG_PARENT",
     "RunRecorder",
     "connect",

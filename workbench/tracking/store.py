@@ -21,8 +21,10 @@ from workbench import paths
 from workbench.errors import TrackingError
 from workbench.spec import RunSpec
 from workbench.tracking.conventions import (
+    AUTHOR_ENV,
     SPEC_ARTIFACT,
     TAG_ADAPTER,
+    TAG_AUTHOR,
     TAG_METHOD,
     TAG_OPTIMIZER,
     TAG_PARENT,
@@ -166,6 +168,8 @@ def start_run(
     if parent_run_id:
         tags[TAG_PARENT] = parent_run_id
         tags[MLFLOW_PARENT_RUN_ID] = parent_run_id
+    if os.environ.get(AUTHOR_ENV, "").strip():
+        tags[TAG_AUTHOR] = os.environ[AUTHOR_ENV].strip()
     tags.update(spec.tracking.tags)
     tags.update(extra_tags or {})
     tags = {_key(k): _truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}

@@ -133,7 +133,9 @@ class ParetoExplorer(w.VBox):
             self.sliders_box.children = tuple(self.sliders)
         self.trajectories.disabled = len(names) != 2
         n_unreachable = int(self.unreachable.sum())
-        self.summary.value = (f"{len(self.runs)} runs, {int(self.front.mask.sum())} on the front, "
+        authors = {r["tags"].get(tracking.TAG_AUTHOR) for r in self.runs} - {None}
+        by = f" by {len(authors)} authors" if authors else ""
+        self.summary.value = (f"{len(self.runs)} runs{by}, {int(self.front.mask.sum())} on the front, "
                               f"hypervolume {self.front.hypervolume:.4g}; {n_unreachable} front "
                               f"point(s) no weighted sum can reach (circled)")
         self._draw()
