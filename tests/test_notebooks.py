@@ -85,3 +85,32 @@ def test_quickstart_notebook_runs(store_uri, jupyter_home):
     weights = sorted(float(r["params"]["objectives.correctness.weight"]) for r in runs)
     assert weights == [0.2, 0.9]
     assert all({"correctness", "length"} <= set(r["objectives"]) for r in runs)
+
+
+def test_pareto_fronts_notebook_runs(store_uri, jupyter_home):
+    nb = nbformat.read(NOTEBOOKS / "03_pareto_fronts.ipynb", as_version=4)
+    _inject(nb, points=3, steps=6, tiny=dict(FAST_TINY))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    # The seen front: only its two ends are weighted-sum optima, Chebyshev reaches all nine.
+    assert "weighted_sum: picks 2 of 9 front runs: [0, 8]" in text
+    assert "chebyshev: picks 9 of 9 front runs" in text
+    assert "hypervolume of the sweep" in text and "runs on the front; weighted sums pick" in text
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1  # the explorer
+
+
+def test_preference_notebook_runs(store_uri, jupyter_home):
+    nb = nbformat.read(NOTEBOOKS / "04_preference_optimisation.ipynb", as_version=4)
+    _inject(nb, budget=8, dpo_steps=9, tiny=dict(FAST_TINY))
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "IPO is lowest at h = 5.00 (1 / (2 beta) = 5.00)" in text
+    for split in ("DPO only", "SFT only", "SFT then DPO"):
+        assert f"{split:13} exact_match = " in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 3  # the loss curves, the live run, the budget split
