@@ -69,16 +69,27 @@ else
   fi
 fi
 
-# The browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright, never a
-# browser Playwright downloads: a dev set-up installs it where it can (as root, with apt-get).
-if [[ ",$extras," == *,dev,* ]] && [ -z "${WORKBENCH_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+# System packages a dev set-up needs, installed where it can (as root, with apt-get):
+# - the browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright, never
+#   a browser Playwright downloads;
+# - the board's tests (tests/test_board.py) run a real PostgreSQL server (initdb, postgres).
+apt_packages=()
+if [[ ",$extras," == *,dev,* ]]; then
+  if [ -z "${WORKBENCH_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then
+    apt_packages+=(chromium)
+  fi
+  if ! command -v initdb >/dev/null 2>&1 && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+    apt_packages+=(postgresql)
+  fi
+fi
+if [ "${#apt_packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     { run apt-get update -qq &&
-      run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } ||
-      echo "warning: apt-get could not install chromium: the browser tests fail until it is installed" >&2
+      run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"; } ||
+      echo "warning: apt-get could not install ${apt_packages[*]}: the browser or board tests fail until it is installed" >&2
   else
-    echo "note: the browser tests need Chromium at /usr/bin/chromium; not root or no apt-get here:" \
-      "install it by hand (see the README)"
+    echo "note: the browser tests need Chromium at /usr/bin/chromium and the board tests PostgreSQL" \
+      "(initdb); not root or no apt-get here: install ${apt_packages[*]} by hand (see the README)"
   fi
 fi
 

@@ -26,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
@@ -95,7 +95,11 @@ class ManagedServer:
 
     ``command`` may hold ``{host}`` and ``{port}``; they are replaced by the bound host and the
     port (``port=0`` picks a free one). ``health_path`` is requested on the server until it
-    answers; any HTTP answer below 500 counts as ready.
+    answers; any HTTP answer below 500 counts as ready. A server that speaks no HTTP (a
+    database) gives ``ready_check`` instead: called until it returns True (it may raise a
+    WorkbenchError to give up at once). ``stop_command``, when given, is how the server asks
+    to be stopped (e.g. ``pg_ctl stop -m fast``): it runs first, then the group is ended as
+    usual. ``port_option`` names the option that sets the port, for the busy-port message.
     """
 
     def __init__(
@@ -111,6 +115,9 @@ class ManagedServer:
         log_path: str | os.PathLike | None = None,
         startup_timeout: float = STARTUP_TIMEOUT_S,
         grace: float = GRACE_S,
+        ready_check: Callable[[], bool] | None = None,
+        stop_command: Sequence[str] | None = None,
+        port_option: str = "--port",
     ):
         self.name = name
         self.host = host
@@ -122,13 +129,20 @@ class ManagedServer:
         self._log_path = Path(log_path) if log_path else None
         self.startup_timeout = startup_timeout
         self.grace = grace
+        self._ready_check = ready_check or self._answers
+        self._stop_command = list(stop_command) if stop_command else None
+        self._port_option = port_option
         self.process: subprocess.Popen | None = None
         self._lock = threading.Lock()
 
     @property
-    def url(self) -> str:
+    def connect_host(self) -> str:
         # A server bound to every interface is reached through this machine's loopback.
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+        return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
+
+    @property
+    def url(self) -> str:
+        host = self.connect_host
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     @property
@@ -148,7 +162,7 @@ class ManagedServer:
         elif not port_is_free(self.host, self.port):
             raise WorkbenchError(
                 f"port {self.port} on {self.host} is already in use (another server is listening there); "
-                f"choose another with --port N, or --port 0 for any free port"
+                f"choose another with {self._port_option} N, or {self._port_option} 0 for any free port"
             )
         return self.port
 
@@ -190,7 +204,7 @@ class ManagedServer:
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.startup_timeout
-        while not self._answers():
+        while not self._ready_check():
             try:
                 code = self.process.wait(timeout=0.25)  # polls the child's exit and paces the loop
             except subprocess.TimeoutExpired:
@@ -219,6 +233,11 @@ class ManagedServer:
             return
         atexit.unregister(self.stop)
         pgid = process.pid  # the session leader: its pid is the group's id
+        if self._stop_command and process.poll() is None:
+            # The server's own way to stop cleanly; whatever it leaves is ended below.
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                subprocess.run(self._stop_command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env=self._env, timeout=self.grace * 3)
         self._signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline:
@@ -248,6 +267,21 @@ class ManagedServer:
         self.stop()
 
 
+def mlflow_server(name: str, backend_uri: str, *, host: str, port: int, options: Sequence[str] = (),
+                  workers: int = 1, env: Mapping[str, str] | None = None, **kwargs) -> ManagedServer:
+    """``mlflow server`` over ``backend_uri`` as a ManagedServer (not started): ``workers``
+    uvicorn workers and no job processes, so it is ready in seconds on a small machine (its
+    defaults start 11 processes); Starlette's deprecation warning, printed at every start, is
+    silenced. ``options`` are more ``mlflow server`` options; ``kwargs`` go to ManagedServer."""
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "{host}", "--port", "{port}",
+               "--backend-store-uri", backend_uri, "--workers", str(workers), *options]
+    base = dict(os.environ if env is None else env)
+    warnings = ",".join(filter(None, [base.get("PYTHONWARNINGS"),
+                                      "ignore:starlette.middleware.wsgi is deprecated"]))
+    base.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS=warnings)
+    return ManagedServer(name, command, host=host, port=port, health_path="/health", env=base, **kwargs)
+
+
 class Stopped(Exception):
     """Raised in the main thread by SIGTERM or SIGHUP while a server runs in the foreground."""
 
@@ -256,10 +290,27 @@ class Stopped(Exception):
         self.signum = signum
 
 
-def serve_in_foreground(server: ManagedServer, on_ready=None) -> int:
+def _first_exit(servers: Sequence[ManagedServer]) -> tuple[ManagedServer, int]:
+    """Block until one of the servers exits; that server and its exit code."""
+    while True:
+        for server in servers:
+            process = server.process
+            if process is None:
+                return server, 0
+            try:
+                return server, process.wait(timeout=0.5 / len(servers))
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def serve_in_foreground(server: ManagedServer, on_ready=None, *,
+                        behind: Sequence[ManagedServer] = (), prepare=None) -> int:
     """Start the server, call ``on_ready(server)`` once it answers, and keep it until it exits
     or until SIGINT (Ctrl-C), SIGTERM or SIGHUP reach this process; then end its process group.
-    Returns the server's exit code, or 0 when it was stopped on purpose (the caller says so)."""
+    Returns the server's exit code, or 0 when it was stopped on purpose (the caller says so).
+
+    ``behind`` are servers it needs (a database): started first, in order, ``prepare()``
+    called once they answer, stopped last, in reverse order; one of them exiting ends all."""
 
     def raise_stopped(signum, frame):
         raise Stopped(signum)
@@ -270,17 +321,21 @@ def serve_in_foreground(server: ManagedServer, on_ready=None) -> int:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, raise_stopped)
     try:
+        for needed in behind:
+            needed.start()
+        if prepare is not None:
+            prepare()
         server.start()
         if on_ready is not None:
             on_ready(server)
-        code = server.wait()
-        if code:
+        exited, code = _first_exit([server, *behind])
+        if code or exited is not server:
             print(
-                f"{server.name} exited with code {code}; its log ({server.log_path}) ends with:\n"
-                f"{_tail(server.log_path)}",
+                f"{exited.name} exited with code {code}; its log ({exited.log_path}) ends with:\n"
+                f"{_tail(exited.log_path)}",
                 file=sys.stderr,
             )
-        return code
+        return code or int(exited is not server)  # a needed server gone is a failure
     except (KeyboardInterrupt, Stopped):
         return 0
     finally:
@@ -289,7 +344,8 @@ def serve_in_foreground(server: ManagedServer, on_ready=None) -> int:
                 previous.setdefault(sig, signal.getsignal(sig))
                 signal.signal(sig, signal.SIG_IGN)
         try:
-            server.stop()
+            for running in (server, *reversed(behind)):
+                running.stop()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

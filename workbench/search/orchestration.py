@@ -86,6 +86,7 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
     load_rows(spec.data, spec.train.seed, row_kind=registry.METHODS[spec.method.name].row_kind)
     client = tracking.connect(spec.tracking.uri)
     storage = settings.storage or default_storage(client.tracking_uri)
+    optuna_storage = open_storage(storage)  # a storage that cannot be opened fails before any run
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "search"})
     # As for a sweep's parent: signals only set a flag while the parent is created, then
@@ -99,7 +100,7 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
             if stop.is_set():
                 raise KeyboardInterrupt
             study_name = settings.study or f"{spec.tracking.experiment}-{parent_id[:8]}"
-            study = load_study(settings, open_storage(storage), study_name, spec, create=True)
+            study = load_study(settings, optuna_storage, study_name, spec, create=True)
             parent.set_tags({TAG_STUDY: study_name, "workbench.storage": shown_url(storage),
                              "workbench.sampler": settings.sampler,
                              "workbench.pruning": settings.pruning})

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from workbench.errors import SpecError
+from workbench.errors import SpecError, WorkbenchError
 from workbench.search.pruning import RUN_ATTR
 from workbench.search.space import SearchSettings
 from workbench.spec import RunSpec
@@ -56,11 +56,22 @@ def check_storage(url: str) -> None:
 
 def open_storage(url: str):
     """Optuna's RDB storage; sqlite waits for a lock instead of failing while another
-    worker writes."""
+    worker writes. A missing database driver, or a server that refuses the connection, is a
+    WorkbenchError naming the URL (password masked) and what to check."""
     import optuna
+    from sqlalchemy.exc import OperationalError
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ModuleNotFoundError as err:
+        raise SpecError(f"search.storage = {shown_url(url)!r}: its database driver {err.name!r} is "
+                        "not installed (for PostgreSQL: pip install -e '.[board]')") from None
+    except OperationalError as err:
+        reason = (str(err.orig).strip().splitlines() or ["refused"])[0]
+        raise WorkbenchError(f"cannot open the Optuna storage {shown_url(url)}: {reason}; is the "
+                             "database server running, and its password in PGPASSWORD or a "
+                             "PGPASSFILE?") from None
 
 
 def make_sampler(settings: SearchSettings, worker: int = 0):
