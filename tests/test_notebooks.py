@@ -21,6 +21,17 @@ def _inject(nb, **params) -> None:
     cell.source += "\n# injected by the test\n" + "\n".join(f"{k} = {v!r}" for k, v in params.items())
 
 
+def _execute(name: str, jupyter_home, **params) -> tuple[list, str]:
+    """Run notebook ``name`` with ``params`` injected; returns its outputs and its printed text,
+    after checking that no cell raised."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    _inject(nb, **params)
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return outputs, "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
 @pytest.fixture
 def jupyter_home(tmp_path, monkeypatch):
     # Jupyter and IPython write into $HOME: keep them in the test's folder.
@@ -32,12 +43,7 @@ def jupyter_home(tmp_path, monkeypatch):
 
 
 def test_first_weight_sweep_notebook_runs(store_uri, jupyter_home):
-    nb = nbformat.read(NOTEBOOKS / "01_first_weight_sweep.ipynb", as_version=4)
-    _inject(nb, points=2, steps=10, tiny=dict(FAST_TINY))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs, text = _execute("01_first_weight_sweep.ipynb", jupyter_home, points=2, steps=10, tiny=dict(FAST_TINY))
     assert "hypervolume of the sweep" in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 2  # the front and the trajectories
@@ -47,12 +53,8 @@ def test_first_weight_sweep_notebook_runs(store_uri, jupyter_home):
 
 
 def test_fused_kernels_notebook_runs(store_uri, jupyter_home):
-    nb = nbformat.read(NOTEBOOKS / "02_fused_kernels.ipynb", as_version=4)
-    _inject(nb, n_rows=512, hidden_size=64, vocab=8000, steps=6, tiny=dict(FAST_TINY))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs, text = _execute("02_fused_kernels.ipynb", jupyter_home, n_rows=512, hidden_size=64, vocab=8000,
+                             steps=6, tiny=dict(FAST_TINY))
     # The fused op agrees with the plain computation (float32 rounding only).
     for line in text.splitlines():
         if line.startswith("largest difference"):
@@ -67,13 +69,8 @@ def test_fused_kernels_notebook_runs(store_uri, jupyter_home):
 
 
 def test_quickstart_notebook_runs(store_uri, jupyter_home):
-    nb = nbformat.read(NOTEBOOKS / "00_quickstart.ipynb", as_version=4)
-    _inject(nb, steps=8, correctness_weights=[0.9, 0.2], tiny=dict(FAST_TINY), poll_s=0.5,
-            timeout_s=240)
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs, text = _execute("00_quickstart.ipynb", jupyter_home, steps=8, correctness_weights=[0.9, 0.2],
+                             tiny=dict(FAST_TINY), poll_s=0.5, timeout_s=240)
     assert "statuses: ['FINISHED', 'FINISHED']" in text
     assert "only length matters -> preferred run" in text
     views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
@@ -88,12 +85,7 @@ def test_quickstart_notebook_runs(store_uri, jupyter_home):
 
 
 def test_pareto_fronts_notebook_runs(store_uri, jupyter_home):
-    nb = nbformat.read(NOTEBOOKS / "03_pareto_fronts.ipynb", as_version=4)
-    _inject(nb, points=3, steps=6, tiny=dict(FAST_TINY))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs, text = _execute("03_pareto_fronts.ipynb", jupyter_home, points=3, steps=6, tiny=dict(FAST_TINY))
     # The seen front: only its two ends are weighted-sum optima, Chebyshev reaches all nine.
     assert "weighted_sum: picks 2 of 9 front runs: [0, 8]" in text
     assert "chebyshev: picks 9 of 9 front runs" in text
@@ -103,12 +95,7 @@ def test_pareto_fronts_notebook_runs(store_uri, jupyter_home):
 
 
 def test_preference_notebook_runs(store_uri, jupyter_home):
-    nb = nbformat.read(NOTEBOOKS / "04_preference_optimisation.ipynb", as_version=4)
-    _inject(nb, budget=8, dpo_steps=9, tiny=dict(FAST_TINY))
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    outputs, text = _execute("04_preference_optimisation.ipynb", jupyter_home, budget=8, dpo_steps=9, tiny=dict(FAST_TINY))
     assert "IPO is lowest at h = 5.00 (1 / (2 beta) = 5.00)" in text
     for split in ("DPO only", "SFT only", "SFT then DPO"):
         assert f"{split:13} exact_match = " in text
