@@ -58,6 +58,10 @@ class RunObserver:
     def on_evaluation(self, evaluation: Evaluation) -> None:
         """The objectives were measured (step 0 is the model before training)."""
 
+    def on_samples(self, step: int, rows: list[dict]) -> None:
+        """Completions a method sampled while training (GRPO, RAFT) at optimizer step
+        ``step``: one dict per completion (prompt, completion, each reward, ...)."""
+
     def on_end(self, status: str, error: str | None = None, details: str | None = None) -> None:
         """The run ended FINISHED, FAILED (``error``, ``details``: the traceback) or KILLED."""
 
@@ -84,6 +88,9 @@ class RunEvents:
 
     def evaluation(self, evaluation: Evaluation) -> None:
         self._each("on_evaluation", evaluation)
+
+    def samples(self, step: int, rows: list[dict]) -> None:
+        self._each("on_samples", step, rows)
 
     def end(self, status: str, error: str | None = None, details: str | None = None) -> None:
         first_error: BaseException | None = None

@@ -1,8 +1,9 @@
 """The MLflow recorder as a run observer: what a run announces, stored under the names in docs/concepts.md.
 
 ``train/*``, ``perf/*`` every ``train.log_every`` steps (and step 1), ``objective/<name>``
-and ``eval/<metric>`` at each evaluation, sample completions as a table artifact, and the
-run's ending (FINISHED, FAILED with its error, KILLED).
+and ``eval/<metric>`` at each evaluation, sample completions as a table artifact (those
+of the held-out evaluation as ``samples/step_*.json``, those a method sampled while training
+as ``samples/train_step_*.json``), and the run's ending (FINISHED, FAILED with its error, KILLED).
 """
 
 from __future__ import annotations
@@ -26,11 +27,18 @@ class MlflowRecorderObserver(RunObserver):
         self.recorder.log_metrics({f"objective/{k}": v for k, v in evaluation.objectives.items()}, step=step)
         self.recorder.log_metrics({f"eval/{k}": v for k, v in evaluation.metrics.items()}, step=step)
         if evaluation.samples:
-            try:
-                self.recorder.log_table(evaluation.samples, f"samples/step_{step:06d}.json")
-            except TrackingError as err:
-                # Sample tables are a convenience; a store outage must not stop training.
-                self.log(f"note: sample completions of step {step} were not stored: {err}")
+            self._log_samples(evaluation.samples, f"samples/step_{step:06d}.json", step)
+
+    def on_samples(self, step: int, rows: list[dict]) -> None:
+        if rows:
+            self._log_samples(rows, f"samples/train_step_{step:06d}.json", step)
+
+    def _log_samples(self, rows: list[dict], artifact_file: str, step: int) -> None:
+        try:
+            self.recorder.log_table(rows, artifact_file)
+        except TrackingError as err:
+            # Sample tables are a convenience; a store outage must not stop training.
+            self.log(f"note: sample completions of step {step} were not stored: {err}")
 
     def on_end(self, status: str, error: str | None = None, details: str | None = None) -> None:
         self.recorder.finish(status, error, details=details)

@@ -22,6 +22,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.rl_params import GRPOFields, RAFTFields
+
 # -- parameter models ------------------------------------------------------------------------
 
 
@@ -38,6 +40,15 @@ class PluginParams(BaseModel):
 
 class MethodParams(PluginParams):
     """Base of every method's parameters; a method without parameters uses it as is."""
+
+    def reference_need(self, declared: str) -> str:
+        """The reference model a run needs (one of REFERENCE_KINDS), given the method's
+        declared need; a method whose need depends on its parameters overrides it."""
+        return declared
+
+    def check_objectives(self, objectives) -> None:
+        """Raise ValueError (one line: the problem and its fix) if the spec's objectives
+        cannot drive this method; checked when a spec is validated."""
 
 
 class AdapterParams(PluginParams):
@@ -123,6 +134,16 @@ class KTOParams(MethodParams):
 
 class MODPOParams(MethodParams):
     beta: float = _beta(0.1)
+
+
+# Methods that learn from completions sampled during training: their fields live in
+# workbench.rl_params (this file is long enough).
+class GRPOParams(GRPOFields, MethodParams):
+    __doc__ = GRPOFields.__doc__
+
+
+class RAFTParams(RAFTFields, MethodParams):
+    __doc__ = RAFTFields.__doc__
 
 
 class FullAdapterParams(AdapterParams):
@@ -256,6 +277,11 @@ TERMS: dict[str, TermInfo] = {
         TermInfo("score_margin", "MODPO: the objective's score of chosen minus rejected (the pair's score "
                                  "named like the objective, negated for direction min); its weight "
                                  "sets the margin"),
+        TermInfo("reward", "weighted total of the reward objectives per sampled completion (direction min "
+                           "negated; measured, not trained: held out, a term:reward objective samples "
+                           "completions of the held-out prompts)"),
+        TermInfo("policy", "GRPO's clipped policy-gradient loss per sampled completion (plus the KL "
+                           "penalty when beta > 0)"),
         TermInfo(
             "brevity",
             "position-weighted NLL of stopping: sum_t (t/T) * -log p(eos | prefix_t) over the "
@@ -434,6 +460,37 @@ METHODS: dict[str, MethodInfo] = {
             params=KTOParams,
             row_kind="unpaired",
             reference="adapter_disabled",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="grpo",
+            family="reinforcement",
+            summary="GRPO: sample a group of completions per prompt, score them with the reward "
+                    "objectives, push up those above their group's mean (no value model).",
+            formula="L = -mean_i agg_t min(r_it A_i, clip(r_it, 1-eps_lo, 1+eps_hi) A_i) + beta KL, "
+                    "A_i = (T_i - mean_group T) / std_group T, T_i = sum_k w_k reward_k(y_i)",
+            paper="DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models "
+                  "(Shao et al., 2024)",
+            module="workbench.lightning_modules.grpo:GRPOModule",
+            terms=("policy", "reward"),
+            params=GRPOParams,
+            row_kind="prompt",
+            # Only with beta > 0 (GRPOParams.reference_need); a full fine-tune keeps a frozen copy.
+            reference="adapter_disabled",
+            builtin=True,
+        ),
+        MethodInfo(
+            name="raft",
+            family="reinforcement",
+            summary="RAFT: sample K completions per prompt, keep the best by the weighted reward, "
+                    "fine-tune on them; repeated every step.",
+            formula="L = mean_{kept y} NLL(y | x), kept = argmax_{y in K samples of x} sum_k w_k reward_k(y)",
+            paper="RAFT: Reward rAnked FineTuning for Generative Foundation Model Alignment "
+                  "(Dong et al., 2023)",
+            module="workbench.lightning_modules.raft:RAFTModule",
+            terms=("completion", "reward"),
+            params=RAFTParams,
+            row_kind="prompt",
             builtin=True,
         ),
     ]

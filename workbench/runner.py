@@ -202,7 +202,7 @@ class RunPipeline:
             self.base = BaseModel(model, tokenizer, type(model).__name__, {})
         else:
             self.base = load_base(spec.model, log=self.log if rank == 0 else (lambda *a: None))
-        reference_kind = self.info.reference
+        reference_kind = spec.method.reference_need(self.info.reference)
         if reference_kind == "adapter_disabled" and not spec.adapter.can_be_disabled():
             reference_kind = "frozen_copy"  # nothing to disable: keep the base aside instead
         reference_model = _frozen_copy(self.base.model) if reference_kind == "frozen_copy" else None
@@ -214,6 +214,7 @@ class RunPipeline:
         module_class = registry.load_module_class(spec.method.name)
         self.module = module_class(spec, self.model, self.base.tokenizer, encoded, self.kernel_usage)
         self.module.reference_kind, self.module.reference_model = reference_kind, reference_model
+        self.module.rows = {"train": self.train_rows, "eval": self.eval_rows}
         needs_terms = any(o.source.startswith("term:") for o in spec.objectives)
         self.eval_encoded = (encode(self.base.tokenizer, self.eval_rows, spec.train.max_length)[0]
                              if needs_terms or reference_kind == "precomputed" else [])

@@ -339,6 +339,7 @@ class RunSpec(_Section):
                 "objectives: all training weights are 0; give at least one objective with a "
                 "term a positive weight"
             )
+        self.method.check_objectives(self.objectives)  # e.g. RL methods need a reward objective
         return self
 
     # -- construction helpers that turn pydantic errors into SpecError ---------------------

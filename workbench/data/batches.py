@@ -39,3 +39,31 @@ class GlobalBatchSampler(Sampler[list[int]]):
             if step < self.start_micro_step:
                 continue
             yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+
+class RepeatedRoundsSampler(GlobalBatchSampler):
+    """:class:`GlobalBatchSampler`'s batches in rounds of ``round_size`` (an optimizer step's
+    micro-batches), each round served ``repeats`` times in a row.
+
+    A method that trains ``repeats`` optimizer steps on one batch of sampled completions
+    (GRPO's num_iterations) sees the same prompts again exactly when it reuses their
+    samples, so the batch in hand always matches its buffer, also after a resume (the
+    position is a micro-step of this sequence, as for the plain sampler).
+    """
+
+    def __init__(self, n_rows: int, batch_size: int, micro_steps: int, seed: int, *, round_size: int,
+                 repeats: int, rank: int = 0, world_size: int = 1, start_micro_step: int = 0):
+        super().__init__(n_rows, batch_size, micro_steps, seed, rank, world_size, start_micro_step)
+        self.round_size, self.repeats = round_size, repeats
+
+    def global_batches(self):
+        fresh = super().global_batches()  # micro_steps batches: more than the rounds need
+        served = 0
+        while served < self.micro_steps:
+            round_batches = [next(fresh) for _ in range(self.round_size)]
+            for _ in range(self.repeats):
+                for batch in round_batches:
+                    if served == self.micro_steps:
+                        return
+                    yield batch
+                    served += 1

@@ -43,6 +43,10 @@ class WorkbenchModule(L.LightningModule):
         self._reference_tables: dict[str, torch.Tensor] = {}
         self._split = "train"
         self._step_extra: dict[str, float] = {}
+        self._step_samples: list[dict] = []
+        # The rows behind ``encoded`` by split, set by the runner: a method that scores its own
+        # generations reads a prompt's reference fields (its answer) here.
+        self.rows: dict[str, list] = {"train": [], "eval": []}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
         self._step_started = time.perf_counter()
@@ -82,8 +86,13 @@ class WorkbenchModule(L.LightningModule):
             return table.T.reshape(-1)
         return self._reference_forward(batch)
 
-    @torch.no_grad()
     def _reference_forward(self, batch) -> torch.Tensor:
+        return losses.sequence_logps(*self.reference_token_logps(batch))
+
+    @torch.no_grad()
+    def reference_token_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log p_ref of ``batch``'s label tokens and the mask of scored positions,
+        both (B, T-1), from a frozen copy or the policy with its adapter disabled."""
         if self.reference_kind == "frozen_copy":
             logits = self.reference_model(input_ids=batch["input_ids"],
                                           attention_mask=batch["attention_mask"]).logits
@@ -96,8 +105,7 @@ class WorkbenchModule(L.LightningModule):
         else:
             raise RuntimeError(f"method '{self.info.name}' declared no reference model "
                                f"(reference='{self.info.reference}') but asked for its log-probs")
-        logp, mask = losses.token_logprobs(logits, batch["labels"])
-        return losses.sequence_logps(logp, mask)
+        return losses.token_logprobs(logits, batch["labels"])
 
     def precompute_reference(self, split: str, encoded, batch_size: int) -> None:
         """Store the reference log-probs of every row of ``encoded`` (before training)."""
@@ -174,6 +182,22 @@ class WorkbenchModule(L.LightningModule):
         for name, value in metrics.items():
             self._step_extra[name] = float(value.detach().float().mean()) if torch.is_tensor(value) else float(value)
 
+    def log_step_samples(self, rows: list[dict]) -> None:
+        """Sample completions of this step (one dict per completion), announced with the
+        step as a table (``RunObserver.on_samples``)."""
+        self._step_samples.extend(rows)
+
+    def take_step_samples(self) -> list[dict]:
+        """The samples logged since the last call (the run-events callback takes them at
+        each optimizer step)."""
+        rows, self._step_samples = self._step_samples, []
+        return rows
+
+    def batch_tokens(self, batch) -> float:
+        """Tokens this micro-batch processed, for ``perf/tokens_per_s``; a method that
+        generates counts what it generated too."""
+        return float(batch["attention_mask"].sum())
+
     def training_step(self, batch, batch_idx):
         per_example, terms = self.compute_losses(batch)
         loss = per_example.mean()
@@ -185,7 +209,7 @@ class WorkbenchModule(L.LightningModule):
         # Accumulate metrics over the micro-batches of one optimizer step.
         values = {"train/loss": float(loss.detach())}
         values.update({f"train/{k}": float(v.detach().mean()) for k, v in terms.items()})
-        values["perf/tokens"] = float(batch["attention_mask"].sum())
+        values["perf/tokens"] = self.batch_tokens(batch)
         values.update(self._step_extra)
         self._step_extra = {}
         for k, v in values.items():
@@ -218,13 +242,16 @@ class WorkbenchModule(L.LightningModule):
         self._accum, self._accum_n = {}, 0
         return metrics
 
-    def train_dataloader(self):
+    def batch_sampler(self, **placement) -> GlobalBatchSampler:
+        """The training batches' row indices; ``placement`` is this process's rank,
+        world_size and start_micro_step."""
         t = self.spec.train
-        sampler = GlobalBatchSampler(
-            n_rows=len(self.encoded), batch_size=t.batch_size, micro_steps=t.steps * t.grad_accum,
-            seed=t.seed, rank=self.trainer.global_rank, world_size=self.trainer.world_size,
-            start_micro_step=self.start_micro_step,
-        )
+        return GlobalBatchSampler(n_rows=len(self.encoded), batch_size=t.batch_size,
+                                  micro_steps=t.steps * t.grad_accum, seed=t.seed, **placement)
+
+    def train_dataloader(self):
+        sampler = self.batch_sampler(rank=self.trainer.global_rank, world_size=self.trainer.world_size,
+                                     start_micro_step=self.start_micro_step)
         return DataLoader(_Indexed(self.encoded), batch_sampler=sampler, num_workers=0,
                           collate_fn=self.collate)
 

@@ -31,11 +31,14 @@ class RunEventsCallback(L.Callback):
             return
         step = trainer.global_step
         metrics = pl_module.end_of_step_metrics()  # every rank: it may all-reduce
+        samples = pl_module.take_step_samples()
         if trainer.is_global_zero and self.pipeline is not None:
             # Objectives before train metrics: once a step's train/loss is in the store, so is
             # that step's evaluation (a resumed run relies on this to skip what is stored).
             if step % self.eval_every == 0 and step < pl_module.spec.train.steps:
                 self.pipeline.evaluate(step)
+            if samples:
+                self.pipeline.events.samples(step, samples)
             self.pipeline.events.step(step, metrics)
         if self.stop_requested is not None and self.stop_requested():
             raise KeyboardInterrupt

@@ -1,0 +1,220 @@
+"""RL with rewards: GRPO and RAFT as methods (spec checks, the sampling buffer, what a run
+logs, resume, and that training moves the rewards). The GRPO loss itself is tested in
+test_grpo_losses.py."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+
+import mlflow
+import pytest
+import torch
+
+import workbench
+from tests.conftest import fast_spec
+from workbench import registry, tracking
+from workbench.data.batches import GlobalBatchSampler, RepeatedRoundsSampler
+from workbench.errors import SpecError, WorkbenchError
+from workbench.events import RunObserver
+from workbench.lightning_modules.raft import reward_ranked
+from workbench.lightning_modules.sampling import RewardObjective, pack_rows, score_completions
+
+CORRECT = {"name": "correct", "direction": "max", "source": "reward:correct", "weight": 1.0}
+BREVITY = {"name": "brevity", "direction": "max", "source": "reward:brevity", "weight": 0.0}
+
+
+def _history(run_id: str, key: str) -> list[float]:
+    return [v for _, v in tracking.metric_history(tracking.connect(), run_id, key)]
+
+
+# -- the spec ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["grpo", "raft"])
+def test_a_reward_method_without_a_reward_objective_is_one_line(method):
+    with pytest.raises(SpecError) as err:
+        workbench.RunSpec.parse({"data": "arithmetic", "method": method})
+    message = str(err.value).splitlines()
+    assert len(message) == 2 and f"method '{method}' trains on rewards" in message[1], message
+    assert "reward:<name>" in message[1]
+    with pytest.raises(SpecError, match="every reward objective has weight 0"):
+        workbench.RunSpec.parse({"data": "arithmetic", "method": method, "objectives": [{**CORRECT, "weight": 0}]})
+
+
+def test_an_unknown_reward_names_the_registered_ones():
+    with pytest.raises(SpecError) as err:
+        workbench.RunSpec.parse({"data": "arithmetic", "method": "grpo",
+                                 "objectives": [{**CORRECT, "source": "reward:corect"}]})
+    line = str(err.value).splitlines()[1]
+    assert "unknown reward 'corect'" in line and "correct" in line and "brevity" in line
+
+
+def test_grpo_parameters_are_checked_and_the_reference_follows_beta():
+    with pytest.raises(SpecError, match=r"method.group_size = 1"):
+        workbench.RunSpec.parse({"data": "arithmetic", "method": {"name": "grpo", "group_size": 1},
+                                 "objectives": [CORRECT]})
+    with pytest.raises(SpecError, match=r"method.aggregation = 'mean'"):
+        workbench.RunSpec.parse({"data": "arithmetic", "method": {"name": "grpo", "aggregation": "mean"},
+                                 "objectives": [CORRECT]})
+    declared = registry.METHODS["grpo"].reference
+    assert declared in registry.REFERENCE_KINDS and declared != "none"
+    plain = registry.METHODS["grpo"].params(name="grpo")
+    assert plain.reference_need(declared) == "none"  # beta 0: no reference model kept
+    assert plain.model_copy(update={"beta": 0.04}).reference_need(declared) == declared
+    assert registry.METHODS["raft"].params(name="raft").reference_need("none") == "none"
+    for name in ("grpo", "raft"):
+        info = registry.METHODS[name]
+        assert info.row_kind == "prompt" and "reward" in info.terms
+        for field_name, field in info.params.model_fields.items():
+            assert field.description or field_name == "name", (name, field_name)
+
+
+# -- the pieces -------------------------------------------------------------------------------
+
+
+def test_rounds_repeat_an_optimizer_steps_batches_and_resume_in_place():
+    """With 2 micro-batches per step and 3 steps per batch of samples, steps 1-3 see the same
+    two batches, steps 4-6 the plain sampler's next two; a sampler started mid-way serves the
+    rest of the same sequence."""
+    plain = list(GlobalBatchSampler(50, 4, micro_steps=4, seed=3))
+    rounds = list(RepeatedRoundsSampler(50, 4, micro_steps=12, seed=3, round_size=2, repeats=3))
+    assert rounds == [plain[0], plain[1]] * 3 + [plain[2], plain[3]] * 3
+    resumed = list(RepeatedRoundsSampler(50, 4, micro_steps=12, seed=3, round_size=2, repeats=3,
+                                         start_micro_step=5))
+    assert resumed == rounds[5:]
+    assert list(RepeatedRoundsSampler(50, 4, micro_steps=4, seed=3, round_size=1, repeats=1)) == plain
+
+
+def test_raft_keeps_the_best_of_each_group_or_the_best_share():
+    totals = torch.tensor([0.1, 0.9, 0.3, 0.5, 0.5, 0.2])
+    assert reward_ranked(totals, 3).tolist() == [False, True, False, True, False, False]
+    assert reward_ranked(totals, 3, keep_fraction=0.5).tolist() == [False, True, False, True, True, False]
+    assert reward_ranked(totals, 3, min_total=0.6).tolist() == [False, True, False, False, False, False]
+
+
+def test_rewards_are_scored_per_completion_and_bad_values_are_named():
+    examples = [{"prompt": "p0", "answer": " 4"}, {"prompt": "p1", "answer": " 7"}]
+    rewards = [RewardObjective("correct", "c", 1.0, 1.0), RewardObjective("brevity", "b", 0.5, 1.0)]
+    table = score_completions([" 4", " 5", " 7 7", " 7"], examples, rewards, group_size=2)
+    assert table[:, 0].tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert table[:, 1].tolist() == pytest.approx([1 - 1 / 16, 1 - 1 / 16, 1 - 2 / 16, 1 - 1 / 16])
+    workbench.register_reward("test_grpo_nan", lambda completion, example: float("nan"))
+    with pytest.raises(WorkbenchError, match="reward 'test_grpo_nan' returned nan .* finite number"):
+        score_completions([" 4"], examples[:1], [RewardObjective("test_grpo_nan", "n", 1.0, 1.0)], 1)
+
+
+def test_packed_rows_put_each_completion_right_after_its_prompt():
+    completions = torch.tensor([[5, 2, 0], [6, 7, 8]])
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    batch = pack_rows([[1, 9]], completions, mask, group_size=2, pad_id=0)
+    assert batch["input_ids"].tolist() == [[1, 9, 5, 2, 0], [1, 9, 6, 7, 8]]
+    assert batch["labels"].tolist() == [[-100, -100, 5, 2, -100], [-100, -100, 6, 7, 8]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+
+
+# -- runs on the fast tiny base ---------------------------------------------------------------
+
+
+class Samples(RunObserver):
+    def __init__(self):
+        self.tables = {}
+
+    def on_samples(self, step, rows):
+        self.tables[step] = rows
+
+
+def _buffer_spec(**train):
+    return fast_spec(
+        data={"source": "reverse", "train_size": 64, "eval_size": 8}, adapter={"name": "lora", "r": 4},
+        method={"name": "grpo", "group_size": 4, "max_completion_length": 8, "num_iterations": 2,
+                "beta": 0.05, "samples_every": 2},
+        objectives=[{**CORRECT, "weight": 0.5}, {**BREVITY, "weight": 0.5},
+                    {"name": "length", "direction": "min", "source": "reward:length", "weight": 0.2}],
+        optimizer={"name": "adamw", "lr": 0.01}, eval={"max_new_tokens": 8, "samples_logged": 2},
+        train={"steps": 4, "batch_size": 4, "eval_every": 4, **train})
+
+
+@pytest.fixture(scope="module")
+def buffered_run(tmp_path_factory):
+    store = tmp_path_factory.mktemp("grpo-store")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+        samples = Samples()
+        result = workbench.run(workbench.RunSpec.parse(_buffer_spec()), log=lambda *a: None, observers=samples)
+        yield result, samples, {key: _history(result.run_id, key) for key in tracking.connect().get_run(
+            result.run_id).data.metrics}
+
+
+def test_samples_are_reused_for_num_iterations_steps(buffered_run):
+    """num_iterations 2: steps 1 and 3 sample (the ratio is exactly 1: the old log-probs are
+    the policy's own), steps 2 and 4 train on the same samples after an update (it is not)."""
+    _, _, history = buffered_run
+    ratio = history["grpo/ratio"]
+    assert ratio[0] == 1.0 and ratio[2] == 1.0, ratio
+    assert abs(ratio[1] - 1) > 1e-4 and abs(ratio[3] - 1) > 1e-4, ratio
+    for name in ("correct", "brevity", "length"):
+        rewards = history[f"reward/{name}/mean"]
+        assert rewards[0] == rewards[1] and rewards[2] == rewards[3], (name, rewards)  # same samples
+    # LoRA starts as the identity, so the policy is its reference (the adapter switched off).
+    assert history["grpo/kl"][0] == pytest.approx(0.0, abs=1e-6)
+    assert history["grpo/kl"][1] > 0
+
+
+def test_a_run_logs_each_reward_and_its_samples(buffered_run):
+    result, samples, history = buffered_run
+    for key in ("reward/correct/mean", "reward/correct/std", "reward/brevity/mean", "reward/brevity/std",
+                "reward/length/mean", "reward/total", "grpo/clip_ratio", "grpo/kl", "grpo/completion_length",
+                "train/policy", "train/reward", "perf/tokens_per_s"):
+        assert len(history[key]) == 4, key
+    # The total weighs each reward by its objective's weight, a direction-min reward negated.
+    expected = [0.5 * c + 0.5 * b - 0.2 * n for c, b, n in zip(
+        history["reward/correct/mean"], history["reward/brevity/mean"], history["reward/length/mean"])]
+    assert history["reward/total"] == pytest.approx(expected, abs=1e-5)
+    assert history["train/reward"] == pytest.approx(history["reward/total"], abs=1e-5)
+    # samples_every 2: a table whenever the steps a batch of samples trains on include a
+    # multiple of 2; the samples drawn at step 1 train steps 1-2, those of step 3 steps 3-4.
+    assert sorted(samples.tables) == [1, 3]
+    first = samples.tables[1]
+    assert len(first) == 2 * 4  # eval.samples_logged prompts, each with its group
+    assert set(first[0]) == {"prompt", "completion", "correct", "brevity", "length", "total", "advantage"}
+    assert len({row["prompt"] for row in first}) == 2
+    client = tracking.connect()
+    stored = [a.path for a in client.list_artifacts(result.run_id, "samples")]
+    assert "samples/train_step_000001.json" in stored and "samples/train_step_000003.json" in stored
+    with tempfile.TemporaryDirectory() as folder:
+        path = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="samples/train_step_000001.json",
+                                                   dst_path=folder, tracking_uri=client.tracking_uri)
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    assert table["columns"][:2] == ["prompt", "completion"] and len(table["data"]) == 8
+
+
+def test_a_resumed_run_goes_on_with_the_samples_it_had(tmp_path, store_uri):
+    """Stopped after step 4 of 6 (2 micro-batches per step, samples kept for 2 steps), the
+    run resumes from the checkpoint of step 3, in the middle of a batch of samples: the kept
+    samples and their old log-probs come from the checkpoint, so the resumed steps equal the
+    uninterrupted run's."""
+    spec = workbench.RunSpec.parse(_buffer_spec(steps=6, grad_accum=2, batch_size=2, eval_every=6,
+                                                checkpoint_every=1))
+    reference = workbench.run(spec, log=lambda *a: None)
+
+    class StopAt(RunObserver):
+        def on_start(self, context):
+            self.context = context
+
+        def on_step(self, step, metrics):
+            if step == 4:
+                self.context.request_stop("test: stop at step 4")
+
+    with pytest.raises(KeyboardInterrupt):
+        workbench.run(spec.updated(**{"tracking.run_name": "stopped"}), log=lambda *a: None, observers=StopAt())
+    (stopped,) = tracking.connect().search_runs(
+        [tracking.connect().get_experiment_by_name("tests").experiment_id],
+        filter_string="attributes.status = 'KILLED'")
+    workbench.resume(stopped.info.run_id, log=lambda *a: None)
+    for key in ("train/loss", "grpo/ratio", "reward/total"):
+        assert _history(stopped.info.run_id, key) == _history(reference.run_id, key), key
+
+
+# -- learning: the default tiny base ----------------------------------------------------------

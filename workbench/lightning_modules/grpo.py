@@ -1,0 +1,49 @@
+"""GRPO: group-relative policy optimisation over weighted reward objectives.
+
+Each step samples ``group_size`` completions per prompt and scores them with every reward
+objective (:mod:`.sampling`); ``losses.group_advantages`` turns the (N, R) rewards and the
+objectives' weights into one advantage per completion, relative to its group; and
+``losses.grpo_loss`` is the clipped surrogate on the completions' per-token log-probs, with
+the KL penalty to the reference when ``beta > 0``. The policy's log-probs at sampling time
+(the "old" policy) are the first step's own, detached, so the ratio is exactly 1 there; with
+``num_iterations`` > 1 the samples are trained on for that many optimizer steps, and the
+ratio then measures how far the policy moved since it sampled them.
+"""
+
+from __future__ import annotations
+
+from workbench import losses
+from workbench.lightning_modules.sampling import SampledCompletions, SampledCompletionsModule
+
+
+class GRPOModule(SampledCompletionsModule):
+    metrics_prefix = "grpo"
+
+    def sample_reuse(self) -> int:
+        return self.params.num_iterations
+
+    def on_samples_drawn(self, samples: SampledCompletions) -> None:
+        p = self.params
+        advantages, _ = losses.group_advantages(samples.signed.to(self.device), self.reward_weights.to(self.device),
+                                                p.group_size, scale=p.scale_rewards, combine=p.reward_combine)
+        samples.values["advantages"] = advantages
+        if self.reference_kind != "none":
+            # The reference does not move: its log-probs are taken once per batch of samples.
+            samples.values["ref_logps"] = self.reference_token_logps(samples.batch)[0]
+
+    def loss_on_samples(self, samples: SampledCompletions):
+        p = self.params
+        logp, mask = self.completion_logprobs(samples.batch)
+        if "old_logps" not in samples.values:
+            samples.values["old_logps"] = logp.detach()  # the policy that sampled them, this step
+        per_completion, metrics = losses.grpo_loss(
+            policy_logps=logp, old_logps=samples.values["old_logps"], advantages=samples.values["advantages"],
+            completion_mask=mask, ref_logps=samples.values.get("ref_logps"), beta=p.beta,
+            epsilon_low=p.epsilon_low, epsilon_high=p.epsilon_high, aggregation=p.aggregation,
+            max_completion_length=p.max_completion_length)
+        self.log_step_metrics({f"grpo/{name}": metrics[name] for name in ("clip_ratio", "ratio", "kl")
+                               if name in metrics})
+        return per_completion, {"policy": per_completion, "reward": samples.totals.to(per_completion.device)}
+
+    def sample_columns(self, samples: SampledCompletions) -> dict[str, list]:
+        return {"advantage": samples.values["advantages"].tolist()}
