@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from workbench.mo_params import ConditionedFields, MGDAFields
 from workbench.rl_params import GRPOFields, RAFTFields
 
 # -- parameter models ------------------------------------------------------------------------
@@ -76,6 +77,14 @@ class MultiObjectiveSFTParams(MethodParams):
 def _beta(default: float, text: str = "Inverse temperature: how far the policy may move from the "
                                        "reference (larger: closer).") -> Any:
     return Field(default, gt=0, le=1000, description=text)
+
+
+class ConditionedSFTParams(ConditionedFields, MultiObjectiveSFTParams):
+    __doc__ = ConditionedFields.__doc__
+
+
+class MGDASFTParams(MGDAFields, MultiObjectiveSFTParams):
+    __doc__ = MGDAFields.__doc__
 
 
 class DPOParams(MethodParams):
@@ -315,6 +324,32 @@ METHODS: dict[str, MethodInfo] = {
             module="workbench.lightning_modules.sft:MultiObjectiveSFTModule",
             terms=("answer", "explanation", "brevity", "completion"),
             params=MultiObjectiveSFTParams,
+            builtin=True,
+        ),
+        MethodInfo(
+            name="conditioned-sft",
+            family="multi-objective",
+            summary="Weight-conditioned SFT: each example draws its training weights (Dirichlet) and "
+                    "sees them in its prompt; one model answers for any weights.",
+            formula="L_i = sum_k w_ik L_ik, w_i ~ Dirichlet(alpha), prompt_i = '<w answer 30 brevity 70>' + x_i",
+            paper="Rewards-in-Context: Multi-objective Alignment of Foundation Models with Dynamic "
+                  "Preference Adjustment (Yang et al., 2024)",
+            module="workbench.lightning_modules.conditioned:ConditionedSFTModule",
+            terms=("answer", "explanation", "brevity", "completion"),
+            params=ConditionedSFTParams,
+            builtin=True,
+        ),
+        MethodInfo(
+            name="mgda-sft",
+            family="multi-objective",
+            summary="MGDA in a preference region: the min-norm combination of the terms' gradients, "
+                    "kept in the region of the objectives' weights (PMTL).",
+            formula="d = argmin_{d in hull(grad L_k, grad G_j active)} |d|, G_j = (u_j - u)^T L, u ~ 1/w",
+            paper="Pareto Multi-Task Learning (Lin et al., 2019); Multi-Task Learning as "
+                  "Multi-Objective Optimization (Sener & Koltun, 2018)",
+            module="workbench.lightning_modules.mgda:MGDASFTModule",
+            terms=("answer", "explanation", "brevity", "completion"),
+            params=MGDASFTParams,
             builtin=True,
         ),
         MethodInfo(

@@ -260,7 +260,8 @@ class RunPipeline:
         if step <= self.evaluated_through:
             return {}
         spec = self.spec
-        result = evaluate(self.model, self.base.tokenizer, self.eval_rows, spec.objectives, spec.eval,
+        result = evaluate(self.model, self.base.tokenizer, self.module.evaluation_rows(self.eval_rows),
+                          spec.objectives, spec.eval,
                           max_length=spec.train.max_length, costs=self.costs(), seed=spec.train.seed,
                           terms=lambda: self.module.heldout_terms(self.eval_encoded, spec.eval.batch_size))
         self.trajectory.append((step, dict(result.objectives)))

@@ -65,6 +65,11 @@ class WorkbenchModule(L.LightningModule):
         needed |= {o.source.partition(":")[2] for o in self.spec.objectives if o.source.startswith("term:")}
         return needed
 
+    def evaluation_rows(self, rows: list) -> list:
+        """The held-out rows as this method's model is asked them (the runner evaluates these);
+        a weight-conditioned method puts the preference it evaluates at before each prompt."""
+        return rows
+
     # -- shared machinery ---------------------------------------------------------------
     def logits(self, batch) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from workbench import losses
 from workbench.lightning_modules.base import WorkbenchModule
 
@@ -31,11 +33,15 @@ class MultiObjectiveSFTModule(WorkbenchModule):
             if objective.term is not None:
                 self.term_weights[objective.term] = self.term_weights.get(objective.term, 0.0) + objective.weight
 
-    def compute_losses(self, batch):
+    def compute_terms(self, batch) -> dict[str, torch.Tensor]:
+        """Every term this run weights or measures, per example (the weighted ones first)."""
         needed = self.terms_needed()
         logp, mask, eos_logp = self.token_stats(batch, need_eos="brevity" in needed)
-        terms = {name: _TERMS[name](self, logp, mask, eos_logp, batch)
-                 for name in [*self.term_weights, *sorted(needed - set(self.term_weights))]}
+        return {name: _TERMS[name](self, logp, mask, eos_logp, batch)
+                for name in [*self.term_weights, *sorted(needed - set(self.term_weights))]}
+
+    def compute_losses(self, batch):
+        terms = self.compute_terms(batch)
         return losses.scalarise({k: terms[k] for k in self.term_weights}, self.term_weights), terms
 
 
