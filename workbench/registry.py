@@ -299,6 +299,8 @@ TERMS: dict[str, TermInfo] = {
     ]
 }
 
+# Terms of multi-objective SFT and of its variants that build fronts in other ways.
+_MO_SFT_TERMS = ("answer", "explanation", "brevity", "completion")
 # Terms every preference method returns: its loss, and two measures of its implicit reward.
 _PREFERENCE_TERMS = ("preference", "reward_accuracy", "reward_margin")
 
@@ -322,7 +324,7 @@ METHODS: dict[str, MethodInfo] = {
             formula="L = sum_k w_k * L_k / sum_k w_k, L_k in {answer, explanation, brevity, completion}",
             paper="MORepair: Teaching LLMs to Repair Code via Multi-Objective Fine-tuning (Yang et al., 2024)",
             module="workbench.lightning_modules.sft:MultiObjectiveSFTModule",
-            terms=("answer", "explanation", "brevity", "completion"),
+            terms=_MO_SFT_TERMS,
             params=MultiObjectiveSFTParams,
             builtin=True,
         ),
@@ -335,7 +337,7 @@ METHODS: dict[str, MethodInfo] = {
             paper="Rewards-in-Context: Multi-objective Alignment of Foundation Models with Dynamic "
                   "Preference Adjustment (Yang et al., 2024)",
             module="workbench.lightning_modules.conditioned:ConditionedSFTModule",
-            terms=("answer", "explanation", "brevity", "completion"),
+            terms=_MO_SFT_TERMS,
             params=ConditionedSFTParams,
             builtin=True,
         ),
@@ -348,7 +350,7 @@ METHODS: dict[str, MethodInfo] = {
             paper="Pareto Multi-Task Learning (Lin et al., 2019); Multi-Task Learning as "
                   "Multi-Objective Optimization (Sener & Koltun, 2018)",
             module="workbench.lightning_modules.mgda:MGDASFTModule",
-            terms=("answer", "explanation", "brevity", "completion"),
+            terms=_MO_SFT_TERMS,
             params=MGDASFTParams,
             builtin=True,
         ),
