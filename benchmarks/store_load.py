@@ -227,8 +227,8 @@ def versions() -> dict[str, str]:
 
     from workbench.board.local_postgres import bin_dir
 
-    postgres = subprocess.run([str(bin_dir() / "postgres"), "--version"], capture_output=True,
-                              text=True).stdout.strip().split()[-1]
+    postgres = re.search(r"\d+\.\d+", subprocess.run([str(bin_dir() / "postgres"), "--version"],
+                                                    capture_output=True, text=True).stdout)[0]
     return {"mlflow": mlflow.__version__, "PostgreSQL": postgres,
             "psycopg2": psycopg2.__version__.split()[0], "python": platform.python_version()}
 

@@ -13,8 +13,12 @@ import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DRIVER = "postgresql+psycopg2"  # what MLflow's and Optuna's SQLAlchemy URLs name
 URL_ENV = "WORKBENCH_DATABASE_URL"
@@ -35,7 +39,7 @@ class Database:
     """One database on a PostgreSQL server. ``url`` has no password; ``password`` (or the
     passfile) is what clients get through the environment."""
 
-    url: object  # sqlalchemy.engine.URL, password removed
+    url: URL  # password removed
     password: str | None = field(default=None, repr=False)
     passfile: Path | None = None
 
@@ -43,7 +47,7 @@ class Database:
     def parse(cls, text: str, source: str, passfile: Path | None = None) -> Database:
         """``text`` (postgresql://user:password@host:port/name, any postgres scheme) as a
         Database; a bad URL is a WorkbenchError naming ``source``."""
-        from sqlalchemy.engine import make_url
+        from sqlalchemy.engine import URL, make_url
         from sqlalchemy.exc import ArgumentError
 
         try:
@@ -57,8 +61,10 @@ class Database:
         if not url.database or not url.username:
             raise WorkbenchError(f"{source}: the URL names no {'database' if url.username else 'user'}; "
                                  "expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
-        password = url.password
-        return cls(url.set(drivername=DRIVER, password=None), password, passfile)
+        # URL.set() leaves a field alone when given None: build the password-free URL anew.
+        bare = URL.create(DRIVER, username=url.username, host=url.host, port=url.port,
+                          database=url.database, query=url.query)
+        return cls(bare, url.password, passfile)
 
     @property
     def name(self) -> str:
