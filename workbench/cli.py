@@ -177,8 +177,20 @@ def _checked_spec(path: str, **changes):
     return spec
 
 
+def _printed_node_commands(spec, workbench_args: list[str]) -> bool:
+    """A multi-node spec started by hand: print the command for each node instead (True)."""
+    from workbench import cluster
+
+    if not cluster.needs_external_launch(spec.train):
+        return False
+    print(cluster.torchrun_commands(spec.train, workbench_args))
+    return True
+
+
 def cmd_run(args) -> int:
     spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
+    if _printed_node_commands(spec, ["run", args.spec, *(["--steps", str(args.steps)] if args.steps else [])]):
+        return 0
     from workbench.runner import run
 
     result = run(spec, progress=_show_progress(args))
@@ -209,6 +221,8 @@ def _print_run_end(result, spec) -> None:
 
 def cmd_launch(args) -> int:
     spec = _checked_spec(args.spec)
+    if _printed_node_commands(spec, ["run", args.spec]):
+        return 0
     from workbench.launcher import launch
 
     handle = launch(spec)
@@ -218,8 +232,10 @@ def cmd_launch(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from workbench.runner import resume
+    from workbench.runner import resume, resume_spec
 
+    if _printed_node_commands(resume_spec(args.run_id), ["resume", args.run_id]):
+        return 0
     result = resume(args.run_id, progress=_show_progress(args))
     print(f"run {result.run_id} {result.status}")
     for name, value in result.objectives.items():

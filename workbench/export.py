@@ -1,11 +1,17 @@
-"""Export a finished run as a plain model folder: merged weights (safetensors) + tokenizer."""
+"""Export a run as a plain model folder: merged weights (safetensors) + tokenizer.
+
+A finished run exports the weights it stored in MLflow; a run that stopped before that
+(failed, killed) exports its last training checkpoint, a sharded one (FSDP) merged into
+one full model.
+"""
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from workbench import tracking
+from workbench import checkpoints, paths, tracking
+from workbench.adapters import apply_adapter
 from workbench.errors import TrackingError
 from workbench.models import load_base, load_pretrained, save_merged
 from workbench.spec import RunSpec
@@ -21,16 +27,24 @@ def export_run(run_id: str, folder: str | Path, *, uri: str | None = None) -> Pa
     except Exception as err:  # MLflow's own exception types
         raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
     with tempfile.TemporaryDirectory() as tmp:
+        def download(artifact: str) -> str:
+            return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=tmp,
+                                                       tracking_uri=client.tracking_uri)
+
         try:
-            spec_file = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="spec.yaml",
-                                                            dst_path=tmp, tracking_uri=client.tracking_uri)
-            model_dir = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="model",
-                                                            dst_path=tmp, tracking_uri=client.tracking_uri)
+            spec = RunSpec.from_file(download("spec.yaml"))
+        except Exception as err:  # MLflow's own exception types
+            raise TrackingError(f"run {run_id} has no stored spec.yaml: {err}") from None
+        try:
+            model_dir = download("model")
         except Exception as err:
-            raise TrackingError(
-                f"run {run_id} has no saved model (was tracking.log_model false, or did it not finish?): {err}"
-            ) from None
-        spec = RunSpec.from_file(spec_file)
+            ckpt = checkpoints.last(paths.checkpoint_dir(client.tracking_uri) / run_id)
+            if ckpt is None:
+                raise TrackingError(
+                    f"run {run_id} has no saved model and no checkpoint (was tracking.log_model false, "
+                    f"or did it stop before its first train.checkpoint_every steps?): {err}"
+                ) from None
+            return export_checkpoint(spec, ckpt, folder)
         if (Path(model_dir) / "adapter_config.json").is_file():
             from peft import PeftModel
 
@@ -40,3 +54,12 @@ def export_run(run_id: str, folder: str | Path, *, uri: str | None = None) -> Pa
         else:
             model, tokenizer = load_pretrained(model_dir)
         return save_merged(model, tokenizer, folder)
+
+
+def export_checkpoint(spec: RunSpec, checkpoint: Path, folder: str | Path) -> Path:
+    """The model of ``spec`` with the weights of a training checkpoint (one file, or a folder
+    of shards merged here), adapters merged, written to ``folder``."""
+    base = load_base(spec.model, log=lambda *a: None)
+    model = apply_adapter(base.model, spec.adapter)
+    model.load_state_dict(checkpoints.model_state(checkpoint))
+    return save_merged(model, base.tokenizer, folder)

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from workbench import liveness, preflight, registry, tracking
+from workbench import cluster, liveness, preflight, registry, tracking
 from workbench.data.sources import load_rows
 from workbench.errors import TrackingError
 from workbench.plugins import child_env, import_plugins, plugin_modules, plugin_tags
@@ -126,6 +126,7 @@ def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None,
     """
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
     preflight.check(spec)  # a missing data file or model folder fails here, by name
+    cluster.check_layout(spec.train)  # a multi-node spec is started by torchrun/srun, not here
     plugins = plugin_modules(spec)  # a method defined in a notebook cell fails here, with the fix
     row_kind = registry.METHODS[spec.method.name].row_kind
     load_rows(spec.data, spec.train.seed, row_kind=row_kind)  # bad data fails before a run exists

@@ -9,7 +9,7 @@ installed, is checked by :func:`check` where a run starts (the CLI,
 
 from __future__ import annotations
 
-from workbench import objectives
+from workbench import objectives, strategies
 from workbench.data.sources import missing_source
 from workbench.errors import SpecError
 from workbench.models import missing_model
@@ -30,5 +30,28 @@ def check(spec) -> None:
         why = objectives.missing_package(objective.source)
         if why is not None:
             problems.append(f"  objectives.{i}.source = {objective.source!r}: {why}")
+    why = strategy_problem(spec.train)
+    if why is not None:
+        problems.append(f"  train.strategy = {spec.train.strategy!r}: {why}")
     if problems:
         raise SpecError("invalid run spec:\n" + "\n".join(problems))
+
+
+def strategy_problem(train) -> str | None:
+    """Why ``train.strategy`` cannot run on this machine (with what to use instead), or None.
+
+    Imports torch only for a strategy that needs CUDA, to ask whether this machine has it."""
+    entry = strategies.info(train.strategy)
+    if entry is None or not entry.needs_cuda:
+        return None
+    if train.accelerator == "cpu":
+        where = "train.accelerator is 'cpu'"
+    else:
+        import torch
+
+        if torch.cuda.is_available():
+            return None
+        where = "this machine has no CUDA GPU"
+    return (f"{entry.summary}; it runs on CUDA GPUs only (torch's FSDP refuses CPU devices) and "
+            f"{where}; use strategy: ddp on CPUs (every process holds the whole model), or run "
+            "on a machine with GPUs")

@@ -7,7 +7,7 @@ path ends the run FINISHED, FAILED (with the error) or KILLED.
 
 from __future__ import annotations
 
-import os
+import contextlib
 import resource
 import shutil
 import signal
@@ -18,16 +18,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from workbench import liveness, paths, plugins, registry, tracking
+from workbench import (
+    checkpoints,
+    cluster,
+    liveness,
+    paths,
+    plugins,
+    preflight,
+    registry,
+    strategies,
+    tracking,
+)
 from workbench.adapters import apply_adapter, trainable_parameters
 from workbench.data.sources import load_rows
-from workbench.errors import RunFailed, TrackingError, WorkbenchError
+from workbench.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.evaluation import evaluate
 from workbench.events import Evaluation, RunContext, RunEvents, RunObserver, observers_list
 from workbench.kernel_patch import patch_model
 from workbench.library_output import quiet_libraries
 from workbench.lightning_modules.callbacks import (
-    LAST_CHECKPOINT,
     CheckpointCallback,
     RunEventsCallback,
 )
@@ -43,14 +52,6 @@ class RunResult:
     status: str
     objectives: dict[str, float] = field(default_factory=dict)
     trajectory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-
-
-def _rank() -> int:
-    """Global rank of this process in a Lightning multi-process launch (0 when alone)."""
-    for var in ("RANK", "LOCAL_RANK"):
-        if var in os.environ:
-            return int(os.environ[var])
-    return 0
 
 
 def _peak_rss_mb() -> float:
@@ -91,13 +92,17 @@ def resume(run_id: str, *, progress: bool = False, log=print) -> RunResult:
     steps the store already holds are not logged again, so the history has no duplicate
     and no missing step.
     """
+    return run(resume_spec(run_id), run_id=run_id, progress=progress, log=log, resume=True)
+
+
+def resume_spec(run_id: str) -> RunSpec:
+    """The stored spec of ``run_id`` (its plugins imported, so it validates)."""
     client = tracking.connect()
     try:
         import_plugins(client.get_run(run_id).data.tags.get(plugins.TAG, ""))
     except Exception as err:  # MLflow's own exception types for a missing run
         raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
-    spec = RunSpec.from_yaml(_download_text(client, run_id, "spec.yaml"))
-    return run(spec, run_id=run_id, progress=progress, log=log, resume=True)
+    return RunSpec.from_yaml(_download_text(client, run_id, "spec.yaml"))
 
 
 def _download_text(client, run_id: str, artifact: str) -> str:
@@ -117,16 +122,14 @@ def _download_text(client, run_id: str, artifact: str) -> str:
 def _resume_point(client, run_id: str) -> tuple[Path, int, dict[str, int]]:
     """(checkpoint file, its optimizer step, last step the store holds per metric) of a run
     to resume."""
-    import torch
-
-    ckpt = paths.checkpoint_dir(client.tracking_uri) / run_id / LAST_CHECKPOINT
-    if not ckpt.is_file():
+    folder = paths.checkpoint_dir(client.tracking_uri) / run_id
+    ckpt = checkpoints.last(folder)
+    if ckpt is None:
         raise TrackingError(
-            f"run {run_id} has no checkpoint in {ckpt.parent}, so it cannot be resumed; runs "
+            f"run {run_id} has no checkpoint in {folder}, so it cannot be resumed; runs "
             "save checkpoints every train.checkpoint_every steps (set it to make runs resumable)"
         )
-    step = int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
-    return ckpt, step, tracking.last_steps(client, run_id)
+    return ckpt, checkpoints.step(ckpt), tracking.last_steps(client, run_id)
 
 
 def run(spec: RunSpec | dict, *, run_id: str | None = None, parent_run_id: str | None = None,
@@ -176,7 +179,7 @@ class RunPipeline:
         self.run_id, self.parent_run_id = run_id, parent_run_id
         self.progress, self.log, self.resume = progress, log, resume
         self.user_observers = list(observers)
-        self.rank = _rank()
+        self.rank = cluster.global_rank(self.spec.train)
         self.trajectory: list[tuple[int, dict[str, float]]] = []
         self.evaluated_through = -1
         self.events = RunEvents()
@@ -190,6 +193,7 @@ class RunPipeline:
         import torch
 
         spec, rank = self.spec, self.rank
+        _check_distribution(spec.train)
         self.info = registry.METHODS[spec.method.name]
         row_kind = registry.ROW_KINDS[self.info.row_kind]
         # Data first: a malformed dataset must fail before the store is even opened.
@@ -222,6 +226,10 @@ class RunPipeline:
             self.module.precompute_reference("train", encoded, spec.eval.batch_size)
             if self.eval_encoded:
                 self.module.precompute_reference("eval", self.eval_encoded, spec.eval.batch_size)
+        # Sharded weights never sit whole in the trained model: rank 0 evaluates and saves a
+        # copy of it, loaded with the weights all ranks gather at each evaluation.
+        self.sharded = strategies.shards_weights(spec.train.strategy)
+        self.eval_model = _frozen_copy(self.model) if self.sharded and rank == 0 else self.model
         self.rss_baseline = _peak_rss_mb()
 
     # -- the MLflow run and its observers --------------------------------------------------
@@ -254,16 +262,20 @@ class RunPipeline:
             "train_time_s": time.perf_counter() - self.started,
         }
 
-    def evaluate(self, step: int) -> dict[str, float]:
+    def evaluate(self, step: int, full_state: dict | None = None) -> dict[str, float]:
         """Measure the objectives at ``step`` and announce them (skipped on a resumed run
-        for steps the store already holds)."""
+        for steps the store already holds). ``full_state``: the weights a sharding strategy
+        gathered, for the evaluation copy."""
+        if full_state is not None:
+            self.eval_model.load_state_dict(checkpoints.trained_model_state(full_state))
         if step <= self.evaluated_through:
             return {}
         spec = self.spec
-        result = evaluate(self.model, self.base.tokenizer, self.module.evaluation_rows(self.eval_rows),
-                          spec.objectives, spec.eval,
-                          max_length=spec.train.max_length, costs=self.costs(), seed=spec.train.seed,
-                          terms=lambda: self.module.heldout_terms(self.eval_encoded, spec.eval.batch_size))
+        with self.module.scoring_with(self.eval_model), _on_device(self.eval_model, self.module.device):
+            result = evaluate(self.eval_model, self.base.tokenizer, self.module.evaluation_rows(self.eval_rows),
+                              spec.objectives, spec.eval,
+                              max_length=spec.train.max_length, costs=self.costs(), seed=spec.train.seed,
+                              terms=lambda: self.module.heldout_terms(self.eval_encoded, spec.eval.batch_size))
         self.trajectory.append((step, dict(result.objectives)))
         self.events.evaluation(Evaluation(step, result.objectives, result.metrics, result.samples))
         return result.objectives
@@ -292,7 +304,7 @@ class RunPipeline:
         if spec.train.checkpoint_every:
             folder = paths.checkpoint_dir(client.tracking_uri) / self.run_id
             callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, recorder))
-        trainer = _make_trainer(spec, callbacks, progress=self.progress)
+        self.trainer = trainer = _make_trainer(spec, callbacks, self.model, progress=self.progress)
         try:
             trainer.fit(self.module, ckpt_path=self.ckpt_path)
         except SystemExit:
@@ -301,7 +313,9 @@ class RunPipeline:
 
     def record(self) -> dict[str, float]:
         spec, recorder = self.spec, self.recorder
-        final = self.evaluate(spec.train.steps)
+        # Sharded weights: every rank gathers them once more after training (_train_other_rank).
+        final = self.evaluate(spec.train.steps,
+                              strategies.gather_full_state(self.trainer) if self.sharded else None)
         if self.kernel_usage is not None:
             # Recorded after training: only ops that actually ran are named.
             recorder.set_tags({"workbench.kernels": self.kernel_usage.tag()})
@@ -311,22 +325,30 @@ class RunPipeline:
                               "perf/train_time_s": cost["train_time_s"]}, step=spec.train.steps)
         if spec.tracking.log_model:
             with tempfile.TemporaryDirectory() as folder:
-                self.model.save_pretrained(folder, safe_serialization=True)
+                self.eval_model.save_pretrained(folder, safe_serialization=True)
                 self.base.tokenizer.save_pretrained(folder)
                 _store_model(recorder, folder, self.client.tracking_uri, self.run_id, self.log)
         return final
 
     def _train_other_rank(self) -> RunResult:
-        """DDP ranks other than 0 only train; the same callbacks keep the per-step all-reduce
-        and the checkpoint saves in step across ranks."""
+        """Ranks other than 0 only train: they create, record and end no MLflow run. The same
+        callbacks keep the per-step all-reduce, the gathers of sharded weights and the
+        checkpoint saves in step with rank 0 (a sharded save writes each rank's shards into
+        rank 0's folder). A resumed run reads the checkpoint from the same folder as rank 0,
+        so on several machines that folder must be shared (docs/scaling.md)."""
         spec = self.spec
         callbacks = [RunEventsCallback(None, spec.train.eval_every)]
         if spec.train.checkpoint_every:
             callbacks.append(CheckpointCallback(Path("."), spec.train.checkpoint_every))
         ckpt = None
         if self.resume:
-            ckpt = paths.checkpoint_dir(tracking.connect().tracking_uri) / self.run_id / LAST_CHECKPOINT
-        _make_trainer(spec, callbacks, progress=False).fit(self.module, ckpt_path=ckpt)
+            ckpt = checkpoints.last(paths.checkpoint_dir(tracking.connect().tracking_uri) / self.run_id)
+            # This rank's slice of each global batch continues from the checkpoint's step too.
+            self.module.start_micro_step = checkpoints.step(ckpt) * spec.train.grad_accum
+        trainer = _make_trainer(spec, callbacks, self.model, progress=False)
+        trainer.fit(self.module, ckpt_path=ckpt)
+        if self.sharded:
+            strategies.gather_full_state(trainer)  # rank 0's final evaluation and saved model
         return RunResult(None, "FINISHED")
 
     def execute(self) -> RunResult:
@@ -418,7 +440,27 @@ def _store_model(recorder, folder: str, uri: str, run_id: str, log) -> None:
         log(f"warning: the model of run {run_id} could not be stored ({err}); it was saved to {keep}")
 
 
-def _make_trainer(spec, callbacks, progress: bool):
+@contextlib.contextmanager
+def _on_device(model, device):
+    """``model`` on ``device`` for the duration (the evaluation copy of sharded weights is kept
+    in CPU memory between evaluations; the trained model itself never moves)."""
+    home = next(model.parameters()).device
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(home)
+
+
+def _check_distribution(train) -> None:
+    """The strategy runs here and the launcher started the spec's layout (else SpecError)."""
+    why = preflight.strategy_problem(train)
+    if why is not None:
+        raise SpecError(f"invalid run spec:\n  train.strategy = {train.strategy!r}: {why}")
+    cluster.check_layout(train)
+
+
+def _make_trainer(spec, callbacks, model, progress: bool):
     import warnings
 
     import lightning as L
@@ -435,7 +477,7 @@ def _make_trainer(spec, callbacks, progress: bool):
     return L.Trainer(
         max_steps=t.steps, max_epochs=1, accumulate_grad_batches=t.grad_accum,
         gradient_clip_val=t.grad_clip, precision=t.precision, accelerator=t.accelerator,
-        devices=t.devices, strategy=t.strategy, logger=False, enable_checkpointing=False,
+        devices=t.devices, num_nodes=t.num_nodes, strategy=strategies.lightning_strategy(t, model), logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0,
         use_distributed_sampler=False, callbacks=callbacks, limit_val_batches=0,
     )

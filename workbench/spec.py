@@ -209,7 +209,12 @@ class TrainSpec(_Section):
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true.")
     accelerator: str = Field("auto", description="cpu, gpu or auto.")
     devices: int | str = Field(1, description="Lightning devices (an int or 'auto').")
-    strategy: str = Field("auto", description="Lightning strategy, e.g. auto, ddp.")
+    strategy: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, fsdp_cpu_offload (FSDP "
+                                              "needs CUDA GPUs), or another name Lightning knows.")
+    num_nodes: int = Field(1, ge=1, le=100_000, description="Machines the run spans, `devices` processes on "
+                           "each; more than 1 is started on every node by torchrun or SLURM (docs/scaling.md).")
+    dist_timeout_s: int = Field(300, ge=10, le=86_400, description="Seconds a process waits for the others at "
+                                "a collective before the run fails (a peer that vanished); longer than an evaluation.")
 
     @field_validator("scheduler")
     @classmethod

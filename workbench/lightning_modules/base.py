@@ -125,6 +125,24 @@ class WorkbenchModule(L.LightningModule):
         self._reference_tables[split] = torch.cat(rows)
         self.model.train(was_training)
 
+    @contextlib.contextmanager
+    def scoring_with(self, model):
+        """Compute losses with ``model`` in place of the trained one for the duration.
+
+        Under a sharding strategy the trained model's weights exist whole only inside a
+        collective; rank 0 measures held-out terms on its gathered copy instead. The swap
+        bypasses ``nn.Module.__setattr__`` so the sharded module tree is left as it was.
+        """
+        trained = self._modules["model"]
+        if model is trained:
+            yield
+            return
+        self._modules["model"] = model
+        try:
+            yield
+        finally:
+            self._modules["model"] = trained
+
     @torch.no_grad()
     def heldout_terms(self, encoded, batch_size: int = 64) -> dict[str, float]:
         """Each loss term's mean over held-out ``encoded`` rows (the ``term:`` objectives)."""

@@ -7,10 +7,11 @@ round trip to the store.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
+
+from workbench import checkpoints, strategies
 
 
 class RunEventsCallback(L.Callback):
@@ -31,12 +32,16 @@ class RunEventsCallback(L.Callback):
             return
         step = trainer.global_step
         metrics = pl_module.end_of_step_metrics()  # every rank: it may all-reduce
+        evaluating = step % self.eval_every == 0 and step < pl_module.spec.train.steps
+        # Sharded weights are gathered for an evaluation by every rank together.
+        full_state = (strategies.gather_full_state(trainer)
+                      if evaluating and strategies.shards_weights(pl_module.spec.train.strategy) else None)
         samples = pl_module.take_step_samples()
         if trainer.is_global_zero and self.pipeline is not None:
             # Objectives before train metrics: once a step's train/loss is in the store, so is
             # that step's evaluation (a resumed run relies on this to skip what is stored).
-            if step % self.eval_every == 0 and step < pl_module.spec.train.steps:
-                self.pipeline.evaluate(step)
+            if evaluating:
+                self.pipeline.evaluate(step, full_state)
             if samples:
                 self.pipeline.events.samples(step, samples)
             self.pipeline.events.step(step, metrics)
@@ -69,7 +74,9 @@ class CheckpointCallback(L.Callback):
         partial = self.folder / f"step-{step}.ckpt.partial"
         trainer.save_checkpoint(partial)  # collective under DDP: every rank calls it
         if trainer.is_global_zero:
-            os.replace(partial, self.folder / LAST_CHECKPOINT)
+            # Complete on every rank by now: a sharded save returns on rank 0 after all shards
+            # are written.
+            checkpoints.publish(partial, self.folder)
 
 
-LAST_CHECKPOINT = "last.ckpt"
+LAST_CHECKPOINT = checkpoints.LAST_CHECKPOINT
