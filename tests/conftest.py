@@ -7,6 +7,7 @@ that tracks runs gets its own sqlite store under its tmp_path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -116,3 +117,13 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True,
                           text=True, timeout=timeout, env=full_env, cwd=cwd)
+
+
+@contextlib.contextmanager
+def own_store(tmp_path_factory, name: str):
+    """A fresh sqlite store for the runs of a module-scoped fixture: MLFLOW_TRACKING_URI points
+    at it while the fixture lives (``store_uri`` does the same for one test)."""
+    folder = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        yield folder

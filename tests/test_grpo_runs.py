@@ -5,6 +5,7 @@ test_grpo_losses.py."""
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 
 import mlflow
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import workbench
-from tests.conftest import fast_spec
+from tests.conftest import fast_spec, own_store
 from workbench import registry, tracking
 from workbench.data.batches import GlobalBatchSampler, RepeatedRoundsSampler
 from workbench.errors import SpecError, WorkbenchError
@@ -137,9 +138,7 @@ def _buffer_spec(**train):
 
 @pytest.fixture(scope="module")
 def buffered_run(tmp_path_factory):
-    store = tmp_path_factory.mktemp("grpo-store")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    with own_store(tmp_path_factory, "grpo-store"):
         samples = Samples()
         result = workbench.run(workbench.RunSpec.parse(_buffer_spec()), log=lambda *a: None, observers=samples)
         yield result, samples, {key: _history(result.run_id, key) for key in tracking.connect().get_run(
@@ -218,3 +217,66 @@ def test_a_resumed_run_goes_on_with_the_samples_it_had(tmp_path, store_uri):
 
 
 # -- learning: the default tiny base ----------------------------------------------------------
+
+
+def _reverse_spec(method: dict, correct_weight: float, brevity_weight: float, steps: int = 40) -> dict:
+    """`reverse` on the default tiny base, which answers 2 of 3 held-out prompts exactly.
+    (`arithmetic` does not move: 400 GRPO steps on its exact answer took held-out exact match
+    from 0.125 to at best 0.21 and back to 0.15; SFT for 150 steps reaches 0.17.)"""
+    return {"model": {"name": "tiny"}, "data": {"source": "reverse", "train_size": 1000, "eval_size": 48},
+            "adapter": {"name": "lora", "r": 16, "alpha": 32}, "method": method,
+            "objectives": [{**CORRECT, "weight": correct_weight}, {**BREVITY, "weight": brevity_weight},
+                           {"name": "exact_match", "direction": "max", "source": "metric:exact_match"}],
+            "optimizer": {"name": "adamw", "lr": 0.002},
+            "train": {"steps": steps, "batch_size": 16, "eval_every": steps},
+            "eval": {"max_new_tokens": 12, "samples_logged": 2}, "tracking": {"experiment": "tests-rl"}}
+
+
+GRPO = {"name": "grpo", "group_size": 8, "max_completion_length": 12}
+
+
+@pytest.fixture(scope="module")
+def weight_ends(default_tiny_base, tmp_path_factory):
+    """One GRPO run at each end of the weight range (correct, brevity) = (1, 0) and (0, 1)."""
+    with own_store(tmp_path_factory, "rl-store"):
+        yield {weights: workbench.run(workbench.RunSpec.parse(_reverse_spec(GRPO, *weights)), log=lambda *a: None)
+               for weights in ((1.0, 0.0), (0.0, 1.0))}
+
+
+def test_grpo_on_the_exact_answer_raises_held_out_accuracy(weight_ends):
+    """40 steps of GRPO (LoRA, 16 prompts x 8 completions) on `reverse` with reward:correct
+    alone. Measured: held-out exact match 0.667 -> 0.75 here (0.667 -> 0.81 on a base built
+    outside the suite, same seed): a gain of 4 to 7 of the 48 held-out prompts, so the test
+    asks for 3."""
+    trajectory = weight_ends[(1.0, 0.0)].trajectory
+    (start, before), (end, after) = trajectory[0], trajectory[-1]
+    assert (start, end) == (0, 40)
+    print("exact match:", before["exact_match"], "->", after["exact_match"])
+    assert after["exact_match"] >= before["exact_match"] + 3 / 48, trajectory
+    assert after["correct"] == after["exact_match"]  # the reward is the task's metric here
+
+
+def test_the_ends_of_the_weight_range_separate_on_both_rewards(weight_ends):
+    """Correct against brevity (which pays most for saying nothing): weights (1, 0) keep the
+    answers and get them right more often, (0, 1) learns to stop at once. Measured (seed 0):
+    correct 0.81 vs 0, brevity 0.76 vs 1."""
+    right, brief = weight_ends[(1.0, 0.0)].objectives, weight_ends[(0.0, 1.0)].objectives
+    print("(1, 0):", right, "(0, 1):", brief)
+    assert right["correct"] - brief["correct"] > 0.5
+    assert brief["brevity"] - right["brevity"] > 0.15
+
+
+def test_raft_raises_the_weighted_reward(default_tiny_base, store_uri):
+    """RAFT on the same task: the best of 4 samples per prompt is fine-tuned on each step,
+    kept only when right (min_total), so the held-out and the sampled reward rise. (With
+    brevity weighted in and no min_total, the best of four wrong answers is the shortest:
+    weights (0.8, 0.2) collapsed to empty answers, held-out weighted reward 0.68 -> 0.19.)"""
+    method = {"name": "raft", "group_size": 4, "max_completion_length": 12, "min_total": 0.5}
+    result = workbench.run(workbench.RunSpec.parse(_reverse_spec(method, 1.0, 0.0, steps=20)), log=lambda *a: None)
+    (_, before), (_, after) = result.trajectory[0], result.trajectory[-1]
+    weighted = [point["correct"] for point in (before, after)]
+    print("held-out weighted reward:", weighted, "train reward/total:", _history(result.run_id, "reward/total"))
+    assert weighted[1] > weighted[0]
+    totals = _history(result.run_id, "reward/total")
+    assert statistics.mean(totals[-5:]) > statistics.mean(totals[:5])
+    assert len(_history(result.run_id, "raft/kept")) == 20
