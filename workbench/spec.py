@@ -122,7 +122,7 @@ def _plugin_section(value: Any, table: dict[str, Any], what: str) -> Any:
     if not isinstance(value, dict):
         raise ValueError(f"must be a {what} name or a mapping with a 'name' field")
     name = value.get("name")
-    if name not in table:
+    if not isinstance(name, str) or name not in table:
         message = f"unknown {what} '{name}'; allowed: {registry.choices(table)}"
         if shorthand:
             raise ValueError(message)
