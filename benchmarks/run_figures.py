@@ -1,0 +1,70 @@
+"""What a benchmark child process measures about the training run inside it: its memory
+above a baseline, the clock at each optimizer step, and the time spent in one phase.
+
+Shared by the benchmark scripts, which run as ``python benchmarks/<name>.py`` and so import
+this by its bare name.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass, field
+
+
+def rss_mb() -> float:
+    """The process's resident memory now (VmRSS), in MiB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def peak_rss_mb() -> float:
+    """The process's high-water resident memory (ru_maxrss is in KiB on Linux), in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+@dataclass
+class StepMarks:
+    """Wall clock, process CPU time and the tokens trained at the end of each optimizer step."""
+
+    wall: dict[int, float] = field(default_factory=dict)
+    cpu: dict[int, float] = field(default_factory=dict)
+    tokens: dict[int, float] = field(default_factory=dict)
+
+    def note(self, step: int, tokens: float) -> None:
+        self.wall[step], self.cpu[step] = time.perf_counter(), time.process_time()
+        self.tokens[step] = tokens
+
+    def window(self, after: int, through: int) -> dict[str, float]:
+        """Time and tokens of the steps ``after`` < step <= ``through``."""
+        missing = [s for s in (after, through) if s not in self.wall]
+        if missing:
+            raise RuntimeError(f"no mark at step(s) {missing}; marked: {sorted(self.wall)}")
+        return {"wall_s": self.wall[through] - self.wall[after], "cpu_s": self.cpu[through] - self.cpu[after],
+                "tokens": sum(self.tokens[s] for s in range(after + 1, through + 1))}  # fmt: skip
+
+
+@dataclass
+class PhaseClock:
+    """Wall and CPU seconds spent inside calls of one function (see :meth:`wrap`)."""
+
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+
+    def wrap(self, function, counts=lambda *args, **kwargs: True):
+        """``function`` timed into this clock whenever ``counts(*args, **kwargs)`` says so."""
+
+        def timed(*args, **kwargs):
+            if not counts(*args, **kwargs):
+                return function(*args, **kwargs)
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.wall_s += time.perf_counter() - wall
+                self.cpu_s += time.process_time() - cpu
+
+        return timed
