@@ -101,3 +101,14 @@ def test_preference_notebook_runs(store_uri, jupyter_home):
         assert f"{split:13} exact_match = " in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 3  # the loss curves, the live run, the budget split
+
+
+def test_rl_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute("05_rl_with_rewards.ipynb", jupyter_home, steps=4, prompts=4, group_size=4,
+                             tiny=dict(FAST_TINY))
+    assert "right            correct=1" in text and "advantage=" in text
+    assert "sum_then_normalize  best completion: empty" in text
+    assert "normalize_then_sum  best completion: right" in text
+    assert "held-out exact match:" in text and "reward/total" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the reward curves
