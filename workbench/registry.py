@@ -16,233 +16,41 @@ user's register the same way, through :func:`register_method` (exported as
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from workbench.mo_params import ConditionedFields, MGDAFields
-from workbench.rl_params import GRPOFields, RAFTFields
-
-# -- parameter models ------------------------------------------------------------------------
-
-
-class PluginParams(BaseModel):
-    """Parameters of a chosen plugin (method, adapter): ``name`` plus its own fields.
-
-    Unknown fields are errors, so a typo never falls back to a default silently.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    name: str = Field(..., description="Registered name of the choice.")
-
-
-class MethodParams(PluginParams):
-    """Base of every method's parameters; a method without parameters uses it as is."""
-
-    def reference_need(self, declared: str) -> str:
-        """The reference model a run needs (one of REFERENCE_KINDS), given the method's
-        declared need; a method whose need depends on its parameters overrides it."""
-        return declared
-
-    def check_objectives(self, objectives) -> None:
-        """Raise ValueError (one line: the problem and its fix) if the spec's objectives
-        cannot drive this method; checked when a spec is validated."""
-
-
-class AdapterParams(PluginParams):
-    """Base of every adapter's settings."""
-
-    def works_with_fused_head(self) -> bool:
-        """Whether the fused loss head can run with this adapter (it reads ``lm_head`` as a
-        plain weight, so an adapter that wraps ``lm_head`` cannot)."""
-        return True
-
-    def can_be_disabled(self) -> bool:
-        """Whether the trained model can run with the adapter switched off (then a method
-        that needs the base as its reference uses that instead of a second copy)."""
-        return False
-
-
-class MultiObjectiveSFTParams(MethodParams):
-    brevity_position_scale: float = Field(
-        3.0, gt=0, le=100,
-        description="c in the brevity term sum_t c (t/n) -log p(eos | y_<t) / n: how much harder "
-                    "later positions are pushed to stop.",
-    )
-
-
-def _beta(default: float, text: str = "Inverse temperature: how far the policy may move from the "
-                                       "reference (larger: closer).") -> Any:
-    return Field(default, gt=0, le=1000, description=text)
-
-
-class ConditionedSFTParams(ConditionedFields, MultiObjectiveSFTParams):
-    __doc__ = ConditionedFields.__doc__
-
-
-class MGDASFTParams(MGDAFields, MultiObjectiveSFTParams):
-    __doc__ = MGDAFields.__doc__
-
-
-class DPOParams(MethodParams):
-    beta: float = _beta(0.1)
-    label_smoothing: float = Field(
-        0.0, ge=0, lt=0.5, description="eps, the assumed share of flipped labels (conservative DPO); 0: plain DPO.")
-
-
-class IPOParams(MethodParams):
-    beta: float = _beta(0.1, "tau in the IPO paper: the target log-ratio gap is 1 / (2 beta).")
-    length_normalize: bool = Field(
-        False, description="Divide each log-ratio by its completion length first (TRL's form); "
-                           "false: the paper's summed log-ratios.")
-
-
-class HingeParams(MethodParams):
-    beta: float = _beta(0.1)
-
-
-class RobustDPOParams(MethodParams):
-    beta: float = _beta(0.1)
-    label_smoothing: float = Field(0.1, ge=0, lt=0.5, description="eps, the assumed probability that a "
-                                                                   "pair's labels are flipped.")
-
-
-class RPOParams(MethodParams):
-    beta: float = _beta(0.1)
-    alpha: float = Field(1.0, ge=0, description="Weight of the chosen completion's per-token NLL.")
-
-
-class SimPOParams(MethodParams):
-    beta: float = _beta(2.0, "Scale of the length-normalised log-likelihood reward.")
-    gamma: float = Field(0.5, ge=0, description="Target reward margin (the paper's gamma, in reward units).")
-    label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="eps, as in conservative DPO.")
-
-
-class ORPOParams(MethodParams):
-    beta: float = _beta(0.1, "lambda in the ORPO paper: weight of the odds-ratio term against the NLL.")
-
-
-class TPOParams(MethodParams):
-    beta: float = _beta(0.01)
-    alpha: float = Field(1.0, ge=0, description="Weight of the gold completion's per-token NLL (the gold "
-                                                "completion is the chosen one).")
-
-
-class ASFTParams(MethodParams):
-    beta: float = _beta(0.1, "lambda in the ASFT paper: weight of the absolute-likelihood alignment term.")
-
-
-class KTOParams(MethodParams):
-    beta: float = _beta(0.1)
-    desirable_weight: float = Field(1.0, gt=0, description="lambda_D, weight of desirable completions.")
-    undesirable_weight: float = Field(1.0, gt=0, description="lambda_U, weight of undesirable completions.")
-
-
-class MODPOParams(MethodParams):
-    beta: float = _beta(0.1)
-
-
-# Methods that learn from completions sampled during training: their fields live in
-# workbench.rl_params (this file is long enough).
-class GRPOParams(GRPOFields, MethodParams):
-    __doc__ = GRPOFields.__doc__
-
-
-class RAFTParams(RAFTFields, MethodParams):
-    __doc__ = RAFTFields.__doc__
-
-
-class FullAdapterParams(AdapterParams):
-    """Every parameter of the base trains (no settings)."""
-
-
-class LoraAdapterParams(AdapterParams):
-    r: int = Field(8, ge=1, le=1024, description="LoRA rank.")
-    alpha: float = Field(16.0, gt=0, description="LoRA scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="Module names that get adapters.",
-    )
-
-    def works_with_fused_head(self) -> bool:
-        return "lm_head" not in self.target_modules
-
-    def can_be_disabled(self) -> bool:
-        return True
-
-
-# -- table entries ---------------------------------------------------------------------------
-
-Ref = str | Callable[..., Any] | type  # "module:attribute", or the object itself
-
-
-@dataclass(frozen=True)
-class RowKind:
-    """What a method trains on, and how those rows become batches."""
-
-    name: str
-    summary: str
-    encode: Ref  # (tokenizer, rows, max_length) -> (encoded rows, EncodeStats)
-    collate: Ref  # (encoded rows, pad_id) -> dict of tensors
-    # (task, train rows, held-out rows, seed) -> both as this kind, from a built-in task's rows
-    from_task: Ref = "workbench.data.sources:task_rows_as_they_are"
-    # (rows, source) -> None, or a DataError naming the first row a user file gets wrong
-    check_rows: Ref = "workbench.data.sources:check_no_pairs"
-
-
-@dataclass(frozen=True)
-class MethodInfo:
-    """One fine-tuning method (see the module docstring)."""
-
-    name: str
-    family: str
-    summary: str
-    formula: str
-    paper: str
-    module: Ref  # its LightningModule class, resolved by :func:`load_module_class`
-    terms: tuple[str, ...]  # loss terms it can weight by objectives' training weights
-    params: type[MethodParams] = MethodParams
-    row_kind: str = "supervised"
-    reference: str = "none"  # one of REFERENCE_KINDS
-    builtin: bool = False
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    """Which parameters train, and the function that sets that up on a model."""
-
-    name: str
-    summary: str
-    params: type[AdapterParams]
-    apply: Ref  # (model, params) -> the model to train
-    paper: str = ""
-
-
-@dataclass(frozen=True)
-class OptimizerInfo:
-    name: str
-    summary: str
-    build: Ref  # (parameters, OptimizerSpec) -> torch.optim.Optimizer
-
-
-@dataclass(frozen=True)
-class SchedulerInfo:
-    name: str
-    summary: str
-    factor: Ref  # (step, warmup_steps, total_steps) -> learning-rate multiplier
-
-
-@dataclass(frozen=True)
-class TermInfo:
-    """A loss term a method can scalarise; objectives with ``term`` set weight it."""
-
-    name: str
-    summary: str
-
+from workbench.method_params import (  # re-exported: the registry is where users look them up
+    ASFTParams,
+    ConditionedSFTParams,
+    DPOParams,
+    FullAdapterParams,
+    GRPOParams,
+    HingeParams,
+    IPOParams,
+    KTOParams,
+    LoraAdapterParams,
+    MGDASFTParams,
+    MODPOParams,
+    MultiObjectiveSFTParams,
+    ORPOParams,
+    RAFTParams,
+    RobustDPOParams,
+    RPOParams,
+    SimPOParams,
+    TPOParams,
+)
+from workbench.plugin_types import (  # re-exported likewise
+    AdapterInfo,
+    AdapterParams,
+    MethodInfo,
+    MethodParams,
+    OptimizerInfo,
+    PluginParams,
+    Ref,
+    RowKind,
+    SchedulerInfo,
+    TermInfo,
+)
 
 REFERENCE_KINDS = {
     "none": "no reference model",
@@ -647,3 +455,48 @@ def _check_new_name(name: str, table: Mapping[str, Any], what: str) -> None:
     existing = table.get(name)
     if existing is not None and getattr(existing, "builtin", False):
         raise ValueError(f"'{name}' is a built-in {what}; register yours under another name")
+
+
+__all__ = [
+    "ADAPTERS",
+    "ASFTParams",
+    "AdapterInfo",
+    "AdapterParams",
+    "ConditionedSFTParams",
+    "DPOParams",
+    "FullAdapterParams",
+    "GRPOParams",
+    "HingeParams",
+    "IPOParams",
+    "KERNEL_CHOICES",
+    "KTOParams",
+    "LoraAdapterParams",
+    "METHODS",
+    "MGDASFTParams",
+    "MODPOParams",
+    "MethodInfo",
+    "MethodParams",
+    "MultiObjectiveSFTParams",
+    "OPTIMIZERS",
+    "ORPOParams",
+    "OptimizerInfo",
+    "PluginParams",
+    "RAFTParams",
+    "REFERENCE_KINDS",
+    "ROW_KINDS",
+    "RPOParams",
+    "Ref",
+    "RobustDPOParams",
+    "RowKind",
+    "SCHEDULERS",
+    "SchedulerInfo",
+    "SimPOParams",
+    "TERMS",
+    "TPOParams",
+    "TermInfo",
+    "choices",
+    "load_module_class",
+    "ref_module",
+    "register_method",
+    "resolve",
+]
