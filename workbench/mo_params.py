@@ -36,4 +36,4 @@ class MGDAFields(BaseModel):
     active_margin: float = Field(
         1e-3, ge=0, le=1,
         description="A region boundary within this of being reached joins the min-norm problem "
-                    "(PMTL's epsilon), in units of the relative losses.")
+                    "(PMTL's epsilon), in the terms' own units.")

@@ -9,10 +9,11 @@ is ``sum_k c_k L_k`` with the coefficients held fixed, so Lightning's own backwa
 clipping, accumulation and optimizer step apply the combined direction unchanged.
 
 The region: the spec's objective weights ``w`` give the preference ray ``u ∝ 1/w``
-(:func:`workbench.losses.preference_ray`) in the space of the **relative** losses
-``L_k / L_k(first batch)`` (terms in different units would otherwise make one of them decide
-the angles); the method's ``neighbours`` give the rays of the regions next to it. Held-out
-terms are measured as MO-SFT measures them.
+(:func:`workbench.losses.preference_ray`) in the space of the terms' values, in their own
+units as MO-SFT's weights scale them (relative to the first batch's values, a term the base
+already fits, such as ``answer`` on ``order`` at 0.01, would blow up by orders of magnitude
+and decide every angle); the method's ``neighbours`` give the rays of the regions next to
+it. Held-out terms are measured as MO-SFT measures them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,6 @@ import torch
 from workbench import losses
 from workbench.errors import SpecError
 from workbench.lightning_modules.sft import MultiObjectiveSFTModule
-
-# Relative losses divide by the first batch's value; a term already this small is taken as it.
-SMALLEST_SCALE = 1e-6
 
 
 class MGDASFTModule(MultiObjectiveSFTModule):
@@ -49,8 +47,6 @@ class MGDASFTModule(MultiObjectiveSFTModule):
         rays = [r for r in rays if float((r - self.preference).norm()) > 1e-9]
         self.neighbours = (torch.stack(rays) if rays
                            else torch.zeros(0, len(self.term_names), dtype=torch.float64))
-        # 0 until the first training batch sets each term's scale; kept in checkpoints.
-        self.register_buffer("loss_scales", torch.zeros(len(self.term_names), dtype=torch.float64))
 
     def _term_vector(self, weighted, weights) -> torch.Tensor:
         """Objective weights (one per weighted objective) summed per term, in term order."""
@@ -65,33 +61,27 @@ class MGDASFTModule(MultiObjectiveSFTModule):
             # Held-out terms need no direction; the loss returned here is not trained on.
             return losses.scalarise({k: terms[k] for k in self.term_weights}, self.term_weights), terms
         means = torch.stack([terms[name].mean() for name in self.term_names])
-        if not bool(self.loss_scales.gt(0).all()):
-            self.loss_scales.copy_(means.detach().to(torch.float64).abs().clamp(min=SMALLEST_SCALE))
-        scales = self.loss_scales.to(means.dtype)
-        relative = means / scales
-        gram = self._gradient_gram(relative)
         # K numbers: solved on the CPU wherever the model trains.
-        gram = gram.cpu()
-        coefficients, inside = losses.pmtl_coefficients(gram, relative.detach().cpu(), self.preference,
+        gram = self._gradient_gram(means).cpu()
+        coefficients, inside = losses.pmtl_coefficients(gram, means.detach().cpu(), self.preference,
                                                         self.neighbours, self.params.active_margin)
         coefficients = coefficients.to(device=means.device, dtype=means.dtype)
-        per_example = sum(coefficients[k] / scales[k] * terms[name] for k, name in enumerate(self.term_names))
+        per_example = sum(coefficients[k] * terms[name] for k, name in enumerate(self.term_names))
         combination = coefficients.detach().cpu().double()
         metrics = {"mgda/inside_region": float(inside),
                    "mgda/direction_norm": float(combination @ gram @ combination) ** 0.5}
         metrics.update({f"mgda/coefficient/{name}": float(coefficients[k])
                         for k, name in enumerate(self.term_names)})
-        metrics.update({f"mgda/relative/{name}": float(relative[k].detach()) for k, name in enumerate(self.term_names)})
         self.log_step_metrics(metrics)
         return per_example, terms
 
-    def _gradient_gram(self, relative: torch.Tensor) -> torch.Tensor:
+    def _gradient_gram(self, means: torch.Tensor) -> torch.Tensor:
         """<grad L_k, grad L_l> over every trained parameter (float64, K x K): one backward
         pass per term, keeping the graph for the combined backward that follows."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         flat = []
-        for k in range(len(relative)):
-            grads = torch.autograd.grad(relative[k], params, retain_graph=True, allow_unused=True)
+        for k in range(len(means)):
+            grads = torch.autograd.grad(means[k], params, retain_graph=True, allow_unused=True)
             flat.append(torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double()
                                    for g, p in zip(grads, params)]))
         stacked = torch.stack(flat)
