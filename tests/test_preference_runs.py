@@ -51,3 +51,32 @@ def test_reference_free_and_unpaired_methods_run_through_the_runner(method, stor
     assert len(_history(result.run_id, "objective/accuracy")) == 2
     if method == "kto":
         assert len(_history(result.run_id, "pref/kl")) == 3
+
+
+def test_the_precomputed_reference_goes_through_the_fused_head():
+    """With the fused loss head patched in, the reference log-probs are computed by it too
+    (no full logits), and equal the plain logits' log-probs."""
+    import copy
+
+    import torch
+
+    from workbench import registry, tiny
+    from workbench.data.encode_pairs import encode_pairs
+    from workbench.data.sources import load_rows
+    from workbench.kernel_patch import patch_model
+
+    spec = workbench.RunSpec.parse(fast_spec(method="dpo", data={"source": "sort", "train_size": 12, "eval_size": 4},
+                                             kernels="torch"))
+    model, tokenizer, _ = tiny.build_or_load(spec.model.tiny, log=lambda *a: None)
+    rows, _ = load_rows(spec.data, 0, row_kind="preference")
+    encoded, _ = encode_pairs(tokenizer, rows, spec.train.max_length)
+    tables = {}
+    for kernels in ("off", "torch"):
+        policy = copy.deepcopy(model)
+        usage = patch_model(policy, kernels)
+        module = registry.load_module_class("dpo")(spec, policy, tokenizer, encoded, usage)
+        module.reference_kind = "precomputed"
+        module.precompute_reference("train", encoded, batch_size=4)
+        tables[kernels] = module._reference_tables["train"]
+    assert usage.calls["fused_linear_logprobs"] == 3  # 12 pairs, 4 at a time
+    torch.testing.assert_close(tables["torch"], tables["off"], rtol=1e-5, atol=1e-5)

@@ -106,7 +106,12 @@ class WorkbenchModule(L.LightningModule):
             # is still the base (with its adapter disabled, if it has one).
             disabled = getattr(self.model, "disable_adapter", None)
             with disabled() if disabled is not None else contextlib.nullcontext():
-                logits = self.logits(batch)
+                # Through the fused head where the policy has one (token_stats), so the
+                # reference pass never builds the batch x sequence x vocabulary logits either
+                # (16 rows of 256 tokens at a 32k vocabulary: 0.5 GiB, and as much again for
+                # their log-softmax).
+                logp, mask, _ = self.token_stats(batch)
+            return logp, mask
         else:
             raise RuntimeError(f"method '{self.info.name}' declared no reference model "
                                f"(reference='{self.info.reference}') but asked for its log-probs")
