@@ -3,7 +3,9 @@
     python benchmarks/vs_trl.py            # full run (about 15 minutes on 2 shared CPU cores)
     python benchmarks/vs_trl.py --quick    # a small model, a few steps, one repeat: a CI
                                            # smoke test (its figures mean little)
-    python benchmarks/vs_trl.py --steps 10 --batch 8 --seq 256 --repeats 3
+    python benchmarks/vs_trl.py --steps 10 --warmup 2 --batch 8 --seq 256 --repeats 1
+                                           # the larger size (one repeat took 38 minutes
+                                           # on the loaded machine)
 
 Same model, data and run shape on both sides (see ``vs_trl_setup`` and ``vs_trl_dpo``): a
 randomly initialised Llama of about 30M parameters with a 32,000-entry vocabulary, saved to
@@ -51,7 +53,7 @@ from machine_load import load_average
 # tied embedding); the quick run's model is a fraction of that.
 MODEL = {"hidden": 512, "layers": 4, "heads": 8}
 QUICK_MODEL = {"hidden": 64, "layers": 1, "heads": 4}
-FULL = {"steps": 10, "warmup": 2, "batch": 8, "seq": 256, "repeats": 3}
+FULL = {"steps": 6, "warmup": 1, "batch": 4, "seq": 128, "repeats": 3}
 QUICK = {"steps": 2, "warmup": 1, "batch": 2, "seq": 64, "repeats": 1}
 BETA, LR = 0.1, 1e-6
 HELD_OUT_PAIRS = 8  # the workbench's held-out rows (its objective at the start and the end)
