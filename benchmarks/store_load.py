@@ -2,7 +2,7 @@
 load against an MLflow server on sqlite. Is every point stored, once, and how long does a
 logged batch wait?
 
-    python benchmarks/store_load.py            # 30 students (slow on 2 cores: ~10 minutes)
+    python benchmarks/store_load.py            # 30 students (about 13 minutes on 2 shared cores)
     python benchmarks/store_load.py --quick    # 4 students, 20 steps: a CI smoke test
 
 Each simulated student is a process that, once every student is ready, logs
