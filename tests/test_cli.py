@@ -41,7 +41,7 @@ def test_every_command_explains_itself(command, capsys):
 
 @pytest.mark.parametrize("command", [["demo"], ["run", "spec.yaml"], ["resume", "abc"]])
 def test_progress_bars_show_on_a_terminal_only(command, monkeypatch):
-    from workbench import cli
+    from workbench import cli_commands as cli
 
     class Stdout(io.StringIO):
         def __init__(self, tty):
