@@ -78,7 +78,7 @@ class RunningBoard:
     def query(self, database: str, sql: str, *params) -> list[tuple]:
         with contextlib.closing(self.connect(database)) as connection, connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.fetchall()
+            return cursor.fetchall() if cursor.description else []  # none from a statement
 
 
 def _clean_env() -> dict[str, str]:
@@ -239,6 +239,42 @@ def test_the_storage_without_its_password_is_an_error_naming_the_url_and_the_fix
     assert board.password not in str(raised.value) and "workbench:***@" in str(raised.value)
 
 
+def test_a_database_url_keeps_its_password_apart():
+    from workbench.board.database import Database
+
+    db = Database.parse("postgres://teacher:s3cret@db.lab:5433/class?sslmode=require", "a test")
+    for url in (db.plain_url(), db.sibling("class_optuna").plain_url()):
+        assert "s3cret" not in url and url.startswith("postgresql+psycopg2://teacher@db.lab:5433/")
+        assert url.endswith("?sslmode=require")
+    assert db.masked_url() == "postgresql+psycopg2://teacher:***@db.lab:5433/class?sslmode=require"
+    assert db.client_env() == {"PGPASSWORD": "s3cret"}
+    assert "s3cret" not in repr(db)
+
+
+def test_an_existing_server_from_the_environment_gets_an_optuna_database_and_no_password_shown(
+        board, tmp_path, monkeypatch, capsys):
+    """The board over an existing PostgreSQL (here the module's), its URL with the password in
+    WORKBENCH_DATABASE_URL: built and prepared in process, its MLflow server not started."""
+    from workbench.board.serve import Board
+    from workbench.cli import build_parser
+
+    port = int(re.search(r":(\d+)/optuna", board.storage)[1])
+    board.query("postgres", "CREATE DATABASE class")
+    monkeypatch.setenv("WORKBENCH_DATABASE_URL",
+                       f"postgresql://workbench:{board.password}@127.0.0.1:{port}/class")
+    args = build_parser().parse_args(["board", "--artifacts", str(tmp_path / "artifacts"), "--port", "0"])
+    existing = Board(args)
+    existing.prepare_databases()
+    existing.announce(existing.server)
+    printed = capsys.readouterr().out
+    assert board.query("postgres", "SELECT datname FROM pg_database WHERE datname = 'class_optuna'")
+    assert f"--storage postgresql+psycopg2://workbench@127.0.0.1:{port}/class_optuna" in printed
+    assert f"MLflow database:       postgresql+psycopg2://workbench:***@127.0.0.1:{port}/class" in printed
+    # The MLflow server would get the password in its environment only, never as an argument.
+    assert board.password not in printed + " ".join(existing.server._command)
+    assert existing.server._env["PGPASSWORD"] == board.password
+
+
 def test_the_quick_load_benchmark_stores_every_point_once(board):
     # The module's board (starting another costs ~half a minute); the sqlite side is left to
     # the full run, which BENCHMARKS.md records.
@@ -262,6 +298,7 @@ def test_the_quick_load_benchmark_stores_every_point_once(board):
     (["--data", "DATA", "--database-url", "postgresql://u@h/db"], "give the board one database"),
     (["--database-url-file", "MISSING"], "--database-url-file"),
     (["--database-url", "postgresql://u@127.0.0.1:1/db"], "--artifacts DIR is needed"),
+    (["--data", "DATA", "--workers", "0"], "--workers 0: the tracking server needs at least 1 worker"),
 ])
 def test_bad_options_are_one_line_naming_the_fix(args, message, tmp_path):
     args = [str(tmp_path / a) if a in ("ART", "DATA", "MISSING") else a for a in args]

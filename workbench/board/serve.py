@@ -66,6 +66,8 @@ class Board:
             print("warning: a password on the command line is visible to other users of this "
                   "machine; prefer WORKBENCH_DATABASE_URL or --database-url-file", flush=True)
         require_driver()
+        if args.workers < 1:
+            raise WorkbenchError(f"--workers {args.workers}: the tracking server needs at least 1 worker")
         if args.artifacts is None and not local:
             raise WorkbenchError("--artifacts DIR is needed with an existing database: the folder "
                                  "the tracking server keeps (and serves) the runs' artifacts in")
