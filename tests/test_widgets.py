@@ -24,6 +24,7 @@ from workbench.widgets import (
     comparison,
     forms,
 )
+from workbench.widgets.comparison import last_samples
 from workbench.widgets.explorer import ALL_AXES, PREFERRED, TRAJECTORY, UNREACHABLE
 
 
@@ -384,3 +385,21 @@ def test_a_class_boards_runs_are_labelled_by_author(store_uri, monkeypatch):
     assert explorer.front.labels == ("ada: r0", "grace: r0", "r0")
     assert "3 runs by 2 authors" in explorer.summary.value
     assert [r["tags"].get(tracking.TAG_AUTHOR) for r in explorer.runs] == ["ada", "grace", None]
+
+
+def test_run_views_show_evaluation_and_training_samples_apart(store_uri):
+    """An RL run stores the completions it sampled in training beside its evaluations': the
+    views read each kind on its own (training tables sort after evaluation ones by name)."""
+    (run_id,) = _store_finished_runs([(0.5, 3.0)], experiment="rl-views")
+    client = tracking.connect()
+    client.log_table(run_id, {"prompt": ["reverse a b"], "completion": [" b a"]}, "samples/step_000010.json")
+    client.log_table(run_id, {"prompt": ["reverse c d"], "completion": [" d"], "total": [0.25], "advantage": [-0.7]},
+                     "samples/train_step_000020.json")
+    assert last_samples(client, run_id) == [{"prompt": "reverse a b", "completion": " b a"}]
+    assert last_samples(client, run_id, "training") == [
+        {"prompt": "reverse c d", "completion": " d", "total": 0.25, "advantage": -0.7}]
+    explorer = ParetoExplorer("rl-views")
+    explorer.select(0)
+    shown = explorer.details.value
+    assert "reverse a b" in shown and "completions sampled in training" in shown
+    assert "<th>advantage</th>" in shown and "<td>-0.7</td>" in shown

@@ -4,7 +4,7 @@
 them) on which runs differ, and marks the cells that differ from the first run;
 :func:`align_samples` puts the completions several runs gave for the same prompt on one
 row; :func:`curve_keys` picks and orders the metrics drawn as overlaid curves;
-:func:`last_samples` reads the sample table of a run's last evaluation.
+:func:`last_samples` reads the sample table of a run's last evaluation (or training step).
 """
 
 from __future__ import annotations
@@ -140,11 +140,18 @@ def download_text(client, run_id: str, path: str) -> str | None:
         return None
 
 
-def last_samples(client, run_id: str) -> list[dict]:
-    """The sample completions a run logged at its last evaluation (``samples/step_*.json``,
-    zero-padded so the names sort by step); [] if none."""
+# The sample tables a run stores, by what produced them: its evaluations' completions of the
+# held-out prompts, and (RL methods) the completions it sampled and trained on.
+SAMPLE_TABLES = {"evaluation": "step_", "training": "train_step_"}
+
+
+def last_samples(client, run_id: str, kind: str = "evaluation") -> list[dict]:
+    """The rows of a run's last sample table of ``kind`` (see :data:`SAMPLE_TABLES`):
+    ``samples/step_*.json`` of its last evaluation, or ``samples/train_step_*.json`` of its
+    last logged training step (zero-padded so the names sort by step); [] if none."""
+    prefix = f"{SAMPLES_FOLDER}/{SAMPLE_TABLES[kind]}"
     try:
-        files = sorted(a.path for a in client.list_artifacts(run_id, SAMPLES_FOLDER))
+        files = sorted(a.path for a in client.list_artifacts(run_id, SAMPLES_FOLDER) if a.path.startswith(prefix))
     except Exception:  # the store cannot list them
         return []
     text = download_text(client, run_id, files[-1]) if files else None

@@ -263,10 +263,23 @@ class ParetoExplorer(w.VBox):
             f"<tr><td><code>{html.escape(str(s.get('prompt', '')))}</code></td>"
             f"<td><code>{html.escape(str(s.get('completion', s.get('generated', ''))))}</code></td></tr>"
             for s in samples)
+        sampled = _table_html(last_samples(client, run["run_id"], "training")[:8])
         self.details.value = (
             f"<b>{html.escape(run.get('run_name') or run['run_id'])}</b> "
             f"(<code>{run['run_id']}</code>, {'on the front' if self.front.mask[row] else 'dominated'})"
             f"<div style='display:flex;gap:24px'><pre style='max-height:300px;overflow:auto'>"
             f"{html.escape(spec)}</pre><table>{metrics}</table></div>"
-            + (f"<b>sample completions</b><table>{sample_rows}</table>" if sample_rows else ""))
+            + (f"<b>sample completions</b><table>{sample_rows}</table>" if sample_rows else "")
+            + (f"<b>completions sampled in training</b> (the last table logged){sampled}" if sampled else ""))
         return run
+
+
+def _table_html(rows: list[dict]) -> str:
+    """Rows of a sample table as an HTML table (numbers rounded); "" for no rows."""
+    if not rows:
+        return ""
+    columns = list(rows[0])
+    cell = lambda v: f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
