@@ -25,7 +25,7 @@ from workbench.widgets import (
     forms,
 )
 from workbench.widgets.comparison import last_samples
-from workbench.widgets.explorer import ALL_AXES, PREFERRED, TRAJECTORY, UNREACHABLE
+from workbench.widgets.explorer import ALL_AXES, OVERLAY, PREFERRED, TRAJECTORY, UNREACHABLE
 
 
 def test_builder_makes_the_spec_its_controls_show(store_uri):
@@ -403,3 +403,28 @@ def test_run_views_show_evaluation_and_training_samples_apart(store_uri):
     shown = explorer.details.value
     assert "reverse a b" in shown and "completions sampled in training" in shown
     assert "<th>advantage</th>" in shown and "<td>-0.7</td>" in shown
+
+
+def test_explorer_overlays_other_builders_fronts(store_uri):
+    """The sweep's front in the explorer with a merge grid's front drawn over it."""
+    client = tracking.connect()
+    spec = RunSpec.parse(fast_spec(tracking={"experiment": "builders"}))
+    parents = {}
+    for builder, points in (("sweep", [(0.2, 3.0), (0.6, 8.0), (0.5, 9.0)]), ("merge", [(0.4, 4.0), (0.7, 9.5)])):
+        parent = parents[builder] = tracking.start_run(client, spec.updated(**{"tracking.run_name": builder}),
+                                                       extra_tags={"workbench.kind": "sweep"})
+        for i, (correctness, length) in enumerate(points):
+            run_id = tracking.start_run(client, spec.updated(**{"tracking.run_name": f"{builder}{i}"}),
+                                        parent_run_id=parent)
+            client.log_metric(run_id, "objective/correctness", correctness, step=10)
+            client.log_metric(run_id, "objective/length", length, step=10)
+            tracking.end_run(client, run_id, "FINISHED")
+        tracking.end_run(client, parent, "FINISHED")
+    explorer = ParetoExplorer("builders", parent_run_id=parents["sweep"], overlays={"merge grid": parents["merge"]})
+    assert [r["run_name"] for r in explorer.runs] == ["sweep0", "sweep1", "sweep2"]
+    (overlay,) = [t for t in explorer.figure.data if t.legendgroup == OVERLAY]
+    merged = fronts.front_from_runs(tracking.runs_frame(client, "builders", parent_run_id=parents["merge"]),
+                                    ["correctness", "length"])
+    assert overlay.name == f"merge grid (hypervolume {merged.hypervolume:.4g})"
+    assert sorted(zip(overlay.x, overlay.y)) == [(0.4, 4.0), (0.7, 9.5)]
+    assert explorer.figure.data[-1].name == PREFERRED  # the marks stay on top

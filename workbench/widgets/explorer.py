@@ -14,17 +14,18 @@ import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench import fronts, pareto, plots, tracking
+from workbench import front_comparison, fronts, pareto, plots, tracking
 from workbench.widgets import comparison
 from workbench.widgets.comparison import download_text, last_samples
 
 PREFERRED = "preferred run"
 UNREACHABLE = "no weighted sum reaches"
 TRAJECTORY = "trajectory"  # the legend group of the runs' paths through objective space
+OVERLAY = "overlay"  # the legend group of other builders' fronts drawn over this one
 ALL_AXES = ()  # the axes choice "every objective" (a scatter matrix beyond two)
 _TOP = 5
 
-__all__ = ["ALL_AXES", "PREFERRED", "TRAJECTORY", "UNREACHABLE", "ParetoExplorer", "last_samples"]
+__all__ = ["ALL_AXES", "OVERLAY", "PREFERRED", "TRAJECTORY", "UNREACHABLE", "ParetoExplorer", "last_samples"]
 
 
 class ParetoExplorer(w.VBox):
@@ -39,12 +40,17 @@ class ParetoExplorer(w.VBox):
     by the same :func:`~workbench.fronts.front_from_runs`; :data:`ALL_AXES` shows them all
     (a scatter matrix). In a plane, :attr:`trajectories` draws each run's path through it
     across its evaluations (:func:`~workbench.fronts.objective_trajectory`, read from the
-    store when first drawn; off by default)."""
+    store when first drawn; off by default). ``overlays={label: parent_run_id}`` draws other
+    builders' fronts (a conditioned model's, a merge grid's, a search's children) over this
+    one in each plane, each as its own staircase with its hypervolume."""
 
     def __init__(self, experiment: str, *, uri: str | None = None, names: list[str] | None = None,
                  parent_run_id: str | None = None, scalarisation: str = "weighted_sum",
-                 axes: tuple[str, str] | None = None, trajectories: bool = False):
+                 axes: tuple[str, str] | None = None, trajectories: bool = False,
+                 overlays: dict[str, str] | None = None):
         self.experiment, self.uri, self.parent_run_id = experiment, uri, parent_run_id
+        self.overlays = dict(overlays or {})  # label -> parent run id of another builder's runs
+        self._overlay_runs: dict[str, list[dict]] = {}
         self._names = names
         self._wanted_axes = tuple(axes) if axes else ALL_AXES
         self._all_runs: list[dict] = []
@@ -85,6 +91,9 @@ class ParetoExplorer(w.VBox):
         client = tracking.connect(self.uri)
         runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
         self._all_runs = [r for r in runs if r["tags"].get("workbench.kind", "run") == "run" and r["objectives"]]
+        self._overlay_runs = {label: [r for r in tracking.runs_frame(client, self.experiment, parent_run_id=parent)
+                                      if r["objectives"]]
+                              for label, parent in self.overlays.items()}
         self._paths = {}
         if not self._all_runs:
             self.front, self.runs = None, []
@@ -157,6 +166,8 @@ class ParetoExplorer(w.VBox):
             if self.trajectories.value and len(self.front.names) == 2:
                 for trace in self._trajectory_traces():
                     self.figure.add_trace(trace)
+            for trace in self._overlay_traces():
+                self.figure.add_trace(trace)
             self._add_mark(UNREACHABLE, np.flatnonzero(self.unreachable),
                            {"symbol": "circle-open", "size": 18, "color": "#1f77b4", "line": {"width": 2}})
             self._add_mark(PREFERRED, np.array([], dtype=int),
@@ -183,6 +194,23 @@ class ParetoExplorer(w.VBox):
                          line={"width": 1}, customdata=[rows[trace.name]] * len(trace.x),
                          showlegend=len(self.runs) <= 12)
         return list(figure.data)
+
+    def _overlay_traces(self) -> list:
+        """In a plane, each overlaid builder's front as its own staircase (legend group
+        :data:`OVERLAY`); runs of it missing the plane's objectives are left out."""
+        if len(self.front.names) != 2:
+            return []
+        fronts_by_label = {}
+        for label, runs in self._overlay_runs.items():
+            kept = [r for r in runs if all(n in r["objectives"] for n in self.front.names)]
+            if kept:
+                fronts_by_label[label] = fronts.front_from_runs(kept, list(self.front.names))
+        if not fronts_by_label:
+            return []
+        traces = list(front_comparison.fronts_figure(fronts_by_label).data)
+        for trace in traces:
+            trace.update(legendgroup=OVERLAY, legendgrouptitle_text="other builders", opacity=0.8)
+        return traces
 
     def _add_mark(self, name: str, rows: np.ndarray, marker: dict) -> None:
         k = len(self.front.names)
