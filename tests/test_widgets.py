@@ -15,6 +15,7 @@ import yaml
 
 from tests.conftest import fast_spec, wait_until
 from workbench import fronts, pareto, registry, tracking
+from workbench.errors import SpecError
 from workbench.spec import RunSpec
 from workbench.widgets import (
     ExperimentBuilder,
@@ -208,6 +209,33 @@ def test_monitor_launches_watches_reattaches_and_stops(store_uri):
     assert again.rows[long_handle.run_id].bar.bar_style == "warning"
     assert again.rows[long_handle.run_id].stop.disabled
     assert long_handle.wait_exit(30)
+
+
+
+@pytest.mark.slow
+def test_monitor_launches_a_sweep_and_watches_its_children(store_uri):
+    """A sweep in its own process: its two children are attached as they start and finish;
+    the sweep's parent records the front. A bad design fails before any process starts."""
+    spec = RunSpec.parse(fast_spec(tracking={"experiment": "swept"}, train={"steps": 3, "eval_every": 3}))
+    monitor = RunMonitor(poll_s=None, threads=1)
+    with pytest.raises(SpecError, match="points"):
+        monitor.launch_sweep(spec, points=0)
+    assert not monitor.sweeps
+    sweep = monitor.launch_sweep(spec, points=2, parallel=2)
+
+    # Sized from measurement: the sweep and its two 3-step children take ~40 s on 2 idle cores.
+    def sweep_done():
+        monitor.refresh()
+        return not monitor.sweeps and len(monitor.rows) == 2 and not monitor.alive()
+
+    wait_until(sweep_done, 300, "the sweep ended with both children watched")
+    assert sweep.returncode == 0, monitor.message.value
+    assert sorted(row.status for row in monitor.rows.values()) == ["FINISHED", "FINISHED"]
+    assert "sweep finished" in monitor.message.value
+    client = tracking.connect()
+    (parent,) = [r for r in tracking.runs_frame(client, "swept") if r["tags"].get("workbench.kind") == "sweep"]
+    assert "sweep/hypervolume" in parent["metrics"]
+    assert {client.get_run(run_id).data.tags[tracking.TAG_PARENT] for run_id in monitor.rows} == {parent["run_id"]}
 
 
 # ----------------------------------------------------------------------- comparing runs

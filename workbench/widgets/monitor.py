@@ -9,15 +9,22 @@ every ``poll_s`` seconds while some run is alive.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import ipywidgets as w
 import plotly.graph_objects as go
 
 from workbench import liveness, run_listing, tracking
 from workbench.launcher import TERMINAL, RunHandle, attach, launch
+from workbench.plugins import child_env, plugin_modules
 from workbench.spec import RunSpec
+from workbench.sweep import design_points, sweep_specs, weighted_objectives
 
 # Metrics drawn live: the loss and its terms on one figure; objectives and rewards on another.
 LOSS_PREFIX = "train/"
@@ -64,9 +71,19 @@ class _RunRow:
                        self.bar, self.label, self.stop])
 
 
+@dataclass
+class _Sweep:
+    """A weight sweep running in its own process (``workbench sweep``), whose children the
+    monitor attaches as they start."""
+
+    experiment: str
+    popen: subprocess.Popen
+    log_path: Path
+
+
 class RunMonitor(w.VBox):
-    """Launch specs as background runs and watch them: ``launch(spec)``, ``refresh()``,
-    ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
+    """Launch specs as background runs and watch them: ``launch(spec)``, ``launch_sweep(spec,
+    points)``, ``refresh()``, ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
     With ``builder`` (an :class:`~workbench.widgets.ExperimentBuilder`), a Launch button
     launches its current spec. ``poll_s=None`` leaves refreshing to the caller."""
 
@@ -75,6 +92,7 @@ class RunMonitor(w.VBox):
         self.uri, self.poll_s, self.threads = uri, poll_s, threads
         self.builder = builder
         self.rows: dict[str, _RunRow] = {}
+        self.sweeps: list[_Sweep] = []
         self.message = w.HTML()
         self.launch_button = w.Button(description="Launch", icon="play", button_style="primary")
         self.launch_button.on_click(lambda _: self._launch_from_builder())
@@ -101,14 +119,54 @@ class RunMonitor(w.VBox):
 
     def launch(self, spec: RunSpec | dict | None = None) -> RunHandle:
         """Launch ``spec`` (default: the builder's) as a background run and watch it."""
-        if spec is None:
-            if self.builder is None or self.builder.spec is None:
-                raise ValueError("no valid spec to launch: " + (self.builder.error if self.builder else "pass one"))
-            spec = self.builder.spec
-        handle = launch(spec, threads=self.threads)
+        handle = launch(self._spec(spec), threads=self.threads)
         self._add(handle)
         self.message.value = f"launched run <code>{handle.run_id}</code>"
         return handle
+
+    def launch_sweep(self, spec: RunSpec | dict | None = None, points: int = 5, *, design: str = "grid",
+                     parallel: int = 2) -> subprocess.Popen:
+        """Launch a weight sweep of ``spec`` (default: the builder's) over ``points`` training
+        weights (``design``: grid or random), ``parallel`` runs at a time, in a process of its own
+        (``workbench sweep``: it survives the kernel, and its parent run records the front).
+        Its children are watched as they start. A bad spec or design fails here, before any
+        process starts."""
+        spec = self._spec(spec)
+        sweep_specs(spec, design_points(design, len(weighted_objectives(spec)), points))  # checks, no run yet
+        folder = Path(tempfile.mkdtemp(prefix="workbench-sweep-"))
+        spec_path, log_path = folder / "spec.yaml", folder / "sweep.log"
+        spec_path.write_text(spec.to_yaml(), encoding="utf-8")
+        env = child_env(plugin_modules(spec), dict(os.environ))
+        env["MLFLOW_TRACKING_URI"] = self._client().tracking_uri  # the sweep writes where we read
+        with open(log_path, "wb") as log_file:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "workbench.cli", "sweep", str(spec_path), "--points", str(points),
+                 "--design", design, "--parallel", str(max(parallel, 2)), "--no-progress"],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        with self._lock:
+            self.sweeps.append(_Sweep(spec.tracking.experiment, popen, log_path))
+        self.message.value = (f"sweep of {points} points launched (process {popen.pid}, log "
+                              f"<code>{log_path}</code>); its runs appear here as they start")
+        self._ensure_polling()
+        return popen
+
+    def _spec(self, spec: RunSpec | dict | None) -> RunSpec:
+        if spec is None:
+            if self.builder is None or self.builder.spec is None:
+                raise ValueError("no valid spec to launch: " + (self.builder.error if self.builder else "pass one"))
+            return self.builder.spec
+        return spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+
+    def _watch_sweeps(self) -> None:
+        """Attach the children the running sweeps have started; say how a finished sweep ended."""
+        for sweep in list(self.sweeps):
+            running = sweep.popen.poll() is None
+            self.attach_running(sweep.experiment)
+            if not running and sweep in self.sweeps:  # (attaching refreshes, which may have seen it end)
+                self.sweeps.remove(sweep)
+                tail = sweep.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                verdict = "finished" if sweep.popen.returncode == 0 else f"failed (exit {sweep.popen.returncode})"
+                self.message.value = (f"sweep {verdict}: " + " / ".join(tail)) if tail else f"sweep {verdict}"
 
     def _launch_from_builder(self) -> None:
         try:
@@ -142,6 +200,8 @@ class RunMonitor(w.VBox):
         """Read every watched run from the store once; update bars and curves. Statuses by id."""
         client = self._client()
         with self._lock:
+            if self.sweeps:
+                self._watch_sweeps()
             for run_id, row in self.rows.items():
                 if row.status in TERMINAL and row.bar.bar_style:
                     continue  # drawn in its final state already
@@ -185,7 +245,7 @@ class RunMonitor(w.VBox):
         return status
 
     def alive(self) -> bool:
-        return any(row.status not in TERMINAL for row in self.rows.values())
+        return bool(self.sweeps) or any(row.status not in TERMINAL for row in self.rows.values())
 
     def _ensure_polling(self) -> None:
         if self.poll_s is None or (self._thread is not None and self._thread.is_alive()):
