@@ -71,6 +71,26 @@ def test_grpo_parameters_are_checked_and_the_reference_follows_beta():
             assert field.description or field_name == "name", (name, field_name)
 
 
+
+def test_a_fixed_completion_length_samples_every_completion_to_the_end():
+    """min_completion_length = max_completion_length: no completion may end early (a speed
+    comparison at equal generated tokens); above the maximum it is a one-line error."""
+    with pytest.raises(SpecError, match="min_completion_length = 9 is above max_completion_length = 8"):
+        workbench.RunSpec.parse({"data": "arithmetic", "objectives": [CORRECT], "method": {
+            "name": "grpo", "min_completion_length": 9, "max_completion_length": 8}})
+    from workbench import tiny
+    from workbench.lightning_modules.sampling import sample_completions
+
+    spec = workbench.RunSpec.parse(fast_spec())
+    model, tokenizer, _ = tiny.build_or_load(spec.model.tiny, log=lambda *a: None)
+    prompts = tokenizer(["12+7=", "3+4="], return_tensors="pt", padding=True, padding_side="left")
+    common = dict(group_size=4, max_new_tokens=8, temperature=1.0, top_p=1.0, top_k=0,
+                  eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, seed=3)
+    ids, mask = sample_completions(model, dict(prompts), min_new_tokens=8, **common)
+    assert ids.shape == (8, 8) and bool(mask.all())
+    assert not (ids[:, :-1] == tokenizer.eos_token_id).any()  # no end token before the budget
+
+
 # -- the pieces -------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class SampledCompletionFields(BaseModel):
@@ -27,6 +27,11 @@ class SampledCompletionFields(BaseModel):
         16, ge=1, le=65536,
         description="Budget of new tokens per completion; a completion that has not ended by "
                     "then is cut there (and trained on as cut).")
+    min_completion_length: int = Field(
+        0, ge=0, le=65536,
+        description="Completions are at least this many new tokens: the end token cannot come "
+                    "earlier (0: off). Equal to max_completion_length, every completion has the "
+                    "same length, as a like-for-like speed comparison needs.")
     temperature: float = Field(1.0, gt=0, le=100, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: keep the smallest set of "
                                                      "tokens whose probability reaches top_p (1: off).")
@@ -35,6 +40,13 @@ class SampledCompletionFields(BaseModel):
         25, ge=1,
         description="Log the sampled completions (prompt, completion, each reward, the weighted "
                     "total and what the method made of it) as an MLflow table every N steps.")
+
+    @model_validator(mode="after")
+    def _lengths_fit(self):
+        if self.min_completion_length > self.max_completion_length:
+            raise ValueError(f"min_completion_length = {self.min_completion_length} is above "
+                             f"max_completion_length = {self.max_completion_length}; lower it or raise the maximum")
+        return self
 
     def check_objectives(self, objectives) -> None:
         rewards = [o for o in objectives if o.source.startswith("reward:")]

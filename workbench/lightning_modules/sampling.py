@@ -86,7 +86,7 @@ class SampledCompletions:
 @torch.no_grad()
 def sample_completions(model, prompts: dict[str, torch.Tensor], *, group_size: int, max_new_tokens: int,
                        temperature: float, top_p: float, top_k: int, eos_id: int | None, pad_id: int,
-                       seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       seed: int, min_new_tokens: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``group_size`` sampled completions of each left-padded prompt, the completions of a
     prompt in consecutive rows: (token ids (N, C), mask (N, C) of each completion's tokens up
     to and including its first end token). The global RNG is seeded with ``seed`` for the
@@ -99,7 +99,8 @@ def sample_completions(model, prompts: dict[str, torch.Tensor], *, group_size: i
             torch.manual_seed(seed)
             out = model.generate(
                 input_ids=prompts["input_ids"], attention_mask=prompts["attention_mask"], do_sample=True,
-                num_return_sequences=group_size, max_new_tokens=max_new_tokens, temperature=temperature,
+                num_return_sequences=group_size, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                temperature=temperature,
                 top_p=top_p, top_k=top_k, eos_token_id=eos_id, pad_token_id=pad_id, use_cache=True)
     finally:
         model.train(was_training)
@@ -221,7 +222,7 @@ class SampledCompletionsModule(WorkbenchModule):
         completions, mask = sample_completions(
             self.model, {k: batch[k] for k in ("input_ids", "attention_mask")}, group_size=p.group_size,
             max_new_tokens=p.max_completion_length, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k,
-            eos_id=self.eos_id, pad_id=self.pad_id, seed=seed)
+            eos_id=self.eos_id, pad_id=self.pad_id, seed=seed, min_new_tokens=p.min_completion_length)
         self._tokens += float(mask.sum())
         prompt_ids = [ids[att.bool()].tolist() for ids, att in zip(batch["input_ids"], batch["attention_mask"])]
         rows = self.rows[self._split]
