@@ -45,15 +45,23 @@ def test_the_prefix_tokenises_the_same_alone_as_before_a_prompt():
 
 
 def test_conditioned_model_follows_the_weights_in_its_prompt(store_uri):
-    """One short conditioned-sft run on the fast base, asked at opposite weights: the model
-    asked for correctness answers longer and more correctly than the one asked for brevity
-    (80 steps: length about 8.4 against 1.1, correctness 0.13 against 0.07)."""
-    spec = RunSpec.parse(fast_spec(method="conditioned-sft", optimizer={"name": "adamw", "lr": 3e-3},
-                                   train={"steps": 80, "batch_size": 16, "eval_every": 80}))
+    """One short conditioned-sft run on the fast base, asked at opposite weights: asked for
+    the answer it answers longer and fits the held-out answers better (its answer term, the
+    one that weight trains) than asked for brevity. 80 steps, seeds 0, 1, 2: length 8.4, 9.8,
+    11.2 against 1.1, 2.1, 3.8; answer NLL 1.26, 1.32, 1.20 against 2.47, 2.29, 1.75. (The
+    fast base barely sorts, so its correctness, about 0.1 either way, decides nothing.)"""
+    spec = RunSpec.parse(fast_spec(
+        method="conditioned-sft", optimizer={"name": "adamw", "lr": 3e-3},
+        train={"steps": 80, "batch_size": 16, "eval_every": 80},
+        objectives=[{"name": "correctness", "direction": "max", "source": "metric:prefix_accuracy",
+                     "term": "answer", "weight": 0.5, "reference": 0},
+                    {"name": "length", "direction": "min", "source": "metric:length_items",
+                     "term": "brevity", "weight": 0.5, "reference": 14},
+                    {"name": "answer_nll", "direction": "min", "source": "term:answer"}]))
     result = conditioned_front(spec, [0.1, 0.9], log=lambda *a: None)
     brief, thorough = (r.objectives for r in result.runs)
     assert thorough["length"] > brief["length"] + 3
-    assert thorough["correctness"] > brief["correctness"]
+    assert thorough["answer_nll"] < brief["answer_nll"] - 0.2
     client = tracking.connect(store_uri)
     for r in result.runs:
         run = client.get_run(r.run_id)
