@@ -134,3 +134,11 @@ def test_every_builder_ends_in_a_parent_with_its_front(builder, store_uri):
     assert len(built.training_run_ids) == trained
     if builder != "search":  # a pruned trial stops early
         assert built.training_steps == 4 * trained
+
+
+def test_the_cli_names_an_unknown_builder_before_reading_the_spec(capsys, tmp_path):
+    from workbench.cli import main
+
+    assert main(["build", "soup", str(tmp_path / "missing.yaml"), "--points", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: builder = 'soup': unknown; allowed: sweep, conditioned, merging, search, mgda"

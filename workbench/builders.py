@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workbench import tracking
-from workbench.conditioned_front import conditioned_front, mo_sft_variant
 from workbench.errors import SpecError
 from workbench.pareto import ParetoFront
 from workbench.spec import RunSpec
-from workbench.sweep import design_points, run_sweep, simplex_grid, sweep_specs, weighted_objectives
+
+# The builders import the runner (and torch) when they run, so that the CLI checks a builder's
+# name, and the table can be read, before any training library loads.
 
 TAG_BUILDER = "workbench.builder"
 
@@ -59,12 +59,16 @@ class FrontBuilder:
 
 
 def _sweep(spec: RunSpec, points: int, seed: int, log, progress):
+    from workbench.sweep import run_sweep
+
     result = run_sweep(spec, points=points, seed=seed, log=log, progress=progress)
     return (result.parent_run_id, result.front, result.base_hypervolume,
             [r.run_id for r in result.runs if r.run_id])
 
 
 def _conditioned(spec: RunSpec, points: int, seed: int, log, progress):
+    from workbench.conditioned_front import conditioned_front
+
     result = conditioned_front(spec, points=points, seed=seed, log=log, progress=progress)
     return result.parent_run_id, result.front, result.base_hypervolume, [result.training_run_id]
 
@@ -72,6 +76,7 @@ def _conditioned(spec: RunSpec, points: int, seed: int, log, progress):
 def _merging(spec: RunSpec, points: int, seed: int, log, progress):
     from workbench.merges import merge_grid
     from workbench.runner import run
+    from workbench.sweep import simplex_grid, sweep_specs, weighted_objectives
 
     names = weighted_objectives(spec)
     if len(names) != 2:
@@ -89,7 +94,9 @@ def _merging(spec: RunSpec, points: int, seed: int, log, progress):
 
 
 def _search(spec: RunSpec, points: int, seed: int, log, progress):
+    from workbench import tracking
     from workbench.search import run_search
+    from workbench.sweep import weighted_objectives
 
     space = {f"objectives.{name}.weight": {"low": 0.1, "high": 0.9} for name in weighted_objectives(spec)}
     settings = {"space": space, "population_size": max(2, min(points, 8)), "seed": seed}
@@ -101,6 +108,9 @@ def _search(spec: RunSpec, points: int, seed: int, log, progress):
 
 
 def _mgda(spec: RunSpec, points: int, seed: int, log, progress):
+    from workbench.conditioned_front import mo_sft_variant
+    from workbench.sweep import design_points, run_sweep, weighted_objectives
+
     grid = design_points("grid", len(weighted_objectives(spec)), points)
     region_spec = mo_sft_variant(spec, "mgda-sft", neighbours=[list(p) for p in grid])
     result = run_sweep(region_spec, grid, log=log, progress=progress)
@@ -124,12 +134,18 @@ BUILDERS: dict[str, FrontBuilder] = {
 }
 
 
+def check_builder(name: str) -> None:
+    if name not in BUILDERS:
+        raise SpecError(f"builder = {name!r}: unknown; allowed: {', '.join(BUILDERS)}")
+
+
 def build_front(builder: str, spec: RunSpec | dict, points: int, *, seed: int = 0, log=print,
                 progress: bool = False) -> BuiltFront:
     """Build a front of ``points`` points with ``builder`` (a name in :data:`BUILDERS`) and say
     what it cost."""
-    if builder not in BUILDERS:
-        raise SpecError(f"builder = {builder!r}: unknown; allowed: {', '.join(BUILDERS)}")
+    check_builder(builder)
+    from workbench import tracking
+
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
     started = time.perf_counter()
     parent_id, front, base_hv, training = BUILDERS[builder].build(spec, points, seed, log, progress)

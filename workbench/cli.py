@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, sweep, search, run, launch, resume, status, stop, front, ui, board, archive, replay, export, merge."""
+"""The `workbench` command line: demo, sweep, search, build, run, launch, resume, status, stop, front, ui, board, archive, replay, export, merge."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from workbench.cli_commands import (
     _quiet_libraries,
     cmd_archive,
     cmd_board,
+    cmd_build,
     cmd_demo,
     cmd_export,
     cmd_front,
@@ -50,6 +51,14 @@ child of one parent MLflow run that records the front of the completed trials
 SQLAlchemy URL; default optuna.db next to a local MLflow store). Poor trials are pruned at
 an evaluation (their runs end KILLED, the trials PRUNED). Ctrl-C stops the workers; no run
 or trial is left RUNNING."""
+
+
+BUILD_HELP = """Build a Pareto front of an mo-sft spec's weighted objectives in one of five ways
+(workbench.builders): sweep (one run per point), conditioned (one weight-conditioned run
+evaluated at every point), merging (two runs at the ends, merged at each coefficient; two
+objectives), search (an Optuna study over the training weights) or mgda (one mgda-sft run per
+point). It ends in one parent MLflow run (tag workbench.builder) holding the children, the
+front, its hypervolume and the plot, and prints the front and what it cost."""
 
 
 BOARD_HELP = """One MLflow tracking server on PostgreSQL for a lab or a class: a private
@@ -111,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="where to write the front plot (default: next to the store)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("build", help="a Pareto front by one of five builders: sweep, conditioned, merging, "
+                                     "search, mgda", description=BUILD_HELP)
+    p.add_argument("builder", help="sweep, conditioned, merging, search or mgda")
+    p.add_argument("spec", help="path of a YAML run spec of mo-sft with two or more weighted objectives")
+    p.add_argument("--points", type=int, required=True, help="front points (search: trials)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the builder's sampling (default 0)")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they show only on a terminal)")
+    p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("run", help="train one run spec (YAML) in this process",
                        description="Train the run described by a YAML RunSpec in this process, tracked in MLflow.")
@@ -234,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
-_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge, cmd_search)
+_SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge, cmd_search, cmd_build)
 # Commands that only read the store, or serve it (board): no training library is imported,
 # so none is quieted.
 _READ_ONLY = (cmd_runs, cmd_status, cmd_front, cmd_board, cmd_archive, cmd_replay)

@@ -98,6 +98,24 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from workbench.builders import check_builder
+
+    check_builder(args.builder)  # before any training library loads, like the spec
+    spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
+    from workbench.builders import build_front
+
+    built = build_front(args.builder, spec, args.points, seed=args.seed, progress=_show_progress(args))
+    front = built.front
+    rows = [{"run": label, **dict(zip(front.names, map(float, point))), "front": "*" if kept else ""}
+            for label, point, kept in zip(front.labels, front.points, front.mask)]
+    print(_format_table(rows, ["run", *front.names, "front"]))
+    print(f"\n{args.builder}: parent run {built.parent_run_id}; hypervolume {front.hypervolume:.4g} "
+          f"(base model {built.base_hypervolume:.4g}); {len(built.training_run_ids)} training run(s), "
+          f"{built.training_steps} steps, {built.seconds:.0f} s")
+    return 0
+
+
 def cmd_search(args) -> int:
     from workbench import preflight
     from workbench.search import check_counts, check_storage, load_config
