@@ -7,7 +7,9 @@ an evaluation run, nothing trains), and records the points' front on a parent ru
 sweep's: ``sweep/hypervolume``, ``sweep/base_hypervolume``, ``sweep/front_size``,
 ``front.json`` and the plot. The training run and the evaluation runs are the parent's
 children (tags ``workbench.kind=evaluation`` and ``workbench.conditioned.model``, the
-training run's id, on each evaluation); the front is over the evaluations.
+training run's id, on each evaluation); the front is over the evaluations. The base point
+(``sweep/base_hypervolume``) is the training run's step-0 evaluation: the base model asked
+with the spec's prefix, which it has never seen, so it usually scores near nothing.
 
 The points are given like a sweep's (:func:`workbench.sweep.sweep_specs`): a spec whose
 method is ``mo-sft`` is trained as ``conditioned-sft`` with the same settings.
