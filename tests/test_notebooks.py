@@ -112,3 +112,13 @@ def test_rl_notebook_runs(store_uri, jupyter_home):
     assert "held-out exact match:" in text and "reward/total" in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 1  # the reward curves
+
+
+def test_building_fronts_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute("06_building_fronts.ipynb", jupyter_home, points=3, steps=4, conditioned_steps=8,
+                             tiny=dict(FAST_TINY))
+    for name in ("sweep", "conditioned", "merging"):
+        assert f"{name:12} front of" in text
+    assert "HV per 1k steps" in text and "the base model alone" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the three fronts
