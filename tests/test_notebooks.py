@@ -122,3 +122,13 @@ def test_building_fronts_notebook_runs(store_uri, jupyter_home):
     assert "HV per 1k steps" in text and "the base model alone" in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 1  # the three fronts
+
+
+def test_merging_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute("07_merging.ipynb", jupyter_home, steps=6, coefficients=[0.0, 0.5, 1.0],
+                             tiny=dict(FAST_TINY))
+    assert "TIES (workbench): [0.85, 0.0, -1.5, -0.7, -0.5]" in text
+    for method in ("linear", "ties"):
+        assert f"{method:7} c=0.50" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the two merge fronts
