@@ -26,7 +26,14 @@ from workbench.widgets import (
     forms,
 )
 from workbench.widgets.comparison import last_samples
-from workbench.widgets.explorer import ALL_AXES, OVERLAY, PREFERRED, TRAJECTORY, UNREACHABLE
+from workbench.widgets.explorer import (
+    ALL_AXES,
+    OVERLAY,
+    PARALLEL,
+    PREFERRED,
+    TRAJECTORY,
+    UNREACHABLE,
+)
 
 
 def test_builder_makes_the_spec_its_controls_show(store_uri):
@@ -334,20 +341,31 @@ def test_run_compare_shows_diff_curves_and_samples(store_uri):
         RunCompare(ids[:1])
 
 
-def test_explorer_axes_and_trajectories(store_uri):
+THREE_OBJECTIVE_POINTS = [(0.2, 4.0, 1.0), (0.6, 8.0, 3.0), (0.9, 12.0, 2.0), (0.5, 9.0, 1.5)]
+
+
+def _three_objective_runs(experiment: str) -> list[str]:
+    """Finished runs over correctness (max), length (min) and heldout (min), three evaluations
+    each (scaled 0.5, 0.8, 1 of THREE_OBJECTIVE_POINTS)."""
     client = tracking.connect()
     objectives = [*RunSpec.parse(fast_spec()).model_dump(mode="json")["objectives"],
                   {"name": "heldout", "direction": "min", "source": "metric:eval_loss", "reference": 5.0}]
-    spec = RunSpec.parse(fast_spec(tracking={"experiment": "axes"}, objectives=objectives))
-    points = [(0.2, 4.0, 1.0), (0.6, 8.0, 3.0), (0.9, 12.0, 2.0), (0.5, 9.0, 1.5)]
+    spec = RunSpec.parse(fast_spec(tracking={"experiment": experiment}, objectives=objectives))
     ids = []
-    for i, values in enumerate(points):
+    for i, values in enumerate(THREE_OBJECTIVE_POINTS):
         run_id = tracking.start_run(client, spec.updated(**{"tracking.run_name": f"r{i}"}))
         for step, scale in ((0, 0.5), (5, 0.8), (10, 1.0)):
             for name, value in zip(("correctness", "length", "heldout"), values):
                 client.log_metric(run_id, f"objective/{name}", value * scale, step=step)
         tracking.end_run(client, run_id, "FINISHED")
         ids.append(run_id)
+    return ids
+
+
+def test_explorer_axes_and_trajectories(store_uri):
+    client = tracking.connect()
+    points = THREE_OBJECTIVE_POINTS
+    ids = _three_objective_runs("axes")
 
     explorer = ParetoExplorer("axes")
     assert explorer.axes.value == ALL_AXES and explorer.trajectories.disabled
@@ -456,3 +474,26 @@ def test_explorer_overlays_other_builders_fronts(store_uri):
     assert overlay.name == f"merge grid (hypervolume {merged.hypervolume:.4g})"
     assert sorted(zip(overlay.x, overlay.y)) == [(0.4, 4.0), (0.7, 9.5)]
     assert explorer.figure.data[-1].name == PREFERRED  # the marks stay on top
+
+
+
+def test_explorer_draws_parallel_coordinates_coloured_by_rank(store_uri):
+    _three_objective_runs("parallel")
+    explorer = ParetoExplorer("parallel")
+    assert explorer.view.layout.display is None  # offered from three objectives
+    explorer.view.value = "parallel"
+    (trace,) = explorer.figure.data
+    assert trace.type == "parcoords" and trace.name == PARALLEL
+    points = np.array(THREE_OBJECTIVE_POINTS)
+    for j, dimension in enumerate(trace.dimensions):
+        assert list(dimension.values) == pytest.approx(points[:, j])
+    # Up is better: the min objectives' axes run from their worst value at the bottom.
+    assert list(trace.dimensions[1].range) == [12.0, 4.0] and list(trace.dimensions[0].range) == [0.2, 0.9]
+    for weights in ((1.0, 0.0, 0.0), (0.0, 0.5, 0.5)):
+        for slider, value in zip(explorer.sliders, weights):
+            slider.value = value
+        scores = pareto.preference_scores(points, ["max", "min", "min"], list(weights))
+        expected = np.argsort(np.argsort(scores, kind="stable"), kind="stable")
+        assert list(trace.line.color) == expected.tolist()
+    explorer.view.value = "scatter"
+    assert {t.type for t in explorer.figure.data} == {"splom"}

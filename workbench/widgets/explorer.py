@@ -22,10 +22,11 @@ PREFERRED = "preferred run"
 UNREACHABLE = "no weighted sum reaches"
 TRAJECTORY = "trajectory"  # the legend group of the runs' paths through objective space
 OVERLAY = "overlay"  # the legend group of other builders' fronts drawn over this one
+PARALLEL = "parallel coordinates"  # the view of three or more objectives as one line per run
 ALL_AXES = ()  # the axes choice "every objective" (a scatter matrix beyond two)
 _TOP = 5
 
-__all__ = ["ALL_AXES", "OVERLAY", "PREFERRED", "TRAJECTORY", "UNREACHABLE", "ParetoExplorer", "last_samples"]
+__all__ = ["ALL_AXES", "OVERLAY", "PARALLEL", "PREFERRED", "TRAJECTORY", "UNREACHABLE", "ParetoExplorer", "last_samples"]
 
 
 class ParetoExplorer(w.VBox):
@@ -68,6 +69,8 @@ class ParetoExplorer(w.VBox):
                                              value=scalarisation, description="rank by")
         self.axes = w.Dropdown(options=[("every objective", ALL_AXES)], value=ALL_AXES, description="axes",
                                layout=w.Layout(display="none"))
+        self.view = w.ToggleButtons(options=[("scatter", "scatter"), (PARALLEL, "parallel")], value="scatter",
+                                    description="view", layout=w.Layout(display="none"))
         self.trajectories = w.Checkbox(value=trajectories, indent=False,
                                        description="each run's trajectory across its evaluations")
         self.reload_button = w.Button(description="Reload runs", icon="refresh")
@@ -77,8 +80,9 @@ class ParetoExplorer(w.VBox):
         self.scalarisation.observe(lambda _: self.rerank(), "value")
         self.axes.observe(self._axes_changed, "value")
         self.trajectories.observe(lambda _: self._draw(), "value")
+        self.view.observe(lambda _: self._draw(), "value")
         super().__init__([w.HBox([self.reload_button, self.summary]),
-                          w.HBox([self.axes, self.trajectories]), self.figure,
+                          w.HBox([self.axes, self.view, self.trajectories]), self.figure,
                           w.HTML("<b>Preference weights</b> (how much each objective matters to "
                                  "you; applied to finished runs, after training)"),
                           self.sliders_box, self.scalarisation, self.ranking_html, self.details])
@@ -141,6 +145,7 @@ class ParetoExplorer(w.VBox):
                 slider.observe(lambda _: self.rerank(), "value")
             self.sliders_box.children = tuple(self.sliders)
         self.trajectories.disabled = len(names) != 2
+        self.view.layout.display = None if len(names) > 2 else "none"
         n_unreachable = int(self.unreachable.sum())
         authors = {r["tags"].get(tracking.TAG_AUTHOR) for r in self.runs} - {None}
         by = f" by {len(authors)} authors" if authors else ""
@@ -153,6 +158,9 @@ class ParetoExplorer(w.VBox):
         """Rebuild the figure from :attr:`front`: the front's traces, the trajectories (when
         on, under the marks), the unreachable and preferred marks."""
         if self.front is None:
+            return
+        if self._parallel():
+            self._draw_parallel()
             return
         figure = plots.front_figure(self.front)
         with self.figure.batch_update():
@@ -194,6 +202,31 @@ class ParetoExplorer(w.VBox):
                          line={"width": 1}, customdata=[rows[trace.name]] * len(trace.x),
                          showlegend=len(self.runs) <= 12)
         return list(figure.data)
+
+    def _parallel(self) -> bool:
+        return self.view.value == "parallel" and len(self.front.names) > 2
+
+    def _draw_parallel(self) -> None:
+        """One line per run across every objective's axis (each axis oriented so that up is
+        better), coloured by the run's rank under the current preferences (dark: preferred)."""
+        titles = [plots.axis_title(n, d) for n, d in zip(self.front.names, self.front.directions)]
+        dimensions = []
+        for j, (title, direction) in enumerate(zip(titles, self.front.directions)):
+            values = self.front.points[:, j]
+            low, high = float(values.min()), float(values.max())
+            dimensions.append({"label": title, "values": values,
+                               "range": [high, low] if direction == "min" else [low, high]})
+        with self.figure.batch_update():
+            self.figure.data = ()
+            self.figure.layout.annotations = ()
+            self.figure.layout.shapes = ()
+            self.figure.add_trace(go.Parcoords(name=PARALLEL, dimensions=dimensions,
+                                               line={"color": np.zeros(len(self.front.labels)),
+                                                     "colorscale": "Viridis", "showscale": True,
+                                                     "colorbar": {"title": {"text": "rank"}}}))
+            self.figure.update_layout(title_text=f"{len(self.front.labels)} runs across {len(titles)} objectives "
+                                                 "(up is better; colour: rank under your preferences)")
+        self.rerank()
 
     def _overlay_traces(self) -> list:
         """In a plane, each overlaid builder's front as its own staircase (legend group
@@ -253,14 +286,19 @@ class ParetoExplorer(w.VBox):
             return
         order = self.ranking()
         best = order[:1]
-        mark = next(t for t in self.figure.data if t.name == PREFERRED)
-        with self.figure.batch_update():
-            if len(self.front.names) <= 2:
-                mark.update(self._plane_xy(best))
-            else:
-                mark.dimensions = [dict(d.to_plotly_json(), values=self.front.points[best, j])
-                                   for j, d in enumerate(mark.dimensions)]
-            mark.customdata, mark.hovertext = best, [self.front.labels[i] for i in best]
+        if self._parallel():
+            ranks = np.empty(len(order))
+            ranks[order] = np.arange(len(order))
+            next(t for t in self.figure.data if t.name == PARALLEL).line.color = ranks
+        else:
+            mark = next(t for t in self.figure.data if t.name == PREFERRED)
+            with self.figure.batch_update():
+                if len(self.front.names) <= 2:
+                    mark.update(self._plane_xy(best))
+                else:
+                    mark.dimensions = [dict(d.to_plotly_json(), values=self.front.points[best, j])
+                                       for j, d in enumerate(mark.dimensions)]
+                mark.customdata, mark.hovertext = best, [self.front.labels[i] for i in best]
         cells = "".join(f"<th>{html.escape(n)}</th>" for n in self.front.names)
         rows = []
         for rank, i in enumerate(order[:_TOP], 1):
