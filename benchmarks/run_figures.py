@@ -21,6 +21,19 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+def note_memory_after(owner, name: str, memory: dict) -> None:
+    """Replace the function ``owner.<name>`` (one that loads the model) by one that stores the
+    resident memory in ``memory["baseline_mb"]`` once it has returned."""
+    load = getattr(owner, name)
+
+    def load_then_note(*args, **kwargs):
+        loaded = load(*args, **kwargs)
+        memory["baseline_mb"] = rss_mb()
+        return loaded
+
+    setattr(owner, name, load_then_note)
+
+
 def peak_rss_mb() -> float:
     """The process's high-water resident memory (ru_maxrss is in KiB on Linux), in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -23,6 +23,7 @@ import warnings
 
 from run_figures import PhaseClock, StepMarks, peak_rss_mb, rss_mb
 from vs_trl_setup import read_pairs
+from workbench_child import run_spec
 
 OBJECTIVE = {"name": "pairs_right", "direction": "max", "source": "term:reward_accuracy"}
 
@@ -75,20 +76,9 @@ def workbench_spec(job: dict, store: str) -> dict:
 
 
 def run_workbench(job: dict) -> dict:
-    import workbench
-    from workbench import runner, tracking
     from workbench.events import RunObserver
     from workbench.lightning_modules.base import WorkbenchModule
 
-    memory = {}
-    load_base = runner.load_base
-
-    def load_base_then_note(*args, **kwargs):
-        base = load_base(*args, **kwargs)
-        memory["baseline_mb"] = rss_mb()
-        return base
-
-    runner.load_base = load_base_then_note
     reference = PhaseClock()
     WorkbenchModule.precompute_reference = reference.wrap(
         WorkbenchModule.precompute_reference, counts=lambda module, split, *rest: split == "train"
@@ -99,14 +89,9 @@ def run_workbench(job: dict) -> dict:
         def on_step(self, step, metrics):
             marks.note(step, round(metrics["perf/tokens_per_s"] * metrics["perf/step_s"]))
 
-    with tempfile.TemporaryDirectory(prefix="vs-trl-store-") as folder:
-        store = f"sqlite:///{folder}/mlflow.db"
-        result = workbench.run(
-            workbench_spec(job, store), log=lambda *a: None, observers=[MarkSteps()]
-        )
-        out = figures(marks, reference, job, memory["baseline_mb"])
-        tags = tracking.connect(store).get_run(result.run_id).data.tags
-    out["note"] = f"kernels: auto ({tags.get('workbench.kernels', '?')}); reference precomputed"
+    baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
+    out = figures(marks, reference, job, baseline_mb)
+    out["note"] = f"kernels: auto ({kernels}); reference precomputed"
     return out
 
 

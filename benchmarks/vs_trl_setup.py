@@ -7,11 +7,12 @@ a few hundred distinct tokens, so the rest of the 32,000 ids are unused entries.
 the loss head exactly what used ones do (every row of the head is multiplied either way),
 which is what a 32k vocabulary means for a training step.
 
-The data are the workbench's own preference pairs of a built-in task (the correct
+The DPO data are the workbench's own preference pairs of a built-in task (the correct
 completion against a corrupted one), written as prompt/chosen/rejected JSONL. A task row is
 about 25 tokens, so each prompt is preceded by solved examples of the same task (a few-shot
 prompt) until the longer completion reaches the benchmark's sequence length: the rows then
-hold ``seq`` tokens, as a real preference dataset with long prompts does.
+hold ``seq`` tokens, as a real preference dataset with long prompts does. The GRPO data are
+the task's prompts as they are (about 15 tokens; the completions are generated).
 """
 
 from __future__ import annotations
@@ -102,6 +103,14 @@ def few_shot_pairs(tokenizer, n_pairs: int, seq: int, seed: int = 0) -> list[dic
             }
         )
     return records
+
+
+def task_prompts(n_rows: int, seed: int = 0) -> list[dict]:
+    """``n_rows`` rows of :data:`TASK` as prompt/completion records (GRPO reads the prompts;
+    the completion is there because the workbench reads prompts from that format)."""
+    from workbench.data.tasks import TASKS
+
+    return [{"prompt": row.prompt, "completion": row.completion} for row in TASKS[TASK].rows(n_rows, seed=seed)]
 
 
 def write_pairs(path: Path, records: list[dict]) -> None:

@@ -1,0 +1,187 @@
+"""The two sides of the GRPO comparison in ``benchmarks/vs_trl.py``, each run in a child process.
+
+Both train GRPO on the same prompts (the ``prompt`` column of one JSONL file, the rows the
+workbench keeps for training after its seeded held-out split) with the same model folder,
+prompts per step, group size, sampling (temperature 1, no top-p or top-k), completion
+length, reward, learning rate, schedule, clipping and AdamW; beta 0 (no reference model),
+one optimizer step per batch of samples, the per-completion mean of the clipped surrogate,
+rewards centred and scaled in their group, float32, no gradient checkpointing. Every
+completion is exactly ``completion`` tokens long: the workbench sets ``min_completion_length``
+to the maximum, TRL passes ``min_new_tokens`` through ``generation_kwargs``. The reward is
+the workbench's built-in ``length`` (``min(words / 16, 1)``): ours names it, TRL calls the
+same Python object as its reward function.
+
+Both report the same figures (:func:`figures`) over the steps after the warm-up: wall and
+CPU time, the part of the wall time spent inside the library's call that samples the
+completions (generation), the completion tokens counted twice (each one generated once
+and trained on once; prompt tokens are not counted on either side), and the process's
+high-water memory above its resident memory after the imports and the model load.
+
+The hooks wrap, without changing what they compute, the function each library samples
+with (counting its completion tokens and timing it) and, on our side, the model load (the
+memory baseline).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+
+from run_figures import PhaseClock, StepMarks, peak_rss_mb, rss_mb
+from vs_trl_setup import read_pairs
+from workbench_child import run_spec
+
+REWARD = "length"
+OBJECTIVE = {"name": "length", "direction": "max", "source": f"reward:{REWARD}", "weight": 1.0}
+MAX_PROMPT_TOKENS = 128
+
+
+class GenerationTally:
+    """Completion tokens sampled and the time spent sampling them, read at each step's end."""
+
+    def __init__(self) -> None:
+        self.clock = PhaseClock()
+        self.completion_tokens = 0
+        self._at_last_step = 0
+        self.generation_wall = {0: 0.0}  # step -> the clock's wall seconds at its end
+
+    def count(self, tokens) -> None:
+        self.completion_tokens += int(tokens)
+
+    def step_ended(self, step: int, marks: StepMarks) -> None:
+        """Mark ``step``: its tokens are its completion tokens, generated and trained (x 2)."""
+        new = self.completion_tokens - self._at_last_step
+        self._at_last_step = self.completion_tokens
+        self.generation_wall[step] = self.clock.wall_s
+        marks.note(step, 2 * new)
+
+
+def figures(marks: StepMarks, tally: GenerationTally, job: dict, baseline_mb: float) -> dict:
+    """The figures both sides report (see the module docstring)."""
+    first, last = job["warmup"], job["warmup"] + job["steps"]
+    timed = marks.window(first, last)
+    generation_s = tally.generation_wall[last] - tally.generation_wall[first]
+    return {
+        "tokens": timed["tokens"], "wall_s": timed["wall_s"], "cpu_s": timed["cpu_s"],
+        "generation_wall_s": generation_s, "tokens_per_s": timed["tokens"] / timed["wall_s"],
+        "tokens_per_cpu_s": timed["tokens"] / timed["cpu_s"], "baseline_mb": baseline_mb,
+        "peak_mb": peak_rss_mb() - baseline_mb,
+    }  # fmt: skip
+
+
+def train_prompts(job: dict) -> tuple[list[dict], int]:
+    """The rows the workbench trains on (its seeded split of the file) and its held-out count."""
+    from workbench.data.formats import split_rows
+
+    train, held_out = split_rows(read_pairs(job["prompts_data"]), job["eval_fraction"], seed=0)
+    return train, len(held_out)
+
+
+# ---------------------------------------------------------------------------------------
+# the workbench: workbench.run with method grpo
+
+
+def workbench_spec(job: dict, store: str) -> dict:
+    train, held_out = train_prompts(job)
+    total, length = job["warmup"] + job["steps"], job["completion"]
+    return {
+        "model": {"name": job["model"]},
+        "data": {"source": job["prompts_data"], "train_size": len(train), "eval_fraction": job["eval_fraction"],
+                 "eval_size": held_out},
+        "method": {"name": "grpo", "group_size": job["group"], "max_completion_length": length,
+                   "min_completion_length": length, "beta": 0.0, "num_iterations": 1, "aggregation": "sequence",
+                   "scale_rewards": "group", "temperature": 1.0, "top_p": 1.0, "top_k": 0,
+                   "samples_every": 10 * total},
+        "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
+        "objectives": [OBJECTIVE],
+        "train": {"steps": total, "batch_size": job["batch"], "max_length": MAX_PROMPT_TOKENS,
+                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0, "precision": "32-true",
+                  "seed": 0},
+        "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
+        "kernels": "auto",
+        "tracking": {"uri": store, "experiment": "vs-trl-grpo", "log_model": False},
+    }  # fmt: skip
+
+
+def run_workbench(job: dict) -> dict:
+    from workbench.events import RunObserver
+    from workbench.lightning_modules import sampling
+
+    tally, marks = GenerationTally(), StepMarks()
+    sample = tally.clock.wrap(sampling.sample_completions)
+
+    def sample_and_count(*args, **kwargs):
+        completions, mask = sample(*args, **kwargs)
+        tally.count(mask.sum())
+        return completions, mask
+
+    sampling.sample_completions = sample_and_count
+
+    class MarkSteps(RunObserver):
+        def on_step(self, step, metrics):
+            tally.step_ended(step, marks)
+
+    baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
+    out = figures(marks, tally, job, baseline_mb)
+    out["note"] = f"kernels: auto ({kernels}); no reference model"
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# TRL: GRPOTrainer with a GRPOConfig, generation by transformers (no vLLM)
+
+
+def length_reward(completions, **kwargs) -> list[float]:
+    """TRL's reward function: the workbench's ``length`` reward itself, completion by completion."""
+    from workbench.objectives import REWARDS
+
+    return [REWARDS[REWARD](completion, {}) for completion in completions]
+
+
+def trl_config(job: dict, output_dir: str):
+    from trl import GRPOConfig
+
+    total, length = job["warmup"] + job["steps"], job["completion"]
+    return GRPOConfig(
+        output_dir=output_dir, per_device_train_batch_size=job["batch"] * job["group"], num_generations=job["group"],
+        max_completion_length=length, generation_kwargs={"min_new_tokens": length}, temperature=1.0, top_p=1.0,
+        top_k=0, beta=0.0, num_iterations=1, loss_type="grpo", scale_rewards="group", max_steps=total,
+        learning_rate=job["lr"], lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0, seed=0,
+        bf16=False, gradient_checkpointing=False, use_vllm=False, use_cpu=True, report_to="none",
+        save_strategy="no", logging_steps=total, disable_tqdm=True, dataloader_pin_memory=False,
+    )  # fmt: skip
+
+
+def run_trl(job: dict) -> dict:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import GRPOTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(job["model"])
+    model = AutoModelForCausalLM.from_pretrained(job["model"])
+    baseline = rss_mb()
+    tally, marks = GenerationTally(), StepMarks()
+    GRPOTrainer._generate_single_turn = tally.clock.wrap(GRPOTrainer._generate_single_turn)
+    generate_and_score = GRPOTrainer._generate_and_score_completions
+
+    def generate_score_and_count(self, inputs):
+        out = generate_and_score(self, inputs)
+        tally.count(out["completion_mask"].sum())
+        return out
+
+    GRPOTrainer._generate_and_score_completions = generate_score_and_count
+
+    class MarkSteps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            tally.step_ended(state.global_step, marks)
+
+    train, _ = train_prompts(job)
+    prompts = Dataset.from_list([{"prompt": row["prompt"]} for row in train])
+    with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = GRPOTrainer(model=model, reward_funcs=length_reward, args=trl_config(job, output_dir),
+                              train_dataset=prompts, processing_class=tokenizer, callbacks=[MarkSteps()])  # fmt: skip
+        trainer.train()
+    out = figures(marks, tally, job, baseline)
+    out["note"] = "float32, gradient checkpointing off, no reference model, transformers generate"
+    return out
