@@ -238,11 +238,35 @@ def test_monitor_launches_a_sweep_and_watches_its_children(store_uri):
     wait_until(sweep_done, 300, "the sweep ended with both children watched")
     assert sweep.returncode == 0, monitor.message.value
     assert sorted(row.status for row in monitor.rows.values()) == ["FINISHED", "FINISHED"]
-    assert "sweep finished" in monitor.message.value
+    assert "sweep of 2 points finished" in monitor.message.value
     client = tracking.connect()
     (parent,) = [r for r in tracking.runs_frame(client, "swept") if r["tags"].get("workbench.kind") == "sweep"]
     assert "sweep/hypervolume" in parent["metrics"]
     assert {client.get_run(run_id).data.tags[tracking.TAG_PARENT] for run_id in monitor.rows} == {parent["run_id"]}
+
+
+
+@pytest.mark.slow
+def test_monitor_launches_a_search_and_watches_its_trials(store_uri):
+    config = {**fast_spec(tracking={"experiment": "searched"}, train={"steps": 3, "eval_every": 3}),
+              "search": {"space": {"optimizer.lr": {"low": 1.0e-4, "high": 1.0e-2, "log": True}}}}
+    monitor = RunMonitor(poll_s=None, threads=1)
+    with pytest.raises(SpecError, match="search"):
+        monitor.launch_search({**config, "search": {}}, trials=2)
+    search = monitor.launch_search(config, trials=2)
+
+    # Sized from measurement: two 3-step trials one after another take ~40 s on 2 idle cores.
+    def search_done():
+        monitor.refresh()
+        return not monitor.sweeps and len(monitor.rows) == 2 and not monitor.alive()
+
+    wait_until(search_done, 300, "the search ended with both trials watched")
+    assert search.returncode == 0, monitor.message.value
+    assert "search of 2 trials finished" in monitor.message.value
+    assert all(row.status in ("FINISHED", "KILLED") for row in monitor.rows.values())
+    (parent,) = [r for r in tracking.runs_frame(tracking.connect(), "searched")
+                 if r["tags"].get("workbench.kind") == "study"]
+    assert "study/hypervolume" in parent["metrics"]
 
 
 # ----------------------------------------------------------------------- comparing runs

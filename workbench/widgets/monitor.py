@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ipywidgets as w
 import plotly.graph_objects as go
+import yaml
 
 from workbench import liveness, run_listing, tracking
 from workbench.launcher import TERMINAL, RunHandle, attach, launch
@@ -73,17 +74,18 @@ class _RunRow:
 
 @dataclass
 class _Sweep:
-    """A weight sweep running in its own process (``workbench sweep``), whose children the
-    monitor attaches as they start."""
+    """A study (a weight sweep or a search) running in its own process, whose runs the monitor
+    attaches as they start."""
 
     experiment: str
     popen: subprocess.Popen
     log_path: Path
+    what: str  # "sweep of 5 points", said when it ends
 
 
 class RunMonitor(w.VBox):
     """Launch specs as background runs and watch them: ``launch(spec)``, ``launch_sweep(spec,
-    points)``, ``refresh()``, ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
+    points)``, ``launch_search(config, trials)``, ``refresh()``, ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
     With ``builder`` (an :class:`~workbench.widgets.ExperimentBuilder`), a Launch button
     launches its current spec. ``poll_s=None`` leaves refreshing to the caller."""
 
@@ -133,20 +135,41 @@ class RunMonitor(w.VBox):
         process starts."""
         spec = self._spec(spec)
         sweep_specs(spec, design_points(design, len(weighted_objectives(spec)), points))  # checks, no run yet
-        folder = Path(tempfile.mkdtemp(prefix="workbench-sweep-"))
-        spec_path, log_path = folder / "spec.yaml", folder / "sweep.log"
-        spec_path.write_text(spec.to_yaml(), encoding="utf-8")
+        return self._launch_study(spec, spec.to_yaml(), [
+            "sweep", "--points", str(points), "--design", design, "--parallel", str(max(parallel, 2))],
+            f"sweep of {points} points")
+
+    def launch_search(self, config: dict | str | Path, trials: int = 8, *, workers: int = 1) -> subprocess.Popen:
+        """Launch a multi-objective search (``workbench search``: a run spec with a ``search``
+        section, as a dict or a YAML file) of ``trials`` trials on ``workers`` worker processes,
+        in a process of its own; its trials are watched as they start. A bad config fails here."""
+        from workbench.search import check_counts, load_config
+
+        check_counts(trials, workers)
+        text = Path(config).read_text(encoding="utf-8") if isinstance(config, (str, Path)) else yaml.safe_dump(config)
+        with tempfile.TemporaryDirectory() as folder:  # validated the way the command will read it
+            checked = Path(folder) / "study.yaml"
+            checked.write_text(text, encoding="utf-8")
+            spec, _ = load_config(checked)
+        return self._launch_study(spec, text, ["search", "--trials", str(trials), "--workers", str(workers)],
+                                  f"search of {trials} trials")
+
+    def _launch_study(self, spec: RunSpec, config_text: str, command: list[str], what: str) -> subprocess.Popen:
+        """Start ``workbench <command[0]> CONFIG <command[1:]>`` detached, with the config written
+        to a file of its own, and watch the runs it starts in the spec's experiment."""
+        folder = Path(tempfile.mkdtemp(prefix=f"workbench-{command[0]}-"))
+        config_path, log_path = folder / "config.yaml", folder / f"{command[0]}.log"
+        config_path.write_text(config_text, encoding="utf-8")
         env = child_env(plugin_modules(spec), dict(os.environ))
-        env["MLFLOW_TRACKING_URI"] = self._client().tracking_uri  # the sweep writes where we read
+        env["MLFLOW_TRACKING_URI"] = self._client().tracking_uri  # the study writes where we read
+        argv = [sys.executable, "-m", "workbench.cli", command[0], str(config_path), *command[1:], "--no-progress"]
         with open(log_path, "wb") as log_file:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "workbench.cli", "sweep", str(spec_path), "--points", str(points),
-                 "--design", design, "--parallel", str(max(parallel, 2)), "--no-progress"],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+            popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True, env=env)
         with self._lock:
-            self.sweeps.append(_Sweep(spec.tracking.experiment, popen, log_path))
-        self.message.value = (f"sweep of {points} points launched (process {popen.pid}, log "
-                              f"<code>{log_path}</code>); its runs appear here as they start")
+            self.sweeps.append(_Sweep(spec.tracking.experiment, popen, log_path, what))
+        self.message.value = (f"{what} launched (process {popen.pid}, log <code>{log_path}</code>); its "
+                              "runs appear here as they start")
         self._ensure_polling()
         return popen
 
@@ -166,7 +189,7 @@ class RunMonitor(w.VBox):
                 self.sweeps.remove(sweep)
                 tail = sweep.log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 verdict = "finished" if sweep.popen.returncode == 0 else f"failed (exit {sweep.popen.returncode})"
-                self.message.value = (f"sweep {verdict}: " + " / ".join(tail)) if tail else f"sweep {verdict}"
+                self.message.value = f"{sweep.what} {verdict}" + (": " + " / ".join(tail) if tail else "")
 
     def _launch_from_builder(self) -> None:
         try:
