@@ -318,7 +318,9 @@ def serve_in_foreground(server: ManagedServer, on_ready=None, *,
     main_thread = threading.current_thread() is threading.main_thread()
     previous = {}
     if main_thread:  # before start(): a SIGTERM during start-up must end the group too
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        # SIGINT too, explicitly: a process started in the background by a shell inherits SIGINT
+        # ignored, and Ctrl-C (or kill -INT) must still stop the server.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, raise_stopped)
     try:
         for needed in behind:
