@@ -61,13 +61,13 @@ def test_monitor_launches_a_sweep_and_watches_its_children(store_uri):
     monitor = RunMonitor(poll_s=None, threads=1)
     with pytest.raises(SpecError, match="points"):
         monitor.launch_sweep(spec, points=0)
-    assert not monitor.sweeps
+    assert not monitor.studies
     sweep = monitor.launch_sweep(spec, points=2, parallel=2)
 
     # Sized from measurement: the sweep and its two 3-step children take ~40 s on 2 idle cores.
     def sweep_done():
         monitor.refresh()
-        return not monitor.sweeps and len(monitor.rows) == 2 and not monitor.alive()
+        return not monitor.studies and len(monitor.rows) == 2 and not monitor.alive()
 
     wait_until(sweep_done, 300, "the sweep ended with both children watched")
     assert sweep.returncode == 0, monitor.message.value
@@ -92,7 +92,7 @@ def test_monitor_launches_a_search_and_watches_its_trials(store_uri):
     # Sized from measurement: two 3-step trials one after another take ~40 s on 2 idle cores.
     def search_done():
         monitor.refresh()
-        return not monitor.sweeps and len(monitor.rows) == 2 and not monitor.alive()
+        return not monitor.studies and len(monitor.rows) == 2 and not monitor.alive()
 
     wait_until(search_done, 300, "the search ended with both trials watched")
     assert search.returncode == 0, monitor.message.value

@@ -73,7 +73,7 @@ class _RunRow:
 
 
 @dataclass
-class _Sweep:
+class _Study:
     """A study (a weight sweep or a search) running in its own process, whose runs the monitor
     attaches as they start."""
 
@@ -94,7 +94,7 @@ class RunMonitor(w.VBox):
         self.uri, self.poll_s, self.threads = uri, poll_s, threads
         self.builder = builder
         self.rows: dict[str, _RunRow] = {}
-        self.sweeps: list[_Sweep] = []
+        self.studies: list[_Study] = []
         self.message = w.HTML()
         self.launch_button = w.Button(description="Launch", icon="play", button_style="primary")
         self.launch_button.on_click(lambda _: self._launch_from_builder())
@@ -167,7 +167,7 @@ class RunMonitor(w.VBox):
             popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      start_new_session=True, env=env)
         with self._lock:
-            self.sweeps.append(_Sweep(spec.tracking.experiment, popen, log_path, what))
+            self.studies.append(_Study(spec.tracking.experiment, popen, log_path, what))
         self.message.value = (f"{what} launched (process {popen.pid}, log <code>{log_path}</code>); its "
                               "runs appear here as they start")
         self._ensure_polling()
@@ -180,16 +180,16 @@ class RunMonitor(w.VBox):
             return self.builder.spec
         return spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
 
-    def _watch_sweeps(self) -> None:
-        """Attach the children the running sweeps have started; say how a finished sweep ended."""
-        for sweep in list(self.sweeps):
-            running = sweep.popen.poll() is None
-            self.attach_running(sweep.experiment)
-            if not running and sweep in self.sweeps:  # (attaching refreshes, which may have seen it end)
-                self.sweeps.remove(sweep)
-                tail = sweep.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                verdict = "finished" if sweep.popen.returncode == 0 else f"failed (exit {sweep.popen.returncode})"
-                self.message.value = f"{sweep.what} {verdict}" + (": " + " / ".join(tail) if tail else "")
+    def _watch_studies(self) -> None:
+        """Attach the runs the running studies have started; say how a finished study ended."""
+        for study in list(self.studies):
+            running = study.popen.poll() is None
+            self.attach_running(study.experiment)
+            if not running and study in self.studies:  # (attaching refreshes, which may have seen it end)
+                self.studies.remove(study)
+                tail = study.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                verdict = "finished" if study.popen.returncode == 0 else f"failed (exit {study.popen.returncode})"
+                self.message.value = f"{study.what} {verdict}" + (": " + " / ".join(tail) if tail else "")
 
     def _launch_from_builder(self) -> None:
         try:
@@ -223,8 +223,8 @@ class RunMonitor(w.VBox):
         """Read every watched run from the store once; update bars and curves. Statuses by id."""
         client = self._client()
         with self._lock:
-            if self.sweeps:
-                self._watch_sweeps()
+            if self.studies:
+                self._watch_studies()
             for run_id, row in self.rows.items():
                 if row.status in TERMINAL and row.bar.bar_style:
                     continue  # drawn in its final state already
@@ -268,7 +268,7 @@ class RunMonitor(w.VBox):
         return status
 
     def alive(self) -> bool:
-        return bool(self.sweeps) or any(row.status not in TERMINAL for row in self.rows.values())
+        return bool(self.studies) or any(row.status not in TERMINAL for row in self.rows.values())
 
     def _ensure_polling(self) -> None:
         if self.poll_s is None or (self._thread is not None and self._thread.is_alive()):
