@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 
 from workbench.pareto import ParetoFront, ParetoInputError
-from workbench.plots import _hover_template, _staircase_order, axis_title
+from workbench.plots import axis_title, hover_template, staircase_order
 
 PALETTE = qualitative.D3
 
@@ -39,10 +39,10 @@ def fronts_figure(fronts: Mapping[str, ParetoFront], title: str | None = None) -
             raise ParetoInputError(f"front '{label}' is over {list(front.names)} {list(front.directions)}; "
                                    f"the first is over {list(first.names)} {list(first.directions)}")
     fig = go.Figure()
-    hover = _hover_template(first.names, ["x", "y"])
+    hover = hover_template(first.names, ["x", "y"])
     for i, (label, front) in enumerate(fronts.items()):
         color = PALETTE[i % len(PALETTE)]
-        order = _staircase_order(front.front_points, front.directions)
+        order = staircase_order(front.front_points, front.directions)
         points = front.front_points[order]
         labels = np.array(front.labels, dtype=object)[front.mask][order]
         legend = f"{label} (hypervolume {front.hypervolume:.4g})" if front.reference is not None else label

@@ -33,7 +33,7 @@ def axis_title(name: str, direction: str) -> str:
     return f"{name} ({direction})"
 
 
-def _hover_template(names: Sequence[str], coords: Sequence[str]) -> str:
+def hover_template(names: Sequence[str], coords: Sequence[str]) -> str:
     lines = ["%{hovertext}"] + [f"{n}=%{{{c}}}" for n, c in zip(names, coords, strict=True)]
     return "<br>".join(lines) + "<extra></extra>"
 
@@ -46,7 +46,7 @@ def _default_title(front: ParetoFront) -> str:
     return title
 
 
-def _staircase_order(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+def staircase_order(points: np.ndarray, directions: Sequence[str]) -> np.ndarray:
     """Order of the front's rows from best to worst in the first objective.
 
     Along that order the second objective gets better, and the attainment boundary goes
@@ -76,7 +76,7 @@ def _region_polygon(
     inside = front_points[better]
     if len(inside) == 0:
         return [], []
-    inside = inside[_staircase_order(inside, directions)]
+    inside = inside[staircase_order(inside, directions)]
     rx, ry = float(reference[0]), float(reference[1])
     xs, ys = [float(inside[0, 0])], [ry]
     for i, (x, y) in enumerate(inside):
@@ -94,7 +94,7 @@ def _front_figure_2d(front: ParetoFront) -> go.Figure:
     fig = go.Figure()
     names, directions = front.names, front.directions
     labels = np.array(front.labels, dtype=object)
-    hover = _hover_template(names, ["x", "y"])
+    hover = hover_template(names, ["x", "y"])
     dominated = front.points[~front.mask]
     if front.reference is not None:
         xs, ys = _region_polygon(front.front_points, directions, front.reference)
@@ -123,7 +123,7 @@ def _front_figure_2d(front: ParetoFront) -> go.Figure:
             name=DOMINATED,
         )
     )
-    order = _staircase_order(front.front_points, directions)
+    order = staircase_order(front.front_points, directions)
     on_front = front.front_points[order]
     fig.add_trace(
         go.Scatter(
@@ -300,7 +300,7 @@ def trajectory_figure(
                 mode="lines+markers",
                 marker={"symbol": symbols, "size": sizes},
                 hovertext=[f"{label} step {p[0]}" for p in path],
-                hovertemplate=_hover_template(names, ["x", "y"]),
+                hovertemplate=hover_template(names, ["x", "y"]),
                 name=str(label),
             )
         )
