@@ -25,3 +25,36 @@ def test_the_default_tiny_base_is_built_once_per_session(default_tiny_base, sess
     assert info["key"] == tiny.cache_key(spec) and info["spec"] == spec.model_dump(mode="json")
     assert list(default_tiny_base.glob("*.safetensors"))
     assert set(info["exact_match"]) == {name for name, task in tiny.TASKS.items() if task.pretrain}
+
+
+def test_the_base_is_the_same_whatever_threads_the_caller_has(tmp_path, monkeypatch):
+    """Torch splits reductions by thread count, so a base pretrained on one thread differed
+    from one pretrained on two (held-out `reverse` 0.667 against 0.167 on the default base).
+    The build runs on ``tiny.BUILD_THREADS`` whatever the caller set, and gives the caller its
+    own count back: a small base built under 1 and under 3 caller threads equals the one built
+    under ``BUILD_THREADS``, weight for weight."""
+    import torch
+    from safetensors.torch import load_file
+
+    from tests.conftest import FAST_TINY
+    from workbench.spec import TinyModelSpec
+
+    spec = TinyModelSpec(**{**FAST_TINY, "pretrain_steps": 20})
+    # The held-out scoring after pretraining (48 generations per task) is not what is compared.
+    monkeypatch.setattr(tiny, "base_exact_match", lambda model, tokenizer: {})
+    built = {}
+    before = torch.get_num_threads()
+    try:
+        for threads in (tiny.BUILD_THREADS, 1, 3):
+            monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / f"threads-{threads}"))
+            torch.set_num_threads(threads)
+            tiny.build_or_load(spec, log=lambda *a: None)
+            assert torch.get_num_threads() == threads  # the caller's count is given back
+            built[threads] = load_file(next(tiny.cached_path(spec).glob("*.safetensors")))
+    finally:
+        torch.set_num_threads(before)
+    reference = built[tiny.BUILD_THREADS]
+    for threads in (1, 3):
+        assert reference.keys() == built[threads].keys()
+        for name in reference:
+            assert torch.equal(reference[name], built[threads][name]), (threads, name)
