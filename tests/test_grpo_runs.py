@@ -239,7 +239,7 @@ def test_a_resumed_run_goes_on_with_the_samples_it_had(tmp_path, store_uri):
 
 
 def _reverse_spec(method: dict, correct_weight: float, brevity_weight: float, steps: int = 40) -> dict:
-    """`reverse` on the default tiny base, which answers 2 of 3 held-out prompts exactly.
+    """`reverse` on the default tiny base, which answers 8 of 48 held-out prompts exactly.
     (`arithmetic` does not move: 400 GRPO steps on its exact answer took held-out exact match
     from 0.125 to at best 0.21 and back to 0.15; SFT for 150 steps reaches 0.17.)"""
     return {"model": {"name": "tiny"}, "data": {"source": "reverse", "train_size": 1000, "eval_size": 48},
@@ -264,10 +264,9 @@ def weight_ends(default_tiny_base, tmp_path_factory):
 
 def test_grpo_on_the_exact_answer_raises_held_out_accuracy(weight_ends):
     """40 steps of GRPO (LoRA, 16 prompts x 8 completions) on `reverse` with reward:correct
-    alone. The default base's weights depend on the torch threads it was built with, and so
-    does its start here. Measured: built on 2 threads (the suite's default, README's numbers)
-    0.167 -> 0.229; built on one thread 0.667 -> 0.75 (0.81 outside the suite): gains of 3 to
-    7 of the 48 held-out prompts, so the test asks for 3."""
+    alone. Measured: 0.167 -> 0.229, a gain of 3 of the 48 held-out prompts. (A base that
+    once started at 0.667, pretrained on one thread before the build fixed its thread count,
+    went to 0.75-0.81: the test asks for the smaller gain.)"""
     trajectory = weight_ends[(1.0, 0.0)].trajectory
     (start, before), (end, after) = trajectory[0], trajectory[-1]
     assert (start, end) == (0, 40)
@@ -279,8 +278,8 @@ def test_grpo_on_the_exact_answer_raises_held_out_accuracy(weight_ends):
 def test_the_ends_of_the_weight_range_separate_on_both_rewards(weight_ends):
     """Correct against brevity (which pays most for saying nothing): weights (1, 0) keep the
     answers and get them right more often, (0, 1) learns to stop at once. Measured (seed 0):
-    correct 0.229 vs 0 on the base built on 2 threads (0.81 vs 0 on the one-thread build);
-    brevity 0.76 vs 1. benchmarks/rl_weight_ends.py repeats this over 3 seeds."""
+    correct 0.229 vs 0, brevity 0.76 vs 1. benchmarks/rl_weight_ends.py repeats this over 3
+    seeds."""
     right, brief = weight_ends[(1.0, 0.0)].objectives, weight_ends[(0.0, 1.0)].objectives
     print("(1, 0):", right, "(0, 1):", brief)
     assert right["correct"] - brief["correct"] >= 3 / 48  # at least 3 more held-out prompts right
@@ -290,8 +289,8 @@ def test_the_ends_of_the_weight_range_separate_on_both_rewards(weight_ends):
 def test_raft_raises_the_weighted_reward(default_tiny_base, store_uri):
     """RAFT on the same task: the best of 4 samples per prompt is fine-tuned on each step,
     kept only when right (min_total), so the held-out reward rises (the sampled reward at
-    temperature 1 is too noisy over 20 steps to assert on: on the 2-thread build its mean of the
-    last 5 steps, 0.084, was below the first 5's, 0.103, while held-out rose). (With
+    temperature 1 is too noisy over 20 steps to assert on: its mean of the last 5 steps, 0.084,
+    was below the first 5's, 0.103, while held-out rose). (With
     brevity weighted in and no min_total, the best of four wrong answers is the shortest:
     weights (0.8, 0.2) collapsed to empty answers, held-out weighted reward 0.68 -> 0.19.)"""
     method = {"name": "raft", "group_size": 4, "max_completion_length": 12, "min_total": 0.5}
