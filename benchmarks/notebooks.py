@@ -1,0 +1,93 @@
+"""How long each teaching notebook takes at its full (default) parameters, top to bottom.
+
+    python benchmarks/notebooks.py                       # every notebook under notebooks/
+    python benchmarks/notebooks.py 03_pareto_fronts 06   # the ones whose names start so
+
+Each notebook is executed as a reader would run it (nbclient, a fresh python3 kernel, nothing
+injected), with its own temporary MLflow store and working folder, one after the other. The
+tiny base comes from the workbench cache as usual, so the first notebook on a cold cache also
+pays for the base's build (about 50 s on 2 cores); the table says which one did. A cell that
+raises fails the notebook. The budget is 3 minutes per notebook on 2 CPU cores:
+``BENCH notebook_seconds_max <s> s target=<=180``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine_load import load_average
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+BUDGET_S = 180
+
+
+def base_is_cached() -> bool:
+    from workbench import tiny
+    from workbench.spec import ModelSpec
+
+    return (tiny.cached_path(ModelSpec().tiny) / tiny.BASE_INFO_FILE).is_file()
+
+
+def execute(path: Path) -> tuple[float, list[str]]:
+    """Seconds to run the notebook top to bottom, and the names of the errors its cells raised."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    nb = nbformat.read(path, as_version=4)
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
+        started = time.perf_counter()
+        try:
+            NotebookClient(nb, timeout=900, kernel_name="python3",
+                           resources={"metadata": {"path": folder}}).execute()
+        except CellExecutionError:
+            pass  # the error is in the cell's outputs, read below
+        seconds = time.perf_counter() - started
+    errors = [o.get("ename", "error") for c in nb.cells if c.cell_type == "code"
+              for o in c.get("outputs", []) if o.output_type == "error"]
+    return seconds, errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="notebook name prefixes (default: all)")
+    args = parser.parse_args(argv)
+    paths = sorted(p for p in NOTEBOOKS.glob("*.ipynb")
+                   if not args.names or any(p.stem.startswith(n) for n in args.names))
+    if not paths:
+        print(f"error: no notebook under {NOTEBOOKS.name}/ starts with {args.names}", file=sys.stderr)
+        return 2
+
+    import torch
+
+    rows = []
+    for path in paths:
+        cold = not base_is_cached()
+        seconds, errors = execute(path)
+        rows.append((path.stem, seconds, cold, errors))
+        print(f"  {path.stem}: {seconds:.1f} s" + (" (built the tiny base)" if cold else "")
+              + (f"  ERRORS {errors}" if errors else ""), flush=True)
+
+    print()
+    print(f"Notebooks at full parameters; torch {torch.__version__}, python {platform.python_version()}, "
+          f"{os.cpu_count()} cores; load average {load_average()}")
+    print()
+    print(f"{'notebook':<32}{'seconds':>9}  note")
+    for name, seconds, cold, errors in rows:
+        note = ", ".join(filter(None, ["built the tiny base" if cold else "", f"errors: {errors}" if errors else "",
+                                       "over budget" if seconds > BUDGET_S else ""]))
+        print(f"{name:<32}{seconds:>9.1f}  {note}")
+    print()
+    print(f"BENCH notebook_seconds_max {max(r[1] for r in rows):.1f} s target=<={BUDGET_S}")
+    return 1 if any(r[3] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
