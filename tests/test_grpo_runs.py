@@ -133,6 +133,37 @@ def test_packed_rows_put_each_completion_right_after_its_prompt():
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
 
 
+@pytest.mark.parametrize("kernels", ["off", "torch"])
+def test_log_probs_are_taken_at_the_sampling_temperature(kernels):
+    """Completions drawn at temperature 0.5 are scored under softmax(logits / 0.5), through the
+    plain logits and through the fused head alike (as TRL's GRPOTrainer scores them); checked
+    against a float64 log-softmax of the model's own logits."""
+    import copy
+
+    from workbench import tiny
+    from workbench.kernel_patch import patch_model
+
+    spec = workbench.RunSpec.parse(fast_spec(
+        objectives=[CORRECT], method={"name": "grpo", "temperature": 0.5}, kernels=kernels))
+    model, tokenizer, _ = tiny.build_or_load(spec.model.tiny, log=lambda *a: None)
+    policy = copy.deepcopy(model).eval()
+    usage = patch_model(policy, kernels)
+    module = registry.load_module_class("grpo")(spec, policy, tokenizer, [], usage)
+    completions = torch.tensor([[11, 12, 13], [14, 15, 0]])
+    batch = pack_rows([[1, 7, 8]], completions, torch.tensor([[True, True, True], [True, True, False]]),
+                      group_size=2, pad_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, mask = module.completion_logprobs(batch)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    expected = torch.log_softmax(logits.double()[:, :-1] / 0.5, dim=-1).gather(
+        -1, batch["labels"][:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert mask.tolist() == (batch["labels"][:, 1:] != -100).tolist()
+    torch.testing.assert_close(logp[mask].double(), expected[mask], rtol=1e-4, atol=1e-4)
+    at_one = torch.log_softmax(logits.double()[:, :-1], dim=-1).gather(
+        -1, batch["labels"][:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    assert (logp[mask].double() - at_one[mask]).abs().max() > 1e-2  # the temperature mattered
+
+
 # -- runs on the fast tiny base ---------------------------------------------------------------
 
 

@@ -198,11 +198,13 @@ def patch_model(model, mode: str, on_gpu: bool = False, adapter=None,
 
 
 def head_logprobs(model, usage: KernelUsage, input_ids, attention_mask,
-                  targets: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Per-token log-probs of each ``targets`` (B, T-1) tensor after position t < T-1.
+                  targets: list[torch.Tensor], temperature: float = 1.0) -> list[torch.Tensor]:
+    """Per-token log-probs of each ``targets`` (B, T-1) tensor after position t < T-1, under
+    softmax(logits / ``temperature``).
 
     Runs the decoder once without its head, then the fused head once per target tensor;
-    ignored targets (-100) give 0.
+    ignored targets (-100) give 0. The head is linear, so dividing its input rows (and bias)
+    by the temperature divides the logits by it without ever forming them.
     """
     from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
 
@@ -211,10 +213,14 @@ def head_logprobs(model, usage: KernelUsage, input_ids, attention_mask,
     hidden = hidden[:, :-1, :]
     head = base.get_output_embeddings()
     rows = hidden.reshape(-1, hidden.shape[-1])
+    bias = head.bias
+    if temperature != 1.0:
+        rows = rows / temperature
+        bias = None if bias is None else bias / temperature
     out = []
     for target in targets:
         usage.record("fused_linear_logprobs", rows)
-        logp = fused_linear_token_logprobs(rows, head.weight, target.reshape(-1), bias=head.bias,
+        logp = fused_linear_token_logprobs(rows, head.weight, target.reshape(-1), bias=bias,
                                            backend=usage.backend)
         out.append(logp.reshape(target.shape).float())
     return out

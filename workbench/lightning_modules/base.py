@@ -53,6 +53,10 @@ class WorkbenchModule(L.LightningModule):
         self._accum: dict[str, float] = {}
         self._accum_n = 0
         self.start_micro_step = 0  # set when resuming from a checkpoint
+        # Token log-probs are taken under softmax(logits / this). A method that samples its own
+        # completions at a temperature sets it, so the policy and reference log-probs (and the
+        # ratio between them) are those of the distribution the completions were drawn from.
+        self.logit_temperature = 1.0
 
     # -- what a method implements -------------------------------------------------------
     def compute_losses(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -73,6 +77,10 @@ class WorkbenchModule(L.LightningModule):
     # -- shared machinery ---------------------------------------------------------------
     def logits(self, batch) -> torch.Tensor:
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+
+    def scored_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` at the temperature token log-probs are taken at."""
+        return logits if self.logit_temperature == 1.0 else logits / self.logit_temperature
 
     def collate(self, items) -> dict[str, torch.Tensor]:
         """The row kind's batch of ``(index, encoded row)`` items, plus their ``index``."""
@@ -99,8 +107,8 @@ class WorkbenchModule(L.LightningModule):
         """Per-token log p_ref of ``batch``'s label tokens and the mask of scored positions,
         both (B, T-1), from a frozen copy or the policy with its adapter disabled."""
         if self.reference_kind == "frozen_copy":
-            logits = self.reference_model(input_ids=batch["input_ids"],
-                                          attention_mask=batch["attention_mask"]).logits
+            logits = self.scored_logits(self.reference_model(input_ids=batch["input_ids"],
+                                                             attention_mask=batch["attention_mask"]).logits)
         elif self.reference_kind in ("adapter_disabled", "precomputed"):
             # "precomputed" runs this once per row before the first update, when the policy
             # is still the base (with its adapter disabled, if it has one).
@@ -182,10 +190,12 @@ class WorkbenchModule(L.LightningModule):
         labels = batch["labels"]
         mask = labels[:, 1:] != IGNORE_INDEX
         if self.kernel_usage is None:
-            return losses.label_logprobs(self.logits(batch), labels, self.eos_id if need_eos else None)
+            return losses.label_logprobs(self.scored_logits(self.logits(batch)), labels,
+                                         self.eos_id if need_eos else None)
         before = self.kernel_usage.calls.copy()
         if not self.kernel_usage.fuses_head:  # kernels: auto left the fused head out
-            result = losses.label_logprobs(self.logits(batch), labels, self.eos_id if need_eos else None)
+            result = losses.label_logprobs(self.scored_logits(self.logits(batch)), labels,
+                                           self.eos_id if need_eos else None)
             if not self._kernels_checked:
                 self.kernel_usage.check_forward(before)
                 self._kernels_checked = True
@@ -197,7 +207,7 @@ class WorkbenchModule(L.LightningModule):
             # Ignored outside the scored positions: the fused head skips those rows.
             targets.append(torch.where(mask, self.eos_id, IGNORE_INDEX))
         outputs = head_logprobs(self.model, self.kernel_usage, batch["input_ids"],
-                                batch["attention_mask"], targets)
+                                batch["attention_mask"], targets, temperature=self.logit_temperature)
         if not self._kernels_checked:
             self.kernel_usage.check_forward(before)
             self._kernels_checked = True

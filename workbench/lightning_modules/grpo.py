@@ -19,6 +19,12 @@ from workbench.lightning_modules.sampling import SampledCompletions, SampledComp
 class GRPOModule(SampledCompletionsModule):
     metrics_prefix = "grpo"
 
+    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+        # The ratio and the KL compare log-probs of the distribution the completions were
+        # sampled from: softmax(logits / temperature), as TRL's GRPOTrainer takes them.
+        self.logit_temperature = self.params.temperature
+
     def sample_reuse(self) -> int:
         return self.params.num_iterations
 
