@@ -42,11 +42,11 @@ checked (a check would synchronise), as with ``torch.nn.functional.cross_entropy
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
+
+from workbench.kernels._row_log_softmax_triton import compiled_kernels, run_rows
 
 # Bytes of float32 logits per chunk. Every chunk streams the whole weight through three
 # matmuls and adds into the (V, H) weight gradient, so small chunks are slow: on 2 CPU cores
@@ -259,7 +259,7 @@ def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, w
     if not use_triton and dtype != torch.float32:
         f32_buf = torch.empty((min(step, n_rows), vocab), dtype=torch.float32, device=device)
     if use_triton:
-        kernels = _triton_kernels()
+        kernels = compiled_kernels()
         block = min(kernels.next_power_of_2(max(vocab, 1)), _TRITON_MAX_BLOCK)
         target_col = target_col.contiguous()
         if not hidden.is_cuda:  # the interpreter would read out of bounds silently
@@ -276,7 +276,7 @@ def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, w
 
         if use_triton:
             # In place: the kernel overwrites the logits with D (when asked for).
-            _triton_rows(
+            run_rows(
                 kernels, block, logits, target_col[rows], valid[rows],
                 None if logprobs is None else logprobs[rows],
                 out_lse[rows] if lse is None else lse[rows],
@@ -449,86 +449,3 @@ def per_row_backward(ctx, row_weights: torch.Tensor):
         lse=lse if lse.numel() else None,
     )  # fmt: skip
     return result.grads
-
-
-# ---------------------------------------------------------------------------------------
-# triton path
-
-
-@functools.cache
-def _triton_kernels() -> SimpleNamespace:
-    """Compile-on-demand kernel; defined here so that importing this module needs no triton."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def row_log_softmax_kernel(
-        LOGITS,
-        TARGETS,
-        VALID,
-        LOGP,
-        LSE,
-        logits_row_stride,
-        n_cols,
-        BLOCK: tl.constexpr,
-        READ_LSE: tl.constexpr,
-        WRITE_LOGP: tl.constexpr,
-        WRITE_GRAD: tl.constexpr,
-    ):
-        row = tl.program_id(0).to(tl.int64)
-        row_ptr = LOGITS + row * logits_row_stride
-        target = tl.load(TARGETS + row)
-        if READ_LSE:
-            lse = tl.load(LSE + row)
-        else:
-            # Online softmax: running max m and running sum d of exp(x - m).
-            cols = tl.arange(0, BLOCK)
-            x = tl.load(row_ptr + cols, mask=cols < n_cols, other=float("-inf")).to(tl.float32)
-            m = tl.max(x, axis=0)
-            d = tl.sum(tl.exp(x - m), axis=0)
-            for start in range(BLOCK, n_cols, BLOCK):
-                cols = start + tl.arange(0, BLOCK)
-                x = tl.load(row_ptr + cols, mask=cols < n_cols, other=float("-inf"))
-                x = x.to(tl.float32)
-                m_new = tl.maximum(m, tl.max(x, axis=0))
-                d = d * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
-                m = m_new
-            lse = m + tl.log(d)
-            tl.store(LSE + row, lse)
-        if WRITE_LOGP:
-            picked = tl.load(row_ptr + target).to(tl.float32)
-            valid = tl.load(VALID + row)
-            tl.store(LOGP + row, tl.where(valid, picked - lse, 0.0))
-        if WRITE_GRAD:
-            # D = softmax - onehot(target), written over the logits in their dtype.
-            for start in range(0, n_cols, BLOCK):
-                cols = start + tl.arange(0, BLOCK)
-                mask = cols < n_cols
-                x = tl.load(row_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-                d_x = tl.exp(x - lse) - tl.where(cols == target, 1.0, 0.0)
-                tl.store(row_ptr + cols, d_x.to(LOGITS.dtype.element_ty), mask=mask)
-
-    return SimpleNamespace(
-        next_power_of_2=triton.next_power_of_2, row_log_softmax=row_log_softmax_kernel
-    )
-
-
-def _triton_rows(kernels, block, logits, targets, valid, logprobs, lse, *, read_lse, write_grad):
-    rows, vocab = logits.shape
-    if rows == 0:
-        return
-    write_logp = logprobs is not None
-    kernels.row_log_softmax[(rows,)](
-        logits,
-        targets,
-        valid,
-        logprobs if write_logp else lse,  # a placeholder pointer when unused
-        lse,
-        logits.stride(0),
-        vocab,
-        BLOCK=block,
-        READ_LSE=read_lse,
-        WRITE_LOGP=write_logp,
-        WRITE_GRAD=write_grad,
-        num_warps=8 if block >= 2048 else 4,
-    )
