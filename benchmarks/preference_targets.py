@@ -1,0 +1,208 @@
+"""Does preference optimisation move the tiny base? DPO's gains and a MODPO sweep's front.
+
+    python benchmarks/preference_targets.py            # DPO 200 steps + MODPO 5 weights x 120 steps (about 5 min on 2 cores)
+    python benchmarks/preference_targets.py --quick    # 2 steps, 3 weights x 2 steps, 32 pairs: a smoke test of the script
+
+Two parts, both from the default tiny base (``model: {name: tiny}``); every knob is a flag
+(``--task``, ``--lr``, ``--beta``, ``--adapter``, ``--modpo-lr`` ...; ``--skip-dpo`` and
+``--skip-modpo`` run one part):
+
+1. DPO (full fine-tuning, beta 0.1, lr 3e-5) on a built-in task's pairs (default `reverse`:
+   the correct answer chosen, the answer made wrong rejected), evaluated at step 0 and at the
+   end on 48 held-out prompts: the held-out reward accuracy (the share of held-out pairs whose
+   implicit reward ranks the chosen completion above the rejected; 0 at step 0, where the
+   policy is its reference) and the task's own metric, greedy exact match. Headlines: the
+   gains in points, ``BENCH dpo_reward_accuracy_gain_points <n> points target=>=15`` and
+   ``BENCH dpo_task_metric_gain_points <n> points target=>=15``.
+2. A MODPO weight sweep (workbench.run_sweep; LoRA r16, beta 0.1, lr 1e-3; 5 weights) on the
+   built-in scored pairs of `order` (the whole answer against it cut short): correctness
+   (prefix accuracy, max) trained as the preference with weight w, length (items, min)
+   through the score margin with 1 - w, against the task's fixed reference point
+   (correctness 0, length 14). Each policy's held-out objectives; the number of policies that
+   are non-dominated (workbench's pareto code, checked here against a brute-force dominance
+   check) and beat the reference point on both objectives; each objective's Spearman
+   correlation with its own training weight (correctness with w, shortness -length with
+   1 - w). Headlines: ``BENCH modpo_non_dominated <n> policies target=>=3`` and
+   ``BENCH modpo_spearman_min <r> rho target=>=0.8`` (the smaller of the two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from machine_load import load_average
+
+MODPO_WEIGHTS = (0.1, 0.3, 0.5, 0.7, 0.9)
+MODPO_REFERENCE = {"correctness": 0.0, "length": 14.0}
+
+
+def adapter(name: str) -> dict:
+    return {"name": "lora", "r": 16, "alpha": 32} if name == "lora" else {"name": "full"}
+
+
+def dpo_spec(args, uri: str) -> dict:
+    objectives = [
+        {"name": "reward_accuracy", "direction": "max", "source": "term:reward_accuracy", "reference": 0},
+        {"name": "exact_match", "direction": "max", "source": "metric:exact_match", "reference": 0},
+    ]
+    return {"model": {"name": "tiny"},
+            "data": {"source": args.task, "train_size": args.train_size, "eval_size": args.eval_size},
+            "adapter": adapter(args.adapter), "method": {"name": args.method, "beta": args.beta},
+            "objectives": objectives, "optimizer": {"name": "adamw", "lr": args.lr},
+            "train": {"steps": args.dpo_steps, "batch_size": 16, "eval_every": args.dpo_steps, "seed": 0},
+            "eval": {"max_new_tokens": 16}, "tracking": {"experiment": "preference-targets-dpo", "uri": uri}}
+
+
+def modpo_spec(args, uri: str) -> dict:
+    objectives = [
+        {"name": "correctness", "direction": "max", "source": "metric:prefix_accuracy", "term": "preference",
+         "weight": 0.5, "reference": MODPO_REFERENCE["correctness"]},
+        {"name": "length", "direction": "min", "source": "metric:length_items", "term": "score_margin",
+         "weight": 0.5, "reference": MODPO_REFERENCE["length"]},
+    ]
+    return {"model": {"name": "tiny"},
+            "data": {"source": "order", "train_size": args.train_size, "eval_size": args.eval_size},
+            "adapter": adapter(args.modpo_adapter), "method": {"name": "modpo", "beta": args.modpo_beta},
+            "objectives": objectives, "optimizer": {"name": "adamw", "lr": args.modpo_lr},
+            "train": {"steps": args.modpo_steps, "batch_size": 16, "eval_every": args.modpo_steps, "seed": 0},
+            "eval": {"max_new_tokens": 16}, "tracking": {"experiment": "preference-targets-modpo", "uri": uri}}
+
+
+def brute_force_non_dominated(points: list[list[float]], directions: list[str]) -> list[bool]:
+    """True where no other point is at least as good on every objective and better on one."""
+    signed = [[v if d == "max" else -v for v, d in zip(p, directions)] for p in points]
+    mask = []
+    for i, p in enumerate(signed):
+        dominated = any(all(q_k >= p_k for q_k, p_k in zip(q, p)) and any(q_k > p_k for q_k, p_k in zip(q, p))
+                        for j, q in enumerate(signed) if j != i)
+        mask.append(not dominated)
+    return mask
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    """Spearman's rank correlation (ties get average ranks); 0 where either side is constant."""
+    from scipy.stats import spearmanr
+
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return 0.0
+    return float(spearmanr(x, y).statistic)
+
+
+def run_dpo(args, uri: str, workbench) -> tuple[dict, dict]:
+    spec = workbench.RunSpec.parse(dpo_spec(args, uri))
+    result = workbench.run(spec, log=lambda *a: None)
+    if result.status != "FINISHED":
+        raise SystemExit(f"error: the {args.method} run ended {result.status}")
+    (first_step, before), (last_step, after) = result.trajectory[0], result.trajectory[-1]
+    if first_step != 0 or last_step != args.dpo_steps:
+        raise SystemExit(f"error: DPO evaluations at steps {first_step} and {last_step}, "
+                         f"expected 0 and {args.dpo_steps}")
+    return before, after
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps, 3 weights, 16 held-out prompts (a smoke test)")
+    parser.add_argument("--task", default="reverse", help="built-in task for DPO (default reverse)")
+    parser.add_argument("--dpo-steps", type=int, default=None, help="DPO steps (default 200)")
+    parser.add_argument("--lr", type=float, default=3e-5, help="DPO learning rate (default 3e-5)")
+    parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
+    parser.add_argument("--method", default="dpo", help="the pairwise method of part 1 (default dpo; e.g. rpo to compare)")
+    parser.add_argument("--adapter", choices=("full", "lora"), default="full", help="DPO: full or LoRA r16")
+    parser.add_argument("--modpo-adapter", choices=("full", "lora"), default="lora", help="MODPO: full or LoRA r16 (default)")
+    parser.add_argument("--modpo-steps", type=int, default=None, help="MODPO steps per policy (default 120)")
+    parser.add_argument("--modpo-lr", type=float, default=1e-3, help="MODPO learning rate (default 1e-3)")
+    parser.add_argument("--modpo-beta", type=float, default=0.1, help="MODPO beta (default 0.1)")
+    parser.add_argument("--weights", type=float, nargs="+", default=None,
+                        help=f"MODPO correctness weights (default {' '.join(map(str, MODPO_WEIGHTS))})")
+    parser.add_argument("--skip-dpo", action="store_true", help="the MODPO sweep only")
+    parser.add_argument("--skip-modpo", action="store_true", help="the DPO run only")
+    args = parser.parse_args(argv)
+    args.dpo_steps = args.dpo_steps or (2 if args.quick else 200)
+    args.modpo_steps = args.modpo_steps or (2 if args.quick else 120)
+    args.eval_size = 16 if args.quick else 48
+    args.train_size = 32 if args.quick else 1000
+    weights = list(args.weights or ((0.1, 0.5, 0.9) if args.quick else MODPO_WEIGHTS))
+
+    import torch
+
+    import workbench
+    from workbench.pareto import compute_front
+
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
+        if not args.skip_dpo:
+            started = time.perf_counter()
+            before, after = run_dpo(args, uri, workbench)
+            seconds = time.perf_counter() - started
+            print(f"{args.method.upper()} on {args.task} ({args.adapter} fine-tuning of the default tiny base, beta {args.beta}, lr {args.lr}, "
+                  f"{args.dpo_steps} steps x 16 pairs), held-out {args.eval_size} prompts; {seconds:.0f} s")
+            print()
+            print(f"{'figure':<20}{'step 0':>10}{'end':>10}{'gain (points)':>16}")
+            gains = {}
+            for name in ("reward_accuracy", "exact_match"):
+                gains[name] = 100 * (after[name] - before[name])
+                print(f"{name:<20}{before[name]:>10.3f}{after[name]:>10.3f}{gains[name]:>16.1f}")
+            print()
+            lines += [f"BENCH {args.method}_reward_accuracy_gain_points {gains['reward_accuracy']:.1f} points target=>=15",
+                      f"BENCH {args.method}_task_metric_gain_points {gains['exact_match']:.1f} points target=>=15"]
+        if not args.skip_modpo:
+            started = time.perf_counter()
+            spec = workbench.RunSpec.parse(modpo_spec(args, uri))
+            sweep = workbench.run_sweep(spec, weights, log=lambda *a: None)
+            seconds = time.perf_counter() - started
+            finished = [(w, r.objectives) for w, r in zip(weights, sweep.runs) if r.status == "FINISHED"]
+            if len(finished) != len(weights):
+                print(f"error: {len(weights) - len(finished)} MODPO run(s) did not finish", file=sys.stderr)
+                return 1
+            names, directions = ["correctness", "length"], ["max", "min"]
+            points = [[o[n] for n in names] for _, o in finished]
+            reference = [MODPO_REFERENCE[n] for n in names]
+            front = compute_front(points, directions, reference=reference, names=names)
+            brute = brute_force_non_dominated(points, directions)
+            if list(map(bool, front.mask)) != brute:
+                print(f"error: workbench's front {list(front.mask)} differs from brute force {brute}", file=sys.stderr)
+                return 1
+            # The sweep's own front (over the same two objectives, with the spec's references).
+            if list(map(bool, sweep.front.mask)) != brute:
+                print(f"error: the sweep's front {list(sweep.front.mask)} differs from brute force {brute}",
+                      file=sys.stderr)
+                return 1
+            beats_reference = [p[0] > reference[0] and p[1] < reference[1] for p in points]
+            counted = sum(m and b for m, b in zip(brute, beats_reference))
+            ws = [w for w, _ in finished]
+            rho_correctness = spearman(ws, [o["correctness"] for _, o in finished])
+            rho_length = spearman([round(1 - w, 4) for w in ws], [-o["length"] for _, o in finished])
+            base = sweep.base_objectives
+            print(f"MODPO on order ({args.modpo_adapter} fine-tuning of the default tiny base, beta {args.modpo_beta}, "
+                  f"lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per policy), {len(weights)} weights, "
+                  f"held-out {args.eval_size} prompts; {seconds:.0f} s")
+            print(f"reference point (correctness, length) = ({reference[0]:g}, {reference[1]:g}); "
+                  f"the base at step 0: ({base.get('correctness', float('nan')):.3f}, "
+                  f"{base.get('length', float('nan')):.2f}); hypervolume {front.hypervolume:.3f}")
+            print()
+            print(f"{'w (correctness)':<17}{'correctness':>12}{'length':>10}{'front':>8}")
+            for (w, o), on in zip(finished, brute):
+                print(f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}{'yes' if on else 'no':>8}")
+            print()
+            print(f"Spearman: correctness with w {rho_correctness:.3f}; shortness (-length) with 1 - w "
+                  f"{rho_length:.3f}; non-dominated and beating the reference: {counted} of {len(points)} "
+                  "(workbench's front equals the brute-force check)")
+            print()
+            lines += [f"BENCH modpo_non_dominated {counted} policies target=>=3",
+                      f"BENCH modpo_spearman_min {min(rho_correctness, rho_length):.3f} rho target=>=0.8"]
+    print(f"torch {torch.__version__}, python {platform.python_version()}; load average {load_average()}")
+    print()
+    for line in lines:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
