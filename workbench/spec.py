@@ -199,6 +199,10 @@ class TrainSpec(_Section):
     batch_size: int = Field(16, ge=1, le=65536, description="Rows per device per micro-batch.")
     grad_accum: int = Field(1, ge=1, le=4096, description="Micro-batches per optimizer step.")
     max_length: int = Field(64, ge=4, le=1_000_000, description="Tokens per row; longer rows are truncated and counted.")
+    group_by_length: bool = Field(False, description="Batch rows of similar length together, so less of a "
+                                  "batch is padding: each epoch's shuffled rows are sorted by length within "
+                                  "mega-batches of up to 50 global batches, and the batches shuffled (a pair "
+                                  "counts its longer completion). Every row still comes once an epoch.")
     scheduler: str = Field("constant", description="LR schedule: " + registry.choices(registry.SCHEDULERS))
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     grad_clip: float | None = Field(1.0, gt=0, description="Clip the gradient norm to this (None: off).")

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from workbench import losses, registry
-from workbench.data.batches import GlobalBatchSampler
+from workbench.data.batches import GlobalBatchSampler, row_length
 from workbench.data.encode import IGNORE_INDEX
 
 
@@ -285,7 +285,17 @@ class WorkbenchModule(L.LightningModule):
         world_size and start_micro_step."""
         t = self.spec.train
         return GlobalBatchSampler(n_rows=len(self.encoded), batch_size=t.batch_size,
-                                  micro_steps=t.steps * t.grad_accum, seed=t.seed, **placement)
+                                  micro_steps=t.steps * t.grad_accum, seed=t.seed,
+                                  lengths=self.batch_lengths(), **placement)
+
+    def row_lengths(self) -> list[int]:
+        """Each training row's length as ``train.group_by_length`` groups it (a pair: its longer
+        completion, see :func:`~workbench.data.batches.row_length`)."""
+        return [row_length(row) for row in self.encoded]
+
+    def batch_lengths(self) -> list[int] | None:
+        """What the batch sampler groups by: :meth:`row_lengths`, or None when not grouping."""
+        return self.row_lengths() if self.spec.train.group_by_length else None
 
     def train_dataloader(self):
         sampler = self.batch_sampler(rank=self.trainer.global_rank, world_size=self.trainer.world_size,

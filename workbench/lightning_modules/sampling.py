@@ -179,7 +179,8 @@ class SampledCompletionsModule(WorkbenchModule):
     def batch_sampler(self, **placement):
         t = self.spec.train
         return RepeatedRoundsSampler(len(self.encoded), t.batch_size, t.steps * t.grad_accum, t.seed,
-                                     round_size=t.grad_accum, repeats=self.sample_reuse(), **placement)
+                                     round_size=t.grad_accum, repeats=self.sample_reuse(),
+                                     lengths=self.batch_lengths(), **placement)
 
     def training_step(self, batch, batch_idx):
         self._batch_idx = batch_idx
