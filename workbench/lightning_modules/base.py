@@ -129,13 +129,17 @@ class WorkbenchModule(L.LightningModule):
         """Store the reference log-probs of every row of ``encoded`` (before training)."""
         was_training = self.model.training
         self.model.eval()
-        rows = []
-        for start in range(0, len(encoded), batch_size):
-            items = list(enumerate(encoded[start:start + batch_size], start))
+        # Each batch pads to its longest row: rows of like length batched together waste less
+        # (the table is indexed by row, so the order it is filled in does not matter).
+        order = sorted(range(len(encoded)), key=lambda i: row_length(encoded[i]))
+        table: list[torch.Tensor | None] = [None] * len(encoded)
+        for start in range(0, len(order), batch_size):
+            items = [(i, encoded[i]) for i in order[start:start + batch_size]]
             batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
-            values = self._reference_forward(batch).cpu()
-            rows.append(values.reshape(-1, len(items)).T)  # (items, rows per item)
-        self._reference_tables[split] = torch.cat(rows)
+            values = self._reference_forward(batch).cpu().reshape(-1, len(items)).T  # (items, rows per item)
+            for (i, _), value in zip(items, values):
+                table[i] = value
+        self._reference_tables[split] = torch.stack(table)
         self.model.train(was_training)
 
     @contextlib.contextmanager
