@@ -14,8 +14,9 @@ Two parts, both from the default tiny base (``model: {name: tiny}``); every knob
    policy is its reference) and the task's own metric, greedy exact match. Headlines: the
    gains in points, ``BENCH dpo_reward_accuracy_gain_points <n> points target=>=15`` and
    ``BENCH dpo_task_metric_gain_points <n> points target=>=15``.
-2. A MODPO weight sweep (workbench.run_sweep; LoRA r16, beta 0.1, lr 1e-3; 5 weights) on the
-   built-in scored pairs of `order` (the whole answer against it cut short): correctness
+2. A MODPO weight sweep (workbench.run_sweep; LoRA r16, beta 0.5, lr 1e-3; 5 weights) on the
+   built-in scored pairs of `order` (the whole answer against it cut short, labelled by
+   correctness at data.pairs.LABEL_TEMPERATURE): correctness
    (prefix accuracy, max) trained as the preference with weight w, length (items, min)
    through the score margin with 1 - w, against the task's fixed reference point
    (correctness 0, length 14). Each policy's held-out objectives; the number of policies that
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modpo-adapter", choices=("full", "lora"), default="lora", help="MODPO: full or LoRA r16 (default)")
     parser.add_argument("--modpo-steps", type=int, default=None, help="MODPO steps per policy (default 120)")
     parser.add_argument("--modpo-lr", type=float, default=1e-3, help="MODPO learning rate (default 1e-3)")
-    parser.add_argument("--modpo-beta", type=float, default=0.1, help="MODPO beta (default 0.1)")
+    parser.add_argument("--modpo-beta", type=float, default=0.5, help="MODPO beta (default 0.5)")
     parser.add_argument("--weights", type=float, nargs="+", default=None,
                         help=f"MODPO correctness weights (default {' '.join(map(str, MODPO_WEIGHTS))})")
     parser.add_argument("--skip-dpo", action="store_true", help="the MODPO sweep only")

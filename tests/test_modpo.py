@@ -43,7 +43,7 @@ def test_built_in_scored_pairs_conflict_and_carry_both_orders():
         (c_w, c_l), (len_w, len_l) = scores["correctness"], scores["length"]
         assert (c_w - c_l) * (len_w - len_l) > 0  # the more correct one is the longer one
         follows_correctness += c_w > c_l
-    assert 0.6 * len(train) < follows_correctness < len(train)
+    assert 0.5 * len(train) < follows_correctness < len(train)  # 121 of 200 (label temperature 1)
 
 
 def test_user_pairs_give_their_scores_to_the_batch(tmp_path, tiny_tokenizer):
@@ -88,9 +88,11 @@ def tiny_tokenizer():
 def test_a_two_point_modpo_sweep_moves_the_policy_with_the_weights(store_uri):
     """Two policies from the fast tiny base, 40 steps each: correctness trained by preference
     with weight w, length through the margin with 1 - w. Measured (w = 0.9 vs 0.1): held-out
-    length 12.3 vs 1.0 items, held-out pairs ranked by correctness 1.0 vs 0.0. Correctness
-    itself is about 0 for both (0.01 vs 0): the fast base barely sorts (0.08 before training),
-    so the test checks that it does not rise when brevity dominates."""
+    length 14.0 vs 1.0 items; held-out pairs ranked as their labels are 0.625 vs 0.375, i.e.
+    the w = 0.9 policy ranks every pair by correctness (the labels follow correctness in 10 of
+    the 16) and the w = 0.1 policy every pair by brevity. Correctness itself is 0 for both:
+    the fast base barely sorts (0.08 before training), so the test checks that it does not
+    rise when brevity dominates."""
     spec = RunSpec.parse(fast_spec(
         method={"name": "modpo", "beta": 0.1}, objectives=_modpo_objectives(),
         optimizer={"name": "adamw", "lr": 3e-3}, train={"steps": 40, "batch_size": 16, "eval_every": 40}))
@@ -98,6 +100,8 @@ def test_a_two_point_modpo_sweep_moves_the_policy_with_the_weights(store_uri):
     correct_heavy, brief_heavy = (run.objectives for run in sweep.runs)
     print("w=0.9:", correct_heavy, "w=0.1:", brief_heavy)
     assert brief_heavy["length"] <= correct_heavy["length"] - 3
-    assert correct_heavy["ranked"] >= brief_heavy["ranked"] + 0.3
+    _, held_out = load_rows(spec.data, 0, row_kind="scored_preference")
+    follows = sum(c_w > c_l for (_, c_w, c_l), _ in (pair.scores for pair in held_out)) / len(held_out)
+    assert correct_heavy["ranked"] >= follows - 0.07 and brief_heavy["ranked"] <= 1 - follows + 0.07
     assert brief_heavy["correctness"] <= correct_heavy["correctness"] + 0.02
     assert torch.isfinite(torch.tensor(sweep.front.hypervolume))

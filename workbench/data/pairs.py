@@ -53,9 +53,13 @@ def preference_pairs(rows: Sequence[Row], seed: int) -> list[PreferenceRow]:
 
 
 # Temperature of the Bradley-Terry labels of scored pairs, in units of the labelling
-# attribute's score: on `order`, a pair one item of ten apart in correctness (0.1) is labelled
-# the right way round with probability sigmoid(1) = 0.73, five items apart with 0.99.
-LABEL_TEMPERATURE = 0.1
+# attribute's score: on `order`, the whole answer is chosen over it cut by one item of ten
+# (correctness 0.1 apart) with probability sigmoid(0.1) = 0.52, over one item left (0.9
+# apart) with 0.71. The labels' implied reward, score / temperature, then gains less per item
+# than the length score loses (1 per item), so a MODPO sweep trades the two across its
+# weights; at 0.1 (10 per unit of correctness) the cut answer was chosen almost only when one
+# or two items were cut, and the sweep's policies did not move with the weight.
+LABEL_TEMPERATURE = 1.0
 
 # An attribute of a completion: (name, direction "max"|"min", score(completion, row)).
 Scorer = tuple[str, str, Callable[[str, Row], float]]
