@@ -155,13 +155,14 @@ def test_log_probs_are_taken_at_the_sampling_temperature(kernels):
     with torch.no_grad():
         logp, mask = module.completion_logprobs(batch)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    expected = torch.log_softmax(logits.double()[:, :-1] / 0.5, dim=-1).gather(
-        -1, batch["labels"][:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
+
+    def label_logps(temperature: float) -> torch.Tensor:
+        scaled = torch.log_softmax(logits.double()[:, :-1] / temperature, dim=-1)
+        return scaled.gather(-1, batch["labels"][:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)[mask]
+
     assert mask.tolist() == (batch["labels"][:, 1:] != -100).tolist()
-    torch.testing.assert_close(logp[mask].double(), expected[mask], rtol=1e-4, atol=1e-4)
-    at_one = torch.log_softmax(logits.double()[:, :-1], dim=-1).gather(
-        -1, batch["labels"][:, 1:].clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    assert (logp[mask].double() - at_one[mask]).abs().max() > 1e-2  # the temperature mattered
+    torch.testing.assert_close(logp[mask].double(), label_logps(0.5), rtol=1e-4, atol=1e-4)
+    assert (logp[mask].double() - label_logps(1.0)).abs().max() > 1e-2  # the temperature mattered
 
 
 # -- runs on the fast tiny base ---------------------------------------------------------------
