@@ -8,7 +8,6 @@ path ends the run FINISHED, FAILED (with the error) or KILLED.
 from __future__ import annotations
 
 import contextlib
-import resource
 import shutil
 import signal
 import tempfile
@@ -42,6 +41,7 @@ from workbench.lightning_modules.callbacks import (
 )
 from workbench.models import BaseModel, load_base
 from workbench.plugins import import_plugins
+from workbench.process_memory import MemoryMark
 from workbench.recording import MlflowRecorderObserver
 from workbench.spec import RunSpec
 
@@ -52,11 +52,6 @@ class RunResult:
     status: str
     objectives: dict[str, float] = field(default_factory=dict)
     trajectory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-
-
-def _peak_rss_mb() -> float:
-    # ru_maxrss is the process high-water mark in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 class _Interrupted:
@@ -230,7 +225,8 @@ class RunPipeline:
         # copy of it, loaded with the weights all ranks gather at each evaluation.
         self.sharded = strategies.shards_weights(spec.train.strategy)
         self.eval_model = _frozen_copy(self.model) if self.sharded and rank == 0 else self.model
-        self.rss_baseline = _peak_rss_mb()
+        # Training's own peak: not hidden by the load's or the reference precompute's above.
+        self.memory_mark = MemoryMark()
 
     # -- the MLflow run and its observers --------------------------------------------------
 
@@ -258,7 +254,7 @@ class RunPipeline:
     def costs(self) -> dict[str, float]:
         return {
             "trainable_params": float(trainable_parameters(self.model)),
-            "peak_mem_mb": max(0.0, _peak_rss_mb() - self.rss_baseline),
+            "peak_mem_mb": self.memory_mark.peak_above_mb(),
             "train_time_s": time.perf_counter() - self.started,
         }
 
