@@ -240,13 +240,16 @@ def test_a_run_logs_each_reward_and_its_samples(buffered_run):
     assert table["columns"][:2] == ["prompt", "completion"] and len(table["data"]) == 8
 
 
-def test_a_resumed_run_goes_on_with_the_samples_it_had(tmp_path, store_uri):
+@pytest.mark.parametrize("aggregation", ["sequence", "token"])
+def test_a_resumed_run_goes_on_with_the_samples_it_had(tmp_path, store_uri, aggregation):
     """Stopped after step 4 of 6 (2 micro-batches per step, samples kept for 2 steps), the
     run resumes from the checkpoint of step 3, in the middle of a batch of samples: the kept
     samples and their old log-probs come from the checkpoint, so the resumed steps equal the
-    uninterrupted run's."""
+    uninterrupted run's. With the token mean, a step's micro-batches are sampled together
+    (tests/test_grpo_step_tokens.py), through a resume as well."""
     spec = workbench.RunSpec.parse(_buffer_spec(steps=6, grad_accum=2, batch_size=2, eval_every=6,
                                                 checkpoint_every=1))
+    spec = spec.updated(**{"method.aggregation": aggregation})
     reference = workbench.run(spec, log=lambda *a: None)
 
     class StopAt(RunObserver):

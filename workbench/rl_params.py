@@ -91,7 +91,8 @@ class GRPOFields(SampledCompletionFields):
     aggregation: Literal["sequence", "token", "dr_grpo"] = Field(
         "sequence",
         description="How token losses become the batch loss: 'sequence' (GRPO: mean over each "
-                    "completion, then over completions), 'token' (DAPO: mean over every token), "
+                    "completion, then over completions), 'token' (DAPO: mean over every completion token of the optimizer step, "
+                    "all micro-batches and ranks), "
                     "'dr_grpo' (Dr. GRPO: sum over tokens / (completions * max_completion_length)).")
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group",

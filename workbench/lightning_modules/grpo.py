@@ -28,6 +28,19 @@ class GRPOModule(SampledCompletionsModule):
     def sample_reuse(self) -> int:
         return self.params.num_iterations
 
+    def counts_step_tokens(self) -> bool:
+        # DAPO divides by every completion token of the optimizer step, all micro-batches and ranks.
+        return self.params.aggregation == "token"
+
+    def token_normaliser(self, samples: SampledCompletions):
+        """``grpo_loss``'s ``num_tokens`` for one micro-batch: the step's tokens over the
+        micro-batches and ranks whose losses are averaged (the trainer divides each
+        micro-batch's loss by grad_accum, DDP averages over ranks), so the step's gradient is
+        that of sum(token losses) / step tokens."""
+        if "step_tokens" not in samples.values:
+            return None  # held-out terms: their own batch
+        return float(samples.values["step_tokens"]) / (self.spec.train.grad_accum * self._world_size())
+
     def on_samples_drawn(self, samples: SampledCompletions) -> None:
         p = self.params
         advantages, _ = losses.group_advantages(samples.signed.to(self.device), self.reward_weights.to(self.device),
@@ -46,7 +59,7 @@ class GRPOModule(SampledCompletionsModule):
             policy_logps=logp, old_logps=samples.values["old_logps"], advantages=samples.values["advantages"],
             completion_mask=mask, ref_logps=samples.values.get("ref_logps"), beta=p.beta,
             epsilon_low=p.epsilon_low, epsilon_high=p.epsilon_high, aggregation=p.aggregation,
-            max_completion_length=p.max_completion_length)
+            max_completion_length=p.max_completion_length, num_tokens=self.token_normaliser(samples))
         self.log_step_metrics({f"grpo/{name}": metrics[name] for name in ("clip_ratio", "ratio", "kl")
                                if name in metrics})
         return per_completion, {"policy": per_completion, "reward": samples.totals.to(per_completion.device)}

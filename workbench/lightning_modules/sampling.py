@@ -16,7 +16,11 @@ head included). Every objective with source ``reward:<name>`` scores every compl
 ``sample_reuse()`` optimizer steps (GRPO's num_iterations). The batch sampler then serves
 each round of an optimizer step's micro-batches that many times in a row
 (:class:`~workbench.data.batches.RepeatedRoundsSampler`), so the prompts in hand always
-match the samples kept for them. The kept samples go into checkpoints, so a resumed run
+match the samples kept for them. A method whose loss is normalised over all of an optimizer
+step's completions (:meth:`counts_step_tokens`: DAPO's token mean) needs their count before
+the step's first backward pass: there every micro-batch of the step is sampled at its first
+one (the same rows and seeds as one at a time, so the same samples), and each holds the
+step's completion-token count, summed over ranks, as ``values["step_tokens"]``. The kept samples go into checkpoints, so a resumed run
 goes on with the very samples (and old log-probs) an uninterrupted one uses; a checkpoint
 without them samples afresh. A subclass turns the samples into a loss
 (:meth:`loss_on_samples`) and may add per-completion values when they are drawn
@@ -25,6 +29,7 @@ without them samples afresh. A subclass turns the samples into a loss
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -158,6 +163,7 @@ class SampledCompletionsModule(WorkbenchModule):
         self._kept: dict[int, SampledCompletions] = {}  # micro-batch slot of the step -> samples
         self._batch_idx = 0
         self._tokens = 0.0
+        self._round_drawn_at: int | None = None  # the optimizer step whose micro-batches were all drawn
 
     # -- what a method implements -------------------------------------------------------
     def sample_reuse(self) -> int:
@@ -174,6 +180,11 @@ class SampledCompletionsModule(WorkbenchModule):
     def sample_columns(self, samples: SampledCompletions) -> dict[str, list]:
         """Per-completion columns the samples table shows beside the rewards."""
         return {}
+
+    def counts_step_tokens(self) -> bool:
+        """Whether the loss needs the completion tokens of the whole optimizer step (every
+        micro-batch and rank), ``values["step_tokens"]``, before the step's first backward."""
+        return False
 
     # -- batches ------------------------------------------------------------------------
     def batch_sampler(self, **placement):
@@ -208,15 +219,51 @@ class SampledCompletionsModule(WorkbenchModule):
             return self._draw(batch, seed=self.spec.train.seed * 7919 + int(batch["row_index"][0]) + 1)
         slot = self._batch_idx % self.spec.train.grad_accum
         kept = self._kept.get(slot)
-        fresh = (self.global_step % self.sample_reuse() == 0 or kept is None
-                 or not torch.equal(kept.row_index, batch["row_index"].cpu()))
-        if fresh:
-            # One stream per (seed, step, micro-batch, rank): reproducible, and the same after a resume.
-            seed = ((self.spec.train.seed * 1_000_003 + self.global_step) * 4099 + slot) * 257 + self.global_rank
-            kept = self._draw(batch, seed)
+        matches = kept is not None and torch.equal(kept.row_index, batch["row_index"].cpu())
+        drawn_with_round = slot > 0 and self._round_drawn_at == self.global_step
+        fresh = not matches or (self.global_step % self.sample_reuse() == 0 and not drawn_with_round)
+        if fresh and self.counts_step_tokens():
+            self._draw_round(batch, slot)
+            kept = self._kept[slot]
+        elif fresh:
+            kept = self._draw(batch, self._sample_seed(slot))
             self._kept[slot] = kept
             self._log_table_if_due(kept)
         return kept.to_(self.device)
+
+    def _sample_seed(self, slot: int) -> int:
+        # One stream per (seed, step, micro-batch, rank): reproducible, and the same after a resume.
+        return ((self.spec.train.seed * 1_000_003 + self.global_step) * 4099 + slot) * 257 + self.global_rank
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _round_rows(self) -> list[list[int]]:
+        """This rank's rows of every micro-batch of the current optimizer step, from the run's
+        own batch sampler."""
+        accum = self.spec.train.grad_accum
+        sampler = self.batch_sampler(rank=self.global_rank, world_size=self._world_size(),
+                                     start_micro_step=self.global_step * accum)
+        return list(itertools.islice(iter(sampler), accum))
+
+    def _draw_round(self, batch, slot: int) -> None:
+        """Sample every micro-batch of this optimizer step now and give each the step's
+        completion-token count (all ranks)."""
+        rows = self._round_rows()
+        if slot != 0 or rows[0] != batch["index"].tolist():
+            raise WorkbenchError(f"the batch in hand (micro-batch {slot} of step {self.global_step}) is not the "
+                                 "first of its optimizer step as the batch sampler serves it; this is a bug")
+        batches = [batch] + [{k: v.to(self.device) for k, v in self.collate([(i, self.encoded[i]) for i in idx]).items()}
+                             for idx in rows[1:]]
+        drawn = [self._draw(b, self._sample_seed(s)) for s, b in enumerate(batches)]
+        tokens = torch.tensor(float(sum(int(d.lengths.sum()) for d in drawn)), dtype=torch.float64, device=self.device)
+        if self._world_size() > 1:
+            tokens = self.trainer.strategy.reduce(tokens, reduce_op="sum")
+        for s, samples in enumerate(drawn):
+            samples.values["step_tokens"] = tokens.detach().clone()
+            self._kept[s] = samples
+            self._log_table_if_due(samples)
+        self._round_drawn_at = self.global_step
 
     def _draw(self, batch, seed: int) -> SampledCompletions:
         p = self.params
