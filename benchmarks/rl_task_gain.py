@@ -38,7 +38,6 @@ from pathlib import Path
 
 from machine_load import load_average
 
-
 CLOSENESS_SPAN = 10  # the partial-credit reward is 0 from this far off the reference sum
 
 
@@ -89,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     eval_every = args.eval_every or max(1, steps // 6)
 
     import torch
-
     from mlflow.tracking import MlflowClient
 
     import workbench
