@@ -164,6 +164,7 @@ class SampledCompletionsModule(WorkbenchModule):
         self._batch_idx = 0
         self._tokens = 0.0
         self._round_drawn_at: int | None = None  # the optimizer step whose micro-batches were all drawn
+        self._lookahead = None  # (iterator over this rank's batches, the micro-step it serves next)
 
     # -- what a method implements -------------------------------------------------------
     def sample_reuse(self) -> int:
@@ -239,12 +240,22 @@ class SampledCompletionsModule(WorkbenchModule):
         return self.trainer.world_size if self._trainer is not None else 1
 
     def _round_rows(self) -> list[list[int]]:
-        """This rank's rows of every micro-batch of the current optimizer step, from the run's
-        own batch sampler."""
+        """This rank's rows of every micro-batch of the current optimizer step, read ahead
+        from a second copy of the run's batch sampler. The copy is kept and moved forward, so
+        reading ahead costs what serving the batches does; it is made again (from the start of
+        the sequence) only when it is not where the step is, as after a resume."""
         accum = self.spec.train.grad_accum
-        sampler = self.batch_sampler(rank=self.global_rank, world_size=self._world_size(),
-                                     start_micro_step=self.global_step * accum)
-        return list(itertools.islice(iter(sampler), accum))
+        start = self.global_step * accum
+        if self._lookahead is None or self._lookahead[1] > start:
+            sampler = self.batch_sampler(rank=self.global_rank, world_size=self._world_size(),
+                                         start_micro_step=start)
+            self._lookahead = (iter(sampler), start)
+        batches, position = self._lookahead
+        for _ in range(start - position):  # the rounds served again (num_iterations) in between
+            next(batches)
+        rows = list(itertools.islice(batches, accum))
+        self._lookahead = (batches, start + accum)
+        return rows
 
     def _draw_round(self, batch, slot: int) -> None:
         """Sample every micro-batch of this optimizer step now and give each the step's
