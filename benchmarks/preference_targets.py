@@ -1,6 +1,6 @@
 """Does preference optimisation move the tiny base? DPO's gains and a MODPO sweep's front.
 
-    python benchmarks/preference_targets.py            # DPO and RPO 200 steps each + MODPO 5 weights x 120 steps (about 4 min on 2 cores)
+    python benchmarks/preference_targets.py            # DPO and RPO 200 steps each + MODPO 5 weights x 120 steps (about 70 s on 2 idle cores)
     python benchmarks/preference_targets.py --quick    # 2 steps, 3 weights x 2 steps, 32 pairs: a smoke test of the script
 
 Two parts, both from the default tiny base (``model: {name: tiny}``); every knob is a flag

@@ -30,7 +30,7 @@ class GRPOModule(SampledCompletionsModule):
 
     def counts_step_tokens(self) -> bool:
         # DAPO divides by every completion token of the optimizer step, all micro-batches and ranks.
-        return self.params.aggregation == "token"
+        return self.params.aggregation in losses.STEP_TOKEN_AGGREGATIONS
 
     def token_normaliser(self, samples: SampledCompletions):
         """``grpo_loss``'s ``num_tokens`` for one micro-batch: the step's tokens over the

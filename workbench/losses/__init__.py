@@ -17,7 +17,7 @@ from workbench.losses.multi_objective import (
     preference_ray,
     scalarise_per_example,
 )
-from workbench.losses.policy_gradient import group_advantages, grpo_loss
+from workbench.losses.policy_gradient import STEP_TOKEN_AGGREGATIONS, group_advantages, grpo_loss
 from workbench.losses.preference import (
     asft_loss,
     dpo_loss,
@@ -47,7 +47,7 @@ from workbench.losses.supervised import (
 )
 
 __all__ = [
-    "asft_loss", "brevity_from_eos_logprobs", "brevity_loss", "dpo_loss", "group_advantages", "grpo_loss",
+    "STEP_TOKEN_AGGREGATIONS", "asft_loss", "brevity_from_eos_logprobs", "brevity_loss", "dpo_loss", "group_advantages", "grpo_loss",
     "hinge_loss", "ipo_loss",
     "kto_kl_estimate", "kto_loss", "label_logprobs", "masked_mean_nll", "min_norm_weights", "modpo_loss",
     "orpo_loss", "pmtl_coefficients", "preference_metrics", "preference_ray", "robust_loss", "rpo_loss",

@@ -151,6 +151,9 @@ _AGGREGATIONS: dict[str, Callable] = {
     "token": _token_mean,
     "dr_grpo": _constant_normaliser,
 }
+# Aggregations whose ``num_tokens`` is the completion-token count of a whole optimizer step
+# (every micro-batch and rank): a trainer must know it before the step's first backward.
+STEP_TOKEN_AGGREGATIONS = frozenset({"token"})
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
