@@ -82,14 +82,30 @@ if [[ ",$extras," == *,dev,* ]]; then
     apt_packages+=(postgresql)
   fi
 fi
+# apt-get and dpkg write lines per package: they go to a log file, shown only when a step fails.
+apt_log=/dev/null
+logged() {
+  echo "+ $*"
+  if [ "$dry_run" = 1 ]; then return 0; fi
+  if ! "$@" >>"$apt_log" 2>&1; then
+    echo "error: '$*' failed; the end of its output ($apt_log):" >&2
+    tail -n 40 "$apt_log" >&2
+    return 1
+  fi
+}
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    { run apt-get update -qq &&
-      run env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"; } ||
+    if [ "$dry_run" = 0 ]; then apt_log=$(mktemp -t workbench-setup-apt.XXXXXX); fi
+    echo "installing ${apt_packages[*]} with apt-get"
+    if logged apt-get update -qq &&
+      logged env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${apt_packages[@]}"; then
+      if [ "$apt_log" != /dev/null ]; then rm -f "$apt_log"; fi
+    else
       echo "warning: apt-get could not install ${apt_packages[*]}: the browser or board tests fail until it is installed" >&2
+    fi
   else
     echo "note: the browser tests need Chromium at /usr/bin/chromium and the board tests PostgreSQL" \
-      "(initdb); not root or no apt-get here: install ${apt_packages[*]} by hand (see the README)"
+      "(initdb); not root or no apt-get here: install ${apt_packages[*]} by hand (see docs/development.md)"
   fi
 fi
 
