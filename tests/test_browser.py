@@ -28,15 +28,24 @@ from tests.conftest import FAST_TINY, fast_spec, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 # A widget change's round trip through the kernel: well under a second on idle cores; the
 # monitor's polling thread shares that kernel, so allow for a loaded machine.
 ROUND_TRIP_MS = 60_000
-INSTALL_HINT = ("install it with `apt-get update && apt-get install -y --no-install-recommends "
-                "chromium` (scripts/setup.sh dev does this when run as root), or point "
-                "WORKBENCH_CHROMIUM at a Chromium binary")
+INSTALL_HINT = (
+    "install it with `apt-get update && apt-get install -y --no-install-recommends "
+    "chromium` (scripts/setup.sh dev does this when run as root), or point "
+    "WORKBENCH_CHROMIUM at a Chromium binary"
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +54,23 @@ def browser(tmp_path_factory):
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("Playwright for Python is missing: pip install -c constraints.txt -e '.[dev]' "
-                    "(never `playwright install`: these tests drive the system's Chromium)")
+        pytest.fail(
+            "Playwright for Python is missing: pip install -c constraints.txt -e '.[dev]' "
+            "(never `playwright install`: these tests drive the system's Chromium)"
+        )
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         if shutil.which("apt-get") or os.environ.get("CI"):
             pytest.fail(f"no Chromium at {CHROMIUM}: {INSTALL_HINT}")
         # Only where Debian's package cannot be had at all (no apt-get, outside CI).
-        pytest.skip(f"no Chromium at {CHROMIUM} and no apt-get to install it: set "
-                    f"WORKBENCH_CHROMIUM to a Chromium or Chrome binary")
+        pytest.skip(
+            f"no Chromium at {CHROMIUM} and no apt-get to install it: set "
+            f"WORKBENCH_CHROMIUM to a Chromium or Chrome binary"
+        )
     home = tmp_path_factory.mktemp("chromium-home")
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             env=dict(os.environ, HOME=str(home)))
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=dict(os.environ, HOME=str(home))
+        )
         try:
             yield browser
         finally:
@@ -96,27 +110,43 @@ def _jupyter_env(tmp_path: Path) -> dict[str, str]:
     settings: the announcements popup (it covers cells) is disabled, and every cell stays
     attached to the page (no windowing), so locators see cells out of view."""
     env = dict(os.environ)
-    for var, sub in (("HOME", "home"), ("JUPYTER_CONFIG_DIR", "jcfg"), ("JUPYTER_DATA_DIR", "jdata"),
-                     ("JUPYTER_RUNTIME_DIR", "jrun"), ("IPYTHONDIR", "ipy"), ("TMPDIR", "tmp")):
+    for var, sub in (
+        ("HOME", "home"),
+        ("JUPYTER_CONFIG_DIR", "jcfg"),
+        ("JUPYTER_DATA_DIR", "jdata"),
+        ("JUPYTER_RUNTIME_DIR", "jrun"),
+        ("IPYTHONDIR", "ipy"),
+        ("TMPDIR", "tmp"),
+    ):
         (tmp_path / sub).mkdir()
         env[var] = str(tmp_path / sub)
     labconfig = tmp_path / "jcfg" / "labconfig"
     labconfig.mkdir(parents=True)
     (labconfig / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
+        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}'
+    )
     settings = tmp_path / "jcfg" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     return env
 
 
-def _start(command: list[str], env: dict, log: Path, ready: str, seconds: float) -> tuple[subprocess.Popen, re.Match]:
+def _start(
+    command: list[str], env: dict, log: Path, ready: str, seconds: float
+) -> tuple[subprocess.Popen, re.Match]:
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", *command], stdout=out,
-                                   stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
-        match = wait_until(lambda: re.search(ready, log.read_text()) or process.poll() is not None,
-                           seconds, f"`workbench {' '.join(command)}` printed its URL")
+        match = wait_until(
+            lambda: re.search(ready, log.read_text()) or process.poll() is not None,
+            seconds,
+            f"`workbench {' '.join(command)}` printed its URL",
+        )
         assert isinstance(match, re.Match), f"it exited: {log.read_text()}"
     except BaseException:
         _stop(process)
@@ -151,7 +181,11 @@ def _row_state(row) -> tuple[str, float, str]:
     """A monitor row: (label text, bar width in percent, bar classes)."""
     bar = row.locator(".progress-bar")
     width = bar.evaluate("el => parseFloat(el.style.width) || 0")
-    return row.locator(".widget-html-content").nth(1).inner_text(), width, bar.get_attribute("class")
+    return (
+        row.locator(".widget-html-content").nth(1).inner_text(),
+        width,
+        bar.get_attribute("class"),
+    )
 
 
 def _ended(row) -> str | None:
@@ -179,14 +213,21 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
     notebooks.mkdir()
     nb = nbformat.read(ROOT / "notebooks" / "00_quickstart.ipynb", as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source += ("\n# injected by the test\n"
-                    f"steps = 8\ncorrectness_weights = [0.9, 0.2]\ntiny = {dict(FAST_TINY)!r}\n"
-                    "timeout_s = 240")
+    cell.source += (
+        "\n# injected by the test\n"
+        f"steps = 8\ncorrectness_weights = [0.9, 0.2]\ntiny = {dict(FAST_TINY)!r}\n"
+        "timeout_s = 240"
+    )
     nbformat.write(nb, notebooks / "00_quickstart.ipynb")
 
     # JupyterLab prints its URL in ~5 s on 2 idle cores, 20-40 s on 2 busy ones.
-    lab, url = _start(["lab", "--dir", str(notebooks), "--port", "0"], env, tmp_path / "lab.out",
-                      r"JupyterLab on (http://127\.0\.0\.1:\d+)/lab\?token=(\w+)", 180)
+    lab, url = _start(
+        ["lab", "--dir", str(notebooks), "--port", "0"],
+        env,
+        tmp_path / "lab.out",
+        r"JupyterLab on (http://127\.0\.0\.1:\d+)/lab\?token=(\w+)",
+        180,
+    )
     base, token = url.group(1), url.group(2)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
@@ -205,33 +246,51 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
             # The last cell's output; with the two 8-step runs the notebook took 66-85 s on 2 busy
             # cores (the tiny base built on the way: the session had not built it yet).
             last = page.locator(".jp-OutputArea-output", has_text="the shorter answers came from")
-            failed = page.locator(".jp-OutputArea-output", has_text="Traceback (most recent call last)")
-            wait_until(lambda: last.count() or failed.count(), 360, "the notebook ran to its last cell",
-                       poll_s=1)
+            failed = page.locator(
+                ".jp-OutputArea-output", has_text="Traceback (most recent call last)"
+            )
+            wait_until(
+                lambda: last.count() or failed.count(),
+                360,
+                "the notebook ran to its last cell",
+                poll_s=1,
+            )
             assert not failed.count(), failed.first.inner_text()
             shots.take("notebook-ran")
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=ROUND_TRIP_MS)
-            statuses = page.locator(".jp-OutputArea-output", has_text="statuses: ['FINISHED', 'FINISHED']")
+            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
+                timeout=ROUND_TRIP_MS
+            )
+            statuses = page.locator(
+                ".jp-OutputArea-output", has_text="statuses: ['FINISHED', 'FINISHED']"
+            )
             expect(statuses).to_have_count(1)
 
             builder = page.locator(".jp-CodeCell", has_text="builder = ExperimentBuilder(")
             monitor = page.locator(".jp-CodeCell", has_text="monitor = RunMonitor(builder")
-            explorer = page.locator(".jp-CodeCell", has_text="explorer = ParetoExplorer(experiment)")
+            explorer = page.locator(
+                ".jp-CodeCell", has_text="explorer = ParetoExplorer(experiment)"
+            )
             rows = monitor.locator(".widget-hbox:has(> .widget-hprogress)")
             expect(rows).to_have_count(2)
-            summary = explorer.locator(".widget-html-content", has_text=" on the front, hypervolume ")
+            summary = explorer.locator(
+                ".widget-html-content", has_text=" on the front, hypervolume "
+            )
             expect(summary).to_have_text(re.compile(r"^2 runs, "))
             points_before = explorer.locator(".scatterlayer .point").count()
 
             # Drag the correctness weight to the middle of its slider; brevity's follows (simplex).
-            correctness = builder.locator(".widget-slider", has=page.locator("label", has_text="correctness"))
+            correctness = builder.locator(
+                ".widget-slider", has=page.locator("label", has_text="correctness")
+            )
             length = builder.locator(".widget-slider", has=page.locator("label", has_text="length"))
             correctness.scroll_into_view_if_needed()
             handle = correctness.locator(".noUi-handle").bounding_box()
             track = correctness.locator(".noUi-base").bounding_box()
             page.mouse.move(handle["x"] + handle["width"] / 2, handle["y"] + handle["height"] / 2)
             page.mouse.down()
-            page.mouse.move(track["x"] + track["width"] * 0.5, handle["y"] + handle["height"] / 2, steps=8)
+            page.mouse.move(
+                track["x"] + track["width"] * 0.5, handle["y"] + handle["height"] / 2, steps=8
+            )
             page.mouse.up()
 
             def weights():
@@ -240,7 +299,9 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
                 return (c, n) if abs(c - 0.5) < 0.06 and abs(c + n - 1) < 0.011 else None
 
             # The kernel rescales the other slider: a round trip, ~0.1 s.
-            correctness_weight, length_weight = wait_until(weights, 30, "the weights moved to ~0.5/0.5")
+            correctness_weight, length_weight = wait_until(
+                weights, 30, "the weights moved to ~0.5/0.5"
+            )
             shots.take("slider-moved")
 
             message = monitor.locator(".widget-html-content", has_text="launched run")
@@ -254,11 +315,15 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
 
             short_id = launch()
             # A second run long enough to be stopped while it trains.
-            steps = builder.locator(".widget-text", has=page.locator("label", has_text=re.compile("^steps$")))
+            steps = builder.locator(
+                ".widget-text", has=page.locator("label", has_text=re.compile("^steps$"))
+            )
             steps.locator("input").fill("100000")
             steps.locator("input").press("Enter")
             builder.get_by_role("button", name="Show the code").click()
-            expect(builder.locator("pre", has_text="steps: 100000")).to_have_count(1, timeout=ROUND_TRIP_MS)
+            expect(builder.locator("pre", has_text="steps: 100000")).to_have_count(
+                1, timeout=ROUND_TRIP_MS
+            )
             long_id = launch()
             expect(rows).to_have_count(4, timeout=ROUND_TRIP_MS)
             short_row, long_row = rows.nth(2), rows.nth(3)
@@ -271,29 +336,38 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
                     pytest.fail(f"the long run ended before it was stopped: {label}")
                 return (_step(label), now) if _step(label) > step and now > width else None
 
-            step, width = wait_until(lambda: moved_past(0, 0.0), 240, "the long run's progress bar moved")
+            step, width = wait_until(
+                lambda: moved_past(0, 0.0), 240, "the long run's progress bar moved"
+            )
             wait_until(lambda: moved_past(step, width), 120, "the long run's progress bar advanced")
             shots.take("training")
 
             # The short run finishes (8 steps: seconds once it trains), then the front takes it in.
-            assert "progress-bar-success" in wait_until(lambda: _ended(short_row), 240,
-                                                        "the launched short run ended"), _row_state(short_row)
+            assert "progress-bar-success" in wait_until(
+                lambda: _ended(short_row), 240, "the launched short run ended"
+            ), _row_state(short_row)
             assert _row_state(short_row)[0].startswith("finished, step 8/8")
             explorer.get_by_role("button", name="Reload runs").click()
             expect(summary).to_have_text(re.compile(r"^3 runs, "), timeout=60_000)
             # In view first: plotly redraws a figure the page shows. 30 s was enough on idle
             # cores; beside a second copy of the suite the redraw took longer than that.
             explorer.locator(".js-plotly-plot").scroll_into_view_if_needed()
-            wait_until(lambda: explorer.locator(".scatterlayer .point").count() > points_before, 120,
-                       "the front figure drew the new run")
+            wait_until(
+                lambda: explorer.locator(".scatterlayer .point").count() > points_before,
+                120,
+                "the front figure drew the new run",
+            )
             shots.take("front-updated")
 
             # Stop: SIGTERM to the run's process group, which ends the run KILLED (within ~20 s).
             long_row.get_by_role("button", name="Stop").click()
-            assert "progress-bar-warning" in wait_until(lambda: _ended(long_row), 90,
-                                                        "the stopped run shown ended"), _row_state(long_row)
+            assert "progress-bar-warning" in wait_until(
+                lambda: _ended(long_row), 90, "the stopped run shown ended"
+            ), _row_state(long_row)
             assert _row_state(long_row)[0].startswith("killed")
-            expect(long_row.get_by_role("button", name="Stop")).to_be_disabled(timeout=ROUND_TRIP_MS)
+            expect(long_row.get_by_role("button", name="Stop")).to_be_disabled(
+                timeout=ROUND_TRIP_MS
+            )
             long_row.scroll_into_view_if_needed()
             shots.take("stopped")
 
@@ -302,8 +376,12 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
             short = client.get_run(short_id)
             assert short.info.status == "FINISHED"
             # The run trained with the weights the dragged slider showed.
-            assert float(short.data.params["objectives.correctness.weight"]) == pytest.approx(correctness_weight)
-            assert float(short.data.params["objectives.length.weight"]) == pytest.approx(length_weight)
+            assert float(short.data.params["objectives.correctness.weight"]) == pytest.approx(
+                correctness_weight
+            )
+            assert float(short.data.params["objectives.length.weight"]) == pytest.approx(
+                length_weight
+            )
             runs = tracking.runs_frame(client, "quickstart", status=None)
             assert sorted(r["status"] for r in runs) == ["FINISHED"] * 3 + ["KILLED"]
     finally:
@@ -336,8 +414,13 @@ def test_mlflow_ui_lists_the_runs(browser, store_uri, tmp_path, request):
     (tmp_path / "home").mkdir()
     (tmp_path / "tmp").mkdir()
     # The MLflow server answers in ~6 s on 2 idle cores, 12-22 s beside other work.
-    ui, url = _start(["ui", "--port", "0"], env, tmp_path / "ui.out",
-                     r"MLflow UI on (http://127\.0\.0\.1:\d+)", 180)
+    ui, url = _start(
+        ["ui", "--port", "0"],
+        env,
+        tmp_path / "ui.out",
+        r"MLflow UI on (http://127\.0\.0\.1:\d+)",
+        180,
+    )
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     page = context.new_page()
     shots = Screenshots(page, tmp_path / "screenshots")

@@ -19,8 +19,13 @@ from tests.conftest import wait_until
 @pytest.fixture
 def jupyter_env(tmp_path):
     env = dict(os.environ)
-    for var, sub in (("HOME", "home"), ("JUPYTER_CONFIG_DIR", "jcfg"), ("JUPYTER_DATA_DIR", "jdata"),
-                     ("JUPYTER_RUNTIME_DIR", "jrun"), ("IPYTHONDIR", "ipy")):
+    for var, sub in (
+        ("HOME", "home"),
+        ("JUPYTER_CONFIG_DIR", "jcfg"),
+        ("JUPYTER_DATA_DIR", "jdata"),
+        ("JUPYTER_RUNTIME_DIR", "jrun"),
+        ("IPYTHONDIR", "ipy"),
+    ):
         (tmp_path / sub).mkdir()
         env[var] = str(tmp_path / sub)
     return env
@@ -37,12 +42,21 @@ def _get(url: str) -> tuple[int, bytes]:
 def test_lab_serves_the_notebooks_with_a_token(jupyter_env, tmp_path):
     log = tmp_path / "lab.out"
     with open(log, "wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "lab", "--port", "0"],
-                                   stdout=out, stderr=subprocess.STDOUT, env=jupyter_env)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "lab", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=jupyter_env,
+        )
     try:
         # JupyterLab answers in ~5 s on 2 idle cores; wide margin for a loaded machine.
-        line = wait_until(lambda: re.search(r"JupyterLab on (http://127\.0\.0\.1:\d+)/lab\?token=(\w+)",
-                                            log.read_text()), 120, "JupyterLab's URL printed")
+        line = wait_until(
+            lambda: re.search(
+                r"JupyterLab on (http://127\.0\.0\.1:\d+)/lab\?token=(\w+)", log.read_text()
+            ),
+            120,
+            "JupyterLab's URL printed",
+        )
         base, token = line.group(1), line.group(2)
         status, body = _get(f"{base}/api/contents?token={token}")
         assert status == 200

@@ -49,12 +49,17 @@ def test_builder_makes_the_spec_its_controls_show(store_uri):
     builder.lr.value = 0.001
     builder.kernels.value = "torch"
     builder.experiment.value = "from-the-builder"
-    expected = fast_spec(adapter={"name": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
-                         optimizer={"lr": 0.001}, kernels="torch",
-                         tracking={"experiment": "from-the-builder"})
+    expected = fast_spec(
+        adapter={"name": "lora", "r": 4, "target_modules": ["q_proj", "v_proj"]},
+        optimizer={"lr": 0.001},
+        kernels="torch",
+        tracking={"experiment": "from-the-builder"},
+    )
     expected["train"]["steps"] = 25
-    expected["objectives"] = [dict(o.model_dump(mode="json"), weight=w) for o, w in
-                              zip(RunSpec.parse(fast_spec()).objectives, (0.8, 0.2))]
+    expected["objectives"] = [
+        dict(o.model_dump(mode="json"), weight=w)
+        for o, w in zip(RunSpec.parse(fast_spec()).objectives, (0.8, 0.2))
+    ]
     assert builder.spec == RunSpec.parse(expected)
 
     builder.simplex.value = False  # free weights: moving one leaves the other
@@ -88,7 +93,9 @@ def test_builder_shows_a_bad_setting_next_to_its_control():
     assert "train.steps = 0" in builder.field_errors["train.steps"].value
     builder.steps.value = 10
     builder.data.value = "sortt"  # a typo: the message, and the objectives stay
-    assert builder.spec is None and "did you mean 'sort'" in html.unescape(builder.field_errors["data"].value)
+    assert builder.spec is None and "did you mean 'sort'" in html.unescape(
+        builder.field_errors["data"].value
+    )
     builder.data.value = "order"
     builder.method.value = "sft"  # the task's objectives keep only the terms sft has
     assert builder.spec is not None and builder.spec.method.name == "sft"
@@ -105,10 +112,14 @@ def test_builder_shows_a_bad_setting_next_to_its_control():
 def test_simplex_rescale_and_error_lines():
     assert forms.simplex_rescale([0.5, 0.3, 0.2], 0, 0.8) == pytest.approx([0.8, 0.12, 0.08])
     assert forms.simplex_rescale([1.0, 0.0, 0.0], 0, 0.4) == pytest.approx([0.4, 0.3, 0.3])
-    errors = forms.errors_by_field("invalid run spec:\n  adapter.r = 0: too small\n"
-                                   "  (spec) = {'model': 1}: objectives: all training weights are 0")
-    assert errors == {"adapter.r": "adapter.r = 0: too small",
-                      "": "objectives: all training weights are 0"}
+    errors = forms.errors_by_field(
+        "invalid run spec:\n  adapter.r = 0: too small\n"
+        "  (spec) = {'model': 1}: objectives: all training weights are 0"
+    )
+    assert errors == {
+        "adapter.r": "adapter.r = 0: too small",
+        "": "objectives: all training weights are 0",
+    }
 
 
 # ----------------------------------------------------------------------- the explorer
@@ -146,17 +157,22 @@ def test_explorer_ranks_and_marks_like_brute_force(store_uri):
     # Unreachable marks: front points beaten by a mix of weights, for every weight on a grid.
     f = np.column_stack([-(points[:, 0]), points[:, 1]])
     f = (f - f.min(axis=0)) / (f.max(axis=0) - f.min(axis=0))
-    reached = {int(np.argmin(np.where(mask, w * f[:, 0] + (1 - w) * f[:, 1], np.inf)))
-               for w in np.linspace(0, 1, 20001)}
+    reached = {
+        int(np.argmin(np.where(mask, w * f[:, 0] + (1 - w) * f[:, 1], np.inf)))
+        for w in np.linspace(0, 1, 20001)
+    }
     marked = set(next(t for t in explorer.figure.data if t.name == UNREACHABLE).customdata.tolist())
     assert marked == set(np.flatnonzero(mask)) - reached
 
-    for (w0, w1), scalarisation in itertools.product(((0.9, 0.1), (0.3, 0.7), (0.0, 1.0)),
-                                                     ("weighted_sum", "chebyshev")):
+    for (w0, w1), scalarisation in itertools.product(
+        ((0.9, 0.1), (0.3, 0.7), (0.0, 1.0)), ("weighted_sum", "chebyshev")
+    ):
         explorer.sliders[0].value, explorer.sliders[1].value = w0, w1
         explorer.scalarisation.value = scalarisation
         w = np.array([w0, w1]) / (w0 + w1)
-        scores = [(w * row).sum() if scalarisation == "weighted_sum" else (w * row).max() for row in f]
+        scores = [
+            (w * row).sum() if scalarisation == "weighted_sum" else (w * row).max() for row in f
+        ]
         best = int(np.argmin(scores))
         preferred = next(t for t in explorer.figure.data if t.name == PREFERRED)
         assert list(preferred.customdata) == [best]
@@ -177,9 +193,11 @@ def test_explorer_ranks_and_marks_like_brute_force(store_uri):
 
 
 def test_spec_diff_sample_alignment_and_curve_order():
-    params = [{"optimizer.lr": "0.001", "train.seed": "0", "adapter.r": "8", "tracking.run_name": "a"},
-              {"optimizer.lr": "0.001", "train.seed": "1", "adapter.r": "8", "tracking.run_name": "b"},
-              {"optimizer.lr": "0.01", "train.seed": "0", "tracking.run_name": "c"}]
+    params = [
+        {"optimizer.lr": "0.001", "train.seed": "0", "adapter.r": "8", "tracking.run_name": "a"},
+        {"optimizer.lr": "0.001", "train.seed": "1", "adapter.r": "8", "tracking.run_name": "b"},
+        {"optimizer.lr": "0.01", "train.seed": "0", "tracking.run_name": "c"},
+    ]
     diff = comparison.spec_diff(params, ["a", "b", "c"])
     assert diff.keys == ["adapter.r", "optimizer.lr", "train.seed"]  # run names are the columns
     assert diff.values == [["8", "8", None], ["0.001", "0.001", "0.01"], ["0", "1", "0"]]
@@ -189,20 +207,39 @@ def test_spec_diff_sample_alignment_and_curve_order():
     assert comparison.spec_diff(params[:1] * 2, ["x", "y"]).keys == []
 
     # The k-th asking of a prompt pairs with the k-th; the first run's order, then new prompts.
-    aligned = comparison.align_samples({
-        "a": [{"prompt": "p1", "target": "t1", "completion": "a1", "exact_match": 1.0},
-              {"prompt": "p2", "completion": "a2"}, {"prompt": "p2", "completion": "a2'"}],
-        "b": [{"prompt": "p3", "completion": "b3"}, {"prompt": "p2", "completion": "b2"},
-              {"prompt": "p1", "completion": "b1", "exact_match": 0.0}],
-    })
+    aligned = comparison.align_samples(
+        {
+            "a": [
+                {"prompt": "p1", "target": "t1", "completion": "a1", "exact_match": 1.0},
+                {"prompt": "p2", "completion": "a2"},
+                {"prompt": "p2", "completion": "a2'"},
+            ],
+            "b": [
+                {"prompt": "p3", "completion": "b3"},
+                {"prompt": "p2", "completion": "b2"},
+                {"prompt": "p1", "completion": "b1", "exact_match": 0.0},
+            ],
+        }
+    )
     assert [(s.prompt, s.completions) for s in aligned] == [
-        ("p1", {"a": "a1", "b": "b1"}), ("p2", {"a": "a2", "b": "b2"}),
-        ("p2", {"a": "a2'", "b": None}), ("p3", {"a": None, "b": "b3"})]
-    assert aligned[0].target == "t1" and aligned[0].scores == {"a": {"exact_match": 1.0},
-                                                               "b": {"exact_match": 0.0}}
+        ("p1", {"a": "a1", "b": "b1"}),
+        ("p2", {"a": "a2", "b": "b2"}),
+        ("p2", {"a": "a2'", "b": None}),
+        ("p3", {"a": None, "b": "b3"}),
+    ]
+    assert aligned[0].target == "t1" and aligned[0].scores == {
+        "a": {"exact_match": 1.0},
+        "b": {"exact_match": 0.0},
+    }
 
-    runs = [{"run_id": "1" * 32, "run_name": "x", "metrics": {"objective/b": 1, "train/lr": 1, "perf/s": 1}},
-            {"run_id": "2" * 32, "run_name": "x", "metrics": {"train/loss": 1, "objective/a": 1}}]
+    runs = [
+        {
+            "run_id": "1" * 32,
+            "run_name": "x",
+            "metrics": {"objective/b": 1, "train/lr": 1, "perf/s": 1},
+        },
+        {"run_id": "2" * 32, "run_name": "x", "metrics": {"train/loss": 1, "objective/a": 1}},
+    ]
     assert comparison.curve_keys(runs) == ["train/loss", "train/lr", "objective/a", "objective/b"]
     assert comparison.run_labels(runs) == ["x (11111111)", "x (22222222)"]
 
@@ -213,8 +250,13 @@ def _store_compared_runs(experiment="compare"):
     client = tracking.connect()
     ids = []
     for i, lr in enumerate((0.001, 0.01)):
-        spec = RunSpec.parse(fast_spec(tracking={"experiment": experiment, "run_name": f"lr{lr}"},
-                                       optimizer={"lr": lr}, train={"seed": i}))
+        spec = RunSpec.parse(
+            fast_spec(
+                tracking={"experiment": experiment, "run_name": f"lr{lr}"},
+                optimizer={"lr": lr},
+                train={"seed": i},
+            )
+        )
         run_id = tracking.start_run(client, spec)
         for step in range(1, 11):
             client.log_metric(run_id, "train/loss", 2.0 / (step + i), step=step)
@@ -224,10 +266,15 @@ def _store_compared_runs(experiment="compare"):
             client.log_metric(run_id, "objective/length", 10.0 - step + i, step=step)
             # The prompts in another order in each run; the last evaluation's table counts.
             prompts = ["3 1 2", "9 8", "5 5 1"][:: 1 if i == 0 else -1]
-            client.log_table(run_id, {"prompt": prompts,
-                                      "completion": [f"s{step} r{i} {p}" for p in prompts],
-                                      "prefix_accuracy": [float(i)] * 3},
-                             f"samples/step_{step:06d}.json")
+            client.log_table(
+                run_id,
+                {
+                    "prompt": prompts,
+                    "completion": [f"s{step} r{i} {p}" for p in prompts],
+                    "prefix_accuracy": [float(i)] * 3,
+                },
+                f"samples/step_{step:06d}.json",
+            )
         tracking.end_run(client, run_id, "FINISHED")
         ids.append(run_id)
     return client, ids
@@ -242,8 +289,12 @@ def test_run_compare_shows_diff_curves_and_samples(store_uri):
     assert compare.spec_html.value.count("class='differs'") == 2
     assert "optimizer.lr" in compare.spec_html.value and "0.01" in compare.spec_html.value
 
-    assert list(compare.figures) == ["train/loss", "train/answer", "objective/correctness",
-                                     "objective/length"]
+    assert list(compare.figures) == [
+        "train/loss",
+        "train/answer",
+        "objective/correctness",
+        "objective/length",
+    ]
     loss = compare.figures["train/loss"]
     assert [t.name for t in loss.data] == ["lr0.001", "lr0.01"]
     assert list(loss.data[1].x) == list(range(1, 11))
@@ -276,8 +327,10 @@ def _three_objective_runs(experiment: str) -> list[str]:
     """Finished runs over correctness (max), length (min) and heldout (min), three evaluations
     each (scaled 0.5, 0.8, 1 of THREE_OBJECTIVE_POINTS)."""
     client = tracking.connect()
-    objectives = [*RunSpec.parse(fast_spec()).model_dump(mode="json")["objectives"],
-                  {"name": "heldout", "direction": "min", "source": "metric:eval_loss", "reference": 5.0}]
+    objectives = [
+        *RunSpec.parse(fast_spec()).model_dump(mode="json")["objectives"],
+        {"name": "heldout", "direction": "min", "source": "metric:eval_loss", "reference": 5.0},
+    ]
     spec = RunSpec.parse(fast_spec(tracking={"experiment": experiment}, objectives=objectives))
     ids = []
     for i, values in enumerate(THREE_OBJECTIVE_POINTS):
@@ -302,9 +355,11 @@ def test_explorer_axes_and_trajectories(store_uri):
     best = int(explorer.ranking()[0])
     assert list(preferred.customdata) == [best]
     assert [list(d.values) for d in preferred.dimensions] == [[v] for v in points[best]]
-    assert explorer.axes.options[1:] == (("correctness vs length", ("correctness", "length")),
-                                         ("correctness vs heldout", ("correctness", "heldout")),
-                                         ("length vs heldout", ("length", "heldout")))
+    assert explorer.axes.options[1:] == (
+        ("correctness vs length", ("correctness", "length")),
+        ("correctness vs heldout", ("correctness", "heldout")),
+        ("length vs heldout", ("length", "heldout")),
+    )
 
     # Two axes: the front of that plane, from the same function every view uses.
     explorer.axes.value = ("correctness", "heldout")
@@ -333,7 +388,10 @@ def test_explorer_axes_and_trajectories(store_uri):
 
     explorer.refresh()  # a reload keeps the chosen plane
     assert explorer.front.names == ("length", "heldout")
-    assert ParetoExplorer("axes", axes=("heldout", "correctness")).axes.value == ("correctness", "heldout")
+    assert ParetoExplorer("axes", axes=("heldout", "correctness")).axes.value == (
+        "correctness",
+        "heldout",
+    )
 
 
 def test_explorer_with_one_objective_ranks_its_runs(store_uri):
@@ -366,12 +424,18 @@ def test_run_views_show_evaluation_and_training_samples_apart(store_uri):
     views read each kind on its own (training tables sort after evaluation ones by name)."""
     (run_id,) = _store_finished_runs([(0.5, 3.0)], experiment="rl-views")
     client = tracking.connect()
-    client.log_table(run_id, {"prompt": ["reverse a b"], "completion": [" b a"]}, "samples/step_000010.json")
-    client.log_table(run_id, {"prompt": ["reverse c d"], "completion": [" d"], "total": [0.25], "advantage": [-0.7]},
-                     "samples/train_step_000020.json")
+    client.log_table(
+        run_id, {"prompt": ["reverse a b"], "completion": [" b a"]}, "samples/step_000010.json"
+    )
+    client.log_table(
+        run_id,
+        {"prompt": ["reverse c d"], "completion": [" d"], "total": [0.25], "advantage": [-0.7]},
+        "samples/train_step_000020.json",
+    )
     assert last_samples(client, run_id) == [{"prompt": "reverse a b", "completion": " b a"}]
     assert last_samples(client, run_id, "training") == [
-        {"prompt": "reverse c d", "completion": " d", "total": 0.25, "advantage": -0.7}]
+        {"prompt": "reverse c d", "completion": " d", "total": 0.25, "advantage": -0.7}
+    ]
     explorer = ParetoExplorer("rl-views")
     explorer.select(0)
     shown = explorer.details.value
@@ -384,25 +448,35 @@ def test_explorer_overlays_other_builders_fronts(store_uri):
     client = tracking.connect()
     spec = RunSpec.parse(fast_spec(tracking={"experiment": "builders"}))
     parents = {}
-    for builder, points in (("sweep", [(0.2, 3.0), (0.6, 8.0), (0.5, 9.0)]), ("merge", [(0.4, 4.0), (0.7, 9.5)])):
-        parent = parents[builder] = tracking.start_run(client, spec.updated(**{"tracking.run_name": builder}),
-                                                       extra_tags={"workbench.kind": "sweep"})
+    for builder, points in (
+        ("sweep", [(0.2, 3.0), (0.6, 8.0), (0.5, 9.0)]),
+        ("merge", [(0.4, 4.0), (0.7, 9.5)]),
+    ):
+        parent = parents[builder] = tracking.start_run(
+            client,
+            spec.updated(**{"tracking.run_name": builder}),
+            extra_tags={"workbench.kind": "sweep"},
+        )
         for i, (correctness, length) in enumerate(points):
-            run_id = tracking.start_run(client, spec.updated(**{"tracking.run_name": f"{builder}{i}"}),
-                                        parent_run_id=parent)
+            run_id = tracking.start_run(
+                client, spec.updated(**{"tracking.run_name": f"{builder}{i}"}), parent_run_id=parent
+            )
             client.log_metric(run_id, "objective/correctness", correctness, step=10)
             client.log_metric(run_id, "objective/length", length, step=10)
             tracking.end_run(client, run_id, "FINISHED")
         tracking.end_run(client, parent, "FINISHED")
-    explorer = ParetoExplorer("builders", parent_run_id=parents["sweep"], overlays={"merge grid": parents["merge"]})
+    explorer = ParetoExplorer(
+        "builders", parent_run_id=parents["sweep"], overlays={"merge grid": parents["merge"]}
+    )
     assert [r["run_name"] for r in explorer.runs] == ["sweep0", "sweep1", "sweep2"]
     (overlay,) = [t for t in explorer.figure.data if t.legendgroup == OVERLAY]
-    merged = fronts.front_from_runs(tracking.runs_frame(client, "builders", parent_run_id=parents["merge"]),
-                                    ["correctness", "length"])
+    merged = fronts.front_from_runs(
+        tracking.runs_frame(client, "builders", parent_run_id=parents["merge"]),
+        ["correctness", "length"],
+    )
     assert overlay.name == f"merge grid (hypervolume {merged.hypervolume:.4g})"
     assert sorted(zip(overlay.x, overlay.y)) == [(0.4, 4.0), (0.7, 9.5)]
     assert explorer.figure.data[-1].name == PREFERRED  # the marks stay on top
-
 
 
 def test_explorer_draws_parallel_coordinates_coloured_by_rank(store_uri):
@@ -416,7 +490,10 @@ def test_explorer_draws_parallel_coordinates_coloured_by_rank(store_uri):
     for j, dimension in enumerate(trace.dimensions):
         assert list(dimension.values) == pytest.approx(points[:, j])
     # Up is better: the min objectives' axes run from their worst value at the bottom.
-    assert list(trace.dimensions[1].range) == [12.0, 4.0] and list(trace.dimensions[0].range) == [0.2, 0.9]
+    assert list(trace.dimensions[1].range) == [12.0, 4.0] and list(trace.dimensions[0].range) == [
+        0.2,
+        0.9,
+    ]
     for weights in ((1.0, 0.0, 0.0), (0.0, 0.5, 0.5)):
         for slider, value in zip(explorer.sliders, weights):
             slider.value = value

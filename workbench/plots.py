@@ -195,8 +195,9 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
     titles = [axis_title(n, d) for n, d in zip(front.names, front.directions, strict=True)]
     hover = "%{hovertext}<extra></extra>"
 
-    def splom(rows: np.ndarray, marker: dict[str, Any], name: str, text: Any,
-              index: Any = None) -> go.Splom:
+    def splom(
+        rows: np.ndarray, marker: dict[str, Any], name: str, text: Any, index: Any = None
+    ) -> go.Splom:
         return go.Splom(
             dimensions=[{"label": t, "values": rows[:, j]} for j, t in enumerate(titles)],
             marker=marker,
@@ -218,8 +219,13 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
         )
     )
     fig.add_trace(
-        splom(front.front_points, {"color": FRONT_COLOR, "size": 8}, FRONT, labels[front.mask],
-              np.flatnonzero(front.mask))
+        splom(
+            front.front_points,
+            {"color": FRONT_COLOR, "size": 8},
+            FRONT,
+            labels[front.mask],
+            np.flatnonzero(front.mask),
+        )
     )
     if front.reference is not None:
         fig.add_trace(

@@ -236,8 +236,14 @@ class ManagedServer:
         if self._stop_command and process.poll() is None:
             # The server's own way to stop cleanly; whatever it leaves is ended below.
             with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-                subprocess.run(self._stop_command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env=self._env, timeout=self.grace * 3)
+                subprocess.run(
+                    self._stop_command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    env=self._env,
+                    timeout=self.grace * 3,
+                )
         self._signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         while time.monotonic() < deadline:
@@ -267,19 +273,44 @@ class ManagedServer:
         self.stop()
 
 
-def mlflow_server(name: str, backend_uri: str, *, host: str, port: int, options: Sequence[str] = (),
-                  workers: int = 1, env: Mapping[str, str] | None = None, **kwargs) -> ManagedServer:
+def mlflow_server(
+    name: str,
+    backend_uri: str,
+    *,
+    host: str,
+    port: int,
+    options: Sequence[str] = (),
+    workers: int = 1,
+    env: Mapping[str, str] | None = None,
+    **kwargs,
+) -> ManagedServer:
     """``mlflow server`` over ``backend_uri`` as a ManagedServer (not started): ``workers``
     uvicorn workers and no job processes, so it is ready in seconds on a small machine (its
     defaults start 11 processes); Starlette's deprecation warning, printed at every start, is
     silenced. ``options`` are more ``mlflow server`` options; ``kwargs`` go to ManagedServer."""
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "{host}", "--port", "{port}",
-               "--backend-store-uri", backend_uri, "--workers", str(workers), *options]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "{host}",
+        "--port",
+        "{port}",
+        "--backend-store-uri",
+        backend_uri,
+        "--workers",
+        str(workers),
+        *options,
+    ]
     base = dict(os.environ if env is None else env)
-    warnings = ",".join(filter(None, [base.get("PYTHONWARNINGS"),
-                                      "ignore:starlette.middleware.wsgi is deprecated"]))
+    warnings = ",".join(
+        filter(None, [base.get("PYTHONWARNINGS"), "ignore:starlette.middleware.wsgi is deprecated"])
+    )
     base.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS=warnings)
-    return ManagedServer(name, command, host=host, port=port, health_path="/health", env=base, **kwargs)
+    return ManagedServer(
+        name, command, host=host, port=port, health_path="/health", env=base, **kwargs
+    )
 
 
 class Stopped(Exception):
@@ -303,8 +334,9 @@ def _first_exit(servers: Sequence[ManagedServer]) -> tuple[ManagedServer, int]:
                 continue
 
 
-def serve_in_foreground(server: ManagedServer, on_ready=None, *,
-                        behind: Sequence[ManagedServer] = (), prepare=None) -> int:
+def serve_in_foreground(
+    server: ManagedServer, on_ready=None, *, behind: Sequence[ManagedServer] = (), prepare=None
+) -> int:
     """Start the server, call ``on_ready(server)`` once it answers, and keep it until it exits
     or until SIGINT (Ctrl-C), SIGTERM or SIGHUP reach this process; then end its process group.
     Returns the server's exit code, or 0 when it was stopped on purpose (the caller says so).

@@ -35,10 +35,19 @@ def _param_control(kind: str, value: Any, description: str, label: str) -> w.Wid
     if kind == "float":
         return w.FloatText(value=float(value), description=label, tooltip=description, style=style)
     if kind == "list":
-        return w.Text(value=", ".join(map(str, value or [])), description=label,
-                      tooltip=description, style=style, layout=_WIDE)
-    return w.Text(value="" if value is None else str(value), description=label,
-                  tooltip=description, style=style)
+        return w.Text(
+            value=", ".join(map(str, value or [])),
+            description=label,
+            tooltip=description,
+            style=style,
+            layout=_WIDE,
+        )
+    return w.Text(
+        value="" if value is None else str(value),
+        description=label,
+        tooltip=description,
+        style=style,
+    )
 
 
 def _control_value(kind: str, control: w.Widget) -> Any:
@@ -59,7 +68,9 @@ class _ParamsBox(w.VBox):
             control.observe(on_change, "value")
             self.controls[name] = control
             self.errors[name] = _error_html()
-            hint = w.HTML(f"<span style='color:#666;font-size:85%'>{html.escape(description)}</span>")
+            hint = w.HTML(
+                f"<span style='color:#666;font-size:85%'>{html.escape(description)}</span>"
+            )
             rows.append(w.HBox([control, hint, self.errors[name]]))
         super().__init__(rows)
 
@@ -84,25 +95,52 @@ class ExperimentBuilder(w.VBox):
         self._syncing = False
         b = self.base
         style = {"description_width": "120px"}
-        self.model = w.Text(value=b["model"]["name"], description="base model", style=style,
-                            tooltip="'tiny' (built locally), a local folder, or a hub id")
-        self.data = w.Combobox(value=b["data"]["source"], options=sorted(TASKS), ensure_option=False,
-                               description="task or file", style=style,
-                               tooltip="a built-in task, a JSONL/CSV/parquet file, or owner/name")
-        self.method = w.Dropdown(options=sorted(registry.METHODS), value=b["method"]["name"],
-                                 description="method", style=style)
+        self.model = w.Text(
+            value=b["model"]["name"],
+            description="base model",
+            style=style,
+            tooltip="'tiny' (built locally), a local folder, or a hub id",
+        )
+        self.data = w.Combobox(
+            value=b["data"]["source"],
+            options=sorted(TASKS),
+            ensure_option=False,
+            description="task or file",
+            style=style,
+            tooltip="a built-in task, a JSONL/CSV/parquet file, or owner/name",
+        )
+        self.method = w.Dropdown(
+            options=sorted(registry.METHODS),
+            value=b["method"]["name"],
+            description="method",
+            style=style,
+        )
         self.method_info = w.HTML()
-        self.adapter = w.Dropdown(options=sorted(registry.ADAPTERS), value=b["adapter"]["name"],
-                                  description="adapter", style=style)
+        self.adapter = w.Dropdown(
+            options=sorted(registry.ADAPTERS),
+            value=b["adapter"]["name"],
+            description="adapter",
+            style=style,
+        )
         self.adapter_info = w.HTML()
         self.steps = w.IntText(value=b["train"]["steps"], description="steps", style=style)
-        self.batch_size = w.IntText(value=b["train"]["batch_size"], description="batch size", style=style)
+        self.batch_size = w.IntText(
+            value=b["train"]["batch_size"], description="batch size", style=style
+        )
         self.lr = w.FloatText(value=b["optimizer"]["lr"], description="learning rate", style=style)
-        self.eval_every = w.IntText(value=b["train"]["eval_every"], description="evaluate every", style=style)
+        self.eval_every = w.IntText(
+            value=b["train"]["eval_every"], description="evaluate every", style=style
+        )
         self.seed = w.IntText(value=b["train"]["seed"], description="seed", style=style)
-        self.kernels = w.ToggleButtons(options=list(registry.KERNEL_CHOICES), value=b["kernels"],
-                                       description="kernels", style=style)
-        self.experiment = w.Text(value=b["tracking"]["experiment"], description="experiment", style=style)
+        self.kernels = w.ToggleButtons(
+            options=list(registry.KERNEL_CHOICES),
+            value=b["kernels"],
+            description="kernels",
+            style=style,
+        )
+        self.experiment = w.Text(
+            value=b["tracking"]["experiment"], description="experiment", style=style
+        )
         self.simplex = w.Checkbox(value=True, description="training weights sum to 1", indent=False)
         self.show_code = w.Button(description="Show the code", icon="code")
         self.code = w.HTML()
@@ -113,15 +151,32 @@ class ExperimentBuilder(w.VBox):
         self.weights: list[w.FloatSlider] = []
         self._objectives: list[dict[str, Any]] = list(b["objectives"])
         self.field_errors: dict[str, w.HTML] = {}
-        for path in ("model", "data", "method", "adapter", "train.steps", "train.batch_size",
-                     "optimizer.lr", "train.eval_every", "train.seed", "kernels", "tracking"):
+        for path in (
+            "model",
+            "data",
+            "method",
+            "adapter",
+            "train.steps",
+            "train.batch_size",
+            "optimizer.lr",
+            "train.eval_every",
+            "train.seed",
+            "kernels",
+            "tracking",
+        ):
             self.field_errors[path] = _error_html()
         self.controls: dict[str, w.Widget] = {
-            "model.name": self.model, "data.source": self.data, "method.name": self.method,
-            "adapter.name": self.adapter, "train.steps": self.steps,
-            "train.batch_size": self.batch_size, "optimizer.lr": self.lr,
-            "train.eval_every": self.eval_every, "train.seed": self.seed,
-            "kernels": self.kernels, "tracking.experiment": self.experiment,
+            "model.name": self.model,
+            "data.source": self.data,
+            "method.name": self.method,
+            "adapter.name": self.adapter,
+            "train.steps": self.steps,
+            "train.batch_size": self.batch_size,
+            "optimizer.lr": self.lr,
+            "train.eval_every": self.eval_every,
+            "train.seed": self.seed,
+            "kernels": self.kernels,
+            "tracking.experiment": self.experiment,
         }
 
         self._build_params("method", b["method"])
@@ -130,7 +185,9 @@ class ExperimentBuilder(w.VBox):
         for control in self.controls.values():
             control.observe(self._changed, "value")
         self.method.observe(self._method_changed, "value")
-        self.adapter.observe(lambda _: self._build_params("adapter", {}) or self._changed(), "value")
+        self.adapter.observe(
+            lambda _: self._build_params("adapter", {}) or self._changed(), "value"
+        )
         self.data.observe(self._task_changed, "value")
         self.simplex.observe(self._simplex_toggled, "value")
         self.show_code.on_click(lambda _: self.render_code())
@@ -138,17 +195,37 @@ class ExperimentBuilder(w.VBox):
         def row(control, path):
             return w.HBox([control, self.field_errors[path]])
 
-        super().__init__([
-            w.HTML("<b>Model and data</b>"), row(self.model, "model"), row(self.data, "data"),
-            w.HTML("<b>Method</b>"), row(self.method, "method"), self.method_info, self.method_box,
-            w.HTML("<b>Adapter</b>"), row(self.adapter, "adapter"), self.adapter_info, self.adapter_box,
-            w.HTML("<b>Objectives</b> (a slider is the objective's <i>training</i> weight on its loss term)"),
-            self.simplex, self.objectives_box,
-            w.HTML("<b>Training</b>"), row(self.steps, "train.steps"), row(self.batch_size, "train.batch_size"),
-            row(self.lr, "optimizer.lr"), row(self.eval_every, "train.eval_every"), row(self.seed, "train.seed"),
-            row(self.kernels, "kernels"), row(self.experiment, "tracking"),
-            self.status, self.show_code, self.code,
-        ])
+        super().__init__(
+            [
+                w.HTML("<b>Model and data</b>"),
+                row(self.model, "model"),
+                row(self.data, "data"),
+                w.HTML("<b>Method</b>"),
+                row(self.method, "method"),
+                self.method_info,
+                self.method_box,
+                w.HTML("<b>Adapter</b>"),
+                row(self.adapter, "adapter"),
+                self.adapter_info,
+                self.adapter_box,
+                w.HTML(
+                    "<b>Objectives</b> (a slider is the objective's <i>training</i> weight on its loss term)"
+                ),
+                self.simplex,
+                self.objectives_box,
+                w.HTML("<b>Training</b>"),
+                row(self.steps, "train.steps"),
+                row(self.batch_size, "train.batch_size"),
+                row(self.lr, "optimizer.lr"),
+                row(self.eval_every, "train.eval_every"),
+                row(self.seed, "train.seed"),
+                row(self.kernels, "kernels"),
+                row(self.experiment, "tracking"),
+                self.status,
+                self.show_code,
+                self.code,
+            ]
+        )
         self._changed()
 
     # -- building the variable parts -------------------------------------------------------
@@ -164,12 +241,15 @@ class ExperimentBuilder(w.VBox):
             self.method_info.value = (
                 f"<div style='margin-left:124px'>{html.escape(info.summary)}<br>"
                 f"<code>{html.escape(info.formula)}</code><br>"
-                f"<i>{html.escape(info.paper)}</i></div>")
+                f"<i>{html.escape(info.paper)}</i></div>"
+            )
         else:
             self.adapter_params = box
             self.adapter_box.children = (box,)
             paper = f"<br><i>{html.escape(info.paper)}</i>" if info.paper else ""
-            self.adapter_info.value = f"<div style='margin-left:124px'>{html.escape(info.summary)}{paper}</div>"
+            self.adapter_info.value = (
+                f"<div style='margin-left:124px'>{html.escape(info.summary)}{paper}</div>"
+            )
 
     def _build_objectives(self) -> None:
         self.weights = []
@@ -178,18 +258,39 @@ class ExperimentBuilder(w.VBox):
         for i, o in enumerate(self._objectives):
             what = f"{o['name']} ({o['direction']}, {o['source']})"
             if o.get("term"):
-                slider = w.FloatSlider(value=float(o["weight"]), min=0.0, max=1.0, step=0.01,
-                                       description=o["name"], readout_format=".2f",
-                                       style={"description_width": "120px"}, layout=_WIDE)
+                slider = w.FloatSlider(
+                    value=float(o["weight"]),
+                    min=0.0,
+                    max=1.0,
+                    step=0.01,
+                    description=o["name"],
+                    readout_format=".2f",
+                    style={"description_width": "120px"},
+                    layout=_WIDE,
+                )
                 slider.observe(lambda change, i=i: self._weight_moved(i, change["new"]), "value")
                 self.weights.append(slider)
                 error = _error_html()
                 self.weight_errors.append(error)
-                rows.append(w.HBox([slider, w.HTML(f"<span style='color:#666'>{html.escape(what)}, "
-                                                   f"term {html.escape(o['term'])}</span>"), error]))
+                rows.append(
+                    w.HBox(
+                        [
+                            slider,
+                            w.HTML(
+                                f"<span style='color:#666'>{html.escape(what)}, "
+                                f"term {html.escape(o['term'])}</span>"
+                            ),
+                            error,
+                        ]
+                    )
+                )
             else:
-                rows.append(w.HTML(f"<div style='margin-left:124px'>{html.escape(what)}: measured, "
-                                   f"not trained on</div>"))
+                rows.append(
+                    w.HTML(
+                        f"<div style='margin-left:124px'>{html.escape(what)}: measured, "
+                        f"not trained on</div>"
+                    )
+                )
         self.objectives_box.children = tuple(rows)
 
     # -- reacting --------------------------------------------------------------------------
@@ -221,7 +322,9 @@ class ExperimentBuilder(w.VBox):
             self._set_weights([s.value / total if total > 0 else 1.0 / n for s in self.weights])
         self._changed()
 
-    def _default_objectives(self, source: str, method: str | None) -> tuple[list[dict] | None, str | None]:
+    def _default_objectives(
+        self, source: str, method: str | None
+    ) -> tuple[list[dict] | None, str | None]:
         """The objectives (and method) a spec gets for ``source`` and ``method`` by default."""
         data = dict(self.base, objectives=[], method=method)
         data["data"] = dict(self.base["data"], source=source)
@@ -295,7 +398,9 @@ class ExperimentBuilder(w.VBox):
         if self.spec is not None:
             self.status.value = "<span style='color:#1b5e20'>the spec is valid</span>"
         else:
-            self.status.value = self._error_text(rest or "the spec is invalid (see the messages above)")
+            self.status.value = self._error_text(
+                rest or "the spec is invalid (see the messages above)"
+            )
         if self.code.value:
             self.render_code()
 
@@ -309,7 +414,9 @@ class ExperimentBuilder(w.VBox):
             self.code.value = self._error_text("fix the settings above first:\n" + self.error)
             return None
         yaml_text, python = forms.spec_code(self.spec)
-        self.code.value = (f"<b>YAML</b> (save as spec.yaml; <code>workbench launch spec.yaml</code>)"
-                           f"<pre>{html.escape(yaml_text)}</pre><b>Python</b>"
-                           f"<pre>{html.escape(python)}</pre>")
+        self.code.value = (
+            f"<b>YAML</b> (save as spec.yaml; <code>workbench launch spec.yaml</code>)"
+            f"<pre>{html.escape(yaml_text)}</pre><b>Python</b>"
+            f"<pre>{html.escape(python)}</pre>"
+        )
         return yaml_text, python

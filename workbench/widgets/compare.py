@@ -35,15 +35,22 @@ class RunCompare(w.VBox):
       first run's are highlighted.
     """
 
-    def __init__(self, runs: str | Sequence[str], *, uri: str | None = None,
-                 parent_run_id: str | None = None,
-                 prefixes: Sequence[str] = comparison.CURVE_PREFIXES):
+    def __init__(
+        self,
+        runs: str | Sequence[str],
+        *,
+        uri: str | None = None,
+        parent_run_id: str | None = None,
+        prefixes: Sequence[str] = comparison.CURVE_PREFIXES,
+    ):
         if isinstance(runs, str):
             self.experiment, self.run_ids = runs, None
         else:
             self.experiment, self.run_ids = None, list(runs)
             if len(self.run_ids) < 2:
-                raise ValueError(f"RunCompare compares two or more runs; got {len(self.run_ids)} run id(s)")
+                raise ValueError(
+                    f"RunCompare compares two or more runs; got {len(self.run_ids)} run id(s)"
+                )
         self.uri, self.parent_run_id, self.prefixes = uri, parent_run_id, tuple(prefixes)
         self.runs: list[dict] = []
         self.labels: list[str] = []
@@ -56,11 +63,17 @@ class RunCompare(w.VBox):
         self.samples_html = w.HTML()
         self.reload_button = w.Button(description="Reload runs", icon="refresh")
         self.reload_button.on_click(lambda _: self.refresh())
-        super().__init__([w.HBox([self.reload_button, self.summary]),
-                          w.HTML("<b>Spec differences</b>"), self.spec_html,
-                          w.HTML("<b>Curves</b>"), self.figures_box,
-                          w.HTML("<b>Sample completions</b> (last evaluation, by prompt)"),
-                          self.samples_html])
+        super().__init__(
+            [
+                w.HBox([self.reload_button, self.summary]),
+                w.HTML("<b>Spec differences</b>"),
+                self.spec_html,
+                w.HTML("<b>Curves</b>"),
+                self.figures_box,
+                w.HTML("<b>Sample completions</b> (last evaluation, by prompt)"),
+                self.samples_html,
+            ]
+        )
         self.refresh()
 
     # -- data ------------------------------------------------------------------------------
@@ -76,31 +89,45 @@ class RunCompare(w.VBox):
         client = tracking.connect(self.uri)
         self.runs = self._load(client)
         if len(self.runs) < 2:
-            self.summary.value = (f"{len(self.runs)} finished run(s) in "
-                                  f"'{html.escape(str(self.experiment))}'; two are needed to compare")
+            self.summary.value = (
+                f"{len(self.runs)} finished run(s) in "
+                f"'{html.escape(str(self.experiment))}'; two are needed to compare"
+            )
             return
         self.labels = comparison.run_labels(self.runs)
         self.diff = comparison.spec_diff([r["params"] for r in self.runs], self.labels)
         self.spec_html.value = self._diff_html(self.diff)
         self._draw_curves(client)
         self.samples = comparison.align_samples(
-            {label: comparison.last_samples(client, r["run_id"]) for label, r in zip(self.labels, self.runs)})
+            {
+                label: comparison.last_samples(client, r["run_id"])
+                for label, r in zip(self.labels, self.runs)
+            }
+        )
         self.samples_html.value = self._samples_html(self.samples)
-        self.summary.value = (f"{len(self.runs)} runs: {len(self.diff.keys)} spec param(s) differ, "
-                              f"{self.diff.same} the same; {len(self.figures)} curve(s); "
-                              f"{len(self.samples)} prompt(s) with samples")
+        self.summary.value = (
+            f"{len(self.runs)} runs: {len(self.diff.keys)} spec param(s) differ, "
+            f"{self.diff.same} the same; {len(self.figures)} curve(s); "
+            f"{len(self.samples)} prompt(s) with samples"
+        )
 
     def _draw_curves(self, client) -> None:
         for key in comparison.curve_keys(self.runs, self.prefixes):
-            curves = {label: tracking.metric_history(client, r["run_id"], key) if key in r["metrics"] else []
-                      for label, r in zip(self.labels, self.runs)}
+            curves = {
+                label: tracking.metric_history(client, r["run_id"], key)
+                if key in r["metrics"]
+                else []
+                for label, r in zip(self.labels, self.runs)
+            }
             built = plots.curves_figure(curves, key)
             if key.startswith(tracking.OBJECTIVE_PREFIX):  # a few evaluations: show each one
                 built.update_traces(mode="lines+markers")
             figure = self.figures.get(key)
             if figure is None:
                 figure = self.figures[key] = go.FigureWidget(built)
-                figure.update_layout(height=300, width=460, margin={"t": 40, "b": 40, "l": 50, "r": 10})
+                figure.update_layout(
+                    height=300, width=460, margin={"t": 40, "b": 40, "l": 50, "r": 10}
+                )
                 self.figures_box.children = (*self.figures_box.children, figure)
                 continue
             with figure.batch_update():  # in place: same traces, new points
@@ -115,8 +142,10 @@ class RunCompare(w.VBox):
     # -- rendering -------------------------------------------------------------------------
 
     def _header(self, first: str) -> str:
-        labels = [f"{html.escape(label)}" + (" <i>(baseline)</i>" if i == 0 else "")
-                  for i, label in enumerate(self.labels)]
+        labels = [
+            f"{html.escape(label)}" + (" <i>(baseline)</i>" if i == 0 else "")
+            for i, label in enumerate(self.labels)
+        ]
         return "<tr>" + "".join(f"<th style='{_CELL}'>{c}</th>" for c in [first, *labels]) + "</tr>"
 
     def _diff_html(self, diff: comparison.SpecDiff) -> str:
@@ -127,10 +156,13 @@ class RunCompare(w.VBox):
             cells = "".join(
                 f"<td style='{_CELL};{MARK_STYLE if m else ''}' class='{'differs' if m else 'same'}'>"
                 f"{'<i>(none)</i>' if v is None else html.escape(v)}</td>"
-                for v, m in zip(values, marked))
+                for v, m in zip(values, marked)
+            )
             rows.append(f"<tr><td style='{_CELL}'><code>{html.escape(key)}</code></td>{cells}</tr>")
-        return (f"<table>{self._header('param')}{''.join(rows)}</table>"
-                f"<span style='color:#666;font-size:85%'>{diff.same} other params are the same</span>")
+        return (
+            f"<table>{self._header('param')}{''.join(rows)}</table>"
+            f"<span style='color:#666;font-size:85%'>{diff.same} other params are the same</span>"
+        )
 
     def _samples_html(self, samples: list[comparison.AlignedSample]) -> str:
         if not samples:
@@ -142,14 +174,32 @@ class RunCompare(w.VBox):
             for label in self.labels:
                 text, scores = s.completions[label], s.scores[label]
                 mark = text != first
-                score = (" <span style='color:#666;font-size:85%'>"
-                         + ", ".join(f"{html.escape(k)} {v:.3g}" for k, v in scores.items())
-                         + "</span>") if scores else ""
-                body = "<i>(none)</i>" if text is None else f"<code>{html.escape(text)}</code>{score}"
-                cells.append(f"<td style='{_CELL};{MARK_STYLE if mark else ''}' "
-                             f"class='{'differs' if mark else 'same'}'>{body}</td>")
-            target = "" if s.target is None else (f"<br><span style='color:#666'>target "
-                                                  f"<code>{html.escape(str(s.target))}</code></span>")
-            rows.append(f"<tr><td style='{_CELL}'><code>{html.escape(s.prompt)}</code>{target}</td>"
-                        f"{''.join(cells)}</tr>")
+                score = (
+                    (
+                        " <span style='color:#666;font-size:85%'>"
+                        + ", ".join(f"{html.escape(k)} {v:.3g}" for k, v in scores.items())
+                        + "</span>"
+                    )
+                    if scores
+                    else ""
+                )
+                body = (
+                    "<i>(none)</i>" if text is None else f"<code>{html.escape(text)}</code>{score}"
+                )
+                cells.append(
+                    f"<td style='{_CELL};{MARK_STYLE if mark else ''}' "
+                    f"class='{'differs' if mark else 'same'}'>{body}</td>"
+                )
+            target = (
+                ""
+                if s.target is None
+                else (
+                    f"<br><span style='color:#666'>target "
+                    f"<code>{html.escape(str(s.target))}</code></span>"
+                )
+            )
+            rows.append(
+                f"<tr><td style='{_CELL}'><code>{html.escape(s.prompt)}</code>{target}</td>"
+                f"{''.join(cells)}</tr>"
+            )
         return f"<table>{self._header('prompt')}{''.join(rows)}</table>"

@@ -36,8 +36,10 @@ def run_labels(runs: Sequence[Mapping[str, Any]]) -> list[str]:
     """A column label per run: its name, with the id's first 8 characters added where two
     runs share a name (or a run has none)."""
     names = [r.get("run_name") or "" for r in runs]
-    return [name if name and names.count(name) == 1 else f"{name} ({r['run_id'][:8]})".lstrip()
-            for name, r in zip(names, runs)]
+    return [
+        name if name and names.count(name) == 1 else f"{name} ({r['run_id'][:8]})".lstrip()
+        for name, r in zip(names, runs)
+    ]
 
 
 # -- the spec diff ---------------------------------------------------------------------------
@@ -57,11 +59,17 @@ class SpecDiff:
 
     def table(self) -> list[dict[str, str | None]]:
         """One dict per differing param: ``{"param": key, label: value, ...}``."""
-        return [{"param": key, **dict(zip(self.labels, row))} for key, row in zip(self.keys, self.values)]
+        return [
+            {"param": key, **dict(zip(self.labels, row))}
+            for key, row in zip(self.keys, self.values)
+        ]
 
 
-def spec_diff(params: Sequence[Mapping[str, str]], labels: Sequence[str],
-              ignore: Sequence[str] = IGNORED_PARAMS) -> SpecDiff:
+def spec_diff(
+    params: Sequence[Mapping[str, str]],
+    labels: Sequence[str],
+    ignore: Sequence[str] = IGNORED_PARAMS,
+) -> SpecDiff:
     """Compare runs' flattened spec params (``section.field`` -> string, one mapping per run).
 
     A param is kept when its value is not the same in every run (a run lacking it counts as
@@ -114,15 +122,20 @@ def align_samples(samples: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Al
             seen[prompt] = key[1] + 1
             row = rows.get(key)
             if row is None:
-                row = rows[key] = AlignedSample(prompt, sample.get("target"),
-                                                dict.fromkeys(labels), dict.fromkeys(labels))
+                row = rows[key] = AlignedSample(
+                    prompt, sample.get("target"), dict.fromkeys(labels), dict.fromkeys(labels)
+                )
             elif row.target is None:
                 row.target = sample.get("target")
             completion = sample.get("completion", sample.get("generated"))
             row.completions[label] = None if completion is None else str(completion)
-            row.scores[label] = {k: float(v) for k, v in sample.items()
-                                 if k not in ("prompt", "target", "completion", "generated", "step")
-                                 and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            row.scores[label] = {
+                k: float(v)
+                for k, v in sample.items()
+                if k not in ("prompt", "target", "completion", "generated", "step")
+                and isinstance(v, (int, float))
+                and not isinstance(v, bool)
+            }
     return list(rows.values())
 
 
@@ -132,8 +145,9 @@ def download_text(client, run_id: str, path: str) -> str | None:
 
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=tmp,
-                                                        tracking_uri=client.tracking_uri)
+            local = mlflow.artifacts.download_artifacts(
+                run_id=run_id, artifact_path=path, dst_path=tmp, tracking_uri=client.tracking_uri
+            )
             with open(local, encoding="utf-8") as f:
                 return f.read()
     except Exception:  # a run without that artifact (MLflow raises its own types)
@@ -151,7 +165,11 @@ def last_samples(client, run_id: str, kind: str = "evaluation") -> list[dict]:
     last logged training step (zero-padded so the names sort by step); [] if none."""
     prefix = f"{SAMPLES_FOLDER}/{SAMPLE_TABLES[kind]}"
     try:
-        files = sorted(a.path for a in client.list_artifacts(run_id, SAMPLES_FOLDER) if a.path.startswith(prefix))
+        files = sorted(
+            a.path
+            for a in client.list_artifacts(run_id, SAMPLES_FOLDER)
+            if a.path.startswith(prefix)
+        )
     except Exception:  # the store cannot list them
         return []
     text = download_text(client, run_id, files[-1]) if files else None
@@ -166,7 +184,9 @@ def last_samples(client, run_id: str, kind: str = "evaluation") -> list[dict]:
 # -- curves ----------------------------------------------------------------------------------
 
 
-def curve_keys(runs: Sequence[Mapping[str, Any]], prefixes: Sequence[str] = CURVE_PREFIXES) -> list[str]:
+def curve_keys(
+    runs: Sequence[Mapping[str, Any]], prefixes: Sequence[str] = CURVE_PREFIXES
+) -> list[str]:
     """The metrics drawn as overlaid curves, one figure each: every key under ``prefixes``
     that some run logged; ``train/loss`` first, then by prefix, then by name."""
     keys = {k for r in runs for k in r["metrics"] if k.startswith(tuple(prefixes))}

@@ -26,7 +26,16 @@ PARALLEL = "parallel coordinates"  # the view of three or more objectives as one
 ALL_AXES = ()  # the axes choice "every objective" (a scatter matrix beyond two)
 _TOP = 5
 
-__all__ = ["ALL_AXES", "OVERLAY", "PARALLEL", "PREFERRED", "TRAJECTORY", "UNREACHABLE", "ParetoExplorer", "last_samples"]
+__all__ = [
+    "ALL_AXES",
+    "OVERLAY",
+    "PARALLEL",
+    "PREFERRED",
+    "TRAJECTORY",
+    "UNREACHABLE",
+    "ParetoExplorer",
+    "last_samples",
+]
 
 
 class ParetoExplorer(w.VBox):
@@ -45,10 +54,18 @@ class ParetoExplorer(w.VBox):
     builders' fronts (a conditioned model's, a merge grid's, a search's children) over this
     one in each plane, each as its own staircase with its hypervolume."""
 
-    def __init__(self, experiment: str, *, uri: str | None = None, names: list[str] | None = None,
-                 parent_run_id: str | None = None, scalarisation: str = "weighted_sum",
-                 axes: tuple[str, str] | None = None, trajectories: bool = False,
-                 overlays: dict[str, str] | None = None):
+    def __init__(
+        self,
+        experiment: str,
+        *,
+        uri: str | None = None,
+        names: list[str] | None = None,
+        parent_run_id: str | None = None,
+        scalarisation: str = "weighted_sum",
+        axes: tuple[str, str] | None = None,
+        trajectories: bool = False,
+        overlays: dict[str, str] | None = None,
+    ):
         self.experiment, self.uri, self.parent_run_id = experiment, uri, parent_run_id
         self.overlays = dict(overlays or {})  # label -> parent run id of another builder's runs
         self._overlay_runs: dict[str, list[dict]] = {}
@@ -64,15 +81,28 @@ class ParetoExplorer(w.VBox):
         self.summary = w.HTML()
         self.ranking_html = w.HTML()
         self.details = w.HTML()
-        self.scalarisation = w.ToggleButtons(options=[("weighted sum", "weighted_sum"),
-                                                      ("Chebyshev", "chebyshev")],
-                                             value=scalarisation, description="rank by")
-        self.axes = w.Dropdown(options=[("every objective", ALL_AXES)], value=ALL_AXES, description="axes",
-                               layout=w.Layout(display="none"))
-        self.view = w.ToggleButtons(options=[("scatter", "scatter"), (PARALLEL, "parallel")], value="scatter",
-                                    description="view", layout=w.Layout(display="none"))
-        self.trajectories = w.Checkbox(value=trajectories, indent=False,
-                                       description="each run's trajectory across its evaluations")
+        self.scalarisation = w.ToggleButtons(
+            options=[("weighted sum", "weighted_sum"), ("Chebyshev", "chebyshev")],
+            value=scalarisation,
+            description="rank by",
+        )
+        self.axes = w.Dropdown(
+            options=[("every objective", ALL_AXES)],
+            value=ALL_AXES,
+            description="axes",
+            layout=w.Layout(display="none"),
+        )
+        self.view = w.ToggleButtons(
+            options=[("scatter", "scatter"), (PARALLEL, "parallel")],
+            value="scatter",
+            description="view",
+            layout=w.Layout(display="none"),
+        )
+        self.trajectories = w.Checkbox(
+            value=trajectories,
+            indent=False,
+            description="each run's trajectory across its evaluations",
+        )
         self.reload_button = w.Button(description="Reload runs", icon="refresh")
         self.reload_button.on_click(lambda _: self.refresh())
         self.sliders_box = w.VBox()
@@ -81,11 +111,21 @@ class ParetoExplorer(w.VBox):
         self.axes.observe(self._axes_changed, "value")
         self.trajectories.observe(lambda _: self._draw(), "value")
         self.view.observe(lambda _: self._draw(), "value")
-        super().__init__([w.HBox([self.reload_button, self.summary]),
-                          w.HBox([self.axes, self.view, self.trajectories]), self.figure,
-                          w.HTML("<b>Preference weights</b> (how much each objective matters to "
-                                 "you; applied to finished runs, after training)"),
-                          self.sliders_box, self.scalarisation, self.ranking_html, self.details])
+        super().__init__(
+            [
+                w.HBox([self.reload_button, self.summary]),
+                w.HBox([self.axes, self.view, self.trajectories]),
+                self.figure,
+                w.HTML(
+                    "<b>Preference weights</b> (how much each objective matters to "
+                    "you; applied to finished runs, after training)"
+                ),
+                self.sliders_box,
+                self.scalarisation,
+                self.ranking_html,
+                self.details,
+            ]
+        )
         self.refresh()
 
     # -- data ------------------------------------------------------------------------------
@@ -94,10 +134,17 @@ class ParetoExplorer(w.VBox):
         """Re-read the finished runs from the store, rebuild the front and the figure."""
         client = tracking.connect(self.uri)
         runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
-        self._all_runs = [r for r in runs if r["tags"].get("workbench.kind", "run") == "run" and r["objectives"]]
-        self._overlay_runs = {label: [r for r in tracking.runs_frame(client, self.experiment, parent_run_id=parent)
-                                      if r["objectives"]]
-                              for label, parent in self.overlays.items()}
+        self._all_runs = [
+            r for r in runs if r["tags"].get("workbench.kind", "run") == "run" and r["objectives"]
+        ]
+        self._overlay_runs = {
+            label: [
+                r
+                for r in tracking.runs_frame(client, self.experiment, parent_run_id=parent)
+                if r["objectives"]
+            ]
+            for label, parent in self.overlays.items()
+        }
         self._paths = {}
         if not self._all_runs:
             self.front, self.runs = None, []
@@ -111,11 +158,15 @@ class ParetoExplorer(w.VBox):
     def _sync_axes(self) -> None:
         """Offer every pair of objectives (beyond two); keep the choice while it still exists."""
         names = self.objectives
-        pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] if len(names) > 2 else []
+        pairs = (
+            [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] if len(names) > 2 else []
+        )
         wanted = self.axes.value if self.axes.value != ALL_AXES else self._wanted_axes
         if wanted and tuple(reversed(wanted)) in pairs:
             wanted = tuple(reversed(wanted))
-        options = [(f"every objective ({len(names)})", ALL_AXES)] + [(f"{a} vs {b}", (a, b)) for a, b in pairs]
+        options = [(f"every objective ({len(names)})", ALL_AXES)] + [
+            (f"{a} vs {b}", (a, b)) for a, b in pairs
+        ]
         self._syncing = True
         try:
             self.axes.options = options
@@ -135,12 +186,23 @@ class ParetoExplorer(w.VBox):
             front = fronts.front_from_runs(self._all_runs, names)
         self.front = front
         # front_from_runs keeps the runs that logged every objective, in order: the rows.
-        self.runs = [r for r in self._all_runs if all(n in r["objectives"] for n in self.front.names)]
+        self.runs = [
+            r for r in self._all_runs if all(n in r["objectives"] for n in self.front.names)
+        ]
         self.unreachable = pareto.weighted_sum_unreachable(self.front.points, self.front.directions)
         names = list(self.front.names)
         if [s.description for s in self.sliders] != names:
-            self.sliders = [w.FloatSlider(value=round(1.0 / len(names), 2), min=0.0, max=1.0, step=0.05,
-                                          description=n, readout_format=".2f") for n in names]
+            self.sliders = [
+                w.FloatSlider(
+                    value=round(1.0 / len(names), 2),
+                    min=0.0,
+                    max=1.0,
+                    step=0.05,
+                    description=n,
+                    readout_format=".2f",
+                )
+                for n in names
+            ]
             for slider in self.sliders:
                 slider.observe(lambda _: self.rerank(), "value")
             self.sliders_box.children = tuple(self.sliders)
@@ -149,9 +211,11 @@ class ParetoExplorer(w.VBox):
         n_unreachable = int(self.unreachable.sum())
         authors = {r["tags"].get(tracking.TAG_AUTHOR) for r in self.runs} - {None}
         by = f" by {len(authors)} authors" if authors else ""
-        self.summary.value = (f"{len(self.runs)} runs{by}, {int(self.front.mask.sum())} on the front, "
-                              f"hypervolume {self.front.hypervolume:.4g}; {n_unreachable} front "
-                              f"point(s) no weighted sum can reach (circled)")
+        self.summary.value = (
+            f"{len(self.runs)} runs{by}, {int(self.front.mask.sum())} on the front, "
+            f"hypervolume {self.front.hypervolume:.4g}; {n_unreachable} front "
+            f"point(s) no weighted sum can reach (circled)"
+        )
         self._draw()
 
     def _draw(self) -> None:
@@ -169,17 +233,26 @@ class ParetoExplorer(w.VBox):
             self.figure.layout.shapes = ()
             for trace in figure.data:
                 self.figure.add_trace(trace)
-            self.figure.update_layout(title_text=figure.layout.title.text,
-                                      xaxis=figure.layout.xaxis, yaxis=figure.layout.yaxis)
+            self.figure.update_layout(
+                title_text=figure.layout.title.text,
+                xaxis=figure.layout.xaxis,
+                yaxis=figure.layout.yaxis,
+            )
             if self.trajectories.value and len(self.front.names) == 2:
                 for trace in self._trajectory_traces():
                     self.figure.add_trace(trace)
             for trace in self._overlay_traces():
                 self.figure.add_trace(trace)
-            self._add_mark(UNREACHABLE, np.flatnonzero(self.unreachable),
-                           {"symbol": "circle-open", "size": 18, "color": "#1f77b4", "line": {"width": 2}})
-            self._add_mark(PREFERRED, np.array([], dtype=int),
-                           {"symbol": "star", "size": 20, "color": "#ff7f0e", "line": {"width": 1}})
+            self._add_mark(
+                UNREACHABLE,
+                np.flatnonzero(self.unreachable),
+                {"symbol": "circle-open", "size": 18, "color": "#1f77b4", "line": {"width": 2}},
+            )
+            self._add_mark(
+                PREFERRED,
+                np.array([], dtype=int),
+                {"symbol": "star", "size": 20, "color": "#ff7f0e", "line": {"width": 1}},
+            )
         for trace in self.figure.data:
             if trace.customdata is not None:
                 trace.on_click(self._clicked)
@@ -192,15 +265,25 @@ class ParetoExplorer(w.VBox):
         for run in self.runs:
             if run["run_id"] not in self._paths:
                 client = client or tracking.connect(self.uri)
-                self._paths[run["run_id"]] = fronts.objective_trajectory(client, run["run_id"], self.objectives)
+                self._paths[run["run_id"]] = fronts.objective_trajectory(
+                    client, run["run_id"], self.objectives
+                )
         labels = comparison.run_labels(self.runs)
-        figure = plots.trajectory_figure({label: self._paths[r["run_id"]] for label, r in zip(labels, self.runs)},
-                                         list(self.front.names), list(self.front.directions))
+        figure = plots.trajectory_figure(
+            {label: self._paths[r["run_id"]] for label, r in zip(labels, self.runs)},
+            list(self.front.names),
+            list(self.front.directions),
+        )
         rows = {label: i for i, label in enumerate(labels)}
         for trace in figure.data:
-            trace.update(legendgroup=TRAJECTORY, legendgrouptitle_text="trajectories", opacity=0.6,
-                         line={"width": 1}, customdata=[rows[trace.name]] * len(trace.x),
-                         showlegend=len(self.runs) <= 12)
+            trace.update(
+                legendgroup=TRAJECTORY,
+                legendgrouptitle_text="trajectories",
+                opacity=0.6,
+                line={"width": 1},
+                customdata=[rows[trace.name]] * len(trace.x),
+                showlegend=len(self.runs) <= 12,
+            )
         return list(figure.data)
 
     def _parallel(self) -> bool:
@@ -214,18 +297,33 @@ class ParetoExplorer(w.VBox):
         for j, (title, direction) in enumerate(zip(titles, self.front.directions)):
             values = self.front.points[:, j]
             low, high = float(values.min()), float(values.max())
-            dimensions.append({"label": title, "values": values,
-                               "range": [high, low] if direction == "min" else [low, high]})
+            dimensions.append(
+                {
+                    "label": title,
+                    "values": values,
+                    "range": [high, low] if direction == "min" else [low, high],
+                }
+            )
         with self.figure.batch_update():
             self.figure.data = ()
             self.figure.layout.annotations = ()
             self.figure.layout.shapes = ()
-            self.figure.add_trace(go.Parcoords(name=PARALLEL, dimensions=dimensions,
-                                               line={"color": np.zeros(len(self.front.labels)),
-                                                     "colorscale": "Viridis", "showscale": True,
-                                                     "colorbar": {"title": {"text": "rank"}}}))
-            self.figure.update_layout(title_text=f"{len(self.front.labels)} runs across {len(titles)} objectives "
-                                                 "(up is better; colour: rank under your preferences)")
+            self.figure.add_trace(
+                go.Parcoords(
+                    name=PARALLEL,
+                    dimensions=dimensions,
+                    line={
+                        "color": np.zeros(len(self.front.labels)),
+                        "colorscale": "Viridis",
+                        "showscale": True,
+                        "colorbar": {"title": {"text": "rank"}},
+                    },
+                )
+            )
+            self.figure.update_layout(
+                title_text=f"{len(self.front.labels)} runs across {len(titles)} objectives "
+                "(up is better; colour: rank under your preferences)"
+            )
         self.rerank()
 
     def _overlay_traces(self) -> list:
@@ -249,15 +347,33 @@ class ParetoExplorer(w.VBox):
         k = len(self.front.names)
         labels = [self.front.labels[i] for i in rows]
         if k <= 2:
-            self.figure.add_scatter(**self._plane_xy(rows), mode="markers",
-                                    marker=marker, name=name, hovertext=labels, customdata=rows,
-                                    hovertemplate="%{hovertext}<extra>" + name + "</extra>")
+            self.figure.add_scatter(
+                **self._plane_xy(rows),
+                mode="markers",
+                marker=marker,
+                name=name,
+                hovertext=labels,
+                customdata=rows,
+                hovertemplate="%{hovertext}<extra>" + name + "</extra>",
+            )
         else:
-            titles = [plots.axis_title(n, d) for n, d in zip(self.front.names, self.front.directions)]
-            self.figure.add_trace(go.Splom(
-                dimensions=[{"label": t, "values": self.front.points[rows, j]} for j, t in enumerate(titles)],
-                marker=marker, name=name, hovertext=labels, customdata=rows,
-                showupperhalf=False, diagonal_visible=False))
+            titles = [
+                plots.axis_title(n, d) for n, d in zip(self.front.names, self.front.directions)
+            ]
+            self.figure.add_trace(
+                go.Splom(
+                    dimensions=[
+                        {"label": t, "values": self.front.points[rows, j]}
+                        for j, t in enumerate(titles)
+                    ],
+                    marker=marker,
+                    name=name,
+                    hovertext=labels,
+                    customdata=rows,
+                    showupperhalf=False,
+                    diagonal_visible=False,
+                )
+            )
 
     def _plane_xy(self, rows: np.ndarray) -> dict:
         """Where rows sit in a 2-D figure: their two objectives, or with one objective its
@@ -278,8 +394,9 @@ class ParetoExplorer(w.VBox):
         weights = self.weights
         if sum(weights) <= 0:
             weights = [1.0] * len(weights)
-        return pareto.preference_ranking(self.front.points, self.front.directions, weights,
-                                         self.scalarisation.value)
+        return pareto.preference_ranking(
+            self.front.points, self.front.directions, weights, self.scalarisation.value
+        )
 
     def rerank(self) -> None:
         if self.front is None:
@@ -296,19 +413,25 @@ class ParetoExplorer(w.VBox):
                 if len(self.front.names) <= 2:
                     mark.update(self._plane_xy(best))
                 else:
-                    mark.dimensions = [dict(d.to_plotly_json(), values=self.front.points[best, j])
-                                       for j, d in enumerate(mark.dimensions)]
+                    mark.dimensions = [
+                        dict(d.to_plotly_json(), values=self.front.points[best, j])
+                        for j, d in enumerate(mark.dimensions)
+                    ]
                 mark.customdata, mark.hovertext = best, [self.front.labels[i] for i in best]
         cells = "".join(f"<th>{html.escape(n)}</th>" for n in self.front.names)
         rows = []
         for rank, i in enumerate(order[:_TOP], 1):
-            flag = ("front" if self.front.mask[i] else "dominated") + (", unreachable by a weighted sum"
-                                                                        if self.unreachable[i] else "")
+            flag = ("front" if self.front.mask[i] else "dominated") + (
+                ", unreachable by a weighted sum" if self.unreachable[i] else ""
+            )
             values = "".join(f"<td>{v:.4g}</td>" for v in self.front.points[i])
-            rows.append(f"<tr><td>{rank}</td><td>{html.escape(self.front.labels[i])}</td>{values}"
-                        f"<td>{flag}</td></tr>")
-        self.ranking_html.value = (f"<table><tr><th>#</th><th>run</th>{cells}<th></th></tr>"
-                                   f"{''.join(rows)}</table>")
+            rows.append(
+                f"<tr><td>{rank}</td><td>{html.escape(self.front.labels[i])}</td>{values}"
+                f"<td>{flag}</td></tr>"
+            )
+        self.ranking_html.value = (
+            f"<table><tr><th>#</th><th>run</th>{cells}<th></th></tr>{''.join(rows)}</table>"
+        )
 
     # -- one run ---------------------------------------------------------------------------
 
@@ -320,15 +443,21 @@ class ParetoExplorer(w.VBox):
         """Show run ``row``'s spec, metrics and sample completions; returns that run's dict."""
         run = self.runs[row]
         client = tracking.connect(self.uri)
-        spec = download_text(client, run["run_id"], tracking.SPEC_ARTIFACT) or "(no spec.yaml artifact)"
-        metrics = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.5g}</td></tr>"
-                          for k, v in sorted(run["metrics"].items())
-                          if k.startswith(("objective/", "cost/", "perf/", "train/loss", "reward/")))
+        spec = (
+            download_text(client, run["run_id"], tracking.SPEC_ARTIFACT)
+            or "(no spec.yaml artifact)"
+        )
+        metrics = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v:.5g}</td></tr>"
+            for k, v in sorted(run["metrics"].items())
+            if k.startswith(("objective/", "cost/", "perf/", "train/loss", "reward/"))
+        )
         samples = last_samples(client, run["run_id"])[:4]
         sample_rows = "".join(
             f"<tr><td><code>{html.escape(str(s.get('prompt', '')))}</code></td>"
             f"<td><code>{html.escape(str(s.get('completion', s.get('generated', ''))))}</code></td></tr>"
-            for s in samples)
+            for s in samples
+        )
         sampled = _table_html(last_samples(client, run["run_id"], "training")[:8])
         self.details.value = (
             f"<b>{html.escape(run.get('run_name') or run['run_id'])}</b> "
@@ -336,7 +465,12 @@ class ParetoExplorer(w.VBox):
             f"<div style='display:flex;gap:24px'><pre style='max-height:300px;overflow:auto'>"
             f"{html.escape(spec)}</pre><table>{metrics}</table></div>"
             + (f"<b>sample completions</b><table>{sample_rows}</table>" if sample_rows else "")
-            + (f"<b>completions sampled in training</b> (the last table logged){sampled}" if sampled else ""))
+            + (
+                f"<b>completions sampled in training</b> (the last table logged){sampled}"
+                if sampled
+                else ""
+            )
+        )
         return run
 
 
@@ -347,5 +481,7 @@ def _table_html(rows: list[dict]) -> str:
     columns = list(rows[0])
     cell = lambda v: f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
+    )
     return f"<table><tr>{head}</tr>{body}</table>"

@@ -33,7 +33,9 @@ VALUE_PREFIXES = (tracking.OBJECTIVE_PREFIX, "reward/")
 _BAR_STYLE = {"FINISHED": "success", "FAILED": "danger", "KILLED": "warning"}
 
 
-def run_curves(client, run_id: str, prefixes: tuple[str, ...]) -> dict[str, list[tuple[int, float]]]:
+def run_curves(
+    client, run_id: str, prefixes: tuple[str, ...]
+) -> dict[str, list[tuple[int, float]]]:
     """``{metric key: [(step, value), ...]}`` of a run's metrics under ``prefixes``."""
     keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith(prefixes))
     return {key: tracking.metric_history(client, run_id, key) for key in keys}
@@ -68,8 +70,14 @@ class _RunRow:
 
     @property
     def box(self) -> w.HBox:
-        return w.HBox([w.HTML(f"<code>{self.name}</code>", layout=w.Layout(width="220px")),
-                       self.bar, self.label, self.stop])
+        return w.HBox(
+            [
+                w.HTML(f"<code>{self.name}</code>", layout=w.Layout(width="220px")),
+                self.bar,
+                self.label,
+                self.stop,
+            ]
+        )
 
 
 @dataclass
@@ -89,8 +97,15 @@ class RunMonitor(w.VBox):
     With ``builder`` (an :class:`~workbench.widgets.ExperimentBuilder`), a Launch button
     launches its current spec. ``poll_s=None`` leaves refreshing to the caller."""
 
-    def __init__(self, experiment: str | None = None, *, builder=None, uri: str | None = None,
-                 poll_s: float | None = 2.0, threads: int | None = None):
+    def __init__(
+        self,
+        experiment: str | None = None,
+        *,
+        builder=None,
+        uri: str | None = None,
+        poll_s: float | None = 2.0,
+        threads: int | None = None,
+    ):
         self.uri, self.poll_s, self.threads = uri, poll_s, threads
         self.builder = builder
         self.rows: dict[str, _RunRow] = {}
@@ -98,19 +113,32 @@ class RunMonitor(w.VBox):
         self.message = w.HTML()
         self.launch_button = w.Button(description="Launch", icon="play", button_style="primary")
         self.launch_button.on_click(lambda _: self._launch_from_builder())
-        self.loss_figure = go.FigureWidget(layout={
-            "title": {"text": "training loss and terms"}, "xaxis": {"title": {"text": "step"}},
-            "height": 320, "template": "plotly_white", "margin": {"t": 40}})
-        self.objective_figure = go.FigureWidget(layout={
-            "title": {"text": "objectives at each evaluation"}, "xaxis": {"title": {"text": "step"}},
-            "height": 320, "template": "plotly_white", "margin": {"t": 40}})
+        self.loss_figure = go.FigureWidget(
+            layout={
+                "title": {"text": "training loss and terms"},
+                "xaxis": {"title": {"text": "step"}},
+                "height": 320,
+                "template": "plotly_white",
+                "margin": {"t": 40},
+            }
+        )
+        self.objective_figure = go.FigureWidget(
+            layout={
+                "title": {"text": "objectives at each evaluation"},
+                "xaxis": {"title": {"text": "step"}},
+                "height": 320,
+                "template": "plotly_white",
+                "margin": {"t": 40},
+            }
+        )
         self.rows_box = w.VBox()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         top = [self.launch_button] if builder is not None else []
-        super().__init__([*top, self.message, self.rows_box,
-                          w.HBox([self.loss_figure, self.objective_figure])])
+        super().__init__(
+            [*top, self.message, self.rows_box, w.HBox([self.loss_figure, self.objective_figure])]
+        )
         if experiment is not None:
             self.attach_running(experiment)
 
@@ -126,35 +154,66 @@ class RunMonitor(w.VBox):
         self.message.value = f"launched run <code>{handle.run_id}</code>"
         return handle
 
-    def launch_sweep(self, spec: RunSpec | dict | None = None, points: int = 5, *, design: str = "grid",
-                     parallel: int = 2) -> subprocess.Popen:
+    def launch_sweep(
+        self,
+        spec: RunSpec | dict | None = None,
+        points: int = 5,
+        *,
+        design: str = "grid",
+        parallel: int = 2,
+    ) -> subprocess.Popen:
         """Launch a weight sweep of ``spec`` (default: the builder's) over ``points`` training
         weights (``design``: grid or random), ``parallel`` runs at a time, in a process of its own
         (``workbench sweep``: it survives the kernel, and its parent run records the front).
         Its children are watched as they start. A bad spec or design fails here, before any
         process starts."""
         spec = self._spec(spec)
-        sweep_specs(spec, design_points(design, len(weighted_objectives(spec)), points))  # checks, no run yet
-        return self._launch_study(spec, spec.to_yaml(), [
-            "sweep", "--points", str(points), "--design", design, "--parallel", str(max(parallel, 2))],
-            f"sweep of {points} points")
+        sweep_specs(
+            spec, design_points(design, len(weighted_objectives(spec)), points)
+        )  # checks, no run yet
+        return self._launch_study(
+            spec,
+            spec.to_yaml(),
+            [
+                "sweep",
+                "--points",
+                str(points),
+                "--design",
+                design,
+                "--parallel",
+                str(max(parallel, 2)),
+            ],
+            f"sweep of {points} points",
+        )
 
-    def launch_search(self, config: dict | str | Path, trials: int = 8, *, workers: int = 1) -> subprocess.Popen:
+    def launch_search(
+        self, config: dict | str | Path, trials: int = 8, *, workers: int = 1
+    ) -> subprocess.Popen:
         """Launch a multi-objective search (``workbench search``: a run spec with a ``search``
         section, as a dict or a YAML file) of ``trials`` trials on ``workers`` worker processes,
         in a process of its own; its trials are watched as they start. A bad config fails here."""
         from workbench.search import check_counts, load_config
 
         check_counts(trials, workers)
-        text = Path(config).read_text(encoding="utf-8") if isinstance(config, (str, Path)) else yaml.safe_dump(config)
+        text = (
+            Path(config).read_text(encoding="utf-8")
+            if isinstance(config, (str, Path))
+            else yaml.safe_dump(config)
+        )
         with tempfile.TemporaryDirectory() as folder:  # validated the way the command will read it
             checked = Path(folder) / "study.yaml"
             checked.write_text(text, encoding="utf-8")
             spec, _ = load_config(checked)
-        return self._launch_study(spec, text, ["search", "--trials", str(trials), "--workers", str(workers)],
-                                  f"search of {trials} trials")
+        return self._launch_study(
+            spec,
+            text,
+            ["search", "--trials", str(trials), "--workers", str(workers)],
+            f"search of {trials} trials",
+        )
 
-    def _launch_study(self, spec: RunSpec, config_text: str, command: list[str], what: str) -> subprocess.Popen:
+    def _launch_study(
+        self, spec: RunSpec, config_text: str, command: list[str], what: str
+    ) -> subprocess.Popen:
         """Start ``workbench <command[0]> CONFIG <command[1:]>`` detached, with the config written
         to a file of its own, and watch the runs it starts in the spec's experiment."""
         folder = Path(tempfile.mkdtemp(prefix=f"workbench-{command[0]}-"))
@@ -162,21 +221,40 @@ class RunMonitor(w.VBox):
         config_path.write_text(config_text, encoding="utf-8")
         env = child_env(plugin_modules(spec), dict(os.environ))
         env["MLFLOW_TRACKING_URI"] = self._client().tracking_uri  # the study writes where we read
-        argv = [sys.executable, "-m", "workbench.cli", command[0], str(config_path), *command[1:], "--no-progress"]
+        argv = [
+            sys.executable,
+            "-m",
+            "workbench.cli",
+            command[0],
+            str(config_path),
+            *command[1:],
+            "--no-progress",
+        ]
         with open(log_path, "wb") as log_file:
-            popen = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True, env=env)
+            popen = subprocess.Popen(
+                argv,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
         with self._lock:
             self.studies.append(_Study(spec.tracking.experiment, popen, log_path, what))
-        self.message.value = (f"{what} launched (process {popen.pid}, log <code>{log_path}</code>); its "
-                              "runs appear here as they start")
+        self.message.value = (
+            f"{what} launched (process {popen.pid}, log <code>{log_path}</code>); its "
+            "runs appear here as they start"
+        )
         self._ensure_polling()
         return popen
 
     def _spec(self, spec: RunSpec | dict | None) -> RunSpec:
         if spec is None:
             if self.builder is None or self.builder.spec is None:
-                raise ValueError("no valid spec to launch: " + (self.builder.error if self.builder else "pass one"))
+                raise ValueError(
+                    "no valid spec to launch: "
+                    + (self.builder.error if self.builder else "pass one")
+                )
             return self.builder.spec
         return spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
 
@@ -185,11 +263,19 @@ class RunMonitor(w.VBox):
         for study in list(self.studies):
             running = study.popen.poll() is None
             self.attach_running(study.experiment)
-            if not running and study in self.studies:  # (attaching refreshes, which may have seen it end)
+            if (
+                not running and study in self.studies
+            ):  # (attaching refreshes, which may have seen it end)
                 self.studies.remove(study)
                 tail = study.log_path.read_text(errors="replace").strip().splitlines()[-3:]
-                verdict = "finished" if study.popen.returncode == 0 else f"failed (exit {study.popen.returncode})"
-                self.message.value = f"{study.what} {verdict}" + (": " + " / ".join(tail) if tail else "")
+                verdict = (
+                    "finished"
+                    if study.popen.returncode == 0
+                    else f"failed (exit {study.popen.returncode})"
+                )
+                self.message.value = f"{study.what} {verdict}" + (
+                    ": " + " / ".join(tail) if tail else ""
+                )
 
     def _launch_from_builder(self) -> None:
         try:
@@ -199,7 +285,9 @@ class RunMonitor(w.VBox):
 
     def attach_running(self, experiment: str) -> list[str]:
         """Watch every launched run of ``experiment`` that is still RUNNING; their ids."""
-        ids = [run_id for run_id in running_runs(self._client(), experiment) if run_id not in self.rows]
+        ids = [
+            run_id for run_id in running_runs(self._client(), experiment) if run_id not in self.rows
+        ]
         for run_id in ids:
             self._add(attach(run_id, self.uri))
         if ids:
@@ -208,8 +296,13 @@ class RunMonitor(w.VBox):
 
     def _add(self, handle: RunHandle) -> None:
         name = self._client().get_run(handle.run_id).info.run_name or handle.run_id[:8]
-        row = _RunRow(handle, name, w.IntProgress(value=0, min=0, max=1, description=""),
-                      w.HTML(), w.Button(description="Stop", icon="stop", button_style="danger"))
+        row = _RunRow(
+            handle,
+            name,
+            w.IntProgress(value=0, min=0, max=1, description=""),
+            w.HTML(),
+            w.Button(description="Stop", icon="stop", button_style="danger"),
+        )
         row.stop.on_click(lambda _, run_id=handle.run_id: self.stop(run_id))
         with self._lock:
             self.rows[handle.run_id] = row
@@ -239,7 +332,9 @@ class RunMonitor(w.VBox):
                     row.bar.bar_style = _BAR_STYLE[row.status]
                     row.stop.disabled = True
                 self._draw(self.loss_figure, row.name, run_curves(client, run_id, (LOSS_PREFIX,)))
-                self._draw(self.objective_figure, row.name, run_curves(client, run_id, VALUE_PREFIXES))
+                self._draw(
+                    self.objective_figure, row.name, run_curves(client, run_id, VALUE_PREFIXES)
+                )
             return {run_id: row.status for run_id, row in self.rows.items()}
 
     @staticmethod
@@ -252,9 +347,18 @@ class RunMonitor(w.VBox):
                 if name in traces:
                     traces[name].x, traces[name].y = x, y
                 else:
-                    dash = "solid" if key in ("train/loss",) or key.startswith(VALUE_PREFIXES) else "dot"
-                    figure.add_scatter(x=x, y=y, name=name, mode="lines+markers" if len(x) < 30 else "lines",
-                                       line={"dash": dash})
+                    dash = (
+                        "solid"
+                        if key in ("train/loss",) or key.startswith(VALUE_PREFIXES)
+                        else "dot"
+                    )
+                    figure.add_scatter(
+                        x=x,
+                        y=y,
+                        name=name,
+                        mode="lines+markers" if len(x) < 30 else "lines",
+                        line={"dash": dash},
+                    )
 
     def stop(self, run_id: str) -> str:
         """Stop a run (its process group gets SIGTERM; the run ends KILLED); its status."""
@@ -273,7 +377,9 @@ class RunMonitor(w.VBox):
     def _ensure_polling(self) -> None:
         if self.poll_s is None or (self._thread is not None and self._thread.is_alive()):
             return
-        self._thread = threading.Thread(target=self._poll, name="workbench-run-monitor", daemon=True)
+        self._thread = threading.Thread(
+            target=self._poll, name="workbench-run-monitor", daemon=True
+        )
         self._thread.start()
 
     def _poll(self) -> None:
