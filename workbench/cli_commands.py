@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import MissingPackage, WorkbenchError
 
 
 def _quiet_libraries() -> None:
@@ -43,6 +43,14 @@ def _format_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
+# What the demo suggests next: the two faces of the workbench, as the README presents them.
+DEMO_NEXT = (
+    "\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
+    "`workbench lab` opens the teaching notebooks in JupyterLab (token-protected, on localhost;\n"
+    "it needs the notebook packages: `scripts/setup.sh ui`)."
+)
+
+
 def cmd_demo(args) -> int:
     from workbench import paths
     from workbench.spec import RunSpec
@@ -58,8 +66,7 @@ def cmd_demo(args) -> int:
     print(f"Weight sweep on 'order': {len(weights)} runs, correctness weights {weights}")
     result = run_sweep(spec, weights, progress=_show_progress(args), figure_path=figure)
     _print_sweep(result, args.experiment)
-    print("\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
-          "for notebooks, `pip install -e '.[ui]'` then `jupyter lab` (token-protected, on localhost).")
+    print(DEMO_NEXT)
     return 0
 
 
@@ -348,6 +355,7 @@ def cmd_ui(args) -> int:
 
 
 def cmd_lab(args) -> int:
+    import importlib.util
     import secrets
 
     from workbench import paths
@@ -357,6 +365,9 @@ def cmd_lab(args) -> int:
     if not root.is_dir():
         print(f"error: no folder {root}; pass the notebooks' folder with --dir", file=sys.stderr)
         return 2
+    if importlib.util.find_spec("jupyterlab") is None:
+        raise MissingPackage("JupyterLab is not installed in this environment; `scripts/setup.sh ui` "
+                             "installs it with the notebook packages")
     token = secrets.token_hex(24)  # a fresh token each start; only the printed URL carries it
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip={host}",
                "--ServerApp.port={port}", "--ServerApp.port_retries=0",

@@ -51,10 +51,12 @@ class SampledCompletionFields(BaseModel):
     def check_objectives(self, objectives) -> None:
         rewards = [o for o in objectives if o.source.startswith("reward:")]
         if not rewards:
+            sources = ", ".join(f"{o.name}: {o.source}" for o in objectives) or "none"
             raise ValueError(
                 f"objectives: method '{self.name}' trains on rewards, and no objective has a "
-                "reward: source; add one, e.g. {name: correct, direction: max, source: "
-                "'reward:<name>', weight: 1} (register rewards with workbench.register_reward)")
+                f"reward: source (the spec's objectives: {sources}); add one, e.g. {{name: correct, "
+                "direction: max, source: 'reward:<name>', weight: 1} (register rewards with "
+                "workbench.register_reward)")
         names = [o.source for o in rewards]
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:

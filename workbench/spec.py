@@ -366,12 +366,10 @@ class RunSpec(_Section):
             raise SpecError(format_validation_error(err)) from None
 
     @classmethod
-    def from_yaml(cls, text: str) -> RunSpec:
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise SpecError(f"the spec is not valid YAML: {err}") from None
-        return cls.parse(data)
+    def from_yaml(cls, text: str, source: str | Path | None = None) -> RunSpec:
+        """Parse and validate YAML text; ``source`` (the file it came from) is named in a
+        syntax error."""
+        return cls.parse(load_yaml(text, source))
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunSpec:
@@ -382,7 +380,7 @@ class RunSpec(_Section):
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
             raise SpecError(f"spec file {path} cannot be read as UTF-8 text: {err}") from None
-        return cls.from_yaml(text)
+        return cls.from_yaml(text, source=path)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -426,6 +424,33 @@ class RunSpec(_Section):
         raise SpecError(f"no objective named '{name}'; objectives: {[o.name for o in self.objectives]}")
 
 
+def load_yaml(text: str, source: str | Path | None = None) -> Any:
+    """The data of a YAML document; a syntax error raises :class:`SpecError` naming the file
+    (``source``), the line and the column (counted from 1, as editors count them)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        raise SpecError(yaml_error_message(err, source)) from None
+    except yaml.YAMLError as err:
+        where = f"spec file {source}" if source is not None else "the spec"
+        raise SpecError(f"{where} is not valid YAML: {err}") from None
+
+
+def yaml_error_message(err: yaml.MarkedYAMLError, source: str | Path | None = None) -> str:
+    """One line: where the YAML syntax error is, what PyYAML found, and what it was parsing
+    (PyYAML's own text names ``<unicode string>`` and spreads over five lines)."""
+    mark = err.problem_mark or err.context_mark
+    where = f"spec file {source}" if source is not None else "the spec"
+    if mark is not None:
+        where += f", line {mark.line + 1}, column {mark.column + 1}"
+    problem = err.problem or err.context or "a syntax error"
+    message = f"{where}: not valid YAML: {problem}"
+    context = err.context_mark
+    if err.problem and err.context and context is not None:
+        message += f" ({err.context} that starts at line {context.line + 1}, column {context.column + 1})"
+    return message
+
+
 def _check_choice(value: str, table: dict[str, Any], what: str) -> str:
     if value not in table:
         raise ValueError(f"unknown {what} '{value}'; allowed: {registry.choices(table)}")
@@ -455,7 +480,12 @@ def _error_line(loc: tuple, e: dict, fields_at) -> str:
         msg = "unknown field; check its spelling" + (
             f"; allowed: {', '.join(allowed)}" if allowed else " against the docs"
         )
-    shown = repr(e.get("input"))
+    value = e.get("input")
+    if isinstance(value, dict):
+        # A rule over a whole section (or the whole spec) failed: its input is that section,
+        # which would bury the message; the message itself names the fields and values.
+        return f"  {msg}" if not loc else f"  {where}: {msg}"
+    shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return f"  {where} = {shown}: {msg}"

@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from workbench.errors import SpecError
 from workbench.search.pruning import PRUNING_RULES
-from workbench.spec import RunSpec
+from workbench.spec import RunSpec, load_yaml
 
 SAMPLERS = ("nsga2", "gp")
 
@@ -119,9 +118,10 @@ def load_config(path: str | Path, **changes: Any) -> tuple[RunSpec, SearchSettin
         raise SpecError(f"study config {path} does not exist; pass the path of a YAML run spec "
                         "with a search section")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"study config {path} cannot be read: {err}") from None
+    data = load_yaml(text, source=path)
     if not isinstance(data, dict) or not isinstance(data.get("search"), dict):
         raise SpecError(f"study config {path} has no search section; add one, e.g.\n"
                         "search:\n  space:\n    optimizer.lr: {low: 1.0e-4, high: 1.0e-2, log: true}")
