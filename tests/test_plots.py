@@ -10,12 +10,16 @@ import pytest
 
 from workbench.pareto import ParetoInputError, compute_front
 from workbench.plots import (
+    BASE,
     DOMINATED,
     FRONT,
     REFERENCE,
     REGION,
     curves_figure,
     front_figure,
+    overlap_groups,
+    plotlyjs_file_name,
+    point_text,
     trajectory_figure,
     write_html,
 )
@@ -47,22 +51,30 @@ def test_front_figure_2d_traces(front_2d):
     assert set(traces) == {DOMINATED, FRONT, REFERENCE, REGION}
     front, dominated = traces[FRONT], traces[DOMINATED]
 
-    # Every run appears exactly once; the highlighted ones are exactly the non-dominated.
-    assert len(front.x) + len(dominated.x) == len(front_2d.points)
-    assert len(front.x) == int(front_2d.mask.sum())
+    # Every spot appears once (runs 4 and 5 share one); the highlighted ones are exactly the
+    # non-dominated; each marker's hover lists every run at its spot.
+    spots = {tuple(p) for p in front_2d.points.tolist()}
+    assert len(front.x) + len(dominated.x) == len(spots) == len(front_2d.points) - 1
     assert sorted(zip(front.x, front.y, strict=True)) == sorted(
-        map(tuple, front_2d.front_points.tolist())
+        {tuple(p) for p in front_2d.front_points.tolist()}
     )
     assert sorted(zip(dominated.x, dominated.y, strict=True)) == sorted(
-        map(tuple, front_2d.points[~front_2d.mask].tolist())
+        {tuple(p) for p in front_2d.points[~front_2d.mask].tolist()}
     )
-    # Hover labels travel with their points.
+    # Hover labels travel with their points; a click (customdata) finds a run at that spot.
     label_of = dict(zip(front_2d.labels, map(tuple, front_2d.points.tolist()), strict=True))
+    listed = []
     for trace in (front, dominated):
-        for label, x, y in zip(trace.hovertext, trace.x, trace.y, strict=True):
-            assert label_of[label] == (x, y)
-    assert set(front.hovertext) == set(front_2d.front_labels)
-
+        for hover, x, y, row in zip(
+            trace.hovertext, trace.x, trace.y, trace.customdata, strict=True
+        ):
+            labels = hover.split("<br>")[1:] if "runs here" in hover else [hover]
+            assert all(label_of[label] == (x, y) for label in labels)
+            assert tuple(front_2d.points[row]) == (x, y)
+            listed += labels
+    assert sorted(listed) == sorted(front_2d.labels)
+    shared = next(h for t in (front, dominated) for h in t.hovertext if "runs here" in h)
+    assert shared == "2 runs here:<br>run-4<br>run-5"
     assert list(traces[REFERENCE].x) == [0.0] and list(traces[REFERENCE].y) == [1.0]
     assert fig.layout.xaxis.title.text == "accuracy (max)"
     assert fig.layout.yaxis.title.text == "cost (min)"
@@ -167,12 +179,77 @@ def test_curves_figure_draws_each_run_in_step_order():
     assert fig.layout.xaxis.title.text == "step" and fig.layout.yaxis.title.text == "train/loss"
 
 
-def test_write_html_is_standalone(tmp_path, front_2d):
-    path = write_html(front_figure(front_2d), tmp_path / "figures" / "front.html")
-    assert path.exists()
+def test_write_html_writes_plotly_beside_the_page_once(tmp_path, front_2d):
+    folder = tmp_path / "figures"
+    page = write_html(front_figure(front_2d), folder / "front.html")
+    other = write_html(front_figure(front_2d, title="again"), folder / "other.html")
+    bundle = folder / plotlyjs_file_name()
+    # The page loads plotly.js from its folder (offline), never from a CDN; the bundle is
+    # written once and shared by every page there.
+    html = page.read_text(encoding="utf-8")
+    assert f'src="{bundle.name}"' in html and "cdn" not in html.lower()
+    assert len(html) < 100_000 and "run-0" in html
+    assert bundle.stat().st_size > 1_000_000 and "plotly.js v" in bundle.read_text()[:200]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [bundle.name, "front.html", "other.html"]
+    )
+    assert other.stat().st_size < 100_000
+
+
+def test_write_html_embedded_stands_alone(tmp_path, front_2d):
+    path = write_html(front_figure(front_2d), tmp_path / "front.html", plotlyjs="embed")
     html = path.read_text(encoding="utf-8")
-    # plotly.js is inlined (its bundle is megabytes), and no script is fetched from a CDN.
+    # plotly.js is inlined (its bundle is megabytes), and no script is fetched at all.
     assert len(html) > 1_000_000
     assert "plotly.js v" in html
     assert "<script src=" not in html and 'src="https://cdn' not in html
-    assert "run-0" in html
+    assert [p.name for p in tmp_path.iterdir()] == ["front.html"]
+    with pytest.raises(ValueError, match="plotlyjs='cdn' must be one of"):
+        write_html(front_figure(front_2d), tmp_path / "x.html", plotlyjs="cdn")
+
+
+def test_overlapping_runs_are_counted_and_labelled():
+    points = np.array([[0.5, 3.0], [0.5, 3.0], [0.9, 5.0], [0.5, 3.0000000000001], [0.2, 1.0]])
+    assert overlap_groups(points) == [[0, 1, 3], [2], [4]]
+    assert overlap_groups(points, [2, 3, 1]) == [[2], [3, 1]]
+    assert point_text(["correctness=0.7"]) == "correctness=0.7"
+    assert point_text(["correctness=0.7", "correctness=0.7"]) == "correctness=0.7 ×2"
+    assert point_text(["a", "b"]) == "a, b"
+    assert point_text(["correctness=0.7", "correctness=0.9", "correctness=0.1"]) == (
+        "correctness=0.7 +2 more"
+    )
+    points[3] = points[0]  # exactly: near-equal values may differ in dominance
+    front = compute_front(
+        points,
+        ["max", "min"],
+        reference=[0.0, 10.0],
+        names=["c", "n"],
+        labels=["w=0.5", "w=0.5", "w=0.9", "w=0.5", "w=0.1"],
+    )
+    fig = front_figure(front, base={"c": 0.1, "n": 2.0})
+    traces = traces_by_name(fig)
+    drawn = [*traces[FRONT].text, *traces[DOMINATED].text]
+    assert sorted(drawn) == sorted(["w=0.5 ×3", "w=0.9", "w=0.1"])
+    assert max(traces[FRONT].marker.size) > min(
+        traces[FRONT].marker.size
+    )  # a shared spot is larger
+    base = traces[BASE]
+    assert (list(base.x), list(base.y), list(base.text)) == ([0.1], [2.0], ["base model"])
+    # Many spots: labels would cover each other, so hover only (unless asked for).
+    many = compute_front(
+        np.random.default_rng(0).uniform(size=(30, 2)),
+        ["max", "max"],
+        labels=[f"r{i}" for i in range(30)],
+    )
+    assert all(t.text is None for t in front_figure(many).data)
+    assert traces_by_name(front_figure(many, point_labels=True))[FRONT].text is not None
+    # Beyond two objectives the base model is a point of the scatter matrix too.
+    three = compute_front(
+        np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0], [2.0, 1.0, 0.0]]),
+        ["max", "max", "max"],
+        names=["x", "y", "z"],
+        labels=["a", "b", "c"],
+    )
+    fig3 = front_figure(three, base={"x": 0.0, "y": 0.0, "z": 0.0})
+    assert BASE in {t.name for t in fig3.data}
+    assert sum(len(t.customdata) for t in fig3.data if t.name in (FRONT, DOMINATED)) == 2

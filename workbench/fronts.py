@@ -116,11 +116,12 @@ def point_hypervolume(front: ParetoFront, values: dict[str, float]) -> float:
 
 
 def record_front(recorder, front: ParetoFront, base_hypervolume: float, title: str,
-                 prefix: str = "sweep"):
+                 prefix: str = "sweep", base: dict[str, float] | None = None):
     """Record a study's front on its parent run (``<prefix>/hypervolume``,
     ``<prefix>/base_hypervolume``, ``<prefix>/front_size``, ``front.json`` and the plot under
-    ``front/``); returns the plotly figure. ``prefix`` is ``sweep`` for sweeps and merge
-    grids, ``study`` for searches."""
+    ``front/``); returns the plotly figure, with the base model's point (``base``, its
+    objective values) drawn when given. ``prefix`` is ``sweep`` for sweeps and merge grids,
+    ``study`` for searches."""
     import tempfile
     from pathlib import Path
 
@@ -130,8 +131,9 @@ def record_front(recorder, front: ParetoFront, base_hypervolume: float, title: s
                           f"{prefix}/base_hypervolume": base_hypervolume,
                           f"{prefix}/front_size": float(front.mask.sum())}, step=0)
     recorder.log_table(front.table(), "front.json")
-    figure = plots.front_figure(front, title=title)
+    figure = plots.front_figure(front, title=title, base=base)
     with tempfile.TemporaryDirectory() as tmp:
-        html = plots.write_html(figure, Path(tmp) / "front.html")
+        # Self-contained: MLflow's artifact viewer shows the one file.
+        html = plots.write_html(figure, Path(tmp) / "front.html", plotlyjs="embed")
         recorder.log_artifacts(str(html.parent), "front")
     return figure

@@ -7,6 +7,7 @@ figure's traces without a browser and the widgets show exactly what the data say
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,10 @@ DOMINATED = "dominated runs"
 FRONT = "Pareto front"
 REFERENCE = "reference point"
 REGION = "dominated region (hypervolume)"
+BASE = "base model"
+BASE_COLOR = "#222222"
+# Beyond this many spots, run labels beside the points cover each other: hover only.
+LABELLED_POINTS = 12
 
 
 def axis_title(name: str, direction: str) -> str:
@@ -90,12 +95,68 @@ def _region_polygon(
     return xs, ys
 
 
-def _front_figure_2d(front: ParetoFront) -> go.Figure:
+def overlap_groups(points: np.ndarray, rows: Sequence[int] | None = None) -> list[list[int]]:
+    """Rows (of ``points``, or among ``rows``) that sit on one spot, grouped: runs with the same
+    objective values (to 12 significant digits) would hide each other on a plot. Groups come in
+    the order of their first row; a run alone is a group of one."""
+    points = np.asarray(points, dtype=float)
+    rows = range(len(points)) if rows is None else rows
+    groups: dict[tuple, list[int]] = {}
+    for i in rows:
+        key = tuple(float(f"{v:.12g}") for v in points[int(i)])
+        groups.setdefault(key, []).append(int(i))
+    return list(groups.values())
+
+
+def point_text(labels: Sequence[str]) -> str:
+    """The text beside a point standing for the runs ``labels``: the run's label, with the
+    count when several runs share the spot (``"correctness=0.7 ×2"``), or the labels when
+    they differ and are short, else the first and how many more."""
+    labels = [str(label) for label in labels]
+    if len(labels) == 1:
+        return labels[0]
+    if len(set(labels)) == 1:
+        return f"{labels[0]} ×{len(labels)}"
+    joined = ", ".join(labels)
+    return joined if len(joined) <= 32 else f"{labels[0]} +{len(labels) - 1} more"
+
+
+def point_hover(labels: Sequence[str]) -> str:
+    """The hover text of a point: its run, or every run at that spot, one per line."""
+    if len(labels) == 1:
+        return str(labels[0])
+    return f"{len(labels)} runs here:<br>" + "<br>".join(map(str, labels))
+
+
+def _grouped_scatter(
+    front: ParetoFront, groups: list[list[int]], text: bool, **trace: Any
+) -> go.Scatter:
+    """One marker per spot in a 2-D figure: its customdata is the spot's first row (a click
+    finds that run), its hover lists every run there, and a shared spot's marker is larger."""
+    labels = front.labels
+    firsts = [g[0] for g in groups]
+    marker = dict(trace.pop("marker"))
+    base_size = marker.get("size", 8)
+    marker["size"] = [base_size + min(6, 3 * (len(g) - 1)) for g in groups]
+    mode = trace.pop("mode")
+    return go.Scatter(
+        x=front.points[firsts, 0] if groups else [],
+        y=front.points[firsts, 1] if groups else [],
+        mode=mode + "+text" if text else mode,
+        text=[point_text([labels[i] for i in g]) for g in groups] if text else None,
+        textposition="top center",
+        textfont={"size": 11},
+        marker=marker,
+        hovertext=[point_hover([labels[i] for i in g]) for g in groups],
+        customdata=firsts,  # row numbers: a click finds its run
+        **trace,
+    )
+
+
+def _front_figure_2d(front: ParetoFront, text: bool) -> go.Figure:
     fig = go.Figure()
     names, directions = front.names, front.directions
-    labels = np.array(front.labels, dtype=object)
     hover = hover_template(names, ["x", "y"])
-    dominated = front.points[~front.mask]
     if front.reference is not None:
         xs, ys = _region_polygon(front.front_points, directions, front.reference)
         if xs:
@@ -111,30 +172,30 @@ def _front_figure_2d(front: ParetoFront) -> go.Figure:
                     name=REGION,
                 )
             )
+    dominated = overlap_groups(front.points, np.flatnonzero(~front.mask))
     fig.add_trace(
-        go.Scatter(
-            x=dominated[:, 0],
-            y=dominated[:, 1],
+        _grouped_scatter(
+            front,
+            dominated,
+            text,
             mode="markers",
             marker={"color": DOMINATED_COLOR, "size": 8},
-            hovertext=labels[~front.mask],
+            textfont_color="#777777",
             hovertemplate=hover,
-            customdata=np.flatnonzero(~front.mask),  # row numbers: a click finds its run
             name=DOMINATED,
         )
     )
-    order = staircase_order(front.front_points, directions)
-    on_front = front.front_points[order]
+    on_front = overlap_groups(front.points, np.flatnonzero(front.mask))
+    order = staircase_order(front.points[[g[0] for g in on_front]], directions) if on_front else []
     fig.add_trace(
-        go.Scatter(
-            x=on_front[:, 0],
-            y=on_front[:, 1],
+        _grouped_scatter(
+            front,
+            [on_front[i] for i in order],
+            text,
             mode="lines+markers",
             line={"color": FRONT_COLOR, "shape": "hv", "width": 2},
             marker={"color": FRONT_COLOR, "size": 10},
-            hovertext=labels[front.mask][order],
             hovertemplate=hover,
-            customdata=np.flatnonzero(front.mask)[order],
             name=FRONT,
         )
     )
@@ -191,7 +252,6 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
     # Chosen over parallel coordinates because every point keeps its hover label and
     # the front stays a separate, countable trace.
     fig = go.Figure()
-    labels = np.array(front.labels, dtype=object)
     titles = [axis_title(n, d) for n, d in zip(front.names, front.directions, strict=True)]
     hover = "%{hovertext}<extra></extra>"
 
@@ -209,24 +269,14 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
             diagonal_visible=False,
         )
 
-    fig.add_trace(
-        splom(
-            front.points[~front.mask],
-            {"color": DOMINATED_COLOR, "size": 6},
-            DOMINATED,
-            labels[~front.mask],
-            np.flatnonzero(~front.mask),
-        )
-    )
-    fig.add_trace(
-        splom(
-            front.front_points,
-            {"color": FRONT_COLOR, "size": 8},
-            FRONT,
-            labels[front.mask],
-            np.flatnonzero(front.mask),
-        )
-    )
+    for name, keep, marker in (
+        (DOMINATED, ~front.mask, {"color": DOMINATED_COLOR, "size": 6}),
+        (FRONT, front.mask, {"color": FRONT_COLOR, "size": 8}),
+    ):
+        groups = overlap_groups(front.points, np.flatnonzero(keep))
+        firsts = [g[0] for g in groups]
+        hovertext = [point_hover([front.labels[i] for i in g]) for g in groups]
+        fig.add_trace(splom(front.points[firsts], marker, name, hovertext, firsts))
     if front.reference is not None:
         fig.add_trace(
             splom(
@@ -239,21 +289,85 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
     return fig
 
 
-def front_figure(front: ParetoFront, title: str | None = None) -> go.Figure:
+def _add_base(fig: go.Figure, front: ParetoFront, base: Mapping[str, float]) -> None:
+    """The base model (before any training) as a point of its own, labelled."""
+    values = [base.get(n) for n in front.names]
+    if any(v is None or not np.isfinite(v) for v in values):
+        return
+    marker = {"color": BASE_COLOR, "symbol": "diamond", "size": 11}
+    hover = "base model (before training)<br>" + "<br>".join(
+        f"{n}={v:.4g}" for n, v in zip(front.names, values, strict=True)
+    )
+    k = len(front.names)
+    if k == 1:
+        fig.add_vline(
+            x=float(values[0]),
+            line={"color": BASE_COLOR, "dash": "dot"},
+            annotation_text=BASE,
+        )
+    elif k == 2:
+        fig.add_trace(
+            go.Scatter(
+                x=[values[0]],
+                y=[values[1]],
+                mode="markers+text",
+                text=[BASE],
+                textposition="bottom center",
+                textfont={"size": 11, "color": BASE_COLOR},
+                marker=marker,
+                hovertext=[hover],
+                hovertemplate="%{hovertext}<extra></extra>",
+                name=BASE,
+            )
+        )
+    else:
+        titles = [axis_title(n, d) for n, d in zip(front.names, front.directions, strict=True)]
+        fig.add_trace(
+            go.Splom(
+                dimensions=[
+                    {"label": t, "values": [v]} for t, v in zip(titles, values, strict=True)
+                ],
+                marker=marker,
+                hovertext=[hover],
+                hovertemplate="%{hovertext}<extra></extra>",
+                name=BASE,
+                showupperhalf=False,
+                diagonal_visible=False,
+            )
+        )
+
+
+def front_figure(
+    front: ParetoFront,
+    title: str | None = None,
+    *,
+    base: Mapping[str, float] | None = None,
+    point_labels: bool | None = None,
+) -> go.Figure:
     """Plot a :class:`~workbench.pareto.ParetoFront`.
 
     Two objectives: every run as a point (dominated ones grey), the front as a red
     staircase bounding the region it dominates, that region shaded up to the reference
     point (an ``x``). Three or more: a scatter matrix of every pair with the same colours.
     One: runs on a line, the best highlighted. Hovering a point shows its run label.
+
+    Runs with the same values share one marker (larger), whose hover lists them all and
+    whose label counts them (:func:`overlap_groups`). ``point_labels``: write each run's
+    label beside its point in a 2-D figure (default: when there are at most
+    :data:`LABELLED_POINTS` spots, beyond that labels cover each other). ``base``: the base
+    model's objective values (the runs' first evaluation), drawn as a labelled diamond.
     """
     k = len(front.names)
+    if point_labels is None:
+        point_labels = len(overlap_groups(front.points)) <= LABELLED_POINTS
     if k == 1:
         fig = _front_figure_1d(front)
     elif k == 2:
-        fig = _front_figure_2d(front)
+        fig = _front_figure_2d(front, point_labels)
     else:
         fig = _front_figure_nd(front)
+    if base:
+        _add_base(fig, front, base)
     fig.update_layout(title_text=title if title is not None else _default_title(front))
     fig.update_layout(template="plotly_white", legend={"itemsizing": "constant"})
     return fig
@@ -350,13 +464,48 @@ def curves_figure(
     return fig
 
 
-def write_html(fig: go.Figure, path: str | Path) -> Path:
-    """Write ``fig`` as a standalone HTML file that opens offline; returns the path.
+PLOTLYJS_MODES = ("beside", "embed")
 
-    The plotly.js library is embedded in the file (a few MB) rather than loaded from a
-    CDN, so the page works on air-gapped machines and in archived MLflow artifacts.
+
+def plotlyjs_file_name() -> str:
+    """The name plotly.js is written under beside the pages that load it: versioned, so a page
+    written by a later plotly never loads an older bundle left in the folder."""
+    from plotly.offline import get_plotlyjs_version
+
+    return f"plotly-{get_plotlyjs_version()}.min.js"
+
+
+def write_html(fig: go.Figure, path: str | Path, plotlyjs: str = "beside") -> Path:
+    """Write ``fig`` as an HTML page that opens offline; returns the path.
+
+    plotly.js (4.8 MB with plotly 7) never comes from a CDN, since a workshop room or an
+    air-gapped machine has none. ``plotlyjs="beside"`` (the default, for pages in a folder
+    such as the store's ``demo-front.html``) writes the bundle once into the page's folder
+    as :func:`plotlyjs_file_name` and the page loads it from there: the page itself is a few
+    tens of KB, and every page in the folder shares the one bundle (moving a page alone
+    means moving the bundle with it). ``"embed"`` puts the bundle inside the page, for a
+    page that must stand alone, such as an MLflow artifact (MLflow's viewer shows the one
+    file, so a script beside it is not found).
     """
+    if plotlyjs not in PLOTLYJS_MODES:
+        raise ValueError(f"plotlyjs={plotlyjs!r} must be one of {PLOTLYJS_MODES}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(path, include_plotlyjs=True, full_html=True)
+    if plotlyjs == "embed":
+        fig.write_html(path, include_plotlyjs=True, full_html=True)
+        return path
+    bundle = path.parent / plotlyjs_file_name()
+    if not bundle.is_file():
+        import tempfile
+
+        from plotly.offline import get_plotlyjs
+
+        # Written aside and renamed: a page never loads a half-written bundle.
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=path.parent, suffix=".partial", delete=False
+        ) as partial:
+            partial.write(get_plotlyjs())
+        os.chmod(partial.name, 0o644)  # readable like any page beside it (a temp file is 0600)
+        Path(partial.name).replace(bundle)
+    fig.write_html(path, include_plotlyjs=bundle.name, full_html=True)
     return path
