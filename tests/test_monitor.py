@@ -6,10 +6,62 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import fast_spec, wait_until
-from workbench import tracking
+from workbench import plots, tracking
 from workbench.errors import SpecError
 from workbench.spec import RunSpec
 from workbench.widgets import ExperimentBuilder, RunMonitor
+from workbench.widgets.monitor import LOSS_TITLE, draw_run_curves, empty_panels, panel_order
+
+
+def _curves(scale: float) -> dict:
+    return {
+        "train/loss": [(s, scale / s) for s in range(1, 6)],
+        "train/lr": [(s, 1e-4) for s in range(1, 6)],
+        "train/sft": [(s, 2 * scale / s) for s in range(1, 6)],
+        "train/brevity": [(s, 0.5) for s in range(1, 6)],
+    }
+
+
+def test_monitor_charts_one_legend_entry_per_run_and_the_learning_rate_apart():
+    """Headless: each run's lines share its colour and one legend entry; every metric has a
+    panel of its own (the learning rate last, never on the loss's axis); the figure sets no
+    width, so it fits its cell; drawing again updates the lines in place."""
+    figure = empty_panels(LOSS_TITLE)
+    draw_run_curves(figure, "correctness=0.7", "run-a", plots.run_color(0), _curves(1.0))
+    draw_run_curves(figure, "correctness=0.3", "run-b", plots.run_color(1), _curves(2.0))
+    assert plots.legend_entries(figure) == ["correctness=0.7", "correctness=0.3"]
+    assert len(figure.data) == 8
+    assert panel_order(_curves(1.0)) == ["train/loss", "train/brevity", "train/sft", "train/lr"]
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles == [
+        "<b>training loss</b>",
+        "<b>training term brevity</b>",
+        "<b>training term sft</b>",
+        "<b>learning rate</b>",
+    ]
+    axes = {t.meta: (t.xaxis, t.yaxis) for t in figure.data if t.legendgroup == "run-a"}
+    assert axes == {
+        "train/loss": ("x", "y"),
+        "train/brevity": ("x2", "y2"),
+        "train/sft": ("x3", "y3"),
+        "train/lr": ("x4", "y4"),
+    }
+    assert {t.line.color for t in figure.data if t.legendgroup == "run-b"} == {plots.run_color(1)}
+    assert figure.layout.width is None and figure.layout.autosize
+    assert figure.layout.title.text == LOSS_TITLE
+
+    # Later points update the lines; a metric seen later gets a panel, before the rate's.
+    more = dict(
+        _curves(1.0), **{"train/loss": [(s, 1.0 / s) for s in range(1, 9)], "train/kl": [(1, 0.1)]}
+    )
+    draw_run_curves(figure, "correctness=0.7", "run-a", plots.run_color(0), more)
+    assert len(figure.data) == 9
+    assert plots.legend_entries(figure) == ["correctness=0.7", "correctness=0.3"]
+    loss = next(t for t in figure.data if t.legendgroup == "run-a" and t.meta == "train/loss")
+    assert list(loss.x) == list(range(1, 9))
+    rate = next(t for t in figure.data if t.legendgroup == "run-b" and t.meta == "train/lr")
+    assert (rate.xaxis, rate.yaxis) == ("x5", "y5")
+    assert figure.layout.annotations[-1].text == "<b>learning rate</b>"
 
 
 @pytest.mark.slow
@@ -39,15 +91,21 @@ def test_monitor_launches_watches_reattaches_and_stops(store_uri):
     wait_until(long_run_trains, 240, "the short run finished and the long one trains")
     short = monitor.rows[short_id]
     assert short.bar.value == short.bar.max == 12 and short.bar.bar_style == "success"
-    traces = {t.name for t in monitor.loss_figure.data} | {
-        t.name for t in monitor.objective_figure.data
+    drawn = {
+        (t.legendgroup, t.meta) for t in (*monitor.loss_figure.data, *monitor.objective_figure.data)
     }
     assert {
-        f"{short.name} train/loss",
-        f"{short.name} objective/correctness",
-        f"{short.name} objective/length",
-    } <= traces
-    loss = next(t for t in monitor.loss_figure.data if t.name == f"{short.name} train/loss")
+        (short_id, "train/loss"),
+        (short_id, "train/lr"),
+        (short_id, "objective/correctness"),
+        (short_id, "objective/length"),
+    } <= drawn
+    # One legend entry per run in each chart, named after the run.
+    for figure in (monitor.loss_figure, monitor.objective_figure):
+        assert sorted(plots.legend_entries(figure)) == sorted(r.name for r in monitor.rows.values())
+    loss = next(
+        t for t in monitor.loss_figure.data if (t.legendgroup, t.meta) == (short_id, "train/loss")
+    )
     assert list(loss.x) == list(range(1, 13))
     assert "ETA" in monitor.rows[long_handle.run_id].label.value
 

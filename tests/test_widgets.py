@@ -22,6 +22,7 @@ from workbench.widgets import (
     RunCompare,
     comparison,
     forms,
+    readable,
 )
 from workbench.widgets.comparison import last_samples
 from workbench.widgets.explorer import (
@@ -186,7 +187,19 @@ def test_explorer_ranks_and_marks_like_brute_force(store_uri):
     assert ids[row] in explorer.details.value
     shown = explorer.details.value.split("<pre", 1)[1].split(">", 1)[1].split("</pre>")[0]
     assert yaml.safe_load(html.unescape(shown))["tracking"]["run_name"] == f"r{row}"
-    assert "objective/correctness" in explorer.details.value
+    # What the run is comes first, then its metrics under readable names, the spec last.
+    details = explorer.details.value
+    order = [
+        details.index(s)
+        for s in (
+            "method <b>mo-sft</b>",
+            "training weight",
+            "<b>metrics</b>",
+            "the full spec (YAML)",
+        )
+    ]
+    assert order == sorted(order)
+    assert f">{points[row][0]:.4g}<" in details and "objective/correctness" not in details
 
 
 # ----------------------------------------------------------------------- comparing runs
@@ -440,7 +453,7 @@ def test_run_views_show_evaluation_and_training_samples_apart(store_uri):
     explorer.select(0)
     shown = explorer.details.value
     assert "reverse a b" in shown and "completions sampled in training" in shown
-    assert "<th>advantage</th>" in shown and "<td>-0.7</td>" in shown
+    assert "total 0.25, advantage -0.7" in shown  # the scores beside the sample, not a raw dict
 
 
 def test_explorer_overlays_other_builders_fronts(store_uri):
@@ -502,3 +515,105 @@ def test_explorer_draws_parallel_coordinates_coloured_by_rank(store_uri):
         assert list(trace.line.color) == expected.tolist()
     explorer.view.value = "scatter"
     assert {t.type for t in explorer.figure.data} == {"splom"}
+
+
+# ----------------------------------------------------------------------- reading at a glance
+
+
+def test_metric_names_and_values_read_as_words_and_figures():
+    assert readable.metric_label("cost/trainable_params") == "trainable parameters"
+    assert readable.metric_value("cost/trainable_params", 3.7722e05) == "377,220"
+    assert readable.metric_label("objective/correctness") == "correctness"
+    assert readable.metric_label("objective/exact_match") == "exact match"
+    assert readable.metric_label("train/loss") == "training loss"
+    assert readable.metric_label("train/lr") == "learning rate"
+    assert readable.metric_label("train/sft") == "training term sft"
+    assert readable.metric_label("reward/correct/mean") == "reward correct (mean)"
+    assert readable.metric_label("perf/peak_mem_mb") == "peak memory (MB)"
+    assert readable.metric_value("perf/tokens_per_s", 12345.6) == "12,346"
+    assert readable.metric_value("objective/correctness", 0.8125) == "0.8125"
+    assert readable.metric_value("train/lr", 1e-4) == "1.000e-04"
+    rows = readable.metric_rows(
+        {
+            "perf/step_s": 0.01,
+            "cost/trainable_params": 5.0,
+            "objective/length": 4.0,
+            "train/loss": 2.0,
+            "pref/margin": 1.0,
+        },
+        readable.DETAIL_PREFIXES,
+    )
+    assert [key for key, _, _ in rows] == [
+        "objective/length",
+        "train/loss",
+        "cost/trainable_params",
+        "perf/step_s",
+    ]
+
+
+def test_run_summary_and_samples_lead_with_what_the_run_is():
+    params = RunSpec.parse(fast_spec()).flat_params()
+    summary = readable.run_summary(params, {"correctness": 0.5})
+    assert summary.method == "mo-sft" and summary.task == "order"
+    assert "brevity_position_scale" in summary.method_settings
+    by_name = {o.name: o for o in summary.objectives}
+    assert by_name["correctness"].direction == "max" and by_name["correctness"].value == 0.5
+    trained = [o for o in RunSpec.parse(fast_spec()).objectives if o.term]
+    assert {o.name: by_name[o.name].weight for o in trained} == {o.name: o.weight for o in trained}
+    rows = readable.sample_rows(
+        [
+            {
+                "prompt": "order 3 1",
+                "target": "1 3",
+                "completion": "1 3",
+                "correct": 1.0,
+                "length": 2,
+                "step": 10,
+            }
+        ]
+    )
+    assert rows == [readable.SampleRow("order 3 1", "1 3", "1 3", {"correct": 1.0, "length": 2.0})]
+    assert readable.score_text(rows[0].scores) == "correct 1, length 2"
+    assert readable.label_width(["a"]) == "80px"
+    assert readable.label_width(["brevity position scale"], minimum=120) == "188px"
+
+
+def test_builder_labels_in_words_and_kernels_this_machine_runs(monkeypatch):
+    assert forms.param_label("brevity_position_scale") == "brevity position scale"
+    assert forms.param_label("r", "rank") == "rank"
+    assert forms.kernel_choices(cuda=False, triton=True) == ["auto", "torch", "off"]
+    assert forms.kernel_choices(cuda=True, triton=False) == ["auto", "torch", "off"]
+    assert forms.kernel_choices(cuda=True, triton=True) == ["auto", "triton", "torch", "off"]
+    builder = ExperimentBuilder(fast_spec())
+    assert builder.method_params.controls["brevity_position_scale"].description == (
+        "brevity position scale"
+    )
+    assert all("_" not in c.description for c in builder.method_params.controls.values())
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "triton" not in builder.kernels.options
+    # A base spec that asks for triton keeps its choice (shown, so it can be changed).
+    monkeypatch.setattr(forms, "machine_kernel_choices", lambda: ["auto", "torch", "off"])
+    kept = ExperimentBuilder(fast_spec(kernels="triton"))
+    assert kept.kernels.value == "triton" and "triton" in kept.kernels.options
+
+
+def test_explorer_counts_runs_that_share_a_point(store_uri):
+    """Six runs on three spots: three markers, each counting its runs and listing them on hover;
+    a click shows the run and names the others at its point."""
+    _store_finished_runs(
+        [(0.5, 3.0), (0.5, 3.0), (0.9, 6.0), (0.9, 6.0), (0.2, 1.0), (0.2, 1.0)], experiment="twins"
+    )
+    explorer = ParetoExplorer("twins")
+    drawn = [t for t in explorer.figure.data if t.name in ("Pareto front", "dominated runs")]
+    assert sum(len(t.x) for t in drawn) == 3
+    hovers = [h for t in drawn for h in t.hovertext]
+    assert sorted(hovers) == [
+        "2 runs here:<br>r0<br>r1",
+        "2 runs here:<br>r2<br>r3",
+        "2 runs here:<br>r4<br>r5",
+    ]
+    assert explorer.trajectories.layout.width == "auto"  # its label shown whole
+    explorer.select(1)
+    assert "also at this point: r0" in explorer.details.value

@@ -464,6 +464,97 @@ def curves_figure(
     return fig
 
 
+# -- small multiples: one panel per metric, one colour and one legend entry per run --------
+
+# Plotly's default colour sequence: a run keeps its colour in every panel.
+RUN_COLORS = (
+    "#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a",
+    "#19d3f3", "#ff6692", "#b6e880", "#ff97ff", "#fecb52",
+)  # fmt: skip
+
+
+def run_color(index: int) -> str:
+    """The colour of the ``index``-th run (cycling through :data:`RUN_COLORS`)."""
+    return RUN_COLORS[index % len(RUN_COLORS)]
+
+
+def panel_axes(index: int) -> tuple[str, str]:
+    """Plotly's names of panel ``index``'s axes (0-based): ``("x", "y")``, ``("x2", "y2")``..."""
+    suffix = "" if index == 0 else str(index + 1)
+    return f"x{suffix}", f"y{suffix}"
+
+
+def panels_layout(
+    titles: Sequence[str],
+    *,
+    title: str | None = None,
+    columns: int = 4,
+    panel_height: int = 190,
+    x_title: str = "step",
+) -> dict[str, Any]:
+    """The layout of small multiples: one panel per entry of ``titles`` (its title above it),
+    at most ``columns`` a row, each with its own y axis. No width is set, so the figure fits
+    the width of whatever holds it (a notebook cell); the height follows the rows. The
+    legend runs horizontally under the panels, where it never narrows them."""
+    n = max(1, len(titles))
+    columns = max(1, min(columns, n))
+    rows = -(-n // columns)
+    top, bottom = (64 if title else 36), 96
+    layout: dict[str, Any] = {
+        "grid": {
+            "rows": rows,
+            "columns": columns,
+            "pattern": "independent",
+            "roworder": "top to bottom",
+            "xgap": 0.25 if columns > 1 else 0.1,
+            "ygap": 0.45 if rows > 1 else 0.1,
+        },
+        "height": rows * panel_height + top + bottom,
+        "autosize": True,
+        "margin": {"t": top, "b": bottom, "l": 56, "r": 16},
+        "template": "plotly_white",
+        "legend": {
+            "orientation": "h",
+            "x": 0,
+            "xanchor": "left",
+            "y": 0,
+            "yref": "container",
+            "yanchor": "bottom",
+        },
+        "hovermode": "closest",
+        "annotations": [],
+    }
+    if title:
+        layout["title"] = {"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}}
+    for i, text in enumerate(titles):
+        x, y = panel_axes(i)
+        bottom_row = i + columns >= n
+        layout[x.replace("x", "xaxis", 1)] = {
+            "title": {"text": x_title if bottom_row else ""},
+            "automargin": True,
+        }
+        layout[y.replace("y", "yaxis", 1)] = {"automargin": True, "exponentformat": "e"}
+        layout["annotations"].append(
+            {
+                "text": f"<b>{text}</b>",
+                "xref": f"{x} domain",
+                "yref": f"{y} domain",
+                "x": 0,
+                "y": 1.02,
+                "xanchor": "left",
+                "yanchor": "bottom",
+                "showarrow": False,
+                "font": {"size": 12},
+            }
+        )
+    return layout
+
+
+def legend_entries(figure: go.Figure) -> list[str]:
+    """The names the figure's legend lists (traces shown in it), in order."""
+    return [t.name for t in figure.data if t.showlegend is not False]
+
+
 PLOTLYJS_MODES = ("beside", "embed")
 
 

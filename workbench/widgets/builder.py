@@ -16,7 +16,7 @@ import ipywidgets as w
 from workbench import registry
 from workbench.data.tasks import TASKS
 from workbench.spec import RunSpec
-from workbench.widgets import forms
+from workbench.widgets import forms, readable
 
 _ERROR_STYLE = "color:#b00020;font-size:90%;white-space:pre-wrap"
 _WIDE = w.Layout(width="420px")
@@ -26,10 +26,16 @@ def _error_html() -> w.HTML:
     return w.HTML(layout=w.Layout(margin="0 0 0 8px"))
 
 
-def _param_control(kind: str, value: Any, description: str, label: str) -> w.Widget:
-    style = {"description_width": "160px"}
+def _param_control(kind: str, value: Any, description: str, label: str, width: str) -> w.Widget:
+    style = {"description_width": width}
     if kind == "bool":
-        return w.Checkbox(value=bool(value), description=label, tooltip=description, indent=False)
+        return w.Checkbox(
+            value=bool(value),
+            description=label,
+            tooltip=description,
+            indent=False,
+            layout=w.Layout(width="auto"),
+        )
     if kind == "int":
         return w.IntText(value=int(value), description=label, tooltip=description, style=style)
     if kind == "float":
@@ -63,8 +69,12 @@ class _ParamsBox(w.VBox):
         self.controls: dict[str, w.Widget] = {}
         self.errors: dict[str, w.HTML] = {}
         rows = []
+        labels = forms.param_labels(model)
+        width = readable.label_width(labels.values(), minimum=120)
         for name, kind, default, description in self.fields:
-            control = _param_control(kind, values.get(name, default), description, name)
+            control = _param_control(
+                kind, values.get(name, default), description, labels[name], width
+            )
             control.observe(on_change, "value")
             self.controls[name] = control
             self.errors[name] = _error_html()
@@ -132,8 +142,12 @@ class ExperimentBuilder(w.VBox):
             value=b["train"]["eval_every"], description="evaluate every", style=style
         )
         self.seed = w.IntText(value=b["train"]["seed"], description="seed", style=style)
+        # Only what this machine can run (triton needs CUDA), and the base spec's own choice.
+        kernel_options = forms.machine_kernel_choices()
+        if b["kernels"] not in kernel_options:
+            kernel_options.append(b["kernels"])
         self.kernels = w.ToggleButtons(
-            options=list(registry.KERNEL_CHOICES),
+            options=kernel_options,
             value=b["kernels"],
             description="kernels",
             style=style,
@@ -255,6 +269,7 @@ class ExperimentBuilder(w.VBox):
         self.weights = []
         self.weight_errors: list[w.HTML] = []
         rows = []
+        width = readable.label_width([o["name"] for o in self._objectives], minimum=120)
         for i, o in enumerate(self._objectives):
             what = f"{o['name']} ({o['direction']}, {o['source']})"
             if o.get("term"):
@@ -265,7 +280,7 @@ class ExperimentBuilder(w.VBox):
                     step=0.01,
                     description=o["name"],
                     readout_format=".2f",
-                    style={"description_width": "120px"},
+                    style={"description_width": width},
                     layout=_WIDE,
                 )
                 slider.observe(lambda change, i=i: self._weight_moved(i, change["new"]), "value")

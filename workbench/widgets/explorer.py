@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench import front_comparison, fronts, pareto, plots, tracking
-from workbench.widgets import comparison
+from workbench.widgets import comparison, readable
 from workbench.widgets.comparison import download_text, last_samples
 
 PREFERRED = "preferred run"
@@ -102,6 +102,7 @@ class ParetoExplorer(w.VBox):
             value=trajectories,
             indent=False,
             description="each run's trajectory across its evaluations",
+            layout=w.Layout(width="auto"),  # its label in full, never cut to the default width
         )
         self.reload_button = w.Button(description="Reload runs", icon="refresh")
         self.reload_button.on_click(lambda _: self.refresh())
@@ -114,7 +115,10 @@ class ParetoExplorer(w.VBox):
         super().__init__(
             [
                 w.HBox([self.reload_button, self.summary]),
-                w.HBox([self.axes, self.view, self.trajectories]),
+                w.HBox(
+                    [self.axes, self.view, self.trajectories],
+                    layout=w.Layout(flex_flow="row wrap"),
+                ),
                 self.figure,
                 w.HTML(
                     "<b>Preference weights</b> (how much each objective matters to "
@@ -200,6 +204,8 @@ class ParetoExplorer(w.VBox):
                     step=0.05,
                     description=n,
                     readout_format=".2f",
+                    style={"description_width": readable.label_width(names)},
+                    layout=w.Layout(width="auto", min_width="360px"),
                 )
                 for n in names
             ]
@@ -440,48 +446,100 @@ class ParetoExplorer(w.VBox):
             self.select(int(trace.customdata[points.point_inds[0]]))
 
     def select(self, row: int) -> dict:
-        """Show run ``row``'s spec, metrics and sample completions; returns that run's dict."""
+        """Show run ``row``: what it is first (method, adapter, task, each objective with its
+        direction, training weight and value), then its metrics under readable names, then
+        its sample completions beside their reference answers with their scores, and its
+        full spec folded away. Returns that run's dict."""
         run = self.runs[row]
         client = tracking.connect(self.uri)
         spec = (
             download_text(client, run["run_id"], tracking.SPEC_ARTIFACT)
             or "(no spec.yaml artifact)"
         )
-        metrics = "".join(
-            f"<tr><td>{html.escape(k)}</td><td>{v:.5g}</td></tr>"
-            for k, v in sorted(run["metrics"].items())
-            if k.startswith(("objective/", "cost/", "perf/", "train/loss", "reward/"))
-        )
+        here = next((g for g in plots.overlap_groups(self.front.points) if row in g), [row])
+        others = [self.front.labels[i] for i in here if i != row]
+        also = f"<div>also at this point: {html.escape(', '.join(others))}</div>" if others else ""
         samples = last_samples(client, run["run_id"])[:4]
-        sample_rows = "".join(
-            f"<tr><td><code>{html.escape(str(s.get('prompt', '')))}</code></td>"
-            f"<td><code>{html.escape(str(s.get('completion', s.get('generated', ''))))}</code></td></tr>"
-            for s in samples
-        )
-        sampled = _table_html(last_samples(client, run["run_id"], "training")[:8])
+        sampled = last_samples(client, run["run_id"], "training")[:8]
         self.details.value = (
+            f"<div style='{_DETAILS_STYLE}'>"
             f"<b>{html.escape(run.get('run_name') or run['run_id'])}</b> "
-            f"(<code>{run['run_id']}</code>, {'on the front' if self.front.mask[row] else 'dominated'})"
-            f"<div style='display:flex;gap:24px'><pre style='max-height:300px;overflow:auto'>"
-            f"{html.escape(spec)}</pre><table>{metrics}</table></div>"
-            + (f"<b>sample completions</b><table>{sample_rows}</table>" if sample_rows else "")
+            f"(<code>{run['run_id']}</code>, "
+            f"{'on the front' if self.front.mask[row] else 'dominated'}){also}"
+            + summary_html(readable.run_summary(run["params"], run["objectives"]))
+            + "<b>metrics</b>"
+            + metrics_html(run["metrics"])
+            + (f"<b>sample completions</b>{samples_html(samples)}" if samples else "")
             + (
-                f"<b>completions sampled in training</b> (the last table logged){sampled}"
+                f"<b>completions sampled in training</b> (the last table logged)"
+                f"{samples_html(sampled)}"
                 if sampled
                 else ""
             )
+            + "<details><summary>the full spec (YAML)</summary>"
+            f"<pre style='max-height:300px;overflow:auto'>{html.escape(spec)}</pre></details>"
+            "</div>"
         )
         return run
 
 
-def _table_html(rows: list[dict]) -> str:
-    """Rows of a sample table as an HTML table (numbers rounded); "" for no rows."""
-    if not rows:
-        return ""
-    columns = list(rows[0])
-    cell = lambda v: f"{v:.3g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+_DETAILS_STYLE = "overflow-wrap:anywhere;max-width:100%"
+_CELL = "padding:2px 10px 2px 0;text-align:left;vertical-align:top"
+
+
+def _rows_html(header: list[str], rows: list[list[str]]) -> str:
+    """A plain table; cells are HTML already escaped by the caller."""
+    head = "".join(f"<th style='{_CELL}'>{h}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{cell(r.get(c, ''))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f"<td style='{_CELL}'>{c}</td>" for c in row) + "</tr>" for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def summary_html(summary: readable.RunSummary) -> str:
+    """The method (and its settings), adapter and task, then the objectives with their
+    direction, training weight and value: what a run is, before any metric."""
+
+    def settings(values: dict[str, str]) -> str:
+        shown = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in values.items())
+        return f" <span style='color:#666'>({html.escape(shown)})</span>" if shown else ""
+
+    lines = [
+        f"method <b>{html.escape(summary.method)}</b>{settings(summary.method_settings)}",
+        f"adapter <b>{html.escape(summary.adapter or '-')}</b>{settings(summary.adapter_settings)}",
+        f"task <b>{html.escape(summary.task or '-')}</b>",
+    ]
+    objectives = [
+        [
+            html.escape(o.name),
+            "higher is better" if o.direction == "max" else "lower is better",
+            "measured only" if o.weight is None else f"{o.weight:.3g}",
+            "-" if o.value is None else f"{o.value:.4g}",
+            f"<span style='color:#666'>{html.escape(o.source)}</span>",
+        ]
+        for o in summary.objectives
+    ]
+    table = _rows_html(["objective", "direction", "training weight", "value", "source"], objectives)
+    return "<div>" + "<br>".join(lines) + f"</div>{table}"
+
+
+def metrics_html(metrics: dict[str, float]) -> str:
+    """A run's metrics under readable names, objectives first (:func:`readable.metric_rows`)."""
+    rows = readable.metric_rows(metrics, readable.DETAIL_PREFIXES)
+    return _rows_html(
+        ["metric", "value"], [[html.escape(label), html.escape(value)] for _, label, value in rows]
+    )
+
+
+def samples_html(samples: list[dict]) -> str:
+    """Samples as prompt, reference answer, completion and score, one row each."""
+    rows = [
+        [
+            f"<code>{html.escape(r.prompt)}</code>",
+            "-" if r.reference is None else f"<code>{html.escape(r.reference)}</code>",
+            f"<code>{html.escape(r.completion)}</code>",
+            html.escape(readable.score_text(r.scores)) or "-",
+        ]
+        for r in readable.sample_rows(samples)
+    ]
+    return _rows_html(["prompt", "reference", "completion", "score"], rows)

@@ -60,6 +60,43 @@ def param_fields(model: type[BaseModel]) -> list[tuple[str, str, Any, str]]:
     return out
 
 
+def param_labels(model: type[BaseModel]) -> dict[str, str]:
+    """``{field name: its label in the form}`` (:func:`param_label`) for a parameter model."""
+    return {
+        name: param_label(name, info.title)
+        for name, info in model.model_fields.items()
+        if name != "name"
+    }
+
+
+def param_label(name: str, title: str | None = None) -> str:
+    """A setting's label in the form: its field's title when it has one, else its name in
+    words (``brevity_position_scale`` -> ``brevity position scale``); the field's description
+    is shown beside it."""
+    return title or name.replace("_", " ")
+
+
+def kernel_choices(cuda: bool, triton: bool) -> list[str]:
+    """The ``kernels`` settings a machine can run: ``triton`` needs a CUDA device and the
+    triton package (on CPU it runs only in the interpreter, which is for tests); ``auto``
+    (the ops that pay on this device), ``torch`` and ``off`` run anywhere."""
+    return [k for k in ("auto", "triton", "torch", "off") if k != "triton" or (cuda and triton)]
+
+
+def machine_kernel_choices() -> list[str]:
+    """:func:`kernel_choices` for this machine (torch is imported only when triton is
+    installed, to ask whether CUDA is there)."""
+    import importlib.util
+
+    triton = importlib.util.find_spec("triton") is not None
+    cuda = False
+    if triton:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    return kernel_choices(cuda, triton)
+
+
 def parse_list(text: str) -> list[str]:
     """``"q_proj, v_proj"`` -> ``["q_proj", "v_proj"]``."""
     return [part.strip() for part in str(text).split(",") if part.strip()]

@@ -9,6 +9,7 @@ every ``poll_s`` seconds while some run is alive.
 
 from __future__ import annotations
 
+import html
 import os
 import subprocess
 import sys
@@ -21,15 +22,21 @@ import ipywidgets as w
 import plotly.graph_objects as go
 import yaml
 
-from workbench import liveness, run_listing, tracking
+from workbench import liveness, plots, run_listing, tracking
 from workbench.launcher import TERMINAL, RunHandle, attach, launch
 from workbench.plugins import child_env, plugin_modules
 from workbench.spec import RunSpec
 from workbench.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.widgets.readable import metric_label
 
-# Metrics drawn live: the loss and its terms on one figure; objectives and rewards on another.
+# Metrics drawn live, one small panel each: the loss, its terms and the learning rate on one
+# figure; objectives and rewards at each evaluation on another.
 LOSS_PREFIX = "train/"
 VALUE_PREFIXES = (tracking.OBJECTIVE_PREFIX, "reward/")
+LOSS_KEY = "train/loss"
+LR_KEY = "train/lr"
+LOSS_TITLE = "training loss, its terms and the learning rate"
+OBJECTIVES_TITLE = "objectives at each evaluation"
 _BAR_STYLE = {"FINISHED": "success", "FAILED": "danger", "KILLED": "warning"}
 
 
@@ -39,6 +46,83 @@ def run_curves(
     """``{metric key: [(step, value), ...]}`` of a run's metrics under ``prefixes``."""
     keys = sorted(k for k in client.get_run(run_id).data.metrics if k.startswith(prefixes))
     return {key: tracking.metric_history(client, run_id, key) for key in keys}
+
+
+def panel_order(keys) -> list[str]:
+    """The order of a figure's panels: the training loss first, the learning rate last (its
+    scale is nothing like a loss's, so it gets a panel of its own), objectives before
+    rewards, then by name."""
+
+    def rank(key: str) -> tuple[int, str]:
+        if key == LOSS_KEY:
+            return 0, key
+        if key == LR_KEY:
+            return 3, key
+        return (1 if key.startswith((LOSS_PREFIX, tracking.OBJECTIVE_PREFIX)) else 2), key
+
+    return sorted(set(keys), key=rank)
+
+
+def draw_run_curves(
+    figure: go.Figure,
+    label: str,
+    group: str,
+    color: str,
+    curves: dict[str, list[tuple[int, float]]],
+) -> None:
+    """Draw one run's ``curves`` (``{metric key: [(step, value), ...]}``) into ``figure``, a
+    figure of small multiples with one panel per metric, or update the run's lines in place.
+
+    The run's lines share one colour and one legend group (``group``, its run id): the legend
+    has one entry per run, ``label``, and clicking it hides the run's lines in every panel.
+    Each line's ``meta`` is its metric key. A metric seen for the first time adds a panel
+    (:func:`panel_order`; layout by :func:`workbench.plots.panels_layout`)."""
+    curves = {k: v for k, v in curves.items() if v}
+    shown = {(t.legendgroup, t.meta): t for t in figure.data}
+    panels = panel_order({t.meta for t in figure.data} | set(curves))
+    before = [a.text for a in figure.layout.annotations]
+    with figure.batch_update():
+        if before != [f"<b>{metric_label(k)}</b>" for k in panels]:
+            title = figure.layout.title.text
+            figure.layout.annotations = ()
+            figure.update_layout(
+                plots.panels_layout([metric_label(k) for k in panels], title=title)
+            )
+            for trace in figure.data:
+                xaxis, yaxis = plots.panel_axes(panels.index(trace.meta))
+                trace.update(xaxis=xaxis, yaxis=yaxis)
+        in_legend = any(t.legendgroup == group and t.showlegend is not False for t in figure.data)
+        for key in panels:
+            if key not in curves:
+                continue
+            x, y = [p[0] for p in curves[key]], [p[1] for p in curves[key]]
+            trace = shown.get((group, key))
+            if trace is not None:
+                trace.update(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines")
+                continue
+            xaxis, yaxis = plots.panel_axes(panels.index(key))
+            figure.add_scatter(
+                x=x,
+                y=y,
+                name=label,
+                legendgroup=group,
+                meta=key,
+                showlegend=not in_legend,
+                xaxis=xaxis,
+                yaxis=yaxis,
+                mode="lines+markers" if len(x) < 30 else "lines",
+                line={"color": color, "width": 2},
+                marker={"color": color, "size": 5},
+                hovertemplate=f"{label}<br>{metric_label(key)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+            )
+            in_legend = True
+
+
+def empty_panels(title: str) -> go.FigureWidget:
+    """A figure of small multiples with no run yet (its panels come with the first curves)."""
+    figure = go.FigureWidget(layout=plots.panels_layout([], title=title))
+    figure.update_layout(height=180)
+    return figure
 
 
 def running_runs(client, experiment: str) -> list[str]:
@@ -62,7 +146,8 @@ def progress_text(progress: run_listing.RunProgress) -> str:
 @dataclass
 class _RunRow:
     handle: RunHandle
-    name: str
+    name: str  # its label in the charts' legends (the MLflow run name; unique among the rows)
+    color: str
     bar: w.IntProgress
     label: w.HTML
     stop: w.Button
@@ -72,7 +157,11 @@ class _RunRow:
     def box(self) -> w.HBox:
         return w.HBox(
             [
-                w.HTML(f"<code>{self.name}</code>", layout=w.Layout(width="220px")),
+                w.HTML(
+                    f"<span style='color:{self.color}'>&#9632;</span> "
+                    f"<code style='overflow-wrap:anywhere'>{html.escape(self.name)}</code>",
+                    layout=w.Layout(width="220px", min_width="220px"),
+                ),
                 self.bar,
                 self.label,
                 self.stop,
@@ -113,31 +202,15 @@ class RunMonitor(w.VBox):
         self.message = w.HTML()
         self.launch_button = w.Button(description="Launch", icon="play", button_style="primary")
         self.launch_button.on_click(lambda _: self._launch_from_builder())
-        self.loss_figure = go.FigureWidget(
-            layout={
-                "title": {"text": "training loss and terms"},
-                "xaxis": {"title": {"text": "step"}},
-                "height": 320,
-                "template": "plotly_white",
-                "margin": {"t": 40},
-            }
-        )
-        self.objective_figure = go.FigureWidget(
-            layout={
-                "title": {"text": "objectives at each evaluation"},
-                "xaxis": {"title": {"text": "step"}},
-                "height": 320,
-                "template": "plotly_white",
-                "margin": {"t": 40},
-            }
-        )
+        self.loss_figure = empty_panels(LOSS_TITLE)
+        self.objective_figure = empty_panels(OBJECTIVES_TITLE)
         self.rows_box = w.VBox()
         self._lock = threading.RLock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         top = [self.launch_button] if builder is not None else []
         super().__init__(
-            [*top, self.message, self.rows_box, w.HBox([self.loss_figure, self.objective_figure])]
+            [*top, self.message, self.rows_box, self.loss_figure, self.objective_figure]
         )
         if experiment is not None:
             self.attach_running(experiment)
@@ -296,9 +369,12 @@ class RunMonitor(w.VBox):
 
     def _add(self, handle: RunHandle) -> None:
         name = self._client().get_run(handle.run_id).info.run_name or handle.run_id[:8]
+        if name in {r.name for r in self.rows.values()}:  # one legend entry per run, told apart
+            name = f"{name} ({handle.run_id[:8]})"
         row = _RunRow(
             handle,
             name,
+            plots.run_color(len(self.rows)),
             w.IntProgress(value=0, min=0, max=1, description=""),
             w.HTML(),
             w.Button(description="Stop", icon="stop", button_style="danger"),
@@ -331,34 +407,21 @@ class RunMonitor(w.VBox):
                 if row.status in TERMINAL:
                     row.bar.bar_style = _BAR_STYLE[row.status]
                     row.stop.disabled = True
-                self._draw(self.loss_figure, row.name, run_curves(client, run_id, (LOSS_PREFIX,)))
-                self._draw(
-                    self.objective_figure, row.name, run_curves(client, run_id, VALUE_PREFIXES)
+                draw_run_curves(
+                    self.loss_figure,
+                    row.name,
+                    run_id,
+                    row.color,
+                    run_curves(client, run_id, (LOSS_PREFIX,)),
+                )
+                draw_run_curves(
+                    self.objective_figure,
+                    row.name,
+                    run_id,
+                    row.color,
+                    run_curves(client, run_id, VALUE_PREFIXES),
                 )
             return {run_id: row.status for run_id, row in self.rows.items()}
-
-    @staticmethod
-    def _draw(figure: go.FigureWidget, run_name: str, curves: dict[str, list]) -> None:
-        traces = {t.name: t for t in figure.data}
-        with figure.batch_update():
-            for key, points in curves.items():
-                name = f"{run_name} {key}"
-                x, y = [p[0] for p in points], [p[1] for p in points]
-                if name in traces:
-                    traces[name].x, traces[name].y = x, y
-                else:
-                    dash = (
-                        "solid"
-                        if key in ("train/loss",) or key.startswith(VALUE_PREFIXES)
-                        else "dot"
-                    )
-                    figure.add_scatter(
-                        x=x,
-                        y=y,
-                        name=name,
-                        mode="lines+markers" if len(x) < 30 else "lines",
-                        line={"dash": dash},
-                    )
 
     def stop(self, run_id: str) -> str:
         """Stop a run (its process group gets SIGTERM; the run ends KILLED); its status."""
