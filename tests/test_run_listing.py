@@ -3,6 +3,8 @@ finished, running, killed and failed runs, and two sweeps with the same point la
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from tests.conftest import fast_spec
@@ -154,3 +156,123 @@ def test_front_groups_repeated_sweeps_by_parent_and_shows_run_ids(store, capsys,
     for (sweep, w), run_id in ((k, v) for k, v in children.items() if isinstance(k, tuple)):
         assert any(run_id in line and f"correctness={w}" in line and f"sweep-{sweep}" in line
                    for line in lines)
+
+
+# -- ids by prefix, the runs in progress, and the fast reader --------------------------------
+
+
+def test_status_takes_the_first_characters_of_a_run_id(store, capsys):
+    client, ids = store
+    assert main(["status", ids["finished"][:8]]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"run {ids['finished']} (done, experiment 'listing'): FINISHED"
+
+
+def test_an_ambiguous_prefix_lists_the_runs_it_matches(store, capsys):
+    client, ids = store
+    assert main(["status", ""]) == 2
+    assert capsys.readouterr().err == (
+        "error: give a run id (or its first characters); `workbench runs` lists them\n")
+    first = ids["finished"][0]
+
+    def matching():
+        return [r for r in run_listing.list_runs(run_listing.open_store()) if r.run_id.startswith(first)]
+
+    while len(matching()) < 2:  # ids are random: add runs until a second one shares the character
+        _make_run(client, "FINISHED", 1, name="twin", experiment="twins")
+    assert main(["status", first]) == 2
+    lines = [f"  {r.run_id}  {r.name} (experiment '{r.experiment}', {r.status})" for r in matching()]
+    assert capsys.readouterr().err == (
+        f"error: {len(lines)} runs have ids starting with '{first}'; give more characters of "
+        "the id:\n" + "\n".join(lines) + "\n")
+
+
+def test_an_unknown_prefix_says_where_it_looked_and_how_to_list_runs(store, capsys):
+    assert main(["status", "zz"]) == 2
+    uri = run_listing.open_store().tracking_uri
+    assert capsys.readouterr().err == (
+        f"error: no run whose id starts with 'zz' in the store {uri}; `workbench runs` lists the "
+        "runs and their ids (another store? MLFLOW_TRACKING_URI picks it)\n")
+
+
+def test_status_without_an_id_shows_the_runs_in_progress(store, capsys):
+    client, ids = store
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    running = run_listing.list_runs(run_listing.open_store(), status="RUNNING")
+    assert ids["running"] in [r.run_id for r in running]  # and a run of the ETA test above
+    assert out[0] == f"runs in progress: {len(running)}"
+    assert out[1].split() == ["run_id", "name", "experiment", "step", "last", "loss", "ETA"]
+    # 4 of 10 steps at perf/step_s = 2 s: 12 s left.
+    row = next(line for line in out if line.startswith(ids["running"]))
+    assert row.split() == [ids["running"], "going", "listing", "4/10", "0.25", "12", "s"]
+    assert out[-1] == "`workbench status RUN_ID` shows one run (the first characters of its id are enough)"
+
+
+def test_status_without_an_id_says_when_nothing_runs(store_uri, capsys):
+    client = tracking.connect()
+    _make_run(client, "FINISHED", 2, name="over")
+    assert main(["status"]) == 0
+    assert capsys.readouterr().out == (
+        f"no runs in progress in {store_uri}; `workbench runs` lists every run\n")
+
+
+def test_a_run_whose_process_is_gone_is_ended_when_runs_are_listed(store_uri, capsys):
+    import subprocess
+    import sys
+
+    client = tracking.connect()
+    run_id = _make_run(client, "RUNNING", 2, name="orphan")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    tags = liveness.process_tags(gone.pid)
+    gone.wait()  # the pid now names no process: the run's process is gone for certain
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == f"note: run {run_id} had died without ending; it is now FAILED"
+    assert _table(out)[run_id]["status"] == "FAILED"
+
+
+def test_the_sqlite_reader_and_mlflows_client_read_the_same_runs(store):
+    client, ids = store
+    fast = run_listing.open_store()
+    assert isinstance(fast, run_listing.SqliteStore)
+    slow = run_listing.ClientStore(client)
+    assert fast.experiments() == slow.experiments()
+    assert fast.runs() == slow.runs()
+    assert fast.runs(status="RUNNING") == slow.runs(status="RUNNING")
+    assert fast.runs(id_prefix=ids["killed"][:6]) == slow.runs(id_prefix=ids["killed"][:6])
+    assert run_listing.run_records(fast, "listing") == tracking.runs_frame(client, "listing", status=None)
+
+
+def test_the_names_the_reader_uses_are_trackings():
+    assert run_listing.OBJECTIVE_PREFIX == tracking.OBJECTIVE_PREFIX
+    assert run_listing.PARENT_TAG == tracking.TAG_PARENT
+    assert run_listing.ERROR_TAG == tracking.TAG_ERROR
+    assert run_listing.HEARTBEAT_TAG == tracking.HEARTBEAT_TAG
+    assert run_listing.END_STATUSES == tracking.END_STATUSES
+
+
+def test_listing_a_store_imports_neither_mlflow_nor_torch(store):
+    """What keeps `runs` and `status` at a fraction of a second: MLflow alone takes seconds to
+    import. (Here the one RUNNING run has a fresh heartbeat, so no reaper is needed.)"""
+    import subprocess
+    import sys
+
+    client, ids = store
+    running = [r.run_id for r in run_listing.list_runs(client, status="RUNNING")]
+    for run_id in running:
+        client.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{time.time():.3f}")
+    try:
+        code = ("import sys; from workbench.cli import main; "
+                "assert main(['runs']) == 0 and main(['status']) == 0 and "
+                f"main(['status', '{ids['finished'][:8]}']) == 0; "
+                "heavy = sorted(m for m in ('mlflow', 'torch', 'lightning', 'sqlalchemy') if m in sys.modules); "
+                "print('imported:', heavy)")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    finally:
+        for run_id in running:
+            client.delete_tag(run_id, tracking.HEARTBEAT_TAG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines()[-1] == "imported: []"

@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the run described by a YAML RunSpec in this process, tracked in MLflow.")
     p.add_argument("spec", help="path of a YAML run spec")
     p.add_argument("--steps", type=int, help="override train.steps")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal) or step lines (redirected): quiet until the end")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("launch", help="train a run spec in a background process",
@@ -145,14 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("resume", help="continue a failed or killed run from its last checkpoint",
                        description="Continue a FAILED/KILLED run from its last checkpoint, in the same MLflow run.")
-    p.add_argument("run_id")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar (it shows only on a terminal)")
+    p.add_argument("run_id", help="the run's id, or its first characters")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal) or step lines (redirected): quiet until the end")
     p.set_defaults(func=cmd_resume)
 
-    p = sub.add_parser("status", help="status, step of total, last loss and ETA of a run",
+    p = sub.add_parser("status", help="status, step of total, last loss and ETA of a run (or of the runs "
+                                      "in progress)",
                        description="Where a run stands: its status, step of total, last loss, "
-                                   "time per step and (while it runs) the time left.")
-    p.add_argument("run_id")
+                                   "time per step and (while it runs) the time left. With no run id: "
+                                   "every run in progress.")
+    p.add_argument("run_id", nargs="?",
+                   help="the run's id, or its first characters (the 8 that `runs` and `front` show); "
+                        "none: the runs in progress")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("runs", help="list runs: id, name, status, step of total, objectives, parent",
@@ -162,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("stop", help="stop a launched run (it ends KILLED)")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id, or its first characters")
     p.set_defaults(func=cmd_stop)
 
     p = sub.add_parser("front", help="print and plot the Pareto front of an experiment's runs",
@@ -226,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's merged weights + tokenizer as a model folder",
                        description="Export a finished run as safetensors weights (adapters merged) plus tokenizer, loadable with from_pretrained.")
-    p.add_argument("run_id")
+    p.add_argument("run_id", help="the run's id, or its first characters")
     p.add_argument("dir")
     p.set_defaults(func=cmd_export)
 

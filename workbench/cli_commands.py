@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from workbench import run_listing
 from workbench.errors import MissingPackage, WorkbenchError
 
 
@@ -198,10 +199,24 @@ def cmd_run(args) -> int:
         return 0
     from workbench.runner import run
 
-    result = run(spec, progress=_show_progress(args))
+    # The workbench's own bar or lines replace Lightning's bar (progress=False).
+    result = run(spec, progress=False, observers=_progress_observers(args, spec))
     if result.run_id is not None:
         _print_run_end(result, spec)
     return 0
+
+
+def _progress_observers(args, spec) -> list:
+    """How a run in this process shows its progress: on a terminal, the workbench's bar
+    (step, loss, ETA); redirected to a file or a pipe, one flushed line per logged step;
+    with --no-progress, nothing until the end."""
+    from workbench.progress import ProgressBar, ProgressLines
+
+    if args.no_progress:
+        return []
+    if sys.stdout.isatty():
+        return [ProgressBar()]
+    return [ProgressLines(log_every=spec.train.log_every)]
 
 
 def _print_run_end(result, spec) -> None:
@@ -217,11 +232,12 @@ def _print_run_end(result, spec) -> None:
             for name, value in result.objectives.items()]
     if rows:
         print(_format_table(rows, ["objective", "base model", "this run"]))
-    print("\nNext:\n"
-          f"  workbench front --experiment {experiment}   # the Pareto front of the experiment's runs\n"
-          f"  workbench runs --experiment {experiment}    # its runs, their status and objectives\n"
-          "  workbench ui                               # compare runs in the MLflow UI\n"
-          f"  workbench export {result.run_id} DIR   # the trained model as a folder")
+    hints = [(f"workbench front --experiment {experiment}", "the Pareto front of the experiment's runs"),
+             (f"workbench runs --experiment {experiment}", "its runs, their status and objectives"),
+             ("workbench ui", "compare runs in the MLflow UI"),
+             (f"workbench export {result.run_id} DIR", "the trained model as a folder")]
+    width = max(len(command) for command, _ in hints)
+    print("\nNext:\n" + "\n".join(f"  {command.ljust(width)}   # {why}" for command, why in hints))
 
 
 def cmd_launch(args) -> int:
@@ -237,33 +253,58 @@ def cmd_launch(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from workbench.runner import resume, resume_spec
+    run_id = _whole_run_id(args.run_id)
+    from workbench.runner import resume_spec, run
 
-    if _printed_node_commands(resume_spec(args.run_id), ["resume", args.run_id]):
+    spec = resume_spec(run_id)
+    if _printed_node_commands(spec, ["resume", run_id]):
         return 0
-    result = resume(args.run_id, progress=_show_progress(args))
+    result = run(spec, run_id=run_id, resume=True, progress=False,
+                 observers=_progress_observers(args, spec))
     print(f"run {result.run_id} {result.status}")
     for name, value in result.objectives.items():
         print(f"  objective/{name} = {value:.4g}")
     return 0
 
 
-def cmd_status(args) -> int:
-    from workbench import liveness, run_listing, tracking
+def _reap_silent_runs(store, rows) -> list[str]:
+    """End FAILED the RUNNING runs among ``rows`` whose process is gone (the reaper decides);
+    return their ids. A run whose heartbeat is fresh is alive, so when every RUNNING run has
+    one, the reaper (and the MLflow import it needs) is skipped."""
+    silent = [r for r in rows if r.status == "RUNNING" and not r.recently_alive()]
+    if not silent:
+        return []
+    from workbench import liveness
 
-    client = tracking.connect()
-    run = run_listing.get_row(client, args.run_id)
-    if run.status == "RUNNING":
-        liveness.reap_dead_runs(client, [client.get_run(args.run_id).info.experiment_id])
-    p = run_listing.run_progress(client, args.run_id)
+    reaped = liveness.reap_dead_runs(store.client(), sorted({r.experiment_id for r in silent}))
+    for run_id in reaped:
+        print(f"note: run {run_id} had died without ending; it is now FAILED")
+    return reaped
+
+
+def _status_line(p) -> str:
+    row = p.row
+    loss = f"{p.last_loss:.4g}" if p.last_loss is not None else "-"
+    step_s = f"{p.step_s:.3g} s/step" if p.step_s is not None else "- s/step"
+    eta = f", ETA {run_listing.format_duration(p.eta_s)}" if row.status == "RUNNING" else ""
+    return (f"step {row.step_of_total}, last loss {loss}, {step_s}, "
+            f"elapsed {run_listing.format_duration(p.elapsed_s)}{eta}")
+
+
+def cmd_status(args) -> int:
+    store = run_listing.open_store()
+    if args.run_id is None:
+        return _print_runs_in_progress(store)
+    run = run_listing.find_run(store, args.run_id)
+    experiments = store.experiments()
+    experiment = experiments.get(run.experiment_id, run.experiment_id)
+    if _reap_silent_runs(store, [run_listing.row(run, experiment)]):
+        run = run_listing.find_run(store, run.run_id)
+    p = run_listing.progress_of(run, experiment)
     row = p.row
     print(f"run {row.run_id} ({row.name}, experiment '{row.experiment}'): {row.status}")
     if row.kind == "run":
-        loss = f"{p.last_loss:.4g}" if p.last_loss is not None else "-"
-        step_s = f"{p.step_s:.3g} s/step" if p.step_s is not None else "- s/step"
-        eta = f", ETA {run_listing.format_duration(p.eta_s)}" if row.status == "RUNNING" else ""
-        print(f"step {row.step_of_total}, last loss {loss}, {step_s}, "
-              f"elapsed {run_listing.format_duration(p.elapsed_s)}{eta}")
+        print(_status_line(p))
     if row.objectives:
         print("objectives: " + ", ".join(f"{k}={v:.4g}" for k, v in row.objectives.items()))
     if p.error:
@@ -271,15 +312,37 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_runs(args) -> int:
-    from workbench import liveness, run_listing, tracking
+def _print_runs_in_progress(store) -> int:
+    """``workbench status`` with no id: every RUNNING run, its step, last loss and ETA."""
+    running = store.runs(status="RUNNING")
+    experiments = store.experiments()
+    if _reap_silent_runs(store, [run_listing.row(r, "") for r in running]):
+        running = store.runs(status="RUNNING")
+    if not running:
+        print(f"no runs in progress in {store.tracking_uri}; `workbench runs` lists every run")
+        return 0
+    table = []
+    for run in running:
+        p = run_listing.progress_of(run, experiments.get(run.experiment_id, run.experiment_id))
+        table.append({
+            "run_id": p.row.run_id, "name": p.row.name or "-", "experiment": p.row.experiment,
+            "step": p.row.step_of_total or "-",
+            "last loss": f"{p.last_loss:.4g}" if p.last_loss is not None else "-",
+            "ETA": run_listing.format_duration(p.eta_s),
+        })
+    print(f"runs in progress: {len(table)}")
+    print(_format_table(table, ["run_id", "name", "experiment", "step", "last loss", "ETA"]))
+    print("\n`workbench status RUN_ID` shows one run (the first characters of its id are enough)")
+    return 0
 
-    client = tracking.connect()
-    for run_id in liveness.reap_dead_runs(client):
-        print(f"note: run {run_id} had died without ending; it is now FAILED")
-    rows = run_listing.list_runs(client, args.experiment)
+
+def cmd_runs(args) -> int:
+    store = run_listing.open_store()
+    rows = run_listing.list_runs(store, args.experiment)
+    if _reap_silent_runs(store, rows):
+        rows = run_listing.list_runs(store, args.experiment)
     if not rows:
-        print(f"no runs yet in {client.tracking_uri}")
+        print(f"no runs yet in {store.tracking_uri}")
         return 0
     names = {r.run_id: r.name for r in rows}
     table = []
@@ -296,31 +359,32 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _whole_run_id(run_id: str) -> str:
+    """The id of the one run ``run_id`` names: a whole id or its first characters."""
+    return run_listing.find_run(run_listing.open_store(), run_id).run_id
+
+
 def cmd_stop(args) -> int:
+    run_id = _whole_run_id(args.run_id)
     from workbench.launcher import attach
 
-    print(attach(args.run_id).stop())
+    print(attach(run_id).stop())
     return 0
 
 
 def cmd_front(args) -> int:
-    from workbench import paths, plots, tracking
-    from workbench.fronts import front_from_runs
-    from workbench.liveness import reap_dead_runs
-
-    client = tracking.connect()
-    for run_id in reap_dead_runs(client):
-        print(f"note: run {run_id} had died without ending; it is now FAILED")
-    from workbench import run_listing
-
-    if client.get_experiment_by_name(args.experiment) is None:
-        raise run_listing.unknown_experiment(client, args.experiment)
-    every = tracking.runs_frame(client, args.experiment, status=None)
+    store = run_listing.open_store()
+    rows = run_listing.list_runs(store, args.experiment)  # an unknown experiment fails here
+    _reap_silent_runs(store, rows)
+    every = run_listing.run_records(store, args.experiment)
     parents = {r["run_id"]: r["run_name"] for r in every
-               if r["tags"].get("workbench.kind") in ("sweep", "study")}
+               if r["tags"].get(run_listing.KIND_TAG) in ("sweep", "study")}
     runs = [r for r in every if r["status"] == "FINISHED" and r["run_id"] not in parents]
     if not runs:
-        raise WorkbenchError(f"experiment '{args.experiment}' has no finished runs in {paths.tracking_uri()}")
+        raise WorkbenchError(f"experiment '{args.experiment}' has no finished runs in {store.tracking_uri}")
+    from workbench import paths, plots
+    from workbench.fronts import front_from_runs
+
     front = front_from_runs(runs, args.objective or None)
     rows = run_listing.front_rows(front, runs, parents)
     print(_format_table(rows, ["sweep", "label", *front.names, "run_id"] if parents
@@ -359,7 +423,7 @@ def cmd_lab(args) -> int:
     import secrets
 
     from workbench import paths
-    from workbench.servers import ManagedServer, serve_in_foreground
+    from workbench.servers import jupyterlab_server, serve_in_foreground
 
     root = Path(args.dir) if args.dir else (paths.checkout_root() or Path.cwd()) / "notebooks"
     if not root.is_dir():
@@ -369,13 +433,8 @@ def cmd_lab(args) -> int:
         raise MissingPackage("JupyterLab is not installed in this environment; `scripts/setup.sh ui` "
                              "installs it with the notebook packages")
     token = secrets.token_hex(24)  # a fresh token each start; only the printed URL carries it
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip={host}",
-               "--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               f"--ServerApp.root_dir={root}", f"--IdentityProvider.token={token}",
-               "--LabApp.news_url=None"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # JupyterLab refuses root otherwise (containers)
-    server = ManagedServer("JupyterLab", command, host=args.host, port=args.port, health_path="/api")
+    # No news feed and no news pop-up over the cells (servers.LAB_DISABLED_PLUGINS).
+    server = jupyterlab_server(root, token=token, host=args.host, port=args.port)
     server.check_port()
     print(f"starting JupyterLab on {root} ...", flush=True)
 
@@ -422,8 +481,9 @@ def cmd_replay(args) -> int:
 def cmd_export(args) -> int:
     from workbench.export import export_run
 
-    folder = export_run(args.run_id, args.dir)
-    print(f"exported run {args.run_id} to {folder} (load with AutoModelForCausalLM.from_pretrained)")
+    run_id = _whole_run_id(args.run_id)
+    folder = export_run(run_id, args.dir)
+    print(f"exported run {run_id} to {folder} (load with AutoModelForCausalLM.from_pretrained)")
     return 0
 
 
