@@ -14,11 +14,13 @@ import urllib.request
 import pytest
 
 from tests.conftest import wait_until
+from workbench.servers import LAB_DISABLED_PLUGINS
 
 
 @pytest.fixture
 def jupyter_env(tmp_path):
     env = dict(os.environ)
+    env["WORKBENCH_CACHE"] = str(tmp_path / "cache")
     for var, sub in (
         ("HOME", "home"),
         ("JUPYTER_CONFIG_DIR", "jcfg"),
@@ -62,6 +64,19 @@ def test_lab_serves_the_notebooks_with_a_token(jupyter_env, tmp_path):
         assert status == 200
         names = {item["name"] for item in json.loads(body)["content"]}
         assert {"00_quickstart.ipynb", "01_first_weight_sweep.ipynb"} <= names
+        # The news pop-up's plugin is off in the page JupyterLab serves (it covers the cells
+        # otherwise, news_url=None or not), and the user's own Jupyter config is left alone.
+        status, page = _get(f"{base}/lab?token={token}")
+        assert status == 200
+        config = json.loads(
+            re.search(
+                rb'<script id="jupyter-config-data" type="application/json">(.*?)</script>',
+                page,
+                re.S,
+            ).group(1)
+        )
+        assert LAB_DISABLED_PLUGINS[0] in config["disabledExtensions"]
+        assert not (tmp_path / "jcfg" / "labconfig").exists()
         assert _get(f"{base}/api/contents")[0] == 403  # no token, no notebooks
         assert _get(f"{base}/api/contents?token=wrong")[0] == 403
     finally:

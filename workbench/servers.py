@@ -1,4 +1,4 @@
-"""Servers the workbench starts (the MLflow UI; later JupyterLab and a shared board): started
+"""Servers the workbench starts (the MLflow UI, JupyterLab, a shared board): started
 on a free port, ready when they answer HTTP, and stopped with their whole process group.
 
 A server such as `mlflow server` is a tree of processes (the CLI, then uvicorn and its
@@ -9,13 +9,15 @@ SIGINT, SIGHUP, a normal exit and at interpreter exit. The server's own output g
 file (its start-up chatter, deprecation warnings and shutdown tracebacks stay off the
 screen); the log's last lines are shown when the server fails to start.
 
-Stdlib only (and the workbench's error type): the CLI, the launcher and widgets can all use it.
+Stdlib only (and the workbench's error type and paths): the CLI, the launcher and widgets can
+all use it.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -310,6 +312,70 @@ def mlflow_server(
     base.update(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS=warnings)
     return ManagedServer(
         name, command, host=host, port=port, health_path="/health", env=base, **kwargs
+    )
+
+
+# JupyterLab plugins `workbench lab` turns off. The announcements plugin asks "Would you like to
+# get notified about official Jupyter news?" in a pop-up that covers the cells, even with
+# news_url=None (which only stops the fetching).
+LAB_DISABLED_PLUGINS = ("@jupyterlab/apputils-extension:announcements",)
+
+
+def lab_config_dir(folder: str | os.PathLike | None = None) -> Path:
+    """A Jupyter config folder of the workbench's own (default: ``jupyter-config`` under the
+    workbench's cache) whose ``labconfig/page_config.json`` disables
+    :data:`LAB_DISABLED_PLUGINS`. Added to ``JUPYTER_CONFIG_PATH``, it changes nothing in the
+    user's own Jupyter settings, which JupyterLab merges with it."""
+    if folder is None:
+        from workbench import paths
+
+        folder = paths.cache_dir() / "jupyter-config"
+    folder = Path(folder)
+    labconfig = folder / "labconfig"
+    labconfig.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"disabledExtensions": dict.fromkeys(LAB_DISABLED_PLUGINS, True)}, indent=1)
+    target = labconfig / "page_config.json"
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        partial = target.with_name(f"page_config.{os.getpid()}.partial")
+        partial.write_text(text, encoding="utf-8")
+        partial.replace(target)  # a lab starting beside this one never reads half a file
+    return folder
+
+
+def jupyterlab_server(
+    root: str | os.PathLike,
+    *,
+    token: str,
+    host: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    config_dir: str | os.PathLike | None = None,
+    **kwargs,
+) -> ManagedServer:
+    """JupyterLab on the notebooks in ``root`` as a ManagedServer (not started): behind
+    ``token``, one port (no retries), no news feed, and the plugins of
+    :data:`LAB_DISABLED_PLUGINS` off (:func:`lab_config_dir`, put first on
+    ``JUPYTER_CONFIG_PATH``); ``--allow-root`` where it runs as root (containers), which
+    JupyterLab refuses otherwise. ``kwargs`` go to ManagedServer."""
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.ip={host}",
+        "--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={root}",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.news_url=None",
+    ]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    base = dict(os.environ if env is None else env)
+    config_path = [str(lab_config_dir(config_dir)), base.get("JUPYTER_CONFIG_PATH", "")]
+    base["JUPYTER_CONFIG_PATH"] = os.pathsep.join(p for p in config_path if p)
+    return ManagedServer(
+        "JupyterLab", command, host=host, port=port, health_path="/api", env=base, **kwargs
     )
 
 
