@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -28,6 +30,37 @@ def test_run_with_steps_overrides_the_specs_steps(store_uri, tmp_path):
     assert [s for s, _ in tracking.metric_history(client, run_id, "train/loss")] == [1, 2, 3]
     assert client.get_run(run_id).data.params["train.steps"] == "3"  # what ran is what is stored
     assert f"workbench export {run_id} DIR" in result.stdout
+
+
+def test_run_redirected_to_a_file_prints_each_logged_step_as_it_trains(store_uri, tmp_path):
+    """`workbench run spec > file`: a line per logged step, in the file while the run still
+    trains (flushed as they are written), then the run's summary."""
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(fast_spec(train={"steps": 400, "eval_every": 1000, "log_every": 2})))
+    out_file = tmp_path / "out.txt"
+    with out_file.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec_file)],
+                                   stdout=out, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        def second_logged_step_or_exit():
+            return "\nstep 4/400  loss " in out_file.read_text() or process.poll() is not None
+
+        # Start-up and 4 steps: about 10 s on 2 idle cores; 300 s for a loaded machine. 400
+        # steps take seconds more, so the lines are seen while the run still trains.
+        wait_until(second_logged_step_or_exit, 300, "a step line in the redirected output", poll_s=0.1)
+        assert process.poll() is None, "the run ended before its step lines were in the file"
+        _, err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err[-3000:]
+    lines = out_file.read_text().splitlines()
+    run_id = re.search(r"^run (\w+): training 400 steps$", out_file.read_text(), re.M)[1]
+    steps = [int(m[1]) for line in lines if (m := re.match(r"step (\d+)/400  loss [\d.]+  [\d.e-]+ s/step", line))]
+    assert steps == [1, *range(2, 401, 2)]
+    assert "run ended FINISHED" in lines and f"run {run_id} FINISHED: experiment 'tests' in {store_uri}" in lines
+    assert "\r" not in out_file.read_text() and "Epoch 0" not in out_file.read_text()
 
 
 def test_launch_status_stop_from_the_command_line(store_uri, tmp_path):
