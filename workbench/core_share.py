@@ -41,7 +41,7 @@ def live_runs_on_this_host(client) -> list[str]:
                                   max_results=1000):
         tags = run.data.tags
         if (tags.get(liveness.HOST_TAG) == host and liveness.PID_TAG in tags
-                and liveness.process_alive(int(tags[liveness.PID_TAG]), float(tags[liveness.START_TAG]))):
+                and liveness.process_alive(int(tags[liveness.PID_TAG]), tags[liveness.START_TAG])):
             alive.append(run.info.run_id)
     return alive
 

@@ -30,7 +30,7 @@ TERMINAL = ("FINISHED", "FAILED", "KILLED")
 class RunHandle:
     """A launched run: ``status()``, ``wait()``, ``stop()``, ``run_id``."""
 
-    def __init__(self, run_id: str, pid: int, process_start: float, uri: str | None = None,
+    def __init__(self, run_id: str, pid: int, process_start: str, uri: str | None = None,
                  log_path: str | None = None, popen: subprocess.Popen | None = None):
         self.run_id, self.pid, self.process_start = run_id, pid, process_start
         self.uri, self.log_path, self._popen = uri, log_path, popen
@@ -42,22 +42,26 @@ class RunHandle:
         return tracking.connect(self.uri)
 
     def alive(self) -> bool:
-        if self._popen is not None and self._popen.poll() is not None:
-            return False
+        """Whether the run's process still runs. The handle that launched it asks the process
+        itself (certain either way); an attached handle asks :func:`liveness.process_alive`,
+        which answers False only when the process is gone for certain."""
+        if self._popen is not None:
+            return self._popen.poll() is None
         return liveness.process_alive(self.pid, self.process_start)
 
     def status(self) -> str:
         """The MLflow run status; a RUNNING run whose process is gone is ended FAILED first."""
         client = self._client()
         status = client.get_run(self.run_id).info.status
-        if status not in TERMINAL and not self.alive():
-            time.sleep(0.5)  # the process may be writing its own ending right now
-            status = client.get_run(self.run_id).info.status
-            if status not in TERMINAL:
-                tracking.end_run(client, self.run_id, "FAILED",
-                                 f"the run's process {self.pid} exited without ending the run; "
-                                 f"see its log {self.log_path}")
-                status = "FAILED"
+        if status in TERMINAL or self.alive():
+            return status
+        # The process has exited: whatever it wrote, its ending included, is in the store now.
+        status = client.get_run(self.run_id).info.status
+        if status not in TERMINAL:
+            tracking.declare_dead(client, self.run_id,
+                                  f"the run's process {self.pid} exited without ending the run; "
+                                  f"see its log {self.log_path}")
+            status = "FAILED"
         return status
 
     def wait_exit(self, timeout: float) -> bool:
@@ -152,8 +156,7 @@ def launch(spec: RunSpec | dict, *, parent_run_id: str | None = None,
     tags = {**liveness.process_tags(popen.pid), LOG_TAG: str(log_path)}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    process_start = float(tags[liveness.START_TAG])
-    return RunHandle(run_id, popen.pid, process_start, client.tracking_uri, str(log_path), popen)
+    return RunHandle(run_id, popen.pid, tags[liveness.START_TAG], client.tracking_uri, str(log_path), popen)
 
 
 def attach(run_id: str, uri: str | None = None) -> RunHandle:
@@ -166,7 +169,7 @@ def attach(run_id: str, uri: str | None = None) -> RunHandle:
     tags = run.data.tags
     if liveness.PID_TAG not in tags:
         raise TrackingError(f"run {run_id} was not started with workbench.launch; it has no process to attach to")
-    return RunHandle(run_id, int(tags[liveness.PID_TAG]), float(tags[liveness.START_TAG]),
+    return RunHandle(run_id, int(tags[liveness.PID_TAG]), tags[liveness.START_TAG],
                      client.tracking_uri, tags.get(LOG_TAG))
 
 

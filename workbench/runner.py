@@ -200,7 +200,12 @@ class RunPipeline:
                 raise WorkbenchError("evaluate_model: pass the model's tokenizer along with it")
             self.base = BaseModel(model, tokenizer, type(model).__name__, {})
         else:
-            self.base = load_base(spec.model, log=self.log if rank == 0 else (lambda *a: None))
+            # A launched run shows it is alive, and what it is doing, while the base loads
+            # (a cold build of the tiny base takes minutes on loaded cores).
+            log = self.log if rank == 0 else (lambda *a: None)
+            beating = self.run_id if rank == 0 and not self.resume else None
+            with tracking.PhaseBeat(self.client, beating, log) as say:
+                self.base = load_base(spec.model, log=say)
         reference_kind = spec.method.reference_need(self.info.reference)
         if reference_kind == "adapter_disabled" and not spec.adapter.can_be_disabled():
             reference_kind = "frozen_copy"  # nothing to disable: keep the base aside instead
@@ -237,6 +242,10 @@ class RunPipeline:
         if self.resume:
             self.ckpt_path, ckpt_step, stored = _resume_point(client, self.run_id)
             self.module.start_micro_step = ckpt_step * spec.train.grad_accum
+            # The run was ended (FAILED when its process died): its error was that death,
+            # and the resumed run ends as it really ends.
+            tracking.withdraw_dead_verdict(client, self.run_id, reopen=False,
+                                           why="resumed from its last checkpoint")
             client.update_run(self.run_id, status="RUNNING")
             self.log(f"resuming run {self.run_id} from step {ckpt_step} (the store holds steps up to "
                      f"{stored.get('train/loss', 0)})")
@@ -286,8 +295,15 @@ class RunPipeline:
             liveness.reap_dead_runs(client, [client.get_run(self.run_id).info.experiment_id])
         recorder.log_metrics(self.stats.as_metrics(), step=0)
         recorder.log_metrics({"cost/trainable_params": float(trainable_parameters(self.model))}, step=0)
-        for task_name, score in self.base.info.get("exact_match", {}).items():
-            recorder.log_metrics({f"base/exact_match/{task_name}": score}, step=0)
+        base_scores = {f"base/exact_match/{task_name}": f"{score:g}"
+                       for task_name, score in self.base.info.get("exact_match", {}).items()}
+        if base_scores and not self.resume:
+            from mlflow.entities import Param
+
+            # The base's scores are one number per run, the same for every run on that base:
+            # as params they sit with the run's settings instead of charting as constant bars.
+            client.log_batch(self.run_id, params=[Param(k, v) for k, v in base_scores.items()],
+                             synchronous=True)
         if self.stats.truncated_rows:
             self.log(f"note: {self.stats.truncated_rows} of {self.stats.rows} rows were longer than "
                      f"train.max_length={spec.train.max_length} and were truncated "

@@ -116,7 +116,7 @@ def fail_orphaned_trials(study) -> list[int]:
         process = t.user_attrs.get(PROCESS_ATTR)
         if not process or process.get(liveness.HOST_TAG) != liveness.this_host():
             continue
-        if not liveness.process_alive(int(process[liveness.PID_TAG]), float(process[liveness.START_TAG])):
+        if not liveness.process_alive(int(process[liveness.PID_TAG]), process[liveness.START_TAG]):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(t.number)
     return failed

@@ -22,6 +22,7 @@ from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 
 from workbench.tracking.conventions import (
     AUTHOR_ENV,
+    DECLARED_DEAD_TAG,
     END_STATUSES,
     ERROR_ARTIFACT,
     FALLBACK_FOLDER,
@@ -34,12 +35,22 @@ from workbench.tracking.conventions import (
     TAG_METHOD,
     TAG_OPTIMIZER,
     TAG_PARENT,
+    TAG_WITHDRAWN_VERDICT,
 )
+from workbench.tracking.phase import PHASE_TAG, PhaseBeat
 from workbench.tracking.reading import last_steps, metric_history, run_record, runs_frame
 from workbench.tracking.recorder import RunRecorder, fallback_dir, replay_fallback
-from workbench.tracking.store import connect, end_run, ensure_experiment, start_run
+from workbench.tracking.store import (
+    connect,
+    declare_dead,
+    end_run,
+    ensure_experiment,
+    start_run,
+    withdraw_dead_verdict,
+)
 
 __all__ = [
+    "DECLARED_DEAD_TAG",
     "END_STATUSES",
     "ERROR_ARTIFACT",
     "FALLBACK_FOLDER",
@@ -47,6 +58,8 @@ __all__ = [
     "MAX_PARAM_VAL_LENGTH",
     "AUTHOR_ENV",
     "OBJECTIVE_PREFIX",
+    "PHASE_TAG",
+    "PhaseBeat",
     "SPEC_ARTIFACT",
     "TAG_ADAPTER",
     "TAG_ERROR",
@@ -54,10 +67,13 @@ __all__ = [
     "TAG_OPTIMIZER",
     "TAG_AUTHOR",
     "TAG_PARENT",
+    "TAG_WITHDRAWN_VERDICT",
     "RunRecorder",
     "connect",
+    "declare_dead",
     "end_run",
     "ensure_experiment",
+    "withdraw_dead_verdict",
     "fallback_dir",
     "last_steps",
     "metric_history",

@@ -20,6 +20,11 @@ TAG_ADAPTER = "workbench.adapter"
 TAG_OPTIMIZER = "workbench.optimizer"
 TAG_PARENT = "workbench.parent"
 TAG_ERROR = "workbench.error"
+# Set with the error when a run is ended FAILED from outside because its process seemed gone.
+# The run's own process, if it still lives, takes such a verdict back (tracking.store).
+DECLARED_DEAD_TAG = "workbench.declared_dead"
+# What a withdrawn verdict said and when, kept on the run for the record.
+TAG_WITHDRAWN_VERDICT = "workbench.withdrawn_verdict"
 # Who made a run (a student on a class board, a lab member): from WORKBENCH_AUTHOR when set.
 TAG_AUTHOR = "workbench.author"
 AUTHOR_ENV = "WORKBENCH_AUTHOR"

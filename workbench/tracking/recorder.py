@@ -37,7 +37,7 @@ from workbench.tracking.conventions import (
     _record_error,
     _truncate,
 )
-from workbench.tracking.store import connect
+from workbench.tracking.store import connect, withdraw_dead_verdict
 
 _log = logging.getLogger(__name__)
 
@@ -167,6 +167,19 @@ class RunRecorder:
             self._last_heartbeat = now
             with self._buffer_lock:
                 self._tags[HEARTBEAT_TAG] = f"{now:.3f}"
+            self._take_back_a_dead_verdict()
+
+    def _take_back_a_dead_verdict(self) -> None:
+        """This process records the run, so it is alive: a verdict that said otherwise (a
+        watcher that could not see the process) is withdrawn and the run is RUNNING again."""
+        try:
+            ended = self.client.get_run(self.run_id).info.status != "RUNNING"
+            if (ended and not self._finished
+                    and withdraw_dead_verdict(self.client, self.run_id, reopen=True)):
+                _log.warning("run %s was declared dead while it trained; it is RUNNING again",
+                             self.run_id)
+        except Exception as err:  # the store is down: the next beat tries again
+            self.last_flush_error = _one_line(err)
 
     def _flush_loop(self) -> None:
         while not self._stop.is_set():
@@ -254,6 +267,8 @@ class RunRecorder:
         sent = self.flush()
         ended = False
         try:
+            # The run's own ending is the truth: a verdict left by a watcher goes first.
+            withdraw_dead_verdict(self.client, self.run_id, reopen=False)
             if error:
                 _record_error(self.client, self.run_id, error, details=details or error)
             self.client.set_terminated(self.run_id, status)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -22,12 +23,15 @@ from workbench.errors import TrackingError
 from workbench.spec import RunSpec
 from workbench.tracking.conventions import (
     AUTHOR_ENV,
+    DECLARED_DEAD_TAG,
     SPEC_ARTIFACT,
     TAG_ADAPTER,
     TAG_AUTHOR,
+    TAG_ERROR,
     TAG_METHOD,
     TAG_OPTIMIZER,
     TAG_PARENT,
+    TAG_WITHDRAWN_VERDICT,
     _check_status,
     _chunks,
     _key,
@@ -35,6 +39,7 @@ from workbench.tracking.conventions import (
     _record_error,
     _truncate,
 )
+from workbench.tracking.naming import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, default_run_name
 
 # How hard MLflow's HTTP client tries before giving up. Its defaults (7 retries, backoff
 # factor 2) keep a call to a stopped server retrying for about four minutes; a workbench talks
@@ -125,16 +130,23 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
     In a local sqlite store a new experiment keeps its artifacts next to ``mlflow.db``
     (``artifacts/<run id>/artifacts/...``: MLflow puts run folders straight under the
-    experiment's location), never under the working folder.
+    experiment's location), never under the working folder. Every experiment it returns is
+    marked as model development (:data:`~workbench.tracking.naming.EXPERIMENT_KIND_TAG`), so
+    MLflow's UI treats it as one of training runs, not of GenAI traces.
     """
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.lifecycle_stage == "deleted":
             client.restore_experiment(found.experiment_id)
+        if EXPERIMENT_KIND_TAG not in found.tags:
+            # Made before the workbench marked its experiments; a kind someone chose is kept.
+            client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return found.experiment_id
     try:
         return client.create_experiment(
-            name, artifact_location=paths.artifact_root(client.tracking_uri)
+            name,
+            artifact_location=paths.artifact_root(client.tracking_uri),
+            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
         )
     except MlflowException:
         # Another process created it between our look-up and create.
@@ -157,7 +169,9 @@ def start_run(
     """Create the run for ``spec``: tags, the spec as params and as ``spec.yaml``. Returns its id.
 
     With ``parent_run_id`` the run is a child (tag ``workbench.parent`` and MLflow's own
-    ``mlflow.parentRunId``, so the UI nests it under its sweep).
+    ``mlflow.parentRunId``, so the UI nests it under its sweep). It is named
+    ``tracking.run_name``, else after its method, data and weights
+    (:func:`~workbench.tracking.naming.default_run_name`) instead of MLflow's random name.
     """
     experiment_id = ensure_experiment(client, spec.tracking.experiment)
     tags: dict[str, str] = {
@@ -173,7 +187,8 @@ def start_run(
     tags.update(spec.tracking.tags)
     tags.update(extra_tags or {})
     tags = {_key(k): _truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
-    run = client.create_run(experiment_id, tags=tags, run_name=spec.tracking.run_name)
+    run_name = spec.tracking.run_name or default_run_name(spec)
+    run = client.create_run(experiment_id, tags=tags, run_name=run_name)
     run_id = run.info.run_id
     params = [
         Param(_key(k), _truncate(v, MAX_PARAM_VAL_LENGTH)) for k, v in spec.flat_params().items()
@@ -190,5 +205,39 @@ def end_run(client: MlflowClient, run_id: str, status: str, error: str | None = 
     if error:
         _record_error(client, run_id, error, details=error)
     client.set_terminated(run_id, status)
+
+
+def declare_dead(client: MlflowClient, run_id: str, reason: str) -> None:
+    """End a run FAILED from outside because its process is gone, saying why.
+
+    The verdict is marked as one (``DECLARED_DEAD_TAG``), so a process that was in fact alive
+    can take it back (:func:`withdraw_dead_verdict`) and end its run as it really ends.
+    """
+    client.set_tag(run_id, DECLARED_DEAD_TAG, f"{time.time():.3f}")
+    client.set_tag(run_id, TAG_ERROR, _truncate(reason, MAX_TAG_VAL_LENGTH))
+    client.set_terminated(run_id, "FAILED")
+
+
+def withdraw_dead_verdict(client: MlflowClient, run_id: str, *, reopen: bool,
+                          why: str = "the process was alive") -> bool:
+    """Take back a :func:`declare_dead` verdict on a run whose process is alive after all.
+
+    Called by that process itself (or by a resume, ``why`` saying so): the error tag goes (its
+    text is kept under ``TAG_WITHDRAWN_VERDICT``), and with ``reopen`` the run is RUNNING again.
+    A run with no such verdict, or one that failed for a real error, is left alone. True if a
+    verdict was withdrawn.
+    """
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    if DECLARED_DEAD_TAG not in tags:
+        return False
+    client.set_tag(run_id, TAG_WITHDRAWN_VERDICT, _truncate(
+        f"{tags.get(TAG_ERROR, 'declared dead')} (withdrawn: {why})", MAX_TAG_VAL_LENGTH))
+    for key in (TAG_ERROR, DECLARED_DEAD_TAG):
+        if key in tags:
+            client.delete_tag(run_id, key)
+    if reopen and run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    return True
 
 
