@@ -252,6 +252,18 @@ def test_the_names_the_reader_uses_are_trackings():
     assert run_listing.ERROR_TAG == tracking.TAG_ERROR
     assert run_listing.HEARTBEAT_TAG == tracking.HEARTBEAT_TAG
     assert run_listing.END_STATUSES == tracking.END_STATUSES
+    assert run_listing.PHASE_TAG == tracking.PHASE_TAG
+
+
+def test_status_of_a_run_loading_its_base_says_what_it_is_doing(store_uri, capsys):
+    client = tracking.connect()
+    run_id = _make_run(client, "RUNNING", 0, name="loading")
+    client.set_tag(run_id, tracking.PHASE_TAG, "pretraining step 160/800  loss 2.9")
+    assert main(["status", run_id[:8]]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"run {run_id} (loading, experiment 'listing'): RUNNING"
+    assert out[1].startswith("step 0/10, last loss -, - s/step, elapsed ")
+    assert out[2] == "now: pretraining step 160/800  loss 2.9"
 
 
 def test_listing_a_store_imports_neither_mlflow_nor_torch(store):

@@ -305,6 +305,8 @@ def cmd_status(args) -> int:
     print(f"run {row.run_id} ({row.name}, experiment '{row.experiment}'): {row.status}")
     if row.kind == "run":
         print(_status_line(p))
+    if p.phase:
+        print(f"now: {p.phase}")
     if row.objectives:
         print("objectives: " + ", ".join(f"{k}={v:.4g}" for k, v in row.objectives.items()))
     if p.error:

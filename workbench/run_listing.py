@@ -36,6 +36,7 @@ OBJECTIVE_PREFIX = "objective/"
 PARENT_TAG = "workbench.parent"
 ERROR_TAG = "workbench.error"
 HEARTBEAT_TAG = "workbench.heartbeat"
+PHASE_TAG = "workbench.phase"
 END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # A RUNNING run whose process refreshed its heartbeat (every 5 s) this recently is alive: the
 # listing commands leave it to the reaper only when it has been silent longer.
@@ -99,6 +100,7 @@ class RunProgress:
     elapsed_s: float | None
     eta_s: float | None  # None when finished or not yet measurable
     error: str | None = None
+    phase: str | None = None  # what a RUNNING run does before its first step (loading its base)
 
 
 # -- the two readers -------------------------------------------------------------------------
@@ -388,7 +390,8 @@ def progress_of(run: StoredRun, experiment: str, now: float | None = None) -> Ru
     eta = None
     if found.status == "RUNNING" and found.total is not None and step_s is not None:
         eta = max(0, found.total - (found.step or 0)) * step_s
-    return RunProgress(found, last_loss, step_s, elapsed, eta, run.tags.get(ERROR_TAG))
+    phase = run.tags.get(PHASE_TAG) if found.status == "RUNNING" and found.step is None else None
+    return RunProgress(found, last_loss, step_s, elapsed, eta, run.tags.get(ERROR_TAG), phase)
 
 
 def front_rows(front, runs: list[dict], parents: dict[str, str]) -> list[dict[str, Any]]:
