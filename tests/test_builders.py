@@ -3,6 +3,8 @@ term, and every builder ends in a parent run holding its front, hypervolume and 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -130,6 +132,12 @@ def test_every_builder_ends_in_a_parent_with_its_front(builder, store_uri):
     children = tracking.runs_frame(client, "tests", parent_run_id=built.parent_run_id, status=None)
     assert len(children) >= 3
     assert "front.json" in {a.path for a in client.list_artifacts(built.parent_run_id)}
+    # Named after what differs: the parent after its builder, no child by MLflow's random
+    # adjective-noun-number (a weight, a coefficient, a trial's values, the conditioned model).
+    assert parent.info.run_name == f"{builder} front"
+    names = [c["run_name"] for c in children]
+    assert not [n for n in names if re.fullmatch(r"[a-z]+-[a-z]+-\d+", n)], names
+    assert any(re.search(r"correctness=0\.\d|linear c=", n) for n in names), names
     trained = {"sweep": 3, "conditioned": 1, "merging": 2, "search": 3, "mgda": 3}[builder]
     assert len(built.training_run_ids) == trained
     if builder != "search":  # a pruned trial stops early

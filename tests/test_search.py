@@ -27,6 +27,7 @@ from workbench.search import (
     parse_settings,
     prune_dominated,
     suggest,
+    trial_run_name,
 )
 from workbench.spec import RunSpec
 
@@ -228,7 +229,9 @@ def test_two_workers_share_one_study_and_every_trial_is_a_child_run(store_uri, f
     for trial in study.trials:
         run = by_trial[trial.number]
         assert run["run_id"] == trial.user_attrs["mlflow_run_id"]
-        assert run["run_name"] == f"trial {trial.number}"
+        # Named after its sampled values, then its number (search.trial_run_name).
+        assert run["run_name"] == trial_run_name(trial.number, trial.params)
+        assert run["run_name"].endswith(f" (trial {trial.number})") and "adapter.r=" in run["run_name"]
         assert run["tags"]["workbench.study"] == result.study_name
         assert int(run["params"]["adapter.r"]) == trial.params["adapter.r"]
         assert float(run["params"]["optimizer.lr"]) == pytest.approx(trial.params["optimizer.lr"])

@@ -67,6 +67,17 @@ def test_sweep_specs_set_every_weighted_objective():
         sweep_specs(spec, [(0.5, 0.5)])
 
 
+def test_a_sweeps_children_are_named_after_their_weight_and_its_parent_keeps_a_given_name():
+    from workbench.tracking.naming import study_run_name
+
+    spec = RunSpec.parse({"data": {"source": "order"}, "tracking": {"run_name": "my sweep"}})
+    assert [s.tracking.run_name for s in sweep_specs(spec, [0.7, 0.25])] == [
+        "correctness=0.7", "correctness=0.25"]
+    assert study_run_name(spec, "sweep") == "my sweep"
+    unnamed = spec.updated(**{"tracking.run_name": None})
+    assert study_run_name(unnamed, "sweep") == "mo-sft order sweep"
+
+
 # --------------------------------------------------------------------------- the explain task
 
 
@@ -236,9 +247,16 @@ def test_sweep_over_term_objectives_in_this_process(store_uri, fast_base):
     values = np.array([[r.objectives["answer_nll"], r.objectives["brevity_loss"]] for r in result.runs])
     assert np.isfinite(values).all() and result.front.names == ("answer_nll", "brevity_loss")
     np.testing.assert_allclose(result.front.points, values)
-    parent = MlflowClient(store_uri).get_run(result.parent_run_id)
+    client = MlflowClient(store_uri)
+    parent = client.get_run(result.parent_run_id)
     assert parent.data.metrics["sweep/hypervolume"] == pytest.approx(
         _brute_force_hypervolume(values, ["min", "min"], [20.0, 20.0]))
+    # In MLflow (run name and its mlflow.runName tag) each child is named after its weight,
+    # the parent after what it sweeps.
+    for run, name in zip(result.runs, ["answer_nll=0.1,brevity_loss=0.9", "answer_nll=0.9,brevity_loss=0.1"]):
+        child = client.get_run(run.run_id)
+        assert child.info.run_name == child.data.tags["mlflow.runName"] == name
+    assert parent.info.run_name == "mo-sft order sweep"
 
 
 # --------------------------------------------------------------------------- stopping

@@ -92,6 +92,33 @@ def test_start_run_logs_tags_params_and_spec(client, tmp_path):
     assert RunSpec.from_yaml(Path(local).read_text()) == spec
 
 
+@pytest.mark.parametrize("spec, name", [
+    ({}, "mo-sft order correctness=0.5"),  # the default spec: two weighted objectives
+    ({"data": {"source": "explain"}}, "mo-sft explain correctness=0.4,explanation=0.4,length=0.2"),
+    ({"method": "dpo", "data": {"source": "reverse"}}, "dpo reverse"),
+    ({"method": "sft", "data": {"source": "data/answers.jsonl"}}, "sft answers.jsonl"),
+    ({"method": "dpo", "tracking": {"run_name": "mine"}}, "mine"),  # the user's name wins
+])
+def test_a_run_is_named_after_what_it_is_never_at_random(client, spec, name):
+    spec = RunSpec.parse({**spec, "tracking": {"experiment": "tests", **spec.get("tracking", {})}})
+    run = client.get_run(tracking.start_run(client, spec))
+    assert run.info.run_name == run.data.tags["mlflow.runName"] == name
+
+
+def test_experiments_are_marked_as_model_development_for_mlflows_ui(client):
+    from workbench.tracking.naming import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
+
+    created = tracking.ensure_experiment(client, "made-here")
+    assert client.get_experiment(created).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    # One made elsewhere is marked when the workbench opens it; a kind someone chose is kept.
+    older = client.create_experiment("made-before")
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    assert tracking.ensure_experiment(client, "made-before") == older
+    tracking.ensure_experiment(client, "chosen")
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
 def test_recorder_delivers_every_point_with_its_step(client):
     rec = _new_recorder(client)
     for step in range(500):

@@ -89,7 +89,7 @@ def _merging(spec: RunSpec, points: int, seed: int, log, progress):
         sources.append(run(end.updated(**{"tracking.run_name": f"merge source {end.tracking.run_name}"}),
                            progress=progress, log=log).run_id)
     coefficients = [round(float(c), 4) for c in np.linspace(0.0, 1.0, points)]
-    grid = merge_grid(sources[0], sources[1], coefficients, "linear", log=log)
+    grid = merge_grid(sources[0], sources[1], coefficients, "linear", run_name=spec.tracking.run_name, log=log)
     return grid.parent_run_id, grid.front, grid.base_hypervolume, sources
 
 
@@ -147,6 +147,9 @@ def build_front(builder: str, spec: RunSpec | dict, points: int, *, seed: int = 
     from workbench import tracking
 
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+    # The parent is named after its builder (``mgda front``), what tells two fronts of one
+    # spec apart in the runs table, unless the user named it.
+    spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or f"{builder} front"})
     started = time.perf_counter()
     parent_id, front, base_hv, training = BUILDERS[builder].build(spec, points, seed, log, progress)
     seconds = time.perf_counter() - started

@@ -31,6 +31,7 @@ from workbench.registry import MultiObjectiveSFTParams
 from workbench.runner import RunPipeline, RunResult, evaluate_model
 from workbench.spec import RunSpec
 from workbench.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.tracking.naming import study_run_name
 
 METHOD = "conditioned-sft"
 TAG_MODEL = "workbench.conditioned.model"
@@ -93,7 +94,7 @@ def conditioned_front(spec: RunSpec, weights: Sequence[float | Sequence[float]] 
         weights = design_points(design, len(names), points, seed=seed)
     point_specs = sweep_specs(spec, weights)  # checks the points before anything runs
     names += [o.name for o in spec.objectives if o.name not in names]
-    parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "conditioned-front"})
+    parent_spec = spec.updated(**{"tracking.run_name": study_run_name(spec, "front")})
     with quiet_libraries(), parent_run(parent_spec, {"workbench.kind": "sweep",
                                                      "workbench.builder": "conditioned"}) as (client, parent):
         log(f"training one {METHOD} model ...")

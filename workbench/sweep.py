@@ -36,6 +36,7 @@ from workbench.launcher import RunHandle, launch
 from workbench.pareto import ParetoFront
 from workbench.runner import RunResult, run
 from workbench.spec import RunSpec
+from workbench.tracking.naming import study_run_name
 
 DESIGNS = ("grid", "random")
 # Interior margin of the designs: every weight is at least this, so no term is switched off.
@@ -216,7 +217,8 @@ def run_sweep(spec: RunSpec, weights: Sequence[float | Sequence[float]] | None =
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
 
     client = tracking.connect(spec.tracking.uri)
-    parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "weight-sweep"})
+    # Named after what it sweeps (``mo-sft order sweep``) unless the user named it.
+    parent_spec = spec.updated(**{"tracking.run_name": study_run_name(spec, "sweep")})
     # SIGTERM ends the sweep like Ctrl-C (KeyboardInterrupt), so the parent ends KILLED; while
     # the parent is being created, either only sets a flag (no run without its recorder).
     # The parent carries no process tags: it trains nothing, and runs with them count as

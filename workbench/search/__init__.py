@@ -76,7 +76,7 @@ from workbench.search.study import (
     shown_url,
     study_outcomes,
 )
-from workbench.search.trials import run_trials, trial_spec
+from workbench.search.trials import run_trials, trial_run_name, trial_spec
 from workbench.search.workers import POLL_S, STORAGE_ENV
 
 __all__ = [
@@ -87,5 +87,5 @@ __all__ = [
     "default_storage", "dominates", "fail_orphaned_trials", "is_integer", "load_config",
     "load_study", "make_sampler", "open_storage", "parse_settings", "prune_dominated",
     "prune_never", "resolve_rule", "run_search", "run_trials", "shown_url", "study_outcomes",
-    "suggest", "trial_spec",
+    "suggest", "trial_run_name", "trial_spec",
 ]

@@ -81,6 +81,7 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
 
     from workbench import fronts, tracking
     from workbench.data.sources import load_rows
+    from workbench.tracking.naming import study_run_name
 
     # Bad data fails here, before any run is created.
     load_rows(spec.data, spec.train.seed, row_kind=registry.METHODS[spec.method.name].row_kind)
@@ -88,7 +89,7 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
     storage = settings.storage or default_storage(client.tracking_uri)
     optuna_storage = open_storage(storage)  # a storage that cannot be opened fails before any run
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    parent_spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or "search"})
+    parent_spec = spec.updated(**{"tracking.run_name": study_run_name(spec, "search")})
     # As for a sweep's parent: signals only set a flag while the parent is created, then
     # SIGTERM raises KeyboardInterrupt like Ctrl-C, so the parent ends KILLED.
     with SigtermRaisesInterrupt():
