@@ -26,6 +26,10 @@ _IGNORED_WARNINGS = (
     {"message": "IProgress not found"},
     # lightning's own use of a deprecated torch pytree API
     {"message": r".*isinstance\(treespec, LeafSpec\)"},
+    # peft (and trl) probe a transformers model's deprecated `is_gradient_checkpointing`
+    # property when they wrap or unwrap it: transformers warns at the library's call, which
+    # the user cannot change. Only this deprecation: other FutureWarnings still show.
+    {"message": r"`is_gradient_checkpointing` is deprecated", "category": FutureWarning},
 )
 
 
