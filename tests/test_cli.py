@@ -22,12 +22,28 @@ from workbench.cli import build_parser
 from workbench.spec import RunSpec
 
 # Every command the parser knows, so a new one is covered without editing this list.
-COMMANDS = tuple(next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices)
+COMMANDS = tuple(
+    next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+)
 
 
 def test_the_main_commands_are_all_there():
-    assert {"demo", "run", "launch", "resume", "status", "stop", "front", "ui", "export", "runs",
-            "sweep", "lab", "merge", "search"} <= set(COMMANDS)
+    assert {
+        "demo",
+        "run",
+        "launch",
+        "resume",
+        "status",
+        "stop",
+        "front",
+        "ui",
+        "export",
+        "runs",
+        "sweep",
+        "lab",
+        "merge",
+        "search",
+    } <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -62,7 +78,11 @@ def test_progress_bars_show_on_a_terminal_only(command, monkeypatch):
 
 def test_front_of_a_missing_experiment_is_a_clear_error(store_uri):
     result = run_cli("front", "--experiment", "nope")
-    assert result.returncode == 2 and "no experiment 'nope'" in result.stderr and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2
+        and "no experiment 'nope'" in result.stderr
+        and "Traceback" not in result.stderr
+    )
 
 
 def _free_port() -> int:
@@ -81,7 +101,9 @@ def _listening(port: int) -> bool:
 
 def _alive(pids: set[int]) -> set[int]:
     """The pids among these that still run (zombies awaiting their reaper count as gone)."""
-    return {p for p in pids if psutil.pid_exists(p) and _status(p) not in (None, psutil.STATUS_ZOMBIE)}
+    return {
+        p for p in pids if psutil.pid_exists(p) and _status(p) not in (None, psutil.STATUS_ZOMBIE)
+    }
 
 
 def _status(pid: int) -> str | None:
@@ -98,11 +120,18 @@ def test_ui_serves_the_store_and_stops_with_its_whole_process_tree(store_uri, st
     theirs remains, and the user sees one line, no traceback."""
     client = tracking.connect()
     tracking.ensure_experiment(client, "visible-in-ui")
-    run_id = tracking.start_run(client, RunSpec.parse({"tracking": {"experiment": "visible-in-ui"}}))
+    run_id = tracking.start_run(
+        client, RunSpec.parse({"tracking": {"experiment": "visible-in-ui"}})
+    )
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "workbench.cli", "ui", "--port", str(port)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              start_new_session=True, env=dict(os.environ))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=dict(os.environ),
+    )
     tree: set[int] = set()
     try:
         # Start-up: about 6 s on 2 idle cores, 30 s seen beside other work.
@@ -127,7 +156,11 @@ def test_ui_serves_the_store_and_stops_with_its_whole_process_tree(store_uri, st
         if stop == "SIGTERM":
             busy = run_cli("ui", "--port", str(port), timeout=120)
             assert busy.returncode != 0
-            assert f"port {port}" in busy.stderr and "already in use" in busy.stderr and "--port" in busy.stderr
+            assert (
+                f"port {port}" in busy.stderr
+                and "already in use" in busy.stderr
+                and "--port" in busy.stderr
+            )
             assert "Traceback" not in busy.stderr
             os.kill(server.pid, signal.SIGTERM)
         else:

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 def test_run_with_steps_overrides_the_specs_steps(store_uri, tmp_path):
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(fast_spec(train={"steps": 50, "eval_every": 100})))
-    result = run_cli("run", str(spec_file), "--steps", "3", "--no-progress", cwd=tmp_path, timeout=600)
+    result = run_cli(
+        "run", str(spec_file), "--steps", "3", "--no-progress", cwd=tmp_path, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     run_id = re.search(r"^run (\w+) FINISHED", result.stdout, re.M)[1]
     client = MlflowClient(store_uri)
@@ -36,18 +38,28 @@ def test_run_redirected_to_a_file_prints_each_logged_step_as_it_trains(store_uri
     """`workbench run spec > file`: a line per logged step, in the file while the run still
     trains (flushed as they are written), then the run's summary."""
     spec_file = tmp_path / "spec.yaml"
-    spec_file.write_text(yaml.safe_dump(fast_spec(train={"steps": 400, "eval_every": 1000, "log_every": 2})))
+    spec_file.write_text(
+        yaml.safe_dump(fast_spec(train={"steps": 400, "eval_every": 1000, "log_every": 2}))
+    )
     out_file = tmp_path / "out.txt"
     with out_file.open("w") as out:
-        process = subprocess.Popen([sys.executable, "-m", "workbench.cli", "run", str(spec_file)],
-                                   stdout=out, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "run", str(spec_file)],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+        )
     try:
+
         def second_logged_step_or_exit():
             return "\nstep 4/400  loss " in out_file.read_text() or process.poll() is not None
 
         # Start-up and 4 steps: about 10 s on 2 idle cores; 300 s for a loaded machine. 400
         # steps take seconds more, so the lines are seen while the run still trains.
-        wait_until(second_logged_step_or_exit, 300, "a step line in the redirected output", poll_s=0.1)
+        wait_until(
+            second_logged_step_or_exit, 300, "a step line in the redirected output", poll_s=0.1
+        )
         assert process.poll() is None, "the run ended before its step lines were in the file"
         _, err = process.communicate(timeout=600)
     finally:
@@ -57,9 +69,16 @@ def test_run_redirected_to_a_file_prints_each_logged_step_as_it_trains(store_uri
     assert process.returncode == 0, err[-3000:]
     lines = out_file.read_text().splitlines()
     run_id = re.search(r"^run (\w+): training 400 steps$", out_file.read_text(), re.M)[1]
-    steps = [int(m[1]) for line in lines if (m := re.match(r"step (\d+)/400  loss [\d.]+  [\d.e-]+ s/step", line))]
+    steps = [
+        int(m[1])
+        for line in lines
+        if (m := re.match(r"step (\d+)/400  loss [\d.]+  [\d.e-]+ s/step", line))
+    ]
     assert steps == [1, *range(2, 401, 2)]
-    assert "run ended FINISHED" in lines and f"run {run_id} FINISHED: experiment 'tests' in {store_uri}" in lines
+    assert (
+        "run ended FINISHED" in lines
+        and f"run {run_id} FINISHED: experiment 'tests' in {store_uri}" in lines
+    )
     assert "\r" not in out_file.read_text() and "Epoch 0" not in out_file.read_text()
 
 
@@ -71,9 +90,13 @@ def test_launch_status_stop_from_the_command_line(store_uri, tmp_path):
     found = re.search(r"launched run (\w+) \(pid (\d+)\); log: (\S+)", launched.stdout)
     assert found, launched.stdout
     run_id, pid, log = found[1], int(found[2]), found[3]
-    assert f"workbench status {run_id}" in launched.stdout and f"workbench stop {run_id}" in launched.stdout
+    assert (
+        f"workbench status {run_id}" in launched.stdout
+        and f"workbench stop {run_id}" in launched.stdout
+    )
     client = MlflowClient(store_uri)
     try:
+
         def trained_two_steps():
             assert client.get_run(run_id).info.status == "RUNNING", Path(log).read_text()[-3000:]
             return len(tracking.metric_history(client, run_id, "train/loss")) >= 2
@@ -99,8 +122,11 @@ def test_launch_status_stop_from_the_command_line(store_uri, tmp_path):
     def group_gone():
         # Not this test's child: once it exits, whichever process adopted it reaps it, so a
         # zombie may linger for a moment; it no longer runs.
-        return not [p for p in psutil.process_iter(["pid", "status"])
-                    if _pgid(p.info["pid"]) == pid and p.info["status"] != psutil.STATUS_ZOMBIE]
+        return not [
+            p
+            for p in psutil.process_iter(["pid", "status"])
+            if _pgid(p.info["pid"]) == pid and p.info["status"] != psutil.STATUS_ZOMBIE
+        ]
 
     wait_until(group_gone, 60, "the stopped run's process group has no live process")
 

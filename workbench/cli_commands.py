@@ -19,7 +19,9 @@ def _quiet_libraries() -> None:
     # Library chatter (Lightning tips, HF progress bars) hides the workbench's own output.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # "Downloading artifacts"
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # "Downloading artifacts"
     import warnings
 
     import lightning  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
@@ -37,9 +39,13 @@ def _format_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    widths = {c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns),
-             "  ".join("-" * widths[c] for c in columns)]
+    widths = {
+        c: max(len(c), *(len(fmt(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns
+    }
+    lines = [
+        "  ".join(c.ljust(widths[c]) for c in columns),
+        "  ".join("-" * widths[c] for c in columns),
+    ]
     lines += ["  ".join(fmt(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)
 
@@ -57,13 +63,19 @@ def cmd_demo(args) -> int:
     from workbench.spec import RunSpec
     from workbench.sweep import run_sweep, weight_grid
 
-    spec = RunSpec.parse({
-        "data": {"source": "order"},
-        "train": {"steps": args.steps, "eval_every": max(1, args.steps // 3)},
-        "tracking": {"experiment": args.experiment},
-    })
+    spec = RunSpec.parse(
+        {
+            "data": {"source": "order"},
+            "train": {"steps": args.steps, "eval_every": max(1, args.steps // 3)},
+            "tracking": {"experiment": args.experiment},
+        }
+    )
     weights = weight_grid(args.points)
-    figure = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
+    figure = (
+        Path(args.html)
+        if args.html
+        else paths.default_store_dir() / f"{args.experiment}-front.html"
+    )
     print(f"Weight sweep on 'order': {len(weights)} runs, correctness weights {weights}")
     result = run_sweep(spec, weights, progress=_show_progress(args), figure_path=figure)
     _print_sweep(result, args.experiment)
@@ -84,12 +96,20 @@ def _print_sweep(result, experiment: str) -> None:
     print()
     print(_format_table(rows, ["run", *names, "front"]))
     ref = ", ".join(f"{n}={v:g}" for n, v in zip(names, result.front.reference))
-    print("\nbase model: " + ", ".join(f"{n}={result.base_objectives[n]:.4g}" for n in names
-                                        if n in result.base_objectives))
-    print(f"hypervolume (reference {ref}): sweep {result.front.hypervolume:.4g}, "
-          f"base model {result.base_hypervolume:.4g}")
+    print(
+        "\nbase model: "
+        + ", ".join(
+            f"{n}={result.base_objectives[n]:.4g}" for n in names if n in result.base_objectives
+        )
+    )
+    print(
+        f"hypervolume (reference {ref}): sweep {result.front.hypervolume:.4g}, "
+        f"base model {result.base_hypervolume:.4g}"
+    )
     print(f"front plot: {result.figure_path}")
-    print(f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})")
+    print(
+        f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})"
+    )
 
 
 def cmd_sweep(args) -> int:
@@ -98,10 +118,20 @@ def cmd_sweep(args) -> int:
     from workbench.sweep import run_sweep
 
     experiment = spec.tracking.experiment
-    figure = Path(args.html) if args.html else paths.default_store_dir() / f"{experiment}-sweep-front.html"
-    result = run_sweep(spec, points=args.points, design=args.design, seed=args.seed,
-                       parallel=args.parallel, progress=_show_progress(args) and args.parallel == 1,
-                       figure_path=figure)
+    figure = (
+        Path(args.html)
+        if args.html
+        else paths.default_store_dir() / f"{experiment}-sweep-front.html"
+    )
+    result = run_sweep(
+        spec,
+        points=args.points,
+        design=args.design,
+        seed=args.seed,
+        parallel=args.parallel,
+        progress=_show_progress(args) and args.parallel == 1,
+        figure_path=figure,
+    )
     _print_sweep(result, experiment)
     return 0
 
@@ -113,14 +143,20 @@ def cmd_build(args) -> int:
     spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
     from workbench.builders import build_front
 
-    built = build_front(args.builder, spec, args.points, seed=args.seed, progress=_show_progress(args))
+    built = build_front(
+        args.builder, spec, args.points, seed=args.seed, progress=_show_progress(args)
+    )
     front = built.front
-    rows = [{"run": label, **dict(zip(front.names, map(float, point))), "front": "*" if kept else ""}
-            for label, point, kept in zip(front.labels, front.points, front.mask)]
+    rows = [
+        {"run": label, **dict(zip(front.names, map(float, point))), "front": "*" if kept else ""}
+        for label, point, kept in zip(front.labels, front.points, front.mask)
+    ]
     print(_format_table(rows, ["run", *front.names, "front"]))
-    print(f"\n{args.builder}: parent run {built.parent_run_id}; hypervolume {front.hypervolume:.4g} "
-          f"(base model {built.base_hypervolume:.4g}); {len(built.training_run_ids)} training run(s), "
-          f"{built.training_steps} steps, {built.seconds:.0f} s")
+    print(
+        f"\n{args.builder}: parent run {built.parent_run_id}; hypervolume {front.hypervolume:.4g} "
+        f"(base model {built.base_hypervolume:.4g}); {len(built.training_run_ids)} training run(s), "
+        f"{built.training_steps} steps, {built.seconds:.0f} s"
+    )
     return 0
 
 
@@ -130,8 +166,15 @@ def cmd_search(args) -> int:
 
     # The config is checked before torch, transformers, lightning or mlflow is imported.
     check_counts(args.trials, args.workers)
-    spec, settings = load_config(args.spec, **{"train.steps": args.steps, "search.sampler": args.sampler,
-                                               "search.storage": args.storage, "search.study": args.study})
+    spec, settings = load_config(
+        args.spec,
+        **{
+            "train.steps": args.steps,
+            "search.sampler": args.sampler,
+            "search.storage": args.storage,
+            "search.study": args.study,
+        },
+    )
     if settings.storage is not None:
         check_storage(settings.storage)
     preflight.check(spec)
@@ -140,25 +183,48 @@ def cmd_search(args) -> int:
     from workbench.search import run_search
 
     experiment = spec.tracking.experiment
-    figure = Path(args.html) if args.html else paths.default_store_dir() / f"{experiment}-search-front.html"
-    result = run_search(spec, settings, trials=args.trials, workers=args.workers,
-                        progress=_show_progress(args) and args.workers == 1, figure_path=figure)
+    figure = (
+        Path(args.html)
+        if args.html
+        else paths.default_store_dir() / f"{experiment}-search-front.html"
+    )
+    result = run_search(
+        spec,
+        settings,
+        trials=args.trials,
+        workers=args.workers,
+        progress=_show_progress(args) and args.workers == 1,
+        figure_path=figure,
+    )
     names = list(result.front.names)
     on_front = dict(zip(result.front.labels, result.front.mask))
-    rows = [{"trial": o.number, "state": o.state,
-             **o.params, **o.values,
-             "front": "*" if on_front.get(f"trial {o.number}", False) else ""}
-            for o in result.trials]
+    rows = [
+        {
+            "trial": o.number,
+            "state": o.state,
+            **o.params,
+            **o.values,
+            "front": "*" if on_front.get(f"trial {o.number}", False) else "",
+        }
+        for o in result.trials
+    ]
     params = list(dict.fromkeys(k for o in result.trials for k in o.params))
     print()
     print(_format_table(rows, ["trial", "state", *params, *names, "front"]))
-    ref = ", ".join(f"{n}={v:g}" for n, v in zip(names, result.front.reference)) \
-        if result.front.reference is not None else "none"
-    print(f"\nhypervolume (reference {ref}): study {result.front.hypervolume:.4g}, "
-          f"base model {result.base_hypervolume:.4g}")
+    ref = (
+        ", ".join(f"{n}={v:g}" for n, v in zip(names, result.front.reference))
+        if result.front.reference is not None
+        else "none"
+    )
+    print(
+        f"\nhypervolume (reference {ref}): study {result.front.hypervolume:.4g}, "
+        f"base model {result.base_hypervolume:.4g}"
+    )
     print(f"front plot: {result.figure_path}")
-    print(f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id}); "
-          f"Optuna study '{result.study_name}' in {result.storage}")
+    print(
+        f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id}); "
+        f"Optuna study '{result.study_name}' in {result.storage}"
+    )
     return 0
 
 
@@ -195,7 +261,9 @@ def _printed_node_commands(spec, workbench_args: list[str]) -> bool:
 
 def cmd_run(args) -> int:
     spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
-    if _printed_node_commands(spec, ["run", args.spec, *(["--steps", str(args.steps)] if args.steps else [])]):
+    if _printed_node_commands(
+        spec, ["run", args.spec, *(["--steps", str(args.steps)] if args.steps else [])]
+    ):
         return 0
     from workbench.runner import run
 
@@ -225,17 +293,26 @@ def _print_run_end(result, spec) -> None:
     from workbench import paths
 
     experiment = spec.tracking.experiment
-    print(f"\nrun {result.run_id} {result.status}: experiment '{experiment}' in {paths.tracking_uri(spec.tracking.uri)}")
+    print(
+        f"\nrun {result.run_id} {result.status}: experiment '{experiment}' in {paths.tracking_uri(spec.tracking.uri)}"
+    )
     base = result.trajectory[0][1] if result.trajectory and result.trajectory[0][0] == 0 else {}
-    rows = [{"objective": f"{name} ({spec.objective(name).direction})",
-             "base model": base.get(name, ""), "this run": value}
-            for name, value in result.objectives.items()]
+    rows = [
+        {
+            "objective": f"{name} ({spec.objective(name).direction})",
+            "base model": base.get(name, ""),
+            "this run": value,
+        }
+        for name, value in result.objectives.items()
+    ]
     if rows:
         print(_format_table(rows, ["objective", "base model", "this run"]))
-    hints = [(f"workbench front --experiment {experiment}", "the Pareto front of the experiment's runs"),
-             (f"workbench runs --experiment {experiment}", "its runs, their status and objectives"),
-             ("workbench ui", "compare runs in the MLflow UI"),
-             (f"workbench export {result.run_id} DIR", "the trained model as a folder")]
+    hints = [
+        (f"workbench front --experiment {experiment}", "the Pareto front of the experiment's runs"),
+        (f"workbench runs --experiment {experiment}", "its runs, their status and objectives"),
+        ("workbench ui", "compare runs in the MLflow UI"),
+        (f"workbench export {result.run_id} DIR", "the trained model as a folder"),
+    ]
     width = max(len(command) for command, _ in hints)
     print("\nNext:\n" + "\n".join(f"  {command.ljust(width)}   # {why}" for command, why in hints))
 
@@ -259,8 +336,9 @@ def cmd_resume(args) -> int:
     spec = resume_spec(run_id)
     if _printed_node_commands(spec, ["resume", run_id]):
         return 0
-    result = run(spec, run_id=run_id, resume=True, progress=False,
-                 observers=_progress_observers(args, spec))
+    result = run(
+        spec, run_id=run_id, resume=True, progress=False, observers=_progress_observers(args, spec)
+    )
     print(f"run {result.run_id} {result.status}")
     for name, value in result.objectives.items():
         print(f"  objective/{name} = {value:.4g}")
@@ -287,8 +365,10 @@ def _status_line(p) -> str:
     loss = f"{p.last_loss:.4g}" if p.last_loss is not None else "-"
     step_s = f"{p.step_s:.3g} s/step" if p.step_s is not None else "- s/step"
     eta = f", ETA {run_listing.format_duration(p.eta_s)}" if row.status == "RUNNING" else ""
-    return (f"step {row.step_of_total}, last loss {loss}, {step_s}, "
-            f"elapsed {run_listing.format_duration(p.elapsed_s)}{eta}")
+    return (
+        f"step {row.step_of_total}, last loss {loss}, {step_s}, "
+        f"elapsed {run_listing.format_duration(p.elapsed_s)}{eta}"
+    )
 
 
 def cmd_status(args) -> int:
@@ -326,12 +406,16 @@ def _print_runs_in_progress(store) -> int:
     table = []
     for run in running:
         p = run_listing.progress_of(run, experiments.get(run.experiment_id, run.experiment_id))
-        table.append({
-            "run_id": p.row.run_id, "name": p.row.name or "-", "experiment": p.row.experiment,
-            "step": p.row.step_of_total or "-",
-            "last loss": f"{p.last_loss:.4g}" if p.last_loss is not None else "-",
-            "ETA": run_listing.format_duration(p.eta_s),
-        })
+        table.append(
+            {
+                "run_id": p.row.run_id,
+                "name": p.row.name or "-",
+                "experiment": p.row.experiment,
+                "step": p.row.step_of_total or "-",
+                "last loss": f"{p.last_loss:.4g}" if p.last_loss is not None else "-",
+                "ETA": run_listing.format_duration(p.eta_s),
+            }
+        )
     print(f"runs in progress: {len(table)}")
     print(_format_table(table, ["run_id", "name", "experiment", "step", "last loss", "ETA"]))
     print("\n`workbench status RUN_ID` shows one run (the first characters of its id are enough)")
@@ -349,13 +433,17 @@ def cmd_runs(args) -> int:
     names = {r.run_id: r.name for r in rows}
     table = []
     for r in rows:
-        table.append({
-            "run_id": r.run_id, "name": r.name or "-", "status": r.status,
-            "step": r.step_of_total or "-",
-            "objectives": ", ".join(f"{k}={v:.4g}" for k, v in r.objectives.items()) or "-",
-            "parent": f"{names.get(r.parent, '')} {r.parent[:8]}".strip() if r.parent else "-",
-            "experiment": r.experiment,
-        })
+        table.append(
+            {
+                "run_id": r.run_id,
+                "name": r.name or "-",
+                "status": r.status,
+                "step": r.step_of_total or "-",
+                "objectives": ", ".join(f"{k}={v:.4g}" for k, v in r.objectives.items()) or "-",
+                "parent": f"{names.get(r.parent, '')} {r.parent[:8]}".strip() if r.parent else "-",
+                "experiment": r.experiment,
+            }
+        )
     columns = ["run_id", "name", "status", "step", "objectives", "parent"]
     print(_format_table(table, columns if args.experiment else [*columns, "experiment"]))
     return 0
@@ -379,21 +467,38 @@ def cmd_front(args) -> int:
     rows = run_listing.list_runs(store, args.experiment)  # an unknown experiment fails here
     _reap_silent_runs(store, rows)
     every = run_listing.run_records(store, args.experiment)
-    parents = {r["run_id"]: r["run_name"] for r in every
-               if r["tags"].get(run_listing.KIND_TAG) in ("sweep", "study")}
+    parents = {
+        r["run_id"]: r["run_name"]
+        for r in every
+        if r["tags"].get(run_listing.KIND_TAG) in ("sweep", "study")
+    }
     runs = [r for r in every if r["status"] == "FINISHED" and r["run_id"] not in parents]
     if not runs:
-        raise WorkbenchError(f"experiment '{args.experiment}' has no finished runs in {store.tracking_uri}")
+        raise WorkbenchError(
+            f"experiment '{args.experiment}' has no finished runs in {store.tracking_uri}"
+        )
     from workbench import paths, plots
     from workbench.fronts import front_from_runs
 
     front = front_from_runs(runs, args.objective or None)
     rows = run_listing.front_rows(front, runs, parents)
-    print(_format_table(rows, ["sweep", "label", *front.names, "run_id"] if parents
-                        else ["label", *front.names, "run_id"]))
+    print(
+        _format_table(
+            rows,
+            ["sweep", "label", *front.names, "run_id"]
+            if parents
+            else ["label", *front.names, "run_id"],
+        )
+    )
     if front.reference is not None:
-        print(f"hypervolume: {front.hypervolume:.4g} (reference {list(map(float, front.reference))})")
-    out = Path(args.html) if args.html else paths.default_store_dir() / f"{args.experiment}-front.html"
+        print(
+            f"hypervolume: {front.hypervolume:.4g} (reference {list(map(float, front.reference))})"
+        )
+    out = (
+        Path(args.html)
+        if args.html
+        else paths.default_store_dir() / f"{args.experiment}-front.html"
+    )
     plots.write_html(plots.front_figure(front), out)
     print(f"front plot: {out}")
     return 0
@@ -405,14 +510,22 @@ def cmd_ui(args) -> int:
 
     uri = paths.tracking_uri()
     root = paths.artifact_root(uri)
-    server = mlflow_server("MLflow UI", uri, host=args.host, port=args.port,
-                           options=["--default-artifact-root", root] if root else [])
+    server = mlflow_server(
+        "MLflow UI",
+        uri,
+        host=args.host,
+        port=args.port,
+        options=["--default-artifact-root", root] if root else [],
+    )
     server.check_port()
     print(f"starting the MLflow UI for {uri} ...", flush=True)
 
     def ready(server):
         chosen = f" (--port 0: free port {server.port})" if args.port == 0 else ""
-        print(f"MLflow UI on {server.url}{chosen}; Ctrl-C stops it (server log: {server.log_path})", flush=True)
+        print(
+            f"MLflow UI on {server.url}{chosen}; Ctrl-C stops it (server log: {server.log_path})",
+            flush=True,
+        )
 
     code = serve_in_foreground(server, on_ready=ready)
     if code == 0:
@@ -432,8 +545,10 @@ def cmd_lab(args) -> int:
         print(f"error: no folder {root}; pass the notebooks' folder with --dir", file=sys.stderr)
         return 2
     if importlib.util.find_spec("jupyterlab") is None:
-        raise MissingPackage("JupyterLab is not installed in this environment; `scripts/setup.sh ui` "
-                             "installs it with the notebook packages")
+        raise MissingPackage(
+            "JupyterLab is not installed in this environment; `scripts/setup.sh ui` "
+            "installs it with the notebook packages"
+        )
     token = secrets.token_hex(24)  # a fresh token each start; only the printed URL carries it
     # No news feed and no news pop-up over the cells (servers.LAB_DISABLED_PLUGINS).
     server = jupyterlab_server(root, token=token, host=args.host, port=args.port)
@@ -441,8 +556,11 @@ def cmd_lab(args) -> int:
     print(f"starting JupyterLab on {root} ...", flush=True)
 
     def ready(server):
-        print(f"JupyterLab on {server.url}/lab?token={token}\nCtrl-C stops it (server log: "
-              f"{server.log_path})", flush=True)
+        print(
+            f"JupyterLab on {server.url}/lab?token={token}\nCtrl-C stops it (server log: "
+            f"{server.log_path})",
+            flush=True,
+        )
 
     code = serve_in_foreground(server, on_ready=ready)
     if code == 0:
@@ -460,10 +578,14 @@ def cmd_archive(args) -> int:
     from workbench.replay import archive_experiment
 
     summary = archive_experiment(args.experiment, args.file, max_artifact_mb=args.max_artifact_mb)
-    print(f"archived {summary.runs} runs of '{args.experiment}' ({summary.metric_points} metric points, "
-          f"{summary.artifacts} artifacts) to {summary.path}")
-    for what, items in (("unfinished runs left out", summary.skipped_runs),
-                        (f"artifacts over {args.max_artifact_mb:g} MB left out", summary.skipped_artifacts)):
+    print(
+        f"archived {summary.runs} runs of '{args.experiment}' ({summary.metric_points} metric points, "
+        f"{summary.artifacts} artifacts) to {summary.path}"
+    )
+    for what, items in (
+        ("unfinished runs left out", summary.skipped_runs),
+        (f"artifacts over {args.max_artifact_mb:g} MB left out", summary.skipped_artifacts),
+    ):
         if items:
             print(f"{what}: {', '.join(items)}")
     print(f"replay it elsewhere with: workbench replay {summary.path.name}")
@@ -474,9 +596,11 @@ def cmd_replay(args) -> int:
     from workbench.replay import replay_archive
 
     summary = replay_archive(args.file, experiment=args.experiment)
-    print(f"replayed {len(summary.run_ids)} runs into experiment '{summary.experiment}'; open them with "
-          f"ParetoExplorer('{summary.experiment}') in a notebook, `workbench front --experiment "
-          f"{summary.experiment}` or `workbench ui`")
+    print(
+        f"replayed {len(summary.run_ids)} runs into experiment '{summary.experiment}'; open them with "
+        f"ParetoExplorer('{summary.experiment}') in a notebook, `workbench front --experiment "
+        f"{summary.experiment}` or `workbench ui`"
+    )
     return 0
 
 
@@ -496,14 +620,24 @@ def cmd_merge(args) -> int:
 
     # Settings are checked before torch is imported, so a mistake is answered at once.
     lines_alpha, lines_beta = args.lines if args.lines else (None, None)
-    options = {"density": args.density, "majority_sign_method": args.majority_sign, "gamma": args.gamma,
-               "lines_alpha": lines_alpha, "lines_beta": lines_beta, "seed": args.seed}
+    options = {
+        "density": args.density,
+        "majority_sign_method": args.majority_sign,
+        "gamma": args.gamma,
+        "lines_alpha": lines_alpha,
+        "lines_beta": lines_beta,
+        "seed": args.seed,
+    }
     if args.grid is not None:
         if len(args.run_ids) != 2 or args.weights:
-            raise SpecError("--grid interpolates between exactly two runs (weights 1-c, c); "
-                            "give two run ids and no --weights")
+            raise SpecError(
+                "--grid interpolates between exactly two runs (weights 1-c, c); "
+                "give two run ids and no --weights"
+            )
         if args.method in MERGE_METHODS and MERGE_METHODS[args.method].learned:
-            raise SpecError(f"--method {args.method} learns its coefficients; --grid takes a method with given weights")
+            raise SpecError(
+                f"--method {args.method} learns its coefficients; --grid takes a method with given weights"
+            )
         for c in args.grid:
             check_settings(args.method, 2, (1 - c, c), **options)
     else:
@@ -513,14 +647,26 @@ def cmd_merge(args) -> int:
 
     if args.grid is not None:
         result = merge_grid(*args.run_ids, args.grid, args.method, run_name=args.name, **options)
-        rows = [{"coefficient": r.coefficient, **r.objectives,
-                 "front": "*" if on else "", "run_id": r.run_id}
-                for r, on in zip(result.runs, _front_marks(result.front, result.runs))]
+        rows = [
+            {
+                "coefficient": r.coefficient,
+                **r.objectives,
+                "front": "*" if on else "",
+                "run_id": r.run_id,
+            }
+            for r, on in zip(result.runs, _front_marks(result.front, result.runs))
+        ]
         print(_format_table(rows, ["coefficient", *result.front.names, "front", "run_id"]))
         print(f"hypervolume: {result.front.hypervolume:.4g}; parent run {result.parent_run_id}")
         return 0
-    result = merge_runs(args.run_ids, args.method, args.weights, run_name=args.name,
-                        adamerging_steps=args.steps, **options)
+    result = merge_runs(
+        args.run_ids,
+        args.method,
+        args.weights,
+        run_name=args.name,
+        adamerging_steps=args.steps,
+        **options,
+    )
     print(f"merged run {result.run_id} ({args.method} of {', '.join(args.run_ids)})")
     for name, value in result.objectives.items():
         print(f"  objective/{name} = {value:.4g}")

@@ -39,8 +39,14 @@ class ProgressLines(RunObserver):
     step, the first and the last), as ``train.log_every`` says the recorder stores them.
     """
 
-    def __init__(self, write=None, lines: int = 20, every_s: float = 30.0,
-                 log_every: int | None = None, clock=time.monotonic):
+    def __init__(
+        self,
+        write=None,
+        lines: int = 20,
+        every_s: float = 30.0,
+        log_every: int | None = None,
+        clock=time.monotonic,
+    ):
         self.write = write or (lambda line: print(line, flush=True))
         self.lines, self.every_s, self.log_every, self.clock = lines, every_s, log_every, clock
         self.total, self.every, self.last_time = 0, 1, 0.0
@@ -49,7 +55,9 @@ class ProgressLines(RunObserver):
         self.total = context.total_steps
         self.every = max(1, self.total // self.lines)
         self.last_time = self.clock()
-        resumed = f", resumed from step {context.resumed_from_step}" if context.resumed_from_step else ""
+        resumed = (
+            f", resumed from step {context.resumed_from_step}" if context.resumed_from_step else ""
+        )
         self.write(f"run {context.run_id}: training {self.total} steps{resumed}")
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
@@ -76,8 +84,15 @@ class ProgressLines(RunObserver):
         self.write(f"run ended {status}" + (f": {error}" if error else ""))
 
 
-def bar_line(step: int, total: int, loss: float | None, step_s: float | None,
-             eta_s: float | None, width: int = 20, done_s: float | None = None) -> str:
+def bar_line(
+    step: int,
+    total: int,
+    loss: float | None,
+    step_s: float | None,
+    eta_s: float | None,
+    width: int = 20,
+    done_s: float | None = None,
+) -> str:
     """One frame of the bar: ``step 30/100 [======>             ] loss 0.5231, 0.012 s/step,
     ETA 4 s``; once the last step is done, ``done in 12 s`` instead of the ETA."""
     filled = width * min(step, total) // total if total else width
@@ -85,7 +100,11 @@ def bar_line(step: int, total: int, loss: float | None, step_s: float | None,
     parts = [f"loss {loss:.4g}" if loss is not None else "loss -"]
     if step_s is not None:
         parts.append(f"{step_s:.3g} s/step")
-    parts.append(f"done in {format_duration(done_s)}" if done_s is not None else f"ETA {format_duration(eta_s)}")
+    parts.append(
+        f"done in {format_duration(done_s)}"
+        if done_s is not None
+        else f"ETA {format_duration(eta_s)}"
+    )
     return f"step {step}/{total} [{bar}] " + ", ".join(parts)
 
 
@@ -108,7 +127,9 @@ class ProgressBar(RunObserver):
     def on_start(self, context: RunContext) -> None:
         self.total = context.total_steps
         self.first_step = self.step = context.resumed_from_step
-        resumed = f", resumed from step {context.resumed_from_step}" if context.resumed_from_step else ""
+        resumed = (
+            f", resumed from step {context.resumed_from_step}" if context.resumed_from_step else ""
+        )
         self._print(f"run {context.run_id}: training {self.total} steps{resumed}")
 
     def on_step(self, step: int, metrics: dict[str, float]) -> None:
@@ -140,12 +161,16 @@ class ProgressBar(RunObserver):
     def _frame(self, now: float) -> str:
         done = self.step - self.first_step
         finished = self.finished_at is not None
-        elapsed = ((self.finished_at if finished else now) - self.started
-                   if self.started is not None else None)
+        elapsed = (
+            (self.finished_at if finished else now) - self.started
+            if self.started is not None
+            else None
+        )
         per_step = elapsed / done if elapsed and done > 0 else self.step_s
         eta = (self.total - self.step) * per_step if per_step is not None else None
-        return bar_line(self.step, self.total, self.loss, self.step_s, eta,
-                        done_s=elapsed if finished else None)
+        return bar_line(
+            self.step, self.total, self.loss, self.step_s, eta, done_s=elapsed if finished else None
+        )
 
     def _draw(self, now: float) -> None:
         frame = self._frame(now)

@@ -136,8 +136,12 @@ class SqliteStore:
         if not db.is_file():
             return None  # MLflow's client creates the store; this reader only reads
         try:
-            connection = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True,
-                                         timeout=cls.BUSY_TIMEOUT_S, check_same_thread=False)
+            connection = sqlite3.connect(
+                f"{db.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=cls.BUSY_TIMEOUT_S,
+                check_same_thread=False,
+            )
             for table, needed in cls._TABLES.items():
                 columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
                 if not needed <= columns:
@@ -156,12 +160,19 @@ class SqliteStore:
         return self._client
 
     def experiments(self) -> dict[str, str]:
-        rows = self._query("SELECT experiment_id, name FROM experiments "
-                           "WHERE lifecycle_stage = 'active' ORDER BY experiment_id")
+        rows = self._query(
+            "SELECT experiment_id, name FROM experiments "
+            "WHERE lifecycle_stage = 'active' ORDER BY experiment_id"
+        )
         return {str(eid): name for eid, name in rows}
 
-    def runs(self, experiment_ids: Iterable[str] | None = None, *, id_prefix: str | None = None,
-             status: str | None = None) -> list[StoredRun]:
+    def runs(
+        self,
+        experiment_ids: Iterable[str] | None = None,
+        *,
+        id_prefix: str | None = None,
+        status: str | None = None,
+    ) -> list[StoredRun]:
         where, args = ["r.lifecycle_stage = 'active'", "e.lifecycle_stage = 'active'"], []
         if experiment_ids is not None:
             ids = [int(i) for i in experiment_ids]
@@ -171,16 +182,22 @@ class SqliteStore:
             args += ids
         if id_prefix is not None:
             where.append("r.run_uuid LIKE ? ESCAPE '\\'")
-            args.append(id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%")
+            args.append(
+                id_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            )
         if status is not None:
             where.append("r.status = ?")
             args.append(status)
         found = self._query(
             "SELECT r.run_uuid, r.name, r.status, r.experiment_id, r.start_time, r.end_time "
             "FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
-            f"WHERE {' AND '.join(where)} ORDER BY r.start_time ASC, r.run_uuid ASC", args)
-        runs = {rid: StoredRun(rid, name or "", status, str(eid), start, end)
-                for rid, name, status, eid, start, end in found}
+            f"WHERE {' AND '.join(where)} ORDER BY r.start_time ASC, r.run_uuid ASC",
+            args,
+        )
+        runs = {
+            rid: StoredRun(rid, name or "", status, str(eid), start, end)
+            for rid, name, status, eid, start, end in found
+        }
         if not runs:
             return []
         # One query per table for every run at once; a list of ids is bounded by sqlite's
@@ -190,14 +207,18 @@ class SqliteStore:
             chunk = ids[first : first + 500]
             marks = ", ".join("?" * len(chunk))
             for key, value, rid in self._query(
-                    f"SELECT key, value, run_uuid FROM tags WHERE run_uuid IN ({marks})", chunk):
+                f"SELECT key, value, run_uuid FROM tags WHERE run_uuid IN ({marks})", chunk
+            ):
                 runs[rid].tags[key] = value
             for key, value, rid in self._query(
-                    f"SELECT key, value, run_uuid FROM params WHERE run_uuid IN ({marks})", chunk):
+                f"SELECT key, value, run_uuid FROM params WHERE run_uuid IN ({marks})", chunk
+            ):
                 runs[rid].params[key] = value
             for key, value, step, is_nan, rid in self._query(
-                    "SELECT key, value, step, is_nan, run_uuid FROM latest_metrics "
-                    f"WHERE run_uuid IN ({marks})", chunk):
+                "SELECT key, value, step, is_nan, run_uuid FROM latest_metrics "
+                f"WHERE run_uuid IN ({marks})",
+                chunk,
+            ):
                 runs[rid].latest[key] = (math.nan if is_nan else float(value), int(step))
         return list(runs.values())
 
@@ -205,8 +226,10 @@ class SqliteStore:
         try:
             return self._db.execute(sql, tuple(args)).fetchall()
         except sqlite3.Error as err:
-            raise TrackingError(f"cannot read the MLflow store {self.tracking_uri}: {err}; "
-                                "check the file, or point MLFLOW_TRACKING_URI at another store") from None
+            raise TrackingError(
+                f"cannot read the MLflow store {self.tracking_uri}: {err}; "
+                "check the file, or point MLFLOW_TRACKING_URI at another store"
+            ) from None
 
 
 class ClientStore:
@@ -223,18 +246,30 @@ class ClientStore:
     def experiments(self) -> dict[str, str]:
         return {e.experiment_id: e.name for e in self._client.search_experiments()}
 
-    def runs(self, experiment_ids: Iterable[str] | None = None, *, id_prefix: str | None = None,
-             status: str | None = None) -> list[StoredRun]:
+    def runs(
+        self,
+        experiment_ids: Iterable[str] | None = None,
+        *,
+        id_prefix: str | None = None,
+        status: str | None = None,
+    ) -> list[StoredRun]:
         ids = list(self.experiments()) if experiment_ids is None else list(experiment_ids)
         if not ids:
             return []
         found, token = [], None
         while True:
             page = self._client.search_runs(
-                ids, filter_string=f"attributes.status = '{status}'" if status else "",
-                max_results=1000, order_by=["attributes.start_time ASC"], page_token=token)
-            found += [stored_run(run) for run in page
-                      if id_prefix is None or run.info.run_id.startswith(id_prefix)]
+                ids,
+                filter_string=f"attributes.status = '{status}'" if status else "",
+                max_results=1000,
+                order_by=["attributes.start_time ASC"],
+                page_token=token,
+            )
+            found += [
+                stored_run(run)
+                for run in page
+                if id_prefix is None or run.info.run_id.startswith(id_prefix)
+            ]
             token = page.token
             if not token:
                 return found
@@ -264,9 +299,17 @@ def stored_run(run) -> StoredRun:
         latest = {m.key: (m.value, m.step) for m in objs}
     else:
         latest = {k: (v, 0) for k, v in run.data.metrics.items()}
-    return StoredRun(run.info.run_id, run.info.run_name or "", run.info.status,
-                     run.info.experiment_id, run.info.start_time, run.info.end_time,
-                     dict(run.data.tags), dict(run.data.params), latest)
+    return StoredRun(
+        run.info.run_id,
+        run.info.run_name or "",
+        run.info.status,
+        run.info.experiment_id,
+        run.info.start_time,
+        run.info.end_time,
+        dict(run.data.tags),
+        dict(run.data.params),
+        latest,
+    )
 
 
 # -- what the commands read ------------------------------------------------------------------
@@ -280,7 +323,9 @@ def unknown_experiment(store, name: str) -> TrackingError:
     """The error for an experiment the store does not have, naming the ones it has."""
     names = experiment_names(store)
     have = ", ".join(names) if names else "none yet"
-    return TrackingError(f"no experiment '{name}' in {_reader(store).tracking_uri}; its experiments: {have}")
+    return TrackingError(
+        f"no experiment '{name}' in {_reader(store).tracking_uri}; its experiments: {have}"
+    )
 
 
 def experiment_ids(store, experiment: str | None = None) -> dict[str, str]:
@@ -307,8 +352,10 @@ def list_runs(store, experiment: str | None = None, *, status: str | None = None
     experiments = experiment_ids(reader, experiment)
     if not experiments:
         return []
-    return [row(run, experiments.get(run.experiment_id, ""))
-            for run in reader.runs(list(experiments), status=status)]
+    return [
+        row(run, experiments.get(run.experiment_id, ""))
+        for run in reader.runs(list(experiments), status=status)
+    ]
 
 
 def run_records(store, experiment: str) -> list[dict[str, Any]]:
@@ -320,13 +367,23 @@ def run_records(store, experiment: str) -> list[dict[str, Any]]:
     records = []
     for run in reader.runs(list(experiments)):
         metrics = {k: v for k, (v, _) in run.latest.items()}
-        records.append({
-            "run_id": run.run_id, "run_name": run.name, "status": run.status,
-            "start_time": run.start_time, "end_time": run.end_time,
-            "tags": run.tags, "params": run.params, "metrics": metrics,
-            "objectives": {k[len(OBJECTIVE_PREFIX):]: v for k, v in metrics.items()
-                           if k.startswith(OBJECTIVE_PREFIX)},
-        })
+        records.append(
+            {
+                "run_id": run.run_id,
+                "run_name": run.name,
+                "status": run.status,
+                "start_time": run.start_time,
+                "end_time": run.end_time,
+                "tags": run.tags,
+                "params": run.params,
+                "metrics": metrics,
+                "objectives": {
+                    k[len(OBJECTIVE_PREFIX) :]: v
+                    for k, v in metrics.items()
+                    if k.startswith(OBJECTIVE_PREFIX)
+                },
+            }
+        )
     return records
 
 
@@ -345,17 +402,23 @@ def find_run(store, run_id: str) -> StoredRun:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise TrackingError(f"no run whose id starts with '{prefix}' in the store {reader.tracking_uri}; "
-                            "`workbench runs` lists the runs and their ids (another store? "
-                            "MLFLOW_TRACKING_URI picks it)")
+        raise TrackingError(
+            f"no run whose id starts with '{prefix}' in the store {reader.tracking_uri}; "
+            "`workbench runs` lists the runs and their ids (another store? "
+            "MLFLOW_TRACKING_URI picks it)"
+        )
     experiments = reader.experiments()
-    shown = [f"  {r.run_id}  {r.name or '-'} (experiment "
-             f"'{experiments.get(r.experiment_id, r.experiment_id)}', {r.status})"
-             for r in matches[:SHOWN_MATCHES]]
+    shown = [
+        f"  {r.run_id}  {r.name or '-'} (experiment "
+        f"'{experiments.get(r.experiment_id, r.experiment_id)}', {r.status})"
+        for r in matches[:SHOWN_MATCHES]
+    ]
     if len(matches) > SHOWN_MATCHES:
         shown.append(f"  and {len(matches) - SHOWN_MATCHES} more")
-    raise TrackingError(f"{len(matches)} runs have ids starting with '{prefix}'; give more "
-                        "characters of the id:\n" + "\n".join(shown))
+    raise TrackingError(
+        f"{len(matches)} runs have ids starting with '{prefix}'; give more "
+        "characters of the id:\n" + "\n".join(shown)
+    )
 
 
 def get_row(store, run_id: str) -> RunRow:
@@ -408,10 +471,15 @@ def front_rows(front, runs: list[dict], parents: dict[str, str]) -> list[dict[st
             continue
         parent = run["tags"].get(PARENT_TAG)
         sweep = f"{parents.get(parent, 'sweep')} {parent[:8]}" if parent else "-"
-        rows.append({"sweep": sweep, "label": run.get("run_name") or run["run_id"],
-                     "run_id": run["run_id"],
-                     **{n: float(front.points[i][j]) for j, n in enumerate(front.names)},
-                     "_group": order.get(parent, -1)})
+        rows.append(
+            {
+                "sweep": sweep,
+                "label": run.get("run_name") or run["run_id"],
+                "run_id": run["run_id"],
+                **{n: float(front.points[i][j]) for j, n in enumerate(front.names)},
+                "_group": order.get(parent, -1),
+            }
+        )
     rows.sort(key=lambda r: (r["_group"], *(r[n] for n in front.names)))
     for r in rows:
         del r["_group"]
@@ -445,8 +513,11 @@ def row(run: StoredRun, experiment: str) -> RunRow:
         experiment=experiment,
         step=run.latest[LOSS_KEY][1] if LOSS_KEY in run.latest else None,
         total=int(total) if total and total.isdigit() and kind == "run" else None,
-        objectives={k[len(OBJECTIVE_PREFIX):]: v for k, (v, _) in run.latest.items()
-                    if k.startswith(OBJECTIVE_PREFIX)},
+        objectives={
+            k[len(OBJECTIVE_PREFIX) :]: v
+            for k, (v, _) in run.latest.items()
+            if k.startswith(OBJECTIVE_PREFIX)
+        },
         parent=run.tags.get(PARENT_TAG),
         kind=kind,
         start_time=run.start_time / 1000.0 if run.start_time else None,
