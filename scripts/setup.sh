@@ -113,3 +113,9 @@ fi
 # so that nothing else pulls a different torch build in.
 run "$VENV/bin/pip" install --quiet --no-deps "${torch_args[@]}"
 run "$VENV/bin/pip" install --quiet -c constraints.txt -e ".${extras:+[$extras]}"
+
+# A workshop set-up builds the tiny base now (once per cache), so the class's first runs only
+# load it instead of each pretraining it on a busy laptop.
+if [[ ",$extras," == *,ui,* ]]; then
+  run "$VENV/bin/workbench" prepare
+fi

@@ -77,6 +77,15 @@ def test_no_gpu_gets_the_cpu_build(tmp_path):
     )
 
 
+@pytest.mark.parametrize("extras", ["ui", "dev,ui"])
+def test_a_workshop_set_up_builds_the_base_ahead(tmp_path, extras):
+    result = _plan(tmp_path, extras, gpu=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[-2] == f"+ .venv/bin/pip install --quiet -c constraints.txt -e .[{extras}]"
+    assert lines[-1] == "+ .venv/bin/workbench prepare"
+
+
 @pytest.mark.parametrize("build", ["cpu", "cuda"])
 def test_the_env_var_overrides_the_detection(tmp_path, build):
     result = _plan(tmp_path, gpu=build == "cpu", WORKBENCH_TORCH=build)

@@ -58,3 +58,28 @@ def test_the_base_is_the_same_whatever_threads_the_caller_has(tmp_path, monkeypa
         assert reference.keys() == built[threads].keys()
         for name in reference:
             assert torch.equal(reference[name], built[threads][name]), (threads, name)
+
+
+def test_workbench_prepare_builds_the_base_once_then_finds_it(tmp_path):
+    """`workbench prepare` before a class: the first call builds the base a spec names, the
+    second finds it in the cache and says it is ready without building."""
+    import yaml
+
+    from tests.conftest import fast_spec, run_cli
+
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump(fast_spec()))
+    env = {"WORKBENCH_CACHE": str(tmp_path / "cache")}
+    first = run_cli("prepare", str(spec_path), env=env)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    lines = first.stdout.splitlines()
+    assert lines[0].startswith("Building the tiny base model (once; cached in ")
+    assert any(line.startswith("  pretraining step 60/60  loss ") for line in lines)
+    ready = [line for line in lines if line.startswith("base model 'tiny' ready: ")]
+    assert len(ready) == 1 and " parameters (" in ready[0]
+    assert lines[-1].startswith("held-out exact match per task: arithmetic ")
+    second = run_cli("prepare", str(spec_path), env=env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Building" not in second.stdout
+    # The same base: the same parameter count, without a build line before it.
+    assert second.stdout.splitlines()[0].split(" (")[0] == ready[0].split(" (")[0]

@@ -1,4 +1,4 @@
-"""The `workbench` command line: demo, sweep, search, build, run, launch, resume, status, stop, front, ui, board, archive, replay, export, merge."""
+"""The `workbench` command line: demo, prepare, sweep, search, build, run, launch, resume, status, stop, front, ui, board, archive, replay, export, merge."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from workbench.cli_commands import (
     cmd_lab,
     cmd_launch,
     cmd_merge,
+    cmd_prepare,
     cmd_replay,
     cmd_resume,
     cmd_run,
@@ -98,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-progress", action="store_true", help="no progress bars (they show only on a terminal)"
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "prepare",
+        help="build the base model ahead (once per cache), e.g. before a workshop",
+        description="Build (or find in the cache) the base model a spec names, the default tiny "
+        "base without a spec, so the runs that follow only load it. Runs started at once on an "
+        "empty cache build it once anyway (the others wait for that build); this does it ahead.",
+    )
+    p.add_argument("spec", nargs="?", help="a YAML run spec whose model to prepare (default: the tiny base)")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser(
         "sweep",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from workbench import run_listing
@@ -679,3 +680,23 @@ def _front_marks(front, runs) -> list[bool]:
     """Whether each merged run is on the front (front labels follow the children's order)."""
     on = dict(zip(front.labels, front.mask))
     return [bool(on.get(f"{r.settings.method} c={r.coefficient:g}", False)) for r in runs]
+
+
+def cmd_prepare(args) -> int:
+    """Build (or find) the base model a spec names, so runs later only load it: a workshop
+    builds the tiny base once before the class instead of once per run."""
+    from workbench.spec import RunSpec
+
+    spec = _checked_spec(args.spec) if args.spec else RunSpec.parse({})
+    _quiet_libraries()
+    from workbench.models import load_base
+
+    started = time.perf_counter()
+    base = load_base(spec.model, log=lambda line: print(line, flush=True))
+    params = sum(p.numel() for p in base.model.parameters())
+    scores = base.info.get("exact_match", {})
+    print(f"base model '{base.name}' ready: {params:,} parameters "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    if scores:
+        print("held-out exact match per task: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
+    return 0
