@@ -198,6 +198,8 @@ def test_a_search_with_4_workers_on_the_board_storage_runs_every_trial_once(boar
                      "--storage", board.storage, "--no-progress", env=env, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert board.password not in result.stdout + result.stderr
+    # The trials' table marks the front (a front always has a point): the rows end in '*'.
+    assert any(line.rstrip().endswith("*") for line in result.stdout.splitlines()), result.stdout
 
     # In the Optuna database: every trial number once, each COMPLETE, none RUNNING.
     rows = board.query("optuna", "SELECT t.number, t.state FROM trials t JOIN studies s "

@@ -198,14 +198,21 @@ def cmd_search(args) -> int:
         figure_path=figure,
     )
     names = list(result.front.names)
-    on_front = dict(zip(result.front.labels, result.front.mask))
+    from workbench.search import trial_run_name
+
+    # A front labels each trial's run by its run name, after its author's name on a shared
+    # store ("ada: adapter.r=16 (trial 3)").
+    on_front = {
+        label.split(": ", 1)[-1] if ": " in label and "(trial " in label else label: bool(mark)
+        for label, mark in zip(result.front.labels, result.front.mask)
+    }
     rows = [
         {
             "trial": o.number,
             "state": o.state,
             **o.params,
             **o.values,
-            "front": "*" if on_front.get(f"trial {o.number}", False) else "",
+            "front": "*" if on_front.get(trial_run_name(o.number, o.params), False) else "",
         }
         for o in result.trials
     ]
