@@ -43,6 +43,7 @@ END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 FRESH_HEARTBEAT_S = 30.0
 # Runs an ambiguous id prefix lists, at most.
 SHOWN_MATCHES = 10
+RUN_ID_LENGTH = 32  # MLflow's run ids: 32 hex digits
 
 
 @dataclass
@@ -253,6 +254,8 @@ class ClientStore:
         id_prefix: str | None = None,
         status: str | None = None,
     ) -> list[StoredRun]:
+        if id_prefix is not None and len(id_prefix) == RUN_ID_LENGTH:
+            return self._whole_id(id_prefix, experiment_ids, status)
         ids = list(self.experiments()) if experiment_ids is None else list(experiment_ids)
         if not ids:
             return []
@@ -273,6 +276,19 @@ class ClientStore:
             token = page.token
             if not token:
                 return found
+
+    def _whole_id(self, run_id: str, experiment_ids, status) -> list[StoredRun]:
+        """A whole id is one request (a watcher asks every second), not a search of the store."""
+        try:
+            run = self._client.get_run(run_id)
+        except Exception:  # MLflow raises its own exception types for a missing run
+            return []
+        kept = (
+            run.info.lifecycle_stage == "active"
+            and (experiment_ids is None or run.info.experiment_id in set(experiment_ids))
+            and (status is None or run.info.status == status)
+        )
+        return [stored_run(run)] if kept else []
 
 
 def open_store(uri: str | None = None):
