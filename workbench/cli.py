@@ -107,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
         "base without a spec, so the runs that follow only load it. Runs started at once on an "
         "empty cache build it once anyway (the others wait for that build); this does it ahead.",
     )
-    p.add_argument("spec", nargs="?", help="a YAML run spec whose model to prepare (default: the tiny base)")
+    p.add_argument(
+        "spec", nargs="?", help="a YAML run spec whose model to prepare (default: the tiny base)"
+    )
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser(

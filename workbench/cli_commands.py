@@ -702,8 +702,13 @@ def cmd_prepare(args) -> int:
     base = load_base(spec.model, log=lambda line: print(line, flush=True))
     params = sum(p.numel() for p in base.model.parameters())
     scores = base.info.get("exact_match", {})
-    print(f"base model '{base.name}' ready: {params:,} parameters "
-          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    print(
+        f"base model '{base.name}' ready: {params:,} parameters "
+        f"({time.perf_counter() - started:.0f} s)",
+        flush=True,
+    )
     if scores:
-        print("held-out exact match per task: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items()))
+        print(
+            "held-out exact match per task: " + ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        )
     return 0
