@@ -48,6 +48,9 @@ def test_monitor_charts_one_legend_entry_per_run_and_the_learning_rate_apart():
     }
     assert {t.line.color for t in figure.data if t.legendgroup == "run-b"} == {plots.run_color(1)}
     assert figure.layout.width is None and figure.layout.autosize
+    # The constant learning rate is drawn at its value (plotly would pad it to -1..1).
+    assert list(figure.layout.yaxis4.range) == pytest.approx([0.5e-4, 1.5e-4])
+    assert figure.layout.yaxis.range is None and figure.layout.yaxis.autorange
     assert figure.layout.title.text == LOSS_TITLE
 
     # Later points update the lines; a metric seen later gets a panel, before the rate's.

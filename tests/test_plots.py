@@ -16,10 +16,12 @@ from workbench.plots import (
     REFERENCE,
     REGION,
     curves_figure,
+    flat_range,
     front_figure,
     overlap_groups,
     plotlyjs_file_name,
     point_text,
+    text_positions,
     trajectory_figure,
     write_html,
 )
@@ -253,3 +255,13 @@ def test_overlapping_runs_are_counted_and_labelled():
     fig3 = front_figure(three, base={"x": 0.0, "y": 0.0, "z": 0.0})
     assert BASE in {t.name for t in fig3.data}
     assert sum(len(t.customdata) for t in fig3.data if t.name in (FRONT, DOMINATED)) == 2
+
+
+def test_labels_stay_inside_and_flat_lines_sit_at_their_value():
+    points = np.array([[0.0, 0.0], [0.5, 5.0], [1.0, 10.0]])
+    assert text_positions(points, points) == ["top right", "top center", "bottom left"]
+    # A constant learning rate is drawn at its value, not as a line at 0 in a +-1 range.
+    assert flat_range([3e-4, 3e-4, 3e-4]) == pytest.approx([1.5e-4, 4.5e-4])
+    assert flat_range([0.0, 0.0]) == [-1.0, 1.0]
+    assert flat_range([-2.0, -2.0]) == [-3.0, -1.0]
+    assert flat_range([1.0, 2.0]) is None and flat_range([]) is None

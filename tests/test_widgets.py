@@ -617,3 +617,24 @@ def test_explorer_counts_runs_that_share_a_point(store_uri):
     assert explorer.trajectories.layout.width == "auto"  # its label shown whole
     explorer.select(1)
     assert "also at this point: r0" in explorer.details.value
+
+
+def test_charts_are_remeasured_when_the_page_says_so():
+    """The page reports a chart drawn at another width than its cell through the hidden field
+    of fit_charts; the kernel then turns autosize off and on, which makes the view measure."""
+    import plotly.graph_objects as go
+
+    from workbench.widgets.charts import fit_charts
+
+    figure, fixed = (
+        go.FigureWidget(layout={"autosize": True}),
+        go.FigureWidget(layout={"width": 500}),
+    )
+    sent = []
+    figure.layout.on_change(lambda _, value: sent.append(value), "autosize")
+    fitter = fit_charts([figure, fixed])
+    field, script = fitter.children
+    assert fitter.layout.display == "none" and "onerror" in script.value
+    field.value = "1"
+    assert sent == [False, True] and figure.layout.autosize
+    assert fixed.layout.autosize is None  # a figure with a width of its own is left alone

@@ -128,6 +128,22 @@ def point_hover(labels: Sequence[str]) -> str:
     return f"{len(labels)} runs here:<br>" + "<br>".join(map(str, labels))
 
 
+def text_positions(points: np.ndarray, within: np.ndarray) -> list[str]:
+    """Where each point's label goes so it stays inside the plot: to the left of points in
+    the right third of ``within``'s x range, to the right of those in the left third, above
+    or (in the top fifth of the y range) below."""
+    points = np.asarray(points, dtype=float).reshape(-1, 2)
+    within = np.asarray(within, dtype=float).reshape(-1, 2)
+    (x_low, y_low), (x_high, y_high) = within.min(axis=0), within.max(axis=0)
+    out = []
+    for x, y in points:
+        fx = (x - x_low) / (x_high - x_low) if x_high > x_low else 0.5
+        fy = (y - y_low) / (y_high - y_low) if y_high > y_low else 0.5
+        side = "left" if fx > 2 / 3 else "right" if fx < 1 / 3 else "center"
+        out.append(f"{'bottom' if fy > 0.8 else 'top'} {side}")
+    return out
+
+
 def _grouped_scatter(
     front: ParetoFront, groups: list[list[int]], text: bool, **trace: Any
 ) -> go.Scatter:
@@ -144,7 +160,8 @@ def _grouped_scatter(
         y=front.points[firsts, 1] if groups else [],
         mode=mode + "+text" if text else mode,
         text=[point_text([labels[i] for i in g]) for g in groups] if text else None,
-        textposition="top center",
+        textposition=text_positions(front.points[firsts], front.points) if groups else None,
+        cliponaxis=False,  # a label near the edge runs into the margin, never cut
         textfont={"size": 11},
         marker=marker,
         hovertext=[point_hover([labels[i] for i in g]) for g in groups],
@@ -548,6 +565,21 @@ def panels_layout(
             }
         )
     return layout
+
+
+def flat_range(values: Sequence[float]) -> list[float] | None:
+    """A y range for a panel whose values are all one number (a constant learning rate):
+    plotly pads such data by 1 either side, which draws 3e-4 as a line at 0. The value's
+    half to its one and a half (or -1 to 1 for 0); None when the values vary (autorange)."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    if not finite:
+        return None
+    low, high = min(finite), max(finite)
+    if high - low > 1e-9 * max(abs(high), abs(low)):
+        return None
+    if high == 0:
+        return [-1.0, 1.0]
+    return sorted([high * 0.5, high * 1.5])
 
 
 def legend_entries(figure: go.Figure) -> list[str]:

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from workbench import front_comparison, fronts, pareto, plots, tracking
 from workbench.widgets import comparison, readable
+from workbench.widgets.charts import fit_charts
 from workbench.widgets.comparison import download_text, last_samples
 
 PREFERRED = "preferred run"
@@ -120,6 +121,7 @@ class ParetoExplorer(w.VBox):
                     layout=w.Layout(flex_flow="row wrap"),
                 ),
                 self.figure,
+                fit_charts([self.figure]),
                 w.HTML(
                     "<b>Preference weights</b> (how much each objective matters to "
                     "you; applied to finished runs, after training)"

@@ -27,6 +27,7 @@ from workbench.launcher import TERMINAL, RunHandle, attach, launch
 from workbench.plugins import child_env, plugin_modules
 from workbench.spec import RunSpec
 from workbench.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.widgets.charts import fit_charts
 from workbench.widgets.readable import metric_label
 
 # Metrics drawn live, one small panel each: the loss, its terms and the learning rate on one
@@ -116,6 +117,11 @@ def draw_run_curves(
                 hovertemplate=f"{label}<br>{metric_label(key)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
             )
             in_legend = True
+        for i, key in enumerate(panels):  # a flat line sits mid-panel, at its own value
+            values = [v for t in figure.data if t.meta == key for v in (t.y or ())]
+            axis = plots.panel_axes(i)[1].replace("y", "yaxis", 1)
+            flat = plots.flat_range(values)
+            figure.layout[axis].update(range=flat, autorange=flat is None)
 
 
 def empty_panels(title: str) -> go.FigureWidget:
@@ -210,7 +216,14 @@ class RunMonitor(w.VBox):
         self._thread: threading.Thread | None = None
         top = [self.launch_button] if builder is not None else []
         super().__init__(
-            [*top, self.message, self.rows_box, self.loss_figure, self.objective_figure]
+            [
+                *top,
+                self.message,
+                self.rows_box,
+                self.loss_figure,
+                self.objective_figure,
+                fit_charts([self.loss_figure, self.objective_figure]),
+            ]
         )
         if experiment is not None:
             self.attach_running(experiment)

@@ -24,6 +24,7 @@ METRIC_LABELS = {
     "perf/tokens_per_s": "tokens per second",
     "perf/peak_mem_mb": "peak memory (MB)",
     "perf/step_s": "seconds per step",
+    "perf/train_time_s": "training time (s)",
     "reward/total": "total reward",
 }
 # Metrics that count things: printed as whole numbers with thousands separators.
