@@ -304,15 +304,6 @@ def test_the_sqlite_reader_and_mlflows_client_read_the_same_runs(store):
     )
 
 
-def test_the_names_the_reader_uses_are_trackings():
-    assert run_listing.OBJECTIVE_PREFIX == tracking.OBJECTIVE_PREFIX
-    assert run_listing.PARENT_TAG == tracking.TAG_PARENT
-    assert run_listing.ERROR_TAG == tracking.TAG_ERROR
-    assert run_listing.HEARTBEAT_TAG == tracking.HEARTBEAT_TAG
-    assert run_listing.END_STATUSES == tracking.END_STATUSES
-    assert run_listing.PHASE_TAG == tracking.PHASE_TAG
-
-
 def test_status_of_a_run_loading_its_base_says_what_it_is_doing(store_uri, capsys):
     client = tracking.connect()
     run_id = _make_run(client, "RUNNING", 0, name="loading")
@@ -324,8 +315,8 @@ def test_status_of_a_run_loading_its_base_says_what_it_is_doing(store_uri, capsy
     assert out[2] == "now: pretraining step 160/800  loss 2.9"
 
 
-def test_listing_a_store_imports_neither_mlflow_nor_torch(store):
-    """What keeps `runs` and `status` at a fraction of a second: MLflow alone takes seconds to
+def test_listing_a_store_imports_neither_mlflow_nor_torch(store, tmp_path):
+    """What keeps `runs`, `status` and `front` at a fraction of a second: MLflow alone takes seconds to
     import. (Here the one RUNNING run has a fresh heartbeat, so no reaper is needed.)"""
     import subprocess
     import sys
@@ -338,7 +329,8 @@ def test_listing_a_store_imports_neither_mlflow_nor_torch(store):
         code = (
             "import sys; from workbench.cli import main; "
             "assert main(['runs']) == 0 and main(['status']) == 0 and "
-            f"main(['status', '{ids['finished'][:8]}']) == 0; "
+            f"main(['status', '{ids['finished'][:8]}']) == 0 and "
+            f"main(['front', '--experiment', 'listing', '--html', {str(tmp_path / 'f.html')!r}]) == 0; "
             "heavy = sorted(m for m in ('mlflow', 'torch', 'lightning', 'sqlalchemy') if m in sys.modules); "
             "print('imported:', heavy)"
         )

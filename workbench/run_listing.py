@@ -25,19 +25,14 @@ from typing import Any
 
 from workbench import paths
 from workbench.errors import TrackingError
+from workbench.tracking.names import END_STATUSES, HEARTBEAT_TAG, OBJECTIVE_PREFIX, PHASE_TAG
+from workbench.tracking.names import TAG_ERROR as ERROR_TAG
+from workbench.tracking.names import TAG_PARENT as PARENT_TAG
 
 LOSS_KEY = "train/loss"
 STEP_TIME_KEY = "perf/step_s"
 STEPS_PARAM = "train.steps"
 KIND_TAG = "workbench.kind"
-# The names below are workbench.tracking's (docs/concepts.md, "Names in MLflow"), spelled
-# here so that listing runs never imports MLflow; tests/test_run_listing.py pins them equal.
-OBJECTIVE_PREFIX = "objective/"
-PARENT_TAG = "workbench.parent"
-ERROR_TAG = "workbench.error"
-HEARTBEAT_TAG = "workbench.heartbeat"
-PHASE_TAG = "workbench.phase"
-END_STATUSES = ("FINISHED", "FAILED", "KILLED")
 # A RUNNING run whose process refreshed its heartbeat (every 5 s) this recently is alive: the
 # listing commands leave it to the reaper only when it has been silent longer.
 FRESH_HEARTBEAT_S = 30.0

@@ -12,73 +12,64 @@ that still cannot be sent are written to a JSONL file under the local store fold
 (:func:`replay_fallback` sends them later), so no data is lost.
 
 One concern per module: :mod:`.store` (connecting, starting and ending runs),
-:mod:`.recorder` (recording one run), :mod:`.reading` (reading runs back) and
-:mod:`.conventions` (names and MLflow's limits); the names below are the public API.
+:mod:`.recorder` (recording one run), :mod:`.reading` (reading runs back), :mod:`.phase` (a
+launched run's signs of life before it trains), :mod:`.names` (the names) and
+:mod:`.conventions` (MLflow's limits); the names below are the public API.
+
+They load on first use (PEP 562): reading a tag name imports nothing of MLflow, whose import
+alone takes seconds, so the listing commands and fronts answer fast.
 """
 
 from __future__ import annotations
 
-from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
+import importlib
 
-from workbench.tracking.conventions import (
-    AUTHOR_ENV,
-    DECLARED_DEAD_TAG,
-    END_STATUSES,
-    ERROR_ARTIFACT,
-    FALLBACK_FOLDER,
-    HEARTBEAT_TAG,
-    OBJECTIVE_PREFIX,
-    SPEC_ARTIFACT,
-    TAG_ADAPTER,
-    TAG_AUTHOR,
-    TAG_ERROR,
-    TAG_METHOD,
-    TAG_OPTIMIZER,
-    TAG_PARENT,
-    TAG_WITHDRAWN_VERDICT,
-)
-from workbench.tracking.phase import PHASE_TAG, PhaseBeat
-from workbench.tracking.reading import last_steps, metric_history, run_record, runs_frame
-from workbench.tracking.recorder import RunRecorder, fallback_dir, replay_fallback
-from workbench.tracking.store import (
-    connect,
-    declare_dead,
-    end_run,
-    ensure_experiment,
-    start_run,
-    withdraw_dead_verdict,
-)
+# name -> the module of this package that defines it
+_SOURCES = {
+    "HEARTBEAT_TAG": "names",
+    "TAG_METHOD": "names",
+    "TAG_ADAPTER": "names",
+    "TAG_OPTIMIZER": "names",
+    "TAG_PARENT": "names",
+    "TAG_ERROR": "names",
+    "DECLARED_DEAD_TAG": "names",
+    "TAG_WITHDRAWN_VERDICT": "names",
+    "TAG_AUTHOR": "names",
+    "AUTHOR_ENV": "names",
+    "OBJECTIVE_PREFIX": "names",
+    "SPEC_ARTIFACT": "names",
+    "ERROR_ARTIFACT": "names",
+    "FALLBACK_FOLDER": "names",
+    "END_STATUSES": "names",
+    "PHASE_TAG": "names",
+    "PhaseBeat": "phase",
+    "last_steps": "reading",
+    "metric_history": "reading",
+    "run_record": "reading",
+    "runs_frame": "reading",
+    "RunRecorder": "recorder",
+    "fallback_dir": "recorder",
+    "replay_fallback": "recorder",
+    "connect": "store",
+    "declare_dead": "store",
+    "end_run": "store",
+    "ensure_experiment": "store",
+    "start_run": "store",
+    "withdraw_dead_verdict": "store",
+    "MAX_PARAM_VAL_LENGTH": "conventions",
+}
 
-__all__ = [
-    "DECLARED_DEAD_TAG",
-    "END_STATUSES",
-    "ERROR_ARTIFACT",
-    "FALLBACK_FOLDER",
-    "HEARTBEAT_TAG",
-    "MAX_PARAM_VAL_LENGTH",
-    "AUTHOR_ENV",
-    "OBJECTIVE_PREFIX",
-    "PHASE_TAG",
-    "PhaseBeat",
-    "SPEC_ARTIFACT",
-    "TAG_ADAPTER",
-    "TAG_ERROR",
-    "TAG_METHOD",
-    "TAG_OPTIMIZER",
-    "TAG_AUTHOR",
-    "TAG_PARENT",
-    "TAG_WITHDRAWN_VERDICT",
-    "RunRecorder",
-    "connect",
-    "declare_dead",
-    "end_run",
-    "ensure_experiment",
-    "withdraw_dead_verdict",
-    "fallback_dir",
-    "last_steps",
-    "metric_history",
-    "replay_fallback",
-    "run_record",
-    "runs_frame",
-    "start_run",
-]
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    source = _SOURCES.get(name)
+    if source is None:
+        raise AttributeError(f"module 'workbench.tracking' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"workbench.tracking.{source}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))

@@ -1,5 +1,5 @@
-"""Names and small helpers every part of tracking shares: tag and artifact names
-(docs/concepts.md, "Names in MLflow"), end statuses, and the checks MLflow's limits need."""
+"""Small helpers every part of tracking shares, with the names (:mod:`.names`): the checks
+MLflow's limits need, recording an error, end statuses."""
 
 from __future__ import annotations
 
@@ -8,31 +8,31 @@ from collections.abc import Iterable
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_TAG_VAL_LENGTH, _validate_metric_name
+from mlflow.utils.validation import (  # noqa: F401  (MAX_PARAM_VAL_LENGTH: re-exported)
+    MAX_ENTITY_KEY_LENGTH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_TAG_VAL_LENGTH,
+    _validate_metric_name,
+)
 
 from workbench.errors import TrackingError
-
-# Refreshed by every open recorder, so a dead run can be told from a slow one.
-HEARTBEAT_TAG = "workbench.heartbeat"
-
-TAG_METHOD = "workbench.method"
-TAG_ADAPTER = "workbench.adapter"
-TAG_OPTIMIZER = "workbench.optimizer"
-TAG_PARENT = "workbench.parent"
-TAG_ERROR = "workbench.error"
-# Set with the error when a run is ended FAILED from outside because its process seemed gone.
-# The run's own process, if it still lives, takes such a verdict back (tracking.store).
-DECLARED_DEAD_TAG = "workbench.declared_dead"
-# What a withdrawn verdict said and when, kept on the run for the record.
-TAG_WITHDRAWN_VERDICT = "workbench.withdrawn_verdict"
-# Who made a run (a student on a class board, a lab member): from WORKBENCH_AUTHOR when set.
-TAG_AUTHOR = "workbench.author"
-AUTHOR_ENV = "WORKBENCH_AUTHOR"
-OBJECTIVE_PREFIX = "objective/"
-SPEC_ARTIFACT = "spec.yaml"
-ERROR_ARTIFACT = "error.txt"
-FALLBACK_FOLDER = "unsent"
-END_STATUSES = ("FINISHED", "FAILED", "KILLED")
+from workbench.tracking.names import (  # noqa: F401  (re-exported for the tracking modules)
+    AUTHOR_ENV,
+    DECLARED_DEAD_TAG,
+    END_STATUSES,
+    ERROR_ARTIFACT,
+    FALLBACK_FOLDER,
+    HEARTBEAT_TAG,
+    OBJECTIVE_PREFIX,
+    SPEC_ARTIFACT,
+    TAG_ADAPTER,
+    TAG_AUTHOR,
+    TAG_ERROR,
+    TAG_METHOD,
+    TAG_OPTIMIZER,
+    TAG_PARENT,
+    TAG_WITHDRAWN_VERDICT,
+)
 
 
 def _record_error(client: MlflowClient, run_id: str, error: str, *, details: str) -> None:

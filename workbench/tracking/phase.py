@@ -18,9 +18,8 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
 from workbench.tracking.conventions import HEARTBEAT_TAG, _truncate
+from workbench.tracking.names import PHASE_TAG
 from workbench.tracking.store import withdraw_dead_verdict
-
-PHASE_TAG = "workbench.phase"
 
 
 class PhaseBeat:
