@@ -182,3 +182,16 @@ def test_monitor_launches_a_search_and_watches_its_trials(store_uri):
         if r["tags"].get("workbench.kind") == "study"
     ]
     assert "study/hypervolume" in parent["metrics"]
+
+
+def test_a_run_preparing_its_base_says_what_it_does_then_its_step():
+    from workbench import run_listing
+    from workbench.widgets.monitor import progress_text
+
+    row = run_listing.RunRow("a" * 32, "sft order", "RUNNING", "tests", None, 100)
+    preparing = run_listing.RunProgress(row, None, None, 30.0, None,
+                                        phase="pretraining step 160/800  loss 2.913")
+    assert progress_text(preparing) == "running, preparing: pretraining step 160/800  loss 2.913"
+    row.step = 40
+    training = run_listing.RunProgress(row, 1.25, 0.5, 50.0, 30.0)
+    assert progress_text(training) == "running, step 40/100, loss 1.25, ETA 30 s"

@@ -139,6 +139,8 @@ def running_runs(client, experiment: str) -> list[str]:
 
 def progress_text(progress: run_listing.RunProgress) -> str:
     row = progress.row
+    if progress.phase:  # before its first step: what it does meanwhile (building its base)
+        return f"{row.status.lower()}, preparing: {progress.phase}"
     text = f"{row.status.lower()}, step {row.step_of_total or '0/?'}"
     if progress.last_loss is not None:
         text += f", loss {progress.last_loss:.4g}"
