@@ -50,7 +50,8 @@ def test_monitor_charts_one_legend_entry_per_run_and_the_learning_rate_apart():
     assert figure.layout.width is None and figure.layout.autosize
     # The constant learning rate is drawn at its value (plotly would pad it to -1..1).
     assert list(figure.layout.yaxis4.range) == pytest.approx([0.5e-4, 1.5e-4])
-    assert figure.layout.yaxis.range is None and figure.layout.yaxis.autorange
+    assert figure.layout.yaxis.range is None and figure.layout.yaxis.autorange is not False
+    assert figure.layout.yaxis4.tickformat == ".2~e"  # 3e-4, as learning rates are written
     assert figure.layout.title.text == LOSS_TITLE
 
     # Later points update the lines; a metric seen later gets a panel, before the rate's.
@@ -189,8 +190,9 @@ def test_a_run_preparing_its_base_says_what_it_does_then_its_step():
     from workbench.widgets.monitor import progress_text
 
     row = run_listing.RunRow("a" * 32, "sft order", "RUNNING", "tests", None, 100)
-    preparing = run_listing.RunProgress(row, None, None, 30.0, None,
-                                        phase="pretraining step 160/800  loss 2.913")
+    preparing = run_listing.RunProgress(
+        row, None, None, 30.0, None, phase="pretraining step 160/800  loss 2.913"
+    )
     assert progress_text(preparing) == "running, preparing: pretraining step 160/800  loss 2.913"
     row.step = 40
     training = run_listing.RunProgress(row, 1.25, 0.5, 50.0, 30.0)

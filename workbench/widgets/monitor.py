@@ -81,47 +81,57 @@ def draw_run_curves(
     curves = {k: v for k, v in curves.items() if v}
     shown = {(t.legendgroup, t.meta): t for t in figure.data}
     panels = panel_order({t.meta for t in figure.data} | set(curves))
-    before = [a.text for a in figure.layout.annotations]
-    with figure.batch_update():
-        if before != [f"<b>{metric_label(k)}</b>" for k in panels]:
-            title = figure.layout.title.text
-            figure.layout.annotations = ()
-            figure.update_layout(
-                plots.panels_layout([metric_label(k) for k in panels], title=title)
-            )
+    titles = [metric_label(k) for k in panels]
+    # Layout changes go as messages of their own, never inside a batch with new traces: a
+    # FigureWidget's view dropped annotations and axis ranges sent in one batch with them.
+    if [a.text for a in figure.layout.annotations] != [f"<b>{t}</b>" for t in titles]:
+        layout = plots.panels_layout(titles, title=figure.layout.title.text)
+        annotations = layout.pop("annotations")
+        figure.update_layout(layout)
+        figure.layout.annotations = annotations  # after the axes they refer to exist
+        with figure.batch_update():
             for trace in figure.data:
                 xaxis, yaxis = plots.panel_axes(panels.index(trace.meta))
                 trace.update(xaxis=xaxis, yaxis=yaxis)
-        in_legend = any(t.legendgroup == group and t.showlegend is not False for t in figure.data)
+    in_legend = any(t.legendgroup == group and t.showlegend is not False for t in figure.data)
+    with figure.batch_update():
         for key in panels:
-            if key not in curves:
-                continue
-            x, y = [p[0] for p in curves[key]], [p[1] for p in curves[key]]
             trace = shown.get((group, key))
-            if trace is not None:
+            if key in curves and trace is not None:
+                x, y = [p[0] for p in curves[key]], [p[1] for p in curves[key]]
                 trace.update(x=x, y=y, mode="lines+markers" if len(x) < 30 else "lines")
-                continue
-            xaxis, yaxis = plots.panel_axes(panels.index(key))
-            figure.add_scatter(
-                x=x,
-                y=y,
-                name=label,
-                legendgroup=group,
-                meta=key,
-                showlegend=not in_legend,
-                xaxis=xaxis,
-                yaxis=yaxis,
-                mode="lines+markers" if len(x) < 30 else "lines",
-                line={"color": color, "width": 2},
-                marker={"color": color, "size": 5},
-                hovertemplate=f"{label}<br>{metric_label(key)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
-            )
-            in_legend = True
-        for i, key in enumerate(panels):  # a flat line sits mid-panel, at its own value
-            values = [v for t in figure.data if t.meta == key for v in (t.y or ())]
-            axis = plots.panel_axes(i)[1].replace("y", "yaxis", 1)
-            flat = plots.flat_range(values)
-            figure.layout[axis].update(range=flat, autorange=flat is None)
+    for key in panels:
+        if key not in curves or (group, key) in shown:
+            continue
+        x, y = [p[0] for p in curves[key]], [p[1] for p in curves[key]]
+        xaxis, yaxis = plots.panel_axes(panels.index(key))
+        figure.add_scatter(
+            x=x,
+            y=y,
+            name=label,
+            legendgroup=group,
+            meta=key,
+            showlegend=not in_legend,
+            xaxis=xaxis,
+            yaxis=yaxis,
+            mode="lines+markers" if len(x) < 30 else "lines",
+            line={"color": color, "width": 2},
+            marker={"color": color, "size": 5},
+            hovertemplate=f"{label}<br>{metric_label(key)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+        )
+        in_legend = True
+    ranges = {}
+    for i, key in enumerate(panels):  # a flat line sits mid-panel, at its own value
+        values = [v for t in figure.data if t.meta == key for v in (t.y or ())]
+        axis = plots.panel_axes(i)[1].replace("y", "yaxis", 1)
+        flat = plots.flat_range(values)
+        old = figure.layout[axis].range
+        if (None if old is None else list(old)) != flat:
+            ranges[axis] = {"range": flat, "autorange": flat is None}
+        if key == LR_KEY and figure.layout[axis].tickformat != ".2~e":
+            ranges.setdefault(axis, {})["tickformat"] = ".2~e"  # 3e-4, as rates are written
+    if ranges:
+        figure.update_layout(ranges)
 
 
 def empty_panels(title: str) -> go.FigureWidget:
