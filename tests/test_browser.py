@@ -107,8 +107,8 @@ class Screenshots:
 
 def _jupyter_env(tmp_path: Path) -> dict[str, str]:
     """Jupyter, IPython and Chromium write into HOME: all of it under the test's folder. Lab
-    settings: the announcements popup (it covers cells) is disabled, and every cell stays
-    attached to the page (no windowing), so locators see cells out of view."""
+    settings: every cell stays attached to the page (no windowing), so locators see cells out
+    of view. The news pop-up is left to `workbench lab` to turn off (the test checks it)."""
     env = dict(os.environ)
     for var, sub in (
         ("HOME", "home"),
@@ -120,11 +120,6 @@ def _jupyter_env(tmp_path: Path) -> dict[str, str]:
     ):
         (tmp_path / sub).mkdir()
         env[var] = str(tmp_path / sub)
-    labconfig = tmp_path / "jcfg" / "labconfig"
-    labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}'
-    )
     settings = tmp_path / "jcfg" / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
@@ -199,6 +194,44 @@ def _step(label: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+# Widget text that must show whole: descriptions, checkbox and button labels, slider readouts.
+_LABELS = (
+    "label, .widget-label, .widget-label-basic, .widget-label-basic span, .widget-readout, "
+    "button, .widget-toggle-button"
+)
+_CUT_LABELS = """(output, selector) => [...output.querySelectorAll(selector)]
+    .filter(el => el.offsetParent !== null && el.textContent.trim())
+    .filter(el => el.scrollWidth > el.clientWidth + 1 || (() => {
+        const box = el.getBoundingClientRect(), out = output.getBoundingClientRect();
+        return box.right > out.right + 1;
+    })())
+    .map(el => el.textContent.trim())"""
+_WIDE_CHARTS = """output => [...output.querySelectorAll('.js-plotly-plot')]
+    .map(plot => [plot.querySelector('.main-svg').getBoundingClientRect(),
+                  plot.querySelector('.gtitle')])
+    .filter(([box]) => box.right > output.getBoundingClientRect().right + 1 || box.width < 100)
+    .map(([box, title]) => `${title ? title.textContent : 'a chart'}: ${Math.round(box.left)}-` +
+         `${Math.round(box.right)} px`)"""
+
+
+def _layout_problems(cell) -> list[str]:
+    """What does not fit in a cell's output at this width: charts wider than the output (or
+    not drawn), widget labels cut (their text wider than their box, or past the output's
+    right edge), and a horizontal scroll bar on the output."""
+    problems = []
+    for output in cell.locator(".jp-OutputArea-output").all():
+        problems += [f"chart overflows its cell: {c}" for c in output.evaluate(_WIDE_CHARTS)]
+        problems += [f"label cut: {text!r}" for text in output.evaluate(_CUT_LABELS, _LABELS)]
+        if output.evaluate("el => el.scrollWidth > el.clientWidth + 1"):
+            problems.append("the output scrolls sideways")
+    return problems
+
+
+def _legend_entries(chart) -> list[str]:
+    """The entries a plotly chart's legend shows."""
+    return [t.text_content() for t in chart.locator(".legend .traces .legendtext").all()]
+
+
 @pytest.mark.slow
 def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
     from playwright.sync_api import expect
@@ -229,7 +262,7 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
         180,
     )
     base, token = url.group(1), url.group(2)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(60_000)
     shots = Screenshots(page, tmp_path / "screenshots")
@@ -276,7 +309,32 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
                 ".widget-html-content", has_text=" on the front, hypervolume "
             )
             expect(summary).to_have_text(re.compile(r"^2 runs, "))
-            points_before = explorer.locator(".scatterlayer .point").count()
+
+            # At 1280 px: no news pop-up over the cells (`workbench lab` turns it off; it shows
+            # within seconds of the page load otherwise), every chart within its cell, no label
+            # cut, and one legend entry per run in each of the monitor's charts.
+            assert not page.get_by_text("official Jupyter news").count()
+            charts = monitor.locator(".js-plotly-plot")
+            expect(charts).to_have_count(2)
+            # Each metric in a panel of its own, titled; the learning rate apart from the loss.
+            for title in ("training loss", "learning rate"):
+                expect(charts.first.locator(".annotation-text", has_text=title)).to_have_count(1)
+            for chart in charts.all():
+                assert sorted(_legend_entries(chart)) == sorted(
+                    r.locator("code").inner_text() for r in rows.all()
+                )
+            for cell, name in ((builder, "builder"), (monitor, "monitor"), (explorer, "explorer")):
+                cell.scroll_into_view_if_needed()
+                shots.take(name)
+                assert not _layout_problems(cell), (name, _layout_problems(cell))
+            # A click on a point shows what the run is, then its metrics (readable names).
+            point = explorer.locator(".scatterlayer .point").first.bounding_box()
+            page.mouse.click(point["x"] + point["width"] / 2, point["y"] + point["height"] / 2)
+            details = explorer.locator(".widget-html-content", has_text="training weight")
+            expect(details).to_contain_text("trainable parameters", timeout=ROUND_TRIP_MS)
+            details.scroll_into_view_if_needed()
+            shots.take("run-details")
+            assert not _layout_problems(explorer), _layout_problems(explorer)
 
             # Drag the correctness weight to the middle of its slider; brevity's follows (simplex).
             correctness = builder.locator(
@@ -340,7 +398,18 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
                 lambda: moved_past(0, 0.0), 240, "the long run's progress bar moved"
             )
             wait_until(lambda: moved_past(step, width), 120, "the long run's progress bar advanced")
+            # Four runs now: each chart lists each run once, with its MLflow run name. The monitor
+            # draws a run's loss with its first logged steps (one polling interval, 1 s).
+            names = sorted(r.locator("code").inner_text() for r in rows.all())
+            loss_chart = charts.first
+            wait_until(
+                lambda: sorted(_legend_entries(loss_chart)) == names,
+                60,
+                f"the loss chart's legend lists {names}",
+            )
+            monitor.scroll_into_view_if_needed()
             shots.take("training")
+            assert not _layout_problems(monitor), _layout_problems(monitor)
 
             # The short run finishes (8 steps: seconds once it trains), then the front takes it in.
             assert "progress-bar-success" in wait_until(
@@ -353,7 +422,7 @@ def test_quickstart_in_jupyterlab(browser, store_uri, tmp_path, request):
             # cores; beside a second copy of the suite the redraw took longer than that.
             explorer.locator(".js-plotly-plot").scroll_into_view_if_needed()
             wait_until(
-                lambda: explorer.locator(".scatterlayer .point").count() > points_before,
+                lambda: "of 3 runs" in (explorer.locator(".gtitle").first.text_content() or ""),
                 120,
                 "the front figure drew the new run",
             )
