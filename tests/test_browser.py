@@ -201,10 +201,20 @@ _LABELS = (
 )
 _CUT_LABELS = """(output, selector) => [...output.querySelectorAll(selector)]
     .filter(el => el.offsetParent !== null && el.textContent.trim())
-    .filter(el => el.scrollWidth > el.clientWidth + 1 || (() => {
+    .filter(el => {
         const box = el.getBoundingClientRect(), out = output.getBoundingClientRect();
-        return box.right > out.right + 1;
-    })())
+        // The text's own width, measured on an unconstrained copy beside it (an ellipsis
+        // hides the cut from scrollWidth in some layouts).
+        const copy = el.cloneNode(true);
+        copy.style.cssText = "position:absolute;visibility:hidden;width:auto;max-width:none;" +
+            "min-width:0;white-space:nowrap;overflow:visible;flex:none;display:inline-block";
+        el.parentElement.appendChild(copy);
+        const natural = copy.getBoundingClientRect().width;
+        copy.remove();
+        // Strict: an ellipsis replaces the last letters when the text is a pixel too wide.
+        return el.scrollWidth > el.clientWidth || natural > box.width + 0.5 ||
+            box.right > out.right + 1;
+    })
     .map(el => el.textContent.trim())"""
 _WIDE_CHARTS = """output => [...output.querySelectorAll('.js-plotly-plot')]
     .map(plot => [plot.querySelector('.main-svg').getBoundingClientRect(),
