@@ -44,7 +44,10 @@ def test_demo_prints_front_and_writes_plot(demo):
     folder, _, stdout = demo
     assert "hypervolume" in stdout and "workbench ui" in stdout
     html = (folder / "front.html").read_text()
-    assert "plotly" in html.lower() and len(html) > 100_000  # plotly.js inline, works offline
+    # A small page that loads plotly.js from a file written beside it: offline, no CDN.
+    (bundle,) = folder.glob("plotly-*.min.js")
+    assert f'src="{bundle.name}"' in html and len(html) < 200_000
+    assert bundle.stat().st_size > 1_000_000 and "cdn." not in html
 
 
 def test_demo_tracks_one_finished_run_per_sweep_point(demo):
