@@ -48,6 +48,9 @@ def test_demo_prints_front_and_writes_plot(demo):
     (bundle,) = folder.glob("plotly-*.min.js")
     assert f'src="{bundle.name}"' in html and len(html) < 200_000
     assert bundle.stat().st_size > 1_000_000 and "cdn." not in html
+    # The base model drawn beside the runs, and the runs labelled by their weight.
+    assert "base model (before training)" in html, html[:2000]
+    assert "correctness=0.1" in html and "correctness=0.9" in html
 
 
 def test_demo_tracks_one_finished_run_per_sweep_point(demo):

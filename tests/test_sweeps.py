@@ -299,5 +299,5 @@ def test_stopping_a_sweep_leaves_no_run_running(tmp_path, sig, parallel, fast_ba
                            output[-3000:])
     runs = tracking.runs_frame(client, "stopped", status=None)
     statuses = {r["run_name"]: r["status"] for r in runs}
-    assert statuses.pop("weight-sweep") == "KILLED"
+    assert statuses.pop("mo-sft explain sweep") == "KILLED"  # the parent, named after its spec
     assert len(statuses) == parallel and set(statuses.values()) == {"KILLED"}, statuses

@@ -118,7 +118,8 @@ def conditioned_front(spec: RunSpec, weights: Sequence[float | Sequence[float]] 
         base = fronts.start_point(client, trained.run_id, names)
         base_hv = fronts.point_hypervolume(front, base)
         figure = fronts.record_front(parent, front, base_hv,
-                                     f"Pareto front of one weight-conditioned model ({spec.data.source})")
+                                     f"Pareto front of one weight-conditioned model ({spec.data.source})",
+                                     base=base)
         saved = plots.write_html(figure, figure_path) if figure_path is not None else None
         return ConditionedFrontResult(parent.run_id, trained.run_id, list(weights), runs, front, base,
                                       base_hv, saved)

@@ -280,5 +280,5 @@ def _merge_grid(run_a, run_b, coefficients, method, settings, run_name, uri, log
         front = fronts.front_from_runs(children, names)
         base = fronts.start_point(client, sources.run_ids[0], names)
         base_hv = fronts.point_hypervolume(front, base)
-        fronts.record_front(parent, front, base_hv, f"Merging {method}: coefficient grid")
+        fronts.record_front(parent, front, base_hv, f"Merging {method}: coefficient grid", base=base)
     return MergeGridResult(parent_id, coefficients, runs, front, base, base_hv)

@@ -258,7 +258,7 @@ def _run_and_record(spec, specs, weights, names, client, parent, parallel, progr
     base = fronts.start_point(client, children[0]["run_id"], names)
     base_hv = fronts.point_hypervolume(front, base)
     figure = fronts.record_front(parent, front, base_hv,
-                                 f"Pareto front of the weight sweep ({spec.data.source})")
+                                 f"Pareto front of the weight sweep ({spec.data.source})", base=base)
     saved = plots.write_html(figure, figure_path) if figure_path is not None else None
     return SweepResult(parent_id, weights, results, front, base, base_hv, saved)
 

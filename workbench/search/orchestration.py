@@ -138,7 +138,7 @@ def run_search(spec: RunSpec | dict, search: SearchSettings | Mapping[str, Any],
             base_hv = fronts.point_hypervolume(front, base)
             figure = fronts.record_front(parent, front, base_hv,
                                          f"Pareto front of the search ({spec.data.source})",
-                                         prefix="study")
+                                         prefix="study", base=base)
             saved = None
             if figure_path is not None:
                 from workbench import plots

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,15 @@ def running_runs(client, experiment: str) -> list[str]:
     return [r["run_id"] for r in runs if liveness.PID_TAG in r["tags"]]
 
 
+def runs_started_since(client, experiment: str, since_ms: int) -> list[str]:
+    """Ids of the runs of ``experiment`` a process trained or trains (a study's children) that
+    started at ``since_ms`` or later, whatever their status now: a short run can start and end
+    between two looks, and it is still one of the study's runs."""
+    runs = tracking.runs_frame(client, experiment, status=None)
+    return [r["run_id"] for r in runs
+            if liveness.PID_TAG in r["tags"] and (r["start_time"] or 0) >= since_ms]
+
+
 def progress_text(progress: run_listing.RunProgress) -> str:
     row = progress.row
     if progress.phase:  # before its first step: what it does meanwhile (building its base)
@@ -196,6 +206,7 @@ class _Study:
     popen: subprocess.Popen
     log_path: Path
     what: str  # "sweep of 5 points", said when it ends
+    started_ms: int  # when it was launched (MLflow's clock: ms since the epoch)
 
 
 class RunMonitor(w.VBox):
@@ -328,6 +339,7 @@ class RunMonitor(w.VBox):
             *command[1:],
             "--no-progress",
         ]
+        started_ms = int(time.time() * 1000)
         with open(log_path, "wb") as log_file:
             popen = subprocess.Popen(
                 argv,
@@ -338,7 +350,7 @@ class RunMonitor(w.VBox):
                 env=env,
             )
         with self._lock:
-            self.studies.append(_Study(spec.tracking.experiment, popen, log_path, what))
+            self.studies.append(_Study(spec.tracking.experiment, popen, log_path, what, started_ms))
         self.message.value = (
             f"{what} launched (process {popen.pid}, log <code>{log_path}</code>); its "
             "runs appear here as they start"
@@ -360,7 +372,7 @@ class RunMonitor(w.VBox):
         """Attach the runs the running studies have started; say how a finished study ended."""
         for study in list(self.studies):
             running = study.popen.poll() is None
-            self.attach_running(study.experiment)
+            self.attach_started(study.experiment, study.started_ms)
             if (
                 not running and study in self.studies
             ):  # (attaching refreshes, which may have seen it end)
@@ -390,6 +402,18 @@ class RunMonitor(w.VBox):
             self._add(attach(run_id, self.uri))
         if ids:
             self.message.value = f"attached to {len(ids)} running run(s) of '{experiment}'"
+        return ids
+
+    def attach_started(self, experiment: str, since_ms: int) -> list[str]:
+        """Watch every run of ``experiment`` a process started since ``since_ms`` (a study's
+        runs, the finished ones included); their ids."""
+        ids = [
+            run_id
+            for run_id in runs_started_since(self._client(), experiment, since_ms)
+            if run_id not in self.rows
+        ]
+        for run_id in ids:
+            self._add(attach(run_id, self.uri))
         return ids
 
     def _add(self, handle: RunHandle) -> None:
