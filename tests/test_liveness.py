@@ -85,7 +85,7 @@ def test_a_slow_probe_and_a_flipped_boot_time_leave_a_training_run_finished(stor
         def ended():
             seen.add(watcher.status())
             liveness.reap_dead_runs(client)
-            return handle._popen.poll() is not None and watcher.status() in ("FINISHED", "FAILED", "KILLED")
+            return not handle.alive() and watcher.status() in ("FINISHED", "FAILED", "KILLED")
 
         wait_until(ended, RUN_DEADLINE_S, "the launched run ends", poll_s=0.2)
     finally:
@@ -108,7 +108,7 @@ def test_a_false_verdict_is_taken_back_by_the_live_run(store_uri):
         # A watcher that could not see the process declares it dead while it trains.
         tracking.declare_dead(client, handle.run_id, "the run died: its process seemed gone")
         assert client.get_run(handle.run_id).info.status == "FAILED"
-        wait_until(lambda: client.get_run(handle.run_id).info.status != "FAILED" or handle._popen.poll() is not None,
+        wait_until(lambda: client.get_run(handle.run_id).info.status != "FAILED" or not handle.alive(),
                    60, "the live run reopens itself (its recorder's next heartbeat)")
         reopened = client.get_run(handle.run_id)
         assert reopened.info.status in ("RUNNING", "FINISHED")

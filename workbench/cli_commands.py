@@ -36,6 +36,14 @@ def _quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=category)
 
 
+def _front_html(args, name: str) -> Path:
+    """Where a command writes its front plot: ``--html``, else ``<name>-front.html`` beside
+    the local store."""
+    from workbench import paths
+
+    return Path(args.html) if args.html else paths.default_store_dir() / f"{name}-front.html"
+
+
 def _format_table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) else str(v)
@@ -60,7 +68,6 @@ DEMO_NEXT = (
 
 
 def cmd_demo(args) -> int:
-    from workbench import paths
     from workbench.spec import RunSpec
     from workbench.sweep import run_sweep, weight_grid
 
@@ -72,11 +79,7 @@ def cmd_demo(args) -> int:
         }
     )
     weights = weight_grid(args.points)
-    figure = (
-        Path(args.html)
-        if args.html
-        else paths.default_store_dir() / f"{args.experiment}-front.html"
-    )
+    figure = _front_html(args, args.experiment)
     print(f"Weight sweep on 'order': {len(weights)} runs, correctness weights {weights}")
     result = run_sweep(spec, weights, progress=_show_progress(args), figure_path=figure)
     _print_sweep(result, args.experiment)
@@ -115,15 +118,10 @@ def _print_sweep(result, experiment: str) -> None:
 
 def cmd_sweep(args) -> int:
     spec = _checked_spec(args.spec, **({"train.steps": args.steps} if args.steps else {}))
-    from workbench import paths
     from workbench.sweep import run_sweep
 
     experiment = spec.tracking.experiment
-    figure = (
-        Path(args.html)
-        if args.html
-        else paths.default_store_dir() / f"{experiment}-sweep-front.html"
-    )
+    figure = _front_html(args, f"{experiment}-sweep")
     result = run_sweep(
         spec,
         points=args.points,
@@ -184,11 +182,7 @@ def cmd_search(args) -> int:
     from workbench.search import run_search
 
     experiment = spec.tracking.experiment
-    figure = (
-        Path(args.html)
-        if args.html
-        else paths.default_store_dir() / f"{experiment}-search-front.html"
-    )
+    figure = _front_html(args, f"{experiment}-search")
     result = run_search(
         spec,
         settings,
@@ -202,17 +196,18 @@ def cmd_search(args) -> int:
 
     # A front labels each trial's run by its run name, after its author's name on a shared
     # store ("ada: adapter.r=16 (trial 3)").
-    on_front = {
-        label.split(": ", 1)[-1] if ": " in label and "(trial " in label else label: bool(mark)
-        for label, mark in zip(result.front.labels, result.front.mask)
-    }
+    front_labels = [label for label, mark in zip(result.front.labels, result.front.mask) if mark]
+
+    def on_front(name: str) -> bool:
+        return any(label == name or label.endswith(f": {name}") for label in front_labels)
+
     rows = [
         {
             "trial": o.number,
             "state": o.state,
             **o.params,
             **o.values,
-            "front": "*" if on_front.get(trial_run_name(o.number, o.params), False) else "",
+            "front": "*" if on_front(trial_run_name(o.number, o.params)) else "",
         }
         for o in result.trials
     ]
@@ -485,7 +480,7 @@ def cmd_front(args) -> int:
         raise WorkbenchError(
             f"experiment '{args.experiment}' has no finished runs in {store.tracking_uri}"
         )
-    from workbench import paths, plots
+    from workbench import plots
     from workbench.fronts import front_from_runs
 
     front = front_from_runs(runs, args.objective or None)
@@ -502,11 +497,7 @@ def cmd_front(args) -> int:
         print(
             f"hypervolume: {front.hypervolume:.4g} (reference {list(map(float, front.reference))})"
         )
-    out = (
-        Path(args.html)
-        if args.html
-        else paths.default_store_dir() / f"{args.experiment}-front.html"
-    )
+    out = _front_html(args, args.experiment)
     plots.write_html(plots.front_figure(front), out)
     print(f"front plot: {out}")
     return 0
@@ -694,8 +685,11 @@ def cmd_prepare(args) -> int:
     builds the tiny base once before the class instead of once per run."""
     from workbench.spec import RunSpec
 
-    spec = _checked_spec(args.spec) if args.spec else RunSpec.parse({})
-    _quiet_libraries()
+    if args.spec:
+        spec = _checked_spec(args.spec)  # quiets the libraries once the spec is checked
+    else:
+        spec = RunSpec.parse({})
+        _quiet_libraries()
     from workbench.models import load_base
 
     started = time.perf_counter()

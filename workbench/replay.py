@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 
 from workbench import tracking
 from workbench.errors import TrackingError
+from workbench.tracking.conventions import chunks
 
 FORMAT = "workbench-experiment/1"
 MANIFEST = "experiment.json"
@@ -161,11 +162,11 @@ def replay_archive(path: str | os.PathLike, *, uri: str | None = None, experimen
                            for step, timestamp, value in history]
                 params = [Param(k, v) for k, v in run["params"].items()]
                 tag_list = [RunTag(k, v) for k, v in tags.items() if k != "mlflow.runName"]
-                for chunk in _chunks(metrics, _METRICS_PER_BATCH):
+                for chunk in chunks(metrics, _METRICS_PER_BATCH):
                     client.log_batch(run_id, metrics=chunk)
-                for chunk in _chunks(params, _PARAMS_PER_BATCH):
+                for chunk in chunks(params, _PARAMS_PER_BATCH):
                     client.log_batch(run_id, params=chunk)
-                for chunk in _chunks(tag_list, _TAGS_PER_BATCH):
+                for chunk in chunks(tag_list, _TAGS_PER_BATCH):
                     client.log_batch(run_id, tags=chunk)
                 for artifact in run["artifacts"]:
                     local = archive.extract(f"artifacts/{run['run_id']}/{artifact}", unpacked)
@@ -179,8 +180,3 @@ def replay_archive(path: str | os.PathLike, *, uri: str | None = None, experimen
         client.delete_experiment(experiment_id)
         raise
     return ReplaySummary(name, new_ids)
-
-
-def _chunks(items: list, size: int):
-    for start in range(0, len(items), size):
-        yield items[start:start + size]

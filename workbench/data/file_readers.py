@@ -39,7 +39,7 @@ def _read_bytes(path: Path, source: str) -> bytes:
         raise DataError(f"cannot be read: {exc.strerror or exc}", source=source) from None
 
 
-def _read_json_file(path: Path, source: str, max_rows: int | None) -> _Table:
+def read_json_file(path: Path, source: str, max_rows: int | None) -> _Table:
     data = _read_bytes(path, source)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -138,7 +138,7 @@ def _whole_object_hint(data: bytes) -> str:
     )
 
 
-def _read_csv_file(path: Path, source: str, max_rows: int | None) -> _Table:
+def read_csv_file(path: Path, source: str, max_rows: int | None) -> _Table:
     data = _read_bytes(path, source)
     if data.startswith(b"\xef\xbb\xbf"):  # byte order mark written by spreadsheet programs
         data = data[3:]
@@ -206,7 +206,7 @@ def _parse_csv(text: str, source: str, max_rows: int | None) -> _Table:
     return _Table(header, records)
 
 
-def _read_parquet_file(path: Path, source: str, max_rows: int | None) -> _Table:
+def read_parquet_file(path: Path, source: str, max_rows: int | None) -> _Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 

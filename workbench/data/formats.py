@@ -35,8 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from workbench.data.file_readers import _read_csv_file, _read_json_file, _read_parquet_file
-from workbench.data.hub_datasets import _load_with_datasets
+from workbench.data.file_readers import read_csv_file, read_json_file, read_parquet_file
+from workbench.data.hub_datasets import load_with_datasets
 from workbench.data.records import (  # noqa: F401  (re-exported: the formats' public names)
     _HUB_ID,
     ACCEPTED_COLUMNS,
@@ -91,11 +91,11 @@ def load_dataset_rows(
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix in (".jsonl", ".json"):
-            table = _read_json_file(path, name, max_rows)
+            table = read_json_file(path, name, max_rows)
         elif suffix == ".csv":
-            table = _read_csv_file(path, name, max_rows)
+            table = read_csv_file(path, name, max_rows)
         elif suffix == ".parquet":
-            table = _read_parquet_file(path, name, max_rows)
+            table = read_parquet_file(path, name, max_rows)
         else:
             raise DataError(
                 f"unsupported file type '{path.suffix or '(no suffix)'}'; accepted: "
@@ -105,7 +105,7 @@ def load_dataset_rows(
         return _rows_from_table(table, name)
 
     if path.is_dir():
-        return _load_with_datasets(name, path, split, max_rows, local=True)
+        return load_with_datasets(name, path, split, max_rows, local=True)
 
     if path.suffix.lower() in FILE_SUFFIXES or _looks_like_path(name) or not _HUB_ID.match(name):
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
@@ -113,7 +113,7 @@ def load_dataset_rows(
             f"no such file or directory{where}; a data source is {ACCEPTED_SOURCES}",
             source=name,
         )
-    return _load_with_datasets(name, path, split, max_rows, local=False)
+    return load_with_datasets(name, path, split, max_rows, local=False)
 
 
 def rows_from_records(records: Iterable[Mapping[str, Any]], *, source: str) -> list[AnyRow]:

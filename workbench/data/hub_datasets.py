@@ -18,7 +18,7 @@ from workbench.data.records import (
 from workbench.errors import DataError
 
 
-def _load_with_datasets(
+def load_with_datasets(
     source: str, path: Path, split: str, max_rows: int | None, *, local: bool
 ) -> list[AnyRow]:
     try:

@@ -35,18 +35,18 @@ from workbench.tracking.names import (  # noqa: F401  (re-exported for the track
 )
 
 
-def _record_error(client: MlflowClient, run_id: str, error: str, *, details: str) -> None:
-    client.set_tag(run_id, TAG_ERROR, _truncate(error, MAX_TAG_VAL_LENGTH))
+def record_error(client: MlflowClient, run_id: str, error: str, *, details: str) -> None:
+    client.set_tag(run_id, TAG_ERROR, truncate(error, MAX_TAG_VAL_LENGTH))
     client.log_text(run_id, details, ERROR_ARTIFACT)
 
 
-def _check_status(status: str, *, allow_running: bool = False) -> None:
+def check_status(status: str, *, allow_running: bool = False) -> None:
     allowed = END_STATUSES + (("RUNNING", "SCHEDULED") if allow_running else ())
     if status not in allowed:
         raise ValueError(f"status must be one of {', '.join(allowed)}, not {status!r}")
 
 
-def _truncate(value: str, limit: int) -> str:
+def truncate(value: str, limit: int) -> str:
     if len(value) <= limit:
         return value
     marker = " ... [truncated] ... "
@@ -56,7 +56,7 @@ def _truncate(value: str, limit: int) -> str:
 
 
 @functools.lru_cache(maxsize=4096)
-def _key(key: str) -> str:
+def valid_key(key: str) -> str:
     """``key`` if MLflow accepts it as a metric, param or tag name, else TrackingError.
 
     Checked on the caller's thread (once per distinct key), so a bad name fails where it is
@@ -71,15 +71,15 @@ def _key(key: str) -> str:
     try:
         _validate_metric_name(key)
     except MlflowException as err:
-        raise TrackingError(f"MLflow rejects the key {key!r}: {_one_line(err)}") from None
+        raise TrackingError(f"MLflow rejects the key {key!r}: {one_line(err)}") from None
     return key
 
 
-def _chunks(items: list, size: int) -> Iterable[list]:
+def chunks(items: list, size: int) -> Iterable[list]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
-from workbench.tracking.conventions import HEARTBEAT_TAG, _truncate
+from workbench.tracking.conventions import HEARTBEAT_TAG, truncate
 from workbench.tracking.names import PHASE_TAG
 from workbench.tracking.store import withdraw_dead_verdict
 
@@ -71,12 +71,11 @@ class PhaseBeat:
             line = self._line
         tags = {HEARTBEAT_TAG: f"{time.time():.3f}"}
         if line is not None and line != self._sent:
-            tags[PHASE_TAG] = _truncate(line, MAX_TAG_VAL_LENGTH)
+            tags[PHASE_TAG] = truncate(line, MAX_TAG_VAL_LENGTH)
         try:
             for key, value in tags.items():
                 self.client.set_tag(self.run_id, key, value)
             self._sent = line
-            if self.client.get_run(self.run_id).info.status != "RUNNING":
-                withdraw_dead_verdict(self.client, self.run_id, reopen=True)
+            withdraw_dead_verdict(self.client, self.run_id, reopen=True)
         except Exception:  # noqa: BLE001 - a store outage must not stop the build
             pass

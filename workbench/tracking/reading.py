@@ -6,7 +6,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from workbench.tracking.conventions import OBJECTIVE_PREFIX, TAG_PARENT, _check_status
+from workbench.tracking.conventions import OBJECTIVE_PREFIX, TAG_PARENT, check_status
 
 
 def runs_frame(
@@ -28,7 +28,7 @@ def runs_frame(
         return []
     filters = []
     if status:
-        _check_status(status, allow_running=True)
+        check_status(status, allow_running=True)
         filters.append(f"attributes.status = '{status}'")
     if parent_run_id:
         filters.append(f"tags.`{TAG_PARENT}` = '{parent_run_id}'")

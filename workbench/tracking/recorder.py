@@ -30,12 +30,12 @@ from workbench.errors import TrackingError
 from workbench.tracking.conventions import (
     FALLBACK_FOLDER,
     HEARTBEAT_TAG,
-    _check_status,
-    _chunks,
-    _key,
-    _one_line,
-    _record_error,
-    _truncate,
+    check_status,
+    chunks,
+    one_line,
+    record_error,
+    truncate,
+    valid_key,
 )
 from workbench.tracking.store import connect, withdraw_dead_verdict
 
@@ -107,7 +107,7 @@ class RunRecorder:
         timestamp = int(time.time() * 1000)
         points = []
         for name, value in metrics.items():
-            key = _key(name)
+            key = valid_key(name)
             if step > self._skip_by_key.get(key, self._skip_default):
                 points.append(Metric(key, float(value), timestamp, int(step)))
         if not points:
@@ -134,10 +134,10 @@ class RunRecorder:
             sent_tags = 0
             sent_metrics = 0
             try:
-                for chunk in _chunks(tag_list, MAX_PARAMS_TAGS_PER_BATCH):
+                for chunk in chunks(tag_list, MAX_PARAMS_TAGS_PER_BATCH):
                     self.client.log_batch(self.run_id, tags=chunk, synchronous=True)
                     sent_tags += len(chunk)
-                for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+                for chunk in chunks(metrics, MAX_METRICS_PER_BATCH):
                     self.client.log_batch(self.run_id, metrics=chunk, synchronous=True)
                     sent_metrics += len(chunk)
             except Exception as err:
@@ -147,7 +147,7 @@ class RunRecorder:
                     unsent = {t.key: t.value for t in tag_list[sent_tags:]}
                     unsent.update(self._tags)  # newer values win
                     self._tags = unsent
-                self.last_flush_error = _one_line(err)
+                self.last_flush_error = one_line(err)
                 if not self._warned:
                     self._warned = True
                     _log.warning(
@@ -171,15 +171,14 @@ class RunRecorder:
 
     def _take_back_a_dead_verdict(self) -> None:
         """This process records the run, so it is alive: a verdict that said otherwise (a
-        watcher that could not see the process) is withdrawn and the run is RUNNING again."""
+        watcher that could not see the process) is withdrawn and the run is RUNNING again.
+        (``finish`` stops this thread before it ends the run, so the two never race.)"""
         try:
-            ended = self.client.get_run(self.run_id).info.status != "RUNNING"
-            if (ended and not self._finished
-                    and withdraw_dead_verdict(self.client, self.run_id, reopen=True)):
+            if withdraw_dead_verdict(self.client, self.run_id, reopen=True):
                 _log.warning("run %s was declared dead while it trained; it is RUNNING again",
                              self.run_id)
         except Exception as err:  # the store is down: the next beat tries again
-            self.last_flush_error = _one_line(err)
+            self.last_flush_error = one_line(err)
 
     def _flush_loop(self) -> None:
         while not self._stop.is_set():
@@ -196,7 +195,7 @@ class RunRecorder:
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         """Set tags now; if the store cannot be reached they are kept and sent with metrics."""
-        clean = {_key(k): _truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
+        clean = {valid_key(k): truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
         with self._buffer_lock:
             self._tags.update(clean)
         self.flush()
@@ -237,7 +236,7 @@ class RunRecorder:
         except MlflowException as err:
             raise TrackingError(
                 f"{what} for run {self.run_id} failed at {self.client.tracking_uri}: "
-                f"{_one_line(err)}"
+                f"{one_line(err)}"
             ) from err
 
     # -- ending ----------------------------------------------------------------------------
@@ -253,7 +252,7 @@ class RunRecorder:
         ``self.fallback_path``; :func:`replay_fallback` sends it later. Never raises for a
         store problem, so it cannot hide the exception that ended a run.
         """
-        _check_status(status)
+        check_status(status)
         with self._finish_lock:
             if self._finished:
                 return
@@ -270,11 +269,11 @@ class RunRecorder:
             # The run's own ending is the truth: a verdict left by a watcher goes first.
             withdraw_dead_verdict(self.client, self.run_id, reopen=False)
             if error:
-                _record_error(self.client, self.run_id, error, details=details or error)
+                record_error(self.client, self.run_id, error, details=details or error)
             self.client.set_terminated(self.run_id, status)
             ended = True
         except Exception as err:
-            self.last_flush_error = _one_line(err)
+            self.last_flush_error = one_line(err)
         if not (sent and ended):
             end = None if ended else {"status": status, "error": error, "details": details}
             self._write_fallback(end)
@@ -373,13 +372,13 @@ def replay_fallback(path: str | os.PathLike[str], client: MlflowClient | None = 
         if d["kind"] == "metric"
     ]
     tags = [RunTag(d["key"], d["value"]) for d in lines if d["kind"] == "tag"]
-    for chunk in _chunks(tags, MAX_PARAMS_TAGS_PER_BATCH):
+    for chunk in chunks(tags, MAX_PARAMS_TAGS_PER_BATCH):
         client.log_batch(run_id, tags=chunk, synchronous=True)
-    for chunk in _chunks(metrics, MAX_METRICS_PER_BATCH):
+    for chunk in chunks(metrics, MAX_METRICS_PER_BATCH):
         client.log_batch(run_id, metrics=chunk, synchronous=True)
     for end in (d for d in lines if d["kind"] == "end"):
         if end.get("error"):
-            _record_error(client, run_id, end["error"], details=end.get("details") or end["error"])
+            record_error(client, run_id, end["error"], details=end.get("details") or end["error"])
         client.set_terminated(run_id, end["status"], end_time=end.get("time"))
     path.unlink()
     return run_id

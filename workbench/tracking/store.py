@@ -32,12 +32,12 @@ from workbench.tracking.conventions import (
     TAG_OPTIMIZER,
     TAG_PARENT,
     TAG_WITHDRAWN_VERDICT,
-    _check_status,
-    _chunks,
-    _key,
-    _one_line,
-    _record_error,
-    _truncate,
+    check_status,
+    chunks,
+    one_line,
+    record_error,
+    truncate,
+    valid_key,
 )
 from workbench.tracking.naming import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, default_run_name
 
@@ -90,7 +90,7 @@ def connect(uri: str | None = None, *, probe_timeout_s: float = 5.0) -> MlflowCl
                 client.search_experiments(max_results=1)
     except MlflowException as err:
         raise TrackingError(
-            f"cannot open the MLflow store {resolved}: {_one_line(err)}; use a sqlite URI "
+            f"cannot open the MLflow store {resolved}: {one_line(err)}; use a sqlite URI "
             "(sqlite:///path/to/mlflow.db), a running server (`workbench ui`), or unset "
             "MLFLOW_TRACKING_URI to use the local store"
         ) from None
@@ -116,7 +116,7 @@ def _probe_server(uri: str, timeout_s: float) -> None:
         )
     except Exception as err:
         raise TrackingError(
-            f"cannot reach the MLflow server at {uri}: {_one_line(err)}; {fix}"
+            f"cannot reach the MLflow server at {uri}: {one_line(err)}; {fix}"
         ) from None
     if response.status_code != 200:
         raise TrackingError(
@@ -186,14 +186,14 @@ def start_run(
         tags[TAG_AUTHOR] = os.environ[AUTHOR_ENV].strip()
     tags.update(spec.tracking.tags)
     tags.update(extra_tags or {})
-    tags = {_key(k): _truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
+    tags = {valid_key(k): truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
     run_name = spec.tracking.run_name or default_run_name(spec)
     run = client.create_run(experiment_id, tags=tags, run_name=run_name)
     run_id = run.info.run_id
     params = [
-        Param(_key(k), _truncate(v, MAX_PARAM_VAL_LENGTH)) for k, v in spec.flat_params().items()
+        Param(valid_key(k), truncate(v, MAX_PARAM_VAL_LENGTH)) for k, v in spec.flat_params().items()
     ]
-    for chunk in _chunks(params, MAX_PARAMS_TAGS_PER_BATCH):
+    for chunk in chunks(params, MAX_PARAMS_TAGS_PER_BATCH):
         client.log_batch(run_id, params=chunk, synchronous=True)
     client.log_text(run_id, spec.to_yaml(), SPEC_ARTIFACT)
     return run_id
@@ -201,9 +201,9 @@ def start_run(
 
 def end_run(client: MlflowClient, run_id: str, status: str, error: str | None = None) -> None:
     """Mark a run ended from outside (e.g. its launched process died), with the error if any."""
-    _check_status(status)
+    check_status(status)
     if error:
-        _record_error(client, run_id, error, details=error)
+        record_error(client, run_id, error, details=error)
     client.set_terminated(run_id, status)
 
 
@@ -213,9 +213,12 @@ def declare_dead(client: MlflowClient, run_id: str, reason: str) -> None:
     The verdict is marked as one (``DECLARED_DEAD_TAG``), so a process that was in fact alive
     can take it back (:func:`withdraw_dead_verdict`) and end its run as it really ends.
     """
-    client.set_tag(run_id, DECLARED_DEAD_TAG, f"{time.time():.3f}")
-    client.set_tag(run_id, TAG_ERROR, _truncate(reason, MAX_TAG_VAL_LENGTH))
+    # In this order: the live process looks for the verdict's tag and, finding it, reopens a
+    # run that is not RUNNING; tagged before the run ended, it could reopen a run still
+    # RUNNING and then see it end FAILED with no tag left to take back.
+    client.set_tag(run_id, TAG_ERROR, truncate(reason, MAX_TAG_VAL_LENGTH))
     client.set_terminated(run_id, "FAILED")
+    client.set_tag(run_id, DECLARED_DEAD_TAG, f"{time.time():.3f}")
 
 
 def withdraw_dead_verdict(client: MlflowClient, run_id: str, *, reopen: bool,
@@ -231,7 +234,7 @@ def withdraw_dead_verdict(client: MlflowClient, run_id: str, *, reopen: bool,
     tags = run.data.tags
     if DECLARED_DEAD_TAG not in tags:
         return False
-    client.set_tag(run_id, TAG_WITHDRAWN_VERDICT, _truncate(
+    client.set_tag(run_id, TAG_WITHDRAWN_VERDICT, truncate(
         f"{tags.get(TAG_ERROR, 'declared dead')} (withdrawn: {why})", MAX_TAG_VAL_LENGTH))
     for key in (TAG_ERROR, DECLARED_DEAD_TAG):
         if key in tags:

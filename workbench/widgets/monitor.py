@@ -395,11 +395,7 @@ class RunMonitor(w.VBox):
 
     def attach_running(self, experiment: str) -> list[str]:
         """Watch every launched run of ``experiment`` that is still RUNNING; their ids."""
-        ids = [
-            run_id for run_id in running_runs(self._client(), experiment) if run_id not in self.rows
-        ]
-        for run_id in ids:
-            self._add(attach(run_id, self.uri))
+        ids = self._attach_new(running_runs(self._client(), experiment))
         if ids:
             self.message.value = f"attached to {len(ids)} running run(s) of '{experiment}'"
         return ids
@@ -407,11 +403,10 @@ class RunMonitor(w.VBox):
     def attach_started(self, experiment: str, since_ms: int) -> list[str]:
         """Watch every run of ``experiment`` a process started since ``since_ms`` (a study's
         runs, the finished ones included); their ids."""
-        ids = [
-            run_id
-            for run_id in runs_started_since(self._client(), experiment, since_ms)
-            if run_id not in self.rows
-        ]
+        return self._attach_new(runs_started_since(self._client(), experiment, since_ms))
+
+    def _attach_new(self, run_ids: list[str]) -> list[str]:
+        ids = [run_id for run_id in run_ids if run_id not in self.rows]
         for run_id in ids:
             self._add(attach(run_id, self.uri))
         return ids
