@@ -48,8 +48,9 @@ def make_store(folder: Path, runs: int, running: bool = True):
     returns its URI, a client on it and the ids the commands are timed on."""
     from mlflow.entities import Metric
 
-    from workbench import liveness, tracking
-    from workbench.spec import RunSpec
+    from workbench import tracking
+    from workbench.running import liveness
+    from workbench.spec.run_spec import RunSpec
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     # The environment's store wins over a spec's (the workbench's rule): point it here.

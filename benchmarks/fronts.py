@@ -1,4 +1,4 @@
-"""Five ways to build a Pareto front (``workbench.builders``), compared on one task.
+"""Five ways to build a Pareto front (``workbench.fronts.builders``), compared on one task.
 
     python benchmarks/fronts.py            # full run (about 20 minutes on 2 shared CPU cores)
     python benchmarks/fronts.py --quick    # the fast test base, 2 steps, 2 points, one
@@ -41,8 +41,14 @@ from machine_load import load_average
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # The smoke test's base: a small, quickly pretrained tiny model (seconds to build).
-QUICK_TINY = {"hidden_size": 64, "layers": 2, "heads": 4, "vocab_size": 320,
-              "pretrain_steps": 60, "pretrain_batch": 32}
+QUICK_TINY = {
+    "hidden_size": 64,
+    "layers": 2,
+    "heads": 4,
+    "vocab_size": 320,
+    "pretrain_steps": 60,
+    "pretrain_batch": 32,
+}
 # Builders run for every seed, and those too costly for more than the first.
 EVERY_SEED = ("sweep", "conditioned", "merging")
 FIRST_SEED_ONLY = ("search", "mgda")
@@ -50,9 +56,12 @@ TARGET_RATIO = 0.9
 
 
 def base_spec(args, seed: int) -> dict:
-    spec = {"data": {"source": "order"}, "method": "mo-sft",
-            "train": {"steps": args.steps, "eval_every": args.steps, "seed": seed},
-            "tracking": {"experiment": f"fronts-seed{seed}"}}
+    spec = {
+        "data": {"source": "order"},
+        "method": "mo-sft",
+        "train": {"steps": args.steps, "eval_every": args.steps, "seed": seed},
+        "tracking": {"experiment": f"fronts-seed{seed}"},
+    }
     if args.quick:
         spec["model"] = {"name": "tiny", "tiny": dict(QUICK_TINY)}
         spec["data"].update(train_size=32, eval_size=4)
@@ -62,27 +71,38 @@ def base_spec(args, seed: int) -> dict:
 
 
 def run_builder(name: str, args, seed: int) -> dict:
-    from workbench.builders import build_front
+    from workbench.fronts.builders import build_front
 
     spec = base_spec(args, seed)
     points = args.points if name in EVERY_SEED else args.few_points
     if name == "conditioned":
         spec["train"].update(steps=args.conditioned_steps, eval_every=args.conditioned_steps)
     built = build_front(name, spec, points, seed=seed, log=lambda *a: None)
-    return {"builder": name, "seed": seed, "points": points, "runs": len(built.training_run_ids),
-            "steps": built.training_steps, "seconds": built.seconds,
-            "front_size": int(built.front.mask.sum()), "hypervolume": built.hypervolume}
+    return {
+        "builder": name,
+        "seed": seed,
+        "points": points,
+        "runs": len(built.training_run_ids),
+        "steps": built.training_steps,
+        "seconds": built.seconds,
+        "front_size": int(built.front.mask.sum()),
+        "hypervolume": built.hypervolume,
+    }
 
 
 def print_table(rows: list[dict], sweep_hv: dict[int, float]) -> None:
-    header = f"{'builder':<12} {'seed':>4} {'points':>6} {'runs':>4} {'steps':>6} {'seconds':>8} " \
-             f"{'front':>5} {'hypervolume':>11} {'/ sweep':>7}"
+    header = (
+        f"{'builder':<12} {'seed':>4} {'points':>6} {'runs':>4} {'steps':>6} {'seconds':>8} "
+        f"{'front':>5} {'hypervolume':>11} {'/ sweep':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         ratio = r["hypervolume"] / sweep_hv[r["seed"]] if sweep_hv.get(r["seed"]) else float("nan")
-        print(f"{r['builder']:<12} {r['seed']:>4} {r['points']:>6} {r['runs']:>4} {r['steps']:>6} "
-              f"{r['seconds']:>8.1f} {r['front_size']:>5} {r['hypervolume']:>11.3f} {ratio:>7.3f}")
+        print(
+            f"{r['builder']:<12} {r['seed']:>4} {r['points']:>6} {r['runs']:>4} {r['steps']:>6} "
+            f"{r['seconds']:>8.1f} {r['front_size']:>5} {r['hypervolume']:>11.3f} {ratio:>7.3f}"
+        )
 
 
 def median_ratios(rows: list[dict], sweep_hv: dict[int, float]) -> dict[str, float]:
@@ -97,20 +117,31 @@ def qualifies(rows: list[dict], name: str) -> bool:
     """Trains at most two models with at most half the sweep's steps, in every seed."""
     sweep_steps = {r["seed"]: r["steps"] for r in rows if r["builder"] == "sweep"}
     mine = [r for r in rows if r["builder"] == name]
-    return bool(mine) and all(r["runs"] <= 2 and r["steps"] <= 0.5 * sweep_steps[r["seed"]] for r in mine)
+    return bool(mine) and all(
+        r["runs"] <= 2 and r["steps"] <= 0.5 * sweep_steps[r["seed"]] for r in mine
+    )
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fast base, few steps, one seed (CI)")
-    parser.add_argument("--steps", type=int, help="steps per sweep, merging, search and mgda run (100)")
-    parser.add_argument("--conditioned-steps", type=int, help="steps of the conditioned run (5x --steps)")
-    parser.add_argument("--points", type=int, help="front points of sweep, conditioned, merging (11)")
+    parser.add_argument(
+        "--steps", type=int, help="steps per sweep, merging, search and mgda run (100)"
+    )
+    parser.add_argument(
+        "--conditioned-steps", type=int, help="steps of the conditioned run (5x --steps)"
+    )
+    parser.add_argument(
+        "--points", type=int, help="front points of sweep, conditioned, merging (11)"
+    )
     parser.add_argument("--few-points", type=int, help="trials of search, runs of mgda (5)")
     parser.add_argument("--seeds", type=int, help="seeds (3)")
     args = parser.parse_args(argv)
-    defaults = ({"steps": 2, "points": 2, "few_points": 2, "seeds": 1} if args.quick
-                else {"steps": 100, "points": 11, "few_points": 5, "seeds": 3})
+    defaults = (
+        {"steps": 2, "points": 2, "few_points": 2, "seeds": 1}
+        if args.quick
+        else {"steps": 100, "points": 11, "few_points": 5, "seeds": 3}
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -123,12 +154,16 @@ def main(argv=None) -> int:
 
     import workbench
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
-          f"python {platform.python_version()}, torch {torch.__version__}, transformers "
-          f"{transformers.__version__}, mlflow {mlflow.__version__}, workbench {workbench.__version__}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
+        f"python {platform.python_version()}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}, mlflow {mlflow.__version__}, workbench {workbench.__version__}"
+    )
     print(f"load average at start: {load_average()}")
-    print(f"task order, {args.steps} steps per run (conditioned: {args.conditioned_steps}), "
-          f"{args.points} points ({args.few_points} for search and mgda), seeds 0..{args.seeds - 1}\n")
+    print(
+        f"task order, {args.steps} steps per run (conditioned: {args.conditioned_steps}), "
+        f"{args.points} points ({args.few_points} for search and mgda), seeds 0..{args.seeds - 1}\n"
+    )
     rows: list[dict] = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as store:
@@ -140,15 +175,24 @@ def main(argv=None) -> int:
             for name in names:
                 rows.append(run_builder(name, args, seed))
                 row = rows[-1]  # progress on stderr, so a long run shows where it is
-                print(f"{name} seed {seed}: hypervolume {row['hypervolume']:.3f}, {row['seconds']:.0f} s",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{name} seed {seed}: hypervolume {row['hypervolume']:.3f}, {row['seconds']:.0f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
     sweep_hv = {r["seed"]: r["hypervolume"] for r in rows if r["builder"] == "sweep"}
     print_table(rows, sweep_hv)
     ratios = median_ratios(rows, sweep_hv)
-    print("\nmedian hypervolume / sweep over seeds: "
-          + ", ".join(f"{name} {value:.3f}" for name, value in ratios.items()))
+    print(
+        "\nmedian hypervolume / sweep over seeds: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in ratios.items())
+    )
     print(f"total {time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
-    eligible = {name: ratios[name] for name in ("conditioned", "merging") if name in ratios and qualifies(rows, name)}
+    eligible = {
+        name: ratios[name]
+        for name in ("conditioned", "merging")
+        if name in ratios and qualifies(rows, name)
+    }
     for name in ("conditioned", "merging"):
         if name in ratios:
             print(f"BENCH hv_ratio_{name}_vs_sweep {ratios[name]:.3f} x target=>={TARGET_RATIO}")

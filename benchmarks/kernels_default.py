@@ -13,7 +13,7 @@ process keeps other processes' load on both sides of each ratio). Variants of th
 
 - ``off``: the plain transformers model;
 - ``auto``: what ``kernels: auto`` does on this machine (on a CPU: only the ops that
-  ``workbench.kernel_patch.auto_left_out`` keeps; the run's kernel tag says which ran);
+  ``workbench.models.kernel_patch.auto_left_out`` keeps; the run's kernel tag says which ran);
 - ``head``: ``auto`` with the fused loss head at every vocabulary size (its CPU threshold set
   to 0): how the head's threshold was chosen;
 - ``torch``: every fused op through its chunked torch path (RMSNorm, SwiGLU, the head): why
@@ -166,7 +166,7 @@ def StepClock():  # noqa: N802  (a RunObserver subclass, made once workbench is 
     """A run observer that notes the process CPU time at every optimizer step: with one
     intra-op thread, a step's CPU time is its cost without the waits that other processes
     on a shared machine impose (its wall time, ``perf/step_s``, includes them)."""
-    from workbench.events import RunObserver
+    from workbench.running.events import RunObserver
 
     return type("StepClock", (_StepClockBase, RunObserver), {})()
 
@@ -181,12 +181,13 @@ def worker(job: dict) -> dict:
 
     if job.get("threads"):
         torch.set_num_threads(job["threads"])
-    from workbench import kernel_patch, tracking
-    from workbench.spec import RunSpec
+    from workbench import tracking
+    from workbench.models import kernel_patch
+    from workbench.spec.run_spec import RunSpec
 
     client = tracking.connect(job["store"])
     if job.get("prepare"):  # create the store and build the tiny base before any timing
-        from workbench.models import load_base
+        from workbench.models.loading import load_base
 
         client.search_experiments()
         load_base(RunSpec.parse(job["prepare"]).model, log=lambda *a: None)
@@ -199,14 +200,16 @@ def worker(job: dict) -> dict:
         for variant in variants:
             kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB = 0 if variant == "head" else shipped_threshold
             kernels = {"off": "off", "auto": "auto", "head": "auto", "torch": "torch"}[variant]
-            out[f"{case}|{variant}"] = _one_run(client, job, case, spec, kernels, len(job["cases"]) == 1 and len(variants) == 1)
+            out[f"{case}|{variant}"] = _one_run(
+                client, job, case, spec, kernels, len(job["cases"]) == 1 and len(variants) == 1
+            )
     return out
 
 
 def _one_run(client, job, case, spec, kernels, own_process) -> dict:
     import workbench
     from workbench import tracking
-    from workbench.spec import RunSpec
+    from workbench.spec.run_spec import RunSpec
 
     spec = {**spec, "kernels": kernels, "tracking": {**spec["tracking"], "uri": job["store"]}}
     # The task's own objectives (mo-sft trains on their terms), plus the held-out loss.
@@ -219,7 +222,9 @@ def _one_run(client, job, case, spec, kernels, own_process) -> dict:
     clock = StepClock()
     result = workbench.run(spec, log=lambda *a: None, observers=[clock])
     run = client.get_run(result.run_id)
-    step_s = [v for step, v in tracking.metric_history(client, result.run_id, "perf/step_s") if step > 1]
+    step_s = [
+        v for step, v in tracking.metric_history(client, result.run_id, "perf/step_s") if step > 1
+    ]
     return {
         "status": run.info.status,
         "step_s": statistics.median(step_s),
@@ -248,7 +253,7 @@ def gpu_steps(batch: int, seq: int, repeats: int = 10) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from workbench.kernel_patch import head_logprobs, patch_model
+    from workbench.models.kernel_patch import head_logprobs, patch_model
 
     config = LlamaConfig(**GPU_MODEL, tie_word_embeddings=True, max_position_embeddings=2048)
     torch.manual_seed(0)
@@ -262,7 +267,11 @@ def gpu_steps(batch: int, seq: int, repeats: int = 10) -> dict:
     out = {}
     for variant, leave_out in GPU_VARIANTS.items():
         model = copy.deepcopy(base).train()
-        usage = None if leave_out is None else patch_model(model, "auto", on_gpu=True, leave_out=leave_out)
+        usage = (
+            None
+            if leave_out is None
+            else patch_model(model, "auto", on_gpu=True, leave_out=leave_out)
+        )
         opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
         def step(model=model, usage=usage, opt=opt):
@@ -271,7 +280,9 @@ def gpu_steps(batch: int, seq: int, repeats: int = 10) -> dict:
                 logp = head_logprobs(model, usage, ids, mask, [targets])[0]
             else:  # what the plain path computes: log-softmax of all the logits
                 logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-                logp = logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+                logp = (
+                    logits.log_softmax(-1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+                )
             loss = -(logp * scored).sum() / scored.sum()
             loss.backward()
             opt.step()
@@ -314,8 +325,16 @@ def gpu_section() -> list[tuple[str, float, str]]:
                   f"{r['step_s'] / off['step_s']:>8.3f} {r['peak_mb'] / off['peak_mb']:>7.3f} "
                   f"{r['loss']:>10.5f}  {r['tag']}")  # fmt: skip
         if (batch, seq) == GPU_SHAPES[0]:
-            lines.append(("gpu_kernels_auto_step_time_ratio", res["auto"]["step_s"] / off["step_s"], "<=1.0"))
-            lines.append(("gpu_kernels_auto_peak_mem_ratio", res["auto"]["peak_mb"] / off["peak_mb"], "<=0.6"))
+            lines.append(
+                ("gpu_kernels_auto_step_time_ratio", res["auto"]["step_s"] / off["step_s"], "<=1.0")
+            )
+            lines.append(
+                (
+                    "gpu_kernels_auto_peak_mem_ratio",
+                    res["auto"]["peak_mb"] / off["peak_mb"],
+                    "<=0.6",
+                )
+            )
     return lines
 
 
@@ -326,8 +345,10 @@ def run_worker(job: dict) -> dict:
     result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)],
                             capture_output=True, text=True, env=env)  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"worker {list(job.get('cases', []))} {job.get('variants')} failed:\n"
-                           f"{result.stderr[-4000:]}")
+        raise RuntimeError(
+            f"worker {list(job.get('cases', []))} {job.get('variants')} failed:\n"
+            f"{result.stderr[-4000:]}"
+        )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -424,10 +445,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small models, one round (CI)")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3; quick 1)")
-    parser.add_argument("--variants", default=None,
-                        help="comma-separated variants to run (default: each case's own list)")
-    parser.add_argument("--gpu-only", action="store_true",
-                        help="only the GPU comparison (needs CUDA; no tracking store)")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated variants to run (default: each case's own list)",
+    )
+    parser.add_argument(
+        "--gpu-only",
+        action="store_true",
+        help="only the GPU comparison (needs CUDA; no tracking store)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -459,7 +486,9 @@ def main(argv=None) -> int:
                 info["variants"] = tuple(v for v in info["variants"] if v in keep)
         store = f"sqlite:///{folder}/mlflow.db"
         tiny_spec = next(info["spec"] for info in cases.values() if info["kind"] == "tiny")
-        builds = [{"build": info["build"], "folder": tmp} for info in cases.values() if "build" in info]
+        builds = [
+            {"build": info["build"], "folder": tmp} for info in cases.values() if "build" in info
+        ]
         builds.append({"prepare": {"model": tiny_spec["model"]}, "store": store})
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(run_worker, builds))

@@ -28,8 +28,8 @@ BUDGET_S = 180
 
 
 def base_is_cached() -> bool:
-    from workbench import tiny
-    from workbench.spec import ModelSpec
+    from workbench.models import tiny
+    from workbench.spec.run_spec import ModelSpec
 
     return (tiny.cached_path(ModelSpec().tiny) / tiny.BASE_INFO_FILE).is_file()
 
@@ -45,13 +45,19 @@ def execute(path: Path) -> tuple[float, list[str]]:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path(folder) / 'mlflow.db'}"
         started = time.perf_counter()
         try:
-            NotebookClient(nb, timeout=900, kernel_name="python3",
-                           resources={"metadata": {"path": folder}}).execute()
+            NotebookClient(
+                nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": folder}}
+            ).execute()
         except CellExecutionError:
             pass  # the error is in the cell's outputs, read below
         seconds = time.perf_counter() - started
-    errors = [o.get("ename", "error") for c in nb.cells if c.cell_type == "code"
-              for o in c.get("outputs", []) if o.output_type == "error"]
+    errors = [
+        o.get("ename", "error")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
     return seconds, errors
 
 
@@ -59,10 +65,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook name prefixes (default: all)")
     args = parser.parse_args(argv)
-    paths = sorted(p for p in NOTEBOOKS.glob("*.ipynb")
-                   if not args.names or any(p.stem.startswith(n) for n in args.names))
+    paths = sorted(
+        p
+        for p in NOTEBOOKS.glob("*.ipynb")
+        if not args.names or any(p.stem.startswith(n) for n in args.names)
+    )
     if not paths:
-        print(f"error: no notebook under {NOTEBOOKS.name}/ starts with {args.names}", file=sys.stderr)
+        print(
+            f"error: no notebook under {NOTEBOOKS.name}/ starts with {args.names}", file=sys.stderr
+        )
         return 2
 
     import torch
@@ -72,17 +83,31 @@ def main(argv: list[str] | None = None) -> int:
         cold = not base_is_cached()
         seconds, errors = execute(path)
         rows.append((path.stem, seconds, cold, errors))
-        print(f"  {path.stem}: {seconds:.1f} s" + (" (built the tiny base)" if cold else "")
-              + (f"  ERRORS {errors}" if errors else ""), flush=True)
+        print(
+            f"  {path.stem}: {seconds:.1f} s"
+            + (" (built the tiny base)" if cold else "")
+            + (f"  ERRORS {errors}" if errors else ""),
+            flush=True,
+        )
 
     print()
-    print(f"Notebooks at full parameters; torch {torch.__version__}, python {platform.python_version()}, "
-          f"{os.cpu_count()} cores; load average {load_average()}")
+    print(
+        f"Notebooks at full parameters; torch {torch.__version__}, python {platform.python_version()}, "
+        f"{os.cpu_count()} cores; load average {load_average()}"
+    )
     print()
     print(f"{'notebook':<32}{'seconds':>9}  note")
     for name, seconds, cold, errors in rows:
-        note = ", ".join(filter(None, ["built the tiny base" if cold else "", f"errors: {errors}" if errors else "",
-                                       "over budget" if seconds > BUDGET_S else ""]))
+        note = ", ".join(
+            filter(
+                None,
+                [
+                    "built the tiny base" if cold else "",
+                    f"errors: {errors}" if errors else "",
+                    "over budget" if seconds > BUDGET_S else "",
+                ],
+            )
+        )
         print(f"{name:<32}{seconds:>9.1f}  {note}")
     print()
     print(f"BENCH notebook_seconds_max {max(r[1] for r in rows):.1f} s target=<={BUDGET_S}")

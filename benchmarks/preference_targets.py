@@ -61,30 +61,67 @@ PAIRWISE_LR = {"dpo": 3e-5, "rpo": 1e-3}
 
 def dpo_spec(args, method: str, uri: str) -> dict:
     objectives = [
-        {"name": "reward_accuracy", "direction": "max", "source": "term:reward_accuracy", "reference": 0},
+        {
+            "name": "reward_accuracy",
+            "direction": "max",
+            "source": "term:reward_accuracy",
+            "reference": 0,
+        },
         {"name": "exact_match", "direction": "max", "source": "metric:exact_match", "reference": 0},
     ]
-    return {"model": {"name": "tiny"},
-            "data": {"source": args.task, "train_size": args.train_size, "eval_size": args.eval_size},
-            "adapter": adapter(args.adapter), "method": {"name": method, "beta": args.beta},
-            "objectives": objectives, "optimizer": {"name": "adamw", "lr": pairwise_lr(args, method)},
-            "train": {"steps": args.dpo_steps, "batch_size": 16, "eval_every": args.dpo_steps, "seed": 0},
-            "eval": {"max_new_tokens": 16}, "tracking": {"experiment": "preference-targets-dpo", "uri": uri}}
+    return {
+        "model": {"name": "tiny"},
+        "data": {"source": args.task, "train_size": args.train_size, "eval_size": args.eval_size},
+        "adapter": adapter(args.adapter),
+        "method": {"name": method, "beta": args.beta},
+        "objectives": objectives,
+        "optimizer": {"name": "adamw", "lr": pairwise_lr(args, method)},
+        "train": {
+            "steps": args.dpo_steps,
+            "batch_size": 16,
+            "eval_every": args.dpo_steps,
+            "seed": 0,
+        },
+        "eval": {"max_new_tokens": 16},
+        "tracking": {"experiment": "preference-targets-dpo", "uri": uri},
+    }
 
 
 def modpo_spec(args, uri: str) -> dict:
     objectives = [
-        {"name": "correctness", "direction": "max", "source": "metric:prefix_accuracy", "term": "preference",
-         "weight": 0.5, "reference": MODPO_REFERENCE["correctness"]},
-        {"name": "length", "direction": "min", "source": "metric:length_items", "term": "score_margin",
-         "weight": 0.5, "reference": MODPO_REFERENCE["length"]},
+        {
+            "name": "correctness",
+            "direction": "max",
+            "source": "metric:prefix_accuracy",
+            "term": "preference",
+            "weight": 0.5,
+            "reference": MODPO_REFERENCE["correctness"],
+        },
+        {
+            "name": "length",
+            "direction": "min",
+            "source": "metric:length_items",
+            "term": "score_margin",
+            "weight": 0.5,
+            "reference": MODPO_REFERENCE["length"],
+        },
     ]
-    return {"model": {"name": "tiny"},
-            "data": {"source": "order", "train_size": args.train_size, "eval_size": args.eval_size},
-            "adapter": adapter(args.modpo_adapter), "method": {"name": "modpo", "beta": args.modpo_beta},
-            "objectives": objectives, "optimizer": {"name": "adamw", "lr": args.modpo_lr},
-            "train": {"steps": args.modpo_steps, "batch_size": 16, "eval_every": args.modpo_steps, "seed": 0},
-            "eval": {"max_new_tokens": 16}, "tracking": {"experiment": "preference-targets-modpo", "uri": uri}}
+    return {
+        "model": {"name": "tiny"},
+        "data": {"source": "order", "train_size": args.train_size, "eval_size": args.eval_size},
+        "adapter": adapter(args.modpo_adapter),
+        "method": {"name": "modpo", "beta": args.modpo_beta},
+        "objectives": objectives,
+        "optimizer": {"name": "adamw", "lr": args.modpo_lr},
+        "train": {
+            "steps": args.modpo_steps,
+            "batch_size": 16,
+            "eval_every": args.modpo_steps,
+            "seed": 0,
+        },
+        "eval": {"max_new_tokens": 16},
+        "tracking": {"experiment": "preference-targets-modpo", "uri": uri},
+    }
 
 
 def brute_force_non_dominated(points: list[list[float]], directions: list[str]) -> list[bool]:
@@ -92,8 +129,11 @@ def brute_force_non_dominated(points: list[list[float]], directions: list[str]) 
     signed = [[v if d == "max" else -v for v, d in zip(p, directions)] for p in points]
     mask = []
     for i, p in enumerate(signed):
-        dominated = any(all(q_k >= p_k for q_k, p_k in zip(q, p)) and any(q_k > p_k for q_k, p_k in zip(q, p))
-                        for j, q in enumerate(signed) if j != i)
+        dominated = any(
+            all(q_k >= p_k for q_k, p_k in zip(q, p)) and any(q_k > p_k for q_k, p_k in zip(q, p))
+            for j, q in enumerate(signed)
+            if j != i
+        )
         mask.append(not dominated)
     return mask
 
@@ -116,11 +156,11 @@ def use_on_policy_pairs(spec) -> None:
     import random
 
     import workbench.data.sources as sources
-    from workbench import tiny
     from workbench.data.pairs import corrupt_answer, preference_pairs
     from workbench.data.rows import PreferenceRow
     from workbench.data.tasks import exact_match
-    from workbench.evaluation import generate
+    from workbench.models import tiny
+    from workbench.models.generation import generate
 
     model, tokenizer, _ = tiny.build_or_load(spec.model.tiny, log=lambda *a: None)
 
@@ -130,11 +170,18 @@ def use_on_policy_pairs(spec) -> None:
         pairs = []
         for i, (row, g, s) in enumerate(zip(rows, greedy, sampled)):
             wrong = next((c for c in (g, s) if not exact_match(c, row)), None)
-            rejected = wrong if wrong is not None else corrupt_answer(row.answer, random.Random(f"{seed}:{i}"))
+            rejected = (
+                wrong
+                if wrong is not None
+                else corrupt_answer(row.answer, random.Random(f"{seed}:{i}"))
+            )
             pairs.append(PreferenceRow(row.prompt, row.completion, rejected, source=row))
         return pairs
 
-    sources.task_pairs = lambda task, train, held_out, seed: (mistakes(train, seed), preference_pairs(held_out, seed))
+    sources.task_pairs = lambda task, train, held_out, seed: (
+        mistakes(train, seed),
+        preference_pairs(held_out, seed),
+    )
 
 
 def pairwise_lr(args, method: str) -> float:
@@ -152,32 +199,71 @@ def run_dpo(args, method: str, uri: str, workbench) -> tuple[dict, dict, tuple[f
 
     history = MlflowClient(tracking_uri=uri).get_metric_history(result.run_id, "pref/chosen_logps")
     history = sorted(history, key=lambda m: m.step)
-    chosen_logps = (history[0].value, history[-1].value) if history else (float("nan"), float("nan"))
+    chosen_logps = (
+        (history[0].value, history[-1].value) if history else (float("nan"), float("nan"))
+    )
     (first_step, before), (last_step, after) = result.trajectory[0], result.trajectory[-1]
     if first_step != 0 or last_step != args.dpo_steps:
-        raise SystemExit(f"error: DPO evaluations at steps {first_step} and {last_step}, "
-                         f"expected 0 and {args.dpo_steps}")
+        raise SystemExit(
+            f"error: DPO evaluations at steps {first_step} and {last_step}, "
+            f"expected 0 and {args.dpo_steps}"
+        )
     return before, after, chosen_logps
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps, 3 weights, 16 held-out prompts (a smoke test)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few steps, 3 weights, 16 held-out prompts (a smoke test)",
+    )
     parser.add_argument("--task", default="reverse", help="built-in task for DPO (default reverse)")
     parser.add_argument("--dpo-steps", type=int, default=None, help="DPO steps (default 200)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="part 1's learning rate (default per method: " + ", ".join(f"{m} {lr:g}" for m, lr in PAIRWISE_LR.items()) + ")")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="part 1's learning rate (default per method: "
+        + ", ".join(f"{m} {lr:g}" for m, lr in PAIRWISE_LR.items())
+        + ")",
+    )
     parser.add_argument("--beta", type=float, default=0.1, help="DPO beta (default 0.1)")
-    parser.add_argument("--methods", nargs="+", default=["dpo", "rpo"], help="part 1's pairwise methods (default dpo rpo)")
-    parser.add_argument("--adapter", choices=("full", "lora"), default="full", help="DPO: full or LoRA r16")
-    parser.add_argument("--pairs", choices=("corrupted", "on-policy"), default="corrupted",
-                        help="DPO's training pairs: the built-in corruptions (default) or the base's own mistakes")
-    parser.add_argument("--modpo-adapter", choices=("full", "lora"), default="lora", help="MODPO: full or LoRA r16 (default)")
-    parser.add_argument("--modpo-steps", type=int, default=None, help="MODPO steps per policy (default 120)")
-    parser.add_argument("--modpo-lr", type=float, default=1e-3, help="MODPO learning rate (default 1e-3)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=["dpo", "rpo"],
+        help="part 1's pairwise methods (default dpo rpo)",
+    )
+    parser.add_argument(
+        "--adapter", choices=("full", "lora"), default="full", help="DPO: full or LoRA r16"
+    )
+    parser.add_argument(
+        "--pairs",
+        choices=("corrupted", "on-policy"),
+        default="corrupted",
+        help="DPO's training pairs: the built-in corruptions (default) or the base's own mistakes",
+    )
+    parser.add_argument(
+        "--modpo-adapter",
+        choices=("full", "lora"),
+        default="lora",
+        help="MODPO: full or LoRA r16 (default)",
+    )
+    parser.add_argument(
+        "--modpo-steps", type=int, default=None, help="MODPO steps per policy (default 120)"
+    )
+    parser.add_argument(
+        "--modpo-lr", type=float, default=1e-3, help="MODPO learning rate (default 1e-3)"
+    )
     parser.add_argument("--modpo-beta", type=float, default=0.5, help="MODPO beta (default 0.5)")
-    parser.add_argument("--weights", type=float, nargs="+", default=None,
-                        help=f"MODPO correctness weights (default {' '.join(map(str, MODPO_WEIGHTS))})")
+    parser.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"MODPO correctness weights (default {' '.join(map(str, MODPO_WEIGHTS))})",
+    )
     parser.add_argument("--skip-dpo", action="store_true", help="the MODPO sweep only")
     parser.add_argument("--skip-modpo", action="store_true", help="the DPO run only")
     args = parser.parse_args(argv)
@@ -190,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import workbench
-    from workbench.pareto import compute_front
+    from workbench.fronts.pareto import compute_front
 
     lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -199,28 +285,39 @@ def main(argv: list[str] | None = None) -> int:
             started = time.perf_counter()
             before, after, chosen_logps = run_dpo(args, method, uri, workbench)
             seconds = time.perf_counter() - started
-            print(f"{method.upper()} on {args.task} ({args.adapter} fine-tuning of the default tiny base, beta {args.beta}, "
-                  f"lr {pairwise_lr(args, method):g}, {args.dpo_steps} steps x 16 {args.pairs} pairs), "
-                  f"held-out {args.eval_size} prompts; {seconds:.0f} s")
+            print(
+                f"{method.upper()} on {args.task} ({args.adapter} fine-tuning of the default tiny base, beta {args.beta}, "
+                f"lr {pairwise_lr(args, method):g}, {args.dpo_steps} steps x 16 {args.pairs} pairs), "
+                f"held-out {args.eval_size} prompts; {seconds:.0f} s"
+            )
             print()
             print(f"{'figure':<20}{'step 0':>10}{'end':>10}{'gain (points)':>16}")
             gains = {}
             for name in ("reward_accuracy", "exact_match"):
                 gains[name] = 100 * (after[name] - before[name])
                 print(f"{name:<20}{before[name]:>10.3f}{after[name]:>10.3f}{gains[name]:>16.1f}")
-            print(f"training pairs' chosen log-prob (pref/chosen_logps), first and last logged step: "
-                  f"{chosen_logps[0]:.2f} -> {chosen_logps[1]:.2f}")
+            print(
+                f"training pairs' chosen log-prob (pref/chosen_logps), first and last logged step: "
+                f"{chosen_logps[0]:.2f} -> {chosen_logps[1]:.2f}"
+            )
             print()
-            lines += [f"BENCH {method}_reward_accuracy_gain_points {gains['reward_accuracy']:.1f} points target=>=15",
-                      f"BENCH {method}_task_metric_gain_points {gains['exact_match']:.1f} points target=>=15"]
+            lines += [
+                f"BENCH {method}_reward_accuracy_gain_points {gains['reward_accuracy']:.1f} points target=>=15",
+                f"BENCH {method}_task_metric_gain_points {gains['exact_match']:.1f} points target=>=15",
+            ]
         if not args.skip_modpo:
             started = time.perf_counter()
             spec = workbench.RunSpec.parse(modpo_spec(args, uri))
             sweep = workbench.run_sweep(spec, weights, log=lambda *a: None)
             seconds = time.perf_counter() - started
-            finished = [(w, r.objectives) for w, r in zip(weights, sweep.runs) if r.status == "FINISHED"]
+            finished = [
+                (w, r.objectives) for w, r in zip(weights, sweep.runs) if r.status == "FINISHED"
+            ]
             if len(finished) != len(weights):
-                print(f"error: {len(weights) - len(finished)} MODPO run(s) did not finish", file=sys.stderr)
+                print(
+                    f"error: {len(weights) - len(finished)} MODPO run(s) did not finish",
+                    file=sys.stderr,
+                )
                 return 1
             names, directions = ["correctness", "length"], ["max", "min"]
             points = [[o[n] for n in names] for _, o in finished]
@@ -228,37 +325,56 @@ def main(argv: list[str] | None = None) -> int:
             front = compute_front(points, directions, reference=reference, names=names)
             brute = brute_force_non_dominated(points, directions)
             if list(map(bool, front.mask)) != brute:
-                print(f"error: workbench's front {list(front.mask)} differs from brute force {brute}", file=sys.stderr)
+                print(
+                    f"error: workbench's front {list(front.mask)} differs from brute force {brute}",
+                    file=sys.stderr,
+                )
                 return 1
             # The sweep's own front (over the same two objectives, with the spec's references).
             if list(map(bool, sweep.front.mask)) != brute:
-                print(f"error: the sweep's front {list(sweep.front.mask)} differs from brute force {brute}",
-                      file=sys.stderr)
+                print(
+                    f"error: the sweep's front {list(sweep.front.mask)} differs from brute force {brute}",
+                    file=sys.stderr,
+                )
                 return 1
             beats_reference = [p[0] > reference[0] and p[1] < reference[1] for p in points]
             counted = sum(m and b for m, b in zip(brute, beats_reference))
             ws = [w for w, _ in finished]
             rho_correctness = spearman(ws, [o["correctness"] for _, o in finished])
-            rho_length = spearman([round(1 - w, 4) for w in ws], [-o["length"] for _, o in finished])
+            rho_length = spearman(
+                [round(1 - w, 4) for w in ws], [-o["length"] for _, o in finished]
+            )
             base = sweep.base_objectives
-            print(f"MODPO on order ({args.modpo_adapter} fine-tuning of the default tiny base, beta {args.modpo_beta}, "
-                  f"lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per policy), {len(weights)} weights, "
-                  f"held-out {args.eval_size} prompts; {seconds:.0f} s")
-            print(f"reference point (correctness, length) = ({reference[0]:g}, {reference[1]:g}); "
-                  f"the base at step 0: ({base.get('correctness', float('nan')):.3f}, "
-                  f"{base.get('length', float('nan')):.2f}); hypervolume {front.hypervolume:.3f}")
+            print(
+                f"MODPO on order ({args.modpo_adapter} fine-tuning of the default tiny base, beta {args.modpo_beta}, "
+                f"lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per policy), {len(weights)} weights, "
+                f"held-out {args.eval_size} prompts; {seconds:.0f} s"
+            )
+            print(
+                f"reference point (correctness, length) = ({reference[0]:g}, {reference[1]:g}); "
+                f"the base at step 0: ({base.get('correctness', float('nan')):.3f}, "
+                f"{base.get('length', float('nan')):.2f}); hypervolume {front.hypervolume:.3f}"
+            )
             print()
             print(f"{'w (correctness)':<17}{'correctness':>12}{'length':>10}{'front':>8}")
             for (w, o), on in zip(finished, brute):
-                print(f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}{'yes' if on else 'no':>8}")
+                print(
+                    f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}{'yes' if on else 'no':>8}"
+                )
             print()
-            print(f"Spearman: correctness with w {rho_correctness:.3f}; shortness (-length) with 1 - w "
-                  f"{rho_length:.3f}; non-dominated and beating the reference: {counted} of {len(points)} "
-                  "(workbench's front equals the brute-force check)")
+            print(
+                f"Spearman: correctness with w {rho_correctness:.3f}; shortness (-length) with 1 - w "
+                f"{rho_length:.3f}; non-dominated and beating the reference: {counted} of {len(points)} "
+                "(workbench's front equals the brute-force check)"
+            )
             print()
-            lines += [f"BENCH modpo_non_dominated {counted} policies target=>=3",
-                      f"BENCH modpo_spearman_min {min(rho_correctness, rho_length):.3f} rho target=>=0.8"]
-    print(f"torch {torch.__version__}, python {platform.python_version()}; load average {load_average()}")
+            lines += [
+                f"BENCH modpo_non_dominated {counted} policies target=>=3",
+                f"BENCH modpo_spearman_min {min(rho_correctness, rho_length):.3f} rho target=>=0.8",
+            ]
+    print(
+        f"torch {torch.__version__}, python {platform.python_version()}; load average {load_average()}"
+    )
     print()
     for line in lines:
         print(line)

@@ -54,21 +54,55 @@ def closeness(completion: str, example: dict) -> float:
 COMPLETION_TOKENS = {"arithmetic": 2}
 
 
-def spec_dict(seed: int, steps: int, lr: float, eval_every: int, uri: str, closeness_weight: float = 0.0,
-              pretrain_steps: int | None = None, task: str = "arithmetic") -> dict:
-    rewards = [{"name": "correct", "direction": "max", "source": "reward:correct", "weight": 1.0 - closeness_weight}]
+def spec_dict(
+    seed: int,
+    steps: int,
+    lr: float,
+    eval_every: int,
+    uri: str,
+    closeness_weight: float = 0.0,
+    pretrain_steps: int | None = None,
+    task: str = "arithmetic",
+) -> dict:
+    rewards = [
+        {
+            "name": "correct",
+            "direction": "max",
+            "source": "reward:correct",
+            "weight": 1.0 - closeness_weight,
+        }
+    ]
     if closeness_weight:
-        rewards.append({"name": "closeness", "direction": "max", "source": "reward:closeness",
-                        "weight": closeness_weight})
+        rewards.append(
+            {
+                "name": "closeness",
+                "direction": "max",
+                "source": "reward:closeness",
+                "weight": closeness_weight,
+            }
+        )
     tiny = {} if pretrain_steps is None else {"tiny": {"pretrain_steps": pretrain_steps}}
-    return {"model": {"name": "tiny", **tiny}, "data": {"source": task, "train_size": 2000, "eval_size": 48},
-            "adapter": {"name": "full"},
-            "method": {"name": "grpo", "group_size": 16, "max_completion_length": COMPLETION_TOKENS.get(task, 12), "temperature": 1.0,
-                       "beta": 0.0, "num_iterations": 1},
-            "objectives": [*rewards, {"name": "exact_match", "direction": "max", "source": "metric:exact_match"}],
-            "optimizer": {"name": "adamw", "lr": lr},
-            "train": {"steps": steps, "batch_size": 32, "eval_every": eval_every, "seed": seed},
-            "eval": {"max_new_tokens": 6}, "tracking": {"experiment": "rl-task-gain", "uri": uri}}
+    return {
+        "model": {"name": "tiny", **tiny},
+        "data": {"source": task, "train_size": 2000, "eval_size": 48},
+        "adapter": {"name": "full"},
+        "method": {
+            "name": "grpo",
+            "group_size": 16,
+            "max_completion_length": COMPLETION_TOKENS.get(task, 12),
+            "temperature": 1.0,
+            "beta": 0.0,
+            "num_iterations": 1,
+        },
+        "objectives": [
+            *rewards,
+            {"name": "exact_match", "direction": "max", "source": "metric:exact_match"},
+        ],
+        "optimizer": {"name": "adamw", "lr": lr},
+        "train": {"steps": steps, "batch_size": 32, "eval_every": eval_every, "seed": seed},
+        "eval": {"max_new_tokens": 6},
+        "tracking": {"experiment": "rl-task-gain", "uri": uri},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,12 +111,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="seeds (default 1)")
     parser.add_argument("--steps", type=int, default=None, help="GRPO steps per run (default 300)")
     parser.add_argument("--lr", type=float, default=1e-4, help="AdamW learning rate (default 1e-4)")
-    parser.add_argument("--eval-every", type=int, default=None, help="held-out evaluation interval (default steps/6)")
-    parser.add_argument("--closeness", type=float, default=0.0,
-                        help="weight of the partial-credit reward beside `correct` (default 0: `correct` alone)")
-    parser.add_argument("--task", default="arithmetic", choices=("arithmetic", "reverse", "sort"),
-                        help="built-in task (default arithmetic)")
-    parser.add_argument("--pretrain-steps", type=int, default=None, help="the tiny base's pretraining steps (default 800)")
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="held-out evaluation interval (default steps/6)",
+    )
+    parser.add_argument(
+        "--closeness",
+        type=float,
+        default=0.0,
+        help="weight of the partial-credit reward beside `correct` (default 0: `correct` alone)",
+    )
+    parser.add_argument(
+        "--task",
+        default="arithmetic",
+        choices=("arithmetic", "reverse", "sort"),
+        help="built-in task (default arithmetic)",
+    )
+    parser.add_argument(
+        "--pretrain-steps",
+        type=int,
+        default=None,
+        help="the tiny base's pretraining steps (default 800)",
+    )
     args = parser.parse_args(argv)
     steps = args.steps or (3 if args.quick else 300)
     eval_every = args.eval_every or max(1, steps // 6)
@@ -97,30 +149,59 @@ def main(argv: list[str] | None = None) -> int:
     if args.closeness:
         workbench.register_reward("closeness", closeness)
     trajectories: list[list[tuple[int, float]]] = []
-    training_rewards: list[tuple[float, float]] = []  # per seed: mean reward/total, first and last 20 steps
+    training_rewards: list[
+        tuple[float, float]
+    ] = []  # per seed: mean reward/total, first and last 20 steps
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         for seed in range(args.seeds):
-            spec = workbench.RunSpec.parse(spec_dict(seed, steps, args.lr, eval_every, uri, args.closeness,
-                                                      args.pretrain_steps, args.task))
+            spec = workbench.RunSpec.parse(
+                spec_dict(
+                    seed,
+                    steps,
+                    args.lr,
+                    eval_every,
+                    uri,
+                    args.closeness,
+                    args.pretrain_steps,
+                    args.task,
+                )
+            )
             result = workbench.run(spec, log=lambda *a: None)
             if result.status != "FINISHED":
                 print(f"error: seed {seed} ended {result.status}", file=sys.stderr)
                 return 1
-            trajectories.append([(step, values["exact_match"]) for step, values in result.trajectory])
-            history = [m.value for m in sorted(MlflowClient(tracking_uri=uri).get_metric_history(
-                result.run_id, "reward/total"), key=lambda m: m.step)]
+            trajectories.append(
+                [(step, values["exact_match"]) for step, values in result.trajectory]
+            )
+            history = [
+                m.value
+                for m in sorted(
+                    MlflowClient(tracking_uri=uri).get_metric_history(
+                        result.run_id, "reward/total"
+                    ),
+                    key=lambda m: m.step,
+                )
+            ]
             window = history[:20], history[-20:]
-            training_rewards.append(tuple(statistics.mean(w) if w else float("nan") for w in window))
+            training_rewards.append(
+                tuple(statistics.mean(w) if w else float("nan") for w in window)
+            )
     seconds = time.perf_counter() - started
 
-    rewards = "correct" if not args.closeness else f"correct {1 - args.closeness:g} + closeness {args.closeness:g}"
+    rewards = (
+        "correct"
+        if not args.closeness
+        else f"correct {1 - args.closeness:g} + closeness {args.closeness:g}"
+    )
     base = "" if args.pretrain_steps is None else f" pretrained {args.pretrain_steps} steps"
-    print(f"GRPO on {args.task} (full fine-tune of the tiny base{base}, 32 prompts x 16 completions, lr {args.lr:g}, "
-          f"rewards {rewards}), "
-          f"{args.seeds} seed(s) x {steps} steps; torch {torch.__version__}, python {platform.python_version()}; "
-          f"{seconds:.0f} s; load average {load_average()}")
+    print(
+        f"GRPO on {args.task} (full fine-tune of the tiny base{base}, 32 prompts x 16 completions, lr {args.lr:g}, "
+        f"rewards {rewards}), "
+        f"{args.seeds} seed(s) x {steps} steps; torch {torch.__version__}, python {platform.python_version()}; "
+        f"{seconds:.0f} s; load average {load_average()}"
+    )
     print()
     steps_seen = sorted({step for trajectory in trajectories for step, _ in trajectory})
     print(f"{'seed':<6}" + "".join(f"{'step ' + str(s):>10}" for s in steps_seen) + f"{'gain':>8}")
@@ -132,13 +213,25 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         gain = 100 * (trajectory[-1][1] - by_step[0])
         gains.append(gain)
-        print(f"{seed:<6}" + "".join(f"{by_step[s]:>10.3f}" if s in by_step else f"{'-':>10}" for s in steps_seen)
-              + f"{gain:>+8.1f}")
+        print(
+            f"{seed:<6}"
+            + "".join(f"{by_step[s]:>10.3f}" if s in by_step else f"{'-':>10}" for s in steps_seen)
+            + f"{gain:>+8.1f}"
+        )
     print()
-    print("held-out exact match (48 prompts, greedy) at each evaluation; gain = end - step 0, in points")
-    print("training reward (reward/total, the weighted rewards of the sampled completions), mean of the first "
-          "and last 20 steps: " + "; ".join(f"seed {seed} {a:.3f} -> {b:.3f}" for seed, (a, b) in enumerate(training_rewards)))
-    print(f"BENCH grpo_{args.task}_exact_match_gain_points {statistics.mean(gains):.1f} points target=>10")
+    print(
+        "held-out exact match (48 prompts, greedy) at each evaluation; gain = end - step 0, in points"
+    )
+    print(
+        "training reward (reward/total, the weighted rewards of the sampled completions), mean of the first "
+        "and last 20 steps: "
+        + "; ".join(
+            f"seed {seed} {a:.3f} -> {b:.3f}" for seed, (a, b) in enumerate(training_rewards)
+        )
+    )
+    print(
+        f"BENCH grpo_{args.task}_exact_match_gain_points {statistics.mean(gains):.1f} points target=>10"
+    )
     return 0
 
 

@@ -30,14 +30,21 @@ ENDS = ((1.0, 0.0), (0.0, 1.0))
 
 
 def spec_dict(weights: tuple[float, float], seed: int, steps: int, uri: str) -> dict:
-    objectives = [{"name": name, "direction": "max", "source": f"reward:{name}", "weight": w}
-                  for name, w in zip(REWARDS, weights)]
-    return {"model": {"name": "tiny"}, "data": {"source": "reverse", "train_size": 1000, "eval_size": 48},
-            "adapter": {"name": "lora", "r": 16, "alpha": 32},
-            "method": {"name": "grpo", "group_size": 8, "max_completion_length": 12},
-            "objectives": objectives, "optimizer": {"name": "adamw", "lr": 0.002},
-            "train": {"steps": steps, "batch_size": 16, "eval_every": steps, "seed": seed},
-            "eval": {"max_new_tokens": 12}, "tracking": {"experiment": "rl-weight-ends", "uri": uri}}
+    objectives = [
+        {"name": name, "direction": "max", "source": f"reward:{name}", "weight": w}
+        for name, w in zip(REWARDS, weights)
+    ]
+    return {
+        "model": {"name": "tiny"},
+        "data": {"source": "reverse", "train_size": 1000, "eval_size": 48},
+        "adapter": {"name": "lora", "r": 16, "alpha": 32},
+        "method": {"name": "grpo", "group_size": 8, "max_completion_length": 12},
+        "objectives": objectives,
+        "optimizer": {"name": "adamw", "lr": 0.002},
+        "train": {"steps": steps, "batch_size": 16, "eval_every": steps, "seed": seed},
+        "eval": {"max_new_tokens": 12},
+        "tracking": {"experiment": "rl-weight-ends", "uri": uri},
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,14 +74,19 @@ def main(argv: list[str] | None = None) -> int:
                 results[end].append(result.objectives)
     seconds = time.perf_counter() - started
 
-    print(f"GRPO on reverse, weights (correct, brevity) at both ends, {seeds} seed(s) x {steps} steps; "
-          f"torch {torch.__version__}, python {platform.python_version()}; {seconds:.0f} s; "
-          f"load average {load_average()}")
+    print(
+        f"GRPO on reverse, weights (correct, brevity) at both ends, {seeds} seed(s) x {steps} steps; "
+        f"torch {torch.__version__}, python {platform.python_version()}; {seconds:.0f} s; "
+        f"load average {load_average()}"
+    )
     print()
     print(f"{'weights':<12}{'seed':>6}" + "".join(f"{name:>10}" for name in REWARDS))
     for end in ENDS:
         for seed, objectives in enumerate(results[end]):
-            print(f"{str(end):<12}{seed:>6}" + "".join(f"{objectives[name]:>10.3f}" for name in REWARDS))
+            print(
+                f"{str(end):<12}{seed:>6}"
+                + "".join(f"{objectives[name]:>10.3f}" for name in REWARDS)
+            )
     print()
     figures = []
     for name in REWARDS:
@@ -82,9 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         gap = abs(statistics.mean(values[0]) - statistics.mean(values[1]))
         spread = max(statistics.stdev(v) if len(v) > 1 else 0.0 for v in values)
         ratio = gap / spread if spread > 0 else float("inf")
-        print(f"{name}: means {statistics.mean(values[0]):.3f} vs {statistics.mean(values[1]):.3f}, "
-              f"gap {gap:.3f}, spread (largest std over seeds) {spread:.3f}, gap / spread "
-              + (f"{ratio:.2f}" if ratio != float("inf") else "unbounded (no spread)"))
+        print(
+            f"{name}: means {statistics.mean(values[0]):.3f} vs {statistics.mean(values[1]):.3f}, "
+            f"gap {gap:.3f}, spread (largest std over seeds) {spread:.3f}, gap / spread "
+            + (f"{ratio:.2f}" if ratio != float("inf") else "unbounded (no spread)")
+        )
         figures.append((name, ratio))
     print()
     # The headline is the weaker reward's separation; a reward whose ends did not vary over the

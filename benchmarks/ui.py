@@ -59,18 +59,38 @@ def make_runs(uri: str, n_runs: int, seed: int = 0) -> float:
     experiment_id = client.create_experiment(EXPERIMENT)
     started = time.perf_counter()
     for i in range(n_runs):
-        run = client.create_run(experiment_id, run_name=f"run-{i:04d}",
-                                tags={"workbench.kind": "run", "workbench.method": "mo-sft",
-                                      "workbench.adapter": "lora", "workbench.kernels": "none"})
+        run = client.create_run(
+            experiment_id,
+            run_name=f"run-{i:04d}",
+            tags={
+                "workbench.kind": "run",
+                "workbench.method": "mo-sft",
+                "workbench.adapter": "lora",
+                "workbench.kernels": "none",
+            },
+        )
         now = int(time.time() * 1000)
-        params = [Param(f"train.{k}", str(v)) for k, v in
-                  {"lr": rng.choice([1e-4, 3e-4, 1e-3]), "steps": 200, "batch_size": 16, "seed": i}.items()]
+        params = [
+            Param(f"train.{k}", str(v))
+            for k, v in {
+                "lr": rng.choice([1e-4, 3e-4, 1e-3]),
+                "steps": 200,
+                "batch_size": 16,
+                "seed": i,
+            }.items()
+        ]
         params += [Param(f"objectives.{name}.weight", f"{rng.random():.3f}") for name in OBJECTIVES]
-        metrics = [Metric("train/loss", 2.0 / (1 + step), now, step) for step in range(CURVE_POINTS)]
-        metrics += [Metric(f"{tracking.OBJECTIVE_PREFIX}{name}", value, now, CURVE_POINTS)
-                    for name, value in objective_values(rng).items()]
+        metrics = [
+            Metric("train/loss", 2.0 / (1 + step), now, step) for step in range(CURVE_POINTS)
+        ]
+        metrics += [
+            Metric(f"{tracking.OBJECTIVE_PREFIX}{name}", value, now, CURVE_POINTS)
+            for name, value in objective_values(rng).items()
+        ]
         metrics.append(Metric("perf/tokens_per_s", rng.uniform(800, 1200), now, CURVE_POINTS))
-        client.log_batch(run.info.run_id, metrics=metrics, params=params, tags=[RunTag("seed", str(i))])
+        client.log_batch(
+            run.info.run_id, metrics=metrics, params=params, tags=[RunTag("seed", str(i))]
+        )
         client.set_terminated(run.info.run_id, "FINISHED")
     return time.perf_counter() - started
 
@@ -102,9 +122,15 @@ def time_reranks(explorer, moves: int, seed: int = 1) -> list[float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 runs, fewer repeats (a smoke test)")
-    parser.add_argument("--runs", type=int, default=None, help="finished runs in the experiment (default 1000)")
-    parser.add_argument("--repeats", type=int, default=None, help="explorer builds timed (default 5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="100 runs, fewer repeats (a smoke test)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help="finished runs in the experiment (default 1000)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="explorer builds timed (default 5)"
+    )
     parser.add_argument("--moves", type=int, default=None, help="slider moves timed (default 40)")
     args = parser.parse_args(argv)
     n_runs = args.runs or (100 if args.quick else 1000)
@@ -131,15 +157,25 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     load_s = statistics.median(loads)
     rerank_ms = 1000 * statistics.median(reranks)
-    print(f"ParetoExplorer over {n_runs} finished runs ({len(OBJECTIVES)} objectives) in a sqlite store")
-    print(f"python {platform.python_version()}, mlflow {mlflow.__version__}, plotly {plotly.__version__}, "
-          f"ipywidgets {ipywidgets.__version__}; load average {load_average()}")
-    print(f"runs made in {make_s:.1f} s; front: {front_size} runs, {unreachable} no weighted sum reaches")
+    print(
+        f"ParetoExplorer over {n_runs} finished runs ({len(OBJECTIVES)} objectives) in a sqlite store"
+    )
+    print(
+        f"python {platform.python_version()}, mlflow {mlflow.__version__}, plotly {plotly.__version__}, "
+        f"ipywidgets {ipywidgets.__version__}; load average {load_average()}"
+    )
+    print(
+        f"runs made in {make_s:.1f} s; front: {front_size} runs, {unreachable} no weighted sum reaches"
+    )
     print()
     print(f"{'measure':<28}{'median':>10}{'min':>10}{'max':>10}{'n':>5}")
-    print(f"{'load (build explorer) s':<28}{load_s:>10.3f}{min(loads):>10.3f}{max(loads):>10.3f}{len(loads):>5}")
-    print(f"{'re-rank (slider move) ms':<28}{rerank_ms:>10.2f}{1000 * min(reranks):>10.2f}"
-          f"{1000 * max(reranks):>10.2f}{len(reranks):>5}")
+    print(
+        f"{'load (build explorer) s':<28}{load_s:>10.3f}{min(loads):>10.3f}{max(loads):>10.3f}{len(loads):>5}"
+    )
+    print(
+        f"{'re-rank (slider move) ms':<28}{rerank_ms:>10.2f}{1000 * min(reranks):>10.2f}"
+        f"{1000 * max(reranks):>10.2f}{len(reranks):>5}"
+    )
     print()
     print(f"BENCH explorer_load_{n_runs}_runs_s {load_s:.3f} s target=<=2")
     print(f"BENCH explorer_rerank_ms {rerank_ms:.2f} ms target=<=50")

@@ -96,7 +96,9 @@ def build(job: dict) -> dict:
     write_pairs(folder / "pairs.jsonl", records)
     lengths = [len(tokenizer(r["prompt"] + r["chosen"])["input_ids"]) + 2 for r in records]
     completion = [len(tokenizer(r["chosen"])["input_ids"]) + 1 for r in records]
-    n_prompts = (job["grpo"]["warmup"] + job["grpo"]["steps"]) * job["grpo"]["batch"] + HELD_OUT_PROMPTS
+    n_prompts = (job["grpo"]["warmup"] + job["grpo"]["steps"]) * job["grpo"][
+        "batch"
+    ] + HELD_OUT_PROMPTS
     prompts = task_prompts(n_prompts)
     write_pairs(folder / "prompts.jsonl", prompts)
     prompt_tokens = [len(tokenizer(r["prompt"])["input_ids"]) for r in prompts]
@@ -237,8 +239,12 @@ def main(argv=None) -> int:
         help=f"preference pairs (DPO, default {FULL['batch']}) or prompts (GRPO, default "
              f"{GRPO_FULL['batch']}) per step",
     )  # fmt: skip
-    parser.add_argument("--seq", type=int, help=f"DPO: tokens per row at most (default {FULL['seq']})")
-    parser.add_argument("--group", type=int, help=f"GRPO: completions per prompt (default {GRPO_FULL['group']})")
+    parser.add_argument(
+        "--seq", type=int, help=f"DPO: tokens per row at most (default {FULL['seq']})"
+    )
+    parser.add_argument(
+        "--group", type=int, help=f"GRPO: completions per prompt (default {GRPO_FULL['group']})"
+    )
     parser.add_argument(
         "--completion", type=int,
         help=f"GRPO: tokens of every completion (default {GRPO_FULL['completion']})",
@@ -250,7 +256,9 @@ def main(argv=None) -> int:
         "--threads", type=int, default=1, help="intra-op threads per child (default 1)"
     )
     parser.add_argument(
-        "--child", choices=("build", "workbench", "trl", "grpo-workbench", "grpo-trl"), help=argparse.SUPPRESS
+        "--child",
+        choices=("build", "workbench", "trl", "grpo-workbench", "grpo-trl"),
+        help=argparse.SUPPRESS,
     )
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

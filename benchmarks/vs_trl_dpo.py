@@ -76,8 +76,8 @@ def workbench_spec(job: dict, store: str) -> dict:
 
 
 def run_workbench(job: dict) -> dict:
-    from workbench.events import RunObserver
-    from workbench.lightning_modules.base import WorkbenchModule
+    from workbench.methods.base import WorkbenchModule
+    from workbench.running.events import RunObserver
 
     reference = PhaseClock()
     WorkbenchModule.precompute_reference = reference.wrap(

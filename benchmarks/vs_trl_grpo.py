@@ -104,8 +104,8 @@ def workbench_spec(job: dict, store: str) -> dict:
 
 
 def run_workbench(job: dict) -> dict:
-    from workbench.events import RunObserver
-    from workbench.lightning_modules import sampling
+    from workbench.methods import sampling
+    from workbench.running.events import RunObserver
 
     tally, marks = GenerationTally(), StepMarks()
     sample = tally.clock.wrap(sampling.sample_completions)
@@ -133,7 +133,7 @@ def run_workbench(job: dict) -> dict:
 
 def length_reward(completions, **kwargs) -> list[float]:
     """TRL's reward function: the workbench's ``length`` reward itself, completion by completion."""
-    from workbench.objectives import REWARDS
+    from workbench.objectives.scoring import REWARDS
 
     return [REWARDS[REWARD](completion, {}) for completion in completions]
 

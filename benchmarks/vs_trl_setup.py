@@ -2,7 +2,7 @@
 
 No model hub is reachable, so the model is a randomly initialised Llama saved with
 ``save_pretrained`` next to a 32,000-entry tokenizer. The tokenizer is the tiny base's
-byte-level BPE trained on the built-in tasks' text (``workbench.tiny``); that text has only
+byte-level BPE trained on the built-in tasks' text (``workbench.models.tiny``); that text has only
 a few hundred distinct tokens, so the rest of the 32,000 ids are unused entries. They cost
 the loss head exactly what used ones do (every row of the head is multiplied either way),
 which is what a 32k vocabulary means for a training step.
@@ -32,7 +32,7 @@ def build_tokenizer():
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    from workbench import tiny
+    from workbench.models import tiny
 
     trained = tiny.train_tokenizer(tiny.corpus_rows(seed=0), vocab_size=VOCAB)
     state = json.loads(trained.backend_tokenizer.to_str())
@@ -73,7 +73,7 @@ def few_shot_pairs(tokenizer, n_pairs: int, seq: int, seed: int = 0) -> list[dic
     examples as fit in ``seq`` tokens with the longer completion, a start and an end token."""
     from workbench.data.sources import load_rows
     from workbench.data.tasks import TASKS
-    from workbench.spec import DataSpec
+    from workbench.spec.run_spec import DataSpec
 
     pairs, _ = load_rows(
         DataSpec(source=TASK, train_size=n_pairs, eval_size=1), seed, row_kind="preference"
@@ -110,7 +110,10 @@ def task_prompts(n_rows: int, seed: int = 0) -> list[dict]:
     the completion is there because the workbench reads prompts from that format)."""
     from workbench.data.tasks import TASKS
 
-    return [{"prompt": row.prompt, "completion": row.completion} for row in TASKS[TASK].rows(n_rows, seed=seed)]
+    return [
+        {"prompt": row.prompt, "completion": row.completion}
+        for row in TASKS[TASK].rows(n_rows, seed=seed)
+    ]
 
 
 def write_pairs(path: Path, records: list[dict]) -> None:

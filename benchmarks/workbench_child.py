@@ -17,7 +17,8 @@ def run_spec(spec_for, observer) -> tuple[float, str]:
     """Run ``spec_for(store)`` (the spec, given its MLflow store's URI) with ``observer``; returns
     the resident memory right after the model load (MiB) and the run's ``workbench.kernels`` tag."""
     import workbench
-    from workbench import runner, tracking
+    from workbench import tracking
+    from workbench.running import pipeline as runner
 
     memory = {}
     note_memory_after(runner, "load_base", memory)

@@ -22,8 +22,14 @@ import pytest
 TRITON_INTERPRET_AT_START = os.environ.get("TRITON_INTERPRET")
 
 # A small, quickly pretrained tiny base for tests that only need *a* model (seconds to build).
-FAST_TINY = {"hidden_size": 64, "layers": 2, "heads": 4, "vocab_size": 320,
-             "pretrain_steps": 60, "pretrain_batch": 32}
+FAST_TINY = {
+    "hidden_size": 64,
+    "layers": 2,
+    "heads": 4,
+    "vocab_size": 320,
+    "pretrain_steps": 60,
+    "pretrain_batch": 32,
+}
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +59,8 @@ def default_tiny_base(isolated_env, session_cache) -> Path:
     """The full-size tiny base (``model: tiny`` with default settings), built once per session
     into the session cache; every test that trains on the default base uses this fixture, so
     none of them pays for (or times out during) the cold build. Returns its cache folder."""
-    from workbench import tiny
-    from workbench.spec import ModelSpec
+    from workbench.models import tiny
+    from workbench.spec.run_spec import ModelSpec
 
     spec = ModelSpec().tiny
     tiny.build_or_load(spec, log=lambda *a: None)
@@ -65,8 +71,11 @@ def pytest_collection_modifyitems(session, config, items):
     """Run the cold build of the default tiny base first, in its own test with its own
     generous deadline (tests/test_tiny_base_build.py), whenever a selected test needs it."""
     build = [item for item in items if item.nodeid.endswith(BUILD_TEST)]
-    if build and any("default_tiny_base" in getattr(item, "fixturenames", ()) for item in items
-                     if item is not build[0]):
+    if build and any(
+        "default_tiny_base" in getattr(item, "fixturenames", ())
+        for item in items
+        if item is not build[0]
+    ):
         items.remove(build[0])
         items.insert(0, build[0])
 
@@ -115,8 +124,14 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
     """Run the `workbench` CLI in a fresh interpreter (how users run it)."""
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=full_env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=cwd,
+    )
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """finetune-workbench: run, compare and teach fine-tuning methods, tracked in MLflow.
 
-The public API is exported lazily (PEP 562), so importing a low layer (``workbench.spec``,
+The public API is exported lazily (PEP 562), so importing a low layer (``workbench.spec.run_spec``,
 ``workbench.kernels``) never drags in training code.
 """
 
@@ -12,32 +12,32 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "RunSpec": "workbench.spec",
-    "run": "workbench.runner",
-    "RunResult": "workbench.runner",
-    "resume": "workbench.runner",
-    "evaluate_model": "workbench.runner",
-    "register_method": "workbench.registry",
-    "MethodParams": "workbench.registry",
-    "register_metric": "workbench.objectives",
-    "register_reward": "workbench.objectives",
-    "RunObserver": "workbench.events",
-    "RunContext": "workbench.events",
-    "Evaluation": "workbench.events",
-    "launch": "workbench.launcher",
-    "attach": "workbench.launcher",
-    "RunHandle": "workbench.launcher",
-    "run_sweep": "workbench.sweep",
-    "weight_grid": "workbench.sweep",
-    "simplex_grid": "workbench.sweep",
-    "simplex_random": "workbench.sweep",
-    "run_search": "workbench.search",
-    "SearchSettings": "workbench.search",
-    "export_run": "workbench.export",
-    "merge_runs": "workbench.merges",
-    "merge_grid": "workbench.merges",
-    "pareto": "workbench.pareto",
-    "WorkbenchError": "workbench.errors",
+    "RunSpec": "workbench.spec.run_spec",
+    "run": "workbench.running.pipeline",
+    "RunResult": "workbench.running.pipeline",
+    "resume": "workbench.running.pipeline",
+    "evaluate_model": "workbench.running.pipeline",
+    "register_method": "workbench.spec.registry",
+    "MethodParams": "workbench.spec.registry",
+    "register_metric": "workbench.objectives.scoring",
+    "register_reward": "workbench.objectives.scoring",
+    "RunObserver": "workbench.running.events",
+    "RunContext": "workbench.running.events",
+    "Evaluation": "workbench.running.events",
+    "launch": "workbench.running.launcher",
+    "attach": "workbench.running.launcher",
+    "RunHandle": "workbench.running.launcher",
+    "run_sweep": "workbench.studies.sweep",
+    "weight_grid": "workbench.studies.sweep",
+    "simplex_grid": "workbench.studies.sweep",
+    "simplex_random": "workbench.studies.sweep",
+    "run_search": "workbench.studies.search",
+    "SearchSettings": "workbench.studies.search",
+    "export_run": "workbench.running.export",
+    "merge_runs": "workbench.merging.runs",
+    "merge_grid": "workbench.merging.runs",
+    "pareto": "workbench.fronts.pareto",
+    "WorkbenchError": "workbench.spec.errors",
 }
 
 __all__ = sorted(_EXPORTS)

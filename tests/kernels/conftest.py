@@ -47,6 +47,7 @@ def triton_interpreter():
         patch.setenv("TRITON_INTERPRET", "1")
         yield
 
+
 # Largest error of a value relative to the size of what it is compared with, per dtype:
 # float32 runs the same maths in another order; bfloat16 rounds the logits and the matmul
 # operands to 8 significant bits (the interpreter rounds float32 -> bfloat16 toward zero),
@@ -76,14 +77,20 @@ def pytest_runtest_makereport(item, call):
     report = yield
     seed = getattr(item, "callspec", None) and item.callspec.params.get("kernel_seed")
     if report.failed and seed is not None:
-        report.sections.append(("kernel seed", f"seed {seed}; replay with: {SEED_VARIABLE}={seed} "
-                                               f"python -m pytest '{item.nodeid}'"))
+        report.sections.append(
+            (
+                "kernel seed",
+                f"seed {seed}; replay with: {SEED_VARIABLE}={seed} "
+                f"python -m pytest '{item.nodeid}'",
+            )
+        )
     return report
 
 
 def pytest_report_header(config):
-    return (f"kernel tests: a fresh seed per test, in its id (seed=N); {SEED_VARIABLE}=N replays"
-            + (f" (now {os.environ[SEED_VARIABLE]})" if os.environ.get(SEED_VARIABLE) else ""))
+    return f"kernel tests: a fresh seed per test, in its id (seed=N); {SEED_VARIABLE}=N replays" + (
+        f" (now {os.environ[SEED_VARIABLE]})" if os.environ.get(SEED_VARIABLE) else ""
+    )
 
 
 @pytest.fixture

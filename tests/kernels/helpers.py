@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from workbench.kernels._backend import triton_installed
+from workbench.kernels.dispatch import triton_installed
 
 HAS_TRITON = triton_installed()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")

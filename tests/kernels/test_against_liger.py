@@ -35,4 +35,6 @@ def test_liger_and_ours_match_the_same_reference(linear_softmax_case, bias, shap
         hidden, weight, b = case.leaves()
         ours = fused_linear_cross_entropy(hidden, weight, case.targets, bias=b, backend=backend)
         case.backward(ours)
-        case.check(f"ours {backend} {shape} bias={bias}", ours, (hidden, weight, b), ref_out, ref_grads)
+        case.check(
+            f"ours {backend} {shape} bias={bias}", ours, (hidden, weight, b), ref_out, ref_grads
+        )

@@ -21,8 +21,12 @@ REQUIRED = [
 ]
 
 
-def run_script(*args: str, triton_interpret: bool = False, script: str = "benchmarks/kernels.py",
-               timeout: float = 300) -> subprocess.CompletedProcess:
+def run_script(
+    *args: str,
+    triton_interpret: bool = False,
+    script: str = "benchmarks/kernels.py",
+    timeout: float = 300,
+) -> subprocess.CompletedProcess:
     """``python SCRIPT ARGS`` from the repository root; asserts it exits 0."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if triton_interpret:
@@ -50,8 +54,16 @@ def test_quick_benchmark_prints_the_headline_figures():
 def test_the_liger_comparison_runs_where_triton_can():
     """The GPU-only comparison with Liger-Kernel, run through Triton's interpreter on CPU at a
     tiny size: the worker calls Liger's loss the way a GPU run will."""
-    spec = {"op": "ce", "impl": "liger", "shape": [32, 16, 300], "device": "cpu", "repeats": 1,
-            "calls": 1, "threads": 1, "size": "small"}
+    spec = {
+        "op": "ce",
+        "impl": "liger",
+        "shape": [32, 16, 300],
+        "device": "cpu",
+        "repeats": 1,
+        "calls": 1,
+        "threads": 1,
+        "size": "small",
+    }
     result = run_script("--worker", json.dumps(spec), triton_interpret=True)
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert len(measured["times"]) == 1 and measured["times"][0] > 0

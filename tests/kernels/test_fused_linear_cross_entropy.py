@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, DTYPES, ONE_CHUNK, SHAPES, reduce_like
-from workbench.kernels import _linear_softmax as engine
+from workbench.kernels import linear_softmax as engine
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
 
 

@@ -10,16 +10,17 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import fast_spec
-from workbench import kernel_patch, tracking
-from workbench.adapters import apply_adapter
+from workbench import tracking
 from workbench.data.encode import collate, encode_rows
-from workbench.errors import SpecError
-from workbench.kernel_patch import patch_model
-from workbench.lightning_modules.sft import MultiObjectiveSFTModule, SFTModule
-from workbench.models import load_base
-from workbench.registry import LoraAdapterParams
-from workbench.runner import run
-from workbench.spec import RunSpec
+from workbench.methods.sft.module import MultiObjectiveSFTModule, SFTModule
+from workbench.models import kernel_patch
+from workbench.models.adapter_params import LoraAdapterParams
+from workbench.models.adapters import apply_adapter
+from workbench.models.kernel_patch import patch_model
+from workbench.models.loading import load_base
+from workbench.running.pipeline import run
+from workbench.spec.errors import SpecError
+from workbench.spec.run_spec import RunSpec
 
 
 def lora_on_the_head(spec):
@@ -95,11 +96,16 @@ def test_auto_leaves_the_head_out_under_an_adapter_on_it_and_says_why(setting, m
     assert not usage.fuses_head
     assert usage.left_out == {"fused_linear_logprobs": "adapter wraps lm_head"}
     model(input_ids=torch.tensor([[1, 2, 3]]))  # the other ops run
-    assert usage.tag() == "rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)"
+    assert (
+        usage.tag()
+        == "rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)"
+    )
 
 
 def test_the_tag_names_ops_that_ran_and_ops_left_out_with_why():
-    usage = kernel_patch.KernelUsage("auto", 2, 5, 2, left_out={"rms_norm": "r", "fused_linear_logprobs": "why"})
+    usage = kernel_patch.KernelUsage(
+        "auto", 2, 5, 2, left_out={"rms_norm": "r", "fused_linear_logprobs": "why"}
+    )
     assert usage.tag() == "rms_norm=off (r),fused_linear_logprobs=off (why)"
     usage.record("swiglu", torch.zeros(1))
     assert usage.tag() == "rms_norm=off (r),swiglu=torch,fused_linear_logprobs=off (why)"
@@ -122,7 +128,9 @@ def test_auto_on_a_cpu_fuses_the_head_from_the_measured_vocabulary_up(setting, m
 def test_auto_leaves_every_op_out_of_a_model_outside_the_llama_family():
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16))
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16)
+    )
     usage = patch_model(model, "auto")
     assert usage.tag() == ",".join(f"{op}=off (GPT2LMHeadModel is not a Llama-family model)"
                                    for op in kernel_patch.OPS)  # fmt: skip

@@ -32,12 +32,15 @@ def row_length(row) -> int:
         return row_length(row.encoded)
     if hasattr(row, "input_ids"):
         return len(row.input_ids)
-    raise TypeError(f"train.group_by_length cannot tell the length of a {type(row).__name__} row; "
-                    "give it input_ids or override WorkbenchModule.row_lengths")
+    raise TypeError(
+        f"train.group_by_length cannot tell the length of a {type(row).__name__} row; "
+        "give it input_ids or override WorkbenchModule.row_lengths"
+    )
 
 
-def group_by_length(order: list[int], lengths: Sequence[int], per_global: int,
-                    generator: torch.Generator) -> list[int]:
+def group_by_length(
+    order: list[int], lengths: Sequence[int], per_global: int, generator: torch.Generator
+) -> list[int]:
     """``order`` (one epoch's shuffled rows) regrouped so each ``per_global`` run of it holds
     rows of similar length: cut into mega-batches of ``k * per_global`` rows (k up to
     :data:`MAX_MEGA_BATCHES`, and small enough for at least 4 mega-batches an epoch where the
@@ -49,8 +52,8 @@ def group_by_length(order: list[int], lengths: Sequence[int], per_global: int,
     mega = k * per_global
     batches: list[list[int]] = []
     for start in range(0, len(order), mega):
-        chunk = sorted(order[start:start + mega], key=lambda i: -lengths[i])
-        batches += [chunk[j:j + per_global] for j in range(0, len(chunk), per_global)]
+        chunk = sorted(order[start : start + mega], key=lambda i: -lengths[i])
+        batches += [chunk[j : j + per_global] for j in range(0, len(chunk), per_global)]
     tail = batches.pop() if batches and len(batches[-1]) < per_global else []
     shuffled = torch.randperm(len(batches), generator=generator).tolist()
     return [i for b in shuffled for i in batches[b]] + tail
@@ -60,9 +63,17 @@ class GlobalBatchSampler(Sampler[list[int]]):
     """``lengths``: each row's length (:func:`row_length`) to group batches by, or None for
     plain shuffled batches."""
 
-    def __init__(self, n_rows: int, batch_size: int, micro_steps: int, seed: int,
-                 rank: int = 0, world_size: int = 1, start_micro_step: int = 0,
-                 lengths: Sequence[int] | None = None):
+    def __init__(
+        self,
+        n_rows: int,
+        batch_size: int,
+        micro_steps: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_micro_step: int = 0,
+        lengths: Sequence[int] | None = None,
+    ):
         self.n_rows, self.batch_size, self.micro_steps = n_rows, batch_size, micro_steps
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.start_micro_step = start_micro_step
@@ -96,7 +107,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
         for step, batch in enumerate(self.global_batches()):
             if step < self.start_micro_step:
                 continue
-            yield batch[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            yield batch[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
 
 
 class RepeatedRoundsSampler(GlobalBatchSampler):
@@ -109,10 +120,23 @@ class RepeatedRoundsSampler(GlobalBatchSampler):
     position is a micro-step of this sequence, as for the plain sampler).
     """
 
-    def __init__(self, n_rows: int, batch_size: int, micro_steps: int, seed: int, *, round_size: int,
-                 repeats: int, rank: int = 0, world_size: int = 1, start_micro_step: int = 0,
-                 lengths: Sequence[int] | None = None):
-        super().__init__(n_rows, batch_size, micro_steps, seed, rank, world_size, start_micro_step, lengths)
+    def __init__(
+        self,
+        n_rows: int,
+        batch_size: int,
+        micro_steps: int,
+        seed: int,
+        *,
+        round_size: int,
+        repeats: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_micro_step: int = 0,
+        lengths: Sequence[int] | None = None,
+    ):
+        super().__init__(
+            n_rows, batch_size, micro_steps, seed, rank, world_size, start_micro_step, lengths
+        )
         self.round_size, self.repeats = round_size, repeats
 
     def global_batches(self):

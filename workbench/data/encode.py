@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench.data.rows import ChatRow, PreferenceRow, Row
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 IGNORE_INDEX = -100
 SEGMENT_IDS = {"prompt": 0, "answer": 1, "explanation": 2, "assistant": 1}
@@ -85,7 +85,9 @@ def _chat_ids(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) 
 def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
     eos = tokenizer.eos_token_id
     if isinstance(row, PreferenceRow):
-        raise DataError("preference rows (prompt/chosen/rejected) need a preference method, not SFT")
+        raise DataError(
+            "preference rows (prompt/chosen/rejected) need a preference method, not SFT"
+        )
     if isinstance(row, Row):
         ids = prompt_ids(tokenizer, row)
         labels = [IGNORE_INDEX] * len(ids)
@@ -113,11 +115,11 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
                     "the chat template renders a conversation prefix differently from the whole "
                     "conversation, so assistant tokens cannot be located; use prompt/completion rows"
                 )
-            context = before[len(ids):]
+            context = before[len(ids) :]
             ids += context
             labels += [IGNORE_INDEX] * len(context)
             segments += [SEGMENT_IDS["prompt"]] * len(context)
-            answer = upto[len(before):]
+            answer = upto[len(before) :]
             ids += answer
             labels += answer
             segments += [SEGMENT_IDS["assistant"]] * len(answer)
@@ -127,7 +129,9 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
     return Encoded(ids, labels, segments, truncated)
 
 
-def encode_rows(tokenizer, rows: Sequence[Row | ChatRow], max_length: int) -> tuple[list[Encoded], EncodeStats]:
+def encode_rows(
+    tokenizer, rows: Sequence[Row | ChatRow], max_length: int
+) -> tuple[list[Encoded], EncodeStats]:
     """Encode rows; rows with no trainable token left after truncation are dropped and counted."""
     stats = EncodeStats()
     out: list[Encoded] = []
@@ -165,4 +169,9 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[i, :k] = torch.tensor(e.labels)
         segments[i, :k] = torch.tensor(e.segments)
         attention[i, :k] = 1
-    return {"input_ids": input_ids, "labels": labels, "segments": segments, "attention_mask": attention}
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "segments": segments,
+        "attention_mask": attention,
+    }

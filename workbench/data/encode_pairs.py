@@ -23,7 +23,7 @@ from workbench.data.encode import (
     prompt_ids,
 )
 from workbench.data.rows import ChatRow, PreferenceRow, Row
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 
 @dataclass
@@ -52,14 +52,19 @@ def _trainable(enc: Encoded) -> int:
 def _need_pairs(rows: Sequence) -> None:
     for i, row in enumerate(rows):
         if not isinstance(row, PreferenceRow):
-            raise DataError("this method trains on prompt/chosen/rejected rows; this row is "
-                            f"{type(row).__name__}. Supply preference pairs", row=i)
+            raise DataError(
+                "this method trains on prompt/chosen/rejected rows; this row is "
+                f"{type(row).__name__}. Supply preference pairs",
+                row=i,
+            )
 
 
 def _finish(stats: EncodeStats, out: list, max_length: int) -> tuple[list, EncodeStats]:
     if not out:
-        raise DataError(f"no row has a completion token left within train.max_length={max_length}; "
-                        "raise train.max_length or shorten the prompts")
+        raise DataError(
+            f"no row has a completion token left within train.max_length={max_length}; "
+            "raise train.max_length or shorten the prompts"
+        )
     return out, stats
 
 
@@ -82,9 +87,11 @@ def encode_pairs(tokenizer, rows: Sequence[PreferenceRow], max_length: int):
     stats, out = EncodeStats(), []
     for index, row in enumerate(rows):
         stats.rows += 1
-        pair = EncodedPair(encode_row(tokenizer, Row.plain(row.prompt, row.chosen), max_length),
-                           encode_row(tokenizer, Row.plain(row.prompt, row.rejected), max_length),
-                           row.scores)
+        pair = EncodedPair(
+            encode_row(tokenizer, Row.plain(row.prompt, row.chosen), max_length),
+            encode_row(tokenizer, Row.plain(row.prompt, row.rejected), max_length),
+            row.scores,
+        )
         if _count(stats, pair.chosen, pair.rejected):
             out.append(pair)
         else:
@@ -105,11 +112,17 @@ def encode_scored_pairs(tokenizer, rows: Sequence[PreferenceRow], max_length: in
     names = [name for name, _, _ in rows[0].scores] if rows else []
     for i, row in enumerate(rows):
         if not row.scores:
-            raise DataError("this method weights per-attribute scores; this pair has none. Give "
-                            "'chosen_scores' and 'rejected_scores'", row=i)
+            raise DataError(
+                "this method weights per-attribute scores; this pair has none. Give "
+                "'chosen_scores' and 'rejected_scores'",
+                row=i,
+            )
         if [name for name, _, _ in row.scores] != names:
-            raise DataError(f"scores attributes {[n for n, _, _ in row.scores]} differ from the first "
-                            f"row's {names}; score every pair on the same attributes", row=i)
+            raise DataError(
+                f"scores attributes {[n for n, _, _ in row.scores]} differ from the first "
+                f"row's {names}; score every pair on the same attributes",
+                row=i,
+            )
     return encode_pairs(tokenizer, rows, max_length)
 
 
@@ -128,7 +141,10 @@ def encode_unpaired(tokenizer, rows: Sequence[PreferenceRow | Row], max_length: 
     stats, out = EncodeStats(), []
     for index, row in enumerate(rows):
         if isinstance(row, PreferenceRow):
-            items = [(Row.plain(row.prompt, row.chosen), True), (Row.plain(row.prompt, row.rejected), False)]
+            items = [
+                (Row.plain(row.prompt, row.chosen), True),
+                (Row.plain(row.prompt, row.rejected), False),
+            ]
         elif isinstance(row, (Row, ChatRow)):
             items = [(row, True)]
         else:
@@ -170,7 +186,10 @@ def collate_prompts(batch: Sequence[EncodedPrompt], pad_id: int) -> dict[str, to
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(batch), width), dtype=torch.long)
     for i, b in enumerate(batch):
-        input_ids[i, width - len(b.input_ids):] = torch.tensor(b.input_ids)
-        attention[i, width - len(b.input_ids):] = 1
-    return {"input_ids": input_ids, "attention_mask": attention,
-            "row_index": torch.tensor([b.index for b in batch])}
+        input_ids[i, width - len(b.input_ids) :] = torch.tensor(b.input_ids)
+        attention[i, width - len(b.input_ids) :] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "row_index": torch.tensor([b.index for b in batch]),
+    }

@@ -16,7 +16,7 @@ from workbench.data.records import (
     _union_of_keys,
     detect_format,
 )
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 # ---------------------------------------------------------------------------------------
 # Readers: each returns the columns and numbered records of one file or split
@@ -230,5 +230,3 @@ def read_parquet_file(path: Path, source: str, max_rows: int | None) -> _Table:
             source=source,
         ) from None
     return _Table(columns, records)
-
-

@@ -20,7 +20,7 @@ Other columns are ignored. With an ``explanation`` column the completion is the 
 followed by the explanation, joined as they are (no separator is added), so an
 explanation usually starts with its own space or newline.
 
-Every problem the user can fix ends in a :class:`~workbench.errors.DataError` naming the
+Every problem the user can fix ends in a :class:`~workbench.spec.errors.DataError` naming the
 source, the row and the field: row numbers are 1-based; in JSON lines files the row number
 is the line number (blank lines are skipped but counted); in CSV files it counts data rows
 after the header, and the message adds the line in the file. Nothing from inside
@@ -57,7 +57,7 @@ from workbench.data.records import (  # noqa: F401  (re-exported: the formats' p
     _union_of_keys,
     detect_format,
 )
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 # ---------------------------------------------------------------------------------------
 # Public API
@@ -128,8 +128,6 @@ def rows_from_records(records: Iterable[Mapping[str, Any]], *, source: str) -> l
             )
         numbered.append(_Record(i, record))
     return _rows_from_table(_Table(_union_of_keys(numbered), numbered), source)
-
-
 
 
 def split_rows(rows: Sequence[T], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:

@@ -15,7 +15,7 @@ from workbench.data.records import (
     _Table,
     detect_format,
 )
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 
 def load_with_datasets(
@@ -110,7 +110,9 @@ def _check_hub_reachable(source: str, timeout_s: float = 3.0) -> None:
 
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s).close()
+        urllib.request.urlopen(
+            urllib.request.Request(endpoint, method="HEAD"), timeout=timeout_s
+        ).close()
     except urllib.error.HTTPError:
         return  # the server answered: it is reachable
     except (OSError, ValueError) as exc:

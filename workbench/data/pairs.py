@@ -33,7 +33,7 @@ def corrupt_answer(answer: str, rng: random.Random) -> str:
     numeric = [i for i, item in enumerate(items) if item.lstrip("-").isdigit()]
     if numeric:
         i = rng.choice(numeric)
-        choices.append(items[:i] + [str(int(items[i]) + rng.choice((-1, 1)))] + items[i + 1:])
+        choices.append(items[:i] + [str(int(items[i]) + rng.choice((-1, 1)))] + items[i + 1 :])
     if not choices:
         choices.append(items + items[-1:] if items else ["?"])
     return lead + " ".join(rng.choice(choices))
@@ -47,7 +47,7 @@ def preference_pairs(rows: Sequence[Row], seed: int) -> list[PreferenceRow]:
         chosen = row.completion
         rejected = corrupt_answer(row.answer, rng)
         if row.completion != row.answer:  # keep segments after the answer (e.g. an explanation)
-            rejected = rejected + row.completion[len(row.answer):]
+            rejected = rejected + row.completion[len(row.answer) :]
         out.append(PreferenceRow(row.prompt, chosen, rejected, source=row))
     return out
 
@@ -65,8 +65,12 @@ LABEL_TEMPERATURE = 1.0
 Scorer = tuple[str, str, Callable[[str, Row], float]]
 
 
-def scored_pairs(rows: Sequence[Row], scorers: Sequence[Scorer], seed: int,
-                 temperature: float = LABEL_TEMPERATURE) -> list[PreferenceRow]:
+def scored_pairs(
+    rows: Sequence[Row],
+    scorers: Sequence[Scorer],
+    seed: int,
+    temperature: float = LABEL_TEMPERATURE,
+) -> list[PreferenceRow]:
     """One multi-attribute pair per row: the whole completion against its answer cut short
     after k items (k uniform in 1 .. items - 1; a corrupted answer when the answer has one
     item), both scored by every scorer (``PreferenceRow.scores``).
@@ -85,13 +89,22 @@ def scored_pairs(rows: Sequence[Row], scorers: Sequence[Scorer], seed: int,
             short = lead + " ".join(items[: rng.randint(1, len(items) - 1)])
         else:
             short = corrupt_answer(row.answer, rng)
-        short += row.completion[len(row.answer):]  # keep segments after the answer
+        short += row.completion[len(row.answer) :]  # keep segments after the answer
         a, b = row.completion, short
         scores = [(name, direction, fn(a, row), fn(b, row)) for name, direction, fn in scorers]
         _, direction, score_a, score_b = scores[0]
         gap = (score_a - score_b) * (1 if direction == "max" else -1)
         keep = rng.random() < 1 / (1 + math.exp(-gap / temperature))
         chosen, rejected = (a, b) if keep else (b, a)
-        out.append(PreferenceRow(row.prompt, chosen, rejected, source=row, scores=tuple(
-            (name, sa, sb) if keep else (name, sb, sa) for name, _, sa, sb in scores)))
+        out.append(
+            PreferenceRow(
+                row.prompt,
+                chosen,
+                rejected,
+                source=row,
+                scores=tuple(
+                    (name, sa, sb) if keep else (name, sb, sa) for name, _, sa, sb in scores
+                ),
+            )
+        )
     return out

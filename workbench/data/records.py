@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 from workbench.data.rows import ChatRow, PreferenceRow, Row
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 AnyRow = Row | ChatRow | PreferenceRow
 
@@ -51,7 +51,9 @@ class DatasetFormat:
 
 PROMPT_COMPLETION = DatasetFormat("prompt_completion", ("prompt", "completion"), ("explanation",))
 CHAT = DatasetFormat("chat", ("messages",))
-PREFERENCE = DatasetFormat("preference", ("prompt", "chosen", "rejected"), ("chosen_scores", "rejected_scores"))
+PREFERENCE = DatasetFormat(
+    "preference", ("prompt", "chosen", "rejected"), ("chosen_scores", "rejected_scores")
+)
 FORMATS: tuple[DatasetFormat, ...] = (PROMPT_COMPLETION, CHAT, PREFERENCE)
 
 
@@ -72,7 +74,6 @@ class _RowProblem(Exception):
     def __init__(self, field: str | None, message: str):
         super().__init__(message)
         self.field, self.message = field, message
-
 
 
 def detect_format(columns: Iterable[str], *, source: str | None = None) -> DatasetFormat:
@@ -224,8 +225,11 @@ def _pair_scores(values: Mapping[str, Any]) -> tuple[tuple[str, float, float], .
         parsed[name] = {str(k): float(v) for k, v in value.items()}
     chosen, rejected = parsed["chosen_scores"], parsed["rejected_scores"]
     if set(chosen) != set(rejected):
-        raise _RowProblem("rejected_scores", f"has attributes {sorted(rejected)} but chosen_scores has "
-                                             f"{sorted(chosen)}; score both completions on the same ones")
+        raise _RowProblem(
+            "rejected_scores",
+            f"has attributes {sorted(rejected)} but chosen_scores has "
+            f"{sorted(chosen)}; score both completions on the same ones",
+        )
     return tuple((k, chosen[k], rejected[k]) for k in sorted(chosen))
 
 
@@ -341,5 +345,3 @@ def _looks_like_path(name: str) -> bool:
         or "\\" in name
         or os.path.isabs(name)
     )
-
-

@@ -7,12 +7,12 @@ import os
 import re
 from pathlib import Path
 
-from workbench import registry
 from workbench.data.formats import FILE_SUFFIXES, load_dataset_rows, split_rows
 from workbench.data.pairs import preference_pairs, scored_pairs
 from workbench.data.rows import PreferenceRow
 from workbench.data.tasks import METRICS, TASKS
-from workbench.errors import DataError
+from workbench.spec import registry
+from workbench.spec.errors import DataError
 
 # A Hugging Face dataset id: owner/name (letters, digits, '-', '_', '.').
 HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -62,9 +62,11 @@ def missing_source(source: str) -> str | None:
     if path.exists():
         return None
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-    return (f"file not found: no file or folder '{source}'{where}; a data source is a built-in "
-            f"task ({', '.join(TASKS)}), a .jsonl/.json/.csv/.parquet file or folder, or a "
-            "Hugging Face dataset id owner/name")
+    return (
+        f"file not found: no file or folder '{source}'{where}; a data source is a built-in "
+        f"task ({', '.join(TASKS)}), a .jsonl/.json/.csv/.parquet file or folder, or a "
+        "Hugging Face dataset id owner/name"
+    )
 
 
 def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from workbench.data.rows import Row
-from workbench.errors import DataError
+from workbench.spec.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class Task:
     objectives: tuple[ObjectiveDecl, ...]
     default_method: str = "sft"
     metrics: tuple[str, ...] = field(default=("exact_match",))
-    # Whether the tiny base pretrains on this task (workbench.tiny.corpus_rows). Tasks added
+    # Whether the tiny base pretrains on this task (workbench.models.tiny.corpus_rows). Tasks added
     # later say False, so adding one leaves the tiny base, and every cached number, as is.
     pretrain: bool = True
 
@@ -204,8 +204,10 @@ def _explain(rng: random.Random) -> Row:
     claims = " ".join(f"{a}<{b}" for a, b in zip(distinct, distinct[1:]))
     return Row(
         f"explain {' '.join(map(str, digits))}:",
-        (("answer", " " + " ".join(map(str, sorted(digits)))),
-         ("explanation", f"{EXPLANATION_SEPARATOR} {claims}")),
+        (
+            ("answer", " " + " ".join(map(str, sorted(digits)))),
+            ("explanation", f"{EXPLANATION_SEPARATOR} {claims}"),
+        ),
     )
 
 
@@ -222,10 +224,17 @@ TASKS: dict[str, Task] = {
             "sort 9-12 digits; correctness (share of the list produced in order) against brevity",
             _order,
             (
-                ObjectiveDecl("correctness", "max", "prefix_accuracy", reference=0.0,
-                              term="answer", weight=0.5),
-                ObjectiveDecl("length", "min", "length_items", reference=14.0,
-                              term="brevity", weight=0.5),
+                ObjectiveDecl(
+                    "correctness",
+                    "max",
+                    "prefix_accuracy",
+                    reference=0.0,
+                    term="answer",
+                    weight=0.5,
+                ),
+                ObjectiveDecl(
+                    "length", "min", "length_items", reference=14.0, term="brevity", weight=0.5
+                ),
             ),
             default_method="mo-sft",
             metrics=("prefix_accuracy", "length_items", "exact_match"),
@@ -236,12 +245,25 @@ TASKS: dict[str, Task] = {
             "quality and brevity",
             _explain,
             (
-                ObjectiveDecl("correctness", "max", "answer_accuracy", reference=0.0,
-                              term="answer", weight=0.4),
-                ObjectiveDecl("explanation", "max", "explanation_f1", reference=0.0,
-                              term="explanation", weight=0.4),
-                ObjectiveDecl("length", "min", "length_items", reference=16.0,
-                              term="brevity", weight=0.2),
+                ObjectiveDecl(
+                    "correctness",
+                    "max",
+                    "answer_accuracy",
+                    reference=0.0,
+                    term="answer",
+                    weight=0.4,
+                ),
+                ObjectiveDecl(
+                    "explanation",
+                    "max",
+                    "explanation_f1",
+                    reference=0.0,
+                    term="explanation",
+                    weight=0.4,
+                ),
+                ObjectiveDecl(
+                    "length", "min", "length_items", reference=16.0, term="brevity", weight=0.2
+                ),
             ),
             default_method="mo-sft",
             metrics=("answer_accuracy", "explanation_f1", "length_items"),

@@ -4,12 +4,12 @@ The loss of row ``i`` is ``lse_i - logit_i[target_i]`` (``lse`` the log-sum-exp 
 row's logits); rows whose target is ``ignore_index`` contribute 0 and are left out of the
 mean (a mean over zero valid rows is 0, not NaN).
 
-Three paths (docs/concepts.md, "Fused kernels"), all in ``_linear_softmax``:
+Three paths (docs/concepts.md, "Fused kernels"), all in ``linear_softmax``:
 
 - ``"torch"``: row chunks whose float32 logits fit a fixed byte budget (one chunk when
   the whole logits fit), so the memory stays bounded whatever N is (what CPUs run); tiny
   inputs (a few MiB of logits) take the plain ``F.cross_entropy`` route, which is faster
-  there (``_linear_softmax.use_full_logits``);
+  there (``linear_softmax.use_full_logits``);
 - ``"triton"``: the same chunks and matmuls, with one Triton kernel per chunk computing
   each row's log-sum-exp by an online softmax over vocabulary blocks, the target's
   log-prob and the logits gradient in place (CUDA; CPU under ``TRITON_INTERPRET=1``);
@@ -20,7 +20,7 @@ forward (``(softmax - onehot) / n_valid``), so the forward computes the gradient
 hidden, weight and bias chunk by chunk while the chunk's logits are at hand, and backward
 only scales them by the incoming scalar. For ``"none"`` each row's loss has its own
 incoming gradient, which the weight gradient mixes across rows, so the forward cannot
-finish the gradients: see ``_linear_softmax.per_row_forward`` (a frozen head or a single
+finish the gradients: see ``linear_softmax.per_row_forward`` (a frozen head or a single
 chunk avoid it; otherwise backward recomputes the chunks' softmax, one more matmul over
 the head than ``"mean"``). The loss is returned in float32.
 """
@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import torch
 
-from workbench.kernels import _backend
-from workbench.kernels import _linear_softmax as engine
+from workbench.kernels import dispatch
+from workbench.kernels import linear_softmax as engine
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -72,7 +72,7 @@ def fused_linear_cross_entropy(
     rows, flat_targets = engine.flatten_inputs(
         "fused_linear_cross_entropy", hidden, weight, targets, bias
     )
-    use_triton = _backend.use_triton(backend, hidden)
+    use_triton = dispatch.use_triton(backend, hidden)
     if engine.use_full_logits(rows.shape[0], weight.shape[0], use_triton, chunk_rows):
         # A mean over no valid rows is 0 (F.cross_entropy gives NaN): the sum over none is
         # 0, with zero gradients.

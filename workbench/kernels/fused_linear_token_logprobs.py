@@ -6,13 +6,13 @@ byte budget (the N x V logits never exist at once) and keeps only the targets' l
 (and, on the triton path, each row's log-sum-exp). Because the weight gradient mixes the
 rows' incoming gradients, backward recomputes the chunks' softmax with those per-row
 factors: one more matmul over the head than the naive computation, none of its N x V
-temporaries. Two cases skip the recompute (``_linear_softmax.per_row_forward``): a frozen
+temporaries. Two cases skip the recompute (``linear_softmax.per_row_forward``): a frozen
 head (only ``hidden`` wants a gradient, as under LoRA: the forward keeps ``D @ weight``,
 N x H) and inputs whose logits fit one chunk (the forward keeps the chunk's gradient).
 Tiny inputs on the torch path take the plain full-logits route, which is faster there.
 
 Three paths (docs/concepts.md, "Fused kernels"), shared with ``fused_linear_cross_entropy`` in
-``_linear_softmax``: ``"torch"`` (chunked, what CPUs run), ``"triton"`` (an online-softmax
+``linear_softmax``: ``"torch"`` (chunked, what CPUs run), ``"triton"`` (an online-softmax
 kernel over vocabulary blocks per chunk; CUDA, or CPU under ``TRITON_INTERPRET=1``) and
 ``"auto"`` (triton on CUDA tensors, torch elsewhere).
 """
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from workbench.kernels import _backend
-from workbench.kernels import _linear_softmax as engine
+from workbench.kernels import dispatch
+from workbench.kernels import linear_softmax as engine
 
 
 def fused_linear_token_logprobs(
@@ -57,7 +57,7 @@ def fused_linear_token_logprobs(
     rows, flat_targets = engine.flatten_inputs(
         "fused_linear_token_logprobs", hidden, weight, targets, bias
     )
-    use_triton = _backend.use_triton(backend, hidden)
+    use_triton = dispatch.use_triton(backend, hidden)
     if engine.use_full_logits(rows.shape[0], weight.shape[0], use_triton, chunk_rows):
         nll = engine.full_logits_cross_entropy(
             rows, weight, bias, flat_targets, ignore_index, "none"

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 
 import torch
 
-from workbench.kernels._backend import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
+from workbench.kernels.dispatch import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
 
 # Elements per chunk of the torch path: bounds each float32 temporary to about 1 MiB.
 _TORCH_CHUNK_ELEMENTS = 1 << 18

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from workbench.kernels._backend import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
+from workbench.kernels.dispatch import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
 
 _TRITON_BLOCK = 1024
 

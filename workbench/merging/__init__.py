@@ -10,7 +10,7 @@
 - :mod:`.adamerging` coefficients learned by entropy minimisation on unlabeled inputs.
 
 Merging finished runs and recording the merged models as runs is
-:func:`workbench.merges.merge_runs` (CLI ``workbench merge``).
+:func:`workbench.merging.runs.merge_runs` (CLI ``workbench merge``).
 Submodules are imported on first use, so ``workbench.merging.catalog`` needs no torch.
 """
 
@@ -20,13 +20,23 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "METHODS": "catalog", "MergeSettings": "catalog", "check_settings": "catalog",
-    "task_arithmetic": "tensors", "magnitude_prune": "tensors", "ties": "tensors",
-    "dare_linear": "tensors", "dare_ties": "tensors", "breadcrumbs": "tensors",
-    "merge_task_tensors": "tensors", "sparsify": "tensors",
-    "task_vector": "state_dicts", "merge_task_vectors": "state_dicts", "merge_models": "state_dicts",
+    "METHODS": "catalog",
+    "MergeSettings": "catalog",
+    "check_settings": "catalog",
+    "task_arithmetic": "tensors",
+    "magnitude_prune": "tensors",
+    "ties": "tensors",
+    "dare_linear": "tensors",
+    "dare_ties": "tensors",
+    "breadcrumbs": "tensors",
+    "merge_task_tensors": "tensors",
+    "sparsify": "tensors",
+    "task_vector": "state_dicts",
+    "merge_task_vectors": "state_dicts",
+    "merge_models": "state_dicts",
     "lines_scaling": "state_dicts",
-    "lora_deltas": "lora", "concat_adapters": "lora",
+    "lora_deltas": "lora",
+    "concat_adapters": "lora",
     "adamerging": "adamerging",
 }
 

@@ -41,23 +41,26 @@ def prediction_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -
     return (entropy * mask).sum() / mask.sum().clamp(min=1)
 
 
-def padded_batches(token_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int = 16) -> list[dict]:
+def padded_batches(
+    token_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int = 16
+) -> list[dict]:
     """Right-padded ``input_ids`` / ``attention_mask`` batches of unlabeled token sequences."""
     batches = []
     for start in range(0, len(token_ids), batch_size):
-        chunk = token_ids[start:start + batch_size]
+        chunk = token_ids[start : start + batch_size]
         width = max(len(ids) for ids in chunk)
         input_ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         attention = torch.zeros((len(chunk), width), dtype=torch.long)
         for i, ids in enumerate(chunk):
-            input_ids[i, :len(ids)] = torch.tensor(list(ids), dtype=torch.long)
-            attention[i, :len(ids)] = 1
+            input_ids[i, : len(ids)] = torch.tensor(list(ids), dtype=torch.long)
+            attention[i, : len(ids)] = 1
         batches.append({"input_ids": input_ids, "attention_mask": attention})
     return batches
 
 
-def _merged(base: Weights, stacked: dict[str, torch.Tensor], coefficients: torch.Tensor,
-            names: list[str]) -> dict[str, torch.Tensor]:
+def _merged(
+    base: Weights, stacked: dict[str, torch.Tensor], coefficients: torch.Tensor, names: list[str]
+) -> dict[str, torch.Tensor]:
     out = {}
     for j, name in enumerate(names):
         tau = stacked[name]
@@ -66,18 +69,31 @@ def _merged(base: Weights, stacked: dict[str, torch.Tensor], coefficients: torch
     return out
 
 
-def batch_entropy(model, weights: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+def batch_entropy(
+    model, weights: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor]
+) -> torch.Tensor:
     """The prediction entropy of ``model`` run with ``weights`` in place of its own."""
     from torch.func import functional_call
 
-    outputs = functional_call(model, weights, args=(),
-                              kwargs={"input_ids": batch["input_ids"],
-                                      "attention_mask": batch["attention_mask"]})
+    outputs = functional_call(
+        model,
+        weights,
+        args=(),
+        kwargs={"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]},
+    )
     return prediction_entropy(outputs.logits, batch["attention_mask"])
 
 
-def adamerging(model, base: Weights, vectors: Sequence[Weights], batches: Sequence[Mapping[str, torch.Tensor]],
-               *, steps: int = 20, lr: float = 1e-2, init: float = 0.3) -> AdaMergingResult:
+def adamerging(
+    model,
+    base: Weights,
+    vectors: Sequence[Weights],
+    batches: Sequence[Mapping[str, torch.Tensor]],
+    *,
+    steps: int = 20,
+    lr: float = 1e-2,
+    init: float = 0.3,
+) -> AdaMergingResult:
     """Learn layer-wise coefficients for ``vectors`` (task vectors over ``base``) on unlabeled
     ``batches`` (:func:`padded_batches`). ``model`` holds the base's weights and is not changed;
     it is only run with the merged weights in place of its own (``torch.func``)."""
@@ -85,8 +101,17 @@ def adamerging(model, base: Weights, vectors: Sequence[Weights], batches: Sequen
         raise ValueError("AdaMerging needs unlabeled inputs (at least one batch)")
     base = {n: t.detach() for n, t in base.items()}
     names = [n for n in base if any(n in v for v in vectors)]
-    stacked = {n: torch.stack([(v[n] if n in v else torch.zeros_like(base[n], dtype=torch.float64))
-                               .to(base[n].dtype) for v in vectors]) for n in names}
+    stacked = {
+        n: torch.stack(
+            [
+                (v[n] if n in v else torch.zeros_like(base[n], dtype=torch.float64)).to(
+                    base[n].dtype
+                )
+                for v in vectors
+            ]
+        )
+        for n in names
+    }
     coefficients = torch.full((len(vectors), len(names)), float(init), requires_grad=True)
     optimizer = torch.optim.Adam([coefficients], lr=lr)
     was_training = model.training
@@ -97,7 +122,9 @@ def adamerging(model, base: Weights, vectors: Sequence[Weights], batches: Sequen
             start = _merged(base, stacked, coefficients, names)
             initial = float(sum(batch_entropy(model, start, b) for b in batches) / len(batches))
         for step in range(steps):
-            loss = batch_entropy(model, _merged(base, stacked, coefficients, names), batches[step % len(batches)])
+            loss = batch_entropy(
+                model, _merged(base, stacked, coefficients, names), batches[step % len(batches)]
+            )
             entropies.append(float(loss.detach()))
             optimizer.zero_grad()
             loss.backward()
@@ -106,13 +133,17 @@ def adamerging(model, base: Weights, vectors: Sequence[Weights], batches: Sequen
                 coefficients.clamp_(0.0, 1.0)
         with torch.no_grad():
             final = _merged(base, stacked, coefficients, names)
-            final_entropy = float(sum(batch_entropy(model, final, b) for b in batches) / len(batches))
+            final_entropy = float(
+                sum(batch_entropy(model, final, b) for b in batches) / len(batches)
+            )
     finally:
         model.train(was_training)
     lam = coefficients.detach()
     weights = {}
     for j, name in enumerate(names):
-        change = (lam[:, j].double().reshape((-1,) + (1,) * base[name].dim()) * stacked[name].double()).sum(0)
+        change = (
+            lam[:, j].double().reshape((-1,) + (1,) * base[name].dim()) * stacked[name].double()
+        ).sum(0)
         weights[name] = (base[name].double() + change).to(base[name].dtype)
     for name in base:
         weights.setdefault(name, base[name].clone())

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from workbench.errors import SpecError
+from workbench.spec.errors import SpecError
 
 SPARSIFIERS = {
     "none": "every entry kept",
     "magnitude": "the top density fraction of |tau| kept, the rest zeroed (TIES' trim step)",
     "random": "each entry kept with probability density and rescaled by 1/density (DARE)",
     "breadcrumbs": "the largest gamma fraction of |tau| (outliers) and the smallest entries "
-                   "zeroed, so a density fraction is kept",
+    "zeroed, so a density fraction is kept",
 }
 CONSENSUS_RULES = {
     "sum": "sum_k w_k tau_k",
     "sign_elect": "per entry, the sign of sum_k tau_k (or of the count of signs) is elected; "
-                  "sum_k w_k tau_k over the tau_k that agree with it, divided by how many agree",
+    "sum_k w_k tau_k over the tau_k that agree with it, divided by how many agree",
 }
 MAJORITY_SIGN_METHODS = ("total", "frequency")
 
@@ -49,39 +49,84 @@ class MergeMethod:
 METHODS: dict[str, MergeMethod] = {
     m.name: m
     for m in [
-        MergeMethod("linear", "none", "sum", "theta = sum_k w_k theta_k / sum_k w_k",
-                    "Model soups (Wortsman et al., 2022); Rewarded soups (Rame et al., 2023)",
-                    normalize=True, lora_factors=True),
-        MergeMethod("task_arithmetic", "none", "sum", "theta = theta_0 + sum_k w_k tau_k",
-                    "Editing Models with Task Arithmetic (Ilharco et al., 2023)", lora_factors=True),
-        MergeMethod("magnitude_prune", "magnitude", "sum",
-                    "theta = theta_0 + sum_k w_k topk_density(|tau_k|) tau_k",
-                    "(task arithmetic on magnitude-pruned task vectors; peft's magnitude_prune)"),
-        MergeMethod("ties", "magnitude", "sign_elect",
-                    "theta = theta_0 + mean_{k: sign(tau_k) = elected} w_k trim_density(tau_k)",
-                    "TIES-Merging: Resolving Interference When Merging Models (Yadav et al., 2023)"),
-        MergeMethod("dare_linear", "random", "sum",
-                    "theta = theta_0 + sum_k w_k (m_k * tau_k) / density, m_k ~ Bernoulli(density)",
-                    "Language Models are Super Mario (DARE; Yu et al., 2024)"),
-        MergeMethod("dare_ties", "random", "sign_elect",
-                    "theta = theta_0 + mean_{k: sign agrees} w_k (m_k * tau_k) / density",
-                    "Language Models are Super Mario (DARE; Yu et al., 2024)"),
-        MergeMethod("breadcrumbs", "breadcrumbs", "sum",
-                    "theta = theta_0 + sum_k w_k mask_{gamma, density}(|tau_k|) tau_k",
-                    "Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks "
-                    "(Davari & Belilovsky, 2024)"),
-        MergeMethod("breadcrumbs_ties", "breadcrumbs", "sign_elect",
-                    "breadcrumbs' mask, then TIES' sign election and disjoint mean",
-                    "Model Breadcrumbs (Davari & Belilovsky, 2024) with TIES' consensus"),
-        MergeMethod("lines", "none", "sum",
-                    "theta = theta_0 + (alpha + beta l/(L-1)) sum_k w_k tau_k in layer l of L",
-                    "LiNeS: Post-training Layer Scaling Prevents Forgetting and Enhances Model "
-                    "Merging (Wang et al., 2025)", layer_scaled=True),
-        MergeMethod("adamerging", "none", "sum",
-                    "theta_j = theta_0j + sum_k lambda_kj tau_kj, lambda = argmin entropy of p(.|x) "
-                    "on unlabeled x (one lambda per source and weight tensor j)",
-                    "AdaMerging: Adaptive Model Merging for Multi-Task Learning (Yang et al., 2024)",
-                    learned=True),
+        MergeMethod(
+            "linear",
+            "none",
+            "sum",
+            "theta = sum_k w_k theta_k / sum_k w_k",
+            "Model soups (Wortsman et al., 2022); Rewarded soups (Rame et al., 2023)",
+            normalize=True,
+            lora_factors=True,
+        ),
+        MergeMethod(
+            "task_arithmetic",
+            "none",
+            "sum",
+            "theta = theta_0 + sum_k w_k tau_k",
+            "Editing Models with Task Arithmetic (Ilharco et al., 2023)",
+            lora_factors=True,
+        ),
+        MergeMethod(
+            "magnitude_prune",
+            "magnitude",
+            "sum",
+            "theta = theta_0 + sum_k w_k topk_density(|tau_k|) tau_k",
+            "(task arithmetic on magnitude-pruned task vectors; peft's magnitude_prune)",
+        ),
+        MergeMethod(
+            "ties",
+            "magnitude",
+            "sign_elect",
+            "theta = theta_0 + mean_{k: sign(tau_k) = elected} w_k trim_density(tau_k)",
+            "TIES-Merging: Resolving Interference When Merging Models (Yadav et al., 2023)",
+        ),
+        MergeMethod(
+            "dare_linear",
+            "random",
+            "sum",
+            "theta = theta_0 + sum_k w_k (m_k * tau_k) / density, m_k ~ Bernoulli(density)",
+            "Language Models are Super Mario (DARE; Yu et al., 2024)",
+        ),
+        MergeMethod(
+            "dare_ties",
+            "random",
+            "sign_elect",
+            "theta = theta_0 + mean_{k: sign agrees} w_k (m_k * tau_k) / density",
+            "Language Models are Super Mario (DARE; Yu et al., 2024)",
+        ),
+        MergeMethod(
+            "breadcrumbs",
+            "breadcrumbs",
+            "sum",
+            "theta = theta_0 + sum_k w_k mask_{gamma, density}(|tau_k|) tau_k",
+            "Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks "
+            "(Davari & Belilovsky, 2024)",
+        ),
+        MergeMethod(
+            "breadcrumbs_ties",
+            "breadcrumbs",
+            "sign_elect",
+            "breadcrumbs' mask, then TIES' sign election and disjoint mean",
+            "Model Breadcrumbs (Davari & Belilovsky, 2024) with TIES' consensus",
+        ),
+        MergeMethod(
+            "lines",
+            "none",
+            "sum",
+            "theta = theta_0 + (alpha + beta l/(L-1)) sum_k w_k tau_k in layer l of L",
+            "LiNeS: Post-training Layer Scaling Prevents Forgetting and Enhances Model "
+            "Merging (Wang et al., 2025)",
+            layer_scaled=True,
+        ),
+        MergeMethod(
+            "adamerging",
+            "none",
+            "sum",
+            "theta_j = theta_0j + sum_k lambda_kj tau_kj, lambda = argmin entropy of p(.|x) "
+            "on unlabeled x (one lambda per source and weight tensor j)",
+            "AdaMerging: Adaptive Model Merging for Multi-Task Learning (Yang et al., 2024)",
+            learned=True,
+        ),
     ]
 }
 
@@ -111,8 +156,10 @@ class MergeSettings:
         """(alpha, beta) of the LiNeS scaling, or None when off."""
         if self.lines_alpha is None and self.lines_beta is None and not self.info.layer_scaled:
             return None
-        return (0.5 if self.lines_alpha is None else self.lines_alpha,
-                0.5 if self.lines_beta is None else self.lines_beta)
+        return (
+            0.5 if self.lines_alpha is None else self.lines_alpha,
+            0.5 if self.lines_beta is None else self.lines_beta,
+        )
 
     def as_params(self) -> dict[str, str]:
         """MLflow params (``merge.<field>``) of the settings a method uses."""
@@ -134,10 +181,18 @@ class MergeSettings:
         return params
 
 
-def check_settings(method: str, n_models: int, weights=None, *, density: float | None = None,
-                   majority_sign_method: str = "total", gamma: float = 0.01,
-                   lines_alpha: float | None = None, lines_beta: float | None = None,
-                   seed: int = 0) -> MergeSettings:
+def check_settings(
+    method: str,
+    n_models: int,
+    weights=None,
+    *,
+    density: float | None = None,
+    majority_sign_method: str = "total",
+    gamma: float = 0.01,
+    lines_alpha: float | None = None,
+    lines_beta: float | None = None,
+    seed: int = 0,
+) -> MergeSettings:
     """Validated settings for merging ``n_models`` models, or :class:`SpecError` naming the field,
     the value and what is allowed. ``weights`` default to 1 each (``linear``: an average);
     ``density`` to 1 (nothing dropped)."""
@@ -147,19 +202,38 @@ def check_settings(method: str, n_models: int, weights=None, *, density: float |
         raise SpecError("a merge needs at least one model")
     weights = tuple(float(w) for w in (weights if weights is not None else [1.0] * n_models))
     if len(weights) != n_models:
-        raise SpecError(f"merge.weights = {list(weights)}: {len(weights)} values for {n_models} models; "
-                        "give one weight per model")
+        raise SpecError(
+            f"merge.weights = {list(weights)}: {len(weights)} values for {n_models} models; "
+            "give one weight per model"
+        )
     if METHODS[method].normalize and abs(sum(weights)) < 1e-12:
-        raise SpecError(f"merge.weights = {list(weights)}: a linear soup divides by their sum, which is 0")
+        raise SpecError(
+            f"merge.weights = {list(weights)}: a linear soup divides by their sum, which is 0"
+        )
     density = 1.0 if density is None else float(density)
     if not 0.0 < density <= 1.0:
-        raise SpecError(f"merge.density = {density:g}: must be in (0, 1] (the fraction of entries kept)")
+        raise SpecError(
+            f"merge.density = {density:g}: must be in (0, 1] (the fraction of entries kept)"
+        )
     if majority_sign_method not in MAJORITY_SIGN_METHODS:
-        raise SpecError(f"merge.majority_sign_method = {majority_sign_method!r}: allowed: "
-                        f"{', '.join(MAJORITY_SIGN_METHODS)}")
-    if not 0.0 <= gamma < 1.0 or (METHODS[method].sparsify == "breadcrumbs" and density + gamma > 1.0):
-        raise SpecError(f"merge.gamma = {gamma:g}: must be in [0, 1) with density + gamma <= 1 "
-                        f"(density = {density:g})")
-    return MergeSettings(method, weights, density, majority_sign_method, float(gamma),
-                         None if lines_alpha is None else float(lines_alpha),
-                         None if lines_beta is None else float(lines_beta), int(seed))
+        raise SpecError(
+            f"merge.majority_sign_method = {majority_sign_method!r}: allowed: "
+            f"{', '.join(MAJORITY_SIGN_METHODS)}"
+        )
+    if not 0.0 <= gamma < 1.0 or (
+        METHODS[method].sparsify == "breadcrumbs" and density + gamma > 1.0
+    ):
+        raise SpecError(
+            f"merge.gamma = {gamma:g}: must be in [0, 1) with density + gamma <= 1 "
+            f"(density = {density:g})"
+        )
+    return MergeSettings(
+        method,
+        weights,
+        density,
+        majority_sign_method,
+        float(gamma),
+        None if lines_alpha is None else float(lines_alpha),
+        None if lines_beta is None else float(lines_beta),
+        int(seed),
+    )

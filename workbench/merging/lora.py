@@ -28,14 +28,18 @@ import torch
 from workbench.merging.catalog import METHODS
 
 # base_model.model.<module>.lora_A[.<adapter>].weight
-_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$")
+_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<which>[AB])(?:\.[^.]+)?\.weight$"
+)
 
 
 def lora_scale(config: Mapping) -> float:
     """The factor LoRA multiplies ``B @ A`` by: alpha / r (alpha / sqrt(r) with rsLoRA)."""
     if config.get("rank_pattern") or config.get("alpha_pattern"):
-        raise ValueError("adapters with per-module ranks or alphas (rank_pattern/alpha_pattern) "
-                         "are not supported by the merging lab")
+        raise ValueError(
+            "adapters with per-module ranks or alphas (rank_pattern/alpha_pattern) "
+            "are not supported by the merging lab"
+        )
     r, alpha = int(config["r"]), float(config["lora_alpha"])
     return alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
 
@@ -70,16 +74,21 @@ def lora_deltas(adapter: Mapping[str, torch.Tensor], config: Mapping) -> dict[st
     return out
 
 
-def concat_adapters(adapters: Sequence[tuple[Mapping[str, torch.Tensor], Mapping]], weights: Sequence[float],
-                    method: str = "task_arithmetic") -> tuple[dict[str, torch.Tensor], dict]:
+def concat_adapters(
+    adapters: Sequence[tuple[Mapping[str, torch.Tensor], Mapping]],
+    weights: Sequence[float],
+    method: str = "task_arithmetic",
+) -> tuple[dict[str, torch.Tensor], dict]:
     """One adapter whose delta is exactly ``method``'s merge of the adapters' deltas
     (``linear``: weights divided by their sum). ``adapters`` are (state dict, config) pairs
     on the same target modules. Returns (state dict in peft's saved key format, config
     changes: ``r`` and ``lora_alpha`` = the summed rank, so the scale is 1)."""
     if not METHODS[method].lora_factors:
         allowed = ", ".join(m.name for m in METHODS.values() if m.lora_factors)
-        raise ValueError(f"method '{method}' merges LoRA adapters in delta space only; in factor "
-                         f"space: {allowed}")
+        raise ValueError(
+            f"method '{method}' merges LoRA adapters in delta space only; in factor "
+            f"space: {allowed}"
+        )
     weights = [float(w) for w in weights]
     if METHODS[method].normalize:
         total = sum(weights)
@@ -94,7 +103,9 @@ def concat_adapters(adapters: Sequence[tuple[Mapping[str, torch.Tensor], Mapping
         b = torch.cat([w * f[name][2] * f[name][1] for w, f in zip(weights, factor_sets)], dim=1)
         module = name[: -len(".weight")]
         state[f"base_model.model.{module}.lora_A.weight"] = a.contiguous()
-        state[f"base_model.model.{module}.lora_B.weight"] = b.to(factor_sets[0][name][1].dtype).contiguous()
+        state[f"base_model.model.{module}.lora_B.weight"] = b.to(
+            factor_sets[0][name][1].dtype
+        ).contiguous()
         rank = a.shape[0]
     return state, {"r": rank, "lora_alpha": rank, "use_rslora": False}
 

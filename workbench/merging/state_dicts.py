@@ -40,8 +40,10 @@ def task_vector(base: Weights, finetuned: Weights) -> dict[str, torch.Tensor]:
             raise KeyError(f"the fine-tuned model has no weight {name!r}; merge models of one base")
         theta = finetuned[name]
         if theta.shape != theta0.shape:
-            raise ValueError(f"weight {name!r}: shape {tuple(theta.shape)} against the base's "
-                             f"{tuple(theta0.shape)}; merge models of one base")
+            raise ValueError(
+                f"weight {name!r}: shape {tuple(theta.shape)} against the base's "
+                f"{tuple(theta0.shape)}; merge models of one base"
+            )
         out[name] = theta.detach().double() - theta0.detach().double()
     return out
 
@@ -51,12 +53,15 @@ def _generator(seed: int, name: str) -> torch.Generator:
     return torch.Generator().manual_seed(zlib.crc32(f"{int(seed)}:{name}".encode()))
 
 
-def merge_task_vectors(vectors: Sequence[Weights], settings: MergeSettings,
-                       names: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def merge_task_vectors(
+    vectors: Sequence[Weights], settings: MergeSettings, names: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
     """The merged task vector, weight by weight (float64), over ``names`` (default: every
     name any vector has). A learned method (AdaMerging) is merged by :mod:`.adamerging`."""
     if settings.info.learned:
-        raise ValueError(f"'{settings.method}' learns its coefficients: use workbench.merging.adamerging")
+        raise ValueError(
+            f"'{settings.method}' learns its coefficients: use workbench.merging.adamerging"
+        )
     if names is None:
         names = list(dict.fromkeys(n for v in vectors for n in v))
     merged = {}
@@ -67,10 +72,16 @@ def merge_task_vectors(vectors: Sequence[Weights], settings: MergeSettings,
         zero = torch.zeros_like(present[0], dtype=torch.float64)
         tensors = [v[name].double() if name in v else zero for v in vectors]
         merged[name] = merge_by_method(
-            settings.method, tensors, torch.tensor(settings.weights, dtype=torch.float64),
-            density=settings.density, gamma=settings.gamma,
+            settings.method,
+            tensors,
+            torch.tensor(settings.weights, dtype=torch.float64),
+            density=settings.density,
+            gamma=settings.gamma,
             majority_sign_method=settings.majority_sign_method,
-            generator=_generator(settings.seed, name) if settings.info.sparsify == "random" else None)
+            generator=_generator(settings.seed, name)
+            if settings.info.sparsify == "random"
+            else None,
+        )
     return merged
 
 
@@ -89,8 +100,9 @@ def layer_depths(names: Sequence[str]) -> dict[str, tuple[int, int]]:
     return depths
 
 
-def lines_scaling(vector: Weights, alpha: float, beta: float,
-                  order: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def lines_scaling(
+    vector: Weights, alpha: float, beta: float, order: Sequence[str] | None = None
+) -> dict[str, torch.Tensor]:
     """LiNeS (Wang et al., 2025): the weights of block l of L scaled by alpha + beta l/(L-1),
     so shallow blocks keep less of the change (less forgetting) and deep ones more.
     ``order`` is the model's weight order (default: ``vector``'s)."""
@@ -113,10 +125,14 @@ def add_task_vector(base: Weights, vector: Weights, scale: float = 1.0) -> dict[
     return out
 
 
-def merge_models(base: Weights, vectors: Sequence[Weights], settings: MergeSettings) -> dict[str, torch.Tensor]:
+def merge_models(
+    base: Weights, vectors: Sequence[Weights], settings: MergeSettings
+) -> dict[str, torch.Tensor]:
     """``theta_0 + merged task vector`` (LiNeS-scaled when the settings say so), as weights
     of the base's dtype, for every weight of ``base``."""
-    merged = merge_task_vectors(vectors, settings, names=[n for n in base if any(n in v for v in vectors)])
+    merged = merge_task_vectors(
+        vectors, settings, names=[n for n in base if any(n in v for v in vectors)]
+    )
     lines = settings.lines()
     if lines is not None:
         merged = lines_scaling(merged, *lines, order=list(base))

@@ -24,7 +24,11 @@ from workbench.merging.catalog import METHODS
 
 def _weights_like(weights, stacked: torch.Tensor) -> torch.Tensor:
     """``weights`` as a (K, 1, ..., 1) tensor that broadcasts over the stacked task tensors."""
-    w = weights if isinstance(weights, torch.Tensor) else torch.tensor(list(weights), dtype=stacked.dtype)
+    w = (
+        weights
+        if isinstance(weights, torch.Tensor)
+        else torch.tensor(list(weights), dtype=stacked.dtype)
+    )
     w = w.to(stacked.device)
     return w.reshape(w.shape + (1,) * (stacked.dim() - w.dim()))
 
@@ -43,8 +47,13 @@ def magnitude_trim(tensor: torch.Tensor, density: float) -> torch.Tensor:
     return tensor * mask.reshape(tensor.shape)
 
 
-def random_drop(tensor: torch.Tensor, density: float, *, rescale: bool = True,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def random_drop(
+    tensor: torch.Tensor,
+    density: float,
+    *,
+    rescale: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """DARE: keep each entry with probability ``density`` and (``rescale``) divide the
     survivors by ``density``, so the expected tensor is unchanged."""
     if density >= 1:
@@ -68,8 +77,14 @@ def breadcrumbs_trim(tensor: torch.Tensor, density: float, gamma: float) -> torc
     return tensor * mask.reshape(tensor.shape)
 
 
-def sparsify(tensor: torch.Tensor, how: str, density: float = 1.0, *, gamma: float = 0.0,
-             generator: torch.Generator | None = None) -> torch.Tensor:
+def sparsify(
+    tensor: torch.Tensor,
+    how: str,
+    density: float = 1.0,
+    *,
+    gamma: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """One task tensor through the sparsifier ``how`` (``catalog.SPARSIFIERS``)."""
     if how == "none":
         return tensor
@@ -99,7 +114,9 @@ def elect_sign(stacked: torch.Tensor, majority_sign_method: str = "total") -> to
     elif majority_sign_method == "frequency":
         score = signs.sum(dim=0)
     else:
-        raise ValueError(f"majority_sign_method {majority_sign_method!r}: allowed: total, frequency")
+        raise ValueError(
+            f"majority_sign_method {majority_sign_method!r}: allowed: total, frequency"
+        )
     elected = torch.where(score >= 0, 1, -1)
     return signs == elected
 
@@ -114,13 +131,22 @@ def disjoint_mean(weighted: torch.Tensor, agrees: torch.Tensor) -> torch.Tensor:
 # -- composition ---------------------------------------------------------------------------
 
 
-def merge_task_tensors(task_tensors: Sequence[torch.Tensor], weights, *, sparsifier: str = "none",
-                       consensus: str = "sum", density: float = 1.0, gamma: float = 0.0,
-                       majority_sign_method: str = "total",
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+def merge_task_tensors(
+    task_tensors: Sequence[torch.Tensor],
+    weights,
+    *,
+    sparsifier: str = "none",
+    consensus: str = "sum",
+    density: float = 1.0,
+    gamma: float = 0.0,
+    majority_sign_method: str = "total",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Sparsify each task tensor, weight it, and combine them by ``consensus`` (``sum`` or
     ``sign_elect``: the sign is elected from the sparsified, unweighted tensors)."""
-    kept = [sparsify(t, sparsifier, density, gamma=gamma, generator=generator) for t in task_tensors]
+    kept = [
+        sparsify(t, sparsifier, density, gamma=gamma, generator=generator) for t in task_tensors
+    ]
     stacked = torch.stack(kept, dim=0)
     if consensus == "sum":
         return weighted_sum(stacked, weights)
@@ -130,18 +156,36 @@ def merge_task_tensors(task_tensors: Sequence[torch.Tensor], weights, *, sparsif
     raise ValueError(f"unknown consensus rule {consensus!r}")
 
 
-def merge_by_method(method: str, task_tensors: Sequence[torch.Tensor], weights, *, density: float = 1.0,
-                    gamma: float = 0.0, majority_sign_method: str = "total",
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def merge_by_method(
+    method: str,
+    task_tensors: Sequence[torch.Tensor],
+    weights,
+    *,
+    density: float = 1.0,
+    gamma: float = 0.0,
+    majority_sign_method: str = "total",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """The merged task tensor of a method of ``catalog.METHODS`` (``linear`` divides the
     weights by their sum: the soup's average, as a change from the base)."""
     info = METHODS[method]
     if info.normalize:
-        w = weights if isinstance(weights, torch.Tensor) else torch.tensor(list(weights), dtype=torch.float64)
+        w = (
+            weights
+            if isinstance(weights, torch.Tensor)
+            else torch.tensor(list(weights), dtype=torch.float64)
+        )
         weights = w / w.sum()
-    return merge_task_tensors(task_tensors, weights, sparsifier=info.sparsify, consensus=info.consensus,
-                              density=density, gamma=gamma, majority_sign_method=majority_sign_method,
-                              generator=generator)
+    return merge_task_tensors(
+        task_tensors,
+        weights,
+        sparsifier=info.sparsify,
+        consensus=info.consensus,
+        density=density,
+        gamma=gamma,
+        majority_sign_method=majority_sign_method,
+        generator=generator,
+    )
 
 
 # -- the methods under peft's names and arguments ------------------------------------------
@@ -152,38 +196,70 @@ def task_arithmetic(task_tensors: list[torch.Tensor], weights: torch.Tensor) -> 
     return merge_task_tensors(task_tensors, weights)
 
 
-def magnitude_prune(task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float) -> torch.Tensor:
+def magnitude_prune(
+    task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float
+) -> torch.Tensor:
     """sum_k w_k trim(tau_k): each tensor keeps its top ``density`` fraction by magnitude."""
     return merge_task_tensors(task_tensors, weights, sparsifier="magnitude", density=density)
 
 
-def ties(task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float,
-         majority_sign_method: str = "total") -> torch.Tensor:
+def ties(
+    task_tensors: list[torch.Tensor],
+    weights: torch.Tensor,
+    density: float,
+    majority_sign_method: str = "total",
+) -> torch.Tensor:
     """TIES (Yadav et al., 2023): trim each tensor to its top ``density`` by magnitude, elect a
     sign per entry, average the weighted entries that agree with it."""
-    return merge_task_tensors(task_tensors, weights, sparsifier="magnitude", consensus="sign_elect",
-                              density=density, majority_sign_method=majority_sign_method)
+    return merge_task_tensors(
+        task_tensors,
+        weights,
+        sparsifier="magnitude",
+        consensus="sign_elect",
+        density=density,
+        majority_sign_method=majority_sign_method,
+    )
 
 
-def dare_linear(task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float, *,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+def dare_linear(
+    task_tensors: list[torch.Tensor],
+    weights: torch.Tensor,
+    density: float,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """DARE (Yu et al., 2024) with a sum: drop entries at random (keep probability
     ``density``), rescale by 1/density, then sum_k w_k tau_k."""
-    return merge_task_tensors(task_tensors, weights, sparsifier="random", density=density,
-                              generator=generator)
+    return merge_task_tensors(
+        task_tensors, weights, sparsifier="random", density=density, generator=generator
+    )
 
 
-def dare_ties(task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float,
-              majority_sign_method: str = "total", *,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+def dare_ties(
+    task_tensors: list[torch.Tensor],
+    weights: torch.Tensor,
+    density: float,
+    majority_sign_method: str = "total",
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """DARE's random drop and rescale, then TIES' sign election and disjoint mean."""
-    return merge_task_tensors(task_tensors, weights, sparsifier="random", consensus="sign_elect",
-                              density=density, majority_sign_method=majority_sign_method,
-                              generator=generator)
+    return merge_task_tensors(
+        task_tensors,
+        weights,
+        sparsifier="random",
+        consensus="sign_elect",
+        density=density,
+        majority_sign_method=majority_sign_method,
+        generator=generator,
+    )
 
 
-def breadcrumbs(task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float,
-                gamma: float = 0.01) -> torch.Tensor:
+def breadcrumbs(
+    task_tensors: list[torch.Tensor], weights: torch.Tensor, density: float, gamma: float = 0.01
+) -> torch.Tensor:
     """Model breadcrumbs (Davari & Belilovsky, 2024): drop each tensor's ``gamma`` largest and
     keep the next ``density`` fraction by magnitude, then sum_k w_k tau_k."""
-    return merge_task_tensors(task_tensors, weights, sparsifier="breadcrumbs", density=density, gamma=gamma)
+    return merge_task_tensors(
+        task_tensors, weights, sparsifier="breadcrumbs", density=density, gamma=gamma
+    )

@@ -15,7 +15,7 @@ from mlflow.utils.validation import (  # noqa: F401  (MAX_PARAM_VAL_LENGTH: re-e
     _validate_metric_name,
 )
 
-from workbench.errors import TrackingError
+from workbench.spec.errors import TrackingError
 from workbench.tracking.names import (  # noqa: F401  (re-exported for the tracking modules)
     AUTHOR_ENV,
     DECLARED_DEAD_TAG,

@@ -21,7 +21,7 @@ from pathlib import PurePath
 from typing import Any
 
 from workbench.data.records import FILE_SUFFIXES
-from workbench.spec import RunSpec
+from workbench.spec.run_spec import RunSpec
 
 # MLflow's experiment kind: "custom_model_development" is its value for classic model
 # training (the other one it offers is "genai_development").

@@ -27,8 +27,13 @@ class PhaseBeat:
     goes to ``log`` and, as the run's phase, to the store; the heartbeat is refreshed every
     ``every_s`` seconds until the block ends. With no ``run_id`` it only passes lines on."""
 
-    def __init__(self, client: MlflowClient | None, run_id: str | None,
-                 log: Callable[[str], object], every_s: float = 5.0):
+    def __init__(
+        self,
+        client: MlflowClient | None,
+        run_id: str | None,
+        log: Callable[[str], object],
+        every_s: float = 5.0,
+    ):
         self.client, self.run_id, self.log, self.every_s = client, run_id, log, float(every_s)
         self._line: str | None = None
         self._sent: str | None = None

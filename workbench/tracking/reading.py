@@ -67,8 +67,6 @@ def metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[in
     return [(step, value) for step, _, value in points]
 
 
-
-
 def run_record(run) -> dict[str, Any]:
     """One MLflow run as a plain dict: ``run_id``, ``run_name``, ``status``, ``start_time``,
     ``end_time`` (ms), ``tags``, ``params``, ``metrics`` (latest value of each) and
@@ -83,6 +81,9 @@ def run_record(run) -> dict[str, Any]:
         "tags": dict(run.data.tags),
         "params": dict(run.data.params),
         "metrics": metrics,
-        "objectives": {k[len(OBJECTIVE_PREFIX):]: v for k, v in metrics.items()
-                       if k.startswith(OBJECTIVE_PREFIX)},
+        "objectives": {
+            k[len(OBJECTIVE_PREFIX) :]: v
+            for k, v in metrics.items()
+            if k.startswith(OBJECTIVE_PREFIX)
+        },
     }

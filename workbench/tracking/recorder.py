@@ -25,8 +25,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from workbench import paths
-from workbench.errors import TrackingError
+from workbench.spec import paths
+from workbench.spec.errors import TrackingError
 from workbench.tracking.conventions import (
     FALLBACK_FOLDER,
     HEARTBEAT_TAG,
@@ -175,8 +175,9 @@ class RunRecorder:
         (``finish`` stops this thread before it ends the run, so the two never race.)"""
         try:
             if withdraw_dead_verdict(self.client, self.run_id, reopen=True):
-                _log.warning("run %s was declared dead while it trained; it is RUNNING again",
-                             self.run_id)
+                _log.warning(
+                    "run %s was declared dead while it trained; it is RUNNING again", self.run_id
+                )
         except Exception as err:  # the store is down: the next beat tries again
             self.last_flush_error = one_line(err)
 
@@ -382,4 +383,3 @@ def replay_fallback(path: str | os.PathLike[str], client: MlflowClient | None = 
         client.set_terminated(run_id, end["status"], end_time=end.get("time"))
     path.unlink()
     return run_id
-

@@ -18,9 +18,9 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from workbench import paths
-from workbench.errors import TrackingError
-from workbench.spec import RunSpec
+from workbench.spec import paths
+from workbench.spec.errors import TrackingError
+from workbench.spec.run_spec import RunSpec
 from workbench.tracking.conventions import (
     AUTHOR_ENV,
     DECLARED_DEAD_TAG,
@@ -56,7 +56,7 @@ _NOISY_LOGGERS = ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration
 
 
 def connect(uri: str | None = None, *, probe_timeout_s: float = 5.0) -> MlflowClient:
-    """A client for the store that :func:`workbench.paths.tracking_uri` picks for ``uri``.
+    """A client for the store that :func:`workbench.spec.paths.tracking_uri` picks for ``uri``.
 
     A local sqlite store gets its folder created. An http(s) server is probed once with a
     short timeout, so a stopped server fails in seconds with :class:`TrackingError` instead of
@@ -191,7 +191,8 @@ def start_run(
     run = client.create_run(experiment_id, tags=tags, run_name=run_name)
     run_id = run.info.run_id
     params = [
-        Param(valid_key(k), truncate(v, MAX_PARAM_VAL_LENGTH)) for k, v in spec.flat_params().items()
+        Param(valid_key(k), truncate(v, MAX_PARAM_VAL_LENGTH))
+        for k, v in spec.flat_params().items()
     ]
     for chunk in chunks(params, MAX_PARAMS_TAGS_PER_BATCH):
         client.log_batch(run_id, params=chunk, synchronous=True)
@@ -221,8 +222,9 @@ def declare_dead(client: MlflowClient, run_id: str, reason: str) -> None:
     client.set_tag(run_id, DECLARED_DEAD_TAG, f"{time.time():.3f}")
 
 
-def withdraw_dead_verdict(client: MlflowClient, run_id: str, *, reopen: bool,
-                          why: str = "the process was alive") -> bool:
+def withdraw_dead_verdict(
+    client: MlflowClient, run_id: str, *, reopen: bool, why: str = "the process was alive"
+) -> bool:
     """Take back a :func:`declare_dead` verdict on a run whose process is alive after all.
 
     Called by that process itself (or by a resume, ``why`` saying so): the error tag goes (its
@@ -234,13 +236,14 @@ def withdraw_dead_verdict(client: MlflowClient, run_id: str, *, reopen: bool,
     tags = run.data.tags
     if DECLARED_DEAD_TAG not in tags:
         return False
-    client.set_tag(run_id, TAG_WITHDRAWN_VERDICT, truncate(
-        f"{tags.get(TAG_ERROR, 'declared dead')} (withdrawn: {why})", MAX_TAG_VAL_LENGTH))
+    client.set_tag(
+        run_id,
+        TAG_WITHDRAWN_VERDICT,
+        truncate(f"{tags.get(TAG_ERROR, 'declared dead')} (withdrawn: {why})", MAX_TAG_VAL_LENGTH),
+    )
     for key in (TAG_ERROR, DECLARED_DEAD_TAG):
         if key in tags:
             client.delete_tag(run_id, key)
     if reopen and run.info.status != "RUNNING":
         client.update_run(run_id, status="RUNNING")
     return True
-
-

@@ -9,7 +9,7 @@
   completions for the same prompts).
 
 The logic they show lives in plain functions (:mod:`workbench.widgets.forms`,
-:mod:`workbench.widgets.comparison`, :mod:`workbench.pareto`), so it is tested without a
+:mod:`workbench.widgets.compare_data`, :mod:`workbench.fronts.pareto`), so it is tested without a
 browser. Imported on first use, so ``import workbench.widgets`` does not pull in ipywidgets.
 """
 

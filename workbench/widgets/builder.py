@@ -13,9 +13,9 @@ from typing import Any
 
 import ipywidgets as w
 
-from workbench import registry
 from workbench.data.tasks import TASKS
-from workbench.spec import RunSpec
+from workbench.spec import registry
+from workbench.spec.run_spec import RunSpec
 from workbench.widgets import forms, readable
 
 _ERROR_STYLE = "color:#b00020;font-size:90%;white-space:pre-wrap"

@@ -1,7 +1,7 @@
 """RunCompare: two or more runs side by side (spec diff, overlaid curves, sample completions).
 
-What it shows comes from plain functions in :mod:`workbench.widgets.comparison` (the diff,
-the alignment of samples by prompt, which curves) and :func:`workbench.plots.curves_figure`
+What it shows comes from plain functions in :mod:`workbench.widgets.compare_data` (the diff,
+the alignment of samples by prompt, which curves) and :func:`workbench.fronts.plots.curves_figure`
 (one figure per metric); this module only lays them out. The figures are ``FigureWidget``s
 updated in place by :meth:`RunCompare.refresh`, so a comparison of running runs can be
 re-read without flicker.
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 import ipywidgets as w
 import plotly.graph_objects as go
 
-from workbench import plots, tracking
+from workbench import tracking
+from workbench.fronts import plots
 from workbench.widgets import comparison
 
 MARK_STYLE = "background:#fff3b0"  # a cell that differs from the first run's

@@ -1,8 +1,8 @@
 """ParetoExplorer: the front of an experiment's finished runs, re-ranked by preference weights.
 
-The front comes from :func:`workbench.fronts.front_from_runs` (the function every view
-uses) and the figure from :func:`workbench.plots.front_figure`; the re-ranking and the
-marks on front points no weighted sum can reach come from :mod:`workbench.pareto`. The
+The front comes from :func:`workbench.fronts.finished_runs.front_from_runs` (the function every view
+uses) and the figure from :func:`workbench.fronts.plots.front_figure`; the re-ranking and the
+marks on front points no weighted sum can reach come from :mod:`workbench.fronts.pareto`. The
 sliders here are *preference* weights over finished runs, not training weights.
 """
 
@@ -14,10 +14,13 @@ import ipywidgets as w
 import numpy as np
 import plotly.graph_objects as go
 
-from workbench import front_comparison, fronts, pareto, plots, tracking
+from workbench import tracking
+from workbench.fronts import comparison as front_comparison
+from workbench.fronts import finished_runs as fronts
+from workbench.fronts import pareto, plots
 from workbench.widgets import comparison, readable
 from workbench.widgets.charts import fit_charts
-from workbench.widgets.comparison import download_text, last_samples
+from workbench.widgets.compare_data import download_text, last_samples
 
 PREFERRED = "preferred run"
 UNREACHABLE = "no weighted sum reaches"
@@ -48,9 +51,9 @@ class ParetoExplorer(w.VBox):
 
     With more than two objectives, :attr:`axes` picks two of them (``axes=("a", "b")`` at
     the start): the front, the sliders and the ranking are then those of that plane, built
-    by the same :func:`~workbench.fronts.front_from_runs`; :data:`ALL_AXES` shows them all
+    by the same :func:`~workbench.fronts.finished_runs.front_from_runs`; :data:`ALL_AXES` shows them all
     (a scatter matrix). In a plane, :attr:`trajectories` draws each run's path through it
-    across its evaluations (:func:`~workbench.fronts.objective_trajectory`, read from the
+    across its evaluations (:func:`~workbench.fronts.finished_runs.objective_trajectory`, read from the
     store when first drawn; off by default). ``overlays={label: parent_run_id}`` draws other
     builders' fronts (a conditioned model's, a merge grid's, a search's children) over this
     one in each plane, each as its own staircase with its hypervolume."""
@@ -385,7 +388,7 @@ class ParetoExplorer(w.VBox):
 
     def _plane_xy(self, rows: np.ndarray) -> dict:
         """Where rows sit in a 2-D figure: their two objectives, or with one objective its
-        value against the run's label (as :func:`~workbench.plots.front_figure` draws it)."""
+        value against the run's label (as :func:`~workbench.fronts.plots.front_figure` draws it)."""
         points = self.front.points
         if len(self.front.names) == 1:
             return {"x": points[rows, 0], "y": [self.front.labels[i] for i in rows]}

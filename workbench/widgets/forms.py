@@ -1,7 +1,7 @@
 """The experiment builder's logic as plain functions (no ipywidgets), tested headless.
 
 A form is a plain dict of choices (dotted spec paths -> values); :func:`build_spec` turns it
-into a validated :class:`~workbench.spec.RunSpec` or the validation message, never raising
+into a validated :class:`~workbench.spec.run_spec.RunSpec` or the validation message, never raising
 for a bad setting; :func:`errors_by_field` splits that message by the field each line names,
 so a widget shows it next to the control; :func:`simplex_rescale` keeps training weights on
 the simplex when one slider moves; :func:`spec_code` is the YAML and Python a user can take
@@ -19,8 +19,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from workbench.errors import SpecError
-from workbench.spec import RunSpec
+from workbench.spec.errors import SpecError
+from workbench.spec.run_spec import RunSpec
 
 
 def base_dict(base: RunSpec | dict | None) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def build_spec(base: dict[str, Any], choices: dict[str, Any]) -> tuple[RunSpec |
     """``base`` (a spec dict) with ``choices`` (dotted path -> value) applied, validated.
 
     Returns ``(spec, "")``, or ``(None, message)`` with the validation message (one line
-    per bad field, as :class:`~workbench.errors.SpecError` words it). Whole sections
+    per bad field, as :class:`~workbench.spec.errors.SpecError` words it). Whole sections
     (``method``, ``adapter``, ``objectives``) replace the base's.
     """
     data = copy.deepcopy(base)

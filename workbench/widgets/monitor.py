@@ -23,11 +23,14 @@ import ipywidgets as w
 import plotly.graph_objects as go
 import yaml
 
-from workbench import liveness, plots, run_listing, tracking
-from workbench.launcher import TERMINAL, RunHandle, attach, launch
-from workbench.plugins import child_env, plugin_modules
-from workbench.spec import RunSpec
-from workbench.sweep import design_points, sweep_specs, weighted_objectives
+from workbench import tracking
+from workbench.fronts import plots
+from workbench.running import liveness
+from workbench.running.launcher import TERMINAL, RunHandle, attach, launch
+from workbench.spec.plugins import child_env, plugin_modules
+from workbench.spec.run_spec import RunSpec
+from workbench.studies.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.tracking import run_listing
 from workbench.widgets.charts import fit_charts
 from workbench.widgets.readable import metric_label
 
@@ -78,7 +81,7 @@ def draw_run_curves(
     The run's lines share one colour and one legend group (``group``, its run id): the legend
     has one entry per run, ``label``, and clicking it hides the run's lines in every panel.
     Each line's ``meta`` is its metric key. A metric seen for the first time adds a panel
-    (:func:`panel_order`; layout by :func:`workbench.plots.panels_layout`)."""
+    (:func:`panel_order`; layout by :func:`workbench.fronts.plots.panels_layout`)."""
     curves = {k: v for k, v in curves.items() if v}
     shown = {(t.legendgroup, t.meta): t for t in figure.data}
     panels = panel_order({t.meta for t in figure.data} | set(curves))
@@ -153,8 +156,11 @@ def runs_started_since(client, experiment: str, since_ms: int) -> list[str]:
     started at ``since_ms`` or later, whatever their status now: a short run can start and end
     between two looks, and it is still one of the study's runs."""
     runs = tracking.runs_frame(client, experiment, status=None)
-    return [r["run_id"] for r in runs
-            if liveness.PID_TAG in r["tags"] and (r["start_time"] or 0) >= since_ms]
+    return [
+        r["run_id"]
+        for r in runs
+        if liveness.PID_TAG in r["tags"] and (r["start_time"] or 0) >= since_ms
+    ]
 
 
 def progress_text(progress: run_listing.RunProgress) -> str:
@@ -301,7 +307,7 @@ class RunMonitor(w.VBox):
         """Launch a multi-objective search (``workbench search``: a run spec with a ``search``
         section, as a dict or a YAML file) of ``trials`` trials on ``workers`` worker processes,
         in a process of its own; its trials are watched as they start. A bad config fails here."""
-        from workbench.search import check_counts, load_config
+        from workbench.studies.search import check_counts, load_config
 
         check_counts(trials, workers)
         text = (

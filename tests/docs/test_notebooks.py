@@ -1,0 +1,184 @@
+"""The teaching notebooks run top to bottom (with smaller parameters injected)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from tests.conftest import FAST_TINY
+from workbench.fronts import plots
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def _inject(nb, **params) -> None:
+    """Append overrides to the cell tagged "parameters" (what papermill does)."""
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += "\n# injected by the test\n" + "\n".join(
+        f"{k} = {v!r}" for k, v in params.items()
+    )
+
+
+def _execute(name: str, jupyter_home, **params) -> tuple[list, str]:
+    """Run notebook ``name`` with ``params`` injected; returns its outputs and its printed text,
+    after checking that no cell raised."""
+    nb = nbformat.read(NOTEBOOKS / name, as_version=4)
+    _inject(nb, **params)
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(jupyter_home)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    return outputs, "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+@pytest.fixture
+def jupyter_home(tmp_path, monkeypatch):
+    # Jupyter and IPython write into $HOME: keep them in the test's folder.
+    for var, sub in (
+        ("HOME", "home"),
+        ("JUPYTER_CONFIG_DIR", "jcfg"),
+        ("JUPYTER_DATA_DIR", "jdata"),
+        ("JUPYTER_RUNTIME_DIR", "jrun"),
+        ("IPYTHONDIR", "ipy"),
+    ):
+        (tmp_path / sub).mkdir()
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return tmp_path
+
+
+def test_first_weight_sweep_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "01_first_weight_sweep.ipynb", jupyter_home, points=2, steps=10, tiny=dict(FAST_TINY)
+    )
+    assert "hypervolume of the sweep" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2  # the front and the trajectories
+    front = figures[0]["data"]["application/vnd.plotly.v1+json"]
+    assert {plots.FRONT, plots.REFERENCE} <= {t.get("name") for t in front["data"]}
+    json.dumps(front)  # a plain, serialisable figure
+
+
+def test_fused_kernels_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "02_fused_kernels.ipynb",
+        jupyter_home,
+        n_rows=512,
+        hidden_size=64,
+        vocab=8000,
+        steps=6,
+        tiny=dict(FAST_TINY),
+    )
+    # The fused op agrees with the plain computation (float32 rounding only).
+    for line in text.splitlines():
+        if line.startswith("largest difference"):
+            assert float(line.split(":")[-1]) < 1e-4, line
+    assert "fused / plain peak memory" in text
+    assert "ops that ran: none (kernels: off)" in text
+    assert "ops that ran: rms_norm=torch,swiglu=torch,fused_linear_logprobs=torch" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2  # the memory bars and the loss curves
+    curves = figures[1]["data"]["application/vnd.plotly.v1+json"]["data"]
+    assert [t["name"] for t in curves] == ["kernels=off", "kernels=torch"]
+
+
+def test_quickstart_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "00_quickstart.ipynb",
+        jupyter_home,
+        steps=8,
+        correctness_weights=[0.9, 0.2],
+        tiny=dict(FAST_TINY),
+        poll_s=0.5,
+        timeout_s=240,
+    )
+    assert "statuses: ['FINISHED', 'FINISHED']" in text
+    assert "only length matters -> preferred run" in text
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 3  # the builder, the monitor, the explorer
+    # What MLflow holds: the two runs, with the training weights the slider set.
+    from workbench import tracking
+
+    runs = tracking.runs_frame(tracking.connect(store_uri), "quickstart")
+    weights = sorted(float(r["params"]["objectives.correctness.weight"]) for r in runs)
+    assert weights == [0.2, 0.9]
+    assert all({"correctness", "length"} <= set(r["objectives"]) for r in runs)
+
+
+def test_pareto_fronts_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "03_pareto_fronts.ipynb", jupyter_home, points=3, steps=6, tiny=dict(FAST_TINY)
+    )
+    # The seen front: only its two ends are weighted-sum optima, Chebyshev reaches all nine.
+    assert "weighted_sum: picks 2 of 9 front runs: [0, 8]" in text
+    assert "chebyshev: picks 9 of 9 front runs" in text
+    assert "hypervolume of the sweep" in text and "runs on the front; weighted sums pick" in text
+    views = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1  # the explorer
+
+
+def test_preference_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "04_preference_optimisation.ipynb",
+        jupyter_home,
+        budget=8,
+        dpo_steps=9,
+        tiny=dict(FAST_TINY),
+    )
+    assert "IPO is lowest at h = 5.00 (1 / (2 beta) = 5.00)" in text
+    for split in ("DPO only", "SFT only", "SFT then DPO"):
+        assert f"{split:13} exact_match = " in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 3  # the loss curves, the live run, the budget split
+
+
+def test_rl_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "05_rl_with_rewards.ipynb",
+        jupyter_home,
+        steps=4,
+        prompts=4,
+        group_size=4,
+        tiny=dict(FAST_TINY),
+    )
+    assert "right            correct=1" in text and "advantage=" in text
+    assert "sum_then_normalize  best completion: empty" in text
+    assert "normalize_then_sum  best completion: right" in text
+    assert "held-out exact match:" in text and "reward/total" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the reward curves
+
+
+def test_building_fronts_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "06_building_fronts.ipynb",
+        jupyter_home,
+        points=3,
+        steps=4,
+        conditioned_steps=8,
+        tiny=dict(FAST_TINY),
+    )
+    for name in ("sweep", "conditioned", "merging"):
+        assert f"{name:12} front of" in text
+    assert "HV per 1k steps" in text and "the base model alone" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the three fronts
+
+
+def test_merging_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "07_merging.ipynb",
+        jupyter_home,
+        steps=6,
+        coefficients=[0.0, 0.5, 1.0],
+        tiny=dict(FAST_TINY),
+    )
+    assert "TIES (workbench): [0.85, 0.0, -1.5, -0.7, -0.5]" in text
+    for method in ("linear", "ties"):
+        assert f"{method:7} c=0.50" in text
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the two merge fronts

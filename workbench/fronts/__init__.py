@@ -1,0 +1,1 @@
+"""Pareto fronts: the data (pareto), fronts of finished runs, plots, and the builders."""

@@ -1,0 +1,91 @@
+"""The triton half of the fused linear + log-softmax ops: one program per row of logits.
+
+Each program computes its row's log-sum-exp with an online softmax over vocabulary blocks
+(or reads it back), the target's log-prob, and optionally writes ``softmax - onehot(target)``
+over the logits in their dtype (the gradient of ``-logp`` w.r.t. the row's logits). The
+matmuls around it are torch's (:mod:`workbench.kernels.linear_softmax`).
+"""
+
+from __future__ import annotations
+
+import functools
+from types import SimpleNamespace
+
+
+@functools.cache
+def compiled_kernels() -> SimpleNamespace:
+    """Compile-on-demand kernel; defined here so that importing this module needs no triton."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def row_log_softmax_kernel(
+        LOGITS,
+        TARGETS,
+        VALID,
+        LOGP,
+        LSE,
+        logits_row_stride,
+        n_cols,
+        BLOCK: tl.constexpr,
+        READ_LSE: tl.constexpr,
+        WRITE_LOGP: tl.constexpr,
+        WRITE_GRAD: tl.constexpr,
+    ):
+        row = tl.program_id(0).to(tl.int64)
+        row_ptr = LOGITS + row * logits_row_stride
+        target = tl.load(TARGETS + row)
+        if READ_LSE:
+            lse = tl.load(LSE + row)
+        else:
+            # Online softmax: running max m and running sum d of exp(x - m).
+            cols = tl.arange(0, BLOCK)
+            x = tl.load(row_ptr + cols, mask=cols < n_cols, other=float("-inf")).to(tl.float32)
+            m = tl.max(x, axis=0)
+            d = tl.sum(tl.exp(x - m), axis=0)
+            for start in range(BLOCK, n_cols, BLOCK):
+                cols = start + tl.arange(0, BLOCK)
+                x = tl.load(row_ptr + cols, mask=cols < n_cols, other=float("-inf"))
+                x = x.to(tl.float32)
+                m_new = tl.maximum(m, tl.max(x, axis=0))
+                d = d * tl.exp(m - m_new) + tl.sum(tl.exp(x - m_new), axis=0)
+                m = m_new
+            lse = m + tl.log(d)
+            tl.store(LSE + row, lse)
+        if WRITE_LOGP:
+            picked = tl.load(row_ptr + target).to(tl.float32)
+            valid = tl.load(VALID + row)
+            tl.store(LOGP + row, tl.where(valid, picked - lse, 0.0))
+        if WRITE_GRAD:
+            # D = softmax - onehot(target), written over the logits in their dtype.
+            for start in range(0, n_cols, BLOCK):
+                cols = start + tl.arange(0, BLOCK)
+                mask = cols < n_cols
+                x = tl.load(row_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+                d_x = tl.exp(x - lse) - tl.where(cols == target, 1.0, 0.0)
+                tl.store(row_ptr + cols, d_x.to(LOGITS.dtype.element_ty), mask=mask)
+
+    return SimpleNamespace(
+        next_power_of_2=triton.next_power_of_2, row_log_softmax=row_log_softmax_kernel
+    )
+
+
+def run_rows(kernels, block, logits, targets, valid, logprobs, lse, *, read_lse, write_grad):
+    rows, vocab = logits.shape
+    if rows == 0:
+        return
+    write_logp = logprobs is not None
+    kernels.row_log_softmax[(rows,)](
+        logits,
+        targets,
+        valid,
+        logprobs if write_logp else lse,  # a placeholder pointer when unused
+        lse,
+        logits.stride(0),
+        vocab,
+        BLOCK=block,
+        READ_LSE=read_lse,
+        WRITE_LOGP=write_logp,
+        WRITE_GRAD=write_grad,
+        num_warps=8 if block >= 2048 else 4,
+    )

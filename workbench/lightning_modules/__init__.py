@@ -1,1 +1,0 @@
-"""One LightningModule per method family; thin: batch -> losses -> metrics."""

@@ -1,0 +1,390 @@
+"""The shared base of every method's LightningModule.
+
+It owns what all methods share: the model, the batches (encoded and collated as the
+method's row kind says), the optimizer and schedule from the registry, the reference
+model a method asks for, the per-step metrics, and the held-out value of each loss term.
+A method subclass only implements :meth:`compute_losses`, turning a batch into per-example
+losses by calling functions from :mod:`workbench.losses`; its parameters are
+``self.params`` (the spec's ``method`` section).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from workbench.data.batches import GlobalBatchSampler, row_length
+from workbench.data.encode import IGNORE_INDEX
+from workbench.methods.sft import losses as sft_losses
+from workbench.spec import registry
+
+
+class WorkbenchModule(L.LightningModule):
+    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
+        super().__init__()
+        self.kernel_usage = kernel_usage  # set when the model is patched with fused kernels
+        self._kernels_checked = False
+        self.spec = spec
+        self.params = spec.method
+        self.info = registry.METHODS[spec.method.name]
+        self.model = model
+        self.tokenizer = tokenizer
+        self.encoded = encoded
+        self._collate_rows = registry.resolve(registry.ROW_KINDS[self.info.row_kind].collate)
+        # Set by the runner when the method needs one (registry.REFERENCE_KINDS).
+        self.reference_kind = "none"
+        self.reference_model = None
+        self._reference_tables: dict[str, torch.Tensor] = {}
+        self._split = "train"
+        self._step_extra: dict[str, float] = {}
+        self._step_samples: list[dict] = []
+        # The rows behind ``encoded`` by split, set by the runner: a method that scores its own
+        # generations reads a prompt's reference fields (its answer) here.
+        self.rows: dict[str, list] = {"train": [], "eval": []}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.eos_id = tokenizer.eos_token_id
+        self._step_started = time.perf_counter()
+        self._accum: dict[str, float] = {}
+        self._accum_n = 0
+        self.start_micro_step = 0  # set when resuming from a checkpoint
+        # Token log-probs are taken under softmax(logits / this). A method that samples its own
+        # completions at a temperature sets it, so the policy and reference log-probs (and the
+        # ratio between them) are those of the distribution the completions were drawn from.
+        self.logit_temperature = 1.0
+
+    # -- what a method implements -------------------------------------------------------
+    def compute_losses(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per-example total loss (B,) and per-example terms by name."""
+        raise NotImplementedError
+
+    def terms_needed(self) -> set[str]:
+        """Terms this run trains on (weighted by objectives) or measures (``term:`` objectives)."""
+        needed = {o.term for o in self.spec.objectives if o.term is not None}
+        needed |= {
+            o.source.partition(":")[2] for o in self.spec.objectives if o.source.startswith("term:")
+        }
+        return needed
+
+    def evaluation_rows(self, rows: list) -> list:
+        """The held-out rows as this method's model is asked them (the runner evaluates these);
+        a weight-conditioned method puts the preference it evaluates at before each prompt."""
+        return rows
+
+    # -- shared machinery ---------------------------------------------------------------
+    def logits(self, batch) -> torch.Tensor:
+        return self.model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).logits
+
+    def scored_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` at the temperature token log-probs are taken at."""
+        return logits if self.logit_temperature == 1.0 else logits / self.logit_temperature
+
+    def collate(self, items) -> dict[str, torch.Tensor]:
+        """The row kind's batch of ``(index, encoded row)`` items, plus their ``index``."""
+        batch = self._collate_rows([item for _, item in items], self.pad_id)
+        batch["index"] = torch.tensor([i for i, _ in items])
+        return batch
+
+    def reference_logps(self, batch) -> torch.Tensor:
+        """log p_ref(completion | prompt) of every row of ``batch`` (B,), no gradient.
+
+        From the reference the method asked for: a frozen copy of the base, the policy with
+        its adapter disabled, or the table computed once before training.
+        """
+        if self.reference_kind == "precomputed":
+            table = self._reference_tables[self._split].to(self.device)[
+                batch["index"]
+            ]  # (n, rows per item)
+            return table.T.reshape(-1)
+        return self._reference_forward(batch)
+
+    def _reference_forward(self, batch) -> torch.Tensor:
+        return sft_losses.sequence_logps(*self.reference_token_logps(batch))
+
+    @torch.no_grad()
+    def reference_token_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log p_ref of ``batch``'s label tokens and the mask of scored positions,
+        both (B, T-1), from a frozen copy or the policy with its adapter disabled."""
+        if self.reference_kind == "frozen_copy":
+            logits = self.scored_logits(
+                self.reference_model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+            )
+        elif self.reference_kind in ("adapter_disabled", "precomputed"):
+            # "precomputed" runs this once per row before the first update, when the policy
+            # is still the base (with its adapter disabled, if it has one).
+            disabled = getattr(self.model, "disable_adapter", None)
+            with disabled() if disabled is not None else contextlib.nullcontext():
+                # Through the fused head where the policy has one (token_stats), so the
+                # reference pass never builds the batch x sequence x vocabulary logits either
+                # (16 rows of 256 tokens at a 32k vocabulary: 0.5 GiB, and as much again for
+                # their log-softmax).
+                logp, mask, _ = self.token_stats(batch)
+            return logp, mask
+        else:
+            raise RuntimeError(
+                f"method '{self.info.name}' declared no reference model "
+                f"(reference='{self.info.reference}') but asked for its log-probs"
+            )
+        return sft_losses.token_logprobs(logits, batch["labels"])
+
+    def precompute_reference(self, split: str, encoded, batch_size: int) -> None:
+        """Store the reference log-probs of every row of ``encoded`` (before training)."""
+        was_training = self.model.training
+        self.model.eval()
+        # Each batch pads to its longest row: rows of like length batched together waste less
+        # (the table is indexed by row, so the order it is filled in does not matter).
+        order = sorted(range(len(encoded)), key=lambda i: row_length(encoded[i]))
+        table: list[torch.Tensor | None] = [None] * len(encoded)
+        for start in range(0, len(order), batch_size):
+            items = [(i, encoded[i]) for i in order[start : start + batch_size]]
+            batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
+            values = (
+                self._reference_forward(batch).cpu().reshape(-1, len(items)).T
+            )  # (items, rows per item)
+            for (i, _), value in zip(items, values):
+                table[i] = value
+        self._reference_tables[split] = torch.stack(table)
+        self.model.train(was_training)
+
+    @contextlib.contextmanager
+    def scoring_with(self, model):
+        """Compute losses with ``model`` in place of the trained one for the duration.
+
+        Under a sharding strategy the trained model's weights exist whole only inside a
+        collective; rank 0 measures held-out terms on its gathered copy instead. The swap
+        bypasses ``nn.Module.__setattr__`` so the sharded module tree is left as it was.
+        """
+        trained = self._modules["model"]
+        if model is trained:
+            yield
+            return
+        self._modules["model"] = model
+        try:
+            yield
+        finally:
+            self._modules["model"] = trained
+
+    @torch.no_grad()
+    def heldout_terms(self, encoded, batch_size: int = 64) -> dict[str, float]:
+        """Each loss term's mean over held-out ``encoded`` rows (the ``term:`` objectives)."""
+        was_training = self.model.training
+        self.model.eval()
+        self._split = "eval"
+        totals: dict[str, float] = {}
+        count = 0
+        try:
+            for start in range(0, len(encoded), batch_size):
+                items = list(enumerate(encoded[start : start + batch_size], start))
+                batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
+                _, terms = self.compute_losses(batch)
+                for name, values in terms.items():
+                    totals[name] = totals.get(name, 0.0) + float(values.detach().float().sum())
+                count += len(next(iter(terms.values()))) if terms else 0
+        finally:
+            self._split = "train"
+            self._step_extra = {}  # metrics logged while measuring are not a training step's
+            self.model.train(was_training)
+        return {name: total / max(count, 1) for name, total in totals.items()}
+
+    def token_stats(self, batch, need_eos: bool = False):
+        """(log p of each label token, mask of scored positions, log p(eos) or None), all (B, T-1).
+
+        Both log-probs are 0 outside the scored positions (no loss term reads them there).
+
+        With the fused head the log-probs come from it on the last hidden states
+        (no B x T x V logits); otherwise from the model's logits. Either way the loss terms
+        are computed by the same functions of :mod:`workbench.losses`.
+        """
+        labels = batch["labels"]
+        mask = labels[:, 1:] != IGNORE_INDEX
+        if self.kernel_usage is None:
+            return sft_losses.label_logprobs(
+                self.scored_logits(self.logits(batch)), labels, self.eos_id if need_eos else None
+            )
+        before = self.kernel_usage.calls.copy()
+        if not self.kernel_usage.fuses_head:  # kernels: auto left the fused head out
+            result = sft_losses.label_logprobs(
+                self.scored_logits(self.logits(batch)), labels, self.eos_id if need_eos else None
+            )
+            if not self._kernels_checked:
+                self.kernel_usage.check_forward(before)
+                self._kernels_checked = True
+            return result
+        from workbench.models.kernel_patch import head_logprobs
+
+        targets = [labels[:, 1:]]
+        if need_eos:
+            # Ignored outside the scored positions: the fused head skips those rows.
+            targets.append(torch.where(mask, self.eos_id, IGNORE_INDEX))
+        outputs = head_logprobs(
+            self.model,
+            self.kernel_usage,
+            batch["input_ids"],
+            batch["attention_mask"],
+            targets,
+            temperature=self.logit_temperature,
+        )
+        if not self._kernels_checked:
+            self.kernel_usage.check_forward(before)
+            self._kernels_checked = True
+        return outputs[0] * mask, mask, (outputs[1] if need_eos else None)
+
+    def log_step_metrics(self, metrics: dict) -> None:
+        """Metrics beyond the loss terms for this micro-batch (e.g. ``pref/margin``), called from
+        :meth:`compute_losses`; averaged over the step's micro-batches (and DDP ranks) and
+        announced with the step's other metrics. Every rank must log the same names."""
+        for name, value in metrics.items():
+            self._step_extra[name] = (
+                float(value.detach().float().mean()) if torch.is_tensor(value) else float(value)
+            )
+
+    def log_step_samples(self, rows: list[dict]) -> None:
+        """Sample completions of this step (one dict per completion), announced with the
+        step as a table (``RunObserver.on_samples``)."""
+        self._step_samples.extend(rows)
+
+    def take_step_samples(self) -> list[dict]:
+        """The samples logged since the last call (the run-events callback takes them at
+        each optimizer step)."""
+        rows, self._step_samples = self._step_samples, []
+        return rows
+
+    def batch_tokens(self, batch) -> float:
+        """Tokens this micro-batch processed, for ``perf/tokens_per_s``; a method that
+        generates counts what it generated too."""
+        return float(batch["attention_mask"].sum())
+
+    def training_step(self, batch, batch_idx):
+        per_example, terms = self.compute_losses(batch)
+        loss = per_example.mean()
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"the training loss became {float(loss.detach())} at step {self.global_step}; lower "
+                "optimizer.lr, enable train.grad_clip or check the data"
+            )
+        # Accumulate metrics over the micro-batches of one optimizer step.
+        values = {"train/loss": float(loss.detach())}
+        values.update({f"train/{k}": float(v.detach().mean()) for k, v in terms.items()})
+        values["perf/tokens"] = self.batch_tokens(batch)
+        values.update(self._step_extra)
+        self._step_extra = {}
+        for k, v in values.items():
+            self._accum[k] = self._accum.get(k, 0.0) + v
+        self._accum_n += 1
+        return loss
+
+    def end_of_step_metrics(self) -> dict[str, float]:
+        """Metrics of the optimizer step just taken (averaged over micro-batches and ranks).
+
+        Called by the tracking callback on every rank at each optimizer-step boundary (it
+        all-reduces under DDP, so every rank must call it).
+        """
+        now = time.perf_counter()
+        step_s = now - self._step_started
+        self._step_started = now
+        n = max(self._accum_n, 1)
+        names = sorted(self._accum)
+        values = torch.tensor([self._accum[k] / n for k in names], dtype=torch.float64)
+        if self.trainer.world_size > 1:
+            # Every rank saw its own slice of the global batch: log the global mean, so a DDP
+            # run's curves are comparable with a single-process run's.
+            values = self.trainer.strategy.reduce(values.to(self.device), reduce_op="mean").cpu()
+        averaged = dict(zip(names, values.tolist()))
+        metrics = {k: v for k, v in averaged.items() if k != "perf/tokens"}
+        tokens = averaged.get("perf/tokens", 0.0) * self.trainer.world_size
+        metrics["perf/step_s"] = step_s
+        metrics["perf/tokens_per_s"] = tokens / step_s if step_s > 0 else math.nan
+        metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self._accum, self._accum_n = {}, 0
+        return metrics
+
+    def batch_sampler(self, **placement) -> GlobalBatchSampler:
+        """The training batches' row indices; ``placement`` is this process's rank,
+        world_size and start_micro_step."""
+        t = self.spec.train
+        return GlobalBatchSampler(
+            n_rows=len(self.encoded),
+            batch_size=t.batch_size,
+            micro_steps=t.steps * t.grad_accum,
+            seed=t.seed,
+            lengths=self.batch_lengths(),
+            **placement,
+        )
+
+    def row_lengths(self) -> list[int]:
+        """Each training row's length as ``train.group_by_length`` groups it (a pair: its longer
+        completion, see :func:`~workbench.data.batches.row_length`)."""
+        return [row_length(row) for row in self.encoded]
+
+    def batch_lengths(self) -> list[int] | None:
+        """What the batch sampler groups by: :meth:`row_lengths`, or None when not grouping."""
+        return self.row_lengths() if self.spec.train.group_by_length else None
+
+    def train_dataloader(self):
+        sampler = self.batch_sampler(
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+            start_micro_step=self.start_micro_step,
+        )
+        return DataLoader(
+            _Indexed(self.encoded), batch_sampler=sampler, num_workers=0, collate_fn=self.collate
+        )
+
+    def on_save_checkpoint(self, checkpoint) -> None:
+        # Lightning saves model, optimizer, scheduler and loop counters; the RNG states make a
+        # resumed run draw the same random numbers as an uninterrupted one.
+        # Plain tensors, lists and numbers only: checkpoints load with torch.load(weights_only=True).
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        checkpoint["workbench"] = {
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": random.getstate(),
+            "numpy_rng": [
+                name,
+                torch.from_numpy(keys.astype(np.int64)),
+                int(pos),
+                int(has_gauss),
+                float(cached),
+            ],
+        }
+
+    def on_load_checkpoint(self, checkpoint) -> None:
+        state = checkpoint.get("workbench")
+        if state:
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(state["python_rng"])
+            name, keys, pos, has_gauss, cached = state["numpy_rng"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+
+    def configure_optimizers(self):
+        o, t = self.spec.optimizer, self.spec.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = registry.resolve(registry.OPTIMIZERS[o.name].build)(params, o)
+        factor = registry.resolve(registry.SCHEDULERS[t.scheduler].factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: factor(step, t.warmup_steps, t.steps)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Encoded rows with their positions, so a batch knows which rows it holds (for the
+    precomputed reference log-probs)."""
+
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        return i, self.rows[i]

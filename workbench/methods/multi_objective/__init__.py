@@ -1,0 +1,1 @@
+"""Multi-objective fine-tuning: per-example weights, MGDA, weight conditioning."""

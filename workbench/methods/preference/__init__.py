@@ -1,0 +1,1 @@
+"""The preference family (DPO, IPO, SimPO, ORPO, RPO, TPO, ASFT, KTO, MODPO): losses and module."""

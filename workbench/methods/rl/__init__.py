@@ -1,0 +1,1 @@
+"""RL with verifiable rewards (GRPO, RAFT): parameters, losses, sampling and modules."""

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning: the completion NLL and its module."""

@@ -1,0 +1,318 @@
+"""The built-in tiny base model: a local BPE tokenizer and a small Llama, pretrained briefly.
+
+No model hub is needed: the tokenizer is trained with ``tokenizers`` on the built-in task
+corpus, the model is a ``LlamaConfig`` decoder pretrained for a few hundred steps on the same
+corpus (never on held-out prompts), then cached under the workbench cache keyed by its config
+and seed. A second use loads it from the cache in seconds. The base "speaks" the tasks but
+leaves room to improve, which is what a fine-tuning demo needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+from workbench.data.encode import collate
+from workbench.data.rows import Row
+from workbench.data.tasks import TASKS
+from workbench.spec.paths import cache_dir
+
+# Bump when the corpus or the build recipe changes, so stale caches are not reused.
+# "2": the build runs on BUILD_THREADS torch threads (before, on however many the process had).
+RECIPE_VERSION = "2"
+# Torch splits its reductions and matrix products by thread count, so the same seed pretrained
+# on one thread and on two gives different bases (measured: held-out `reverse` exact match
+# 0.667 against 0.167). The build always uses this many, whatever the machine or
+# OMP_NUM_THREADS, so every machine with the same CPU kind builds the same base.
+BUILD_THREADS = 2
+PRETRAIN_ROWS_PER_TASK = 3000
+SPECIALS = ("<pad>", "<s>", "</s>")
+BASE_INFO_FILE = "workbench_base.json"
+
+
+def cache_key(tiny_spec) -> str:
+    payload = json.dumps(
+        {"recipe": RECIPE_VERSION, **tiny_spec.model_dump(mode="json")}, sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def cached_path(tiny_spec) -> Path:
+    return cache_dir() / "tiny" / cache_key(tiny_spec)
+
+
+def corpus_rows(seed: int) -> list[Row]:
+    """Pretraining rows: the training split (held-out prompts excluded) of every task that
+    pretrains (``Task.pretrain``), shuffled."""
+    rows: list[Row] = []
+    for task in (t for t in TASKS.values() if t.pretrain):
+        # Up to this many: arithmetic has only ~2,400 distinct prompts outside the pool.
+        rows += task.training_rows(PRETRAIN_ROWS_PER_TASK, seed=seed + 7919)
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def train_tokenizer(rows: list[Row], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIALS),
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator((r.prompt + r.completion for r in rows), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_model(tiny_spec, tokenizer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=tiny_spec.hidden_size,
+        intermediate_size=tiny_spec.hidden_size * 2,
+        num_hidden_layers=tiny_spec.layers,
+        num_attention_heads=tiny_spec.heads,
+        num_key_value_heads=tiny_spec.heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    # Seeded without touching the caller's random state: a run that builds the base on a cold
+    # cache must draw the same numbers afterwards (e.g. LoRA's initialisation) as one that
+    # loads it from the cache.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tiny_spec.seed)
+        return LlamaForCausalLM(config)
+
+
+def pretrain(model, tokenizer, rows: list[Row], tiny_spec, progress=None) -> list[float]:
+    """Plain causal-LM pretraining on whole rows (prompt + completion + end token).
+
+    A hand-written loop rather than Lightning: it is a few lines, has no per-run tracking,
+    and keeps the base build fast.
+    """
+    from workbench.data.encode import Encoded
+
+    eos, bos = tokenizer.eos_token_id, tokenizer.bos_token_id
+    encoded = []
+    for r in rows:
+        ids = (
+            [bos]
+            + tokenizer(r.prompt + r.completion, add_special_tokens=False)["input_ids"]
+            + [eos]
+        )
+        encoded.append(Encoded(ids, list(ids), [0] * len(ids)))
+    gen = torch.Generator().manual_seed(tiny_spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=tiny_spec.pretrain_lr, weight_decay=0.01)
+    steps, warmup = tiny_spec.pretrain_steps, max(1, tiny_spec.pretrain_steps // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (
+            min(1.0, (s + 1) / warmup)
+            * 0.5
+            * (1 + math.cos(math.pi * min(s, steps) / max(steps, 1)))
+        ),
+    )
+    model.train()
+    losses: list[float] = []
+    order = torch.randperm(len(encoded), generator=gen).tolist()
+    cursor = 0
+    for step in range(steps):
+        if cursor + tiny_spec.pretrain_batch > len(order):
+            order, cursor = torch.randperm(len(encoded), generator=gen).tolist(), 0
+        batch = collate(
+            [encoded[i] for i in order[cursor : cursor + tiny_spec.pretrain_batch]],
+            tokenizer.pad_token_id,
+        )
+        cursor += tiny_spec.pretrain_batch
+        labels = batch["labels"].masked_fill(batch["attention_mask"] == 0, -100)
+        out = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels
+        )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(out.loss.item())
+        if progress is not None:
+            progress(step + 1, steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def base_exact_match(model, tokenizer, n_eval: int = 48) -> dict[str, float]:
+    """Held-out exact match of the base per pretraining task (greedy decoding)."""
+    from workbench.data.tasks import exact_match
+    from workbench.models.generation import generate
+
+    scores = {}
+    for name, task in ((n, t) for n, t in TASKS.items() if t.pretrain):
+        rows = task.heldout(n_eval)
+        preds = generate(model, tokenizer, rows, max_new_tokens=24)
+        scores[name] = sum(exact_match(p, r) for p, r in zip(preds, rows)) / len(rows)
+    return scores
+
+
+@contextmanager
+def torch_threads(count: int):
+    """Runs the block on ``count`` torch threads, restoring the caller's count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def build_or_load(tiny_spec, log=print):
+    """The cached tiny base (model, tokenizer, info), building it on first use.
+
+    One build per cache: concurrent processes (a class launching runs at once on an empty
+    cache) take a file lock beside the cache entry; the first builds, the others wait and show
+    its progress, then load what it built. The build writes to a temporary folder beside the
+    cache entry and renames it into place, so an interrupted build never leaves a half-written
+    cache (and the lock dies with its process).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = cached_path(tiny_spec)
+    if not is_built(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _build_lock(target, log):
+            if not is_built(target):  # not built by the process we waited for
+                _build(tiny_spec, target, log)
+    info = json.loads((target / BASE_INFO_FILE).read_text())
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    model = AutoModelForCausalLM.from_pretrained(target, use_safetensors=True)
+    model.train()
+    return model, tokenizer, info
+
+
+def is_built(target: Path) -> bool:
+    return (target / BASE_INFO_FILE).is_file()
+
+
+def _progress_file(target: Path) -> Path:
+    return target.with_name(target.name + ".progress")
+
+
+# How often a process waiting for another's build says what that build is doing.
+WAIT_REPORT_EVERY_S = 10.0
+
+
+@contextmanager
+def _build_lock(target: Path, log):
+    """Holds the cache entry's build lock; while another process holds it, reports that
+    process's progress lines (its ``.progress`` file) as they change."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(target.with_name(target.name + ".lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        started = time.monotonic()
+        log(f"Waiting for another process that is building the tiny base (cached in {target}) ...")
+        shown = None
+        while True:
+            try:
+                lock.acquire(timeout=WAIT_REPORT_EVERY_S)
+                break
+            except Timeout:
+                line = _last_progress(target)
+                if line != shown and line:
+                    log(f"  (the other build) {line}")
+                    shown = line
+                else:
+                    log(f"  still waiting for the other build ({time.monotonic() - started:.0f} s)")
+        log(f"  the other build ended after {time.monotonic() - started:.0f} s of waiting")
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _last_progress(target: Path) -> str | None:
+    try:
+        lines = _progress_file(target).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    return lines[-1].strip() if lines else None
+
+
+def _build(tiny_spec, target: Path, log) -> None:
+    """Build, pretrain and score the base, and move it into ``target``. Every progress line
+    also goes to the entry's ``.progress`` file, where waiting processes read it."""
+    progress_path = _progress_file(target)
+    progress_path.write_text("", encoding="utf-8")
+
+    def say(line: str) -> None:
+        log(line)
+        with progress_path.open("a", encoding="utf-8") as f:
+            f.write(line.strip() + "\n")
+
+    started = time.perf_counter()
+    say(f"Building the tiny base model (once; cached in {target}) ...")
+    rows = corpus_rows(tiny_spec.seed)
+    tokenizer = train_tokenizer(rows, tiny_spec.vocab_size)
+    model = build_model(tiny_spec, tokenizer)
+
+    def progress(step, total, loss):
+        if step == total or step % max(1, total // 20) == 0:
+            say(f"  pretraining step {step}/{total}  loss {loss:.3f}")
+
+    with torch_threads(BUILD_THREADS):
+        losses = pretrain(model, tokenizer, rows, tiny_spec, progress)
+        say("  scoring the base on the held-out prompts ...")
+        scores = base_exact_match(model, tokenizer)
+    info = {
+        "key": cache_key(tiny_spec),
+        "spec": tiny_spec.model_dump(mode="json"),
+        "params": sum(p.numel() for p in model.parameters()),
+        "pretrain_final_loss": losses[-1] if losses else None,
+        "build_s": round(time.perf_counter() - started, 1),
+        "exact_match": scores,
+    }
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / BASE_INFO_FILE).write_text(json.dumps(info, indent=2))
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            # Built meanwhile by a process that did not take the lock (an older version).
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    say(
+        "  base exact match per task: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
+        + f"  ({info['build_s']} s)"
+    )
+    progress_path.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Managed servers: the MLflow UI, JupyterLab, the class board on PostgreSQL."""

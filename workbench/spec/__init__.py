@@ -1,0 +1,1 @@
+"""RunSpec and its sections, errors, the registries of what a spec can name, plugin loading."""
