@@ -57,9 +57,10 @@ def test_every_row_comes_once_an_epoch(n_rows):
 
 def test_grouping_is_seeded_and_groups_within_mega_batches():
     lengths = _lengths(400)
-    draw = lambda seed: list(
-        GlobalBatchSampler(400, 8, micro_steps=100, seed=seed, lengths=lengths)
-    )  # noqa: E731
+
+    def draw(seed):
+        return list(GlobalBatchSampler(400, 8, micro_steps=100, seed=seed, lengths=lengths))  # noqa: E731
+
     assert draw(3) == draw(3)
     assert draw(3) != draw(4)
     assert draw(3) != list(GlobalBatchSampler(400, 8, micro_steps=100, seed=3))

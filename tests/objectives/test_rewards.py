@@ -57,14 +57,16 @@ def test_correct_and_format_on_real_rows(task):
 
 @pytest.mark.parametrize("task", ["arithmetic", "reverse", "sort", "order"])
 def test_correct_is_the_tasks_exact_match(task):
-    completions = lambda row: [
-        row.completion,
-        wrong_answer(row),
-        row.completion + " 3",  # noqa: E731
-        row.completion.strip() + "  ",
-        "",
-        row.completion.upper(),
-    ]
+    def completions(row):
+        return [
+            row.completion,
+            wrong_answer(row),
+            row.completion + " 3",  # noqa: E731
+            row.completion.strip() + "  ",
+            "",
+            row.completion.upper(),
+        ]
+
     for row in tasks.TASKS[task].heldout(12):
         for completion in completions(row):
             assert score("correct", completion, row) == tasks.exact_match(completion, row)
