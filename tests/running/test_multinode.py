@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from tests.test_faults import HELD_RUN
+from tests.running.test_faults import HELD_RUN
 
 from tests.conftest import fast_spec, wait_until
 from workbench import tracking

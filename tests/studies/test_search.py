@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from tests.test_sweeps import _brute_force_hypervolume
+from tests.studies.test_sweeps import _brute_force_hypervolume
 
 from tests.conftest import fast_spec
 from workbench import tracking

@@ -23,10 +23,10 @@ from workbench.widgets import (
     ExperimentBuilder,
     ParetoExplorer,
     RunCompare,
-    comparison,
     forms,
     readable,
 )
+from workbench.widgets import compare_data as comparison
 from workbench.widgets.compare_data import last_samples
 from workbench.widgets.explorer import (
     ALL_AXES,

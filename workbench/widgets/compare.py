@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 
 from workbench import tracking
 from workbench.fronts import plots
-from workbench.widgets import comparison
+from workbench.widgets import compare_data as comparison
 
 MARK_STYLE = "background:#fff3b0"  # a cell that differs from the first run's
 _CELL = "padding:2px 8px;vertical-align:top;text-align:left"

@@ -18,7 +18,8 @@ from workbench import tracking
 from workbench.fronts import comparison as front_comparison
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import pareto, plots
-from workbench.widgets import comparison, readable
+from workbench.widgets import compare_data as comparison
+from workbench.widgets import readable
 from workbench.widgets.charts import fit_charts
 from workbench.widgets.compare_data import download_text, last_samples
 
