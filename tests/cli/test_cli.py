@@ -57,7 +57,7 @@ def test_every_command_explains_itself(command, capsys):
 
 @pytest.mark.parametrize("command", [["demo"], ["run", "spec.yaml"], ["resume", "abc"]])
 def test_progress_bars_show_on_a_terminal_only(command, monkeypatch):
-    from workbench.cli import commands as cli
+    from workbench.cli.common import show_progress
 
     class Stdout(io.StringIO):
         def __init__(self, tty):
@@ -70,10 +70,10 @@ def test_progress_bars_show_on_a_terminal_only(command, monkeypatch):
     args = build_parser().parse_args(command)
     for tty in (True, False):
         monkeypatch.setattr(sys, "stdout", Stdout(tty))
-        assert cli._show_progress(args) is tty  # redirected output gets no bar redraws
+        assert show_progress(args) is tty  # redirected output gets no bar redraws
     args = build_parser().parse_args([*command, "--no-progress"])
     monkeypatch.setattr(sys, "stdout", Stdout(True))
-    assert cli._show_progress(args) is False
+    assert show_progress(args) is False
 
 
 def test_front_of_a_missing_experiment_is_a_clear_error(store_uri):

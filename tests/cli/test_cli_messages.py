@@ -94,9 +94,9 @@ def test_a_study_configs_yaml_error_names_its_file_too(tmp_path, capsys):
 
 
 def test_the_demos_closing_hint_points_to_workbench_lab():
-    from workbench.cli import commands as cli_commands
+    from workbench.cli.fronts import DEMO_NEXT
 
-    assert cli_commands.DEMO_NEXT == (
+    assert DEMO_NEXT == (
         "\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
         "`workbench lab` opens the teaching notebooks in JupyterLab (token-protected, on localhost;\n"
         "it needs the notebook packages: `scripts/setup.sh ui`)."
@@ -207,8 +207,8 @@ def test_run_picks_the_bar_on_a_terminal_and_lines_elsewhere(monkeypatch, tty, n
     import io
     import sys
 
-    from workbench.cli import commands as cli_commands
     from workbench.cli.main import build_parser
+    from workbench.cli.runs import progress_observers
     from workbench.spec.run_spec import RunSpec
 
     class Stdout(io.StringIO):
@@ -220,7 +220,7 @@ def test_run_picks_the_bar_on_a_terminal_and_lines_elsewhere(monkeypatch, tty, n
         ["run", "spec.yaml", *(["--no-progress"] if no_progress else [])]
     )
     spec = RunSpec.parse({"train": {"log_every": 3}})
-    observers = cli_commands._progress_observers(args, spec)
+    observers = progress_observers(args, spec)
     assert [type(o).__name__ for o in observers] == ([shown] if shown else [])
     if shown == "ProgressLines":
         assert observers[0].log_every == 3

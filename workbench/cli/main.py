@@ -1,32 +1,24 @@
-"""The `workbench` command line: demo, prepare, sweep, search, build, run, launch, resume, status, stop, front, ui, board, archive, replay, export, merge."""
+"""The `workbench` command line: the parser of every command, and :func:`main`.
+
+The commands live one module per group: :mod:`.runs` (run, launch, resume, status, runs,
+stop), :mod:`.fronts` (demo, sweep, search, build, front), :mod:`.merging` (merge),
+:mod:`.models` (prepare, export), :mod:`.servers` (ui, lab, board) and :mod:`.archives`
+(archive, replay); each ``cmd_<name>(args)`` returns the process exit code, and a
+WorkbenchError it raises is printed here as one line.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from workbench.cli.commands import (
-    _quiet_libraries,
-    cmd_archive,
-    cmd_board,
-    cmd_build,
-    cmd_demo,
-    cmd_export,
-    cmd_front,
-    cmd_lab,
-    cmd_launch,
-    cmd_merge,
-    cmd_prepare,
-    cmd_replay,
-    cmd_resume,
-    cmd_run,
-    cmd_runs,
-    cmd_search,
-    cmd_status,
-    cmd_stop,
-    cmd_sweep,
-    cmd_ui,
-)
+from workbench.cli.archives import cmd_archive, cmd_replay
+from workbench.cli.fronts import cmd_build, cmd_demo, cmd_front, cmd_search, cmd_sweep
+from workbench.cli.merging import cmd_merge
+from workbench.cli.models import cmd_export, cmd_prepare
+from workbench.cli.runs import cmd_launch, cmd_resume, cmd_run, cmd_runs, cmd_status, cmd_stop
+from workbench.cli.servers import cmd_board, cmd_lab, cmd_ui
+from workbench.running.library_output import quiet_loggers, quiet_process
 from workbench.spec.errors import WorkbenchError
 
 DEMO_HELP = """Build (or load) the tiny base, run a weight sweep of multi-objective SFT on the
@@ -467,11 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.func in _READ_ONLY:
-            from workbench.running.library_output import quiet_loggers
-
             quiet_loggers()
         elif args.func not in _SPEC_FIRST:
-            _quiet_libraries()
+            quiet_process()
         return args.func(args)
     except WorkbenchError as err:
         print(f"error: {err}", file=sys.stderr)

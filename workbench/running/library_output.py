@@ -5,11 +5,18 @@ saving weights, and both warn about their own deprecations: in a notebook cell o
 they bury the workbench's own lines. :func:`quiet_libraries` hides them while a run trains
 and restores every setting afterwards, so a user's own logging is left as it was. Errors and
 the workbench's own warnings still show.
+
+This is the one place that quiets other libraries: the CLI, which owns its process, quiets
+them for good with :func:`quiet_process` (or only the loggers, :func:`quiet_loggers`, where
+no training library is imported); the store's connection quiets MLflow's database loggers
+with :func:`quiet_store_loggers`; a call that trips one known library warning is wrapped in
+:func:`ignoring_warning`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,10 +40,50 @@ _IGNORED_WARNINGS = (
 )
 
 
+# Loggers that print on every first use of a sqlite store (schema creation and migrations).
+STORE_LOGGERS = ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration")
+
+# Progress bars and verbosity of the libraries, set through their environment variables.
+_ENVIRONMENT = {
+    "TRANSFORMERS_VERBOSITY": "error",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # "Downloading artifacts"
+}
+
+
 def quiet_loggers() -> None:
     """Set the chatty libraries' loggers to errors only (for good: the CLI's setting)."""
     for name in LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def quiet_store_loggers() -> None:
+    """MLflow's database layers at warnings and above (connecting to a store logs at INFO)."""
+    for name in STORE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def quiet_process() -> None:
+    """Quiet the libraries for the rest of this process (the CLI's setting, where the
+    process is the workbench's own): their environment variables unless the user set them,
+    their loggers at errors only, and their deprecation chatter hidden. The workbench's own
+    RuntimeWarnings (e.g. where unsent metrics were saved) stay visible."""
+    for name, value in _ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    import lightning  # noqa: F401  (it sets its loggers' levels on import; ours must come after)
+
+    quiet_loggers()
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+
+@contextmanager
+def ignoring_warning(message: str) -> Iterator[None]:
+    """Within the block: warnings whose message matches ``message`` (a regular expression)
+    are hidden; a library's warning about its own code, at a call the user cannot change."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=message)
+        yield
 
 
 @contextmanager

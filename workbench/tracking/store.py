@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import time
-import warnings
 from pathlib import Path
 
 from mlflow.entities import Param
@@ -18,6 +16,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from workbench.running.library_output import ignoring_warning, quiet_store_loggers
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
 from workbench.spec.run_spec import RunSpec
@@ -48,8 +47,6 @@ _HTTP_RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
 }
-# Loggers that print on every first use of a sqlite store (schema creation and migrations).
-_NOISY_LOGGERS = ("mlflow.store.db.utils", "alembic", "alembic.runtime.migration")
 
 
 # -- connecting ------------------------------------------------------------------------------
@@ -65,8 +62,7 @@ def connect(uri: str | None = None, *, probe_timeout_s: float = 5.0) -> MlflowCl
     reason (a server that dies mid-run fails a flush in about 3 s, and the recorder retries).
     """
     resolved = paths.tracking_uri(uri)
-    for name in _NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_store_loggers()
     if resolved.startswith("sqlite:///"):
         db = Path(resolved[len("sqlite:///") :])
         try:
@@ -81,9 +77,8 @@ def connect(uri: str | None = None, *, probe_timeout_s: float = 5.0) -> MlflowCl
             os.environ.setdefault(name, value)
         _probe_server(resolved, probe_timeout_s)
     try:
-        with warnings.catch_warnings():
-            # MLflow 3.17's sqlalchemy store uses a loader strategy SQLAlchemy deprecates.
-            warnings.filterwarnings("ignore", message=".*noload.*")
+        # MLflow 3.17's sqlalchemy store uses a loader strategy SQLAlchemy deprecates.
+        with ignoring_warning(".*noload.*"):
             client = MlflowClient(tracking_uri=resolved)
             if resolved.startswith("sqlite:"):
                 # Opening the store creates or migrates the schema; fail here, not mid-run.
