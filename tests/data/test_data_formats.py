@@ -12,15 +12,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from workbench.data.formats import (
-    CHAT,
-    PREFERENCE,
-    PROMPT_COMPLETION,
-    detect_format,
-    load_dataset_rows,
-    rows_from_records,
-    split_rows,
-)
+from workbench.data.formats import load_dataset_rows, rows_from_records, split_rows
+from workbench.data.records import CHAT, PREFERENCE, PROMPT_COMPLETION, detect_format
 from workbench.data.rows import ChatRow, PreferenceRow, Row
 from workbench.spec.errors import DataError
 

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 
 from workbench.data.records import (
-    _describe,
-    _Record,
-    _short,
-    _Table,
-    _union_of_keys,
+    Record,
+    Table,
+    describe_value,
     detect_format,
+    shortened,
+    union_of_keys,
 )
 from workbench.spec.errors import DataError
 
@@ -39,7 +39,7 @@ def _read_bytes(path: Path, source: str) -> bytes:
         raise DataError(f"cannot be read: {exc.strerror or exc}", source=source) from None
 
 
-def read_json_file(path: Path, source: str, max_rows: int | None) -> _Table:
+def read_json_file(path: Path, source: str, max_rows: int | None) -> Table:
     data = _read_bytes(path, source)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -48,7 +48,7 @@ def read_json_file(path: Path, source: str, max_rows: int | None) -> _Table:
     return _read_json_lines(data, source, max_rows)
 
 
-def _read_json_list(data: bytes, source: str, max_rows: int | None) -> _Table:
+def _read_json_list(data: bytes, source: str, max_rows: int | None) -> Table:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -64,7 +64,7 @@ def _read_json_list(data: bytes, source: str, max_rows: int | None) -> _Table:
         ) from None
     except (ValueError, RecursionError) as exc:
         raise DataError(
-            f"cannot be parsed as JSON: {_short(str(exc), 120)}", source=source
+            f"cannot be parsed as JSON: {shortened(str(exc), 120)}", source=source
         ) from None
     if not isinstance(items, list):  # "[1] [2]" style content never gets here; be safe
         raise DataError("must hold a JSON list of row objects", source=source)
@@ -73,23 +73,23 @@ def _read_json_list(data: bytes, source: str, max_rows: int | None) -> _Table:
     records = []
     for i, item in enumerate(items, start=1):
         records.append(_json_record(item, source, i))
-    return _Table(_union_of_keys(records), records)
+    return Table(union_of_keys(records), records)
 
 
-def _json_record(item, source: str, number: int) -> _Record:
+def _json_record(item, source: str, number: int) -> Record:
     """Row ``number`` of a JSON or JSON lines file; anything but an object is refused."""
     if not isinstance(item, dict):
         raise DataError(
             f'must be a JSON object such as {{"prompt": ..., "completion": ...}}, '
-            f"got {_describe(item)}",
+            f"got {describe_value(item)}",
             source=source,
             row=number,
         )
-    return _Record(number, item)
+    return Record(number, item)
 
 
-def _read_json_lines(data: bytes, source: str, max_rows: int | None) -> _Table:
-    records: list[_Record] = []
+def _read_json_lines(data: bytes, source: str, max_rows: int | None) -> Table:
+    records: list[Record] = []
     for number, raw in enumerate(data.split(b"\n"), start=1):
         try:
             line = raw.decode("utf-8")
@@ -115,12 +115,12 @@ def _read_json_lines(data: bytes, source: str, max_rows: int | None) -> _Table:
             ) from None
         except (ValueError, RecursionError) as exc:
             raise DataError(
-                f"cannot be parsed as JSON: {_short(str(exc), 120)}", source=source, row=number
+                f"cannot be parsed as JSON: {shortened(str(exc), 120)}", source=source, row=number
             ) from None
         records.append(_json_record(item, source, number))
         if max_rows is not None and len(records) >= max_rows:
             break
-    return _Table(_union_of_keys(records), records)
+    return Table(union_of_keys(records), records)
 
 
 def _whole_object_hint(data: bytes) -> str:
@@ -138,7 +138,7 @@ def _whole_object_hint(data: bytes) -> str:
     )
 
 
-def read_csv_file(path: Path, source: str, max_rows: int | None) -> _Table:
+def read_csv_file(path: Path, source: str, max_rows: int | None) -> Table:
     data = _read_bytes(path, source)
     if data.startswith(b"\xef\xbb\xbf"):  # byte order mark written by spreadsheet programs
         data = data[3:]
@@ -155,10 +155,10 @@ def read_csv_file(path: Path, source: str, max_rows: int | None) -> _Table:
         csv.field_size_limit(old_limit)
 
 
-def _parse_csv(text: str, source: str, max_rows: int | None) -> _Table:
+def _parse_csv(text: str, source: str, max_rows: int | None) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""))
     header: list[str] | None = None
-    records: list[_Record] = []
+    records: list[Record] = []
     row = 0
     end_of_previous = 0
     try:
@@ -190,7 +190,7 @@ def _parse_csv(text: str, source: str, max_rows: int | None) -> _Table:
                     f" (line {start_line} of the file, which has {len(cells)} of the header's "
                     f"{len(header)} values)"
                 )
-            records.append(_Record(row, dict(zip(header, cells, strict=False)), note))
+            records.append(Record(row, dict(zip(header, cells, strict=False)), note))
             if max_rows is not None and len(records) >= max_rows:
                 break
     except csv.Error as exc:
@@ -203,10 +203,10 @@ def _parse_csv(text: str, source: str, max_rows: int | None) -> _Table:
             "prompt,completion)",
             source=source,
         )
-    return _Table(header, records)
+    return Table(header, records)
 
 
-def read_parquet_file(path: Path, source: str, max_rows: int | None) -> _Table:
+def read_parquet_file(path: Path, source: str, max_rows: int | None) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -215,18 +215,18 @@ def read_parquet_file(path: Path, source: str, max_rows: int | None) -> _Table:
         columns = list(parquet.schema_arrow.names)
         fmt = detect_format(columns, source=source)
         wanted = [c for c in (*fmt.columns, *fmt.optional) if c in columns]
-        records: list[_Record] = []
+        records: list[Record] = []
         for batch in parquet.iter_batches(batch_size=1024, columns=wanted):
             for values in batch.to_pylist():
-                records.append(_Record(len(records) + 1, values))
+                records.append(Record(len(records) + 1, values))
                 if max_rows is not None and len(records) >= max_rows:
-                    return _Table(columns, records)
+                    return Table(columns, records)
     except DataError:
         raise
     except (pa.ArrowException, OSError, ValueError, TypeError, OverflowError) as exc:
         raise DataError(
-            f"cannot be read as parquet ({type(exc).__name__}: {_short(str(exc), 200)}); "
+            f"cannot be read as parquet ({type(exc).__name__}: {shortened(str(exc), 200)}); "
             f"check it is a complete parquet file, e.g. written by pandas.DataFrame.to_parquet",
             source=source,
         ) from None
-    return _Table(columns, records)
+    return Table(columns, records)

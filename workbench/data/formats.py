@@ -37,25 +37,18 @@ from typing import Any
 
 from workbench.data.file_readers import read_csv_file, read_json_file, read_parquet_file
 from workbench.data.hub_datasets import load_with_datasets
-from workbench.data.records import (  # noqa: F401  (re-exported: the formats' public names)
-    _HUB_ID,
-    ACCEPTED_COLUMNS,
+from workbench.data.records import (
     ACCEPTED_SOURCES,
-    CHAT,
     FILE_SUFFIXES,
-    FORMATS,
-    PREFERENCE,
-    PROMPT_COMPLETION,
+    HUB_ID,
     AnyRow,
-    DatasetFormat,
+    Record,
     T,
-    _describe,
-    _looks_like_path,
-    _Record,
-    _rows_from_table,
-    _Table,
-    _union_of_keys,
-    detect_format,
+    Table,
+    describe_value,
+    looks_like_path,
+    rows_from_table,
+    union_of_keys,
 )
 from workbench.spec.errors import DataError
 
@@ -102,12 +95,12 @@ def load_dataset_rows(
                 f"{ACCEPTED_SOURCES}",
                 source=name,
             )
-        return _rows_from_table(table, name)
+        return rows_from_table(table, name)
 
     if path.is_dir():
         return load_with_datasets(name, path, split, max_rows, local=True)
 
-    if path.suffix.lower() in FILE_SUFFIXES or _looks_like_path(name) or not _HUB_ID.match(name):
+    if path.suffix.lower() in FILE_SUFFIXES or looks_like_path(name) or not HUB_ID.match(name):
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
         raise DataError(
             f"no such file or directory{where}; a data source is {ACCEPTED_SOURCES}",
@@ -118,16 +111,16 @@ def load_dataset_rows(
 
 def rows_from_records(records: Iterable[Mapping[str, Any]], *, source: str) -> list[AnyRow]:
     """Turn in-memory records (dicts, numbered from 1) into rows, checked like a file."""
-    numbered: list[_Record] = []
+    numbered: list[Record] = []
     for i, record in enumerate(records, start=1):
         if not isinstance(record, Mapping):
             raise DataError(
-                f"must be a mapping of column to value, got {_describe(record)}",
+                f"must be a mapping of column to value, got {describe_value(record)}",
                 source=source,
                 row=i,
             )
-        numbered.append(_Record(i, record))
-    return _rows_from_table(_Table(_union_of_keys(numbered), numbered), source)
+        numbered.append(Record(i, record))
+    return rows_from_table(Table(union_of_keys(numbered), numbered), source)
 
 
 def split_rows(rows: Sequence[T], eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
@@ -147,18 +140,3 @@ def split_rows(rows: Sequence[T], eval_fraction: float, seed: int) -> tuple[list
     eval_rows = [rows[i] for i in order[:n_eval]]
     train_rows = [rows[i] for i in order[n_eval:]]
     return train_rows, eval_rows
-
-
-__all__ = [
-    "ACCEPTED_COLUMNS",
-    "ACCEPTED_SOURCES",
-    "CHAT",
-    "FORMATS",
-    "PREFERENCE",
-    "PROMPT_COMPLETION",
-    "DatasetFormat",
-    "detect_format",
-    "load_dataset_rows",
-    "rows_from_records",
-    "split_rows",
-]

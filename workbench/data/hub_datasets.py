@@ -9,11 +9,11 @@ from pathlib import Path
 from workbench.data.records import (
     ACCEPTED_SOURCES,
     AnyRow,
-    _Record,
-    _rows_from_table,
-    _short,
-    _Table,
+    Record,
+    Table,
     detect_format,
+    rows_from_table,
+    shortened,
 )
 from workbench.spec.errors import DataError
 
@@ -53,7 +53,7 @@ def load_with_datasets(
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure inside datasets is a bad source
-        message = _short(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 300)
+        message = shortened(str(exc).strip().splitlines()[0] if str(exc).strip() else "", 300)
         if "Unknown split" in str(exc):
             raise DataError(f"has no split {split!r}: {message}", source=source) from None
         if not local and _hub_offline():
@@ -82,14 +82,14 @@ def load_with_datasets(
         if max_rows is not None and len(dataset) > max_rows:
             dataset = dataset.select(range(max_rows))
         dataset = dataset.select_columns([c for c in (*fmt.columns, *fmt.optional) if c in columns])
-        records = [_Record(i, values) for i, values in enumerate(dataset, start=1)]
+        records = [Record(i, values) for i, values in enumerate(dataset, start=1)]
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoding errors from datasets/pyarrow
         raise DataError(
-            f"cannot be read ({type(exc).__name__}: {_short(str(exc), 200)})", source=label
+            f"cannot be read ({type(exc).__name__}: {shortened(str(exc), 200)})", source=label
         ) from None
-    return _rows_from_table(_Table(columns, records), label)
+    return rows_from_table(Table(columns, records), label)
 
 
 def _hub_offline() -> bool:

@@ -32,7 +32,7 @@ ACCEPTED_COLUMNS = (
 )
 
 # A Hugging Face repo id: "name" or "owner/name" (letters, digits, '-', '_', '.').
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _MISSING = object()  # a field absent from a row (distinct from a null value)
 
 
@@ -57,15 +57,19 @@ PREFERENCE = DatasetFormat(
 FORMATS: tuple[DatasetFormat, ...] = (PROMPT_COMPLETION, CHAT, PREFERENCE)
 
 
-class _Record(NamedTuple):
+class Record(NamedTuple):
+    """One record of a dataset as read, with the row number its problems are reported by."""
+
     row: int  # 1-based row number reported to the user
     values: Mapping[str, Any]
     note: str = ""  # appended to messages, e.g. " (line 7 of the file)"
 
 
-class _Table(NamedTuple):
+class Table(NamedTuple):
+    """What a reader returns: the columns of a dataset and its numbered records."""
+
     columns: list[str]
-    records: list[_Record]
+    records: list[Record]
 
 
 class _RowProblem(Exception):
@@ -116,7 +120,8 @@ def detect_format(columns: Iterable[str], *, source: str | None = None) -> Datas
 # Rows from records
 
 
-def _rows_from_table(table: _Table, source: str) -> list[AnyRow]:
+def rows_from_table(table: Table, source: str) -> list[AnyRow]:
+    """The rows of a table in the format its columns name, each record checked."""
     if not table.records:
         raise DataError("has no rows", source=source)
     try:
@@ -141,9 +146,9 @@ def _rows_from_table(table: _Table, source: str) -> list[AnyRow]:
     return rows
 
 
-def _raise_if_mixed_formats(records: list[_Record], source: str) -> None:
+def _raise_if_mixed_formats(records: list[Record], source: str) -> None:
     """When the union of columns is ambiguous, name the first row that switches format."""
-    first: tuple[_Record, DatasetFormat] | None = None
+    first: tuple[Record, DatasetFormat] | None = None
     for record in records:
         keys = set(record.values)
         matches = [f for f in FORMATS if set(f.columns) <= keys]
@@ -186,7 +191,7 @@ def _pref_row(values: Mapping[str, Any]) -> PreferenceRow:
         if isinstance(value, (list, tuple)):
             raise _RowProblem(
                 name,
-                f"must be a string, got {_describe(value)}; conversational preference data "
+                f"must be a string, got {describe_value(value)}; conversational preference data "
                 f"(lists of messages) is not supported, so give the prompt and the two "
                 f"answers as text",
             )
@@ -216,10 +221,10 @@ def _pair_scores(values: Mapping[str, Any]) -> tuple[tuple[str, float, float], .
             except (ValueError, RecursionError) as exc:
                 raise _RowProblem(name, f"is not valid JSON ({exc}); write {shape}") from None
         if not isinstance(value, Mapping) or not value:
-            raise _RowProblem(name, f"must be {shape}, got {_describe(value)}")
+            raise _RowProblem(name, f"must be {shape}, got {describe_value(value)}")
         for key, score in value.items():
             if isinstance(score, bool) or not isinstance(score, (int, float)):
-                raise _RowProblem(f"{name}.{key}", f"must be a number, got {_describe(score)}")
+                raise _RowProblem(f"{name}.{key}", f"must be a number, got {describe_value(score)}")
             if not -float("inf") < score < float("inf"):
                 raise _RowProblem(f"{name}.{key}", f"must be a finite number, got {score}")
         parsed[name] = {str(k): float(v) for k, v in value.items()}
@@ -245,7 +250,7 @@ def _chat_row(values: Mapping[str, Any]) -> ChatRow:
         except (ValueError, RecursionError) as exc:
             raise _RowProblem("messages", f"is not valid JSON ({exc}); write {shape}") from None
     if not isinstance(value, (list, tuple)):
-        raise _RowProblem("messages", f"must be {shape}, got {_describe(value)}")
+        raise _RowProblem("messages", f"must be {shape}, got {describe_value(value)}")
     if not value:
         raise _RowProblem("messages", f"is an empty list; write {shape}")
     messages = []
@@ -253,7 +258,7 @@ def _chat_row(values: Mapping[str, Any]) -> ChatRow:
         where = f"messages[{i}]"
         if not isinstance(item, Mapping):
             raise _RowProblem(
-                where, f"must be an object with 'role' and 'content', got {_describe(item)}"
+                where, f"must be an object with 'role' and 'content', got {describe_value(item)}"
             )
         for key in ("role", "content"):
             if key not in item:
@@ -262,14 +267,16 @@ def _chat_row(values: Mapping[str, Any]) -> ChatRow:
                 )
         role, content = item["role"], item["content"]
         if not isinstance(role, str):
-            raise _RowProblem(f"{where}.role", f"must be a string, got {_describe(role)}")
+            raise _RowProblem(f"{where}.role", f"must be a string, got {describe_value(role)}")
         if role not in ROLES:
             raise _RowProblem(
                 f"{where}.role",
-                f"unknown role {_short(role)!r}; the roles are {', '.join(ROLES)}",
+                f"unknown role {shortened(role)!r}; the roles are {', '.join(ROLES)}",
             )
         if not isinstance(content, str):
-            raise _RowProblem(f"{where}.content", f"must be a string, got {_describe(content)}")
+            raise _RowProblem(
+                f"{where}.content", f"must be a string, got {describe_value(content)}"
+            )
         _check_encodable(content, f"{where}.content")
         if role == "assistant" and not content.strip():
             raise _RowProblem(f"{where}.content", "is empty; an assistant turn needs text to learn")
@@ -287,7 +294,7 @@ def _text(values: Mapping[str, Any], name: str) -> str:
         raise _RowProblem(name, f"is missing; every row of this dataset needs {name!r}")
     if not isinstance(value, str):
         hint = "; write it as a string" if isinstance(value, (int, float)) else ""
-        raise _RowProblem(name, f"must be a string, got {_describe(value)}{hint}")
+        raise _RowProblem(name, f"must be a string, got {describe_value(value)}{hint}")
     if not value.strip():
         raise _RowProblem(name, "is empty; every row needs a non-empty " + name)
     _check_encodable(value, name)
@@ -306,18 +313,19 @@ def _check_encodable(text: str, field: str) -> None:
         ) from None
 
 
-def _describe(value: Any) -> str:
+def describe_value(value: Any) -> str:
+    """A value as an error message names it: its type, and the value when it is short."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, (int, float)):
         try:
-            return f"a number ({_short(repr(value))})"
+            return f"a number ({shortened(repr(value))})"
         except ValueError:  # an int too long to print
             return "a number"
     if isinstance(value, str):
-        return f"a string ({_short(value)!r})"
+        return f"a string ({shortened(value)!r})"
     if isinstance(value, (bytes, bytearray)):
         return "binary data"
     if isinstance(value, (list, tuple)):
@@ -327,11 +335,13 @@ def _describe(value: Any) -> str:
     return f"a value of type {type(value).__name__}"
 
 
-def _short(text: str, limit: int = 40) -> str:
+def shortened(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters (ending in '...') for an error message."""
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _union_of_keys(records: Iterable[_Record]) -> list[str]:
+def union_of_keys(records: Iterable[Record]) -> list[str]:
+    """Every key of the records, in order of first appearance: a table's columns."""
     seen: dict[str, None] = {}
     for record in records:
         for key in record.values:
@@ -339,7 +349,8 @@ def _union_of_keys(records: Iterable[_Record]) -> list[str]:
     return list(seen)
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
+    """Whether a data source is written as a path (so a missing one is not a hub name)."""
     return (
         name.startswith(("/", "./", "../", "~", ".\\", "..\\"))
         or "\\" in name

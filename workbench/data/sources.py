@@ -7,8 +7,9 @@ import os
 import re
 from pathlib import Path
 
-from workbench.data.formats import FILE_SUFFIXES, load_dataset_rows, split_rows
+from workbench.data.formats import load_dataset_rows, split_rows
 from workbench.data.pairs import preference_pairs, scored_pairs
+from workbench.data.records import FILE_SUFFIXES
 from workbench.data.rows import PreferenceRow
 from workbench.data.tasks import METRICS, TASKS
 from workbench.spec import registry
