@@ -101,9 +101,7 @@ def test_an_mgda_step_raises_no_term_to_first_order(store_uri):
     from workbench.running.pipeline import RunPipeline
 
     spec = RunSpec.parse(fast_spec(method="mgda-sft"))
-    pipeline = RunPipeline(spec, log=lambda *a: None)
-    pipeline.prepare()
-    module = pipeline.module
+    module = RunPipeline(spec, log=lambda *a: None).prepare().module
     batch = module.collate(list(enumerate(module.encoded[:16])))
     params = [p for p in module.model.parameters() if p.requires_grad]
 

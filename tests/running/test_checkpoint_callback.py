@@ -13,11 +13,11 @@ class Events:
         self.order = []
 
 
-class FakeRecorder:
+class FakeRunEvents:
     def __init__(self, events):
         self.events = events
 
-    def flush(self):
+    def checkpoint(self, step):
         self.events.order.append("flush")
 
 
@@ -40,7 +40,7 @@ def module(steps=40, grad_accum=1):
 
 def test_metrics_are_flushed_before_the_checkpoint_is_written(tmp_path):
     events = Events()
-    callback = CheckpointCallback(tmp_path, every=5, recorder=FakeRecorder(events))
+    callback = CheckpointCallback(tmp_path, every=5, events=FakeRunEvents(events))
     callback.on_train_batch_end(FakeTrainer(events, step=10), module(), None, None, batch_idx=9)
     assert events.order == ["flush", "save"]
     assert (tmp_path / LAST_CHECKPOINT).read_text() == "checkpoint"
@@ -49,7 +49,7 @@ def test_metrics_are_flushed_before_the_checkpoint_is_written(tmp_path):
 
 def test_no_checkpoint_between_intervals_mid_accumulation_or_at_the_end(tmp_path):
     events = Events()
-    callback = CheckpointCallback(tmp_path, every=5, recorder=FakeRecorder(events))
+    callback = CheckpointCallback(tmp_path, every=5, events=FakeRunEvents(events))
     callback.on_train_batch_end(FakeTrainer(events, step=7), module(), None, None, batch_idx=6)
     callback.on_train_batch_end(
         FakeTrainer(events, step=10), module(grad_accum=2), None, None, batch_idx=18

@@ -1,5 +1,7 @@
 """Run events: an observer hears the run's start, every optimizer step, each evaluation and the
-end; it can stop a run; a failing observer does not stop training. Also the held-out value of
+end, and every record the MLflow store gets (data statistics, costs, peak memory, the kernels
+that ran); the recorder can be swapped for another observer; an observer can stop a run; a
+failing observer does not stop training. Also the held-out value of
 a ``term:`` objective, the learning-rate schedule from the registry, and a model evaluated
 without training, each against an independent computation."""
 
@@ -24,8 +26,28 @@ STEPS, EVAL_EVERY, WARMUP = 6, 3, 2
 
 
 class Recorder(RunObserver):
+    """Keeps every event in memory: a second observer beside the MLflow recorder."""
+
     def __init__(self):
         self.calls = []
+        self.tags, self.params, self.statistics = {}, {}, {}
+        self.costs: dict[int, dict[str, float]] = {}
+        self.kernels = None
+
+    def on_tags(self, tags):
+        self.tags.update(tags)
+
+    def on_params(self, params):
+        self.params.update(params)
+
+    def on_data_statistics(self, statistics):
+        self.statistics.update(statistics)
+
+    def on_costs(self, step, costs):
+        self.costs.setdefault(step, {}).update(costs)
+
+    def on_kernels(self, step, ran, counts):
+        self.kernels = (step, ran, dict(counts))
 
     def on_start(self, context):
         self.calls.append(("start", context.run_id, context.total_steps))
@@ -94,6 +116,56 @@ def test_observer_hears_start_each_step_each_evaluation_and_the_end(observed):
     )
     steps = [c[2] for c in observer.calls if c[0] == "step"]
     assert all({"train/loss", "train/answer", "train/brevity", "train/lr"} <= set(m) for m in steps)
+
+
+def test_a_second_observer_gets_the_records_the_store_gets(observed):
+    """Data statistics, costs, peak memory and the kernels that ran are events: the MLflow
+    recorder stores what an in-memory observer beside it hears, value for value."""
+    observer, result, client = observed
+    run = client.get_run(result.run_id)
+
+    def stored(key):
+        return {m.step: m.value for m in client.get_metric_history(result.run_id, key)}
+
+    assert observer.statistics and {"data/rows", "data/truncated_rows"} <= set(observer.statistics)
+    for key, value in observer.statistics.items():
+        assert stored(key) == {0: pytest.approx(value)}, key
+    assert stored("cost/trainable_params") == {0: observer.costs[0]["cost/trainable_params"]}
+    assert set(observer.costs[STEPS]) == {"perf/peak_mem_mb", "perf/train_time_s"}
+    for key, value in observer.costs[STEPS].items():
+        assert stored(key) == {STEPS: pytest.approx(value)}, key
+    step, ran, counts = observer.kernels
+    assert step == STEPS and run.data.tags["workbench.kernels"] == ran != "pending"
+    for key, value in counts.items():
+        assert stored(key) == {STEPS: pytest.approx(value)}, key
+    assert run.data.tags["workbench.base"] == observer.tags["workbench.base"]
+    assert {k: v for k, v in run.data.params.items() if k.startswith("base/")} == observer.params
+
+
+class EndsTheRun(RunObserver):
+    """In place of the MLflow recorder: records nothing, only ends the MLflow run."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def on_end(self, status, error=None, details=None):
+        self.recorder.finish(status, error, details=details)
+
+
+def test_the_recorder_can_be_swapped_for_another_observer(store_uri):
+    memory = Recorder()
+    result = workbench.run(
+        term_spec(train={"steps": 2, "batch_size": 4, "eval_every": 2}),
+        observers=[memory],
+        record_with=lambda recorder, log_every, log: EndsTheRun(recorder),
+        log=lambda *a: None,
+    )
+    run = tracking.connect().get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert not run.data.metrics and "workbench.base" not in run.data.tags  # nothing recorded
+    assert [c[1] for c in memory.calls if c[0] == "step"] == [1, 2]
+    assert memory.statistics["data/rows"] > 0 and memory.costs[2]["perf/peak_mem_mb"] >= 0
+    assert memory.tags["workbench.base"] and memory.kernels is not None
 
 
 def test_learning_rate_follows_the_registered_schedule(observed):

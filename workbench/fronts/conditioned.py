@@ -26,10 +26,10 @@ from workbench import tracking
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import plots
 from workbench.fronts.pareto import ParetoFront
-from workbench.methods.params import MultiObjectiveSFTParams
-from workbench.running.interrupts import SigtermRaisesInterrupt, StopRequests
+from workbench.methods.sft.params import MultiObjectiveSFTParams
 from workbench.running.library_output import quiet_libraries
 from workbench.running.pipeline import RunPipeline, RunResult, evaluate_model
+from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec.errors import RunFailed, SpecError
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.sweep import design_points, sweep_specs, weighted_objectives
@@ -121,7 +121,7 @@ def conditioned_front(
             log=log,
         )
         trained = training.execute()
-        model, tokenizer = _evaluable(training.model), training.base.tokenizer
+        model, tokenizer = _evaluable(training.prepared.model), training.prepared.base.tokenizer
         runs = []
         for i, point in enumerate(point_specs):
             log(f"[{i + 1}/{len(point_specs)}] {point.tracking.run_name}")

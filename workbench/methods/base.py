@@ -2,18 +2,18 @@
 
 It owns what all methods share: the model, the batches (encoded and collated as the
 method's row kind says), the optimizer and schedule from the registry, the reference
-model a method asks for, the per-step metrics, and the held-out value of each loss term.
-A method subclass only implements :meth:`compute_losses`, turning a batch into per-example
-losses by calling functions from :mod:`workbench.losses`; its parameters are
-``self.params`` (the spec's ``method`` section).
+strategy the module is handed (:mod:`workbench.methods.reference`), the per-step metrics,
+and the held-out value of each loss term. A module implements :meth:`compute_losses`,
+turning a batch into per-example losses by calling a family's pure loss functions
+(``workbench/methods/<family>/losses.py``); its parameters are ``self.params`` (the spec's
+``method`` section). A method that is only a loss needs no module of its own: its row kind's
+generic module calls the loss its entry names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import random
-import time
 
 import lightning as L
 import numpy as np
@@ -22,12 +22,14 @@ from torch.utils.data import DataLoader
 
 from workbench.data.batches import GlobalBatchSampler, row_length
 from workbench.data.encode import IGNORE_INDEX
+from workbench.methods.reference import NoReference
 from workbench.methods.sft import losses as sft_losses
-from workbench.spec import registry
+from workbench.methods.step import StepOutput
+from workbench.spec import components, registry
 
 
 class WorkbenchModule(L.LightningModule):
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
+    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None):
         super().__init__()
         self.kernel_usage = kernel_usage  # set when the model is patched with fused kernels
         self._kernels_checked = False
@@ -38,11 +40,12 @@ class WorkbenchModule(L.LightningModule):
         self.tokenizer = tokenizer
         self.encoded = encoded
         self._collate_rows = registry.resolve(registry.ROW_KINDS[self.info.row_kind].collate)
-        # Set by the runner when the method needs one (registry.REFERENCE_KINDS).
-        self.reference_kind = "none"
-        self.reference_model = None
-        self._reference_tables: dict[str, torch.Tensor] = {}
+        # Where the reference model's log-probs come from: the strategy of the method's
+        # reference need (workbench.methods.reference.build_reference; none by default).
+        self.reference = reference if reference is not None else NoReference()
         self._split = "train"
+        # What the micro-batch in hand measured beyond its loss (log_step_metrics,
+        # log_step_samples): returned in its StepOutput by training_step, then cleared.
         self._step_extra: dict[str, float] = {}
         self._step_samples: list[dict] = []
         # The rows behind ``encoded`` by split, set by the runner: a method that scores its own
@@ -50,9 +53,6 @@ class WorkbenchModule(L.LightningModule):
         self.rows: dict[str, list] = {"train": [], "eval": []}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
-        self._step_started = time.perf_counter()
-        self._accum: dict[str, float] = {}
-        self._accum_n = 0
         self.start_micro_step = 0  # set when resuming from a checkpoint
         # Token log-probs are taken under softmax(logits / this). A method that samples its own
         # completions at a temperature sets it, so the policy and reference log-probs (and the
@@ -67,9 +67,7 @@ class WorkbenchModule(L.LightningModule):
     def terms_needed(self) -> set[str]:
         """Terms this run trains on (weighted by objectives) or measures (``term:`` objectives)."""
         needed = {o.term for o in self.spec.objectives if o.term is not None}
-        needed |= {
-            o.source.partition(":")[2] for o in self.spec.objectives if o.source.startswith("term:")
-        }
+        needed |= {o.source_name for o in self.spec.objectives if o.kind == "term"}
         return needed
 
     def evaluation_rows(self, rows: list) -> list:
@@ -93,68 +91,11 @@ class WorkbenchModule(L.LightningModule):
         batch["index"] = torch.tensor([i for i, _ in items])
         return batch
 
-    def reference_logps(self, batch) -> torch.Tensor:
-        """log p_ref(completion | prompt) of every row of ``batch`` (B,), no gradient.
-
-        From the reference the method asked for: a frozen copy of the base, the policy with
-        its adapter disabled, or the table computed once before training.
-        """
-        if self.reference_kind == "precomputed":
-            table = self._reference_tables[self._split].to(self.device)[
-                batch["index"]
-            ]  # (n, rows per item)
-            return table.T.reshape(-1)
-        return self._reference_forward(batch)
-
-    def _reference_forward(self, batch) -> torch.Tensor:
-        return sft_losses.sequence_logps(*self.reference_token_logps(batch))
-
-    @torch.no_grad()
-    def reference_token_logps(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log p_ref of ``batch``'s label tokens and the mask of scored positions,
-        both (B, T-1), from a frozen copy or the policy with its adapter disabled."""
-        if self.reference_kind == "frozen_copy":
-            logits = self.scored_logits(
-                self.reference_model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-            )
-        elif self.reference_kind in ("adapter_disabled", "precomputed"):
-            # "precomputed" runs this once per row before the first update, when the policy
-            # is still the base (with its adapter disabled, if it has one).
-            disabled = getattr(self.model, "disable_adapter", None)
-            with disabled() if disabled is not None else contextlib.nullcontext():
-                # Through the fused head where the policy has one (token_stats), so the
-                # reference pass never builds the batch x sequence x vocabulary logits either
-                # (16 rows of 256 tokens at a 32k vocabulary: 0.5 GiB, and as much again for
-                # their log-softmax).
-                logp, mask, _ = self.token_stats(batch)
-            return logp, mask
-        else:
-            raise RuntimeError(
-                f"method '{self.info.name}' declared no reference model "
-                f"(reference='{self.info.reference}') but asked for its log-probs"
-            )
-        return sft_losses.token_logprobs(logits, batch["labels"])
-
-    def precompute_reference(self, split: str, encoded, batch_size: int) -> None:
-        """Store the reference log-probs of every row of ``encoded`` (before training)."""
-        was_training = self.model.training
-        self.model.eval()
-        # Each batch pads to its longest row: rows of like length batched together waste less
-        # (the table is indexed by row, so the order it is filled in does not matter).
-        order = sorted(range(len(encoded)), key=lambda i: row_length(encoded[i]))
-        table: list[torch.Tensor | None] = [None] * len(encoded)
-        for start in range(0, len(order), batch_size):
-            items = [(i, encoded[i]) for i in order[start : start + batch_size]]
-            batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
-            values = (
-                self._reference_forward(batch).cpu().reshape(-1, len(items)).T
-            )  # (items, rows per item)
-            for (i, _), value in zip(items, values):
-                table[i] = value
-        self._reference_tables[split] = torch.stack(table)
-        self.model.train(was_training)
+    @property
+    def split(self) -> str:
+        """Which rows the batch in hand comes from: ``train``, or ``eval`` while held-out
+        terms are measured (a precomputed reference looks its rows up in that split)."""
+        return self._split
 
     @contextlib.contextmanager
     def scoring_with(self, model):
@@ -203,7 +144,7 @@ class WorkbenchModule(L.LightningModule):
 
         With the fused head the log-probs come from it on the last hidden states
         (no B x T x V logits); otherwise from the model's logits. Either way the loss terms
-        are computed by the same functions of :mod:`workbench.losses`.
+        are computed by the same loss functions.
         """
         labels = batch["labels"]
         mask = labels[:, 1:] != IGNORE_INDEX
@@ -241,23 +182,18 @@ class WorkbenchModule(L.LightningModule):
 
     def log_step_metrics(self, metrics: dict) -> None:
         """Metrics beyond the loss terms for this micro-batch (e.g. ``pref/margin``), called from
-        :meth:`compute_losses`; averaged over the step's micro-batches (and DDP ranks) and
-        announced with the step's other metrics. Every rank must log the same names."""
+        :meth:`compute_losses`; returned in the micro-batch's :class:`StepOutput`, averaged over
+        the step's micro-batches (and DDP ranks) and announced with the step's other metrics.
+        Every rank must log the same names."""
         for name, value in metrics.items():
             self._step_extra[name] = (
                 float(value.detach().float().mean()) if torch.is_tensor(value) else float(value)
             )
 
     def log_step_samples(self, rows: list[dict]) -> None:
-        """Sample completions of this step (one dict per completion), announced with the
-        step as a table (``RunObserver.on_samples``)."""
+        """Sample completions of this micro-batch (one dict per completion), returned in its
+        :class:`StepOutput` and announced with the step as a table (``RunObserver.on_samples``)."""
         self._step_samples.extend(rows)
-
-    def take_step_samples(self) -> list[dict]:
-        """The samples logged since the last call (the run-events callback takes them at
-        each optimizer step)."""
-        rows, self._step_samples = self._step_samples, []
-        return rows
 
     def batch_tokens(self, batch) -> float:
         """Tokens this micro-batch processed, for ``perf/tokens_per_s``; a method that
@@ -265,6 +201,9 @@ class WorkbenchModule(L.LightningModule):
         return float(batch["attention_mask"].sum())
 
     def training_step(self, batch, batch_idx):
+        """The micro-batch's loss for Lightning to train on, and a :class:`StepOutput` of what
+        it measured for the run's events (``{"loss": ..., "step": ...}``)."""
+        self._step_extra, self._step_samples = {}, []
         per_example, terms = self.compute_losses(batch)
         loss = per_example.mean()
         if not torch.isfinite(loss):
@@ -272,41 +211,15 @@ class WorkbenchModule(L.LightningModule):
                 f"the training loss became {float(loss.detach())} at step {self.global_step}; lower "
                 "optimizer.lr, enable train.grad_clip or check the data"
             )
-        # Accumulate metrics over the micro-batches of one optimizer step.
-        values = {"train/loss": float(loss.detach())}
-        values.update({f"train/{k}": float(v.detach().mean()) for k, v in terms.items()})
-        values["perf/tokens"] = self.batch_tokens(batch)
-        values.update(self._step_extra)
-        self._step_extra = {}
-        for k, v in values.items():
-            self._accum[k] = self._accum.get(k, 0.0) + v
-        self._accum_n += 1
-        return loss
-
-    def end_of_step_metrics(self) -> dict[str, float]:
-        """Metrics of the optimizer step just taken (averaged over micro-batches and ranks).
-
-        Called by the tracking callback on every rank at each optimizer-step boundary (it
-        all-reduces under DDP, so every rank must call it).
-        """
-        now = time.perf_counter()
-        step_s = now - self._step_started
-        self._step_started = now
-        n = max(self._accum_n, 1)
-        names = sorted(self._accum)
-        values = torch.tensor([self._accum[k] / n for k in names], dtype=torch.float64)
-        if self.trainer.world_size > 1:
-            # Every rank saw its own slice of the global batch: log the global mean, so a DDP
-            # run's curves are comparable with a single-process run's.
-            values = self.trainer.strategy.reduce(values.to(self.device), reduce_op="mean").cpu()
-        averaged = dict(zip(names, values.tolist()))
-        metrics = {k: v for k, v in averaged.items() if k != "perf/tokens"}
-        tokens = averaged.get("perf/tokens", 0.0) * self.trainer.world_size
-        metrics["perf/step_s"] = step_s
-        metrics["perf/tokens_per_s"] = tokens / step_s if step_s > 0 else math.nan
-        metrics["train/lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self._accum, self._accum_n = {}, 0
-        return metrics
+        measured = StepOutput(
+            loss=float(loss.detach()),
+            terms={name: float(value.detach().mean()) for name, value in terms.items()},
+            metrics=self._step_extra,
+            tokens=self.batch_tokens(batch),
+            samples=self._step_samples,
+        )
+        self._step_extra, self._step_samples = {}, []
+        return {"loss": loss, "step": measured}
 
     def batch_sampler(self, **placement) -> GlobalBatchSampler:
         """The training batches' row indices; ``placement`` is this process's rank,
@@ -368,10 +281,11 @@ class WorkbenchModule(L.LightningModule):
     def configure_optimizers(self):
         o, t = self.spec.optimizer, self.spec.train
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = registry.resolve(registry.OPTIMIZERS[o.name].build)(params, o)
-        factor = registry.resolve(registry.SCHEDULERS[t.scheduler].factor)
+        opt = registry.resolve(components.OPTIMIZERS[o.name].build)(params, o)
+        factor = registry.resolve(components.SCHEDULERS[t.scheduler.name].factor)
+        settings = t.scheduler.model_dump(exclude={"name"})
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: factor(step, t.warmup_steps, t.steps)
+            opt, lambda step: factor(step, t.warmup_steps, t.steps, **settings)
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

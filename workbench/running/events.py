@@ -2,8 +2,11 @@
 
 A run is a pipeline (prepare, train, evaluate, record) that announces its progress to
 observers: the MLflow recorder, the CLI's progress lines, a notebook widget, a search that
-prunes poor trials. Observers subclass :class:`RunObserver` and override what they need;
-every method has a no-op default. Pure Python: importing this module costs nothing.
+prunes poor trials. Every record of a run is an event (its tags and params, its data
+statistics, its costs and peak memory, the kernels that ran, its trained model), so an
+observer sees all the MLflow recorder stores, and the recorder is one observer among others.
+Observers subclass :class:`RunObserver` and override what they need; every method has a
+no-op default. Pure Python: importing this module costs nothing.
 
 An observer may ask the run to stop (``context.request_stop(reason)``, e.g. a pruner): the
 run then ends KILLED at the next optimizer step, with the reason as its error.
@@ -62,6 +65,34 @@ class RunObserver:
         """Completions a method sampled while training (GRPO, RAFT) at optimizer step
         ``step``: one dict per completion (prompt, completion, each reward, ...)."""
 
+    def on_tags(self, tags: dict[str, str]) -> None:
+        """Labels of the run (``workbench.base``, its process, ``workbench.kernels``: pending
+        until the kernels that ran are known)."""
+
+    def on_params(self, params: dict[str, str]) -> None:
+        """Settings-like values fixed for the whole run (the base's task scores)."""
+
+    def on_data_statistics(self, statistics: dict[str, float]) -> None:
+        """What encoding the training rows found (``data/rows``, ``data/truncated_rows``, ...),
+        before the first step."""
+
+    def on_costs(self, step: int, costs: dict[str, float]) -> None:
+        """What the run cost so far: ``cost/trainable_params`` before training;
+        ``perf/peak_mem_mb`` (training's high-water mark above the loaded model) and
+        ``perf/train_time_s`` after it."""
+
+    def on_kernels(self, step: int, ran: str, counts: dict[str, float]) -> None:
+        """The fused kernels that ran during training (``ran``: the ``workbench.kernels`` tag)
+        and their call counts, announced after training when only ops that ran are named."""
+
+    def on_model(self, folder: str) -> None:
+        """The trained model was saved to ``folder`` (weights and tokenizer), to keep; the
+        folder is removed once every observer has returned."""
+
+    def on_checkpoint(self, step: int) -> None:
+        """A checkpoint of ``step`` is about to be saved: make durable what was announced so
+        far (a resumed run starts from the checkpoint and expects the store to hold up to it)."""
+
     def on_end(self, status: str, error: str | None = None, details: str | None = None) -> None:
         """The run ended FINISHED, FAILED (``error``, ``details``: the traceback) or KILLED."""
 
@@ -91,6 +122,27 @@ class RunEvents:
 
     def samples(self, step: int, rows: list[dict]) -> None:
         self._each("on_samples", step, rows)
+
+    def tags(self, tags: dict[str, str]) -> None:
+        self._each("on_tags", tags)
+
+    def params(self, params: dict[str, str]) -> None:
+        self._each("on_params", params)
+
+    def data_statistics(self, statistics: dict[str, float]) -> None:
+        self._each("on_data_statistics", statistics)
+
+    def costs(self, step: int, costs: dict[str, float]) -> None:
+        self._each("on_costs", step, costs)
+
+    def kernels(self, step: int, ran: str, counts: dict[str, float]) -> None:
+        self._each("on_kernels", step, ran, counts)
+
+    def model(self, folder: str) -> None:
+        self._each("on_model", folder)
+
+    def checkpoint(self, step: int) -> None:
+        self._each("on_checkpoint", step)
 
     def end(self, status: str, error: str | None = None, details: str | None = None) -> None:
         first_error: BaseException | None = None

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workbench import tracking
+from workbench.data.encode import EncodeStats
 from workbench.data.sources import load_rows
+from workbench.methods.reference import build_reference
 from workbench.models.adapters import apply_adapter, trainable_parameters
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import BaseModel, load_base
@@ -31,7 +32,9 @@ from workbench.running.evaluation import evaluate
 from workbench.running.events import Evaluation, RunContext, RunEvents, RunObserver, observers_list
 from workbench.running.library_output import quiet_libraries
 from workbench.running.process_memory import MemoryMark
+from workbench.running.signals import TrainingInterrupt
 from workbench.spec import paths, plugins, registry
+from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.spec.plugins import import_plugins
 from workbench.spec.run_spec import RunSpec
@@ -44,32 +47,6 @@ class RunResult:
     status: str
     objectives: dict[str, float] = field(default_factory=dict)
     trajectory: list[tuple[int, dict[str, float]]] = field(default_factory=list)
-
-
-class _Interrupted:
-    """SIGTERM -> a flag the training loop checks, turned into a clean KILLED ending."""
-
-    def __init__(self):
-        self.flag = False
-        self.previous = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.previous[sig] = signal.getsignal(sig)
-
-            def on_term(signum, _frame):
-                self.flag = True
-                raise KeyboardInterrupt
-
-            signal.signal(signal.SIGTERM, on_term)
-        return self
-
-    def __exit__(self, *exc):
-        # Lightning ignores SIGINT after an interrupt; give the caller its handlers back.
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-        return False
 
 
 def resume(run_id: str, *, progress: bool = False, log=print) -> RunResult:
@@ -112,9 +89,9 @@ def _download_text(client, run_id: str, artifact: str) -> str:
         ) from None
 
 
-def _resume_point(client, run_id: str) -> tuple[Path, int, dict[str, int]]:
-    """(checkpoint file, its optimizer step, last step the store holds per metric) of a run
-    to resume."""
+def _resume_point(client, run_id: str) -> ResumePoint:
+    """The checkpoint a run resumes from, its optimizer step and the last step the store
+    holds of each metric."""
     folder = paths.checkpoint_dir(client.tracking_uri) / run_id
     ckpt = checkpoints.last(folder)
     if ckpt is None:
@@ -122,7 +99,13 @@ def _resume_point(client, run_id: str) -> tuple[Path, int, dict[str, int]]:
             f"run {run_id} has no checkpoint in {folder}, so it cannot be resumed; runs "
             "save checkpoints every train.checkpoint_every steps (set it to make runs resumable)"
         )
-    return ckpt, checkpoints.step(ckpt), tracking.last_steps(client, run_id)
+    return ResumePoint(ckpt, checkpoints.step(ckpt), tracking.last_steps(client, run_id))
+
+
+def _other_rank_resume_point(run_id: str) -> ResumePoint:
+    """Rank 0's checkpoint, read from the same folder (the store's steps are rank 0's)."""
+    ckpt = checkpoints.last(paths.checkpoint_dir(tracking.connect().tracking_uri) / run_id)
+    return ResumePoint(ckpt, checkpoints.step(ckpt))
 
 
 def run(
@@ -134,13 +117,16 @@ def run(
     log=print,
     resume: bool = False,
     observers: RunObserver | Sequence[RunObserver] | None = None,
+    record_with: Callable[..., RunObserver] = MlflowRecorderObserver,
 ) -> RunResult:
     """Train ``spec`` in this process; return the run id and its final objectives.
 
     ``run_id`` continues a run created beforehand (by :func:`workbench.launch`);
     ``resume=True`` continues it from its last checkpoint (see :func:`resume`).
-    ``observers`` (:class:`workbench.running.events.RunObserver`) hear the run's start, steps,
-    evaluations and end, after the MLflow recorder.
+    ``observers`` (:class:`workbench.running.events.RunObserver`) hear every event of the run
+    (its start, records, steps, evaluations and end) after the MLflow recorder;
+    ``record_with(recorder, log_every, log)`` builds the observer that records the run
+    (default: :class:`~workbench.tracking.observer.MlflowRecorderObserver`).
     Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
     Other libraries' banners, tips and progress bars are hidden while it trains.
     """
@@ -153,6 +139,7 @@ def run(
             log=log,
             resume=resume,
             observers=observers_list(observers),
+            record_with=record_with,
         )
         return pipeline.execute()
 
@@ -173,6 +160,9 @@ def evaluate_model(
     The run is tagged ``workbench.kind=evaluation`` and holds ``objective/<name>`` at step 0,
     so fronts and comparisons read it like any trained run. Nothing trains.
     """
+    spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
+    if run_name is not None:
+        spec = spec.updated(**{"tracking.run_name": run_name})
     with quiet_libraries():
         pipeline = RunPipeline(
             spec,
@@ -180,15 +170,138 @@ def evaluate_model(
             log=lambda *a: None,
             observers=observers_list(observers),
         )
-        if run_name is not None:
-            pipeline.spec = pipeline.spec.updated(**{"tracking.run_name": run_name})
         return pipeline.execute_evaluation(model, tokenizer)
 
 
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a resumed run continues: its last checkpoint, that checkpoint's optimizer step,
+    and the last step the store holds of each metric (rank 0 only; empty elsewhere)."""
+
+    checkpoint: Path
+    step: int
+    stored: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """What a run is made of, built before anything is written (:func:`prepare_run`).
+
+    ``model`` is the base with its adapter (what trains); ``eval_model`` what evaluations
+    score (``model`` itself, or on rank 0 of a sharding strategy a whole copy loaded with the
+    gathered weights); ``module`` the method's LightningModule; ``stats`` what encoding the
+    training rows found; ``eval_encoded`` the held-out rows encoded for ``term:`` objectives
+    and a precomputed reference (else empty); ``client`` the MLflow store (rank 0 only);
+    ``resume_from`` where a resumed run continues; ``memory_mark`` the baseline training's
+    peak memory is measured above.
+    """
+
+    spec: RunSpec
+    info: MethodInfo
+    base: BaseModel
+    model: Any
+    module: Any
+    train_rows: list
+    eval_rows: list
+    eval_encoded: list
+    stats: EncodeStats
+    kernel_usage: Any
+    sharded: bool
+    eval_model: Any
+    client: Any
+    resume_from: ResumePoint | None
+    memory_mark: MemoryMark
+
+
+def prepare_run(
+    spec: RunSpec,
+    *,
+    rank: int = 0,
+    run_id: str | None = None,
+    resume: bool = False,
+    log=print,
+    model=None,
+    tokenizer=None,
+) -> PreparedRun:
+    """Load the data and the model and build the method's module: everything a run needs
+    before it writes anything. ``model``/``tokenizer`` replace the spec's base (an in-memory
+    model to evaluate); ``run_id`` (a launched run) shows what it does while the base loads;
+    ``resume`` finds the checkpoint ``run_id`` continues from."""
+    import lightning as L
+    import torch
+
+    _check_distribution(spec.train)
+    info = registry.METHODS[spec.method.name]
+    row_kind = registry.ROW_KINDS[info.row_kind]
+    # Data first: a malformed dataset must fail before the store is even opened.
+    train_rows, eval_rows = load_rows(spec.data, spec.train.seed, row_kind=row_kind.name)
+    client = tracking.connect(spec.tracking.uri) if rank == 0 else None
+    resume_from = None
+    if resume:
+        resume_from = (
+            _resume_point(client, run_id) if rank == 0 else _other_rank_resume_point(run_id)
+        )
+    L.seed_everything(spec.train.seed, workers=True, verbose=False)
+    if model is not None:
+        if tokenizer is None:
+            raise WorkbenchError("evaluate_model: pass the model's tokenizer along with it")
+        base = BaseModel(model, tokenizer, type(model).__name__, {})
+    else:
+        # A launched run shows it is alive, and what it is doing, while the base loads
+        # (a cold build of the tiny base takes minutes on loaded cores).
+        say_log = log if rank == 0 else (lambda *a: None)
+        beating = run_id if rank == 0 and not resume else None
+        with tracking.PhaseBeat(client, beating, say_log) as say:
+            base = load_base(spec.model, log=say)
+    # The method's reference strategy, from the base before its adapter is applied.
+    reference = build_reference(spec, base.model)
+    trained = apply_adapter(base.model, spec.adapter)
+    encode = registry.resolve(row_kind.encode)
+    encoded, stats = encode(base.tokenizer, train_rows, spec.train.max_length)
+    on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    kernel_usage = patch_model(trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
+    module_class = registry.load_module_class(spec.method.name)
+    module = module_class(spec, trained, base.tokenizer, encoded, kernel_usage, reference=reference)
+    module.rows = {"train": train_rows, "eval": eval_rows}
+    if resume_from is not None:
+        # This rank's slice of each global batch continues from the checkpoint's step.
+        module.start_micro_step = resume_from.step * spec.train.grad_accum
+    needs_terms = any(o.kind == "term" for o in spec.objectives)
+    eval_encoded = (
+        encode(base.tokenizer, eval_rows, spec.train.max_length)[0]
+        if needs_terms or reference.precomputes
+        else []
+    )
+    reference.prepare(module, {"train": encoded, "eval": eval_encoded}, spec.eval.batch_size)
+    # Sharded weights never sit whole in the trained model: rank 0 evaluates and saves a
+    # copy of it, loaded with the weights all ranks gather at each evaluation.
+    sharded = strategies.shards_weights(spec.train.strategy)
+    return PreparedRun(
+        spec=spec,
+        info=info,
+        base=base,
+        model=trained,
+        module=module,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        eval_encoded=eval_encoded,
+        stats=stats,
+        kernel_usage=kernel_usage,
+        sharded=sharded,
+        eval_model=_frozen_copy(trained) if sharded and rank == 0 else trained,
+        client=client,
+        resume_from=resume_from,
+        # Training's own peak: not hidden by the load's or the reference precompute's above.
+        memory_mark=MemoryMark(),
+    )
+
+
 class RunPipeline:
-    """One run: :meth:`prepare` (data, model, module: before anything is written), then
+    """One run: :func:`prepare_run` (data, model, module: before anything is written), then
     :meth:`open` the MLflow run, :meth:`train` (evaluating every ``eval_every`` steps) and
-    :meth:`record` the outcome, announcing each step to the run's events."""
+    :meth:`record` the outcome. Every record is announced to the run's events, which the MLflow
+    recorder observes (``record_with`` builds that observer from the run's
+    :class:`~workbench.tracking.RunRecorder`; another observer may take its place)."""
 
     def __init__(
         self,
@@ -200,88 +313,43 @@ class RunPipeline:
         log=print,
         resume=False,
         observers=(),
+        record_with: Callable[..., RunObserver] = MlflowRecorderObserver,
     ):
         self.spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
         self.run_id, self.parent_run_id = run_id, parent_run_id
         self.progress, self.log, self.resume = progress, log, resume
         self.user_observers = list(observers)
+        self.record_with = record_with
         self.rank = cluster.global_rank(self.spec.train)
         self.trajectory: list[tuple[int, dict[str, float]]] = []
-        self.evaluated_through = -1
+        # Set by execute (prepare_run), then open: the run as built, and as recorded.
+        self.prepared: PreparedRun | None = None
+        self.recorder: tracking.RunRecorder | None = None
         self.events = RunEvents()
+        self.evaluated_through = -1
+        self.started = time.perf_counter()
 
-    # -- prepare: nothing is written until this has succeeded -------------------------------
-
-    def prepare(self, model=None, tokenizer=None) -> None:
-        """Load data and model and build the method's module; ``model``/``tokenizer`` replace
-        the spec's base (an in-memory model to evaluate)."""
-        import lightning as L
-        import torch
-
-        spec, rank = self.spec, self.rank
-        _check_distribution(spec.train)
-        self.info = registry.METHODS[spec.method.name]
-        row_kind = registry.ROW_KINDS[self.info.row_kind]
-        # Data first: a malformed dataset must fail before the store is even opened.
-        self.train_rows, self.eval_rows = load_rows(
-            spec.data, spec.train.seed, row_kind=row_kind.name
+    def prepare(self, model=None, tokenizer=None) -> PreparedRun:
+        """:func:`prepare_run` for this run's spec and rank (``model``/``tokenizer``: an
+        in-memory model in place of the spec's base)."""
+        self.prepared = prepare_run(
+            self.spec,
+            rank=self.rank,
+            run_id=self.run_id,
+            resume=self.resume,
+            log=self.log,
+            model=model,
+            tokenizer=tokenizer,
         )
-        self.client = tracking.connect(spec.tracking.uri) if rank == 0 else None
-        L.seed_everything(spec.train.seed, workers=True, verbose=False)
-        if model is not None:
-            if tokenizer is None:
-                raise WorkbenchError("evaluate_model: pass the model's tokenizer along with it")
-            self.base = BaseModel(model, tokenizer, type(model).__name__, {})
-        else:
-            # A launched run shows it is alive, and what it is doing, while the base loads
-            # (a cold build of the tiny base takes minutes on loaded cores).
-            log = self.log if rank == 0 else (lambda *a: None)
-            beating = self.run_id if rank == 0 and not self.resume else None
-            with tracking.PhaseBeat(self.client, beating, log) as say:
-                self.base = load_base(spec.model, log=say)
-        reference_kind = spec.method.reference_need(self.info.reference)
-        if reference_kind == "adapter_disabled" and not spec.adapter.can_be_disabled():
-            reference_kind = "frozen_copy"  # nothing to disable: keep the base aside instead
-        reference_model = _frozen_copy(self.base.model) if reference_kind == "frozen_copy" else None
-        self.model = apply_adapter(self.base.model, spec.adapter)
-        encode = registry.resolve(row_kind.encode)
-        encoded, self.stats = encode(self.base.tokenizer, self.train_rows, spec.train.max_length)
-        on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-        self.kernel_usage = patch_model(
-            self.model, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter
-        )
-        module_class = registry.load_module_class(spec.method.name)
-        self.module = module_class(
-            spec, self.model, self.base.tokenizer, encoded, self.kernel_usage
-        )
-        self.module.reference_kind, self.module.reference_model = reference_kind, reference_model
-        self.module.rows = {"train": self.train_rows, "eval": self.eval_rows}
-        needs_terms = any(o.source.startswith("term:") for o in spec.objectives)
-        self.eval_encoded = (
-            encode(self.base.tokenizer, self.eval_rows, spec.train.max_length)[0]
-            if needs_terms or reference_kind == "precomputed"
-            else []
-        )
-        if reference_kind == "precomputed":
-            self.module.precompute_reference("train", encoded, spec.eval.batch_size)
-            if self.eval_encoded:
-                self.module.precompute_reference("eval", self.eval_encoded, spec.eval.batch_size)
-        # Sharded weights never sit whole in the trained model: rank 0 evaluates and saves a
-        # copy of it, loaded with the weights all ranks gather at each evaluation.
-        self.sharded = strategies.shards_weights(spec.train.strategy)
-        self.eval_model = _frozen_copy(self.model) if self.sharded and rank == 0 else self.model
-        # Training's own peak: not hidden by the load's or the reference precompute's above.
-        self.memory_mark = MemoryMark()
+        return self.prepared
 
     # -- the MLflow run and its observers --------------------------------------------------
 
-    def open(self, extra_tags: dict[str, str] | None = None) -> None:
-        spec, client = self.spec, self.client
+    def open(self, prepared: PreparedRun, extra_tags: dict[str, str] | None = None) -> None:
+        spec, client = self.spec, prepared.client
         stored: dict[str, int] = {}
-        self.ckpt_path = None
-        if self.resume:
-            self.ckpt_path, ckpt_step, stored = _resume_point(client, self.run_id)
-            self.module.start_micro_step = ckpt_step * spec.train.grad_accum
+        if prepared.resume_from is not None:
+            stored = prepared.resume_from.stored
             # The run was ended (FAILED when its process died): its error was that death,
             # and the resumed run ends as it really ends.
             tracking.withdraw_dead_verdict(
@@ -289,8 +357,8 @@ class RunPipeline:
             )
             client.update_run(self.run_id, status="RUNNING")
             self.log(
-                f"resuming run {self.run_id} from step {ckpt_step} (the store holds steps up to "
-                f"{stored.get('train/loss', 0)})"
+                f"resuming run {self.run_id} from step {prepared.resume_from.step} (the store "
+                f"holds steps up to {stored.get('train/loss', 0)})"
             )
         elif self.run_id is None:
             self.run_id = tracking.start_run(
@@ -306,42 +374,42 @@ class RunPipeline:
         )
         self.events = RunEvents(
             [
-                MlflowRecorderObserver(self.recorder, spec.train.log_every, self.log),
+                self.record_with(self.recorder, spec.train.log_every, self.log),
                 *self.user_observers,
             ]
         )
         self.started = time.perf_counter()
 
-    def costs(self) -> dict[str, float]:
+    def costs(self, prepared: PreparedRun) -> dict[str, float]:
         return {
-            "trainable_params": float(trainable_parameters(self.model)),
-            "peak_mem_mb": self.memory_mark.peak_above_mb(),
+            "trainable_params": float(trainable_parameters(prepared.model)),
+            "peak_mem_mb": prepared.memory_mark.peak_above_mb(),
             "train_time_s": time.perf_counter() - self.started,
         }
 
-    def evaluate(self, step: int, full_state: dict | None = None) -> dict[str, float]:
+    def evaluate(
+        self, prepared: PreparedRun, step: int, full_state: dict | None = None
+    ) -> dict[str, float]:
         """Measure the objectives at ``step`` and announce them (skipped on a resumed run
         for steps the store already holds). ``full_state``: the weights a sharding strategy
         gathered, for the evaluation copy."""
+        eval_model, module = prepared.eval_model, prepared.module
         if full_state is not None:
-            self.eval_model.load_state_dict(checkpoints.trained_model_state(full_state))
+            eval_model.load_state_dict(checkpoints.trained_model_state(full_state))
         if step <= self.evaluated_through:
             return {}
         spec = self.spec
-        with (
-            self.module.scoring_with(self.eval_model),
-            _on_device(self.eval_model, self.module.device),
-        ):
+        with module.scoring_with(eval_model), _on_device(eval_model, module.device):
             result = evaluate(
-                self.eval_model,
-                self.base.tokenizer,
-                self.module.evaluation_rows(self.eval_rows),
+                eval_model,
+                prepared.base.tokenizer,
+                module.evaluation_rows(prepared.eval_rows),
                 spec.objectives,
                 spec.eval,
                 max_length=spec.train.max_length,
-                costs=self.costs(),
+                costs=self.costs(prepared),
                 seed=spec.train.seed,
-                terms=lambda: self.module.heldout_terms(self.eval_encoded, spec.eval.batch_size),
+                terms=lambda: module.heldout_terms(prepared.eval_encoded, spec.eval.batch_size),
             )
         self.trajectory.append((step, dict(result.objectives)))
         self.events.evaluation(Evaluation(step, result.objectives, result.metrics, result.samples))
@@ -349,110 +417,98 @@ class RunPipeline:
 
     # -- train and record ------------------------------------------------------------------
 
-    def train(self, interrupted) -> None:
-        spec, client, recorder = self.spec, self.client, self.recorder
-        recorder.set_tags(
+    def train(self, prepared: PreparedRun, interrupted):
+        """Announce the run's start and what it is made of, then train; returns the trainer."""
+        spec, client, base = self.spec, prepared.client, prepared.base
+        if not self.resume:
+            liveness.reap_dead_runs(client, [client.get_run(self.run_id).info.experiment_id])
+        resumed_from = prepared.resume_from.step if prepared.resume_from is not None else 0
+        self.events.start(RunContext(self.run_id, spec, spec.train.steps, resumed_from, base.name))
+        self.events.tags(
             {
                 "workbench.kernels": "none (kernels: off)"
-                if self.kernel_usage is None
+                if prepared.kernel_usage is None
                 else "pending",
-                "workbench.base": self.base.name,
+                "workbench.base": base.name,
                 **liveness.process_tags(),
             }
         )
-        if not self.resume:
-            liveness.reap_dead_runs(client, [client.get_run(self.run_id).info.experiment_id])
-        recorder.log_metrics(self.stats.as_metrics(), step=0)
-        recorder.log_metrics(
-            {"cost/trainable_params": float(trainable_parameters(self.model))}, step=0
-        )
+        self.events.data_statistics(prepared.stats.as_metrics())
+        self.events.costs(0, {"cost/trainable_params": float(trainable_parameters(prepared.model))})
+        # The base's scores are one number per run, the same for every run on that base:
+        # as params they sit with the run's settings instead of charting as constant bars.
         base_scores = {
             f"base/exact_match/{task_name}": f"{score:g}"
-            for task_name, score in self.base.info.get("exact_match", {}).items()
+            for task_name, score in base.info.get("exact_match", {}).items()
         }
         if base_scores and not self.resume:
-            from mlflow.entities import Param
-
-            # The base's scores are one number per run, the same for every run on that base:
-            # as params they sit with the run's settings instead of charting as constant bars.
-            client.log_batch(
-                self.run_id, params=[Param(k, v) for k, v in base_scores.items()], synchronous=True
-            )
-        if self.stats.truncated_rows:
+            self.events.params(base_scores)
+        stats = prepared.stats
+        if stats.truncated_rows:
             self.log(
-                f"note: {self.stats.truncated_rows} of {self.stats.rows} rows were longer than "
+                f"note: {stats.truncated_rows} of {stats.rows} rows were longer than "
                 f"train.max_length={spec.train.max_length} and were truncated "
-                f"({self.stats.dropped_rows} dropped: nothing left to learn)"
+                f"({stats.dropped_rows} dropped: nothing left to learn)"
             )
-        self.events.start(
-            RunContext(
-                self.run_id,
-                spec,
-                spec.train.steps,
-                self.module.start_micro_step // spec.train.grad_accum,
-                self.base.name,
-            )
-        )
-        self.evaluate(0)
+        self.evaluate(prepared, 0)
         callbacks = [
             RunEventsCallback(
-                self,
                 spec.train.eval_every,
+                self.events,
+                lambda step, full_state: self.evaluate(prepared, step, full_state),
                 lambda: interrupted.flag or self.events.stop_reason is not None,
             )
         ]
         if spec.train.checkpoint_every:
             folder = paths.checkpoint_dir(client.tracking_uri) / self.run_id
-            callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, recorder))
-        self.trainer = trainer = _make_trainer(spec, callbacks, self.model, progress=self.progress)
+            callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, self.events))
+        trainer = _make_trainer(spec, callbacks, prepared.model, progress=self.progress)
+        checkpoint = prepared.resume_from.checkpoint if prepared.resume_from else None
         try:
-            trainer.fit(self.module, ckpt_path=self.ckpt_path)
+            trainer.fit(prepared.module, ckpt_path=checkpoint)
         except SystemExit:
             # Lightning turns Ctrl-C / SIGTERM into sys.exit(1) after a graceful shutdown.
             raise KeyboardInterrupt from None
+        return trainer
 
-    def record(self) -> dict[str, float]:
-        spec, recorder = self.spec, self.recorder
+    def record(self, prepared: PreparedRun, trainer) -> dict[str, float]:
+        spec = self.spec
         # Sharded weights: every rank gathers them once more after training (_train_other_rank).
         final = self.evaluate(
-            spec.train.steps, strategies.gather_full_state(self.trainer) if self.sharded else None
+            prepared,
+            spec.train.steps,
+            strategies.gather_full_state(trainer) if prepared.sharded else None,
         )
-        if self.kernel_usage is not None:
-            # Recorded after training: only ops that actually ran are named.
-            recorder.set_tags({"workbench.kernels": self.kernel_usage.tag()})
-            recorder.log_metrics(self.kernel_usage.metrics(), step=spec.train.steps)
-        cost = self.costs()
-        recorder.log_metrics(
+        usage = prepared.kernel_usage
+        if usage is not None:
+            # Announced after training: only ops that actually ran are named.
+            self.events.kernels(spec.train.steps, usage.tag(), usage.metrics())
+        cost = self.costs(prepared)
+        self.events.costs(
+            spec.train.steps,
             {"perf/peak_mem_mb": cost["peak_mem_mb"], "perf/train_time_s": cost["train_time_s"]},
-            step=spec.train.steps,
         )
         if spec.tracking.log_model:
             with tempfile.TemporaryDirectory() as folder:
-                self.eval_model.save_pretrained(folder, safe_serialization=True)
-                self.base.tokenizer.save_pretrained(folder)
-                _store_model(recorder, folder, self.client.tracking_uri, self.run_id, self.log)
+                prepared.eval_model.save_pretrained(folder, safe_serialization=True)
+                prepared.base.tokenizer.save_pretrained(folder)
+                self.events.model(folder)
         return final
 
-    def _train_other_rank(self) -> RunResult:
+    def _train_other_rank(self, prepared: PreparedRun) -> RunResult:
         """Ranks other than 0 only train: they create, record and end no MLflow run. The same
         callbacks keep the per-step all-reduce, the gathers of sharded weights and the
         checkpoint saves in step with rank 0 (a sharded save writes each rank's shards into
         rank 0's folder). A resumed run reads the checkpoint from the same folder as rank 0,
         so on several machines that folder must be shared (docs/scaling.md)."""
         spec = self.spec
-        callbacks = [RunEventsCallback(None, spec.train.eval_every)]
+        callbacks = [RunEventsCallback(spec.train.eval_every)]
         if spec.train.checkpoint_every:
             callbacks.append(CheckpointCallback(Path("."), spec.train.checkpoint_every))
-        ckpt = None
-        if self.resume:
-            ckpt = checkpoints.last(
-                paths.checkpoint_dir(tracking.connect().tracking_uri) / self.run_id
-            )
-            # This rank's slice of each global batch continues from the checkpoint's step too.
-            self.module.start_micro_step = checkpoints.step(ckpt) * spec.train.grad_accum
-        trainer = _make_trainer(spec, callbacks, self.model, progress=False)
-        trainer.fit(self.module, ckpt_path=ckpt)
-        if self.sharded:
+        checkpoint = prepared.resume_from.checkpoint if prepared.resume_from else None
+        trainer = _make_trainer(spec, callbacks, prepared.model, progress=False)
+        trainer.fit(prepared.module, ckpt_path=checkpoint)
+        if prepared.sharded:
             strategies.gather_full_state(trainer)  # rank 0's final evaluation and saved model
         return RunResult(None, "FINISHED")
 
@@ -461,26 +517,22 @@ class RunPipeline:
         FINISHED, FAILED (with the error) or KILLED, and the observers hear it."""
         import torch
 
-        self.prepare()
+        prepared = self.prepare()
         if self.rank != 0:
-            return self._train_other_rank()
-        with _Interrupted() as interrupted:
+            return self._train_other_rank(prepared)
+        with TrainingInterrupt() as interrupted:
             try:
-                self.open()
+                self.open(prepared)
             except BaseException:
                 # Ctrl-C (or a store error) after the run was created but before its recorder
                 # existed: end it here, so it is never left RUNNING.
-                if (
-                    self.run_id is not None
-                    and getattr(self, "recorder", None) is None
-                    and not self.resume
-                ):
-                    tracking.end_run(self.client, self.run_id, "KILLED")
+                if self.run_id is not None and self.recorder is None and not self.resume:
+                    tracking.end_run(prepared.client, self.run_id, "KILLED")
                 raise
             run_id = self.run_id
             try:
-                self.train(interrupted)
-                final = self.record()
+                trainer = self.train(prepared, interrupted)
+                final = self.record(prepared, trainer)
             except KeyboardInterrupt:
                 self.events.end("KILLED", self.events.stop_reason)
                 raise
@@ -508,20 +560,22 @@ class RunPipeline:
                     f"{self.recorder.fallback_path} (send it with workbench.tracking.replay_fallback)"
                 )
         # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
-        shutil.rmtree(paths.checkpoint_dir(self.client.tracking_uri) / run_id, ignore_errors=True)
+        shutil.rmtree(
+            paths.checkpoint_dir(prepared.client.tracking_uri) / run_id, ignore_errors=True
+        )
         return RunResult(run_id, "FINISHED", final, self.trajectory)
 
     def execute_evaluation(self, model=None, tokenizer=None) -> RunResult:
         """prepare (with ``model`` in place of the base, if given) -> open -> one evaluation."""
-        self.prepare(model, tokenizer)
-        self.open(extra_tags={"workbench.kind": "evaluation"})
+        prepared = self.prepare(model, tokenizer)
+        self.open(prepared, extra_tags={"workbench.kind": "evaluation"})
         try:
-            self.recorder.set_tags({"workbench.base": self.base.name})
-            self.recorder.log_metrics(
-                {"cost/trainable_params": float(trainable_parameters(self.model))}, step=0
+            self.events.start(RunContext(self.run_id, self.spec, 0, 0, prepared.base.name))
+            self.events.tags({"workbench.base": prepared.base.name})
+            self.events.costs(
+                0, {"cost/trainable_params": float(trainable_parameters(prepared.model))}
             )
-            self.events.start(RunContext(self.run_id, self.spec, 0, 0, self.base.name))
-            objectives = self.evaluate(0)
+            objectives = self.evaluate(prepared, 0)
         except BaseException as err:
             self.events.end(
                 "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED",
@@ -541,19 +595,6 @@ def _frozen_copy(model):
     for p in reference.parameters():
         p.requires_grad_(False)
     return reference
-
-
-def _store_model(recorder, folder: str, uri: str, run_id: str, log) -> None:
-    """Log the weights as the run's ``model/`` artifact; if the store is unreachable, keep them
-    in a local folder the user is told about, so the trained model is never lost."""
-    try:
-        recorder.log_artifacts(folder, "model")
-    except TrackingError as err:
-        keep = tracking.fallback_dir(uri) / f"{run_id}-model"
-        shutil.copytree(folder, keep, dirs_exist_ok=True)
-        log(
-            f"warning: the model of run {run_id} could not be stored ({err}); it was saved to {keep}"
-        )
 
 
 @contextlib.contextmanager

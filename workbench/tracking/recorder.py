@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import (
@@ -200,6 +200,15 @@ class RunRecorder:
         with self._buffer_lock:
             self._tags.update(clean)
         self.flush()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log ``params`` now (MLflow params are written once per run)."""
+        fresh = [Param(valid_key(k), str(v)) for k, v in params.items()]
+        for batch in chunks(fresh, MAX_PARAMS_TAGS_PER_BATCH):
+            self._artifact_call("log_params", self._log_params_now, batch)
+
+    def _log_params_now(self, params: list[Param]) -> None:
+        self.client.log_batch(self.run_id, params=params, synchronous=True)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         self._artifact_call("log_text", self.client.log_text, self.run_id, text, artifact_file)
