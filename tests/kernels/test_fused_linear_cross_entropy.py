@@ -133,7 +133,7 @@ def test_bad_arguments_are_named(chunk_rows):
 def test_chunk_size_follows_the_byte_budget():
     cpu = torch.device("cpu")
     rows = engine.rows_per_chunk(4096, 32000, cpu, None)
-    assert 1 <= rows < 4096 and rows * 32000 * 4 <= engine._CPU_CHUNK_BYTES
+    assert 1 <= rows < 4096 and rows * 32000 * 4 <= engine.CPU_CHUNK_BYTES
     assert engine.rows_per_chunk(256, 1000, cpu, None) == 256  # small: one chunk
     assert engine.rows_per_chunk(10, 10**9, cpu, None) == 1
     assert engine.rows_per_chunk(10, 97, cpu, 3) == 3

@@ -103,7 +103,7 @@ def test_zero_row_and_large_fp16_values_stay_finite(backend, kernel_seed):
 
 def test_torch_path_across_chunks(monkeypatch, kernel_seed):
     # 7 rows of 97 in chunks of 2 rows: several chunks and a short last one.
-    monkeypatch.setattr(rms_norm_module, "_TORCH_CHUNK_ELEMENTS", 2 * 97)
+    monkeypatch.setattr(rms_norm_module, "TORCH_CHUNK_ELEMENTS", 2 * 97)
     run_and_check("torch", (7, 97), 1e-6, torch.float32, kernel_seed)
     run_and_check("torch", (7, 97), 1e-6, torch.bfloat16, kernel_seed)
 

@@ -82,7 +82,7 @@ def test_archive_and_replay_round_trip(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".class.zip.*"))  # no partial file left beside it
     # The spec of every run fits under the limit; nothing else was that small.
     assert summary.artifacts + len(summary.skipped_artifacts) == sum(
-        len(list(replay._artifact_files(teacher, r["run_id"])))
+        len(list(replay.artifact_files(teacher, r["run_id"])))
         for r in before
         if r["status"] != "RUNNING"
     )

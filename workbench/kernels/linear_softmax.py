@@ -53,8 +53,8 @@ from workbench.kernels.row_log_softmax_triton import compiled_kernels, run_rows
 # at N=4096, H=512, V=32000, 16 MiB chunks ran clearly slower than 32-128 MiB ones, and
 # 128 MiB put the peak over 15% of the naive computation's (BENCHMARKS.md). On GPUs a
 # larger budget keeps the matmuls big.
-_CPU_CHUNK_BYTES = 64 * 2**20
-_CUDA_CHUNK_BYTES = 256 * 2**20
+CPU_CHUNK_BYTES = 64 * 2**20
+CUDA_CHUNK_BYTES = 256 * 2**20
 # Full float32 logits up to this size skip the sweep on the torch path (use_full_logits):
 # on 2 CPU cores the sweep was ~8% slower than the plain computation at 1 MiB of logits and
 # ~8% faster at 4 MiB.
@@ -153,7 +153,7 @@ def rows_per_chunk(n_rows: int, vocab: int, device: torch.device, chunk_rows: in
         if int(chunk_rows) < 1:
             raise ValueError(f"chunk_rows must be a positive integer; got {chunk_rows}")
         return max(1, min(int(chunk_rows), n_rows))
-    budget = _CUDA_CHUNK_BYTES if device.type == "cuda" else _CPU_CHUNK_BYTES
+    budget = CUDA_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
     rows = budget // (4 * max(vocab, 1))
     if rows >= 16:
         rows -= rows % 16  # matmul-friendly

@@ -31,10 +31,10 @@ from types import SimpleNamespace
 
 import torch
 
-from workbench.kernels.dispatch import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
+from workbench.kernels.dispatch import use_triton
 
 # Elements per chunk of the torch path: bounds each float32 temporary to about 1 MiB.
-_TORCH_CHUNK_ELEMENTS = 1 << 18
+TORCH_CHUNK_ELEMENTS = 1 << 18
 # The triton kernels hold one row in a single block.
 _TRITON_MAX_HIDDEN = 1 << 16
 
@@ -118,7 +118,7 @@ def _contiguous_rows(rows: torch.Tensor) -> torch.Tensor:
 
 
 def _rows_per_chunk(hidden: int) -> int:
-    return max(1, _TORCH_CHUNK_ELEMENTS // max(hidden, 1))
+    return max(1, TORCH_CHUNK_ELEMENTS // max(hidden, 1))
 
 
 def _torch_forward(rows, weight, eps):

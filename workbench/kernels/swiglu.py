@@ -26,7 +26,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from workbench.kernels.dispatch import BACKENDS, use_triton  # noqa: F401  (BACKENDS re-exported)
+from workbench.kernels.dispatch import use_triton
 
 _TRITON_BLOCK = 1024
 

@@ -26,6 +26,7 @@ from typing import Any
 from workbench.data import tasks
 from workbench.data.rows import ChatRow, PreferenceRow, Row
 from workbench.objectives import rewards as builtin_rewards
+from workbench.spec.registration import check_new_name
 
 TextScore = Callable[[str, dict], float]
 
@@ -64,10 +65,7 @@ def register_reward(name: str, fn: TextScore) -> TextScore:
 
 
 def _register(table: dict, name: str, fn: Any, what: str, protected: frozenset) -> None:
-    if not isinstance(name, str) or not name.strip() or ":" in name:
-        raise ValueError(f"a {what} name must be a non-empty string without ':', got {name!r}")
-    if name in protected:
-        raise ValueError(f"'{name}' is a built-in {what}; register yours under another name")
+    check_new_name(name, table, what, builtin=protected)
     if not callable(fn):
         raise TypeError(f"a {what} must be callable as fn(completion: str, example: dict) -> float")
     table[name] = fn

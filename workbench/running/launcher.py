@@ -20,6 +20,7 @@ from pathlib import Path
 from workbench import tracking
 from workbench.data.sources import load_rows
 from workbench.running import cluster, liveness, preflight
+from workbench.running.signals import sigterm_raises_interrupt_for_good
 from workbench.spec import registry
 from workbench.spec.errors import TrackingError
 from workbench.spec.plugins import child_env, import_plugins, plugin_modules, plugin_tags
@@ -232,5 +233,5 @@ def _end_if_open(run_id: str, status: str, error: str | None) -> None:
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    sigterm_raises_interrupt_for_good()
     raise SystemExit(_child_main(sys.argv[1], sys.argv[2]))

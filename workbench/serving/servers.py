@@ -31,6 +31,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from workbench.running.signals import SignalHandlers
 from workbench.spec.errors import WorkbenchError
 
 STARTUP_TIMEOUT_S = 120.0  # mlflow server: ~6 s on 2 idle cores, 12-22 s beside other work
@@ -413,39 +414,30 @@ def serve_in_foreground(
     def raise_stopped(signum, frame):
         raise Stopped(signum)
 
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = {}
-    if main_thread:  # before start(): a SIGTERM during start-up must end the group too
-        # SIGINT too, explicitly: a process started in the background by a shell inherits SIGINT
-        # ignored, and Ctrl-C (or kill -INT) must still stop the server.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            previous[sig] = signal.signal(sig, raise_stopped)
-    try:
-        for needed in behind:
-            needed.start()
-        if prepare is not None:
-            prepare()
-        server.start()
-        if on_ready is not None:
-            on_ready(server)
-        exited, code = _first_exit([server, *behind])
-        if code or exited is not server:
-            print(
-                f"{exited.name} exited with code {code}; its log ({exited.log_path}) ends with:\n"
-                f"{_tail(exited.log_path)}",
-                file=sys.stderr,
-            )
-        return code or int(exited is not server)  # a needed server gone is a failure
-    except (KeyboardInterrupt, Stopped):
-        return 0
-    finally:
-        if main_thread:  # a second Ctrl-C or SIGTERM must not cut the group's stop short
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                previous.setdefault(sig, signal.getsignal(sig))
-                signal.signal(sig, signal.SIG_IGN)
+    # Set before start(): a SIGTERM during start-up must end the group too. SIGINT too,
+    # explicitly: a process started in the background by a shell inherits SIGINT ignored, and
+    # Ctrl-C (or kill -INT) must still stop the server.
+    stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    with SignalHandlers(dict.fromkeys(stopping, raise_stopped)) as handlers:
         try:
+            for needed in behind:
+                needed.start()
+            if prepare is not None:
+                prepare()
+            server.start()
+            if on_ready is not None:
+                on_ready(server)
+            exited, code = _first_exit([server, *behind])
+            if code or exited is not server:
+                print(
+                    f"{exited.name} exited with code {code}; its log ({exited.log_path}) ends "
+                    f"with:\n{_tail(exited.log_path)}",
+                    file=sys.stderr,
+                )
+            return code or int(exited is not server)  # a needed server gone is a failure
+        except (KeyboardInterrupt, Stopped):
+            return 0
+        finally:
+            handlers.switch(signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
             for running in (server, *reversed(behind)):
                 running.stop()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)

@@ -32,6 +32,7 @@ from workbench.spec.entries import (
     SchedulerInfo,
     TermInfo,
 )
+from workbench.spec.registration import check_new_name
 
 REFERENCE_KINDS = {
     "none": "no reference model",
@@ -265,7 +266,7 @@ def register_method(
     ``reference`` one of :data:`REFERENCE_KINDS`. Registering a name again replaces a user
     method (re-running a cell); built-in methods cannot be replaced.
     """
-    _check_new_name(name, METHODS, "method")
+    check_new_name(name, METHODS, "method")
     if row_kind not in ROW_KINDS:
         raise ValueError(f"unknown row kind '{row_kind}'; allowed: {choices(ROW_KINDS)}")
     if reference not in REFERENCE_KINDS:
@@ -296,14 +297,6 @@ def register_method(
     )
     METHODS[name] = info
     return info
-
-
-def _check_new_name(name: str, table: Mapping[str, Any], what: str) -> None:
-    if not isinstance(name, str) or not name.strip() or ":" in name:
-        raise ValueError(f"a {what} name must be a non-empty string without ':', got {name!r}")
-    existing = table.get(name)
-    if existing is not None and getattr(existing, "builtin", False):
-        raise ValueError(f"'{name}' is a built-in {what}; register yours under another name")
 
 
 __all__ = [

@@ -33,9 +33,9 @@ from workbench.data.sources import load_rows
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import plots
 from workbench.fronts.pareto import ParetoFront
-from workbench.running.interrupts import SigtermRaisesInterrupt, StopRequests
 from workbench.running.launcher import RunHandle, launch
 from workbench.running.pipeline import RunResult, run
+from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed, SpecError
 from workbench.spec.run_spec import RunSpec

@@ -98,7 +98,7 @@ def archive_experiment(
                 }
                 points += sum(len(h) for h in histories.values())
                 artifacts = []
-                for artifact, size in _artifact_files(client, run["run_id"]):
+                for artifact, size in artifact_files(client, run["run_id"]):
                     if size is not None and size > limit:
                         skipped.append(f"{run['run_name']}/{artifact} ({size / 2**20:.1f} MB)")
                         continue
@@ -132,11 +132,11 @@ def archive_experiment(
     return ArchiveSummary(target, len(manifest_runs), points, n_artifacts, skipped, skipped_runs)
 
 
-def _artifact_files(client, run_id: str, folder: str | None = None):
+def artifact_files(client, run_id: str, folder: str | None = None):
     """``(path, size)`` of every artifact file of a run, depth first."""
     for entry in client.list_artifacts(run_id, folder):
         if entry.is_dir:
-            yield from _artifact_files(client, run_id, entry.path)
+            yield from artifact_files(client, run_id, entry.path)
         else:
             yield entry.path, entry.file_size
 

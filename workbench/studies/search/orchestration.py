@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from workbench.running.interrupts import SigtermRaisesInterrupt, StopRequests
+from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed, SpecError
 from workbench.spec.run_spec import RunSpec

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.running.interrupts import StopRequests
+from workbench.running.signals import StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed
 from workbench.spec.run_spec import RunSpec
