@@ -11,7 +11,7 @@ import torch
 
 from tests.conftest import FAST_TINY, fast_spec
 from workbench import tracking
-from workbench.fronts.builders import BUILDERS, TAG_BUILDER, build_front
+from workbench.fronts.builders import BUILDERS, TAG_BUILDER, BuiltFront, build_front
 from workbench.fronts.conditioned import conditioned_front
 from workbench.methods.multi_objective import conditioning
 from workbench.spec.errors import SpecError
@@ -153,6 +153,7 @@ def test_every_builder_ends_in_a_parent_with_its_front(builder, store_uri):
         data={"source": "order", "train_size": 64, "eval_size": 8},
     )
     built = build_front(builder, spec, 3, log=lambda *a: None)
+    assert isinstance(built, BuiltFront) and built.builder == builder  # one result type
     client = tracking.connect(store_uri)
     parent = client.get_run(built.parent_run_id)
     assert parent.info.status == "FINISHED"

@@ -19,6 +19,7 @@ wall-clock seconds of the whole study.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,17 +36,20 @@ from workbench.spec.run_spec import RunSpec
 TAG_BUILDER = "workbench.builder"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuiltFront:
+    """What every builder returns: the parent run holding the front, the front, the
+    hypervolume of the base model's point, and the runs that trained; :func:`build_front`
+    adds what the study cost."""
+
     builder: str
     parent_run_id: str
     front: ParetoFront
     base_hypervolume: float
     training_run_ids: list[str]
-    training_steps: (
-        int  # optimizer steps over every training run (a pruned trial's as far as it went)
-    )
-    seconds: float  # wall-clock time of the whole study: training and evaluation
+    # Optimizer steps over every training run (a pruned trial's as far as it went).
+    training_steps: int = 0
+    seconds: float = 0.0  # wall-clock time of the whole study: training and evaluation
 
     @property
     def hypervolume(self) -> float:
@@ -56,15 +60,15 @@ class BuiltFront:
 class FrontBuilder:
     name: str
     summary: str  # what it trains, what it costs, when to use it
-    # (spec, points, seed, log, progress) -> (parent run id, front, base hypervolume, training run ids)
-    build: Callable[..., tuple[str, ParetoFront, float, list[str]]]
+    build: Callable[..., BuiltFront]  # (spec, points, seed, log, progress)
 
 
-def _sweep(spec: RunSpec, points: int, seed: int, log, progress):
+def _sweep(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     from workbench.studies.sweep import run_sweep
 
     result = run_sweep(spec, points=points, seed=seed, log=log, progress=progress)
-    return (
+    return BuiltFront(
+        "sweep",
         result.parent_run_id,
         result.front,
         result.base_hypervolume,
@@ -72,14 +76,20 @@ def _sweep(spec: RunSpec, points: int, seed: int, log, progress):
     )
 
 
-def _conditioned(spec: RunSpec, points: int, seed: int, log, progress):
+def _conditioned(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     from workbench.fronts.conditioned import conditioned_front
 
     result = conditioned_front(spec, points=points, seed=seed, log=log, progress=progress)
-    return result.parent_run_id, result.front, result.base_hypervolume, [result.training_run_id]
+    return BuiltFront(
+        "conditioned",
+        result.parent_run_id,
+        result.front,
+        result.base_hypervolume,
+        [result.training_run_id],
+    )
 
 
-def _merging(spec: RunSpec, points: int, seed: int, log, progress):
+def _merging(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     from workbench.merging.runs import merge_grid
     from workbench.running.pipeline import run
     from workbench.studies.sweep import simplex_grid, sweep_specs, weighted_objectives
@@ -105,10 +115,10 @@ def _merging(spec: RunSpec, points: int, seed: int, log, progress):
     grid = merge_grid(
         sources[0], sources[1], coefficients, "linear", run_name=spec.tracking.run_name, log=log
     )
-    return grid.parent_run_id, grid.front, grid.base_hypervolume, sources
+    return BuiltFront("merging", grid.parent_run_id, grid.front, grid.base_hypervolume, sources)
 
 
-def _search(spec: RunSpec, points: int, seed: int, log, progress):
+def _search(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     from workbench import tracking
     from workbench.studies.search import run_search
     from workbench.studies.sweep import weighted_objectives
@@ -122,7 +132,8 @@ def _search(spec: RunSpec, points: int, seed: int, log, progress):
     trials = tracking.runs_frame(
         client, spec.tracking.experiment, parent_run_id=result.parent_run_id, status=None
     )
-    return (
+    return BuiltFront(
+        "search",
         result.parent_run_id,
         result.front,
         result.base_hypervolume,
@@ -130,14 +141,15 @@ def _search(spec: RunSpec, points: int, seed: int, log, progress):
     )
 
 
-def _mgda(spec: RunSpec, points: int, seed: int, log, progress):
+def _mgda(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     from workbench.fronts.conditioned import mo_sft_variant
     from workbench.studies.sweep import design_points, run_sweep, weighted_objectives
 
     grid = design_points("grid", len(weighted_objectives(spec)), points)
     region_spec = mo_sft_variant(spec, "mgda-sft", neighbours=[list(p) for p in grid])
     result = run_sweep(region_spec, grid, log=log, progress=progress)
-    return (
+    return BuiltFront(
+        "mgda",
         result.parent_run_id,
         result.front,
         result.base_hypervolume,
@@ -203,9 +215,12 @@ def build_front(
     # spec apart in the runs table, unless the user named it.
     spec = spec.updated(**{"tracking.run_name": spec.tracking.run_name or f"{builder} front"})
     started = time.perf_counter()
-    parent_id, front, base_hv, training = BUILDERS[builder].build(spec, points, seed, log, progress)
+    built = BUILDERS[builder].build(spec, points, seed, log, progress)
     seconds = time.perf_counter() - started
     client = tracking.connect(spec.tracking.uri)
-    client.set_tag(parent_id, TAG_BUILDER, builder)
-    steps = sum(tracking.last_steps(client, run_id).get("train/loss", 0) for run_id in training)
-    return BuiltFront(builder, parent_id, front, base_hv, training, steps, seconds)
+    client.set_tag(built.parent_run_id, TAG_BUILDER, builder)
+    steps = sum(
+        tracking.last_steps(client, run_id).get("train/loss", 0)
+        for run_id in built.training_run_ids
+    )
+    return dataclasses.replace(built, training_steps=steps, seconds=seconds)
