@@ -18,9 +18,10 @@ method is ``mo-sft`` is trained as ``conditioned-sft`` with the same settings.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from workbench import tracking
 from workbench.fronts import finished_runs as fronts
@@ -33,7 +34,13 @@ from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec.errors import RunFailed, SpecError
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.tracking.names import KIND_SWEEP, TAG_BUILDER, TAG_KIND
 from workbench.tracking.naming import study_run_name
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking.recorder import RunRecorder
 
 METHOD = "conditioned-sft"
 TAG_MODEL = "workbench.conditioned.model"
@@ -43,7 +50,7 @@ TAG_MODEL = "workbench.conditioned.model"
 class ConditionedFrontResult:
     parent_run_id: str
     training_run_id: str
-    weights: list  # the evaluated points, as given
+    weights: list[float | Sequence[float]]  # the evaluated points, as given
     runs: list[RunResult]  # one evaluation run per point
     front: ParetoFront
     base_objectives: dict[str, float]
@@ -51,9 +58,10 @@ class ConditionedFrontResult:
     figure_path: Path | None = None
 
 
-def mo_sft_variant(spec: RunSpec, method: str, **options) -> RunSpec:
+def mo_sft_variant(spec: RunSpec, method: str, **options: Any) -> RunSpec:
     """``spec`` trained by ``method``, a variant of ``mo-sft`` with the same terms (its
     settings, such as the brevity scale, carry over; ``options`` set the variant's own)."""
+    assert spec.method is not None  # a validated spec has its method
     current = spec.method.model_dump(mode="json")
     if current["name"] not in ("mo-sft", method):
         raise SpecError(
@@ -66,7 +74,7 @@ def mo_sft_variant(spec: RunSpec, method: str, **options) -> RunSpec:
 
 
 @contextlib.contextmanager
-def parent_run(spec: RunSpec, tags: dict[str, str]):
+def parent_run(spec: RunSpec, tags: dict[str, str]) -> Iterator[tuple[MlflowClient, RunRecorder]]:
     """A study's parent run as a recorder (ends FINISHED, FAILED or KILLED with the block).
     Ctrl-C or SIGTERM while it is created only sets a flag (no run without its recorder);
     afterwards SIGTERM raises KeyboardInterrupt like Ctrl-C, so the parent ends KILLED."""
@@ -90,7 +98,7 @@ def conditioned_front(
     seed: int = 0,
     alpha: float | None = None,
     progress: bool = False,
-    log=print,
+    log: Callable[[str], object] = print,
     figure_path: str | Path | None = None,
 ) -> ConditionedFrontResult:
     """Train one weight-conditioned model and record its front at ``weights`` (or ``points``
@@ -101,6 +109,7 @@ def conditioned_front(
     spec = mo_sft_variant(spec, METHOD, **({} if alpha is None else {"alpha": alpha}))
     names = weighted_objectives(spec)
     if weights is None:
+        assert points is not None  # one of the two is given (checked above)
         if len(names) < 2:
             sweep_specs(spec, [])  # the sweep's message for a spec with too few weighted objectives
         weights = design_points(design, len(names), points, seed=seed)
@@ -109,9 +118,10 @@ def conditioned_front(
     parent_spec = spec.updated(**{"tracking.run_name": study_run_name(spec, "front")})
     with (
         quiet_libraries(),
-        parent_run(
-            parent_spec, {"workbench.kind": "sweep", "workbench.builder": "conditioned"}
-        ) as (client, parent),
+        parent_run(parent_spec, {TAG_KIND: KIND_SWEEP, TAG_BUILDER: "conditioned"}) as (
+            client,
+            parent,
+        ),
     ):
         log(f"training one {METHOD} model ...")
         training = RunPipeline(
@@ -121,7 +131,9 @@ def conditioned_front(
             log=log,
         )
         trained = training.execute()
-        model, tokenizer = _evaluable(training.prepared.model), training.prepared.base.tokenizer
+        prepared, trained_id = training.prepared, trained.run_id
+        assert prepared is not None and trained_id is not None  # it ran: prepared and tracked
+        model, tokenizer = _evaluable(prepared.model), prepared.base.tokenizer
         runs = []
         for i, point in enumerate(point_specs):
             log(f"[{i + 1}/{len(point_specs)}] {point.tracking.run_name}")
@@ -130,7 +142,7 @@ def conditioned_front(
                     point.updated(
                         **{
                             "adapter": {"name": "full"},  # the model in memory, as trained
-                            "tracking.tags": {**point.tracking.tags, TAG_MODEL: trained.run_id},
+                            "tracking.tags": {**point.tracking.tags, TAG_MODEL: trained_id},
                         }
                     ),
                     model=model,
@@ -141,13 +153,15 @@ def conditioned_front(
             )
         children = [
             c
-            for c in fronts.sweep_children(client, parent.run_id, order=[r.run_id for r in runs])
-            if c["run_id"] != trained.run_id
+            for c in fronts.sweep_children(
+                client, parent.run_id, order=[r.run_id for r in runs if r.run_id is not None]
+            )
+            if c["run_id"] != trained_id
         ]
         if not children:
             raise RunFailed(f"conditioned front {parent.run_id}: no evaluation finished")
         front = fronts.front_from_runs(children, names)
-        base = fronts.start_point(client, trained.run_id, names)
+        base = fronts.start_point(client, trained_id, names)
         base_hv = fronts.point_hypervolume(front, base)
         figure = fronts.record_front(
             parent,
@@ -158,11 +172,11 @@ def conditioned_front(
         )
         saved = plots.write_html(figure, figure_path) if figure_path is not None else None
         return ConditionedFrontResult(
-            parent.run_id, trained.run_id, list(weights), runs, front, base, base_hv, saved
+            parent.run_id, trained_id, list(weights), runs, front, base, base_hv, saved
         )
 
 
-def _evaluable(model):
+def _evaluable(model: Any) -> Any:
     """The trained model as plain weights: a LoRA model's adapter merged into a copy (the
     evaluation runs score a full model; the trained run keeps its adapter)."""
     merge = getattr(model, "merge_and_unload", None)

@@ -9,16 +9,25 @@ so a front is rebuilt from the store alone, wherever it is shown: a sweep's pare
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from workbench import tracking
 from workbench.fronts.pareto import ParetoFront, compute_front, hypervolume
 from workbench.spec.errors import WorkbenchError
+from workbench.tracking.names import FRONT_ARTIFACT, OBJECTIVE_PREFIX
+
+if TYPE_CHECKING:
+    import plotly.graph_objects as go
+    from mlflow.tracking import MlflowClient
+
+    from workbench.tracking.recorder import RunRecorder
 
 
-def objective_declarations(run: dict) -> dict[str, dict]:
+def objective_declarations(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """{name: {"direction": ..., "reference": float | None}} from a run's spec params."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, str]] = {}
     for key, value in run["params"].items():
         parts = key.split(".")
         if len(parts) == 3 and parts[0] == "objectives":
@@ -35,15 +44,15 @@ def objective_declarations(run: dict) -> dict[str, dict]:
     return decls
 
 
-def run_label(run: dict) -> str:
+def run_label(run: dict[str, Any]) -> str:
     """A run's label on fronts: its name (else its id), after its author's name when the run
     has one (``workbench.author``: every student's run on a class board's one front)."""
     name = run.get("run_name") or run["run_id"]
     author = run["tags"].get(tracking.TAG_AUTHOR) if run.get("tags") else None
-    return f"{author}: {name}" if author else name
+    return f"{author}: {name}" if author else str(name)
 
 
-def front_from_runs(runs: list[dict], names: list[str] | None = None) -> ParetoFront:
+def front_from_runs(runs: list[dict[str, Any]], names: list[str] | None = None) -> ParetoFront:
     """The front over ``runs`` (dicts from ``tracking.runs_frame``) in objectives ``names``.
 
     Defaults to the objectives every run has. Runs missing one of ``names`` are left out.
@@ -80,7 +89,9 @@ def front_from_runs(runs: list[dict], names: list[str] | None = None) -> ParetoF
     return compute_front(points, directions, reference=reference, names=names, labels=labels)
 
 
-def sweep_children(client, parent_run_id: str, order: list[str] | None = None) -> list[dict]:
+def sweep_children(
+    client: MlflowClient, parent_run_id: str, order: list[str] | None = None
+) -> list[dict[str, Any]]:
     """The FINISHED children of a sweep's parent run (dicts from ``tracking.runs_frame``).
 
     ``order`` (child run ids) sets their order, e.g. the sweep's points; children not in it
@@ -88,7 +99,9 @@ def sweep_children(client, parent_run_id: str, order: list[str] | None = None) -
     """
     parent = client.get_run(parent_run_id)
     experiment = client.get_experiment(parent.info.experiment_id).name
-    runs = tracking.runs_frame(client, experiment, parent_run_id=parent_run_id)
+    runs: list[dict[str, Any]] = tracking.runs_frame(
+        client, experiment, parent_run_id=parent_run_id
+    )
     if order is not None:
         rank = {run_id: i for i, run_id in enumerate(order)}
         runs.sort(key=lambda r: rank.get(r["run_id"], len(rank)))
@@ -96,7 +109,7 @@ def sweep_children(client, parent_run_id: str, order: list[str] | None = None) -
 
 
 def objective_trajectory(
-    client, run_id: str, names: list[str]
+    client: MlflowClient, run_id: str, names: list[str]
 ) -> list[tuple[int, dict[str, float]]]:
     """A run's path in objective space: ``(step, {name: value})`` per evaluation, by step.
 
@@ -104,12 +117,12 @@ def objective_trajectory(
     """
     by_step: dict[int, dict[str, float]] = {}
     for name in names:
-        for step, value in tracking.metric_history(client, run_id, f"objective/{name}"):
+        for step, value in tracking.metric_history(client, run_id, f"{OBJECTIVE_PREFIX}{name}"):
             by_step.setdefault(step, {})[name] = value
     return sorted(by_step.items())
 
 
-def start_point(client, run_id: str, names: list[str]) -> dict[str, float]:
+def start_point(client: MlflowClient, run_id: str, names: list[str]) -> dict[str, float]:
     """The objectives a run logged at its first evaluation (step 0: the base model, untrained)."""
     trajectory = objective_trajectory(client, run_id, names)
     return trajectory[0][1] if trajectory else {}
@@ -125,13 +138,13 @@ def point_hypervolume(front: ParetoFront, values: dict[str, float]) -> float:
 
 
 def record_front(
-    recorder,
+    recorder: RunRecorder,
     front: ParetoFront,
     base_hypervolume: float,
     title: str,
     prefix: str = "sweep",
     base: dict[str, float] | None = None,
-):
+) -> go.Figure:
     """Record a study's front on its parent run (``<prefix>/hypervolume``,
     ``<prefix>/base_hypervolume``, ``<prefix>/front_size``, ``front.json`` and the plot under
     ``front/``); returns the plotly figure, with the base model's point (``base``, its
@@ -150,7 +163,7 @@ def record_front(
         },
         step=0,
     )
-    recorder.log_table(front.table(), "front.json")
+    recorder.log_table(front.table(), FRONT_ARTIFACT)
     figure = plots.front_figure(front, title=title, base=base)
     with tempfile.TemporaryDirectory() as tmp:
         # Self-contained: MLflow's artifact viewer shows the one file.

@@ -26,6 +26,7 @@ import moocore
 import numpy as np
 
 from workbench.spec.errors import WorkbenchError
+from workbench.spec.objective_source import direction_sign
 
 DIRECTIONS = ("min", "max")
 
@@ -136,8 +137,9 @@ def _check_labels(labels: Sequence[Any] | None, n: int) -> tuple[str, ...]:
 
 def _as_minimisation(values: np.ndarray, directions: tuple[str, ...]) -> np.ndarray:
     """Negate the maximised columns, so that smaller is better everywhere."""
-    signs = np.array([-1.0 if d == "max" else 1.0 for d in directions])
-    return values * signs
+    signs = np.array([-float(direction_sign(d)) for d in directions])
+    minimised: np.ndarray = values * signs
+    return minimised
 
 
 # --------------------------------------------------------------------------- computations
@@ -246,7 +248,8 @@ class ParetoFront:
     @property
     def front_points(self) -> np.ndarray:
         """The non-dominated rows, in input order."""
-        return self.points[self.mask]
+        rows: np.ndarray = self.points[self.mask]
+        return rows
 
     @property
     def front_labels(self) -> tuple[str, ...]:
@@ -317,7 +320,8 @@ def _check_weights(weights: Any, k: int) -> np.ndarray:
             f"preference weights are {w.tolist()}; each must be finite and >= 0, and at "
             f"least one > 0"
         )
-    return w / w.sum()
+    normalised: np.ndarray = w / w.sum()
+    return normalised
 
 
 def normalised_losses(points: Any, directions: Sequence[str]) -> np.ndarray:
@@ -329,7 +333,8 @@ def normalised_losses(points: Any, directions: Sequence[str]) -> np.ndarray:
         return arr
     best, worst = arr.min(axis=0), arr.max(axis=0)
     span = np.where(worst > best, worst - best, 1.0)
-    return (arr - best) / span
+    losses: np.ndarray = (arr - best) / span
+    return losses
 
 
 def preference_scores(
@@ -347,7 +352,8 @@ def preference_scores(
         )
     f = normalised_losses(points, directions)
     w = _check_weights(weights, f.shape[1])
-    return f @ w if scalarisation == "weighted_sum" else (f * w).max(axis=1)
+    scores: np.ndarray = f @ w if scalarisation == "weighted_sum" else (f * w).max(axis=1)
+    return scores
 
 
 def preference_ranking(

@@ -8,7 +8,7 @@ figure's traces without a browser and the widgets show exactly what the data say
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.fronts.pareto import DIRECTIONS, ParetoFront, ParetoInputError
+from workbench.spec.objective_source import direction_sign
 
 FRONT_COLOR = "#d62728"
 DOMINATED_COLOR = "#b8b8b8"
@@ -59,8 +60,8 @@ def staircase_order(points: np.ndarray, directions: Sequence[str]) -> np.ndarray
     ``line_shape="hv"``. That holds for every mix of min/max, since flipping an axis
     maps the staircase's corners onto the flipped staircase's corners.
     """
-    key_x = points[:, 0] if directions[0] == "min" else -points[:, 0]
-    key_y = points[:, 1] if directions[1] == "min" else -points[:, 1]
+    key_x = -direction_sign(directions[0]) * points[:, 0]
+    key_y = -direction_sign(directions[1]) * points[:, 1]
     return np.lexsort((key_y, key_x))
 
 
@@ -74,7 +75,7 @@ def _region_polygon(
     """
     better = np.array(
         [
-            (p < r) if d == "min" else (p > r)
+            direction_sign(d) * p > direction_sign(d) * r
             for p, r, d in zip(front_points.T, reference, directions, strict=True)
         ]
     ).all(axis=0)
@@ -95,13 +96,13 @@ def _region_polygon(
     return xs, ys
 
 
-def overlap_groups(points: np.ndarray, rows: Sequence[int] | None = None) -> list[list[int]]:
+def overlap_groups(points: np.ndarray, rows: Iterable[int] | None = None) -> list[list[int]]:
     """Rows (of ``points``, or among ``rows``) that sit on one spot, grouped: runs with the same
     objective values (to 12 significant digits) would hide each other on a plot. Groups come in
     the order of their first row; a run alone is a group of one."""
     points = np.asarray(points, dtype=float)
     rows = range(len(points)) if rows is None else rows
-    groups: dict[tuple, list[int]] = {}
+    groups: dict[tuple[float, ...], list[int]] = {}
     for i in rows:
         key = tuple(float(f"{v:.12g}") for v in points[int(i)])
         groups.setdefault(key, []).append(int(i))
@@ -203,7 +204,9 @@ def _front_figure_2d(front: ParetoFront, text: bool) -> go.Figure:
         )
     )
     on_front = overlap_groups(front.points, np.flatnonzero(front.mask))
-    order = staircase_order(front.points[[g[0] for g in on_front]], directions) if on_front else []
+    order: Iterable[int] = (
+        staircase_order(front.points[[g[0] for g in on_front]], directions) if on_front else []
+    )
     fig.add_trace(
         _grouped_scatter(
             front,
@@ -308,8 +311,9 @@ def _front_figure_nd(front: ParetoFront) -> go.Figure:
 
 def _add_base(fig: go.Figure, front: ParetoFront, base: Mapping[str, float]) -> None:
     """The base model (before any training) as a point of its own, labelled."""
-    values = [base.get(n) for n in front.names]
-    if any(v is None or not np.isfinite(v) for v in values):
+    found = [base.get(n) for n in front.names]
+    values = [v for v in found if v is not None and np.isfinite(v)]
+    if len(values) < len(found):
         return
     marker = {"color": BASE_COLOR, "symbol": "diamond", "size": 11}
     hover = "base model (before training)<br>" + "<br>".join(

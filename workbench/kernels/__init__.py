@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from typing import Any
 
 # Public ops, imported on first access (PEP 562): op name -> module in this package.
 _LAZY_OPS = {
@@ -15,7 +16,7 @@ _LAZY_OPS = {
 __all__ = sorted(_LAZY_OPS)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in _LAZY_OPS:
         module = importlib.import_module(f"{__name__}.{_LAZY_OPS[name]}")
         return getattr(module, name)
@@ -30,7 +31,7 @@ class _Package(types.ModuleType):
     fused_linear_cross_entropy`` would return a module once anything had imported it).
     """
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: object) -> None:
         if name in _LAZY_OPS and isinstance(value, types.ModuleType):
             value = getattr(value, name)
         super().__setattr__(name, value)

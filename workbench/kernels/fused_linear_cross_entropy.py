@@ -27,6 +27,8 @@ the head than ``"mean"``). The loss is returned in float32.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from workbench.kernels import dispatch
@@ -82,7 +84,8 @@ def fused_linear_cross_entropy(
             rows, weight, bias, flat_targets, ignore_index, reduction
         )
         return engine.shaped(loss, targets.shape) if reduction == "none" else loss
-    loss = _FusedLinearCrossEntropy.apply(
+    # (torch declares Function.apply without types.)
+    loss = _FusedLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
         rows, weight, bias, flat_targets, ignore_index, reduction, use_triton, chunk_rows
     )
     return engine.shaped(loss, targets.shape) if reduction == "none" else loss
@@ -90,8 +93,17 @@ def fused_linear_cross_entropy(
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ignore_index, reduction, use_triton,
-                chunk_rows):  # fmt: skip
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        ignore_index: int,
+        reduction: str,
+        use_triton: bool,
+        chunk_rows: int | None,
+    ) -> torch.Tensor:
         needs = (
             ctx.needs_input_grad[0],
             ctx.needs_input_grad[1],
@@ -113,13 +125,16 @@ class _FusedLinearCrossEntropy(torch.autograd.Function):
             row_weights=row_weights, needs=needs,
         )  # fmt: skip
         ctx.grads = result.grads or (None, None, None)
+        assert result.logprobs is not None  # a sweep returns log-probs unless told not to
         return -torch.dot(result.logprobs, row_weights)
 
     @staticmethod
-    def backward(ctx, grad_loss):
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if ctx.reduction == "none":
             valid = ctx.saved_tensors[4]
-            grads = engine.per_row_backward(ctx, torch.where(valid, grad_loss.float(), 0.0))
+            grads: tuple[torch.Tensor | None, ...] = engine.per_row_backward(
+                ctx, torch.where(valid, grad_loss.float(), 0.0)
+            )
         else:
             if ctx.grads is None:
                 raise RuntimeError(

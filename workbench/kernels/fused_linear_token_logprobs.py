@@ -19,6 +19,8 @@ kernel over vocabulary blocks per chunk; CUDA, or CPU under ``TRITON_INTERPRET=1
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from workbench.kernels import dispatch
@@ -63,7 +65,8 @@ def fused_linear_token_logprobs(
             rows, weight, bias, flat_targets, ignore_index, "none"
         )
         return engine.shaped(nll.neg(), targets.shape)
-    logprobs = _FusedLinearTokenLogprobs.apply(
+    # (torch declares Function.apply without types.)
+    logprobs = _FusedLinearTokenLogprobs.apply(  # type: ignore[no-untyped-call]
         rows, weight, bias, flat_targets, ignore_index, use_triton, chunk_rows
     )
     return engine.shaped(logprobs, targets.shape)
@@ -71,14 +74,23 @@ def fused_linear_token_logprobs(
 
 class _FusedLinearTokenLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, bias, targets, ignore_index, use_triton, chunk_rows):
+    def forward(
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        targets: torch.Tensor,
+        ignore_index: int,
+        use_triton: bool,
+        chunk_rows: int | None,
+    ) -> torch.Tensor:
         valid = targets != ignore_index
         return engine.per_row_forward(
             ctx, hidden, weight, bias, targets, valid, use_triton, chunk_rows
         )
 
     @staticmethod
-    def backward(ctx, grad_logprobs):
+    def backward(ctx: Any, grad_logprobs: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         valid = ctx.saved_tensors[4]
         # d(sum_i g_i * logp_i) = d(sum_i (-g_i) * (-logp_i)): row weights -g.
         row_weights = torch.where(valid, -grad_logprobs.float(), 0.0)

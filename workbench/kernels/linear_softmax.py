@@ -43,6 +43,7 @@ checked (a check would synchronise), as with ``torch.nn.functional.cross_entropy
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -63,13 +64,17 @@ _FULL_LOGITS_BYTES = 2 * 2**20
 _TRITON_MAX_BLOCK = 4096
 
 
+# The (hidden, weight, bias) gradients of a sweep, None where not needed.
+LinearGradients = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
+
+
 @dataclass
 class SweepResult:
     """What one sweep over the rows computed; fields not asked for are None."""
 
     logprobs: torch.Tensor | None  # (N,) float32, 0 at ignored rows
     lse: torch.Tensor | None  # (N,) float32 log-sum-exp of each row (triton path only)
-    grads: tuple | None  # (hidden, weight, bias) gradients, None where not needed
+    grads: LinearGradients | None  # None when no gradient was asked for
     dlogits: torch.Tensor | None  # (N, V) D in the matmul dtype, kept for a later backward
 
 
@@ -135,7 +140,14 @@ def use_full_logits(n_rows: int, vocab: int, use_triton: bool, chunk_rows: int |
     return not use_triton and chunk_rows is None and 4 * n_rows * vocab <= _FULL_LOGITS_BYTES
 
 
-def full_logits_cross_entropy(hidden, weight, bias, targets, ignore_index, reduction):
+def full_logits_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+) -> torch.Tensor:
     """``F.cross_entropy`` of float32 full logits, through autograd (small inputs only)."""
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
     try:
@@ -233,15 +245,28 @@ def scatter_rows(values: torch.Tensor, rows: torch.Tensor, n_rows: int) -> torch
     return out.index_copy_(0, rows, values)
 
 
-def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
-           row_weights, needs, lse, keep_dlogits):  # fmt: skip
+def _sweep(
+    hidden: torch.Tensor,
+    kept: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    valid: torch.Tensor,
+    use_triton: bool,
+    chunk_rows: int | None,
+    want_logprobs: bool,
+    row_weights: torch.Tensor | None,
+    needs: tuple[bool, bool, bool],
+    lse: torch.Tensor | None,
+    keep_dlogits: bool,
+) -> SweepResult:
     # ``kept``: indices of the rows of ``hidden`` to sweep (None: all); every other argument
     # has one entry per swept row.
     n_rows, vocab = targets.shape[0], weight.shape[0]
     device, dtype = hidden.device, hidden.dtype
     step = rows_per_chunk(n_rows, vocab, device, chunk_rows)
     single_chunk = step >= n_rows
-    grads = None
+    grads: _Gradients | None = None
     if row_weights is not None and any(needs):
         grads = _Gradients(hidden, kept, weight, bias, needs, single_chunk)
     keep_dlogits = keep_dlogits and single_chunk and grads is None
@@ -249,7 +274,7 @@ def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, w
 
     target_col = torch.where(valid, targets, 0)[:, None]  # ignored rows read column 0
     logprobs = torch.empty(n_rows, dtype=torch.float32, device=device) if want_logprobs else None
-    out_lse = None
+    out_lse: torch.Tensor | None = None
     if use_triton and lse is None:
         out_lse = torch.empty(n_rows, dtype=torch.float32, device=device)
     # Reused chunk buffers: the matmul output (input dtype) and, on the torch path for
@@ -275,11 +300,12 @@ def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, w
             torch.addmm(bias, h_chunk, weight.t(), out=logits)
 
         if use_triton:
+            row_lse = out_lse if lse is None else lse
+            assert row_lse is not None  # out_lse is made above when no lse was given
             # In place: the kernel overwrites the logits with D (when asked for).
             run_rows(
                 kernels, block, logits, target_col[rows], valid[rows],
-                None if logprobs is None else logprobs[rows],
-                out_lse[rows] if lse is None else lse[rows],
+                None if logprobs is None else logprobs[rows], row_lse[rows],
                 read_lse=lse is not None, write_grad=want_dlogits,
             )  # fmt: skip
         else:
@@ -287,7 +313,7 @@ def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, w
             if f32_buf is not None:
                 probs = f32_buf[: h_chunk.shape[0]]
                 probs.copy_(logits)
-            if want_logprobs:
+            if logprobs is not None:  # want_logprobs
                 torch.log_softmax(probs, 1, out=probs)
                 try:
                     picked = probs.gather(1, target_col[rows])
@@ -304,7 +330,7 @@ def _sweep(hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, w
                 probs.scatter_(1, target_col[rows], -1.0, reduce="add")
                 if f32_buf is not None:
                     logits.copy_(probs)
-        if grads is not None:
+        if grads is not None and row_weights is not None:
             grads.add(logits, rows, h_chunk, row_weights[rows])
 
     return SweepResult(
@@ -323,19 +349,29 @@ class _Gradients:
     a reused buffer first).
     """
 
-    def __init__(self, hidden, kept, weight, bias, needs, single_chunk):
+    def __init__(
+        self,
+        hidden: torch.Tensor,
+        kept: torch.Tensor | None,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        needs: tuple[bool, bool, bool],
+        single_chunk: bool,
+    ) -> None:
         self.need_h, self.need_w, self.need_b = needs
         self.weight, self.bias, self.single_chunk = weight, bias, single_chunk
         self.kept = kept  # rows of ``hidden`` the chunks index into (None: all)
         self.dtype = dtype = hidden.dtype
         self.low_precision = dtype != torch.float32
         device = hidden.device
-        self.hidden_grad = None
+        self.hidden_grad: torch.Tensor | None = None
         if self.need_h:
             # Rows left out of the sweep (ignored) get zeros.
             make = torch.empty if kept is None else torch.zeros
             self.hidden_grad = make(hidden.shape, dtype=dtype, device=device)
-        self.weight_grad = self.bias_grad = self.weight_tmp = None
+        self.weight_grad: torch.Tensor | None = None
+        self.bias_grad: torch.Tensor | None = None
+        self.weight_tmp: torch.Tensor | None = None
         self.first = True
         if not single_chunk:
             if self.need_b:
@@ -346,19 +382,24 @@ class _Gradients:
             elif self.need_w:
                 self.weight_grad = torch.empty(weight.shape, dtype=torch.float32, device=device)
 
-    def add(self, dlogits, rows, h_chunk, s):
+    def add(
+        self, dlogits: torch.Tensor, rows: slice, h_chunk: torch.Tensor, s: torch.Tensor
+    ) -> None:
         s_col = s[:, None]
-        if self.need_h and self.kept is None:
-            torch.mm(dlogits, self.weight, out=self.hidden_grad[rows]).mul_(s_col)
-        elif self.need_h:
-            part = torch.mm(dlogits, self.weight).mul_(s_col)
-            self.hidden_grad.index_copy_(0, self.kept[rows], part)
+        if self.hidden_grad is not None:  # need_h
+            if self.kept is None:
+                torch.mm(dlogits, self.weight, out=self.hidden_grad[rows]).mul_(s_col)
+            else:
+                part = torch.mm(dlogits, self.weight).mul_(s_col)
+                self.hidden_grad.index_copy_(0, self.kept[rows], part)
         if self.need_w:
             scaled_h = h_chunk * s_col
             if self.low_precision:
                 scaled_h = scaled_h.to(self.dtype)
             if self.single_chunk:
                 self.weight_grad = torch.mm(dlogits.t(), scaled_h)
+            elif self.weight_grad is None:
+                raise AssertionError("more than one chunk: __init__ made weight_grad")
             elif self.low_precision:
                 self.weight_grad.add_(torch.mm(dlogits.t(), scaled_h, out=self.weight_tmp))
             elif self.first:
@@ -367,15 +408,18 @@ class _Gradients:
                 self.weight_grad.addmm_(dlogits.t(), scaled_h)
         if self.need_b:
             part = torch.mv(dlogits.t(), s.to(self.dtype) if self.low_precision else s)
-            self.bias_grad = part if self.single_chunk else self.bias_grad.add_(part)
+            if self.single_chunk or self.bias_grad is None:  # None: single chunk
+                self.bias_grad = part
+            else:
+                self.bias_grad.add_(part)
         self.first = False
 
-    def result(self):
+    def result(self) -> LinearGradients:
         grad_w = grad_b = None
         if self.need_w:
             grad_w = self.weight_grad
             grad_w = torch.zeros_like(self.weight) if grad_w is None else grad_w.to(self.dtype)
-        if self.need_b:
+        if self.need_b and self.bias is not None:  # a bias gradient needs a bias
             grad_b = self.bias_grad
             grad_b = torch.zeros_like(self.bias) if grad_b is None else grad_b.to(self.dtype)
         return self.hidden_grad, grad_w, grad_b
@@ -402,7 +446,16 @@ def _check_targets(targets: torch.Tensor, valid: torch.Tensor, vocab: int) -> No
 #   the head than the naive computation, and no N x V memory).
 
 
-def per_row_forward(ctx, hidden, weight, bias, targets, valid, use_triton, chunk_rows):
+def per_row_forward(
+    ctx: Any,
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    targets: torch.Tensor,
+    valid: torch.Tensor,
+    use_triton: bool,
+    chunk_rows: int | None,
+) -> torch.Tensor:
     """Target log-probs (N,) float32 of a per-row op; saves what ``per_row_backward`` needs."""
     needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
     frozen_head = needs == (True, False, False)
@@ -412,7 +465,7 @@ def per_row_forward(ctx, hidden, weight, bias, targets, valid, use_triton, chunk
         needs=needs, keep_dlogits=any(needs),
     )  # fmt: skip
     empty = hidden.new_empty(0)
-    kept = result.grads[0] if frozen_head else result.dlogits
+    kept = result.grads[0] if frozen_head and result.grads else result.dlogits
     ctx.kept = "grad_hidden" if frozen_head else "dlogits" if kept is not None else None
     ctx.save_for_backward(
         hidden, weight, empty if bias is None else bias, targets, valid,
@@ -420,10 +473,11 @@ def per_row_forward(ctx, hidden, weight, bias, targets, valid, use_triton, chunk
     )  # fmt: skip
     ctx.use_triton = use_triton
     ctx.chunk_rows = chunk_rows
+    assert result.logprobs is not None  # asked for: want_logprobs
     return result.logprobs
 
 
-def per_row_backward(ctx, row_weights: torch.Tensor):
+def per_row_backward(ctx: Any, row_weights: torch.Tensor) -> LinearGradients:
     """Gradients of ``sum_i row_weights_i * (-logp_i)``: (hidden, weight, bias), None where
     not needed."""
     hidden, weight, bias, targets, valid, lse, kept = ctx.saved_tensors
@@ -448,4 +502,5 @@ def per_row_backward(ctx, row_weights: torch.Tensor):
         chunk_rows=ctx.chunk_rows, want_logprobs=False, row_weights=row_weights, needs=needs,
         lse=lse if lse.numel() else None,
     )  # fmt: skip
+    assert result.grads is not None  # row weights and a needed gradient were given
     return result.grads

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -65,7 +66,9 @@ def rms_norm(
     if x.device != weight.device:
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
     use_triton = _use_triton(backend, x, hidden=x.shape[-1])
-    return _RMSNormFunction.apply(x, weight, float(eps), use_triton)
+    # (torch declares Function.apply without types.)
+    out: torch.Tensor = _RMSNormFunction.apply(x, weight, float(eps), use_triton)  # type: ignore[no-untyped-call]
+    return out
 
 
 def _use_triton(backend: str, x: torch.Tensor, hidden: int) -> bool:
@@ -80,7 +83,9 @@ def _use_triton(backend: str, x: torch.Tensor, hidden: int) -> bool:
 
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, eps, use_triton):
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float, use_triton: bool
+    ) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         if use_triton:
@@ -94,17 +99,21 @@ class _RMSNormFunction(torch.autograd.Function):
         return y.view(shape)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
         rows, weight, rstd = ctx.saved_tensors
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_dx or need_dw):
             return None, None, None, None
         grad_rows = grad_out.reshape(-1, rows.shape[-1])
+        dx: torch.Tensor | None
+        dw: torch.Tensor | None
         if ctx.use_triton:
             dx, dw = _triton_backward(_contiguous_rows(grad_rows), rows, weight, rstd)
         else:
             dx, dw = _torch_backward(grad_rows, rows, weight, rstd, need_dx, need_dw)
-        dx = dx.view(ctx.shape) if need_dx else None
+        dx = dx.view(ctx.shape) if need_dx and dx is not None else None
         return dx, (dw if need_dw else None), None, None
 
 
@@ -121,7 +130,9 @@ def _rows_per_chunk(hidden: int) -> int:
     return max(1, TORCH_CHUNK_ELEMENTS // max(hidden, 1))
 
 
-def _torch_forward(rows, weight, eps):
+def _torch_forward(
+    rows: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     n_rows, hidden = rows.shape
     out_dtype = torch.promote_types(rows.dtype, weight.dtype)
     y = torch.empty((n_rows, hidden), dtype=out_dtype, device=rows.device)
@@ -138,7 +149,14 @@ def _torch_forward(rows, weight, eps):
     return y, rstd
 
 
-def _torch_backward(grad_rows, rows, weight, rstd, need_dx, need_dw):
+def _torch_backward(
+    grad_rows: torch.Tensor,
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    rstd: torch.Tensor,
+    need_dx: bool,
+    need_dw: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     n_rows, hidden = rows.shape
     dx = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_dx else None
     dw = torch.zeros(hidden, dtype=torch.float32, device=rows.device) if need_dw else None
@@ -148,15 +166,15 @@ def _torch_backward(grad_rows, rows, weight, rstd, need_dx, need_dw):
         stop = min(start + step, n_rows)
         normed = rows[start:stop].to(torch.float32) * rstd[start:stop]
         dy = grad_rows[start:stop].to(torch.float32)
-        if need_dw:
+        if dw is not None:  # need_dw
             # y = weight * normed.to(x.dtype): the weight sees the rounded normalised value.
             dw += (dy * normed.to(rows.dtype).to(torch.float32)).sum(0)
-        if need_dx:
+        if dx is not None:  # need_dx
             dn = dy * w  # not in place: dy may be the caller's gradient itself (float32)
             proj = (dn * normed).mean(-1, keepdim=True)
             dn.sub_(normed.mul_(proj)).mul_(rstd[start:stop])
             dx[start:stop] = dn
-    return dx, (dw.to(weight.dtype) if need_dw else None)
+    return dx, (None if dw is None else dw.to(weight.dtype))
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,8 +187,10 @@ def _triton_kernels() -> SimpleNamespace:
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def rms_norm_forward_kernel(
+    # Triton reads a kernel's parameter annotations as compile-time types, so its parameters
+    # stay unannotated; and triton ships no types, so its decorator is untyped to mypy.
+    @triton.jit  # type: ignore[untyped-decorator]
+    def rms_norm_forward_kernel(  # type: ignore[no-untyped-def]
         X,
         W,
         Y,
@@ -194,8 +214,8 @@ def _triton_kernels() -> SimpleNamespace:
         y = normed * w
         tl.store(Y + row * y_row_stride + cols, y.to(Y.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def rms_norm_backward_kernel(
+    @triton.jit  # type: ignore[untyped-decorator]
+    def rms_norm_backward_kernel(  # type: ignore[no-untyped-def]
         DY,
         X,
         W,
@@ -245,7 +265,9 @@ def _num_warps(block: int) -> int:
     return 4
 
 
-def _triton_forward(rows, weight, eps):
+def _triton_forward(
+    rows: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = _triton_kernels()
     n_rows, hidden = rows.shape
     out_dtype = torch.promote_types(rows.dtype, weight.dtype)
@@ -279,7 +301,9 @@ def _backward_programs(n_rows: int, device: torch.device) -> int:
     return max(1, min(n_rows, target))
 
 
-def _triton_backward(grad_rows, rows, weight, rstd):
+def _triton_backward(
+    grad_rows: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = _triton_kernels()
     n_rows, hidden = rows.shape
     dx = torch.empty((n_rows, hidden), dtype=rows.dtype, device=rows.device)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,12 +53,14 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor, backend: str = "auto") -> torch
     if gate.device != up.device:
         raise ValueError(f"gate is on {gate.device} but up is on {up.device}")
     use_triton_path = use_triton(backend, gate)
-    return _SwiGLUFunction.apply(gate, up, use_triton_path)
+    # (torch declares Function.apply without types.)
+    out: torch.Tensor = _SwiGLUFunction.apply(gate, up, use_triton_path)  # type: ignore[no-untyped-call]
+    return out
 
 
 class _SwiGLUFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, gate, up, use_triton):
+    def forward(ctx: Any, gate: torch.Tensor, up: torch.Tensor, use_triton: bool) -> torch.Tensor:
         flat_gate, flat_up = gate.reshape(-1), up.reshape(-1)
         if use_triton:
             flat_gate, flat_up = flat_gate.contiguous(), flat_up.contiguous()
@@ -70,18 +73,22 @@ class _SwiGLUFunction(torch.autograd.Function):
         return out.view(gate.shape)
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         flat_gate, flat_up = ctx.saved_tensors
         need_gate, need_up = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_gate or need_up):
             return None, None, None
         flat_grad = grad_out.reshape(-1)
+        dgate: torch.Tensor | None
+        dup: torch.Tensor | None
         if ctx.use_triton:
             dgate, dup = _triton_backward(flat_grad.contiguous(), flat_gate, flat_up)
         else:
             dgate, dup = _torch_backward(flat_grad, flat_gate, flat_up, need_gate, need_up)
-        dgate = dgate.view(ctx.shape) if need_gate else None
-        dup = dup.view(ctx.shape) if need_up else None
+        dgate = dgate.view(ctx.shape) if need_gate and dgate is not None else None
+        dup = dup.view(ctx.shape) if need_up and dup is not None else None
         return dgate, dup, None
 
 
@@ -89,7 +96,7 @@ class _SwiGLUFunction(torch.autograd.Function):
 # torch path
 
 
-def _torch_forward(gate, up):
+def _torch_forward(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     out_dtype = torch.promote_types(gate.dtype, up.dtype)
     act = F.silu(gate)
     if act.dtype == out_dtype:
@@ -98,7 +105,9 @@ def _torch_forward(gate, up):
     return act * up
 
 
-def _torch_backward(grad, gate, up, need_gate, need_up):
+def _torch_backward(
+    grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, need_gate: bool, need_up: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     # silu recomputed: one elementwise pass. The products are rounded to the input dtypes
     # and silu's derivative is aten's fused silu_backward, exactly the ops autograd runs for
     # F.silu(gate) * up, so the gradients agree with the unfused model bit for bit, and no
@@ -106,7 +115,7 @@ def _torch_backward(grad, gate, up, need_gate, need_up):
     act = F.silu(gate)
     dup = (grad * act).to(up.dtype) if need_up else None
     del act
-    dgate = None
+    dgate: torch.Tensor | None = None
     if need_gate:
         grad_act = (grad * up).to(gate.dtype)
         dgate = torch.ops.aten.silu_backward(grad_act, gate)
@@ -123,8 +132,10 @@ def _triton_kernels() -> SimpleNamespace:
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def swiglu_forward_kernel(GATE, UP, OUT, numel, BLOCK: tl.constexpr):
+    # Triton reads a kernel's parameter annotations as compile-time types, so its parameters
+    # stay unannotated; and triton ships no types, so its decorator is untyped to mypy.
+    @triton.jit  # type: ignore[untyped-decorator]
+    def swiglu_forward_kernel(GATE, UP, OUT, numel, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
         offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offsets < numel
         g = tl.load(GATE + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -133,8 +144,8 @@ def _triton_kernels() -> SimpleNamespace:
         act = (g * tl.sigmoid(g)).to(GATE.dtype.element_ty).to(tl.float32)
         tl.store(OUT + offsets, (act * u).to(OUT.dtype.element_ty), mask=mask)
 
-    @triton.jit
-    def swiglu_backward_kernel(DY, GATE, UP, DGATE, DUP, numel, BLOCK: tl.constexpr):
+    @triton.jit  # type: ignore[untyped-decorator]
+    def swiglu_backward_kernel(DY, GATE, UP, DGATE, DUP, numel, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
         offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
         mask = offsets < numel
         dy = tl.load(DY + offsets, mask=mask, other=0.0).to(tl.float32)
@@ -152,7 +163,7 @@ def _triton_kernels() -> SimpleNamespace:
     )
 
 
-def _triton_forward(gate, up):
+def _triton_forward(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     kernels = _triton_kernels()
     out = torch.empty(
         gate.numel(), dtype=torch.promote_types(gate.dtype, up.dtype), device=gate.device
@@ -164,7 +175,9 @@ def _triton_forward(gate, up):
     return out
 
 
-def _triton_backward(grad, gate, up):
+def _triton_backward(
+    grad: torch.Tensor, gate: torch.Tensor, up: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = _triton_kernels()
     dgate = torch.empty_like(gate)
     dup = torch.empty_like(up)
