@@ -9,16 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from pathlib import Path
 
 import pytest
 
+from tests.conftest import ROOT
 from workbench.models import tiny
-from workbench.spec import registry
+from workbench.spec import components, registry
 from workbench.spec.errors import SpecError
 from workbench.spec.run_spec import RunSpec
 
-ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 RUNNING = (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
 METHODS_DOC = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
@@ -107,9 +106,9 @@ def test_the_rewards_adapters_optimizers_and_schedules_listed_are_the_registries
     assert sorted(re.findall(r"`(\w+)`(?= \(| and `)", rewards)) == sorted(BUILTIN)
     fields = section(RUNNING, "## A run spec, field by field")
     for names, kind in (
-        (registry.ADAPTERS, "Adapters are"),
-        (registry.OPTIMIZERS, "optimizers"),
-        (registry.SCHEDULERS, "schedules"),
+        (components.ADAPTERS, "Adapters are"),
+        (components.OPTIMIZERS, "optimizers"),
+        (components.SCHEDULERS, "schedules"),
     ):
         sentence = re.search(rf"{kind} ([^;.]*)", fields)[1]
         assert backticked(sentence) == set(names), (kind, sentence)

@@ -10,17 +10,18 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import ROOT
 from workbench.data.tasks import TASKS
-from workbench.methods.params import MultiObjectiveSFTParams
+from workbench.methods.sft.params import MultiObjectiveSFTParams
 from workbench.models.adapter_params import LoraAdapterParams
-from workbench.spec import registry
+from workbench.spec import components, registry
+from workbench.spec.components import AdamParams, SGDParams
 from workbench.spec.errors import SpecError
 from workbench.spec.run_spec import (
     DataSpec,
     EvalSpec,
     ModelSpec,
     ObjectiveSpec,
-    OptimizerSpec,
     RunSpec,
     TinyModelSpec,
     TrackingSpec,
@@ -58,7 +59,7 @@ def customised() -> RunSpec:
                 "alpha": 8.5,
                 "target_modules": ["q_proj", "v_proj"],
             },
-            "optimizer": {"name": "sgd", "lr": 0.05, "betas": [0.8, 0.95], "momentum": 0.5},
+            "optimizer": {"name": "adam", "lr": 0.05, "betas": [0.8, 0.95], "eps": 1e-6},
             "objectives": [
                 objective("ans", "max", "metric:exact_match", "answer", weight=0.3, reference=-1.5),
                 objective("short", "min", "metric:length_items", "brevity", weight=0.7),
@@ -168,9 +169,16 @@ def test_explicit_method_and_objectives_are_kept():
     ("data", "path", "value", "allowed"),
     [
         ({"method": "dpo-magic"}, "method", "dpo-magic", list(registry.METHODS)),
-        ({"adapter": {"name": "loraa"}}, "adapter.name", "loraa", list(registry.ADAPTERS)),
-        ({"optimizer": {"name": "lion"}}, "optimizer.name", "lion", list(registry.OPTIMIZERS)),
-        ({"train": {"scheduler": "step"}}, "train.scheduler", "step", list(registry.SCHEDULERS)),
+        ({"adapter": {"name": "loraa"}}, "adapter.name", "loraa", list(components.ADAPTERS)),
+        ({"optimizer": {"name": "lion"}}, "optimizer.name", "lion", list(components.OPTIMIZERS)),
+        ({"optimizer": "lion"}, "optimizer", "lion", list(components.OPTIMIZERS)),
+        ({"train": {"scheduler": "step"}}, "train.scheduler", "step", list(components.SCHEDULERS)),
+        (
+            {"train": {"scheduler": {"name": "step"}}},
+            "train.scheduler.name",
+            "step",
+            list(components.SCHEDULERS),
+        ),
         ({"train": {"precision": "fp8"}}, "train.precision", "fp8", ["32-true", "bf16-mixed"]),
         ({"kernels": "cuda"}, "kernels", "cuda", list(registry.KERNEL_CHOICES)),
         (
@@ -304,9 +312,8 @@ def test_other_kernel_values_are_refused(text):
 
 def test_the_readme_spec_example_is_a_valid_spec():
     import re
-    from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     examples = re.findall(r"```yaml\n(.*?)```", readme, re.S)
     assert examples, "README.md has no yaml example"
     for text in examples:
@@ -391,16 +398,18 @@ def test_flat_params():
         "data": DataSpec,
         "adapter": type(spec.adapter),
         "method": type(spec.method),
-        "optimizer": OptimizerSpec,
+        "optimizer": type(spec.optimizer),
         "train": TrainSpec,
         "eval": EvalSpec,
         "tracking": TrackingSpec,
     }
     for section, cls in sections.items():
         for name in cls.model_fields:
-            if name in ("tiny", "tags"):
+            if name in ("tiny", "tags", "scheduler"):
                 continue
             assert f"{section}.{name}" in params
+    assert params["train.scheduler.name"] == "cosine"
+    assert params["optimizer.betas"] == "[0.8, 0.95]"
 
 
 def test_objective_lookup():
@@ -423,7 +432,8 @@ FIELD_NAMES = sorted(
             DataSpec,
             LoraAdapterParams,
             MultiObjectiveSFTParams,
-            OptimizerSpec,
+            AdamParams,
+            SGDParams,
             ObjectiveSpec,
             TrainSpec,
             EvalSpec,
@@ -435,11 +445,11 @@ FIELD_NAMES = sorted(
 CHOICES = sorted(
     {
         *registry.METHODS,
-        *registry.ADAPTERS,
-        *registry.OPTIMIZERS,
+        *components.ADAPTERS,
+        *components.OPTIMIZERS,
         *registry.TERMS,
         *TASKS,
-        *registry.SCHEDULERS,
+        *components.SCHEDULERS,
         *registry.KERNEL_CHOICES,
         "min",
         "max",
@@ -571,3 +581,84 @@ def test_a_term_objective_must_name_a_term_of_the_method():
 def test_reward_sources_name_registered_rewards():
     message = spec_error({"objectives": [objective(source="reward:nope", term=None)]})
     assert "reward:nope" in message and "register_reward" in message
+
+
+# --------------------------------------------------------------------------- optimizer and schedule
+
+
+def test_each_optimizer_has_its_own_settings_and_shorthand():
+    sgd = RunSpec.parse({"optimizer": "sgd"})
+    assert isinstance(sgd.optimizer, SGDParams)
+    assert sgd.optimizer == RunSpec.parse({"optimizer": {"name": "sgd"}}).optimizer
+    assert yaml.safe_load(sgd.to_yaml())["optimizer"] == {
+        "name": "sgd",
+        "lr": 3e-4,
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+    }
+    adamw = RunSpec.parse({"optimizer": {"name": "adamw", "betas": [0.8, 0.9], "eps": 1e-6}})
+    assert isinstance(adamw.optimizer, AdamParams)
+    assert (adamw.optimizer.betas, adamw.optimizer.eps) == ((0.8, 0.9), 1e-6)
+    for spec in (sgd, adamw):
+        text = spec.to_yaml()
+        assert RunSpec.from_yaml(text) == spec and RunSpec.from_yaml(text).to_yaml() == text
+    assert RunSpec().optimizer == AdamParams(name="adamw")
+
+
+def test_the_former_flat_optimizer_section_keeps_its_meaning():
+    # A finished run's stored spec lists every field of the one section specs once had.
+    stored = {"name": "adamw", "lr": 1e-3, "weight_decay": 0.0, "betas": [0.9, 0.999]}
+    spec = RunSpec.parse({"optimizer": {**stored, "momentum": 0.9}})
+    assert spec.optimizer == AdamParams(name="adamw", lr=1e-3)
+    sgd = RunSpec.parse({"optimizer": {"name": "sgd", "momentum": 0.5, "betas": [0.9, 0.999]}})
+    assert sgd.optimizer == SGDParams(name="sgd", momentum=0.5)
+    # A setting the optimizer has no use for is an error once it differs from that default.
+    message = spec_error({"optimizer": {"name": "sgd", "betas": [0.8, 0.95]}})
+    assert "optimizer.betas = [0.8, 0.95]: unknown field" in message
+    assert "allowed: lr, momentum, name, weight_decay" in message
+    assert "optimizer.eps = 0: Input should be greater than 0" in spec_error(
+        {"optimizer": {"name": "adam", "eps": 0}}
+    )
+
+
+def test_the_schedule_is_a_section_with_shorthand():
+    short = RunSpec.parse({"train": {"scheduler": "cosine", "warmup_steps": 2}})
+    full = RunSpec.parse({"train": {"scheduler": {"name": "cosine"}, "warmup_steps": 2}})
+    assert short == full and short.train.scheduler.name == "cosine"
+    text = short.to_yaml()
+    assert yaml.safe_load(text)["train"]["scheduler"] == {"name": "cosine"}
+    assert RunSpec.from_yaml(text) == short and RunSpec.from_yaml(text).to_yaml() == text
+    assert RunSpec().train.scheduler.name == "constant"
+    message = spec_error({"train": {"scheduler": {"name": "cosine", "cycles": 2}}})
+    assert "train.scheduler.cycles = 2: unknown field" in message
+    # A sweep sets the schedule by its dotted path, as it sets any other field.
+    assert RunSpec().updated(**{"train.scheduler": "linear"}).train.scheduler.name == "linear"
+
+
+# --------------------------------------------------------------------------- objective parts
+
+
+@pytest.mark.parametrize(
+    ("source", "direction", "kind", "name", "sign"),
+    [
+        ("metric:exact_match", "max", "metric", "exact_match", 1),
+        ("metric:eval_loss", "min", "metric", "eval_loss", -1),
+        ("term:brevity", "min", "term", "brevity", -1),
+        ("cost:peak_mem_mb", "min", "cost", "peak_mem_mb", -1),
+        ("reward:correct", "max", "reward", "correct", 1),
+    ],
+)
+def test_an_objective_knows_its_kind_source_name_and_sign(source, direction, kind, name, sign):
+    from workbench.spec.objective_source import direction_sign, parse_source
+
+    o = ObjectiveSpec(name="x", direction=direction, source=source)
+    assert (o.kind, o.source_name, o.sign) == (kind, name, sign)
+    assert parse_source(source) == (kind, name) and direction_sign(direction) == sign
+    # Derived, not stored: the YAML of an objective is what the user wrote.
+    assert "kind" not in o.model_dump() and "sign" not in o.model_dump()
+
+
+def test_an_optimizer_or_schedule_section_without_a_name_takes_the_default_choice():
+    spec = RunSpec.parse({"optimizer": {"lr": 1e-3}, "train": {"scheduler": {}}})
+    assert spec.optimizer == AdamParams(name="adamw", lr=1e-3)
+    assert spec.train.scheduler.name == "constant"

@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from workbench.data.rows import PreferenceRow, Row
+from workbench.spec.objective_source import direction_sign
 
 
 def corrupt_answer(answer: str, rng: random.Random) -> str:
@@ -93,7 +94,7 @@ def scored_pairs(
         a, b = row.completion, short
         scores = [(name, direction, fn(a, row), fn(b, row)) for name, direction, fn in scorers]
         _, direction, score_a, score_b = scores[0]
-        gap = (score_a - score_b) * (1 if direction == "max" else -1)
+        gap = (score_a - score_b) * direction_sign(direction)
         keep = rng.random() < 1 / (1 + math.exp(-gap / temperature))
         chosen, rejected = (a, b) if keep else (b, a)
         out.append(

@@ -7,28 +7,89 @@ and AdaMerging learns the coefficients instead of taking them (:mod:`.adamerging
 A task vector is a fine-tuned model's weights minus its base's, ``tau_k = theta_k - theta_0``;
 every method returns ``theta_0 + merged(tau_1, ..., tau_K)``.
 
-The CLI validates a merge against this table before torch is imported.
+The sparsifiers and consensus rules are tables of functions (lazy ``"module:function"``
+references into :mod:`.tensors`, resolved when a merge runs); the merge code looks them up
+by name and never branches on it. The CLI validates a merge against these tables before
+torch is imported.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from workbench.spec.entries import Ref
 from workbench.spec.errors import SpecError
 
-SPARSIFIERS = {
-    "none": "every entry kept",
-    "magnitude": "the top density fraction of |tau| kept, the rest zeroed (TIES' trim step)",
-    "random": "each entry kept with probability density and rescaled by 1/density (DARE)",
-    "breadcrumbs": "the largest gamma fraction of |tau| (outliers) and the smallest entries "
-    "zeroed, so a density fraction is kept",
+
+@dataclass(frozen=True)
+class Sparsifier:
+    """Which entries of one task tensor survive: ``apply(tensor, **kwargs) -> tensor``, given
+    the keyword arguments named in ``takes`` (``density``, ``gamma``, ``generator``)."""
+
+    name: str
+    summary: str
+    apply: Ref
+    takes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ConsensusRule:
+    """How the (sparsified) task tensors combine: ``combine(stacked, weights, **kwargs) ->
+    tensor`` over the stacked ``(K, ...)`` tensors, given the keyword arguments in ``takes``."""
+
+    name: str
+    summary: str
+    combine: Ref
+    takes: tuple[str, ...] = ()
+
+
+SPARSIFIERS: dict[str, Sparsifier] = {
+    s.name: s
+    for s in [
+        Sparsifier("none", "every entry kept", "workbench.merging.tensors:keep_all"),
+        Sparsifier(
+            "magnitude",
+            "the top density fraction of |tau| kept, the rest zeroed (TIES' trim step)",
+            "workbench.merging.tensors:magnitude_trim",
+            ("density",),
+        ),
+        Sparsifier(
+            "random",
+            "each entry kept with probability density and rescaled by 1/density (DARE)",
+            "workbench.merging.tensors:random_drop",
+            ("density", "generator"),
+        ),
+        Sparsifier(
+            "breadcrumbs",
+            "the largest gamma fraction of |tau| (outliers) and the smallest entries zeroed, "
+            "so a density fraction is kept",
+            "workbench.merging.tensors:breadcrumbs_trim",
+            ("density", "gamma"),
+        ),
+    ]
 }
-CONSENSUS_RULES = {
-    "sum": "sum_k w_k tau_k",
-    "sign_elect": "per entry, the sign of sum_k tau_k (or of the count of signs) is elected; "
-    "sum_k w_k tau_k over the tau_k that agree with it, divided by how many agree",
+CONSENSUS_RULES: dict[str, ConsensusRule] = {
+    c.name: c
+    for c in [
+        ConsensusRule("sum", "sum_k w_k tau_k", "workbench.merging.tensors:weighted_sum"),
+        ConsensusRule(
+            "sign_elect",
+            "per entry, the sign of sum_k tau_k (or of the count of signs) is elected; "
+            "sum_k w_k tau_k over the tau_k that agree with it, divided by how many agree",
+            "workbench.merging.tensors:sign_elected_mean",
+            ("majority_sign_method",),
+        ),
+    ]
 }
 MAJORITY_SIGN_METHODS = ("total", "frequency")
+# The merge setting (``merge.<name>`` in MLflow) behind each keyword argument a sparsifier or
+# a consensus rule takes: a random sparsifier's generator is seeded by ``seed``.
+_SETTING_OF_ARGUMENT = {
+    "density": "density",
+    "gamma": "gamma",
+    "generator": "seed",
+    "majority_sign_method": "majority_sign_method",
+}
 
 
 @dataclass(frozen=True)
@@ -152,6 +213,14 @@ class MergeSettings:
     def info(self) -> MergeMethod:
         return METHODS[self.method]
 
+    def uses(self, setting: str) -> bool:
+        """Whether the method's sparsifier or consensus rule reads ``setting``."""
+        takes = (
+            *SPARSIFIERS[self.info.sparsify].takes,
+            *CONSENSUS_RULES[self.info.consensus].takes,
+        )
+        return setting in {_SETTING_OF_ARGUMENT[a] for a in takes}
+
     def lines(self) -> tuple[float, float] | None:
         """(alpha, beta) of the LiNeS scaling, or None when off."""
         if self.lines_alpha is None and self.lines_beta is None and not self.info.layer_scaled:
@@ -167,13 +236,13 @@ class MergeSettings:
         params = {"merge.method": self.method}
         if not info.learned:
             params["merge.weights"] = ",".join(f"{w:g}" for w in self.weights)
-        if info.sparsify != "none":
+        if self.uses("density"):
             params["merge.density"] = f"{self.density:g}"
-        if info.sparsify == "breadcrumbs":
+        if self.uses("gamma"):
             params["merge.gamma"] = f"{self.gamma:g}"
-        if info.sparsify == "random":
+        if self.uses("seed"):
             params["merge.seed"] = str(self.seed)
-        if info.consensus == "sign_elect":
+        if self.uses("majority_sign_method"):
             params["merge.majority_sign_method"] = self.majority_sign_method
         lines = self.lines()
         if lines is not None:
@@ -220,9 +289,8 @@ def check_settings(
             f"merge.majority_sign_method = {majority_sign_method!r}: allowed: "
             f"{', '.join(MAJORITY_SIGN_METHODS)}"
         )
-    if not 0.0 <= gamma < 1.0 or (
-        METHODS[method].sparsify == "breadcrumbs" and density + gamma > 1.0
-    ):
+    trims_outliers = "gamma" in SPARSIFIERS[METHODS[method].sparsify].takes
+    if not 0.0 <= gamma < 1.0 or (trims_outliers and density + gamma > 1.0):
         raise SpecError(
             f"merge.gamma = {gamma:g}: must be in [0, 1) with density + gamma <= 1 "
             f"(density = {density:g})"

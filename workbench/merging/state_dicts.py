@@ -78,9 +78,7 @@ def merge_task_vectors(
             density=settings.density,
             gamma=settings.gamma,
             majority_sign_method=settings.majority_sign_method,
-            generator=_generator(settings.seed, name)
-            if settings.info.sparsify == "random"
-            else None,
+            generator=_generator(settings.seed, name) if settings.uses("seed") else None,
         )
     return merged
 

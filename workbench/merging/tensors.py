@@ -2,8 +2,9 @@
 
 A task tensor is one weight's change under fine-tuning, ``tau_k = theta_k - theta_0``. A
 method sparsifies each ``tau_k`` (:func:`sparsify`), weights them, and combines them with a
-consensus rule (:func:`weighted_sum` or the sign election of :func:`elect_sign` followed by
-:func:`disjoint_mean`); :func:`merge_task_tensors` is that composition.
+consensus rule (:func:`weighted_sum`, or :func:`sign_elected_mean`: the sign election of
+:func:`elect_sign` followed by :func:`disjoint_mean`); :func:`merge_task_tensors` is that
+composition, looking both up in ``catalog.SPARSIFIERS`` and ``catalog.CONSENSUS_RULES``.
 
 Where peft's ``peft.utils.merge_utils`` has a method (``task_arithmetic``, ``magnitude_prune``,
 ``ties``, ``dare_linear``, ``dare_ties``), the function of the same name here takes the same
@@ -19,7 +20,8 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.merging.catalog import METHODS
+from workbench.merging.catalog import CONSENSUS_RULES, METHODS, SPARSIFIERS
+from workbench.spec.registry import resolve
 
 
 def _weights_like(weights, stacked: torch.Tensor) -> torch.Tensor:
@@ -34,6 +36,11 @@ def _weights_like(weights, stacked: torch.Tensor) -> torch.Tensor:
 
 
 # -- sparsifiers: which entries of one task tensor survive ---------------------------------
+
+
+def keep_all(tensor: torch.Tensor) -> torch.Tensor:
+    """Every entry survives."""
+    return tensor
 
 
 def magnitude_trim(tensor: torch.Tensor, density: float) -> torch.Tensor:
@@ -85,16 +92,13 @@ def sparsify(
     gamma: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """One task tensor through the sparsifier ``how`` (``catalog.SPARSIFIERS``)."""
-    if how == "none":
-        return tensor
-    if how == "magnitude":
-        return magnitude_trim(tensor, density)
-    if how == "random":
-        return random_drop(tensor, density, generator=generator)
-    if how == "breadcrumbs":
-        return breadcrumbs_trim(tensor, density, gamma)
-    raise ValueError(f"unknown sparsifier {how!r}")
+    """One task tensor through the sparsifier ``how`` (``catalog.SPARSIFIERS``), given the
+    settings it takes."""
+    entry = SPARSIFIERS.get(how)
+    if entry is None:
+        raise ValueError(f"unknown sparsifier {how!r}; allowed: {', '.join(SPARSIFIERS)}")
+    offered = {"density": density, "gamma": gamma, "generator": generator}
+    return resolve(entry.apply)(tensor, **{name: offered[name] for name in entry.takes})
 
 
 # -- consensus rules: how the task tensors combine -----------------------------------------
@@ -128,6 +132,15 @@ def disjoint_mean(weighted: torch.Tensor, agrees: torch.Tensor) -> torch.Tensor:
     return total / agrees.sum(dim=0).clamp(min=1)
 
 
+def sign_elected_mean(
+    stacked: torch.Tensor, weights, majority_sign_method: str = "total"
+) -> torch.Tensor:
+    """TIES' consensus: the sign is elected from the (sparsified) unweighted tensors, then
+    the weighted tensors that agree with it are averaged (:func:`disjoint_mean`)."""
+    agrees = elect_sign(stacked, majority_sign_method)
+    return disjoint_mean(stacked * _weights_like(weights, stacked), agrees)
+
+
 # -- composition ---------------------------------------------------------------------------
 
 
@@ -142,18 +155,20 @@ def merge_task_tensors(
     majority_sign_method: str = "total",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Sparsify each task tensor, weight it, and combine them by ``consensus`` (``sum`` or
-    ``sign_elect``: the sign is elected from the sparsified, unweighted tensors)."""
+    """Sparsify each task tensor, weight it, and combine them by the consensus rule
+    ``consensus`` (``catalog.CONSENSUS_RULES``: ``sum``, or ``sign_elect``, whose sign is
+    elected from the sparsified, unweighted tensors)."""
+    rule = CONSENSUS_RULES.get(consensus)
+    if rule is None:
+        raise ValueError(
+            f"unknown consensus rule {consensus!r}; allowed: {', '.join(CONSENSUS_RULES)}"
+        )
     kept = [
         sparsify(t, sparsifier, density, gamma=gamma, generator=generator) for t in task_tensors
     ]
     stacked = torch.stack(kept, dim=0)
-    if consensus == "sum":
-        return weighted_sum(stacked, weights)
-    if consensus == "sign_elect":
-        agrees = elect_sign(stacked, majority_sign_method)
-        return disjoint_mean(stacked * _weights_like(weights, stacked), agrees)
-    raise ValueError(f"unknown consensus rule {consensus!r}")
+    offered = {"majority_sign_method": majority_sign_method}
+    return resolve(rule.combine)(stacked, weights, **{name: offered[name] for name in rule.takes})
 
 
 def merge_by_method(

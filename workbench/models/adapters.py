@@ -1,18 +1,18 @@
-"""Which parameters train: the adapters the registry names (``registry.ADAPTERS``).
+"""Which parameters train: the built-in adapters ``components.ADAPTERS`` names.
 
 Each adapter is a function ``(model, params) -> model to train`` taking its own settings
-model (``registry.AdapterParams`` subclass); the runner looks it up by name.
+model (an ``AdapterParams`` subclass); the runner looks it up by name.
 """
 
 from __future__ import annotations
 
-from workbench.spec import registry
+from workbench.spec import components, registry
 from workbench.spec.errors import SpecError
 
 
 def apply_adapter(model, adapter_params):
     """Return the model to train under the spec's ``adapter`` section."""
-    apply = registry.resolve(registry.ADAPTERS[adapter_params.name].apply)
+    apply = registry.resolve(components.ADAPTERS[adapter_params.name].apply)
     return apply(model, adapter_params)
 
 

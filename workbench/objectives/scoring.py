@@ -26,6 +26,7 @@ from typing import Any
 from workbench.data import tasks
 from workbench.data.rows import ChatRow, PreferenceRow, Row
 from workbench.objectives import rewards as builtin_rewards
+from workbench.spec.objective_source import parse_source
 from workbench.spec.registration import check_new_name
 
 TextScore = Callable[[str, dict], float]
@@ -73,7 +74,7 @@ def _register(table: dict, name: str, fn: Any, what: str, protected: frozenset) 
 
 def scorer(source: str) -> TextScore | None:
     """The text-scoring function of a ``metric:``/``reward:`` source (None for other kinds)."""
-    kind, _, name = source.partition(":")
+    kind, name = parse_source(source)
     table = {"metric": METRICS, "reward": REWARDS}.get(kind)
     return None if table is None else table.get(name)
 
@@ -121,7 +122,7 @@ def example_of(row: Row | ChatRow | PreferenceRow) -> dict:
 def module_of(source: str) -> str | None:
     """The module defining a registered metric/reward (None for built-ins and other kinds)."""
     fn = scorer(source)
-    kind, _, name = source.partition(":")
+    kind, name = parse_source(source)
     if fn is None or name in _BUILTIN[kind]:
         return None
     return getattr(fn, "__module__", None)

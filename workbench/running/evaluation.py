@@ -21,6 +21,7 @@ from workbench.data.rows import ChatRow, PreferenceRow, Row
 from workbench.methods.sft.losses import sft_loss
 from workbench.models.generation import generate
 from workbench.objectives import scoring as objective_sources
+from workbench.spec.objective_source import parse_source
 
 
 @dataclass
@@ -106,18 +107,17 @@ def evaluate(
             samples.append(sample)
     if "metric:eval_loss" in sources:
         metrics["eval_loss"] = heldout_loss(model, tokenizer, rows, max_length)
-    if terms is not None and any(s.startswith("term:") for s in sources):
+    if terms is not None and any(parse_source(s).kind == "term" for s in sources):
         metrics.update({_metric_key(f"term:{k}"): v for k, v in terms().items()})
     costs = costs or {}
     values: dict[str, float] = {}
     for o in objectives:
-        kind, _, name = o.source.partition(":")
-        if kind == "metric":
-            values[o.name] = metrics[name]
-        elif kind in ("reward", "term") and _metric_key(o.source) in metrics:
+        if o.kind == "metric":
+            values[o.name] = metrics[o.source_name]
+        elif o.kind in ("reward", "term") and _metric_key(o.source) in metrics:
             values[o.name] = metrics[_metric_key(o.source)]
-        elif kind == "cost" and name in costs:
-            values[o.name] = costs[name]
+        elif o.kind == "cost" and o.source_name in costs:
+            values[o.name] = costs[o.source_name]
     values = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
     return EvalResult(values, metrics, samples)
 
@@ -125,5 +125,5 @@ def evaluate(
 def _metric_key(source: str) -> str:
     """Name of a source's value among the evaluation metrics (``eval/<key>`` in MLflow):
     ``exact_match`` for ``metric:exact_match``, ``reward/<name>``, ``term/<name>``."""
-    kind, _, name = source.partition(":")
+    kind, name = parse_source(source)
     return name if kind == "metric" else f"{kind}/{name}"

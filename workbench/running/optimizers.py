@@ -1,6 +1,6 @@
-"""Optimizer builders the registry names (``registry.OPTIMIZERS``): ``(params, spec) -> Optimizer``.
-
-``spec`` is the run's ``optimizer`` section; each builder reads the fields it uses.
+"""The built-in optimizers' builders (``components.OPTIMIZERS``):
+``(trainable parameters, settings) -> Optimizer``, where ``settings`` is the run's
+``optimizer`` section validated by the optimizer's own settings model.
 """
 
 from __future__ import annotations
@@ -8,15 +8,27 @@ from __future__ import annotations
 import torch
 
 
-def build_adamw(params, spec) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+def build_adamw(params, settings) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(
+        params,
+        lr=settings.lr,
+        betas=settings.betas,
+        eps=settings.eps,
+        weight_decay=settings.weight_decay,
+    )
 
 
-def build_adam(params, spec) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+def build_adam(params, settings) -> torch.optim.Optimizer:
+    return torch.optim.Adam(
+        params,
+        lr=settings.lr,
+        betas=settings.betas,
+        eps=settings.eps,
+        weight_decay=settings.weight_decay,
+    )
 
 
-def build_sgd(params, spec) -> torch.optim.Optimizer:
+def build_sgd(params, settings) -> torch.optim.Optimizer:
     return torch.optim.SGD(
-        params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay
+        params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )

@@ -1,7 +1,7 @@
-"""Learning-rate schedules the registry names (``registry.SCHEDULERS``).
+"""The built-in learning-rate schedules (``components.SCHEDULERS``).
 
-Each is ``factor(step, warmup_steps, total_steps) -> multiplier of the peak rate``, pure
-Python (a ``LambdaLR`` applies it). Warm-up is linear from 1/warmup to 1 over the first
+Each is ``factor(step, warmup_steps, total_steps, **settings) -> multiplier of the peak
+rate``, pure Python (a ``LambdaLR`` applies it); the built-in ones have no settings. Warm-up is linear from 1/warmup to 1 over the first
 ``warmup_steps`` steps, the same for every schedule.
 """
 

@@ -1,7 +1,8 @@
 """The types the registry's tables are made of: a plugin's parameter model (a method's or an
 adapter's, validated from the spec's section) and the entries of each table (methods, row
-kinds, adapters, optimizers, schedulers, loss terms). Declarations only, no torch; importing
-this never imports training code. :mod:`workbench.spec.registry` holds the tables themselves.
+kinds, reference needs, adapters, optimizers, schedulers, loss terms). Declarations only, no
+torch; importing this never imports training code. :mod:`workbench.spec.registry` holds the
+tables themselves.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # -- parameter models ------------------------------------------------------------------------
 
@@ -38,6 +39,11 @@ class MethodParams(PluginParams):
         """Raise ValueError (one line: the problem and its fix) if the spec's objectives
         cannot drive this method; checked when a spec is validated."""
 
+    def loss_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments the method's loss function takes from its parameters: every
+        field but ``name`` (so a field is named like the loss's argument it sets)."""
+        return self.model_dump(exclude={"name"})
+
 
 class AdapterParams(PluginParams):
     """Base of every adapter's settings."""
@@ -53,6 +59,41 @@ class AdapterParams(PluginParams):
         return False
 
 
+class OptimizerParams(PluginParams):
+    """Base of every optimizer's settings: the peak learning rate, which the schedule scales
+    (a sweep or a search varies it as ``optimizer.lr``)."""
+
+    lr: float = Field(3e-4, gt=0, le=10, description="Peak learning rate.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_former_defaults(cls, data: Any) -> Any:
+        # Specs once had one optimizer section with every field (betas, momentum) whatever
+        # the optimizer; a finished run's stored spec still lists them at their defaults.
+        if isinstance(data, dict):
+            data = {
+                k: v
+                for k, v in data.items()
+                if k in cls.model_fields or not _is_former_default(k, v)
+            }
+        return data
+
+
+_FORMER_OPTIMIZER_DEFAULTS = {"weight_decay": 0.0, "betas": [0.9, 0.999], "momentum": 0.9}
+
+
+def _is_former_default(key: str, value: Any) -> bool:
+    default = _FORMER_OPTIMIZER_DEFAULTS.get(key)
+    if isinstance(value, tuple):
+        value = list(value)
+    return default is not None and value == default
+
+
+class ScheduleParams(PluginParams):
+    """Base of every learning-rate schedule's settings; a schedule without settings uses it
+    as is. Its fields reach the schedule's factor as keyword arguments."""
+
+
 # -- table entries ---------------------------------------------------------------------------
 
 Ref = str | Callable[..., Any] | type  # "module:attribute", or the object itself
@@ -60,7 +101,12 @@ Ref = str | Callable[..., Any] | type  # "module:attribute", or the object itsel
 
 @dataclass(frozen=True)
 class RowKind:
-    """What a method trains on, and how those rows become batches."""
+    """What a method trains on, and how those rows become batches.
+
+    A row kind with a ``loss_module`` trains any loss declared by a method's entry: the
+    module computes the inputs the entry names (from ``loss_inputs``, what it can offer) and
+    calls the loss with them and the method's parameters (:meth:`MethodParams.loss_kwargs`).
+    """
 
     name: str
     summary: str
@@ -70,11 +116,36 @@ class RowKind:
     from_task: Ref = "workbench.data.sources:task_rows_as_they_are"
     # (rows, source) -> None, or a DataError naming the first row a user file gets wrong
     check_rows: Ref = "workbench.data.sources:check_no_pairs"
+    # The LightningModule that trains an entry's ``loss`` on these rows (None: no generic one).
+    loss_module: Ref | None = None
+    # The keyword arguments that module can give a loss, each a tensor per row or pair.
+    loss_inputs: tuple[str, ...] = ()
+    # The terms that module returns (a method registered with a loss has these).
+    loss_terms: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReferenceKind:
+    """A way to get the reference model's log-probs (a method's reference need).
+
+    ``strategy`` builds the object a module is handed at construction:
+    ``(base model before its adapter, AdapterParams) -> workbench.methods.reference.Reference``.
+    """
+
+    name: str
+    summary: str
+    strategy: Ref
 
 
 @dataclass(frozen=True)
 class MethodInfo:
-    """One fine-tuning method (see the module docstring)."""
+    """One fine-tuning method: its LightningModule, its loss and what the loss takes.
+
+    A method that is only a loss names it (``loss``, a pure function returning per-example
+    losses and a dict of metrics) and the inputs it takes from the batch (``loss_inputs``,
+    keyword names its row kind offers, :attr:`RowKind.loss_inputs`); its ``module`` is then
+    the row kind's generic one, which calls ``loss(**inputs, **params.loss_kwargs())``.
+    """
 
     name: str
     family: str
@@ -86,6 +157,8 @@ class MethodInfo:
     params: type[MethodParams] = MethodParams
     row_kind: str = "supervised"
     reference: str = "none"  # one of REFERENCE_KINDS
+    loss: Ref | None = None  # "module:function", called by the row kind's loss module
+    loss_inputs: tuple[str, ...] = ()  # the keyword arguments ``loss`` takes from the batch
     builtin: bool = False
 
 
@@ -98,20 +171,30 @@ class AdapterInfo:
     params: type[AdapterParams]
     apply: Ref  # (model, params) -> the model to train
     paper: str = ""
+    builtin: bool = False
 
 
 @dataclass(frozen=True)
 class OptimizerInfo:
+    """An optimizer, its settings and the function that builds it."""
+
     name: str
     summary: str
-    build: Ref  # (parameters, OptimizerSpec) -> torch.optim.Optimizer
+    params: type[OptimizerParams]
+    build: Ref  # (trainable parameters, its OptimizerParams) -> torch.optim.Optimizer
+    builtin: bool = False
 
 
 @dataclass(frozen=True)
 class SchedulerInfo:
+    """A learning-rate schedule, its settings and its multiplier of the peak rate."""
+
     name: str
     summary: str
-    factor: Ref  # (step, warmup_steps, total_steps) -> learning-rate multiplier
+    params: type[ScheduleParams]
+    # (step, warmup_steps, total_steps, **settings) -> multiplier of the peak learning rate
+    factor: Ref
+    builtin: bool = False
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,12 @@ without importing training code. Behaviour is named as a lazy ``"module:attribut
 when a run needs it. Code that uses a choice looks it up here; it never branches on names.
 
 A method is one :class:`MethodInfo`: its parameters (a :class:`MethodParams` subclass, so the
-spec reads ``method: {name: dpo, beta: 0.1}``), the row kind it trains on, its
-LightningModule, its loss terms and its reference-model need. Built-in methods and a
-user's register the same way, through :func:`register_method` (exported as
-``workbench.register_method``).
+spec reads ``method: {name: dpo, beta: 0.1}``), the row kind it trains on, its loss (a pure
+function, ``"module:function"``) and the inputs the loss takes, its LightningModule (the row
+kind's generic one when the method is only a loss), its loss terms and its reference-model
+need (a strategy of :data:`REFERENCE_KINDS`). Built-in methods and a user's register the same
+way, through :func:`register_method` (exported as ``workbench.register_method``); the
+built-in families' entries live in each family's folder (``workbench/methods/<family>/entries.py``).
 """
 
 from __future__ import annotations
@@ -19,27 +21,57 @@ import importlib
 from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
-from workbench.models.adapter_params import FullAdapterParams, LoraAdapterParams
 from workbench.spec.entries import (
-    AdapterInfo,
     AdapterParams,
     MethodInfo,
     MethodParams,
-    OptimizerInfo,
     PluginParams,
     Ref,
+    ReferenceKind,
     RowKind,
-    SchedulerInfo,
     TermInfo,
 )
 from workbench.spec.registration import check_new_name
 
-REFERENCE_KINDS = {
-    "none": "no reference model",
-    "frozen_copy": "a frozen copy of the base model, run beside the policy every step",
-    "adapter_disabled": "the policy with its adapter switched off (LoRA); no second copy in memory",
-    "precomputed": "the base model's log-probs computed once over the training rows before training",
+# How a module gets the reference model's log-probs: each need is a strategy the module is
+# handed at construction (workbench.methods.reference), built from the base model before its
+# adapter is applied.
+REFERENCE_KINDS: dict[str, ReferenceKind] = {
+    k.name: k
+    for k in [
+        ReferenceKind("none", "no reference model", "workbench.methods.reference:no_reference"),
+        ReferenceKind(
+            "frozen_copy",
+            "a frozen copy of the base model, run beside the policy every step",
+            "workbench.methods.reference:frozen_copy",
+        ),
+        ReferenceKind(
+            "adapter_disabled",
+            "the policy with its adapter switched off (LoRA); no second copy in memory (an "
+            "adapter that cannot be switched off keeps a frozen copy instead)",
+            "workbench.methods.reference:adapter_disabled",
+        ),
+        ReferenceKind(
+            "precomputed",
+            "the base model's log-probs computed once over the training rows before training",
+            "workbench.methods.reference:precomputed",
+        ),
+    ]
 }
+
+# What a preference pair's loss can take, each (n,) over the n pairs (see
+# workbench.methods.preference.losses): summed completion log-probs under the policy and the
+# reference, completion lengths in tokens, and the chosen completion's per-token NLL.
+_PAIR_LOSS_INPUTS = (
+    "policy_chosen_logps",
+    "policy_rejected_logps",
+    "ref_chosen_logps",
+    "ref_rejected_logps",
+    "chosen_lengths",
+    "rejected_lengths",
+    "gold_nll",
+)
+_PREFERENCE_TERMS = ("preference", "reward_accuracy", "reward_margin")
 
 ROW_KINDS: dict[str, RowKind] = {
     k.name: k
@@ -57,6 +89,9 @@ ROW_KINDS: dict[str, RowKind] = {
             "workbench.data.encode_pairs:collate_pairs",
             "workbench.data.sources:task_pairs",
             "workbench.data.sources:check_pairs",
+            "workbench.methods.preference.module:PreferencePairModule",
+            _PAIR_LOSS_INPUTS,
+            _PREFERENCE_TERMS,
         ),
         RowKind(
             "scored_preference",
@@ -66,6 +101,9 @@ ROW_KINDS: dict[str, RowKind] = {
             "workbench.data.encode_pairs:collate_scored_pairs",
             "workbench.data.sources:task_scored_pairs",
             "workbench.data.sources:check_scored_pairs",
+            "workbench.methods.preference.module:PreferencePairModule",
+            _PAIR_LOSS_INPUTS,
+            _PREFERENCE_TERMS,
         ),
         RowKind(
             "unpaired",
@@ -74,6 +112,11 @@ ROW_KINDS: dict[str, RowKind] = {
             "workbench.data.encode_pairs:collate_unpaired",
             "workbench.data.sources:task_pairs",
             "workbench.data.sources:check_any_rows",
+            "workbench.methods.preference.module:UnpairedModule",
+            # (B,) each: log-probs under the policy and the reference, the desirable labels,
+            # and the batch's KL estimate on mismatched prompt/completion pairs (a scalar).
+            ("policy_logps", "ref_logps", "desirable", "kl"),
+            _PREFERENCE_TERMS,
         ),
         RowKind(
             "prompt",
@@ -128,11 +171,11 @@ TERMS: dict[str, TermInfo] = {
 
 
 class MethodTable(MutableMapping):
-    """The methods table. The built-in families' entries are read on first use, so that the
-    spec layer imports no method code (the entries name their modules as lazy strings and
-    import no torch either)."""
+    """The methods table. The built-in families' entry lists are read on first use, so that
+    the spec layer imports no method code (the entries name their modules and losses as lazy
+    strings and import no torch either)."""
 
-    def __init__(self, builtin_entries: str) -> None:
+    def __init__(self, builtin_entries: tuple[str, ...]) -> None:
         self._builtin_entries = builtin_entries
         self._entries: dict[str, MethodInfo] = {}
         self._loaded = False
@@ -140,7 +183,7 @@ class MethodTable(MutableMapping):
     def _load(self) -> dict[str, MethodInfo]:
         if not self._loaded:
             self._loaded = True
-            builtin = resolve(self._builtin_entries)
+            builtin = [m for entries in self._builtin_entries for m in resolve(entries)]
             self._entries = {m.name: m for m in builtin} | self._entries
         return self._entries
 
@@ -160,58 +203,14 @@ class MethodTable(MutableMapping):
         return len(self._load())
 
 
-METHODS: MutableMapping[str, MethodInfo] = MethodTable("workbench.methods.builtin:BUILTIN_METHODS")
-
-ADAPTERS: dict[str, AdapterInfo] = {
-    a.name: a
-    for a in [
-        AdapterInfo(
-            "full",
-            "Every parameter of the base model trains.",
-            FullAdapterParams,
-            "workbench.models.adapters:apply_full",
-        ),
-        AdapterInfo(
-            "lora",
-            "Low-rank adapters (peft) on the attention and MLP projections; the base is frozen.",
-            LoraAdapterParams,
-            "workbench.models.adapters:apply_lora",
-            "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)",
-        ),
-    ]
-}
-
-OPTIMIZERS: dict[str, OptimizerInfo] = {
-    o.name: o
-    for o in [
-        OptimizerInfo(
-            "adamw",
-            "torch.optim.AdamW (decoupled weight decay).",
-            "workbench.running.optimizers:build_adamw",
-        ),
-        OptimizerInfo("adam", "torch.optim.Adam.", "workbench.running.optimizers:build_adam"),
-        OptimizerInfo(
-            "sgd", "torch.optim.SGD with momentum.", "workbench.running.optimizers:build_sgd"
-        ),
-    ]
-}
-
-SCHEDULERS: dict[str, SchedulerInfo] = {
-    s.name: s
-    for s in [
-        SchedulerInfo(
-            "constant",
-            "the peak rate throughout (after warm-up)",
-            "workbench.running.schedules:constant",
-        ),
-        SchedulerInfo(
-            "linear", "linear decay to 0 at the last step", "workbench.running.schedules:linear"
-        ),
-        SchedulerInfo(
-            "cosine", "half a cosine from the peak to 0", "workbench.running.schedules:cosine"
-        ),
-    ]
-}
+METHODS: MutableMapping[str, MethodInfo] = MethodTable(
+    (
+        "workbench.methods.sft.entries:METHODS",
+        "workbench.methods.multi_objective.entries:METHODS",
+        "workbench.methods.preference.entries:METHODS",
+        "workbench.methods.rl.entries:METHODS",
+    )
+)
 
 KERNEL_CHOICES = ("auto", "triton", "torch", "off")
 
@@ -246,10 +245,12 @@ def ref_module(ref: Ref) -> str:
 def register_method(
     name: str,
     *,
-    module: Ref,
+    module: Ref | None = None,
+    loss: Ref | None = None,
+    loss_inputs: Sequence[str] = (),
     params: type[MethodParams] | None = None,
     row_kind: str = "supervised",
-    terms: Sequence[str] | Mapping[str, str] = ("completion",),
+    terms: Sequence[str] | Mapping[str, str] | None = None,
     reference: str = "none",
     summary: str = "",
     formula: str = "",
@@ -258,11 +259,16 @@ def register_method(
 ) -> MethodInfo:
     """Register a fine-tuning method under ``name`` (a notebook cell or a module may call it).
 
-    ``module`` is its LightningModule (a subclass of
-    ``workbench.methods.base.WorkbenchModule``, or ``"package.module:Class"``);
-    ``params`` a :class:`MethodParams` subclass with the method's parameters (each field
-    documented with ``Field(description=...)``); ``terms`` the loss terms its
-    ``compute_losses`` returns (a mapping adds new terms with their one-line summaries);
+    A method that is a loss on an existing row kind gives ``loss``, a pure function (or
+    ``"package.module:function"``) returning ``(per-example loss, metrics)``, and
+    ``loss_inputs``, the keyword arguments it takes from the batch (what the row kind offers:
+    ``ROW_KINDS[row_kind].loss_inputs``); the row kind's generic module calls it with those
+    and the parameters' fields. A method that does more gives ``module``, its LightningModule
+    (a subclass of ``workbench.methods.base.WorkbenchModule``, or ``"package.module:Class"``).
+    ``params`` is a :class:`MethodParams` subclass with the method's parameters (each field
+    documented with ``Field(description=...)``, named like the loss's argument it sets);
+    ``terms`` the loss terms the module returns (default: the row kind's loss terms with a
+    ``loss``, else ``completion``; a mapping adds new terms with their one-line summaries);
     ``reference`` one of :data:`REFERENCE_KINDS`. Registering a name again replaces a user
     method (re-running a cell); built-in methods cannot be replaced.
     """
@@ -273,10 +279,20 @@ def register_method(
         raise ValueError(
             f"unknown reference need '{reference}'; allowed: {choices(REFERENCE_KINDS)}"
         )
+    kind = ROW_KINDS[row_kind]
+    loss_inputs = tuple(loss_inputs)
+    if loss is not None:
+        module = _check_loss(name, kind, module, loss_inputs, reference)
+    elif loss_inputs:
+        raise ValueError(f"method '{name}': loss_inputs {list(loss_inputs)} given without a loss")
+    if module is None:
+        raise ValueError(f"method '{name}' needs a loss (with its loss_inputs) or a module")
     if params is None:
         params = MethodParams
     if not (isinstance(params, type) and issubclass(params, MethodParams)):
         raise TypeError("params must be a subclass of workbench.spec.registry.MethodParams")
+    if terms is None:
+        terms = kind.loss_terms if loss is not None else ("completion",)
     summaries = dict(terms) if isinstance(terms, Mapping) else {t: "" for t in terms}
     if not summaries:
         raise ValueError(f"method '{name}' needs at least one loss term")
@@ -294,28 +310,56 @@ def register_method(
         params=params,
         row_kind=row_kind,
         reference=reference,
+        loss=loss,
+        loss_inputs=loss_inputs,
     )
     METHODS[name] = info
     return info
 
 
+def _check_loss(
+    name: str, kind: RowKind, module: Ref | None, loss_inputs: tuple[str, ...], reference: str
+) -> Ref:
+    """The module that trains the method's loss (the row kind's, unless one is given), once
+    the loss's declared inputs are ones the row kind offers and its reference need allows."""
+    if module is None:
+        module = kind.loss_module
+    if module is None:
+        raise ValueError(
+            f"method '{name}': row kind '{kind.name}' has no generic loss module; give the "
+            "method a module (a WorkbenchModule subclass) that computes its loss"
+        )
+    if not loss_inputs:
+        raise ValueError(
+            f"method '{name}' names a loss but not its loss_inputs; allowed: "
+            f"{', '.join(kind.loss_inputs)}"
+        )
+    unknown = [i for i in loss_inputs if i not in kind.loss_inputs]
+    if unknown:
+        raise ValueError(
+            f"method '{name}': loss_inputs {unknown} are not offered by row kind "
+            f"'{kind.name}'; allowed: {', '.join(kind.loss_inputs)}"
+        )
+    wants_reference = [i for i in loss_inputs if i.startswith("ref_") or i == "kl"]
+    if wants_reference and reference == "none":
+        raise ValueError(
+            f"method '{name}': its loss takes {wants_reference}, which come from a reference "
+            f"model, and reference is 'none'; allowed: {choices(REFERENCE_KINDS)}"
+        )
+    return module
+
+
 __all__ = [
-    "ADAPTERS",
-    "AdapterInfo",
     "AdapterParams",
     "KERNEL_CHOICES",
     "METHODS",
     "MethodInfo",
     "MethodParams",
-    "OPTIMIZERS",
-    "OptimizerInfo",
     "PluginParams",
     "REFERENCE_KINDS",
     "ROW_KINDS",
     "Ref",
     "RowKind",
-    "SCHEDULERS",
-    "SchedulerInfo",
     "TERMS",
     "TermInfo",
     "choices",

@@ -14,6 +14,7 @@ Three kinds of weights are kept apart:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -32,12 +33,15 @@ from pydantic_core import PydanticCustomError
 from workbench.data.tasks import TASKS
 from workbench.models.adapter_params import FullAdapterParams
 from workbench.objectives import scoring as objectives
-from workbench.spec import registry
+from workbench.spec import components, registry
+from workbench.spec.components import AdamParams
+from workbench.spec.entries import AdapterParams, OptimizerParams, PluginParams, ScheduleParams
 from workbench.spec.errors import SpecError
+from workbench.spec.objective_source import direction_sign, parse_source
 
 COST_SOURCES = ("trainable_params", "peak_mem_mb", "train_time_s")
 # Sections a bare string stands for: `model: tiny` is `model: {name: tiny}`.
-_SHORTHAND_KEYS = {"model": "name", "data": "source", "optimizer": "name"}
+_SHORTHAND_KEYS = {"model": "name", "data": "source"}
 
 
 class _Section(BaseModel):
@@ -105,34 +109,27 @@ class DataSpec(_Section):
         return v
 
 
-class OptimizerSpec(_Section):
-    name: str = Field("adamw", description="Optimizer: " + registry.choices(registry.OPTIMIZERS))
-    lr: float = Field(3e-4, gt=0, le=10, description="Peak learning rate.")
-    weight_decay: float = Field(0.0, ge=0, le=1, description="Weight decay.")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam betas.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum.")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, v: str) -> str:
-        return _check_choice(v, registry.OPTIMIZERS, "optimizer")
-
-
-def _plugin_section(value: Any, table: dict[str, Any], what: str) -> Any:
-    """Validate a method/adapter section with the parameter model its registry entry names.
+def _plugin_section(
+    value: Any, table: Mapping[str, Any], what: str, default: str | None = None
+) -> Any:
+    """Validate a method/adapter/optimizer/schedule section with the settings model its
+    registry entry names.
 
     ``value`` is a name (shorthand for the section with its defaults), a mapping with
-    ``name``, or an already validated parameter object. Errors in the inner fields come
-    back as one ``plugin_fields`` error carrying the inner errors, so each is reported on
-    its own line under its full location (``method.beta``).
+    ``name`` (``default`` when it has none and the section has a default choice: the
+    optimizer's ``{lr: 0.001}`` is AdamW's), or an already validated parameter object.
+    Errors in the inner fields come back as one ``plugin_fields`` error carrying the inner
+    errors, so each is reported on its own line under its full location (``method.beta``).
     """
-    if isinstance(value, registry.PluginParams):
+    if isinstance(value, PluginParams):
         value = value.model_dump(mode="json")
     shorthand = isinstance(value, str)
     if shorthand:
         value = {"name": value}
     if not isinstance(value, dict):
         raise ValueError(f"must be a {what} name or a mapping with a 'name' field")
+    if default is not None and "name" not in value:
+        value = {"name": default, **value}
     name = value.get("name")
     if not isinstance(name, str) or name not in table:
         message = f"unknown {what} '{name}'; allowed: {registry.choices(table)}"
@@ -142,7 +139,7 @@ def _plugin_section(value: Any, table: dict[str, Any], what: str) -> Any:
         raise PydanticCustomError(
             "plugin_fields",
             "invalid {what} settings",
-            {"what": what, "errors": [inner], "model": registry.PluginParams},
+            {"what": what, "errors": [inner], "model": PluginParams},
         )
     params_model = table[name].params
     try:
@@ -184,10 +181,26 @@ class ObjectiveSpec(_Section):
             raise ValueError("must be a finite number")
         return v
 
+    @property
+    def kind(self) -> str:
+        """The kind of the source: ``metric``, ``reward``, ``term`` or ``cost``."""
+        return parse_source(self.source).kind
+
+    @property
+    def source_name(self) -> str:
+        """The name within the source's kind (``correct`` for ``reward:correct``); ``name``
+        is the objective's own name."""
+        return parse_source(self.source).name
+
+    @property
+    def sign(self) -> int:
+        """+1 for direction max, -1 for min: a value times its sign grows as it improves."""
+        return direction_sign(self.direction)
+
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        kind, _, name = v.partition(":")
+        kind, name = parse_source(v)
         allowed = {
             "metric": (*objectives.METRICS, "eval_loss"),
             "reward": tuple(objectives.REWARDS),
@@ -232,8 +245,10 @@ class TrainSpec(_Section):
         "mega-batches of up to 50 global batches, and the batches shuffled (a pair "
         "counts its longer completion). Every row still comes once an epoch.",
     )
-    scheduler: str = Field(
-        "constant", description="LR schedule: " + registry.choices(registry.SCHEDULERS)
+    scheduler: SerializeAsAny[ScheduleParams] = Field(
+        default_factory=lambda: ScheduleParams(name="constant"),
+        description="Learning-rate schedule and its settings, e.g. {name: cosine} or the "
+        "shorthand 'cosine'. Schedules: " + registry.choices(components.SCHEDULERS),
     )
     warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps.")
     grad_clip: float | None = Field(
@@ -276,10 +291,10 @@ class TrainSpec(_Section):
         "a collective before the run fails (a peer that vanished); longer than an evaluation.",
     )
 
-    @field_validator("scheduler")
+    @field_validator("scheduler", mode="before")
     @classmethod
-    def _sched(cls, v: str) -> str:
-        return _check_choice(v, registry.SCHEDULERS, "scheduler")
+    def _scheduler(cls, v: Any) -> Any:
+        return _plugin_section(v, components.SCHEDULERS, "scheduler", default="constant")
 
     @field_validator("precision")
     @classmethod
@@ -319,12 +334,16 @@ class RunSpec(_Section):
         description="Method and its parameters, e.g. {name: mo-sft} or the shorthand 'mo-sft' "
         "(None: the task's default, else sft). Methods: " + registry.choices(registry.METHODS),
     )
-    adapter: SerializeAsAny[registry.AdapterParams] = Field(
+    adapter: SerializeAsAny[AdapterParams] = Field(
         default_factory=lambda: FullAdapterParams(name="full"),
         description="Which parameters train, e.g. {name: lora, r: 8} or 'lora'. Adapters: "
-        + registry.choices(registry.ADAPTERS),
+        + registry.choices(components.ADAPTERS),
     )
-    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    optimizer: SerializeAsAny[OptimizerParams] = Field(
+        default_factory=lambda: AdamParams(name="adamw"),
+        description="Optimizer and its settings, e.g. {name: sgd, lr: 0.05, momentum: 0.5} or "
+        "'sgd'. Optimizers: " + registry.choices(components.OPTIMIZERS),
+    )
     objectives: list[ObjectiveSpec] = Field(
         default_factory=list, description="Empty: the task's own."
     )
@@ -347,8 +366,8 @@ class RunSpec(_Section):
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
-        # `model: tiny`, `data: order`, `optimizer: sgd` mean that section with its defaults
-        # (method and adapter take names in their own validators).
+        # `model: tiny`, `data: order` mean that section with its defaults (method, adapter,
+        # optimizer and schedule take names in their own validators).
         if isinstance(data, dict):
             data = dict(data)
             for section, key in _SHORTHAND_KEYS.items():
@@ -364,7 +383,12 @@ class RunSpec(_Section):
     @field_validator("adapter", mode="before")
     @classmethod
     def _adapter(cls, v: Any) -> Any:
-        return _plugin_section(v, registry.ADAPTERS, "adapter")
+        return _plugin_section(v, components.ADAPTERS, "adapter")
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer(cls, v: Any) -> Any:
+        return _plugin_section(v, components.OPTIMIZERS, "optimizer", default="adamw")
 
     @model_validator(mode="after")
     def _fill_and_check_objectives(self) -> RunSpec:
@@ -408,7 +432,7 @@ class RunSpec(_Section):
             )
         method = registry.METHODS[self.method.name]
         for o in self.objectives:
-            measured = o.source.partition(":")[2] if o.source.startswith("term:") else None
+            measured = o.source_name if o.kind == "term" else None
             for field_name, term in (("term", o.term), ("source", measured)):
                 if term is not None and term not in method.terms:
                     raise ValueError(
@@ -538,7 +562,8 @@ def format_validation_error(err: ValidationError) -> str:
     lines = ["invalid run spec:"]
     for e in err.errors():
         if e["type"] == "plugin_fields":
-            # A method's or adapter's own fields: one line each, under the section's location.
+            # A plugin's own fields (method, adapter, optimizer, schedule): one line each,
+            # under the section's location.
             section, inner_model = tuple(e["loc"]), e["ctx"]["model"]
             allowed = sorted(inner_model.model_fields)
             for inner in e["ctx"]["errors"]:

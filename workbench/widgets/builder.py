@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as w
 
 from workbench.data.tasks import TASKS
-from workbench.spec import registry
+from workbench.spec import components, registry
 from workbench.spec.run_spec import RunSpec
 from workbench.widgets import forms, readable
 
@@ -127,7 +127,7 @@ class ExperimentBuilder(w.VBox):
         )
         self.method_info = w.HTML()
         self.adapter = w.Dropdown(
-            options=sorted(registry.ADAPTERS),
+            options=sorted(components.ADAPTERS),
             value=b["adapter"]["name"],
             description="adapter",
             style=style,
@@ -245,7 +245,7 @@ class ExperimentBuilder(w.VBox):
     # -- building the variable parts -------------------------------------------------------
 
     def _build_params(self, section: str, values: dict[str, Any]) -> None:
-        table = registry.METHODS if section == "method" else registry.ADAPTERS
+        table = registry.METHODS if section == "method" else components.ADAPTERS
         choice = (self.method if section == "method" else self.adapter).value
         info = table[choice]
         box = _ParamsBox(section, info.params, values, self._changed)

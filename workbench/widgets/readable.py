@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from workbench.spec.objective_source import parse_source
+
 # Keys whose names read badly spelled out: their labels, said once here.
 METRIC_LABELS = {
     "train/loss": "training loss",
@@ -146,9 +148,9 @@ def run_summary(
             declared.setdefault(parts[1], {})[parts[2]] = value
     lines = []
     for name, fields in declared.items():
-        trained = fields.get("term") not in (None, "None", "") or fields.get(
-            "source", ""
-        ).startswith(("term:", "reward:"))
+        trained = fields.get("term") not in (None, "None", "") or parse_source(
+            fields.get("source", "")
+        ).kind in ("term", "reward")
         lines.append(
             ObjectiveLine(
                 name,

@@ -53,11 +53,9 @@ class RewardObjective:
 
 def reward_objectives(spec) -> list[RewardObjective]:
     return [
-        RewardObjective(
-            o.source.partition(":")[2], o.name, o.weight, 1.0 if o.direction == "max" else -1.0
-        )
+        RewardObjective(o.source_name, o.name, o.weight, float(o.sign))
         for o in spec.objectives
-        if o.source.startswith("reward:")
+        if o.kind == "reward"
     ]
 
 
@@ -204,8 +202,10 @@ class SampledCompletionsModule(WorkbenchModule):
 
     metrics_prefix = "sample"  # the method's own metrics: <prefix>/completion_length, ...
 
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
-        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
         self.rewards = reward_objectives(spec)
         self.reward_signs = torch.tensor([r.sign for r in self.rewards])
         self.reward_weights = torch.tensor([r.weight for r in self.rewards])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from workbench.running.events import Evaluation, RunContext, RunObserver
 from workbench.spec import registry
 from workbench.spec.errors import SpecError
+from workbench.spec.objective_source import direction_sign
 from workbench.spec.run_spec import RunSpec
 
 # Trial user attributes the pruner writes: the objectives at each evaluation, the MLflow run.
@@ -41,7 +42,8 @@ def dominates(
     """Whether point ``a`` is at least as good as ``b`` in every objective and better in one."""
     better = False
     for name, direction in directions.items():
-        x, y = (a[name], b[name]) if direction == "min" else (-a[name], -b[name])
+        lower_is_better = -direction_sign(direction)
+        x, y = lower_is_better * a[name], lower_is_better * b[name]
         if x > y:
             return False
         better = better or x < y

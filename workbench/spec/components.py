@@ -1,0 +1,229 @@
+"""The components a run is built from beside its method: adapters (which parameters train),
+optimizers and learning-rate schedules, each a table of registered entries.
+
+An entry is what a method's entry is: a name, a one-line summary, a pydantic settings model
+(the spec's section, e.g. ``optimizer: {name: sgd, lr: 0.05, momentum: 0.5}``, with the
+shorthand ``optimizer: sgd``) and the code it runs, named as a lazy ``"module:function"``
+(or given as the function itself, as a notebook does). Code that uses a component looks it
+up here; it never branches on names. Built-in entries and a user's register the same way,
+through :func:`register_adapter`, :func:`register_optimizer` and :func:`register_schedule`
+(exported from ``workbench``).
+
+Declarations only, no torch: validating a spec never imports training code.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from workbench.models.adapter_params import FullAdapterParams, LoraAdapterParams
+from workbench.spec.entries import (
+    AdapterInfo,
+    AdapterParams,
+    OptimizerInfo,
+    OptimizerParams,
+    Ref,
+    ScheduleParams,
+    SchedulerInfo,
+)
+from workbench.spec.registration import check_new_name
+
+# -- the built-in optimizers' settings ---------------------------------------------------------
+
+
+class AdamParams(OptimizerParams):
+    """Settings of Adam and AdamW (``torch.optim.Adam``/``AdamW``)."""
+
+    weight_decay: float = Field(
+        0.0, ge=0, le=1, description="Weight decay (decoupled from the gradient for AdamW)."
+    )
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="Decay rates of the first and second moment estimates."
+    )
+    eps: float = Field(1e-8, gt=0, le=1, description="Added to the denominator for stability.")
+
+
+class SGDParams(OptimizerParams):
+    """Settings of stochastic gradient descent with momentum (``torch.optim.SGD``)."""
+
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty added to the gradient.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="Momentum factor (0: plain SGD).")
+
+
+# -- the tables --------------------------------------------------------------------------------
+
+ADAPTERS: dict[str, AdapterInfo] = {
+    a.name: a
+    for a in [
+        AdapterInfo(
+            "full",
+            "Every parameter of the base model trains.",
+            FullAdapterParams,
+            "workbench.models.adapters:apply_full",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "lora",
+            "Low-rank adapters (peft) on the attention and MLP projections; the base is frozen.",
+            LoraAdapterParams,
+            "workbench.models.adapters:apply_lora",
+            "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)",
+            builtin=True,
+        ),
+    ]
+}
+
+OPTIMIZERS: dict[str, OptimizerInfo] = {
+    o.name: o
+    for o in [
+        OptimizerInfo(
+            "adamw",
+            "torch.optim.AdamW (decoupled weight decay).",
+            AdamParams,
+            "workbench.running.optimizers:build_adamw",
+            builtin=True,
+        ),
+        OptimizerInfo(
+            "adam",
+            "torch.optim.Adam.",
+            AdamParams,
+            "workbench.running.optimizers:build_adam",
+            builtin=True,
+        ),
+        OptimizerInfo(
+            "sgd",
+            "torch.optim.SGD with momentum.",
+            SGDParams,
+            "workbench.running.optimizers:build_sgd",
+            builtin=True,
+        ),
+    ]
+}
+
+SCHEDULERS: dict[str, SchedulerInfo] = {
+    s.name: s
+    for s in [
+        SchedulerInfo(
+            "constant",
+            "the peak rate throughout (after warm-up)",
+            ScheduleParams,
+            "workbench.running.schedules:constant",
+            builtin=True,
+        ),
+        SchedulerInfo(
+            "linear",
+            "linear decay to 0 at the last step",
+            ScheduleParams,
+            "workbench.running.schedules:linear",
+            builtin=True,
+        ),
+        SchedulerInfo(
+            "cosine",
+            "half a cosine from the peak to 0",
+            ScheduleParams,
+            "workbench.running.schedules:cosine",
+            builtin=True,
+        ),
+    ]
+}
+
+
+# -- registration ------------------------------------------------------------------------------
+
+
+def register_adapter(
+    name: str,
+    *,
+    apply: Ref,
+    params: type[AdapterParams] | None = None,
+    summary: str = "",
+    paper: str = "",
+) -> AdapterInfo:
+    """Register an adapter (which parameters train) under ``name``.
+
+    ``apply`` is ``(model, settings) -> the model to train`` (or ``"package.module:function"``);
+    ``params`` an :class:`AdapterParams` subclass with its settings (the spec's
+    ``adapter: {name: ..., <field>: ...}``). Registering a name again replaces a user
+    adapter (re-running a cell); built-in adapters cannot be replaced.
+    """
+    check_new_name(name, ADAPTERS, "adapter")
+    info = AdapterInfo(
+        name=name,
+        summary=summary or f"user adapter '{name}'",
+        params=_settings_model(params, AdapterParams, "adapter"),
+        apply=apply,
+        paper=paper,
+    )
+    ADAPTERS[name] = info
+    return info
+
+
+def register_optimizer(
+    name: str,
+    *,
+    build: Ref,
+    params: type[OptimizerParams] | None = None,
+    summary: str = "",
+) -> OptimizerInfo:
+    """Register an optimizer under ``name``.
+
+    ``build`` is ``(trainable parameters, settings) -> torch.optim.Optimizer`` (or
+    ``"package.module:function"``); ``params`` an :class:`OptimizerParams` subclass with its
+    settings beside ``lr`` (the spec's ``optimizer: {name: ..., lr: ..., <field>: ...}``).
+    Registering a name again replaces a user optimizer; built-in ones cannot be replaced.
+    """
+    check_new_name(name, OPTIMIZERS, "optimizer")
+    info = OptimizerInfo(
+        name=name,
+        summary=summary or f"user optimizer '{name}'",
+        params=_settings_model(params, OptimizerParams, "optimizer"),
+        build=build,
+    )
+    OPTIMIZERS[name] = info
+    return info
+
+
+def register_schedule(
+    name: str,
+    *,
+    factor: Ref,
+    params: type[ScheduleParams] | None = None,
+    summary: str = "",
+) -> SchedulerInfo:
+    """Register a learning-rate schedule under ``name``.
+
+    ``factor`` is ``(step, warmup_steps, total_steps, **settings) -> multiplier of the peak
+    rate`` (or ``"package.module:function"``), pure Python; ``params`` a
+    :class:`ScheduleParams` subclass whose fields reach it as keyword arguments (the spec's
+    ``train.scheduler: {name: ..., <field>: ...}``). Registering a name again replaces a
+    user schedule; built-in ones cannot be replaced.
+    """
+    check_new_name(name, SCHEDULERS, "schedule")
+    info = SchedulerInfo(
+        name=name,
+        summary=summary or f"user schedule '{name}'",
+        params=_settings_model(params, ScheduleParams, "schedule"),
+        factor=factor,
+    )
+    SCHEDULERS[name] = info
+    return info
+
+
+def _settings_model(params: type | None, base: type, what: str) -> type:
+    if params is None:
+        return base
+    if not (isinstance(params, type) and issubclass(params, base)):
+        raise TypeError(f"a {what}'s params must be a subclass of workbench.{base.__name__}")
+    return params
+
+
+__all__ = [
+    "ADAPTERS",
+    "AdamParams",
+    "OPTIMIZERS",
+    "SCHEDULERS",
+    "SGDParams",
+    "register_adapter",
+    "register_optimizer",
+    "register_schedule",
+]
