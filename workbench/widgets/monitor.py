@@ -1,7 +1,9 @@
 """RunMonitor: background runs with a progress bar each, live curves and a Stop button.
 
-Runs are launched with :func:`workbench.launch` (their own processes: closing the notebook
-tab or restarting the kernel never stops them) and watched through MLflow only, so a new
+Runs are launched with :func:`workbench.launch` and studies with
+:func:`workbench.studies.launch.launch_sweep` / ``launch_search`` (their own processes:
+closing the notebook tab or restarting the kernel never stops them) and watched through
+MLflow only, so a new
 monitor on the same experiment re-attaches to its running runs. :meth:`RunMonitor.refresh`
 reads the store once and updates the bars and the curves in place; a daemon thread calls it
 every ``poll_s`` seconds while some run is alive.
@@ -10,36 +12,33 @@ every ``poll_s`` seconds while some run is alive.
 from __future__ import annotations
 
 import html
-import os
-import subprocess
-import sys
-import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import ipywidgets as w
 import plotly.graph_objects as go
-import yaml
 
 from workbench import tracking
 from workbench.fronts import plots
-from workbench.running import liveness
 from workbench.running.launcher import TERMINAL, RunHandle, attach, launch
-from workbench.spec.plugins import child_env, plugin_modules
 from workbench.spec.run_spec import RunSpec
-from workbench.studies.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.studies import launch as studies
 from workbench.tracking import run_listing
+from workbench.tracking.names import (
+    LOSS_KEY,
+    LR_KEY,
+    OBJECTIVE_PREFIX,
+    PID_TAG,
+    REWARD_PREFIX,
+    TRAIN_PREFIX,
+)
 from workbench.widgets.charts import fit_charts
 from workbench.widgets.readable import metric_label
 
 # Metrics drawn live, one small panel each: the loss, its terms and the learning rate on one
 # figure; objectives and rewards at each evaluation on another.
-LOSS_PREFIX = "train/"
-VALUE_PREFIXES = (tracking.OBJECTIVE_PREFIX, "reward/")
-LOSS_KEY = "train/loss"
-LR_KEY = "train/lr"
+VALUE_PREFIXES = (OBJECTIVE_PREFIX, REWARD_PREFIX)
 LOSS_TITLE = "training loss, its terms and the learning rate"
 OBJECTIVES_TITLE = "objectives at each evaluation"
 _BAR_STYLE = {"FINISHED": "success", "FAILED": "danger", "KILLED": "warning"}
@@ -63,7 +62,7 @@ def panel_order(keys) -> list[str]:
             return 0, key
         if key == LR_KEY:
             return 3, key
-        return (1 if key.startswith((LOSS_PREFIX, tracking.OBJECTIVE_PREFIX)) else 2), key
+        return (1 if key.startswith((TRAIN_PREFIX, OBJECTIVE_PREFIX)) else 2), key
 
     return sorted(set(keys), key=rank)
 
@@ -148,7 +147,7 @@ def empty_panels(title: str) -> go.FigureWidget:
 def running_runs(client, experiment: str) -> list[str]:
     """Ids of the runs of ``experiment`` still RUNNING that a process trains (launched runs)."""
     runs = tracking.runs_frame(client, experiment, status="RUNNING")
-    return [r["run_id"] for r in runs if liveness.PID_TAG in r["tags"]]
+    return [r["run_id"] for r in runs if PID_TAG in r["tags"]]
 
 
 def runs_started_since(client, experiment: str, since_ms: int) -> list[str]:
@@ -157,9 +156,7 @@ def runs_started_since(client, experiment: str, since_ms: int) -> list[str]:
     between two looks, and it is still one of the study's runs."""
     runs = tracking.runs_frame(client, experiment, status=None)
     return [
-        r["run_id"]
-        for r in runs
-        if liveness.PID_TAG in r["tags"] and (r["start_time"] or 0) >= since_ms
+        r["run_id"] for r in runs if PID_TAG in r["tags"] and (r["start_time"] or 0) >= since_ms
     ]
 
 
@@ -203,18 +200,6 @@ class _RunRow:
         )
 
 
-@dataclass
-class _Study:
-    """A study (a weight sweep or a search) running in its own process, whose runs the monitor
-    attaches as they start."""
-
-    experiment: str
-    popen: subprocess.Popen
-    log_path: Path
-    what: str  # "sweep of 5 points", said when it ends
-    started_ms: int  # when it was launched (MLflow's clock: ms since the epoch)
-
-
 class RunMonitor(w.VBox):
     """Launch specs as background runs and watch them: ``launch(spec)``, ``launch_sweep(spec,
     points)``, ``launch_search(config, trials)``, ``refresh()``, ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
@@ -233,7 +218,7 @@ class RunMonitor(w.VBox):
         self.uri, self.poll_s, self.threads = uri, poll_s, threads
         self.builder = builder
         self.rows: dict[str, _RunRow] = {}
-        self.studies: list[_Study] = []
+        self.studies: list[studies.StudyHandle] = []
         self.message = w.HTML()
         self.launch_button = w.Button(description="Launch", icon="play", button_style="primary")
         self.launch_button.on_click(lambda _: self._launch_from_builder())
@@ -276,93 +261,36 @@ class RunMonitor(w.VBox):
         *,
         design: str = "grid",
         parallel: int = 2,
-    ) -> subprocess.Popen:
+    ) -> studies.StudyHandle:
         """Launch a weight sweep of ``spec`` (default: the builder's) over ``points`` training
         weights (``design``: grid or random), ``parallel`` runs at a time, in a process of its own
-        (``workbench sweep``: it survives the kernel, and its parent run records the front).
-        Its children are watched as they start. A bad spec or design fails here, before any
-        process starts."""
-        spec = self._spec(spec)
-        sweep_specs(
-            spec, design_points(design, len(weighted_objectives(spec)), points)
-        )  # checks, no run yet
-        return self._launch_study(
-            spec,
-            spec.to_yaml(),
-            [
-                "sweep",
-                "--points",
-                str(points),
-                "--design",
-                design,
-                "--parallel",
-                str(max(parallel, 2)),
-            ],
-            f"sweep of {points} points",
+        (:func:`workbench.studies.launch.launch_sweep`: it survives the kernel, and its parent
+        run records the front). Its children are watched as they start. A bad spec or design
+        fails here, before any process starts."""
+        handle = studies.launch_sweep(
+            self._spec(spec), points, design=design, parallel=parallel, uri=self.uri
         )
+        return self._watch_study(handle)
 
     def launch_search(
         self, config: dict | str | Path, trials: int = 8, *, workers: int = 1
-    ) -> subprocess.Popen:
+    ) -> studies.StudyHandle:
         """Launch a multi-objective search (``workbench search``: a run spec with a ``search``
         section, as a dict or a YAML file) of ``trials`` trials on ``workers`` worker processes,
         in a process of its own; its trials are watched as they start. A bad config fails here."""
-        from workbench.studies.search import check_counts, load_config
-
-        check_counts(trials, workers)
-        text = (
-            Path(config).read_text(encoding="utf-8")
-            if isinstance(config, (str, Path))
-            else yaml.safe_dump(config)
-        )
-        with tempfile.TemporaryDirectory() as folder:  # validated the way the command will read it
-            checked = Path(folder) / "study.yaml"
-            checked.write_text(text, encoding="utf-8")
-            spec, _ = load_config(checked)
-        return self._launch_study(
-            spec,
-            text,
-            ["search", "--trials", str(trials), "--workers", str(workers)],
-            f"search of {trials} trials",
+        return self._watch_study(
+            studies.launch_search(config, trials, workers=workers, uri=self.uri)
         )
 
-    def _launch_study(
-        self, spec: RunSpec, config_text: str, command: list[str], what: str
-    ) -> subprocess.Popen:
-        """Start ``workbench <command[0]> CONFIG <command[1:]>`` detached, with the config written
-        to a file of its own, and watch the runs it starts in the spec's experiment."""
-        folder = Path(tempfile.mkdtemp(prefix=f"workbench-{command[0]}-"))
-        config_path, log_path = folder / "config.yaml", folder / f"{command[0]}.log"
-        config_path.write_text(config_text, encoding="utf-8")
-        env = child_env(plugin_modules(spec), dict(os.environ))
-        env["MLFLOW_TRACKING_URI"] = self._client().tracking_uri  # the study writes where we read
-        argv = [
-            sys.executable,
-            "-m",
-            "workbench.cli",
-            command[0],
-            str(config_path),
-            *command[1:],
-            "--no-progress",
-        ]
-        started_ms = int(time.time() * 1000)
-        with open(log_path, "wb") as log_file:
-            popen = subprocess.Popen(
-                argv,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env=env,
-            )
+    def _watch_study(self, handle: studies.StudyHandle) -> studies.StudyHandle:
         with self._lock:
-            self.studies.append(_Study(spec.tracking.experiment, popen, log_path, what, started_ms))
+            self.studies.append(handle)
         self.message.value = (
-            f"{what} launched (process {popen.pid}, log <code>{log_path}</code>); its "
-            "runs appear here as they start"
+            f"{handle.what} launched (process {handle.pid}, log <code>{handle.log_path}</code>); "
+            "its runs appear here as they start"
         )
         self._ensure_polling()
-        return popen
+        return handle
 
     def _spec(self, spec: RunSpec | dict | None) -> RunSpec:
         if spec is None:
@@ -377,17 +305,14 @@ class RunMonitor(w.VBox):
     def _watch_studies(self) -> None:
         """Attach the runs the running studies have started; say how a finished study ended."""
         for study in list(self.studies):
-            running = study.popen.poll() is None
+            running = study.alive()
             self.attach_started(study.experiment, study.started_ms)
-            if (
-                not running and study in self.studies
-            ):  # (attaching refreshes, which may have seen it end)
+            # (attaching refreshes, which may have seen it end)
+            if not running and study in self.studies:
                 self.studies.remove(study)
-                tail = study.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                tail = study.log_tail()
                 verdict = (
-                    "finished"
-                    if study.popen.returncode == 0
-                    else f"failed (exit {study.popen.returncode})"
+                    "finished" if study.returncode == 0 else f"failed (exit {study.returncode})"
                 )
                 self.message.value = f"{study.what} {verdict}" + (
                     ": " + " / ".join(tail) if tail else ""
@@ -462,7 +387,7 @@ class RunMonitor(w.VBox):
                     row.name,
                     run_id,
                     row.color,
-                    run_curves(client, run_id, (LOSS_PREFIX,)),
+                    run_curves(client, run_id, (TRAIN_PREFIX,)),
                 )
                 draw_run_curves(
                     self.objective_figure,
