@@ -29,7 +29,20 @@ from workbench.spec import components, registry
 
 
 class WorkbenchModule(L.LightningModule):
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None):
+    def __init__(
+        self,
+        spec,
+        model,
+        tokenizer,
+        encoded,
+        kernel_usage=None,
+        reference=None,
+        *,
+        rows: dict[str, list] | None = None,
+        start_micro_step: int = 0,
+    ):
+        """``rows``: the rows behind ``encoded`` (and the held-out ones) by split;
+        ``start_micro_step``: the first micro-batch to train on (a resumed run's checkpoint)."""
         super().__init__()
         self.kernel_usage = kernel_usage  # set when the model is patched with fused kernels
         self._kernels_checked = False
@@ -48,12 +61,12 @@ class WorkbenchModule(L.LightningModule):
         # log_step_samples): returned in its StepOutput by training_step, then cleared.
         self._step_extra: dict[str, float] = {}
         self._step_samples: list[dict] = []
-        # The rows behind ``encoded`` by split, set by the runner: a method that scores its own
-        # generations reads a prompt's reference fields (its answer) here.
-        self.rows: dict[str, list] = {"train": [], "eval": []}
+        # The rows behind ``encoded`` by split: a method that scores its own generations reads
+        # a prompt's reference fields (its answer) here.
+        self.rows: dict[str, list] = rows if rows is not None else {"train": [], "eval": []}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_id = tokenizer.eos_token_id
-        self.start_micro_step = 0  # set when resuming from a checkpoint
+        self.start_micro_step = start_micro_step
         # Token log-probs are taken under softmax(logits / this). A method that samples its own
         # completions at a temperature sets it, so the policy and reference log-probs (and the
         # ratio between them) are those of the distribution the completions were drawn from.

@@ -38,6 +38,16 @@ from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.spec.plugins import import_plugins
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import (
+    KIND_EVALUATION,
+    OBJECTIVE_PREFIX,
+    PEAK_MEM_KEY,
+    TAG_BASE,
+    TAG_KERNELS,
+    TAG_KIND,
+    TRAIN_TIME_KEY,
+    TRAINABLE_PARAMS_KEY,
+)
 from workbench.tracking.observer import MlflowRecorderObserver
 
 
@@ -261,11 +271,17 @@ def prepare_run(
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     kernel_usage = patch_model(trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
     module_class = registry.load_module_class(spec.method.name)
-    module = module_class(spec, trained, base.tokenizer, encoded, kernel_usage, reference=reference)
-    module.rows = {"train": train_rows, "eval": eval_rows}
-    if resume_from is not None:
-        # This rank's slice of each global batch continues from the checkpoint's step.
-        module.start_micro_step = resume_from.step * spec.train.grad_accum
+    module = module_class(
+        spec,
+        trained,
+        base.tokenizer,
+        encoded,
+        kernel_usage,
+        reference=reference,
+        rows={"train": train_rows, "eval": eval_rows},
+        # A resumed run's slice of each global batch continues from the checkpoint's step.
+        start_micro_step=resume_from.step * spec.train.grad_accum if resume_from else 0,
+    )
     needs_terms = any(o.kind == "term" for o in spec.objectives)
     eval_encoded = (
         encode(base.tokenizer, eval_rows, spec.train.max_length)[0]
@@ -370,7 +386,7 @@ class RunPipeline:
         self.recorder = tracking.RunRecorder(client, self.run_id, skip_through_step=stored)
         # A resumed run replaying steps whose evaluation the store already holds skips it.
         self.evaluated_through = min(
-            (stored.get(f"objective/{o.name}", -1) for o in spec.objectives), default=-1
+            (stored.get(f"{OBJECTIVE_PREFIX}{o.name}", -1) for o in spec.objectives), default=-1
         )
         self.events = RunEvents(
             [
@@ -426,15 +442,13 @@ class RunPipeline:
         self.events.start(RunContext(self.run_id, spec, spec.train.steps, resumed_from, base.name))
         self.events.tags(
             {
-                "workbench.kernels": "none (kernels: off)"
-                if prepared.kernel_usage is None
-                else "pending",
-                "workbench.base": base.name,
+                TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
+                TAG_BASE: base.name,
                 **liveness.process_tags(),
             }
         )
         self.events.data_statistics(prepared.stats.as_metrics())
-        self.events.costs(0, {"cost/trainable_params": float(trainable_parameters(prepared.model))})
+        self.events.costs(0, {TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model))})
         # The base's scores are one number per run, the same for every run on that base:
         # as params they sit with the run's settings instead of charting as constant bars.
         base_scores = {
@@ -486,7 +500,7 @@ class RunPipeline:
         cost = self.costs(prepared)
         self.events.costs(
             spec.train.steps,
-            {"perf/peak_mem_mb": cost["peak_mem_mb"], "perf/train_time_s": cost["train_time_s"]},
+            {PEAK_MEM_KEY: cost["peak_mem_mb"], TRAIN_TIME_KEY: cost["train_time_s"]},
         )
         if spec.tracking.log_model:
             with tempfile.TemporaryDirectory() as folder:
@@ -568,12 +582,12 @@ class RunPipeline:
     def execute_evaluation(self, model=None, tokenizer=None) -> RunResult:
         """prepare (with ``model`` in place of the base, if given) -> open -> one evaluation."""
         prepared = self.prepare(model, tokenizer)
-        self.open(prepared, extra_tags={"workbench.kind": "evaluation"})
+        self.open(prepared, extra_tags={TAG_KIND: KIND_EVALUATION})
         try:
             self.events.start(RunContext(self.run_id, self.spec, 0, 0, prepared.base.name))
-            self.events.tags({"workbench.base": prepared.base.name})
+            self.events.tags({TAG_BASE: prepared.base.name})
             self.events.costs(
-                0, {"cost/trainable_params": float(trainable_parameters(prepared.model))}
+                0, {TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model))}
             )
             objectives = self.evaluate(prepared, 0)
         except BaseException as err:

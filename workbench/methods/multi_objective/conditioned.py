@@ -22,8 +22,10 @@ from workbench.methods.sft.module import MultiObjectiveSFTModule
 class ConditionedSFTModule(MultiObjectiveSFTModule):
     """MO-SFT with per-example training weights written into the prompt."""
 
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
-        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
         self.term_names = list(self.term_weights)
         # What the held-out evaluation asks for: the spec's weights, as the prefix states them.
         self.evaluation_percent = conditioning.percentages(self.term_weights)

@@ -29,8 +29,10 @@ from workbench.spec.errors import SpecError
 class MGDASFTModule(MultiObjectiveSFTModule):
     """MO-SFT's terms combined per step by PMTL's region-constrained min-norm direction."""
 
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
-        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
         self.term_names = list(self.term_weights)
         weighted = [o for o in spec.objectives if o.term is not None]
         self.preference = mo_losses.preference_ray(

@@ -1,12 +1,15 @@
-"""Preference optimisation: the DPO family, its reference-free relatives, KTO and MODPO.
+"""Preference optimisation: the generic modules that train a preference loss named by a
+method's entry, and MODPO's.
 
 A preference batch holds the n chosen completions, then the n rejected ones
-(``collate_pairs``), so one forward pass scores both. :class:`PairwiseModule` turns that
-pass (and the reference's log-probs, from whichever reference the method declared in the
-registry) into a :class:`PairScores`; each method is a small subclass whose ``pair_loss``
-calls its function in :mod:`workbench.losses`. Every step logs the ``pref/*`` metrics
-people debug preference training with, including likelihood displacement: the chosen
-completion's log-prob falling below the reference's while the pair is ranked right.
+(``collate_pairs``), so one forward pass scores both. :class:`PreferencePairModule` turns
+that pass (and the reference's log-probs, from the reference strategy the module was handed)
+into a :class:`PairScores`, and calls the entry's loss (``MethodInfo.loss``) with the inputs
+the entry declares (``MethodInfo.loss_inputs``) and the method's parameters: a new pairwise
+loss is a function and an entry, no module. :class:`UnpairedModule` does the same for rows
+labelled desirable or not (KTO). Every step logs the ``pref/*`` metrics people debug
+preference training with, including likelihood displacement: the chosen completion's
+log-prob falling below the reference's while the pair is ranked right.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ from workbench.data.encode import IGNORE_INDEX, Encoded, collate
 from workbench.methods.base import WorkbenchModule
 from workbench.methods.preference import losses as preference_losses
 from workbench.methods.sft import losses as sft_losses
+from workbench.spec import registry
 from workbench.spec.errors import DataError, SpecError
 
 
 @dataclass
 class PairScores:
-    """What a pair loss reads: summed completion log-probs (n,), lengths (n,), and the
-    chosen rows' token log-probs for losses with an NLL term."""
+    """What a pair loss reads: summed completion log-probs (n,) under the policy and the
+    reference (None without one), completion lengths (n,), and the scored pairs' margins."""
 
     policy_chosen_logps: torch.Tensor
     policy_rejected_logps: torch.Tensor
@@ -36,40 +40,55 @@ class PairScores:
     # Per-attribute score of chosen minus rejected (n,), from a scored batch's ``score/<name>``.
     score_margins: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def with_reference(self) -> dict[str, torch.Tensor]:
-        if self.ref_chosen_logps is None:
-            raise RuntimeError(
-                "this loss needs the reference model's log-probs; the method declared none"
-            )
-        return {
+    def loss_inputs(self, names) -> dict[str, torch.Tensor]:
+        """The loss's keyword arguments ``names`` (the entry's ``loss_inputs``; the row kind
+        offers these, ``registry.ROW_KINDS["preference"].loss_inputs``)."""
+        offered = {
             "policy_chosen_logps": self.policy_chosen_logps,
             "policy_rejected_logps": self.policy_rejected_logps,
             "ref_chosen_logps": self.ref_chosen_logps,
             "ref_rejected_logps": self.ref_rejected_logps,
+            "chosen_lengths": self.chosen_lengths,
+            "rejected_lengths": self.rejected_lengths,
+            # The gold completion is the chosen one (built-in pairs: the task's correct answer).
+            "gold_nll": -self.policy_chosen_logps / self.chosen_lengths.clamp(min=1),
         }
-
-    def policy_only(self, lengths: bool = True) -> dict[str, torch.Tensor]:
-        out = {
-            "policy_chosen_logps": self.policy_chosen_logps,
-            "policy_rejected_logps": self.policy_rejected_logps,
-        }
-        if lengths:
-            out.update(chosen_lengths=self.chosen_lengths, rejected_lengths=self.rejected_lengths)
-        return out
+        missing = [name for name in names if offered.get(name) is None]
+        if missing:
+            raise RuntimeError(
+                f"this loss takes {missing}, which come from the reference model; the run "
+                "has none (declare the method's reference need)"
+            )
+        return {name: offered[name] for name in names}
 
 
-class PairwiseModule(WorkbenchModule):
-    """Chosen and rejected in one forward; a subclass maps :class:`PairScores` to its loss."""
+class PreferencePairModule(WorkbenchModule):
+    """Chosen and rejected in one forward; the entry's loss maps :class:`PairScores` to the
+    per-pair loss: ``loss(**scores.loss_inputs(entry.loss_inputs), **params.loss_kwargs())``.
+    """
+
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
+        self.loss = registry.resolve(self.info.loss)
+        # The reference pass runs only for a loss that reads it.
+        self.reads_reference = any(name.startswith("ref_") for name in self.info.loss_inputs)
+
+    def loss_kwargs(self, scores: PairScores) -> dict:
+        """Every keyword argument of the loss: the declared inputs, then the parameters."""
+        return {**scores.loss_inputs(self.info.loss_inputs), **self.params.loss_kwargs()}
 
     def pair_loss(self, scores: PairScores) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        raise NotImplementedError
+        return self.loss(**self.loss_kwargs(scores))
 
     def pair_scores(self, batch) -> PairScores:
         n = int(batch["n_pairs"])
         logp, mask, _ = self.token_stats(batch)
         logps = sft_losses.sequence_logps(logp, mask)
         lengths = mask.sum(dim=1)
-        ref = self.reference_logps(batch).to(logps.dtype) if self.reference_kind != "none" else None
+        ref = self.reference.sequence_logps(self, batch) if self.reads_reference else None
+        ref = None if ref is None else ref.to(logps.dtype)
         score_margins = {
             key.partition("/")[2]: (value[:, 0] - value[:, 1]).to(logps.dtype)
             for key, value in batch.items()
@@ -121,85 +140,11 @@ def _pref_metrics(scores: PairScores, metrics: dict[str, torch.Tensor]) -> dict[
     return out
 
 
-class DPOModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.dpo_loss(
-            **scores.with_reference(),
-            beta=self.params.beta,
-            label_smoothing=self.params.label_smoothing,
-        )
-
-
-class IPOModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.ipo_loss(
-            **scores.with_reference(),
-            beta=self.params.beta,
-            length_normalize=self.params.length_normalize,
-            chosen_lengths=scores.chosen_lengths,
-            rejected_lengths=scores.rejected_lengths,
-        )
-
-
-class HingeModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.hinge_loss(**scores.with_reference(), beta=self.params.beta)
-
-
-class RobustDPOModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.robust_loss(
-            **scores.with_reference(),
-            beta=self.params.beta,
-            label_smoothing=self.params.label_smoothing,
-        )
-
-
-class RPOModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.rpo_loss(
-            **scores.with_reference(),
-            chosen_lengths=scores.chosen_lengths,
-            beta=self.params.beta,
-            alpha=self.params.alpha,
-        )
-
-
-class SimPOModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.simpo_loss(
-            **scores.policy_only(),
-            beta=self.params.beta,
-            gamma=self.params.gamma,
-            label_smoothing=self.params.label_smoothing,
-        )
-
-
-class ORPOModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.orpo_loss(**scores.policy_only(), beta=self.params.beta)
-
-
-class TPOModule(PairwiseModule):
-    """The gold completion is the chosen one (built-in pairs: the task's correct answer)."""
-
-    def pair_loss(self, scores):
-        gold_nll = -scores.policy_chosen_logps / scores.chosen_lengths.clamp(min=1)
-        return preference_losses.tpo_loss(
-            **scores.policy_only(lengths=False),
-            gold_nll=gold_nll,
-            beta=self.params.beta,
-            alpha=self.params.alpha,
-        )
-
-
-class ASFTModule(PairwiseModule):
-    def pair_loss(self, scores):
-        return preference_losses.asft_loss(**scores.policy_only(), beta=self.params.beta)
-
-
-class MODPOModule(PairwiseModule):
+class MODPOModule(PreferencePairModule):
     """MODPO (``preference_losses.modpo_loss``) with the spec's training weights as the paper's w.
+
+    A module of its own because its loss takes more than the pairs and the parameters: the
+    objectives' training weights and the pairs' scores named like them.
 
     The DPO term trains the objective whose ``term`` is ``preference`` (the pairs' labels;
     its weight is w_0). Each objective whose ``term`` is ``score_margin`` adds
@@ -209,8 +154,10 @@ class MODPOModule(PairwiseModule):
     moves the policy along the front of the objectives, with no RL.
     """
 
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
-        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
         self.preference_weight = sum(o.weight for o in spec.objectives if o.term == "preference")
         if self.preference_weight <= 0:
             raise SpecError(
@@ -219,9 +166,7 @@ class MODPOModule(PairwiseModule):
             )
         # (score name, sign, weight) of each objective that sets the margin.
         self.margins = [
-            (o.name, 1.0 if o.direction == "max" else -1.0, o.weight)
-            for o in spec.objectives
-            if o.term == "score_margin"
+            (o.name, float(o.sign), o.weight) for o in spec.objectives if o.term == "score_margin"
         ]
         have = [name for name, _, _ in encoded[0].scores] if encoded else []
         missing = [name for name, _, _ in self.margins if name not in have]
@@ -231,8 +176,7 @@ class MODPOModule(PairwiseModule):
                 f"that name; their scores: {have or 'none'} (an objective's name picks its score)"
             )
 
-    def pair_loss(self, scores):
-        reference = scores.with_reference()
+    def loss_kwargs(self, scores):
         n = scores.policy_chosen_logps.shape[0]
         if self.margins:
             margins = torch.stack(
@@ -240,53 +184,85 @@ class MODPOModule(PairwiseModule):
             )
         else:
             margins = scores.policy_chosen_logps.new_zeros(n, 0)
-        return preference_losses.modpo_loss(
-            **reference,
-            score_margins=margins,
-            weights=[w for _, _, w in self.margins],
-            weight=self.preference_weight,
-            beta=self.params.beta,
-        )
+        return {
+            **super().loss_kwargs(scores),
+            "score_margins": margins,
+            "weights": [w for _, _, w in self.margins],
+            "weight": self.preference_weight,
+        }
 
 
-class KTOModule(WorkbenchModule):
-    """KTO on unpaired rows (``batch["desirable"]``). The KL reference point is estimated on
-    the batch's mismatched pairs: prompt i with the completion of row i - 1."""
+class UnpairedModule(WorkbenchModule):
+    """A loss on unpaired rows labelled desirable or not (``batch["desirable"]``), named by the
+    method's entry (KTO): ``loss(**inputs, **params.loss_kwargs())``.
 
-    def compute_losses(self, batch):
+    Its inputs (the entry's ``loss_inputs``, from ``registry.ROW_KINDS["unpaired"]``):
+    ``policy_logps`` and ``ref_logps`` (B,), ``desirable`` (B,), and ``kl``, the batch's KL
+    reference point estimated on its mismatched pairs (prompt i with the completion of row
+    i - 1, :func:`~workbench.methods.preference.losses.kto_kl_estimate`). The loss's metrics
+    hold per row its ``rewards``, whether it is ranked right (``accuracy``) and its reward on
+    its label's side (``margin``).
+    """
+
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
+        self.loss = registry.resolve(self.info.loss)
+
+    def loss_inputs(self, batch) -> dict[str, torch.Tensor]:
+        """The entry's declared inputs of ``batch`` (the reference passes run only for those
+        that read it)."""
+        names = self.info.loss_inputs
         logp, mask, _ = self.token_stats(batch)
         policy = sft_losses.sequence_logps(logp, mask)
-        ref = self.reference_logps(batch).to(policy.dtype)
-        mismatched = {k: v.to(self.device) for k, v in mismatched_batch(batch, self.pad_id).items()}
-        with torch.no_grad():
-            m_logp, m_mask, _ = self.token_stats(mismatched)
-            kl = preference_losses.kto_kl_estimate(
-                policy_mismatched_logps=sft_losses.sequence_logps(m_logp, m_mask),
-                ref_mismatched_logps=self.reference_logps(mismatched).to(policy.dtype),
+        inputs = {"policy_logps": policy, "desirable": batch["desirable"]}
+        if "ref_logps" in names:
+            inputs["ref_logps"] = self._reference_logps(batch).to(policy.dtype)
+        if "kl" in names:
+            inputs["kl"] = self.kl_estimate(batch, policy.dtype)
+        return {name: inputs[name] for name in names}
+
+    def _reference_logps(self, batch) -> torch.Tensor:
+        ref = self.reference.sequence_logps(self, batch)
+        if ref is None:
+            raise RuntimeError(
+                f"method '{self.info.name}' takes the reference's log-probs and the run has "
+                "no reference model (declare the method's reference need)"
             )
-        p = self.params
-        per_row, metrics = preference_losses.kto_loss(
-            policy_logps=policy,
-            ref_logps=ref,
-            desirable=batch["desirable"],
-            kl=kl,
-            beta=p.beta,
-            desirable_weight=p.desirable_weight,
-            undesirable_weight=p.undesirable_weight,
+        return ref
+
+    @torch.no_grad()
+    def kl_estimate(self, batch, dtype) -> torch.Tensor:
+        """KTO's reference point on the batch's mismatched pairs (a scalar, no gradient)."""
+        mismatched = {k: v.to(self.device) for k, v in mismatched_batch(batch, self.pad_id).items()}
+        m_logp, m_mask, _ = self.token_stats(mismatched)
+        return preference_losses.kto_kl_estimate(
+            policy_mismatched_logps=sft_losses.sequence_logps(m_logp, m_mask),
+            ref_mismatched_logps=self._reference_logps(mismatched).to(dtype),
         )
+
+    def compute_losses(self, batch):
+        inputs = self.loss_inputs(batch)
+        per_row, metrics = self.loss(**inputs, **self.params.loss_kwargs())
+        policy = inputs["policy_logps"].detach()
         desirable = batch["desirable"].bool()
-        # A row is ranked right when its reward sits on its label's side of the reference point.
-        right = ((metrics["rewards"] > p.beta * metrics["kl"]) == desirable).float()
-        margin = torch.where(desirable, metrics["rewards"], -metrics["rewards"])
-        step = {"pref/accuracy": right, "pref/kl": kl, "pref/logps": policy.detach()}
+        step = {"pref/accuracy": metrics["accuracy"], "pref/logps": policy}
+        if "kl" in inputs:
+            step["pref/kl"] = inputs["kl"]
         if desirable.any():
             step["pref/chosen_rewards"] = metrics["rewards"][desirable]
-            step["pref/chosen_logps"] = policy.detach()[desirable]
+            step["pref/chosen_logps"] = policy[desirable]
         if (~desirable).any():
             step["pref/rejected_rewards"] = metrics["rewards"][~desirable]
-            step["pref/rejected_logps"] = policy.detach()[~desirable]
+            step["pref/rejected_logps"] = policy[~desirable]
         self.log_step_metrics(step)
-        return per_row, {"preference": per_row, "reward_accuracy": right, "reward_margin": margin}
+        terms = {
+            "preference": per_row,
+            "reward_accuracy": metrics["accuracy"],
+            "reward_margin": metrics["margin"],
+        }
+        return per_row, terms
 
 
 def mismatched_batch(batch, pad_id: int) -> dict[str, torch.Tensor]:

@@ -19,8 +19,10 @@ from workbench.methods.rl.sampling import SampledCompletions, SampledCompletions
 class GRPOModule(SampledCompletionsModule):
     metrics_prefix = "grpo"
 
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
-        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
         # The ratio and the KL compare log-probs of the distribution the completions were
         # sampled from: softmax(logits / temperature), as TRL's GRPOTrainer takes them.
         self.logit_temperature = self.params.temperature
@@ -53,9 +55,11 @@ class GRPOModule(SampledCompletionsModule):
             combine=p.reward_combine,
         )
         samples.values["advantages"] = advantages
-        if self.reference_kind != "none":
-            # The reference does not move: its log-probs are taken once per batch of samples.
-            samples.values["ref_logps"] = self.reference_token_logps(samples.batch)[0]
+        # The reference does not move: its log-probs are taken once per batch of samples
+        # (none without the KL penalty: GRPOParams.reference_need keeps no reference then).
+        reference = self.reference.token_logps(self, samples.batch)
+        if reference is not None:
+            samples.values["ref_logps"] = reference[0]
 
     def loss_on_samples(self, samples: SampledCompletions):
         p = self.params

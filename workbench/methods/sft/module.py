@@ -26,8 +26,10 @@ class MultiObjectiveSFTModule(WorkbenchModule):
     objectives measure but no weight trains are computed too (for the held-out values).
     """
 
-    def __init__(self, spec, model, tokenizer, encoded, kernel_usage=None):
-        super().__init__(spec, model, tokenizer, encoded, kernel_usage)
+    def __init__(
+        self, spec, model, tokenizer, encoded, kernel_usage=None, reference=None, **training_data
+    ):
+        super().__init__(spec, model, tokenizer, encoded, kernel_usage, reference, **training_data)
         self.term_weights: dict[str, float] = {}
         for objective in spec.objectives:
             if objective.term is not None:
