@@ -11,11 +11,12 @@ import torch
 
 from tests.conftest import FAST_TINY, fast_spec
 from workbench import tracking
-from workbench.fronts.builders import BUILDERS, TAG_BUILDER, BuiltFront, build_front
+from workbench.fronts.builders import BUILDERS, BuiltFront, build_front
 from workbench.fronts.conditioned import conditioned_front
 from workbench.methods.multi_objective import conditioning
 from workbench.spec.errors import SpecError
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import TAG_BUILDER
 
 
 def test_percentages_sum_to_100_and_the_prefix_names_them():

@@ -22,6 +22,7 @@ from workbench import tracking
 from workbench.running import liveness
 from workbench.running.pipeline import run
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import HEARTBEAT_TAG, HOST_TAG
 
 RESUMABLE = fast_spec(train={"steps": 40, "checkpoint_every": 5, "eval_every": 20})
 
@@ -164,12 +165,8 @@ def _fake_run(client, tags):
 def test_reaper_ends_stale_and_orphaned_runs_and_spares_live_ones(store_uri):
     client = tracking.connect()
     now = time.time()
-    stale = _fake_run(
-        client, {liveness.HOST_TAG: "another-machine", liveness.HEARTBEAT_TAG: f"{now - 3600:.3f}"}
-    )
-    fresh = _fake_run(
-        client, {liveness.HOST_TAG: "another-machine", liveness.HEARTBEAT_TAG: f"{now:.3f}"}
-    )
+    stale = _fake_run(client, {HOST_TAG: "another-machine", HEARTBEAT_TAG: f"{now - 3600:.3f}"})
+    fresh = _fake_run(client, {HOST_TAG: "another-machine", HEARTBEAT_TAG: f"{now:.3f}"})
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_tags = liveness.process_tags(dead_child.pid)
     dead_child.wait()

@@ -15,6 +15,7 @@ from workbench import tracking
 from workbench.running import core_share, liveness
 from workbench.running.launcher import launch
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import HOST_TAG, PID_TAG, START_TAG, THREADS_TAG
 
 
 def test_share_counts_live_runs_on_this_host(store_uri, monkeypatch):
@@ -29,9 +30,9 @@ def test_share_counts_live_runs_on_this_host(store_uri, monkeypatch):
                 client.set_tag(run_id, key, value)
             alive.append(run_id)
         dead = tracking.start_run(client, spec)  # RUNNING, but no live process
-        client.set_tag(dead, liveness.PID_TAG, "999999999")
-        client.set_tag(dead, liveness.START_TAG, "0")
-        client.set_tag(dead, liveness.HOST_TAG, liveness.this_host())
+        client.set_tag(dead, PID_TAG, "999999999")
+        client.set_tag(dead, START_TAG, "0")
+        client.set_tag(dead, HOST_TAG, liveness.this_host())
         assert sorted(core_share.live_runs_on_this_host(client)) == sorted(alive)
         new = tracking.start_run(client, spec)
         assert core_share.share(client, new) == max(1, core_share.cores() // 3)
@@ -52,7 +53,7 @@ def test_two_launched_runs_share_the_cores_and_log_progress(store_uri, monkeypat
     for handle in handles:
         assert handle.wait(timeout=600) == "FINISHED", Path(handle.log_path).read_text()[-3000:]
     client = tracking.connect(store_uri)
-    threads = [int(client.get_run(h.run_id).data.tags[core_share.THREADS_TAG]) for h in handles]
+    threads = [int(client.get_run(h.run_id).data.tags[THREADS_TAG]) for h in handles]
     assert all(t >= 1 for t in threads)
     assert sum(threads) <= max(core_share.cores(), len(handles)), threads
     log = Path(handles[0].log_path).read_text()
@@ -68,9 +69,7 @@ def test_threads_set_by_the_user_are_kept(store_uri, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     handle = launch(fast_spec(train={"steps": 2, "eval_every": 2}, eval={"max_new_tokens": 2}))
     assert handle.wait(timeout=600) == "FINISHED", Path(handle.log_path).read_text()[-3000:]
-    assert (
-        tracking.connect(store_uri).get_run(handle.run_id).data.tags[core_share.THREADS_TAG] == "1"
-    )
+    assert tracking.connect(store_uri).get_run(handle.run_id).data.tags[THREADS_TAG] == "1"
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from workbench.cli.common import (
 from workbench.running.library_output import quiet_process
 from workbench.spec.errors import WorkbenchError
 from workbench.tracking import run_listing
+from workbench.tracking.names import KIND_STUDY, KIND_SWEEP, TAG_KIND
 
 # What the demo suggests next: the two faces of the workbench, as the README presents them.
 DEMO_NEXT = (
@@ -195,7 +196,7 @@ def cmd_front(args) -> int:
     parents = {
         r["run_id"]: r["run_name"]
         for r in every
-        if r["tags"].get(run_listing.KIND_TAG) in ("sweep", "study")
+        if r["tags"].get(TAG_KIND) in (KIND_SWEEP, KIND_STUDY)
     }
     runs = [r for r in every if r["status"] == "FINISHED" and r["run_id"] not in parents]
     if not runs:

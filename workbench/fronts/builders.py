@@ -29,11 +29,10 @@ import numpy as np
 from workbench.fronts.pareto import ParetoFront
 from workbench.spec.errors import SpecError
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import LOSS_KEY, TAG_BUILDER
 
 # The builders import the runner (and torch) when they run, so that the CLI checks a builder's
 # name, and the table can be read, before any training library loads.
-
-TAG_BUILDER = "workbench.builder"
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,6 @@ def build_front(
     client = tracking.connect(spec.tracking.uri)
     client.set_tag(built.parent_run_id, TAG_BUILDER, builder)
     steps = sum(
-        tracking.last_steps(client, run_id).get("train/loss", 0)
-        for run_id in built.training_run_ids
+        tracking.last_steps(client, run_id).get(LOSS_KEY, 0) for run_id in built.training_run_ids
     )
     return dataclasses.replace(built, training_steps=steps, seconds=seconds)

@@ -31,9 +31,8 @@ from workbench.merging.catalog import METHODS, MergeSettings, check_settings
 from workbench.running.library_output import quiet_libraries
 from workbench.spec.errors import SpecError, TrackingError, WorkbenchError
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import KIND_SWEEP, TAG_KIND, TAG_MERGE, TAG_MERGE_SOURCES
 
-TAG_MERGE = "workbench.merge"
-TAG_SOURCES = "workbench.merge.sources"
 # AdaMerging learns on at most this many unlabeled training prompts.
 ADAMERGING_PROMPTS = 64
 
@@ -226,7 +225,7 @@ def _merge_one(
                 "tracking.tags": {
                     **sources.spec.tracking.tags,
                     TAG_MERGE: settings.method,
-                    TAG_SOURCES: ",".join(sources.run_ids),
+                    TAG_MERGE_SOURCES: ",".join(sources.run_ids),
                 },
             }
         )
@@ -370,7 +369,7 @@ def _merge_grid(
     parent_id = tracking.start_run(
         client,
         parent_spec,
-        extra_tags={"workbench.kind": "sweep", TAG_MERGE: method, TAG_SOURCES: f"{run_a},{run_b}"},
+        extra_tags={TAG_KIND: KIND_SWEEP, TAG_MERGE: method, TAG_MERGE_SOURCES: f"{run_a},{run_b}"},
     )
     with tracking.RunRecorder(client, parent_id) as parent:
         from mlflow.entities import Param

@@ -17,6 +17,7 @@ import torch
 
 from workbench.methods.step import StepOutput
 from workbench.running import checkpoints, strategies
+from workbench.tracking.names import LR_KEY, STEP_TIME_KEY, TOKENS_KEY, TOKENS_PER_S_KEY
 
 
 class RunEventsCallback(L.Callback):
@@ -94,11 +95,11 @@ def step_metrics(
     if trainer.world_size > 1:
         means = trainer.strategy.reduce(means.to(device), reduce_op="mean").cpu()
     averaged = dict(zip(names, means.tolist()))
-    metrics = {name: value for name, value in averaged.items() if name != "perf/tokens"}
-    tokens = averaged.get("perf/tokens", 0.0) * trainer.world_size
-    metrics["perf/step_s"] = step_s
-    metrics["perf/tokens_per_s"] = tokens / step_s if step_s > 0 else math.nan
-    metrics["train/lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+    metrics = {name: value for name, value in averaged.items() if name != TOKENS_KEY}
+    tokens = averaged.get(TOKENS_KEY, 0.0) * trainer.world_size
+    metrics[STEP_TIME_KEY] = step_s
+    metrics[TOKENS_PER_S_KEY] = tokens / step_s if step_s > 0 else math.nan
+    metrics[LR_KEY] = trainer.optimizers[0].param_groups[0]["lr"]
     return metrics
 
 

@@ -18,8 +18,8 @@ import time
 
 from workbench.running import liveness
 from workbench.running.events import RunObserver
+from workbench.tracking.names import HOST_TAG, PID_TAG, START_TAG, THREADS_TAG
 
-THREADS_TAG = "workbench.threads"
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
@@ -42,9 +42,9 @@ def live_runs_on_this_host(client) -> list[str]:
     ):
         tags = run.data.tags
         if (
-            tags.get(liveness.HOST_TAG) == host
-            and liveness.PID_TAG in tags
-            and liveness.process_alive(int(tags[liveness.PID_TAG]), tags[liveness.START_TAG])
+            tags.get(HOST_TAG) == host
+            and PID_TAG in tags
+            and liveness.process_alive(int(tags[PID_TAG]), tags[START_TAG])
         ):
             alive.append(run.info.run_id)
     return alive

@@ -25,8 +25,8 @@ from workbench.spec import registry
 from workbench.spec.errors import TrackingError
 from workbench.spec.plugins import child_env, import_plugins, plugin_modules, plugin_tags
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import LOG_TAG, PID_TAG, START_TAG
 
-LOG_TAG = "workbench.log"
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -174,9 +174,7 @@ def launch(
     tags = {**liveness.process_tags(popen.pid), LOG_TAG: str(log_path)}
     for key, value in tags.items():
         client.set_tag(run_id, key, value)
-    return RunHandle(
-        run_id, popen.pid, tags[liveness.START_TAG], client.tracking_uri, str(log_path), popen
-    )
+    return RunHandle(run_id, popen.pid, tags[START_TAG], client.tracking_uri, str(log_path), popen)
 
 
 def attach(run_id: str, uri: str | None = None) -> RunHandle:
@@ -187,14 +185,14 @@ def attach(run_id: str, uri: str | None = None) -> RunHandle:
     except Exception as err:  # MLflow raises its own exception types for missing runs
         raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
     tags = run.data.tags
-    if liveness.PID_TAG not in tags:
+    if PID_TAG not in tags:
         raise TrackingError(
             f"run {run_id} was not started with workbench.launch; it has no process to attach to"
         )
     return RunHandle(
         run_id,
-        int(tags[liveness.PID_TAG]),
-        tags[liveness.START_TAG],
+        int(tags[PID_TAG]),
+        tags[START_TAG],
         client.tracking_uri,
         tags.get(LOG_TAG),
     )

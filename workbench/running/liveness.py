@@ -26,12 +26,8 @@ import time
 import psutil
 
 from workbench import tracking
+from workbench.tracking.names import HEARTBEAT_TAG, HOST_TAG, PID_TAG, START_TAG
 
-PID_TAG = "workbench.pid"
-START_TAG = "workbench.process_start"
-HOST_TAG = "workbench.host"
-HEARTBEAT_TAG = tracking.HEARTBEAT_TAG
-DECLARED_DEAD_TAG = tracking.DECLARED_DEAD_TAG
 # A heartbeat is written every few seconds while a run trains; a run silent this long on
 # another host (where its process cannot be checked) is taken as dead.
 STALE_AFTER_S = 120.0

@@ -17,10 +17,8 @@ import sys
 import time
 
 from workbench.running.events import Evaluation, RunContext, RunObserver
+from workbench.tracking.names import LOSS_KEY, STEP_TIME_KEY
 from workbench.tracking.run_listing import format_duration
-
-LOSS_KEY = "train/loss"
-STEP_TIME_KEY = "perf/step_s"
 
 
 def evaluation_line(evaluation: Evaluation, total: int) -> str:

@@ -39,6 +39,7 @@ from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed, SpecError
 from workbench.spec.run_spec import RunSpec
+from workbench.tracking.names import KIND_SWEEP, TAG_KIND
 from workbench.tracking.naming import study_run_name
 
 DESIGNS = ("grid", "random")
@@ -247,9 +248,7 @@ def run_sweep(
     # hard, its heartbeat going stale gets the parent reaped (liveness).
     with SigtermRaisesInterrupt():
         with StopRequests() as stop:
-            parent_id = tracking.start_run(
-                client, parent_spec, extra_tags={"workbench.kind": "sweep"}
-            )
+            parent_id = tracking.start_run(client, parent_spec, extra_tags={TAG_KIND: KIND_SWEEP})
             recorder = tracking.RunRecorder(client, parent_id)
         with recorder as parent:
             if stop.is_set():

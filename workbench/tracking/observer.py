@@ -15,6 +15,7 @@ import shutil
 
 from workbench.running.events import Evaluation, RunObserver
 from workbench.spec.errors import TrackingError
+from workbench.tracking.names import EVAL_PREFIX, OBJECTIVE_PREFIX, TAG_KERNELS
 from workbench.tracking.recorder import fallback_dir
 
 
@@ -34,10 +35,10 @@ class MlflowRecorderObserver(RunObserver):
     def on_evaluation(self, evaluation: Evaluation) -> None:
         step = evaluation.step
         self.recorder.log_metrics(
-            {f"objective/{k}": v for k, v in evaluation.objectives.items()}, step=step
+            {f"{OBJECTIVE_PREFIX}{k}": v for k, v in evaluation.objectives.items()}, step=step
         )
         self.recorder.log_metrics(
-            {f"eval/{k}": v for k, v in evaluation.metrics.items()}, step=step
+            {f"{EVAL_PREFIX}{k}": v for k, v in evaluation.metrics.items()}, step=step
         )
         if evaluation.samples:
             self._log_samples(evaluation.samples, f"samples/step_{step:06d}.json", step)
@@ -59,7 +60,7 @@ class MlflowRecorderObserver(RunObserver):
         self.recorder.log_metrics(costs, step=step)
 
     def on_kernels(self, step: int, ran: str, counts: dict[str, float]) -> None:
-        self.recorder.set_tags({"workbench.kernels": ran})
+        self.recorder.set_tags({TAG_KERNELS: ran})
         self.recorder.log_metrics(counts, step=step)
 
     def on_model(self, folder: str) -> None:

@@ -25,14 +25,20 @@ from typing import Any
 
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
-from workbench.tracking.names import END_STATUSES, HEARTBEAT_TAG, OBJECTIVE_PREFIX, PHASE_TAG
+from workbench.tracking.names import (
+    END_STATUSES,
+    HEARTBEAT_TAG,
+    KIND_RUN,
+    LOSS_KEY,
+    OBJECTIVE_PREFIX,
+    PHASE_TAG,
+    STEP_TIME_KEY,
+    TAG_KIND,
+)
 from workbench.tracking.names import TAG_ERROR as ERROR_TAG
 from workbench.tracking.names import TAG_PARENT as PARENT_TAG
 
-LOSS_KEY = "train/loss"
-STEP_TIME_KEY = "perf/step_s"
 STEPS_PARAM = "train.steps"
-KIND_TAG = "workbench.kind"
 # A RUNNING run whose process refreshed its heartbeat (every 5 s) this recently is alive: the
 # listing commands leave it to the reaper only when it has been silent longer.
 FRESH_HEARTBEAT_S = 30.0
@@ -510,7 +516,7 @@ def format_duration(seconds: float | None) -> str:
 
 def row(run: StoredRun, experiment: str) -> RunRow:
     """A stored run as a :class:`RunRow` of ``experiment`` (its name)."""
-    kind = run.tags.get(KIND_TAG, "run")
+    kind = run.tags.get(TAG_KIND, KIND_RUN)
     total = run.params.get(STEPS_PARAM)
     beat = run.tags.get(HEARTBEAT_TAG)
     try:

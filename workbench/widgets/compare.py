@@ -17,6 +17,7 @@ import plotly.graph_objects as go
 
 from workbench import tracking
 from workbench.fronts import plots
+from workbench.tracking.names import KIND_RUN, TAG_KIND
 from workbench.widgets import compare_data as comparison
 
 MARK_STYLE = "background:#fff3b0"  # a cell that differs from the first run's
@@ -83,7 +84,7 @@ class RunCompare(w.VBox):
         if self.run_ids is not None:
             return [comparison.run_dict(client, run_id) for run_id in self.run_ids]
         runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
-        return [r for r in runs if r["tags"].get("workbench.kind", "run") == "run"]
+        return [r for r in runs if r["tags"].get(TAG_KIND, KIND_RUN) == KIND_RUN]
 
     def refresh(self) -> None:
         """Re-read the runs from the store; update the diff, the curves and the samples."""

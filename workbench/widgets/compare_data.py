@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench import tracking
+from workbench.tracking.names import LOSS_KEY, OBJECTIVE_PREFIX, TRAIN_PREFIX
 
 # Not a difference worth a row: the columns are already labelled by run name.
 IGNORED_PARAMS = ("tracking.run_name",)
-CURVE_PREFIXES = ("train/", tracking.OBJECTIVE_PREFIX)
-LOSS_KEY = "train/loss"
+CURVE_PREFIXES = (TRAIN_PREFIX, OBJECTIVE_PREFIX)
 SAMPLES_FOLDER = "samples"
 
 

@@ -18,6 +18,7 @@ from workbench import tracking
 from workbench.fronts import comparison as front_comparison
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import pareto, plots
+from workbench.tracking.names import KIND_RUN, TAG_KIND
 from workbench.widgets import compare_data as comparison
 from workbench.widgets import readable
 from workbench.widgets.charts import fit_charts
@@ -145,7 +146,7 @@ class ParetoExplorer(w.VBox):
         client = tracking.connect(self.uri)
         runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
         self._all_runs = [
-            r for r in runs if r["tags"].get("workbench.kind", "run") == "run" and r["objectives"]
+            r for r in runs if r["tags"].get(TAG_KIND, KIND_RUN) == KIND_RUN and r["objectives"]
         ]
         self._overlay_runs = {
             label: [

@@ -69,8 +69,6 @@ from workbench.studies.search.space import (
 from workbench.studies.search.study import (
     PARENT_ATTR,
     PROCESS_ATTR,
-    TAG_STUDY,
-    TAG_TRIAL,
     TrialOutcome,
     check_storage,
     default_storage,
@@ -94,8 +92,6 @@ __all__ = [
     "STEP_ATTR",
     "STORAGE_ENV",
     "STUDY_KIND",
-    "TAG_STUDY",
-    "TAG_TRIAL",
     "Dimension",
     "PruneQuery",
     "SearchResult",

@@ -20,7 +20,6 @@ from workbench.spec.run_spec import RunSpec
 from workbench.studies.search.pruning import resolve_rule
 from workbench.studies.search.space import SearchSettings, check_space, parse_settings
 from workbench.studies.search.study import (
-    TAG_STUDY,
     TrialOutcome,
     check_storage,
     default_storage,
@@ -32,6 +31,14 @@ from workbench.studies.search.study import (
 )
 from workbench.studies.search.trials import run_trials
 from workbench.studies.search.workers import run_workers
+from workbench.tracking.names import (
+    STUDY_PREFIX,
+    TAG_KIND,
+    TAG_PRUNING,
+    TAG_SAMPLER,
+    TAG_STORAGE,
+    TAG_STUDY,
+)
 
 STUDY_KIND = "study"
 
@@ -105,9 +112,7 @@ def run_search(
     # SIGTERM raises KeyboardInterrupt like Ctrl-C, so the parent ends KILLED.
     with SigtermRaisesInterrupt():
         with StopRequests() as stop:
-            parent_id = tracking.start_run(
-                client, parent_spec, extra_tags={"workbench.kind": STUDY_KIND}
-            )
+            parent_id = tracking.start_run(client, parent_spec, extra_tags={TAG_KIND: STUDY_KIND})
             recorder = tracking.RunRecorder(client, parent_id)
         with recorder as parent:
             if stop.is_set():
@@ -117,9 +122,9 @@ def run_search(
             parent.set_tags(
                 {
                     TAG_STUDY: study_name,
-                    "workbench.storage": shown_url(storage),
-                    "workbench.sampler": settings.sampler,
-                    "workbench.pruning": settings.pruning,
+                    TAG_STORAGE: shown_url(storage),
+                    TAG_SAMPLER: settings.sampler,
+                    TAG_PRUNING: settings.pruning,
                 }
             )
             parent.log_text(
@@ -175,10 +180,10 @@ def run_search(
             }
             parent.log_metrics(
                 {
-                    "study/trials": float(len(outcomes)),
-                    "study/completed_trials": float(counts["COMPLETE"]),
-                    "study/pruned_trials": float(counts["PRUNED"]),
-                    "study/failed_trials": float(counts["FAIL"]),
+                    f"{STUDY_PREFIX}trials": float(len(outcomes)),
+                    f"{STUDY_PREFIX}completed_trials": float(counts["COMPLETE"]),
+                    f"{STUDY_PREFIX}pruned_trials": float(counts["PRUNED"]),
+                    f"{STUDY_PREFIX}failed_trials": float(counts["FAIL"]),
                 },
                 step=0,
             )

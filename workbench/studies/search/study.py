@@ -16,9 +16,8 @@ from workbench.spec.errors import SpecError, WorkbenchError
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.search.pruning import RUN_ATTR
 from workbench.studies.search.space import SearchSettings
+from workbench.tracking.names import HOST_TAG, PID_TAG, START_TAG
 
-TAG_STUDY = "workbench.study"
-TAG_TRIAL = "workbench.trial"
 # Trial user attributes: the study's parent run, the worker process training the trial.
 PARENT_ATTR = "mlflow_parent_run_id"
 PROCESS_ATTR = "worker_process"
@@ -134,9 +133,9 @@ def fail_orphaned_trials(study) -> list[int]:
     failed = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         process = t.user_attrs.get(PROCESS_ATTR)
-        if not process or process.get(liveness.HOST_TAG) != liveness.this_host():
+        if not process or process.get(HOST_TAG) != liveness.this_host():
             continue
-        if not liveness.process_alive(int(process[liveness.PID_TAG]), process[liveness.START_TAG]):
+        if not liveness.process_alive(int(process[PID_TAG]), process[START_TAG]):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(t.number)
     return failed

@@ -12,13 +12,12 @@ from workbench.studies.search.space import SearchSettings, apply_params, suggest
 from workbench.studies.search.study import (
     PARENT_ATTR,
     PROCESS_ATTR,
-    TAG_STUDY,
-    TAG_TRIAL,
     TrialOutcome,
     fail_orphaned_trials,
     load_study,
     open_storage,
 )
+from workbench.tracking.names import TAG_STUDY, TAG_TRIAL
 
 
 def trial_run_name(number: int, params: Mapping[str, Any]) -> str:
