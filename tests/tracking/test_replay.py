@@ -126,7 +126,7 @@ def test_replayed_runs_keep_their_artifacts(tmp_path, monkeypatch):
     result = replay.replay_archive(file, experiment="class-replayed")
     room = tracking.connect()
     new_id = result.run_ids[children[0]]
-    from workbench.widgets.compare_data import download_text, last_samples
+    from workbench.widgets.run_compare_logic import download_text, last_samples
 
     assert "model:" in download_text(room, new_id, tracking.SPEC_ARTIFACT)
     assert last_samples(room, new_id) == [{"prompt": "1+1=", "completion": "0"}]

@@ -26,8 +26,7 @@ from workbench.widgets import (
     forms,
     readable,
 )
-from workbench.widgets import compare_data as comparison
-from workbench.widgets.compare_data import last_samples
+from workbench.widgets import run_compare_logic as comparison
 from workbench.widgets.explorer import (
     ALL_AXES,
     OVERLAY,
@@ -36,6 +35,7 @@ from workbench.widgets.explorer import (
     TRAJECTORY,
     UNREACHABLE,
 )
+from workbench.widgets.run_compare_logic import last_samples
 
 
 def test_builder_makes_the_spec_its_controls_show(store_uri):

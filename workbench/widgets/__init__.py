@@ -9,7 +9,7 @@
   completions for the same prompts).
 
 The logic they show lives in plain functions (:mod:`workbench.widgets.forms`,
-:mod:`workbench.widgets.compare_data`, :mod:`workbench.fronts.pareto`), so it is tested without a
+:mod:`workbench.widgets.run_compare_logic`, :mod:`workbench.fronts.pareto`), so it is tested without a
 browser. Imported on first use, so ``import workbench.widgets`` does not pull in ipywidgets.
 """
 
@@ -19,15 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from workbench.widgets.builder import ExperimentBuilder
-    from workbench.widgets.compare import RunCompare
     from workbench.widgets.explorer import ParetoExplorer
     from workbench.widgets.monitor import RunMonitor
+    from workbench.widgets.run_compare import RunCompare
 
 _EXPORTS = {
     "ExperimentBuilder": "workbench.widgets.builder",
     "RunMonitor": "workbench.widgets.monitor",
     "ParetoExplorer": "workbench.widgets.explorer",
-    "RunCompare": "workbench.widgets.compare",
+    "RunCompare": "workbench.widgets.run_compare",
 }
 __all__ = ["ExperimentBuilder", "ParetoExplorer", "RunCompare", "RunMonitor"]
 

@@ -19,10 +19,10 @@ from workbench.fronts import comparison as front_comparison
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import pareto, plots
 from workbench.tracking.names import KIND_RUN, TAG_KIND
-from workbench.widgets import compare_data as comparison
 from workbench.widgets import readable
+from workbench.widgets import run_compare_logic as comparison
 from workbench.widgets.charts import fit_charts
-from workbench.widgets.compare_data import download_text, last_samples
+from workbench.widgets.run_compare_logic import download_text, last_samples
 
 PREFERRED = "preferred run"
 UNREACHABLE = "no weighted sum reaches"

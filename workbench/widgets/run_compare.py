@@ -1,6 +1,6 @@
 """RunCompare: two or more runs side by side (spec diff, overlaid curves, sample completions).
 
-What it shows comes from plain functions in :mod:`workbench.widgets.compare_data` (the diff,
+What it shows comes from plain functions in :mod:`workbench.widgets.run_compare_logic` (the diff,
 the alignment of samples by prompt, which curves) and :func:`workbench.fronts.plots.curves_figure`
 (one figure per metric); this module only lays them out. The figures are ``FigureWidget``s
 updated in place by :meth:`RunCompare.refresh`, so a comparison of running runs can be
@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 from workbench import tracking
 from workbench.fronts import plots
 from workbench.tracking.names import KIND_RUN, TAG_KIND
-from workbench.widgets import compare_data as comparison
+from workbench.widgets import run_compare_logic as comparison
 
 MARK_STYLE = "background:#fff3b0"  # a cell that differs from the first run's
 _CELL = "padding:2px 8px;vertical-align:top;text-align:left"
