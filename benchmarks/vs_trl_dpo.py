@@ -76,12 +76,12 @@ def workbench_spec(job: dict, store: str) -> dict:
 
 
 def run_workbench(job: dict) -> dict:
-    from workbench.methods.base import WorkbenchModule
+    from workbench.methods.reference import Precomputed
     from workbench.running.events import RunObserver
 
     reference = PhaseClock()
-    WorkbenchModule.precompute_reference = reference.wrap(
-        WorkbenchModule.precompute_reference, counts=lambda module, split, *rest: split == "train"
+    Precomputed.precompute = reference.wrap(
+        Precomputed.precompute, counts=lambda strategy, split, *rest: split == "train"
     )
     marks = StepMarks()
 

@@ -1,10 +1,10 @@
 """Row kinds beyond supervised rows: preference pairs from the built-in tasks, their encoding
-and batches, and the three ways a method gets its reference model's log-probs."""
+and batches (the ways a method gets its reference model's log-probs are tested with the
+strategies, in tests/methods/test_reference.py)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.conftest import fast_spec
 from workbench.data.encode import encode_row
@@ -18,10 +18,7 @@ from workbench.data.pairs import corrupt_answer, preference_pairs
 from workbench.data.rows import PreferenceRow, Row
 from workbench.data.sources import load_rows
 from workbench.data.tasks import TASKS
-from workbench.methods.sft.module import SFTModule
-from workbench.models.adapters import apply_adapter
 from workbench.models.loading import load_base
-from workbench.spec import registry
 from workbench.spec.run_spec import RunSpec
 
 
@@ -82,46 +79,3 @@ def test_a_pair_with_nothing_left_after_truncation_is_dropped_and_counted(tiny):
     rows = [PreferenceRow("add 1 2:", " 3", " 4"), PreferenceRow(long_prompt, " 3", " 4")]
     encoded, stats = encode_pairs(base.tokenizer, rows, 12)
     assert len(encoded) == 1 and stats.dropped_rows == 1 and stats.examples_dropped == [1]
-
-
-def _sequence_logps_float64(model, batch) -> torch.Tensor:
-    """log p(completion | prompt) per row, from the model's logits in float64."""
-    with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    logp = torch.log_softmax(logits.double()[:, :-1], dim=-1)
-    targets = batch["labels"][:, 1:]
-    mask = targets != -100
-    token = logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (token * mask).sum(1)
-
-
-@pytest.mark.parametrize("kind", ["frozen_copy", "adapter_disabled", "precomputed"])
-def test_reference_log_probs_are_the_base_models_whatever_the_way(tiny, kind):
-    """After the policy has moved, each reference way still gives the base model's log-probs."""
-    import copy
-
-    spec, base = tiny
-    spec = spec.updated(adapter={"name": "lora", "r": 4})
-    train, _ = load_rows(spec.data, 0, row_kind="preference")
-    model = copy.deepcopy(base.model)
-    expected_model = copy.deepcopy(base.model).eval()
-    reference = copy.deepcopy(base.model).eval() if kind == "frozen_copy" else None
-    policy = apply_adapter(model, spec.adapter)
-    encoded, _ = encode_pairs(base.tokenizer, train[:6], spec.train.max_length)
-    module = SFTModule(spec, policy, base.tokenizer, encoded)
-    module._collate_rows = registry.resolve(registry.ROW_KINDS["preference"].collate)
-    module.reference_kind, module.reference_model = kind, reference
-    if kind == "precomputed":
-        module.precompute_reference("train", encoded, batch_size=4)
-    with torch.no_grad():  # move the policy away from the base
-        for name, p in policy.named_parameters():
-            if "lora_B" in name:
-                p.add_(0.5)
-    items = list(enumerate(encoded))[2:5]
-    batch = module.collate(items)
-    got = module.reference_logps(batch)
-    want = _sequence_logps_float64(expected_model, batch)
-    assert got.shape == (6,)
-    assert torch.allclose(got.double(), want, atol=1e-4)
-    moved = _sequence_logps_float64(policy.eval(), batch)
-    assert not torch.allclose(moved, want, atol=1e-3)  # the policy really moved

@@ -632,15 +632,7 @@ def _check_distribution(train) -> None:
 
 
 def _make_trainer(spec, callbacks, model, progress: bool):
-    import warnings
-
     import lightning as L
-
-    # Our batch sampler positions itself at the checkpoint's step (GlobalBatchSampler), which
-    # Lightning cannot see; its "dataloader is not resumable" warning does not apply.
-    warnings.filterwarnings(
-        "ignore", message=".*resuming from a checkpoint that ended before the epoch ended.*"
-    )
 
     t = spec.train
     if progress:

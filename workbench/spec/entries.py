@@ -7,11 +7,14 @@ tables themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from workbench.spec.run_spec import ObjectiveSpec
 
 # -- parameter models ------------------------------------------------------------------------
 
@@ -35,7 +38,7 @@ class MethodParams(PluginParams):
         declared need; a method whose need depends on its parameters overrides it."""
         return declared
 
-    def check_objectives(self, objectives) -> None:
+    def check_objectives(self, objectives: Sequence[ObjectiveSpec]) -> None:
         """Raise ValueError (one line: the problem and its fix) if the spec's objectives
         cannot drive this method; checked when a spec is validated."""
 

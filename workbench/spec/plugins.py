@@ -11,20 +11,25 @@ it is refused at launch with how to fix it, rather than failing in the backgroun
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.objectives import scoring as objectives
 from workbench.spec import registry
 from workbench.spec.errors import SpecError
+
+if TYPE_CHECKING:
+    from workbench.spec.run_spec import RunSpec
 
 ENV_VAR = "WORKBENCH_PLUGINS"
 # The run's tag naming the plugin modules, so `workbench resume` can import them again.
 TAG = "workbench.plugins"
 
 
-def plugin_modules(spec) -> list[str]:
+def plugin_modules(spec: RunSpec) -> list[str]:
     """Modules a fresh process must import to find the spec's non-built-in choices; a
     SpecError for one that cannot be imported by name (defined in a notebook cell)."""
     wanted = _wanted(spec)
@@ -40,27 +45,28 @@ def plugin_modules(spec) -> list[str]:
     return sorted(wanted)
 
 
-def plugin_tags(spec) -> dict[str, str]:
+def plugin_tags(spec: RunSpec) -> dict[str, str]:
     """The run tag naming the spec's importable plugin modules (none: no tag)."""
     modules = sorted(m for m in _wanted(spec) if m != "__main__" and not m.startswith("__"))
     return {TAG: ",".join(modules)} if modules else {}
 
 
-def _wanted(spec) -> dict[str, str]:
+def _wanted(spec: RunSpec) -> dict[str, str]:
     """{module: what needs it} for the spec's method, metrics and rewards not built in."""
     wanted: dict[str, str] = {}
+    assert spec.method is not None  # a validated spec has its method
     method = registry.METHODS[spec.method.name]
     if not method.builtin:
-        for ref in (method.module, method.params):
-            wanted.setdefault(registry.ref_module(ref), f"method '{method.name}'")
+        for ref in (method.module, method.params, method.loss):
+            module = registry.ref_module(ref) if ref is not None else ""
+            # The workbench's own (a row kind's generic module, the base parameters) loads anyway.
+            if module != "workbench" and not module.startswith("workbench."):
+                wanted.setdefault(module, f"method '{method.name}'")
     for o in spec.objectives:
-        module = objectives.module_of(o.source)
-        if module is not None:
-            wanted.setdefault(module, f"objective '{o.name}' ({o.source})")
+        source_module = objectives.module_of(o.source)
+        if source_module is not None:
+            wanted.setdefault(source_module, f"objective '{o.name}' ({o.source})")
     wanted.pop("", None)
-    wanted.pop(
-        "workbench.spec.registry", None
-    )  # the base MethodParams of a method without parameters
     return wanted
 
 

@@ -18,7 +18,7 @@ built-in families' entries live in each family's folder (``workbench/methods/<fa
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from typing import Any
 
 from workbench.spec.entries import (
@@ -170,7 +170,7 @@ TERMS: dict[str, TermInfo] = {
 }
 
 
-class MethodTable(MutableMapping):
+class MethodTable(MutableMapping[str, MethodInfo]):
     """The methods table. The built-in families' entry lists are read on first use, so that
     the spec layer imports no method code (the entries name their modules and losses as lazy
     strings and import no torch either)."""
@@ -196,7 +196,7 @@ class MethodTable(MutableMapping):
     def __delitem__(self, name: str) -> None:
         del self._load()[name]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[str]:
         return iter(self._load())
 
     def __len__(self) -> int:
@@ -229,7 +229,8 @@ def resolve(ref: Ref) -> Any:
 
 def load_module_class(method: str) -> type:
     """The LightningModule class of ``method`` (the only torch-heavy step)."""
-    return resolve(METHODS[method].module)
+    module_class: type = resolve(METHODS[method].module)
+    return module_class
 
 
 def ref_module(ref: Ref) -> str:

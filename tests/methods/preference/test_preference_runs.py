@@ -86,6 +86,7 @@ def test_the_precomputed_reference_goes_through_the_fused_head():
 
     from workbench.data.encode_pairs import encode_pairs
     from workbench.data.sources import load_rows
+    from workbench.methods.reference import Precomputed
     from workbench.models import tiny
     from workbench.models.kernel_patch import patch_model
     from workbench.spec import registry
@@ -102,9 +103,11 @@ def test_the_precomputed_reference_goes_through_the_fused_head():
     for kernels in ("off", "torch"):
         policy = copy.deepcopy(model)
         usage = patch_model(policy, kernels)
-        module = registry.load_module_class("dpo")(spec, policy, tokenizer, encoded, usage)
-        module.reference_kind = "precomputed"
-        module.precompute_reference("train", encoded, batch_size=4)
-        tables[kernels] = module._reference_tables["train"]
+        reference = Precomputed()
+        module = registry.load_module_class("dpo")(
+            spec, policy, tokenizer, encoded, usage, reference=reference
+        )
+        reference.precompute("train", module, encoded, batch_size=4)
+        tables[kernels] = reference.tables["train"]
     assert usage.calls["fused_linear_logprobs"] == 3  # 12 pairs, 4 at a time
     torch.testing.assert_close(tables["torch"], tables["off"], rtol=1e-5, atol=1e-5)

@@ -18,6 +18,7 @@ import torch
 
 from tests.conftest import fast_spec
 from workbench.data.encode import IGNORE_INDEX
+from workbench.methods.reference import FrozenCopy
 from workbench.spec import registry
 from workbench.spec.run_spec import RunSpec
 
@@ -114,9 +115,10 @@ def _ours(method: dict, policy, ref, tokenizer, batch):
     spec = RunSpec.parse(fast_spec(method=method, data={"source": "sort"}))
     module_class = registry.load_module_class(spec.method.name)
     model = copy.deepcopy(policy)
-    module = module_class(spec, model, tokenizer, [], None)
+    reference = None
     if registry.METHODS[spec.method.name].reference != "none":
-        module.reference_kind, module.reference_model = "frozen_copy", copy.deepcopy(ref)
+        reference = FrozenCopy(copy.deepcopy(ref))
+    module = module_class(spec, model, tokenizer, [], None, reference=reference)
     per_example, terms = module.compute_losses(batch)
     loss = per_example.mean()
     loss.backward()
@@ -417,8 +419,9 @@ def test_a_five_step_dpo_run_follows_trls_loss_trajectory(base, pairs, tmp_path)
 
     spec = RunSpec.parse(fast_spec(method={"name": "dpo", "beta": 0.5}, data={"source": "sort"}))
     model = copy.deepcopy(policy)
-    module = registry.load_module_class("dpo")(spec, model, tokenizer, [], None)
-    module.reference_kind, module.reference_model = "frozen_copy", copy.deepcopy(ref)
+    module = registry.load_module_class("dpo")(
+        spec, model, tokenizer, [], None, reference=FrozenCopy(copy.deepcopy(ref))
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     ours_batch = _from_completion_mask(
         batch["input_ids"],

@@ -1,17 +1,16 @@
 """Parameters of the multi-objective SFT variants that build a front in a new way:
 weight-conditioned training (``conditioned-sft``) and gradient combination (``mgda-sft``).
-
-Plain pydantic field sets, combined with ``registry.MultiObjectiveSFTParams`` in the
-registry (this module imports nothing of the workbench, so the registry imports it without
-a cycle). Both train the terms of ``mo-sft``.
+Both train the terms of ``mo-sft``, so both extend its parameters.
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from workbench.methods.sft.params import MultiObjectiveSFTParams
 
 
-class ConditionedFields(BaseModel):
+class ConditionedSFTParams(MultiObjectiveSFTParams):
     """Weight-conditioned SFT: each example draws its training weights and sees them in its
     prompt; the spec's objective weights are the preference its held-out evaluation states."""
 
@@ -25,7 +24,7 @@ class ConditionedFields(BaseModel):
     )
 
 
-class MGDAFields(BaseModel):
+class MGDASFTParams(MultiObjectiveSFTParams):
     """MGDA in a preference region (PMTL): the spec's objective weights are the region's
     preference; the neighbouring preferences bound it."""
 

@@ -19,9 +19,13 @@ option, as each docstring says.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+
+# What every loss returns: the per-example loss and its metrics (per-example, no gradient).
+LossAndMetrics = tuple[torch.Tensor, dict[str, torch.Tensor]]
 
 
 def preference_metrics(
@@ -37,7 +41,12 @@ def preference_metrics(
     }
 
 
-def _log_ratios(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps):
+def _log_ratios(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     return policy_chosen_logps - ref_chosen_logps, policy_rejected_logps - ref_rejected_logps
 
 
@@ -61,13 +70,13 @@ def _per_token(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 def dpo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    ref_chosen_logps,
-    ref_rejected_logps,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
-):
+) -> LossAndMetrics:
     """DPO, sigmoid form; ``label_smoothing`` eps > 0 gives conservative DPO (cDPO).
 
     L = -(1 - eps) log sigma(beta h) - eps log sigma(-beta h),  h = rho_w - rho_l.
@@ -83,15 +92,15 @@ def dpo_loss(
 
 def ipo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    ref_chosen_logps,
-    ref_rejected_logps,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
     beta: float = 0.1,
     length_normalize: bool = False,
-    chosen_lengths=None,
-    rejected_lengths=None,
-):
+    chosen_lengths: torch.Tensor | None = None,
+    rejected_lengths: torch.Tensor | None = None,
+) -> LossAndMetrics:
     """IPO (the paper's Eq. 17, beta is its tau): L = (h - 1 / (2 beta))^2.
 
     ``length_normalize=True`` is TRL's variant: each log-ratio divided by its completion's
@@ -113,12 +122,12 @@ def ipo_loss(
 
 def hinge_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    ref_chosen_logps,
-    ref_rejected_logps,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
     beta: float = 0.1,
-):
+) -> LossAndMetrics:
     """Hinge (SLiC-style calibration on the DPO log-ratios): L = max(0, 1 - beta h).
 
     (Zhao et al., 2023, "SLiC-HF"; the DPOTrainer's ``hinge``.)
@@ -132,13 +141,13 @@ def hinge_loss(
 
 def robust_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    ref_chosen_logps,
-    ref_rejected_logps,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
     beta: float = 0.1,
     label_smoothing: float = 0.0,
-):
+) -> LossAndMetrics:
     """Robust DPO (rDPO): unbiased under labels flipped with probability eps < 1/2.
 
     L = [-(1 - eps) log sigma(beta h) + eps log sigma(-beta h)] / (1 - 2 eps).
@@ -160,14 +169,14 @@ def robust_loss(
 
 def rpo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    ref_chosen_logps,
-    ref_rejected_logps,
-    chosen_lengths,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
     beta: float = 0.1,
     alpha: float = 1.0,
-):
+) -> LossAndMetrics:
     """RPO: DPO plus the length-normalised NLL of the chosen completion.
 
     L = -log sigma(beta h) + alpha * (-log pi_theta(y_w|x) / |y_w|).
@@ -188,14 +197,14 @@ def rpo_loss(
 
 def simpo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    chosen_lengths,
-    rejected_lengths,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
     beta: float = 2.0,
     gamma: float = 0.5,
     label_smoothing: float = 0.0,
-):
+) -> LossAndMetrics:
     """SimPO: length-normalised log-likelihood as the reward, a target margin, no reference.
 
     L = -log sigma(beta log pi(y_w|x) / |y_w| - beta log pi(y_l|x) / |y_l| - gamma);
@@ -211,12 +220,12 @@ def simpo_loss(
 
 def orpo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    chosen_lengths,
-    rejected_lengths,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
     beta: float = 0.1,
-):
+) -> LossAndMetrics:
     """ORPO: NLL of the chosen completion plus an odds-ratio term, no reference model.
 
     With P(y|x) = exp(log pi(y|x) / |y|) (the per-token likelihood) and
@@ -237,13 +246,13 @@ def orpo_loss(
 
 def tpo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    gold_nll,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    gold_nll: torch.Tensor,
     beta: float = 0.01,
     alpha: float = 1.0,
     label_smoothing: float = 0.0,
-):
+) -> LossAndMetrics:
     """TPO: a preference term on the policy alone plus the NLL of a gold completion, in one stage.
 
     L = -log sigma(beta (log pi(y_w|x) - log pi(y_l|x))) + alpha * NLL(y_gold|x), with
@@ -258,12 +267,12 @@ def tpo_loss(
 
 def asft_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    chosen_lengths,
-    rejected_lengths,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    chosen_lengths: torch.Tensor,
+    rejected_lengths: torch.Tensor,
     beta: float = 0.1,
-):
+) -> LossAndMetrics:
     """ASFT: SFT on the chosen completion plus an absolute-likelihood alignment term, no reference.
 
     With P(y|x) = exp(log pi(y|x) / |y|) and f(y) = log(P / (1 - P)) its log-odds,
@@ -283,22 +292,24 @@ def asft_loss(
 
 def kto_loss(
     *,
-    policy_logps,
-    ref_logps,
-    desirable,
-    kl,
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    kl: torch.Tensor | float,
     beta: float = 0.1,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
-):
+) -> LossAndMetrics:
     """KTO on unpaired completions, each labelled desirable or not.
 
     rho = log pi_theta(y|x) - log pi_ref(y|x), z = max(0, ``kl``) without gradient (the
     batch's KL estimate, :func:`kto_kl_estimate`):
     L = lambda_D (1 - sigma(beta (rho - z))) for a desirable y,
     L = lambda_U (1 - sigma(beta (z - rho))) for an undesirable one.
-    ``policy_logps``, ``ref_logps`` (B,), ``desirable`` (B,) bool. Metrics: ``rewards``
-    beta rho, ``desirable`` and ``kl`` per row. (Ethayarajh et al., 2024.)
+    ``policy_logps``, ``ref_logps`` (B,), ``desirable`` (B,) bool. Metrics per row:
+    ``rewards`` beta rho, ``desirable``, ``kl``, ``accuracy`` (1 where the reward sits on its
+    label's side of the reference point beta z) and ``margin`` (the reward, negated for an
+    undesirable row). (Ethayarajh et al., 2024.)
     """
     z = kl.detach().clamp(min=0) if torch.is_tensor(kl) else torch.tensor(max(float(kl), 0.0))
     z = z.to(policy_logps)
@@ -309,30 +320,36 @@ def kto_loss(
         desirable_weight * (1 - torch.sigmoid(beta * (rho - z))),
         undesirable_weight * (1 - torch.sigmoid(beta * (z - rho))),
     )
+    rewards, kl_per_row = (beta * rho).detach(), z.expand_as(rho).detach()
     return loss, {
-        "rewards": (beta * rho).detach(),
+        "rewards": rewards,
         "desirable": desirable.float(),
-        "kl": z.expand_as(rho).detach(),
+        "kl": kl_per_row,
+        "accuracy": ((rewards > beta * kl_per_row) == desirable).float(),
+        "margin": torch.where(desirable, rewards, -rewards),
     }
 
 
-def kto_kl_estimate(*, policy_mismatched_logps, ref_mismatched_logps) -> torch.Tensor:
+def kto_kl_estimate(
+    *, policy_mismatched_logps: torch.Tensor, ref_mismatched_logps: torch.Tensor
+) -> torch.Tensor:
     """KTO's reference point: mean over mismatched pairs (x_i, y_j), j != i, of
     log pi_theta(y_j|x_i) - log pi_ref(y_j|x_i), clamped at 0, without gradient (a scalar)."""
-    return (policy_mismatched_logps - ref_mismatched_logps).mean().detach().clamp(min=0)
+    estimate: torch.Tensor = (policy_mismatched_logps - ref_mismatched_logps).mean()
+    return estimate.detach().clamp(min=0)
 
 
 def modpo_loss(
     *,
-    policy_chosen_logps,
-    policy_rejected_logps,
-    ref_chosen_logps,
-    ref_rejected_logps,
-    score_margins,
-    weights,
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    score_margins: torch.Tensor,
+    weights: torch.Tensor | Sequence[float],
     weight: float,
     beta: float = 0.1,
-):
+) -> LossAndMetrics:
     """MODPO: DPO on one preference, with a margin from the other objectives' scores.
 
     For the objective trained by preference (training weight w_0) and the others' scores

@@ -1,7 +1,5 @@
 """Parameters of the methods that learn from completions sampled during training (GRPO, RAFT).
 
-Plain pydantic field sets, combined with ``registry.MethodParams`` in the registry (this
-module imports nothing of the workbench, so the registry can import it without a cycle).
 Both methods train on the spec's reward objectives: every objective whose source is
 ``reward:<name>`` scores each sampled completion; its ``weight`` is that reward's training
 (preference) weight and direction ``min`` negates it. The checks here run at spec
@@ -12,10 +10,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import Field, model_validator
+
+from workbench.spec.entries import MethodParams
 
 
-class SampledCompletionFields(BaseModel):
+class SampledCompletionParams(MethodParams):
     """How completions are sampled and scored each step (GRPO and RAFT alike)."""
 
     group_size: int = Field(
@@ -67,7 +67,7 @@ class SampledCompletionFields(BaseModel):
         return self
 
     def check_objectives(self, objectives) -> None:
-        rewards = [o for o in objectives if o.source.startswith("reward:")]
+        rewards = [o for o in objectives if o.kind == "reward"]
         if not rewards:
             sources = ", ".join(f"{o.name}: {o.source}" for o in objectives) or "none"
             raise ValueError(
@@ -90,7 +90,7 @@ class SampledCompletionFields(BaseModel):
             )
 
 
-class GRPOFields(SampledCompletionFields):
+class GRPOParams(SampledCompletionParams):
     """GRPO: group-relative advantages, PPO's clipped surrogate, optional KL to a reference."""
 
     group_size: int = Field(
@@ -150,7 +150,7 @@ class GRPOFields(SampledCompletionFields):
         return "none" if self.beta == 0 else declared
 
 
-class RAFTFields(SampledCompletionFields):
+class RAFTParams(SampledCompletionParams):
     """RAFT: sample, rank by the weighted reward, fine-tune on the best."""
 
     group_size: int = Field(

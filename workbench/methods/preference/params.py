@@ -1,7 +1,6 @@
-"""The parameters of the built-in methods: one pydantic model per choice, each
-field documented (the spec's ``method: {name: dpo, beta: 0.1}`` validates against it, and the
-widgets and the docs read the descriptions). Registered in :mod:`workbench.spec.registry`.
-"""
+"""Parameters of the preference methods: one pydantic model per method, each field documented
+and named like the argument of the method's loss it sets (the generic module passes the
+fields to the loss by name, ``MethodParams.loss_kwargs``)."""
 
 from __future__ import annotations
 
@@ -9,19 +8,7 @@ from typing import Any
 
 from pydantic import Field
 
-from workbench.methods.multi_objective.params import ConditionedFields, MGDAFields
-from workbench.methods.rl.params import GRPOFields, RAFTFields
 from workbench.spec.entries import MethodParams
-
-
-class MultiObjectiveSFTParams(MethodParams):
-    brevity_position_scale: float = Field(
-        3.0,
-        gt=0,
-        le=100,
-        description="c in the brevity term sum_t c (t/n) -log p(eos | y_<t) / n: how much harder "
-        "later positions are pushed to stop.",
-    )
 
 
 def _beta(
@@ -30,14 +17,6 @@ def _beta(
     "reference (larger: closer).",
 ) -> Any:
     return Field(default, gt=0, le=1000, description=text)
-
-
-class ConditionedSFTParams(ConditionedFields, MultiObjectiveSFTParams):
-    __doc__ = ConditionedFields.__doc__
-
-
-class MGDASFTParams(MGDAFields, MultiObjectiveSFTParams):
-    __doc__ = MGDAFields.__doc__
 
 
 class DPOParams(MethodParams):
@@ -120,13 +99,3 @@ class KTOParams(MethodParams):
 
 class MODPOParams(MethodParams):
     beta: float = _beta(0.1)
-
-
-# Methods that learn from completions sampled during training: their fields live in
-# workbench.methods.rl.params (this file is long enough).
-class GRPOParams(GRPOFields, MethodParams):
-    __doc__ = GRPOFields.__doc__
-
-
-class RAFTParams(RAFTFields, MethodParams):
-    __doc__ = RAFTFields.__doc__
