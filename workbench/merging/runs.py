@@ -28,7 +28,7 @@ from workbench import tracking
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts.pareto import ParetoFront
 from workbench.merging.catalog import METHODS, MergeSettings, check_settings
-from workbench.running.library_output import quiet_libraries
+from workbench.running.library_output import no_download_bars, quiet_libraries
 from workbench.spec.errors import SpecError, TrackingError, WorkbenchError
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking.names import KIND_SWEEP, TAG_KIND, TAG_MERGE, TAG_MERGE_SOURCES
@@ -87,17 +87,17 @@ def _check_same_setting(specs: list[RunSpec], run_ids: list[str]) -> None:
 
 
 def _download(client, run_id: str, artifact: str, folder: str) -> str:
-    import os
-
     import mlflow
 
     # MLflow draws a progress bar per download unless told not to (the CLI tells it for good).
-    previous = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
     try:
-        return mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=artifact, dst_path=folder, tracking_uri=client.tracking_uri
-        )
+        with no_download_bars():
+            return mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=artifact,
+                dst_path=folder,
+                tracking_uri=client.tracking_uri,
+            )
     except Exception as err:  # MLflow raises its own exception types
         what = (
             "has no saved model (was tracking.log_model false, or did it not finish?)"
@@ -105,11 +105,6 @@ def _download(client, run_id: str, artifact: str, folder: str) -> str:
             else f"has no {artifact}"
         )
         raise TrackingError(f"run {run_id} {what}: {err}") from None
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = previous
 
 
 def load_sources(run_ids: Sequence[str], *, uri: str | None = None, log=print) -> _Sources:

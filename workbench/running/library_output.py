@@ -10,7 +10,7 @@ This is the one place that quiets other libraries: the CLI, which owns its proce
 them for good with :func:`quiet_process` (or only the loggers, :func:`quiet_loggers`, where
 no training library is imported); the store's connection quiets MLflow's database loggers
 with :func:`quiet_store_loggers`; a call that trips one known library warning is wrapped in
-:func:`ignoring_warning`.
+:func:`ignoring_warning`, an artifact download in :func:`no_download_bars`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ _IGNORED_WARNINGS = (
     # property when they wrap or unwrap it: transformers warns at the library's call, which
     # the user cannot change. Only this deprecation: other FutureWarnings still show.
     {"message": r"`is_gradient_checkpointing` is deprecated", "category": FutureWarning},
+    # Our batch sampler positions itself at the checkpoint's step (GlobalBatchSampler), which
+    # Lightning cannot see; its "dataloader is not resumable" warning does not apply.
+    {"message": ".*resuming from a checkpoint that ended before the epoch ended.*"},
 )
 
 
@@ -75,6 +78,22 @@ def quiet_process() -> None:
     quiet_loggers()
     for category in (DeprecationWarning, FutureWarning, UserWarning):
         warnings.filterwarnings("ignore", category=category)
+
+
+@contextmanager
+def no_download_bars() -> Iterator[None]:
+    """Within the block: no MLflow progress bar per artifact download; the environment
+    variable that says so is restored on exit."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
 
 
 @contextmanager

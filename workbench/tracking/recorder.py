@@ -25,6 +25,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
+from workbench.running.library_output import ignoring_warning
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
 from workbench.tracking.conventions import (
@@ -226,9 +227,8 @@ class RunRecorder:
         for row in rows:
             columns.extend(k for k in row if k not in columns)
         data = {c: [row.get(c) for row in rows] for c in columns}
-        with warnings.catch_warnings():
-            # MLflow 3.17's log_table trips a pandas 3 deprecation warning on every call.
-            warnings.filterwarnings("ignore", message=".*select_dtypes.*")
+        # MLflow 3.17's log_table trips a pandas 3 deprecation warning on every call.
+        with ignoring_warning(".*select_dtypes.*"):
             self._artifact_call(
                 "log_table", self.client.log_table, self.run_id, data, artifact_file
             )
