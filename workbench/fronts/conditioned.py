@@ -2,8 +2,9 @@
 
 :func:`conditioned_front` trains one ``conditioned-sft`` run (each example with its own
 training weights in its prompt: :mod:`workbench.methods.multi_objective.conditioning`), then evaluates the trained
-model, in memory, at each weight point with that point's prefix (``runner.evaluate_model``:
-an evaluation run, nothing trains), and records the points' front on a parent run like a
+model, in memory, at each weight point with that point's prefix
+(:func:`~workbench.running.pipeline.evaluate_model`: an evaluation run, nothing trains), and
+records the points' front on a parent run like a
 sweep's: ``sweep/hypervolume``, ``sweep/base_hypervolume``, ``sweep/front_size``,
 ``front.json`` and the plot. The training run and the evaluation runs are the parent's
 children (tags ``workbench.kind=evaluation`` and ``workbench.conditioned.model``, the

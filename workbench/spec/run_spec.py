@@ -8,7 +8,8 @@ Three kinds of weights are kept apart:
 - ``ObjectiveSpec.weight`` is a *training weight*: it scales the objective's loss ``term``
   (or reward) inside the method's loss.
 - Preference weights over finished runs belong to the Pareto views, applied after the fact.
-- A weight-conditioned builder samples training weights from a distribution (later work).
+- A weight-conditioned builder samples training weights from a distribution
+  (:mod:`workbench.methods.multi_objective.conditioned`, :mod:`workbench.fronts.conditioned`).
 """
 
 from __future__ import annotations

@@ -1,38 +1,24 @@
-"""Small helpers every part of tracking shares, with the names (:mod:`.names`): the checks
-MLflow's limits need, recording an error, end statuses."""
+"""Small helpers every part of tracking shares: the checks MLflow's limits need (key names,
+value lengths), recording an error, end statuses. The names themselves are :mod:`.names`."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
 
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.validation import (  # noqa: F401  (MAX_PARAM_VAL_LENGTH: re-exported)
+from mlflow.utils.validation import (  # noqa: F401  (MAX_PARAM_VAL_LENGTH: tracking's public limit)
     MAX_ENTITY_KEY_LENGTH,
     MAX_PARAM_VAL_LENGTH,
     MAX_TAG_VAL_LENGTH,
-    _validate_metric_name,
+    bad_character_message,
+    bad_path_message,
+    path_not_unique,
+    validate_param_and_metric_name,
 )
 
 from workbench.spec.errors import TrackingError
-from workbench.tracking.names import (  # noqa: F401  (re-exported for the tracking modules)
-    AUTHOR_ENV,
-    DECLARED_DEAD_TAG,
-    END_STATUSES,
-    ERROR_ARTIFACT,
-    FALLBACK_FOLDER,
-    HEARTBEAT_TAG,
-    OBJECTIVE_PREFIX,
-    SPEC_ARTIFACT,
-    TAG_ADAPTER,
-    TAG_AUTHOR,
-    TAG_ERROR,
-    TAG_METHOD,
-    TAG_OPTIMIZER,
-    TAG_PARENT,
-    TAG_WITHDRAWN_VERDICT,
-)
+from workbench.tracking.names import END_STATUSES, ERROR_ARTIFACT, TAG_ERROR
 
 
 def record_error(client: MlflowClient, run_id: str, error: str, *, details: str) -> None:
@@ -68,10 +54,10 @@ def valid_key(key: str) -> str:
             f"MLflow key '{key[:60]}...' is {len(key)} characters; MLflow allows "
             f"{MAX_ENTITY_KEY_LENGTH}"
         )
-    try:
-        _validate_metric_name(key)
-    except MlflowException as err:
-        raise TrackingError(f"MLflow rejects the key {key!r}: {one_line(err)}") from None
+    if not validate_param_and_metric_name(key):
+        raise TrackingError(f"MLflow rejects the key {key!r}: {bad_character_message()}")
+    if path_not_unique(key):
+        raise TrackingError(f"MLflow rejects the key {key!r}: {bad_path_message(key)}")
     return key
 
 

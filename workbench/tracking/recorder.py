@@ -29,8 +29,6 @@ from workbench.running.library_output import ignoring_warning
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
 from workbench.tracking.conventions import (
-    FALLBACK_FOLDER,
-    HEARTBEAT_TAG,
     check_status,
     chunks,
     one_line,
@@ -38,6 +36,7 @@ from workbench.tracking.conventions import (
     truncate,
     valid_key,
 )
+from workbench.tracking.names import FALLBACK_FOLDER, HEARTBEAT_TAG
 from workbench.tracking.store import connect, withdraw_dead_verdict
 
 _log = logging.getLogger(__name__)

@@ -21,6 +21,14 @@ from workbench.spec import paths
 from workbench.spec.errors import TrackingError
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking.conventions import (
+    check_status,
+    chunks,
+    one_line,
+    record_error,
+    truncate,
+    valid_key,
+)
+from workbench.tracking.names import (
     AUTHOR_ENV,
     DECLARED_DEAD_TAG,
     SPEC_ARTIFACT,
@@ -31,12 +39,6 @@ from workbench.tracking.conventions import (
     TAG_OPTIMIZER,
     TAG_PARENT,
     TAG_WITHDRAWN_VERDICT,
-    check_status,
-    chunks,
-    one_line,
-    record_error,
-    truncate,
-    valid_key,
 )
 from workbench.tracking.naming import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, default_run_name
 
