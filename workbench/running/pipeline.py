@@ -40,6 +40,7 @@ from workbench.spec.plugins import import_plugins
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking.names import (
     KIND_EVALUATION,
+    LOSS_KEY,
     OBJECTIVE_PREFIX,
     PEAK_MEM_KEY,
     TAG_BASE,
@@ -374,7 +375,7 @@ class RunPipeline:
             client.update_run(self.run_id, status="RUNNING")
             self.log(
                 f"resuming run {self.run_id} from step {prepared.resume_from.step} (the store "
-                f"holds steps up to {stored.get('train/loss', 0)})"
+                f"holds steps up to {stored.get(LOSS_KEY, 0)})"
             )
         elif self.run_id is None:
             self.run_id = tracking.start_run(

@@ -17,24 +17,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench.spec.objective_source import parse_source
+from workbench.tracking.names import (
+    COST_PREFIX,
+    EVAL_PREFIX,
+    LOSS_KEY,
+    LR_KEY,
+    OBJECTIVE_PREFIX,
+    PEAK_MEM_KEY,
+    PERF_PREFIX,
+    PREF_PREFIX,
+    REWARD_PREFIX,
+    REWARD_TOTAL_KEY,
+    STEP_TIME_KEY,
+    TOKENS_PER_S_KEY,
+    TRAIN_PREFIX,
+    TRAIN_TIME_KEY,
+    TRAINABLE_PARAMS_KEY,
+)
 
 # Keys whose names read badly spelled out: their labels, said once here.
 METRIC_LABELS = {
-    "train/loss": "training loss",
-    "train/lr": "learning rate",
-    "cost/trainable_params": "trainable parameters",
-    "perf/tokens_per_s": "tokens per second",
-    "perf/peak_mem_mb": "peak memory (MB)",
-    "perf/step_s": "seconds per step",
-    "perf/train_time_s": "training time (s)",
-    "reward/total": "total reward",
+    LOSS_KEY: "training loss",
+    LR_KEY: "learning rate",
+    TRAINABLE_PARAMS_KEY: "trainable parameters",
+    TOKENS_PER_S_KEY: "tokens per second",
+    PEAK_MEM_KEY: "peak memory (MB)",
+    STEP_TIME_KEY: "seconds per step",
+    TRAIN_TIME_KEY: "training time (s)",
+    REWARD_TOTAL_KEY: "total reward",
 }
 # Metrics that count things: printed as whole numbers with thousands separators.
-COUNT_KEYS = ("cost/trainable_params",)
+COUNT_KEYS = (TRAINABLE_PARAMS_KEY,)
 # The order a run's metrics are listed in: what it was trained and judged on first.
-METRIC_ORDER = ("objective/", "reward/", "train/loss", "train/", "eval/", "cost/", "perf/", "pref/")
+METRIC_ORDER = (
+    OBJECTIVE_PREFIX,
+    REWARD_PREFIX,
+    LOSS_KEY,
+    TRAIN_PREFIX,
+    EVAL_PREFIX,
+    COST_PREFIX,
+    PERF_PREFIX,
+    PREF_PREFIX,
+)
 # The metrics a run's details list (not every logged figure: no preference debugging).
-DETAIL_PREFIXES = ("objective/", "reward/", "train/loss", "cost/", "perf/")
+DETAIL_PREFIXES = (OBJECTIVE_PREFIX, REWARD_PREFIX, LOSS_KEY, COST_PREFIX, PERF_PREFIX)
 # The columns of a sample table that are not scores.
 SAMPLE_TEXT_COLUMNS = ("prompt", "target", "answer", "completion", "generated", "step")
 
