@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-from tests.studies.test_sweeps import _brute_force_hypervolume
 
 from tests.conftest import fast_spec
+from tests.studies.test_sweeps import brute_force_hypervolume
 from workbench import tracking
 from workbench.spec.errors import SpecError
 from workbench.spec.run_spec import RunSpec
@@ -321,7 +321,7 @@ def test_two_workers_share_one_study_and_every_trial_is_a_child_run(
     points = np.array(
         [[r["objectives"][n] for n in ("correctness", "length", "params")] for r in done]
     )
-    expected = _brute_force_hypervolume(points, ["max", "min", "min"], [-1.0, 14.0, 1e6])
+    expected = brute_force_hypervolume(points, ["max", "min", "min"], [-1.0, 14.0, 1e6])
     assert expected > 0
     metrics = parent.data.metrics
     assert metrics["study/hypervolume"] == pytest.approx(expected, rel=1e-9, abs=1e-12)

@@ -195,7 +195,7 @@ def sweeps(tmp_path_factory, fast_base):
     return folder, uri, {"here": here, "background": background}
 
 
-def _brute_force_hypervolume(points, directions, reference):
+def brute_force_hypervolume(points, directions, reference):
     """Inclusion-exclusion over subsets of points: the union of the boxes each point
     dominates up to the reference (as minimisation), with no library."""
     sign = np.array([-1.0 if d == "max" else 1.0 for d in directions])
@@ -221,7 +221,7 @@ def test_three_objective_sweep_hypervolume_matches_brute_force(sweeps):
     directions = [o.direction for o in spec.objectives]
     reference = [o.reference for o in spec.objectives]
     points = np.array([_final_objectives(client, c, names) for c in children])
-    expected = _brute_force_hypervolume(points, directions, reference)
+    expected = brute_force_hypervolume(points, directions, reference)
     assert expected > 0  # some child beats the reference point in all three objectives
     assert parent.data.metrics["sweep/hypervolume"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
     weights = {
@@ -296,7 +296,7 @@ def test_sweep_over_term_objectives_in_this_process(store_uri, fast_base):
     client = MlflowClient(store_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.data.metrics["sweep/hypervolume"] == pytest.approx(
-        _brute_force_hypervolume(values, ["min", "min"], [20.0, 20.0])
+        brute_force_hypervolume(values, ["min", "min"], [20.0, 20.0])
     )
     # In MLflow (run name and its mlflow.runName tag) each child is named after its weight,
     # the parent after what it sweeps.
