@@ -166,3 +166,56 @@ def test_bad_settings_name_the_field_and_what_is_allowed(call, message):
         .replace("+", r"\+"),
     ):
         call()
+
+
+def test_the_tables_hold_the_functions_the_merge_code_calls(monkeypatch):
+    from workbench.spec.registry import resolve
+
+    assert all(callable(resolve(s.apply)) for s in catalog.SPARSIFIERS.values())
+    assert all(callable(resolve(c.combine)) for c in catalog.CONSENSUS_RULES.values())
+    for method in catalog.METHODS.values():
+        assert method.sparsify in catalog.SPARSIFIERS
+        assert method.consensus in catalog.CONSENSUS_RULES
+    # The merge code looks a sparsifier and a consensus rule up by name: an entry added to
+    # each table is merged with, and a method's settings record what its entries take.
+    calls = []
+
+    def halve(tensor, density):
+        calls.append(("halve", density))
+        return tensor * 0.5
+
+    def largest(stacked, weights):
+        calls.append(("largest", stacked.shape[0]))
+        return stacked.abs().amax(dim=0)
+
+    monkeypatch.setitem(
+        catalog.SPARSIFIERS, "halve", catalog.Sparsifier("halve", "x / 2", halve, ("density",))
+    )
+    monkeypatch.setitem(
+        catalog.CONSENSUS_RULES, "largest", catalog.ConsensusRule("largest", "max |x|", largest)
+    )
+    ts = _task_tensors(3)
+    merged = tensors.merge_task_tensors(
+        ts, WEIGHTS, sparsifier="halve", consensus="largest", density=0.4
+    )
+    assert torch.equal(merged, torch.stack([t * 0.5 for t in ts]).abs().amax(dim=0))
+    assert calls == [("halve", 0.4)] * 3 + [("largest", 3)]
+    with pytest.raises(ValueError, match="unknown sparsifier 'nope'; allowed: none, magnitude"):
+        tensors.sparsify(ts[0], "nope")
+    with pytest.raises(ValueError, match="unknown consensus rule 'nope'"):
+        tensors.merge_task_tensors(ts, WEIGHTS, consensus="nope")
+
+
+@pytest.mark.parametrize(
+    ("method", "recorded"),
+    [
+        ("linear", {"merge.method", "merge.weights"}),
+        ("ties", {"merge.method", "merge.weights", "merge.density", "merge.majority_sign_method"}),
+        ("dare_linear", {"merge.method", "merge.weights", "merge.density", "merge.seed"}),
+        ("breadcrumbs", {"merge.method", "merge.weights", "merge.density", "merge.gamma"}),
+        ("adamerging", {"merge.method"}),
+    ],
+)
+def test_a_merge_records_the_settings_its_sparsifier_and_consensus_take(method, recorded):
+    settings = catalog.check_settings(method, 2, density=0.5)
+    assert set(settings.as_params()) == recorded
