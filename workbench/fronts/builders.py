@@ -23,6 +23,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,11 @@ class FrontBuilder:
     build: Callable[..., BuiltFront]  # (spec, points, seed, log, progress)
 
 
-def _sweep(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
+# Where a builder says what it does, one line at a time (print, or a widget's log).
+Log = Callable[[str], object]
+
+
+def _sweep(spec: RunSpec, points: int, seed: int, log: Log, progress: bool) -> BuiltFront:
     from workbench.studies.sweep import run_sweep
 
     result = run_sweep(spec, points=points, seed=seed, log=log, progress=progress)
@@ -75,7 +80,7 @@ def _sweep(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     )
 
 
-def _conditioned(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
+def _conditioned(spec: RunSpec, points: int, seed: int, log: Log, progress: bool) -> BuiltFront:
     from workbench.fronts.conditioned import conditioned_front
 
     result = conditioned_front(spec, points=points, seed=seed, log=log, progress=progress)
@@ -88,7 +93,7 @@ def _conditioned(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltF
     )
 
 
-def _merging(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
+def _merging(spec: RunSpec, points: int, seed: int, log: Log, progress: bool) -> BuiltFront:
     from workbench.merging.runs import merge_grid
     from workbench.running.pipeline import run
     from workbench.studies.sweep import simplex_grid, sweep_specs, weighted_objectives
@@ -100,16 +105,16 @@ def _merging(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront
             f"objectives, the spec has {len(names)} ({', '.join(names)}); use sweep or conditioned"
         )
     ends = sweep_specs(spec, simplex_grid(2, 2))  # (0.1, 0.9) and (0.9, 0.1)
-    sources = []
+    sources: list[str] = []
     for end in ends:
         log(f"training merge source {end.tracking.run_name}")
-        sources.append(
-            run(
-                end.updated(**{"tracking.run_name": f"merge source {end.tracking.run_name}"}),
-                progress=progress,
-                log=log,
-            ).run_id
-        )
+        source = run(
+            end.updated(**{"tracking.run_name": f"merge source {end.tracking.run_name}"}),
+            progress=progress,
+            log=log,
+        ).run_id
+        assert source is not None  # a run that returned was tracked
+        sources.append(source)
     coefficients = [round(float(c), 4) for c in np.linspace(0.0, 1.0, points)]
     grid = merge_grid(
         sources[0], sources[1], coefficients, "linear", run_name=spec.tracking.run_name, log=log
@@ -117,7 +122,7 @@ def _merging(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront
     return BuiltFront("merging", grid.parent_run_id, grid.front, grid.base_hypervolume, sources)
 
 
-def _search(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
+def _search(spec: RunSpec, points: int, seed: int, log: Log, progress: bool) -> BuiltFront:
     from workbench import tracking
     from workbench.studies.search import run_search
     from workbench.studies.sweep import weighted_objectives
@@ -140,7 +145,7 @@ def _search(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
     )
 
 
-def _mgda(spec: RunSpec, points: int, seed: int, log, progress) -> BuiltFront:
+def _mgda(spec: RunSpec, points: int, seed: int, log: Log, progress: bool) -> BuiltFront:
     from workbench.fronts.conditioned import mo_sft_variant
     from workbench.studies.sweep import design_points, run_sweep, weighted_objectives
 
@@ -197,11 +202,11 @@ def check_builder(name: str) -> None:
 
 def build_front(
     builder: str,
-    spec: RunSpec | dict,
+    spec: RunSpec | dict[str, Any],
     points: int,
     *,
     seed: int = 0,
-    log=print,
+    log: Log = print,
     progress: bool = False,
 ) -> BuiltFront:
     """Build a front of ``points`` points with ``builder`` (a name in :data:`BUILDERS`) and say

@@ -15,7 +15,7 @@ Three kinds of weights are kept apart:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -29,7 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from workbench.data.tasks import TASKS
 from workbench.models.adapter_params import FullAdapterParams
@@ -397,6 +397,7 @@ class RunSpec(_Section):
         if self.method is None:
             default = task.default_method if task is not None else "sft"
             object.__setattr__(self, "method", _plugin_section(default, registry.METHODS, "method"))
+        assert self.method is not None  # given, or the default filled in just above
         if not self.objectives:
             own_terms = registry.METHODS[self.method.name].terms
             if task is not None:
@@ -481,7 +482,8 @@ class RunSpec(_Section):
         return cls.from_yaml(text, source=path)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        text: str = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return text
 
     def updated(self, **changes: Any) -> RunSpec:
         """A validated copy with dotted-path changes, e.g. ``updated(**{"train.steps": 10})``."""
@@ -566,19 +568,22 @@ def format_validation_error(err: ValidationError) -> str:
             # A plugin's own fields (method, adapter, optimizer, schedule): one line each,
             # under the section's location.
             section, inner_model = tuple(e["loc"]), e["ctx"]["model"]
-            allowed = sorted(inner_model.model_fields)
+            allowed: list[str] = sorted(inner_model.model_fields)
             for inner in e["ctx"]["errors"]:
+                # (_error_line calls the lambda at once: `allowed` is this iteration's.)
                 lines.append(
-                    _error_line(
-                        section + tuple(inner["loc"]), inner, lambda loc, allowed=allowed: allowed
-                    )
+                    _error_line(section + tuple(inner["loc"]), inner, lambda loc: allowed)  # noqa: B023
                 )
         else:
             lines.append(_error_line(tuple(e["loc"]), e, lambda loc: _fields_at(loc)))
     return "\n".join(lines)
 
 
-def _error_line(loc: tuple, e: dict, fields_at) -> str:
+def _error_line(
+    loc: tuple[int | str, ...],
+    e: ErrorDetails,
+    fields_at: Callable[[tuple[int | str, ...]], list[str]],
+) -> str:
     where = ".".join(str(p) for p in loc) or "(spec)"
     msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
@@ -597,7 +602,7 @@ def _error_line(loc: tuple, e: dict, fields_at) -> str:
     return f"  {where} = {shown}: {msg}"
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
     """Field names of the section at ``loc`` (list indices skipped); [] if not a section."""
     model: type[BaseModel] = RunSpec
     for part in loc:

@@ -101,8 +101,9 @@ def preference_ray(weights: torch.Tensor) -> torch.Tensor:
     A larger weight asks for a smaller loss, so the ray where ``w_k L_k`` is the same for every
     k (the exact-Pareto-optimal ray of Mahapatra & Rajan, 2020) is the region's centre.
     """
-    inverse = 1.0 / weights.to(torch.float64).clamp(min=1e-3)
-    return inverse / inverse.norm()
+    inverse: torch.Tensor = 1.0 / weights.to(torch.float64).clamp(min=1e-3)
+    ray: torch.Tensor = inverse / inverse.norm()
+    return ray
 
 
 def pmtl_coefficients(

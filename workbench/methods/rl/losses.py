@@ -15,12 +15,15 @@ completion i, A_i its completion's advantage, m_it the completion mask, |y_i| = 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
+_Choice = TypeVar("_Choice")
 
-def _one_of(what: str, value: str, table: dict) -> Callable:
+
+def _one_of(what: str, value: str, table: Mapping[str, _Choice]) -> _Choice:
     if value not in table:
         raise ValueError(f"{what} must be one of {', '.join(map(repr, table))}; got {value!r}")
     return table[value]
@@ -31,7 +34,7 @@ def _grouped(x: torch.Tensor, group_size: int) -> torch.Tensor:
     return x.reshape(-1, group_size, *x.shape[1:])
 
 
-def _sample_std(x: torch.Tensor, dim) -> torch.Tensor:
+def _sample_std(x: torch.Tensor, dim: int | None) -> torch.Tensor:
     """Bessel-corrected std (as TRL's), 0 where a single value makes it undefined."""
     count = x.numel() if dim is None else x.shape[dim]
     if count < 2:
@@ -67,18 +70,22 @@ def _centred_scaled(values: torch.Tensor, group_size: int, scale: str, eps: floa
     return centred if std is None else centred / (std + eps)
 
 
-def _sum_then_normalize(rewards, weights, group_size, scale, eps):
+def _sum_then_normalize(
+    rewards: torch.Tensor, weights: torch.Tensor, group_size: int, scale: str, eps: float
+) -> torch.Tensor:
     return _centred_scaled(rewards @ weights, group_size, scale, eps)
 
 
-def _normalize_then_sum(rewards, weights, group_size, scale, eps):
+def _normalize_then_sum(
+    rewards: torch.Tensor, weights: torch.Tensor, group_size: int, scale: str, eps: float
+) -> torch.Tensor:
     # Each reward centred and scaled within its group, so a reward's units cannot swamp the
     # others; then TRL's last step: the weighted sum standardised over the whole batch.
     summed = _centred_scaled(rewards, group_size, scale, eps) @ weights
     return (summed - summed.mean()) / (_sample_std(summed, dim=None) + eps)
 
 
-_COMBINES: dict[str, Callable] = {
+_COMBINES: dict[str, Callable[[torch.Tensor, torch.Tensor, int, str, float], torch.Tensor]] = {
     "sum_then_normalize": _sum_then_normalize,
     "normalize_then_sum": _normalize_then_sum,
 }
@@ -92,7 +99,7 @@ def group_advantages(
     scale: str = "group",
     combine: str = "sum_then_normalize",
     eps: float = 1e-4,
-):
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Group-relative advantages from several rewards and their preference weights.
 
     ``rewards`` (N, R): one column per reward function, N = prompts * ``group_size``, the
@@ -148,23 +155,41 @@ def group_advantages(
     return advantages, {"total": total, "group_std": _group_std(total, group_size)}
 
 
-def _sequence_mean(masked_loss, mask, max_completion_length, num_tokens):
+def _sequence_mean(
+    masked_loss: torch.Tensor,
+    mask: torch.Tensor,
+    max_completion_length: int | None,
+    num_tokens: float | None,
+) -> torch.Tensor:
     return masked_loss.sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
-def _token_mean(masked_loss, mask, max_completion_length, num_tokens):
+def _token_mean(
+    masked_loss: torch.Tensor,
+    mask: torch.Tensor,
+    max_completion_length: int | None,
+    num_tokens: float | None,
+) -> torch.Tensor:
     # Row i's share of sum_it / (tokens), times N so that the mean over rows is the batch loss.
     tokens = mask.sum().clamp(min=1) if num_tokens is None else num_tokens
     return masked_loss.sum(dim=1) * (masked_loss.shape[0] / tokens)
 
 
-def _constant_normaliser(masked_loss, mask, max_completion_length, num_tokens):
+def _constant_normaliser(
+    masked_loss: torch.Tensor,
+    mask: torch.Tensor,
+    max_completion_length: int | None,
+    num_tokens: float | None,
+) -> torch.Tensor:
     width = masked_loss.shape[1] if max_completion_length is None else max_completion_length
     return masked_loss.sum(dim=1) / width
 
 
 # Per-example values whose mean over the batch is the aggregated loss.
-_AGGREGATIONS: dict[str, Callable] = {
+# (masked per-token loss, mask, max_completion_length, num_tokens) -> per-example values
+_AGGREGATIONS: dict[
+    str, Callable[[torch.Tensor, torch.Tensor, int | None, float | None], torch.Tensor]
+] = {
     "sequence": _sequence_mean,
     "token": _token_mean,
     "dr_grpo": _constant_normaliser,
@@ -180,17 +205,17 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _check_grpo_inputs(
-    policy_logps,
-    old_logps,
-    advantages,
-    completion_mask,
-    ref_logps,
-    beta,
-    epsilon_low,
-    epsilon_high,
-    max_completion_length,
-    num_tokens,
-):
+    policy_logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    completion_mask: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    beta: float,
+    epsilon_low: float,
+    epsilon_high: float,
+    max_completion_length: int | None,
+    num_tokens: float | None,
+) -> None:
     shape = tuple(policy_logps.shape)
     if len(shape) != 2:
         raise ValueError(
@@ -229,11 +254,11 @@ def _check_grpo_inputs(
 
 def grpo_loss(
     *,
-    policy_logps,
-    old_logps,
-    advantages,
-    completion_mask,
-    ref_logps=None,
+    policy_logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    completion_mask: torch.Tensor,
+    ref_logps: torch.Tensor | None = None,
     beta: float = 0.0,
     epsilon_low: float = 0.2,
     epsilon_high: float | None = None,
@@ -241,7 +266,7 @@ def grpo_loss(
     max_completion_length: int | None = None,
     num_tokens: float | None = None,
     kl_importance_weighted: bool = False,
-):
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """GRPO's clipped surrogate with an optional KL penalty, aggregated three ways.
 
     Inputs (N, T): ``policy_logps``, ``old_logps`` (the sampling policy's, no gradient) and

@@ -26,7 +26,9 @@ def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return logp, mask
 
 
-def label_logprobs(logits: torch.Tensor, labels: torch.Tensor, extra_token: int | None = None):
+def label_logprobs(
+    logits: torch.Tensor, labels: torch.Tensor, extra_token: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """:func:`token_logprobs`, plus log p(``extra_token``) at each scored position (0
     elsewhere; None without ``extra_token``) from the same softmax, e.g. the end token for
     the brevity term."""
@@ -123,4 +125,5 @@ def scalarise(terms: dict[str, torch.Tensor], weights: dict[str, float]) -> torc
             continue
         part = terms[name] * (w / total_weight)
         out = part if out is None else out + part
+    assert out is not None  # a positive total weight has a nonzero term
     return out
