@@ -70,9 +70,9 @@ else
 fi
 
 # System packages a dev set-up needs, installed where it can (as root, with apt-get):
-# - the browser tests (tests/test_browser.py) drive Debian's Chromium through Playwright, never
+# - the browser tests (tests/widgets/test_browser.py) drive Debian's Chromium through Playwright, never
 #   a browser Playwright downloads;
-# - the board's tests (tests/test_board.py) run a real PostgreSQL server (initdb, postgres).
+# - the board's tests (tests/serving/test_board.py) run a real PostgreSQL server (initdb, postgres).
 apt_packages=()
 if [[ ",$extras," == *,dev,* ]]; then
   if [ -z "${WORKBENCH_CHROMIUM:-}" ] && [ ! -x /usr/bin/chromium ]; then

@@ -1,8 +1,11 @@
-"""Shared fixtures: an isolated cache and store per test session, and a fast tiny base.
+"""What the tests share, defined once: an isolated cache and store per test session, the
+fast tiny base, the stores of a test or of a module, the CLI in a fresh interpreter, polling.
 
 Tests never touch the user's cache or the checkout's mlruns/: WORKBENCH_CACHE points at a
 session temp folder (the tiny base is built once per session and reused), and every test
-that tracks runs gets its own sqlite store under its tmp_path.
+that tracks runs gets its own sqlite store: ``store_uri`` for one test, ``own_store`` for the
+runs of a module-scoped fixture. Fixtures of one folder only live in that folder's
+conftest.py (tests/kernels/: the seeds and Triton's interpreter).
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# The root of the checkout (README.md, docs/, notebooks/, scripts/ ...).
+ROOT = Path(__file__).resolve().parents[1]
 
 # The environment's TRITON_INTERPRET before any conftest ran: the kernel tests set it for
 # themselves only (tests/kernels/conftest.py); later tests' processes must not inherit it.
@@ -46,7 +52,7 @@ def isolated_env(session_cache, tmp_path_factory):
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("TRANSFORMERS_VERBOSITY", "error")
         # Nothing a test does lands in the checkout's mlruns/ by accident.
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(store))
         yield
 
 
@@ -95,10 +101,16 @@ def wait_until(condition: Callable[[], object], seconds: float, what: str, poll_
         time.sleep(poll_s)
 
 
+def sqlite_uri(folder: Path) -> str:
+    """The URI of a sqlite MLflow store kept in ``folder`` (its ``mlflow.db``)."""
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture
 def store_uri(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    """A fresh store for one test: MLFLOW_TRACKING_URI points at it; returns its URI."""
     (tmp_path / "store").mkdir()
+    uri = sqlite_uri(tmp_path / "store")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
 
@@ -135,10 +147,11 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path
 
 
 @contextlib.contextmanager
-def own_store(tmp_path_factory, name: str):
+def own_store(tmp_path_factory, name: str) -> Iterator[str]:
     """A fresh sqlite store for the runs of a module-scoped fixture: MLFLOW_TRACKING_URI points
-    at it while the fixture lives (``store_uri`` does the same for one test)."""
-    folder = tmp_path_factory.mktemp(name)
+    at it while the block runs (``store_uri`` does the same for one test); yields its URI.
+    The store's folder is a new temp folder named after ``name``."""
+    uri = sqlite_uri(tmp_path_factory.mktemp(name))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        yield folder
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        yield uri

@@ -8,14 +8,13 @@ tests/test_tiny_base_build.py), so the demo's deadline covers the demo's own wor
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy.stats import spearmanr
 
-from tests.conftest import run_cli
+from tests.conftest import ROOT, run_cli, sqlite_uri
 from workbench import tracking
 from workbench.fronts.pareto import hypervolume, non_dominated
 
@@ -23,7 +22,7 @@ from workbench.fronts.pareto import hypervolume, non_dominated
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory, default_tiny_base):
     folder = tmp_path_factory.mktemp("demo")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = sqlite_uri(folder)
     # 5 runs x 150 steps on the cached base: about 25 s on 2 idle cores; 600 s leaves room
     # for a machine loaded many times over. The session's WORKBENCH_CACHE is inherited.
     result = run_cli(
@@ -128,7 +127,7 @@ def test_readme_shows_what_the_demo_prints(demo):
     """The README's demo table and hypervolumes are the demo's output, within what another
     thread count or machine moves (greedy decoding can flip a few held-out prompts)."""
     _, _, stdout = demo
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
     stated, printed = _table_rows(readme), _table_rows(stdout)
     assert stated and set(stated) == set(printed)
     for run, (correctness, length) in stated.items():

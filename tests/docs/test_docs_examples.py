@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT, sqlite_uri
+
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!-- example: (?P<name>[\w-]+) -->\s*```python\n(?P<code>.*?)```", re.S)
 YAML_BLOCK = re.compile(r"^```yaml(?P<tag>[^\n]*)\n(?P<text>.*?)^```", re.S | re.M)
@@ -108,7 +109,7 @@ def few_steps(spec, tmp_path):
             "train.steps": FEW_STEPS,
             "train.eval_every": FEW_STEPS,
             "data.eval_size": HELD_OUT,
-            "tracking.uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "tracking.uri": sqlite_uri(tmp_path),
             "tracking.log_model": False,
         }
     )

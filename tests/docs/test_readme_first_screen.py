@@ -4,9 +4,9 @@ set-up commands (the ones CI runs), how to open the notebooks, a DPO run and the
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 SETUP = "scripts/setup.sh dev && .venv/bin/workbench demo"
 TESTS = ".venv/bin/python -m pytest"

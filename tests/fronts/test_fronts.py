@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from tests.conftest import fast_spec
+from tests.conftest import fast_spec, own_store
 from workbench import tracking
 from workbench.cli.main import main
 from workbench.fronts.finished_runs import front_from_runs, objective_declarations
@@ -51,9 +51,7 @@ def _finished_run(
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('fronts-store') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
+    with own_store(tmp_path_factory, "fronts-store") as uri:
         client = tracking.connect(uri)
         ids = {
             name: _finished_run(client, name, dict(zip(("acc", "len", "params"), point)))

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
+
 SCRIPT = ROOT / "scripts" / "setup.sh"
 PIN = next(
     line.split("==", 1)[1].strip()

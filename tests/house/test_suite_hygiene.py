@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 from tests import conftest
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.conftest import ROOT
 
 
 def test_triton_interpret_does_not_leak_out_of_the_kernel_tests():

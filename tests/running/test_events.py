@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import workbench
-from tests.conftest import fast_spec
+from tests.conftest import fast_spec, own_store
 from workbench import tracking
 from workbench.data.encode import collate, encode_rows
 from workbench.data.sources import load_rows
@@ -94,9 +94,7 @@ def term_spec(train=None):
 
 @pytest.fixture(scope="module")
 def observed(tmp_path_factory):
-    store = tmp_path_factory.mktemp("events-store")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    with own_store(tmp_path_factory, "events-store"):
         observer = Recorder()
         result = workbench.run(term_spec(), observers=[observer], log=lambda *a: None)
         yield observer, result, tracking.connect()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec
+from tests.conftest import fast_spec, own_store
 from workbench.running.library_output import quiet_libraries
 
 GRADIENT_CHECKPOINTING = (
@@ -38,9 +38,7 @@ def launched(tmp_path_factory):
     transformers warned), run to the end: (its MLflow run, its log)."""
     from workbench.running.launcher import launch
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
+    with own_store(tmp_path_factory, "store") as uri, pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
         spec = fast_spec(
             method="sft",

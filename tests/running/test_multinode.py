@@ -20,7 +20,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from tests.running.test_faults import HELD_RUN
 
-from tests.conftest import fast_spec, wait_until
+from tests.conftest import fast_spec, sqlite_uri, wait_until
 from workbench import tracking
 from workbench.cli.main import main
 from workbench.methods.sft import losses as sft_losses
@@ -140,7 +140,7 @@ def stores(tmp_path_factory):
     from workbench.running.pipeline import run
 
     folder = tmp_path_factory.mktemp("multinode")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = sqlite_uri(folder)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         # In this process first: it also builds the fast base, which the nodes then share.

@@ -10,7 +10,7 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec, run_cli, wait_until
+from tests.conftest import fast_spec, run_cli, sqlite_uri, wait_until
 from workbench import tracking
 from workbench.methods.sft import losses as sft_losses
 from workbench.running.launcher import attach, launch
@@ -186,7 +186,7 @@ def test_ddp_two_processes_follow_the_single_process_trajectory(tmp_path):
     """2 CPU processes (gloo) x batch 4 == 1 process x batch 8, one MLflow run."""
     histories = {}
     for name, devices, batch in (("ddp", 2, 4), ("single", 1, 8)):
-        uri = f"sqlite:///{tmp_path / name / 'mlflow.db'}"
+        uri = sqlite_uri(tmp_path / name)
         (tmp_path / name).mkdir()
         spec = fast_spec(
             train={

@@ -17,7 +17,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec
+from tests.conftest import fast_spec, own_store
 from workbench import tracking
 from workbench.data.sources import load_rows
 from workbench.models.loading import load_base
@@ -79,9 +79,7 @@ def user_spec(source: Path, **sections) -> dict:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store for the module's runs."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('user-runs-store') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
+    with own_store(tmp_path_factory, "user-runs-store") as uri:
         yield MlflowClient(uri)
 
 

@@ -27,10 +27,9 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec, run_cli, wait_until
+from tests.conftest import ROOT, fast_spec, run_cli, wait_until
 from workbench.serving.servers import free_port, port_is_free
 
-ROOT = Path(__file__).resolve().parents[2]
 # Measured: 20-50 s from start to "board ready" on 2 cores loaded by other work; wide margin.
 READY_S = 300
 STOP_S = 120

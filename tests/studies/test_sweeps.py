@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec, run_cli
+from tests.conftest import fast_spec, run_cli, sqlite_uri
 from workbench import tracking
 from workbench.data.tasks import METRICS, TASKS
 from workbench.spec.errors import SpecError
@@ -189,7 +189,7 @@ def fast_base():
 def sweeps(tmp_path_factory, fast_base):
     """The same 6-point 3-objective sweep, in one process and as 2 background processes."""
     folder = tmp_path_factory.mktemp("sweeps")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    uri = sqlite_uri(folder)
     here = _run_sweep_cli(folder, uri, "sweep-here", parallel=1)
     background = _run_sweep_cli(folder, uri, "sweep-background", parallel=2)
     return folder, uri, {"here": here, "background": background}
@@ -317,7 +317,7 @@ def test_sweep_over_term_objectives_in_this_process(store_uri, fast_base):
     ids=["SIGTERM-background", "SIGINT-in-process"],
 )
 def test_stopping_a_sweep_leaves_no_run_running(tmp_path, sig, parallel, fast_base):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = sqlite_uri(tmp_path)
     spec = _sweep_spec("stopped")
     spec["train"].update(steps=100_000, eval_every=100_000)
     path = tmp_path / "spec.yaml"

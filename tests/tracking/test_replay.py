@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from tests.conftest import fast_spec
+from tests.conftest import fast_spec, sqlite_uri
 from workbench import tracking
 from workbench.cli.main import main as cli
 from workbench.fronts import finished_runs as fronts
@@ -69,7 +69,7 @@ def _comparable(runs):
 
 
 def test_archive_and_replay_round_trip(tmp_path, monkeypatch):
-    source = f"sqlite:///{tmp_path / 'teacher' / 'mlflow.db'}"
+    source = sqlite_uri(tmp_path / "teacher")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", source)
     teacher = tracking.connect()
     parent, children = _sweep(teacher)
@@ -87,7 +87,7 @@ def test_archive_and_replay_round_trip(tmp_path, monkeypatch):
         if r["status"] != "RUNNING"
     )
 
-    target = f"sqlite:///{tmp_path / 'room' / 'mlflow.db'}"
+    target = sqlite_uri(tmp_path / "room")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", target)
     result = replay.replay_archive(file)
     room = tracking.connect()
@@ -118,11 +118,11 @@ def test_archive_and_replay_round_trip(tmp_path, monkeypatch):
 
 
 def test_replayed_runs_keep_their_artifacts(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path / "a"))
     _, children = _sweep(tracking.connect())
     file = tmp_path / "class.zip"
     replay.archive_experiment("class", file)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'b' / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path / "b"))
     result = replay.replay_archive(file, experiment="class-replayed")
     room = tracking.connect()
     new_id = result.run_ids[children[0]]
@@ -136,7 +136,7 @@ def test_replayed_runs_keep_their_artifacts(tmp_path, monkeypatch):
 
 
 def test_bad_archives_and_names_give_clear_errors(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 's' / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path / "s"))
     _sweep(tracking.connect())
     with pytest.raises(TrackingError, match="no experiment 'clas'.*has: .*class"):
         replay.archive_experiment("clas", tmp_path / "x.zip")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import fast_spec
+from tests.conftest import ROOT, fast_spec, own_store
 from workbench import tracking
 from workbench.cli.main import main
 from workbench.running import liveness
@@ -50,9 +50,7 @@ def _make_run(
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store for the module (opening a fresh sqlite store takes seconds)."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('listing-store') / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
+    with own_store(tmp_path_factory, "listing-store") as uri:
         client = tracking.connect(uri)
         ids = {
             "finished": _make_run(
@@ -351,9 +349,8 @@ def test_the_listing_benchmark_runs_quick_and_ends_with_its_headline_figures():
     import re
     import subprocess
     import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     # About 40 s on 2 idle cores (a 20-run store, 14 commands); 600 s for a loaded machine.
     result = subprocess.run(
         [sys.executable, "benchmarks/cli_listing.py", "--quick"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException
 
-from tests.conftest import wait_until
+from tests.conftest import sqlite_uri, wait_until
 from workbench import tracking
 from workbench.spec.errors import TrackingError
 from workbench.spec.run_spec import RunSpec
@@ -26,7 +26,7 @@ from workbench.spec.run_spec import RunSpec
 def empty_db(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("template-store")
     with pytest.MonkeyPatch.context() as patch:  # MLFLOW_TRACKING_URI wins over an argument
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+        patch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(folder))
         tracking.connect()
     return folder / "mlflow.db"
 
@@ -37,7 +37,7 @@ def store(tmp_path, empty_db, monkeypatch) -> Path:
     folder = tmp_path / "store"
     folder.mkdir()
     shutil.copy(empty_db, folder / "mlflow.db")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(folder))
     return folder
 
 

@@ -24,9 +24,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from tests.conftest import FAST_TINY, fast_spec, wait_until
+from tests.conftest import FAST_TINY, ROOT, fast_spec, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
