@@ -173,7 +173,7 @@ def main(argv=None) -> int:
 
     import mlflow
 
-    from workbench import tracking
+    from workbench.spec import mlflow_names
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
@@ -221,10 +221,10 @@ def main(argv=None) -> int:
             for name, command in commands.items():
                 # As their recorders do every 5 s while they train.
                 for run_id in (ids[k] for k in ("fresh", "silent") if k in ids):
-                    client.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{time.time():.3f}")
+                    client.set_tag(run_id, mlflow_names.HEARTBEAT_TAG, f"{time.time():.3f}")
                 timed(name, command)
             for name, command in silent.items():
-                client.delete_tag(ids["silent"], tracking.HEARTBEAT_TAG)
+                client.delete_tag(ids["silent"], mlflow_names.HEARTBEAT_TAG)
                 timed(name, command)
     print()
     header = f"{'command':<40} {'median s':>9} {'fastest s':>10} {'slowest s':>10}"

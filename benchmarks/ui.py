@@ -52,7 +52,7 @@ def make_runs(uri: str, n_runs: int, seed: int = 0) -> float:
     from mlflow.entities import Metric, Param, RunTag
     from mlflow.tracking import MlflowClient
 
-    from workbench import tracking
+    from workbench.spec import mlflow_names
 
     rng = random.Random(seed)
     client = MlflowClient(uri)
@@ -84,7 +84,7 @@ def make_runs(uri: str, n_runs: int, seed: int = 0) -> float:
             Metric("train/loss", 2.0 / (1 + step), now, step) for step in range(CURVE_POINTS)
         ]
         metrics += [
-            Metric(f"{tracking.OBJECTIVE_PREFIX}{name}", value, now, CURVE_POINTS)
+            Metric(f"{mlflow_names.OBJECTIVE_PREFIX}{name}", value, now, CURVE_POINTS)
             for name, value in objective_values(rng).items()
         ]
         metrics.append(Metric("perf/tokens_per_s", rng.uniform(800, 1200), now, CURVE_POINTS))

@@ -15,8 +15,8 @@ from workbench.fronts.builders import BUILDERS, BuiltFront, build_front
 from workbench.fronts.conditioned import conditioned_front
 from workbench.methods.multi_objective import conditioning
 from workbench.spec.errors import SpecError
+from workbench.spec.mlflow_names import TAG_BUILDER
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import TAG_BUILDER
 
 
 def test_percentages_sum_to_100_and_the_prefix_names_them():

@@ -21,8 +21,8 @@ from tests.conftest import fast_spec, run_cli, wait_until
 from workbench import tracking
 from workbench.running import liveness
 from workbench.running.pipeline import run
+from workbench.spec.mlflow_names import HEARTBEAT_TAG, HOST_TAG
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import HEARTBEAT_TAG, HOST_TAG
 
 RESUMABLE = fast_spec(train={"steps": 40, "checkpoint_every": 5, "eval_every": 20})
 

@@ -16,6 +16,7 @@ from tests.conftest import FAST_TINY, fast_spec, wait_until
 from workbench import tracking
 from workbench.running import liveness
 from workbench.running.launcher import attach, launch
+from workbench.spec import mlflow_names
 
 # Each launched run below trains the fast tiny base; on 2 idle cores it starts in about 10 s
 # and trains 1,000 steps in about 10 s. Deadlines allow a machine loaded several times over.
@@ -101,7 +102,7 @@ def test_a_slow_probe_and_a_flipped_boot_time_leave_a_training_run_finished(stor
     log = Path(handle.log_path).read_text()
     assert run.info.status == "FINISHED", log[-3000:]
     assert "FAILED" not in seen, seen
-    assert tracking.TAG_ERROR not in run.data.tags, run.data.tags.get(tracking.TAG_ERROR)
+    assert mlflow_names.TAG_ERROR not in run.data.tags, run.data.tags.get(mlflow_names.TAG_ERROR)
     assert _steps_logged(client, handle.run_id) == 1000
 
 
@@ -131,9 +132,9 @@ def test_a_false_verdict_is_taken_back_by_the_live_run(store_uri):
             handle.stop()
     run = client.get_run(handle.run_id)
     assert run.info.status == "FINISHED"
-    assert tracking.TAG_ERROR not in run.data.tags
-    assert tracking.DECLARED_DEAD_TAG not in run.data.tags
-    assert "withdrawn: the process was alive" in run.data.tags[tracking.TAG_WITHDRAWN_VERDICT]
+    assert mlflow_names.TAG_ERROR not in run.data.tags
+    assert mlflow_names.DECLARED_DEAD_TAG not in run.data.tags
+    assert "withdrawn: the process was alive" in run.data.tags[mlflow_names.TAG_WITHDRAWN_VERDICT]
     assert _steps_logged(client, handle.run_id) == 1000
 
 
@@ -175,7 +176,7 @@ def test_two_runs_on_an_empty_cache_build_the_base_once(store_uri, tmp_path, mon
     assert "pretraining step 200/200" in builders[0]
     assert "the other build ended after" in waiters[0]
     # Each run said what it was doing before it trained.
-    phases = [client.get_run(h.run_id).data.tags.get(tracking.PHASE_TAG, "") for h in handles]
+    phases = [client.get_run(h.run_id).data.tags.get(mlflow_names.PHASE_TAG, "") for h in handles]
     assert all(phases), phases
     built = list((tmp_path / "empty-cache" / "tiny").iterdir())
     assert len([p for p in built if p.is_dir() and not p.name.startswith(".")]) == 1, built

@@ -14,8 +14,8 @@ from tests.conftest import fast_spec, run_cli
 from workbench import tracking
 from workbench.running import core_share, liveness
 from workbench.running.launcher import launch
+from workbench.spec.mlflow_names import HOST_TAG, PID_TAG, START_TAG, THREADS_TAG
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import HOST_TAG, PID_TAG, START_TAG, THREADS_TAG
 
 
 def test_share_counts_live_runs_on_this_host(store_uri, monkeypatch):

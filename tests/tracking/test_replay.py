@@ -11,6 +11,7 @@ from tests.conftest import fast_spec, sqlite_uri
 from workbench import tracking
 from workbench.cli.main import main as cli
 from workbench.fronts import finished_runs as fronts
+from workbench.spec import mlflow_names
 from workbench.spec.errors import TrackingError
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking import replay
@@ -97,7 +98,7 @@ def test_archive_and_replay_round_trip(tmp_path, monkeypatch):
     new_parent = result.run_ids[parent]
     for old in children:
         tags = room.get_run(result.run_ids[old]).data.tags
-        assert tags[tracking.TAG_PARENT] == tags["mlflow.parentRunId"] == new_parent
+        assert tags[mlflow_names.TAG_PARENT] == tags["mlflow.parentRunId"] == new_parent
     old_points = [
         (m.step, m.value) for m in teacher.get_metric_history(children[1], "objective/correctness")
     ]
@@ -128,10 +129,10 @@ def test_replayed_runs_keep_their_artifacts(tmp_path, monkeypatch):
     new_id = result.run_ids[children[0]]
     from workbench.widgets.run_compare_logic import download_text, last_samples
 
-    assert "model:" in download_text(room, new_id, tracking.SPEC_ARTIFACT)
+    assert "model:" in download_text(room, new_id, mlflow_names.SPEC_ARTIFACT)
     assert last_samples(room, new_id) == [{"prompt": "1+1=", "completion": "0"}]
     assert "row 3 has no completion" in download_text(
-        room, result.run_ids[children[3]], tracking.ERROR_ARTIFACT
+        room, result.run_ids[children[3]], mlflow_names.ERROR_ARTIFACT
     )
 
 
@@ -148,12 +149,12 @@ def test_bad_archives_and_names_give_clear_errors(tmp_path, monkeypatch, capsys)
         replay.read_manifest(tmp_path / "missing.zip")
 
     file = tmp_path / "class.zip"
-    assert cli.main(["archive", "class", str(file)]) == 0
+    assert cli(["archive", "class", str(file)]) == 0
     assert "5 runs" in capsys.readouterr().out
     # Replaying into the store that has the experiment already names the fix.
-    assert cli.main(["replay", str(file)]) == 2
+    assert cli(["replay", str(file)]) == 2
     assert "--experiment NEW_NAME" in capsys.readouterr().err
-    assert cli.main(["replay", str(file), "--experiment", "copy"]) == 0
+    assert cli(["replay", str(file), "--experiment", "copy"]) == 0
     assert len(tracking.runs_frame(tracking.connect(), "copy", status=None)) == 5
 
     # An archive whose artifact went missing is refused before anything is written.

@@ -11,6 +11,7 @@ from tests.conftest import ROOT, fast_spec, own_store
 from workbench import tracking
 from workbench.cli.main import main
 from workbench.running import liveness
+from workbench.spec import mlflow_names
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking import run_listing
 
@@ -307,7 +308,7 @@ def test_the_sqlite_reader_and_mlflows_client_read_the_same_runs(store):
 def test_status_of_a_run_loading_its_base_says_what_it_is_doing(store_uri, capsys):
     client = tracking.connect()
     run_id = _make_run(client, "RUNNING", 0, name="loading")
-    client.set_tag(run_id, tracking.PHASE_TAG, "pretraining step 160/800  loss 2.9")
+    client.set_tag(run_id, mlflow_names.PHASE_TAG, "pretraining step 160/800  loss 2.9")
     assert main(["status", run_id[:8]]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"run {run_id} (loading, experiment 'listing'): RUNNING"
@@ -324,7 +325,7 @@ def test_listing_a_store_imports_neither_mlflow_nor_torch(store, tmp_path):
     client, ids = store
     running = [r.run_id for r in run_listing.list_runs(client, status="RUNNING")]
     for run_id in running:
-        client.set_tag(run_id, tracking.HEARTBEAT_TAG, f"{time.time():.3f}")
+        client.set_tag(run_id, mlflow_names.HEARTBEAT_TAG, f"{time.time():.3f}")
     try:
         code = (
             "import sys; from workbench.cli.main import main; "
@@ -339,7 +340,7 @@ def test_listing_a_store_imports_neither_mlflow_nor_torch(store, tmp_path):
         )
     finally:
         for run_id in running:
-            client.delete_tag(run_id, tracking.HEARTBEAT_TAG)
+            client.delete_tag(run_id, mlflow_names.HEARTBEAT_TAG)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.splitlines()[-1] == "imported: []"
 

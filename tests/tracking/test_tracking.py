@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.conftest import sqlite_uri, wait_until
 from workbench import tracking
+from workbench.spec import mlflow_names
 from workbench.spec.errors import TrackingError
 from workbench.spec.run_spec import RunSpec
 
@@ -410,7 +411,7 @@ def test_recorder_refreshes_a_heartbeat_tag(client):
 
     def refreshed() -> bool:
         nonlocal first
-        beat = client.get_run(run_id).data.tags.get(tracking.HEARTBEAT_TAG)
+        beat = client.get_run(run_id).data.tags.get(mlflow_names.HEARTBEAT_TAG)
         if first is None and beat is not None:
             first = float(beat)
         return first is not None and beat is not None and float(beat) > first

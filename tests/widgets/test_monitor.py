@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import fast_spec, wait_until
 from workbench import tracking
 from workbench.fronts import plots
+from workbench.spec import mlflow_names
 from workbench.spec.errors import SpecError
 from workbench.spec.run_spec import RunSpec
 from workbench.widgets import ExperimentBuilder, RunMonitor
@@ -153,9 +154,9 @@ def test_monitor_launches_a_sweep_and_watches_its_children(store_uri):
         if r["tags"].get("workbench.kind") == "sweep"
     ]
     assert "sweep/hypervolume" in parent["metrics"]
-    assert {client.get_run(run_id).data.tags[tracking.TAG_PARENT] for run_id in monitor.rows} == {
-        parent["run_id"]
-    }
+    assert {
+        client.get_run(run_id).data.tags[mlflow_names.TAG_PARENT] for run_id in monitor.rows
+    } == {parent["run_id"]}
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from tests.conftest import fast_spec
 from workbench import tracking
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import pareto
-from workbench.spec import registry
+from workbench.spec import mlflow_names, registry
 from workbench.spec.run_spec import RunSpec
 from workbench.widgets import (
     ExperimentBuilder,
@@ -425,14 +425,14 @@ def test_explorer_with_one_objective_ranks_its_runs(store_uri):
 def test_a_class_boards_runs_are_labelled_by_author(store_uri, monkeypatch):
     """Runs made with WORKBENCH_AUTHOR set carry it; the one front labels each by its author."""
     for author, points in (("ada", [(0.3, 2.0)]), ("grace", [(0.8, 5.0)])):
-        monkeypatch.setenv(tracking.AUTHOR_ENV, author)
+        monkeypatch.setenv(mlflow_names.AUTHOR_ENV, author)
         _store_finished_runs(points, experiment="class")
-    monkeypatch.delenv(tracking.AUTHOR_ENV)
+    monkeypatch.delenv(mlflow_names.AUTHOR_ENV)
     _store_finished_runs([(0.5, 9.0)], experiment="class")  # a run nobody signed
     explorer = ParetoExplorer("class")
     assert explorer.front.labels == ("ada: r0", "grace: r0", "r0")
     assert "3 runs by 2 authors" in explorer.summary.value
-    assert [r["tags"].get(tracking.TAG_AUTHOR) for r in explorer.runs] == ["ada", "grace", None]
+    assert [r["tags"].get(mlflow_names.TAG_AUTHOR) for r in explorer.runs] == ["ada", "grace", None]
 
 
 def test_run_views_show_evaluation_and_training_samples_apart(store_uri):

@@ -13,8 +13,8 @@ from workbench.cli.common import (
 )
 from workbench.running.library_output import quiet_process
 from workbench.spec.errors import WorkbenchError
+from workbench.spec.mlflow_names import KIND_STUDY, KIND_SWEEP, TAG_KIND
 from workbench.tracking import run_listing
-from workbench.tracking.names import KIND_STUDY, KIND_SWEEP, TAG_KIND
 
 # What the demo suggests next: the two faces of the workbench, as the README presents them.
 DEMO_NEXT = (

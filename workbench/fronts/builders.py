@@ -29,8 +29,8 @@ import numpy as np
 
 from workbench.fronts.pareto import ParetoFront
 from workbench.spec.errors import SpecError
+from workbench.spec.mlflow_names import LOSS_KEY, TAG_BUILDER
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import LOSS_KEY, TAG_BUILDER
 
 # The builders import the runner (and torch) when they run, so that the CLI checks a builder's
 # name, and the table can be read, before any training library loads.

@@ -33,9 +33,9 @@ from workbench.running.library_output import quiet_libraries
 from workbench.running.pipeline import RunPipeline, RunResult, evaluate_model
 from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec.errors import RunFailed, SpecError
+from workbench.spec.mlflow_names import KIND_SWEEP, TAG_BUILDER, TAG_KIND
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.sweep import design_points, sweep_specs, weighted_objectives
-from workbench.tracking.names import KIND_SWEEP, TAG_BUILDER, TAG_KIND
 from workbench.tracking.naming import study_run_name
 
 if TYPE_CHECKING:

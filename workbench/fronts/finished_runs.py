@@ -15,8 +15,9 @@ import numpy as np
 
 from workbench import tracking
 from workbench.fronts.pareto import ParetoFront, compute_front, hypervolume
+from workbench.spec import mlflow_names
 from workbench.spec.errors import WorkbenchError
-from workbench.tracking.names import FRONT_ARTIFACT, OBJECTIVE_PREFIX
+from workbench.spec.mlflow_names import FRONT_ARTIFACT, OBJECTIVE_PREFIX
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -48,7 +49,7 @@ def run_label(run: dict[str, Any]) -> str:
     """A run's label on fronts: its name (else its id), after its author's name when the run
     has one (``workbench.author``: every student's run on a class board's one front)."""
     name = run.get("run_name") or run["run_id"]
-    author = run["tags"].get(tracking.TAG_AUTHOR) if run.get("tags") else None
+    author = run["tags"].get(mlflow_names.TAG_AUTHOR) if run.get("tags") else None
     return f"{author}: {name}" if author else str(name)
 
 

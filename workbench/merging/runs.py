@@ -30,8 +30,8 @@ from workbench.fronts.pareto import ParetoFront
 from workbench.merging.catalog import METHODS, MergeSettings, check_settings
 from workbench.running.library_output import no_download_bars, quiet_libraries
 from workbench.spec.errors import SpecError, TrackingError, WorkbenchError
+from workbench.spec.mlflow_names import KIND_SWEEP, TAG_KIND, TAG_MERGE, TAG_MERGE_SOURCES
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import KIND_SWEEP, TAG_KIND, TAG_MERGE, TAG_MERGE_SOURCES
 
 # AdaMerging learns on at most this many unlabeled training prompts.
 ADAMERGING_PROMPTS = 64

@@ -17,7 +17,7 @@ import torch
 
 from workbench.methods.step import StepOutput
 from workbench.running import checkpoints, strategies
-from workbench.tracking.names import LR_KEY, STEP_TIME_KEY, TOKENS_KEY, TOKENS_PER_S_KEY
+from workbench.spec.mlflow_names import LR_KEY, STEP_TIME_KEY, TOKENS_KEY, TOKENS_PER_S_KEY
 
 
 class RunEventsCallback(L.Callback):

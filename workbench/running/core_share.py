@@ -18,7 +18,7 @@ import time
 
 from workbench.running import liveness
 from workbench.running.events import RunObserver
-from workbench.tracking.names import HOST_TAG, PID_TAG, START_TAG, THREADS_TAG
+from workbench.spec.mlflow_names import HOST_TAG, PID_TAG, START_TAG, THREADS_TAG
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 

@@ -23,9 +23,9 @@ from workbench.running import cluster, liveness, preflight
 from workbench.running.signals import sigterm_raises_interrupt_for_good
 from workbench.spec import registry
 from workbench.spec.errors import TrackingError
+from workbench.spec.mlflow_names import LOG_TAG, PID_TAG, START_TAG
 from workbench.spec.plugins import child_env, import_plugins, plugin_modules, plugin_tags
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import LOG_TAG, PID_TAG, START_TAG
 
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 

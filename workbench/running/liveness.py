@@ -26,7 +26,7 @@ import time
 import psutil
 
 from workbench import tracking
-from workbench.tracking.names import HEARTBEAT_TAG, HOST_TAG, PID_TAG, START_TAG
+from workbench.spec.mlflow_names import HEARTBEAT_TAG, HOST_TAG, PID_TAG, START_TAG
 
 # A heartbeat is written every few seconds while a run trains; a run silent this long on
 # another host (where its process cannot be checked) is taken as dead.

@@ -36,9 +36,7 @@ from workbench.running.signals import TrainingInterrupt
 from workbench.spec import paths, plugins, registry
 from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
-from workbench.spec.plugins import import_plugins
-from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import (
+from workbench.spec.mlflow_names import (
     KIND_EVALUATION,
     LOSS_KEY,
     OBJECTIVE_PREFIX,
@@ -49,6 +47,8 @@ from workbench.tracking.names import (
     TRAIN_TIME_KEY,
     TRAINABLE_PARAMS_KEY,
 )
+from workbench.spec.plugins import import_plugins
+from workbench.spec.run_spec import RunSpec
 from workbench.tracking.observer import MlflowRecorderObserver
 
 

@@ -17,7 +17,7 @@ import sys
 import time
 
 from workbench.running.events import Evaluation, RunContext, RunObserver
-from workbench.tracking.names import LOSS_KEY, STEP_TIME_KEY
+from workbench.spec.mlflow_names import LOSS_KEY, STEP_TIME_KEY
 from workbench.tracking.run_listing import format_duration
 
 

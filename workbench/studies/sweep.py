@@ -38,8 +38,8 @@ from workbench.running.pipeline import RunResult, run
 from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed, SpecError
+from workbench.spec.mlflow_names import KIND_SWEEP, TAG_KIND
 from workbench.spec.run_spec import RunSpec
-from workbench.tracking.names import KIND_SWEEP, TAG_KIND
 from workbench.tracking.naming import study_run_name
 
 DESIGNS = ("grid", "random")

@@ -13,8 +13,9 @@ that still cannot be sent are written to a JSONL file under the local store fold
 
 One concern per module: :mod:`.store` (connecting, starting and ending runs),
 :mod:`.recorder` (recording one run), :mod:`.reading` (reading runs back), :mod:`.phase` (a
-launched run's signs of life before it trains), :mod:`.names` (the names) and
-:mod:`.conventions` (MLflow's limits); the names below are the public API.
+launched run's signs of life before it trains) and :mod:`.conventions` (MLflow's limits);
+the functions below are the public API. The names the workbench gives things in MLflow are
+in :mod:`workbench.spec.mlflow_names`.
 
 They load on first use (PEP 562): reading a tag name imports nothing of MLflow, whose import
 alone takes seconds, so the listing commands and fronts answer fast.
@@ -26,22 +27,6 @@ import importlib
 
 # name -> the module of this package that defines it
 _SOURCES = {
-    "HEARTBEAT_TAG": "names",
-    "TAG_METHOD": "names",
-    "TAG_ADAPTER": "names",
-    "TAG_OPTIMIZER": "names",
-    "TAG_PARENT": "names",
-    "TAG_ERROR": "names",
-    "DECLARED_DEAD_TAG": "names",
-    "TAG_WITHDRAWN_VERDICT": "names",
-    "TAG_AUTHOR": "names",
-    "AUTHOR_ENV": "names",
-    "OBJECTIVE_PREFIX": "names",
-    "SPEC_ARTIFACT": "names",
-    "ERROR_ARTIFACT": "names",
-    "FALLBACK_FOLDER": "names",
-    "END_STATUSES": "names",
-    "PHASE_TAG": "names",
     "PhaseBeat": "phase",
     "last_steps": "reading",
     "metric_history": "reading",

@@ -18,7 +18,7 @@ from mlflow.utils.validation import (  # noqa: F401  (MAX_PARAM_VAL_LENGTH: trac
 )
 
 from workbench.spec.errors import TrackingError
-from workbench.tracking.names import END_STATUSES, ERROR_ARTIFACT, TAG_ERROR
+from workbench.spec.mlflow_names import END_STATUSES, ERROR_ARTIFACT, TAG_ERROR
 
 
 def record_error(client: MlflowClient, run_id: str, error: str, *, details: str) -> None:

@@ -15,7 +15,7 @@ import shutil
 
 from workbench.running.events import Evaluation, RunObserver
 from workbench.spec.errors import TrackingError
-from workbench.tracking.names import EVAL_PREFIX, OBJECTIVE_PREFIX, TAG_KERNELS
+from workbench.spec.mlflow_names import EVAL_PREFIX, OBJECTIVE_PREFIX, TAG_KERNELS
 from workbench.tracking.recorder import fallback_dir
 
 

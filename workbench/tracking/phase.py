@@ -17,8 +17,8 @@ from collections.abc import Callable
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
 
+from workbench.spec.mlflow_names import HEARTBEAT_TAG, PHASE_TAG
 from workbench.tracking.conventions import truncate
-from workbench.tracking.names import HEARTBEAT_TAG, PHASE_TAG
 from workbench.tracking.store import withdraw_dead_verdict
 
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from workbench.spec.mlflow_names import OBJECTIVE_PREFIX, TAG_PARENT
 from workbench.tracking.conventions import check_status
-from workbench.tracking.names import OBJECTIVE_PREFIX, TAG_PARENT
 
 
 def runs_frame(

@@ -28,6 +28,7 @@ from mlflow.utils.validation import (
 from workbench.running.library_output import ignoring_warning
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
+from workbench.spec.mlflow_names import FALLBACK_FOLDER, HEARTBEAT_TAG
 from workbench.tracking.conventions import (
     check_status,
     chunks,
@@ -36,7 +37,6 @@ from workbench.tracking.conventions import (
     truncate,
     valid_key,
 )
-from workbench.tracking.names import FALLBACK_FOLDER, HEARTBEAT_TAG
 from workbench.tracking.store import connect, withdraw_dead_verdict
 
 _log = logging.getLogger(__name__)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from workbench import tracking
+from workbench.spec import mlflow_names
 from workbench.spec.errors import TrackingError
 from workbench.tracking.conventions import chunks
 
@@ -199,7 +200,9 @@ def replay_archive(
         )
     experiment_id = client.create_experiment(name)
     # Parents before children, so a child's parent tag can name the parent's new id.
-    runs = sorted(manifest["runs"], key=lambda r: r["tags"].get(tracking.TAG_PARENT) is not None)
+    runs = sorted(
+        manifest["runs"], key=lambda r: r["tags"].get(mlflow_names.TAG_PARENT) is not None
+    )
     new_ids: dict[str, str] = {}
     try:
         with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory() as unpacked:

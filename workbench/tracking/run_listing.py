@@ -25,7 +25,7 @@ from typing import Any
 
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
-from workbench.tracking.names import (
+from workbench.spec.mlflow_names import (
     END_STATUSES,
     HEARTBEAT_TAG,
     KIND_RUN,
@@ -35,8 +35,8 @@ from workbench.tracking.names import (
     STEP_TIME_KEY,
     TAG_KIND,
 )
-from workbench.tracking.names import TAG_ERROR as ERROR_TAG
-from workbench.tracking.names import TAG_PARENT as PARENT_TAG
+from workbench.spec.mlflow_names import TAG_ERROR as ERROR_TAG
+from workbench.spec.mlflow_names import TAG_PARENT as PARENT_TAG
 
 STEPS_PARAM = "train.steps"
 # A RUNNING run whose process refreshed its heartbeat (every 5 s) this recently is alive: the

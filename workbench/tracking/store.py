@@ -19,16 +19,7 @@ from mlflow.utils.validation import (
 from workbench.running.library_output import ignoring_warning, quiet_store_loggers
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
-from workbench.spec.run_spec import RunSpec
-from workbench.tracking.conventions import (
-    check_status,
-    chunks,
-    one_line,
-    record_error,
-    truncate,
-    valid_key,
-)
-from workbench.tracking.names import (
+from workbench.spec.mlflow_names import (
     AUTHOR_ENV,
     DECLARED_DEAD_TAG,
     SPEC_ARTIFACT,
@@ -39,6 +30,15 @@ from workbench.tracking.names import (
     TAG_OPTIMIZER,
     TAG_PARENT,
     TAG_WITHDRAWN_VERDICT,
+)
+from workbench.spec.run_spec import RunSpec
+from workbench.tracking.conventions import (
+    check_status,
+    chunks,
+    one_line,
+    record_error,
+    truncate,
+    valid_key,
 )
 from workbench.tracking.naming import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, default_run_name
 

@@ -18,7 +18,8 @@ from workbench import tracking
 from workbench.fronts import comparison as front_comparison
 from workbench.fronts import finished_runs as fronts
 from workbench.fronts import pareto, plots
-from workbench.tracking.names import KIND_RUN, TAG_KIND
+from workbench.spec import mlflow_names
+from workbench.spec.mlflow_names import KIND_RUN, TAG_KIND
 from workbench.widgets import readable
 from workbench.widgets import run_compare_logic as comparison
 from workbench.widgets.charts import fit_charts
@@ -222,7 +223,7 @@ class ParetoExplorer(w.VBox):
         self.trajectories.disabled = len(names) != 2
         self.view.layout.display = None if len(names) > 2 else "none"
         n_unreachable = int(self.unreachable.sum())
-        authors = {r["tags"].get(tracking.TAG_AUTHOR) for r in self.runs} - {None}
+        authors = {r["tags"].get(mlflow_names.TAG_AUTHOR) for r in self.runs} - {None}
         by = f" by {len(authors)} authors" if authors else ""
         self.summary.value = (
             f"{len(self.runs)} runs{by}, {int(self.front.mask.sum())} on the front, "
@@ -460,7 +461,7 @@ class ParetoExplorer(w.VBox):
         run = self.runs[row]
         client = tracking.connect(self.uri)
         spec = (
-            download_text(client, run["run_id"], tracking.SPEC_ARTIFACT)
+            download_text(client, run["run_id"], mlflow_names.SPEC_ARTIFACT)
             or "(no spec.yaml artifact)"
         )
         here = next((g for g in plots.overlap_groups(self.front.points) if row in g), [row])

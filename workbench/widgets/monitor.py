@@ -22,10 +22,7 @@ import plotly.graph_objects as go
 from workbench import tracking
 from workbench.fronts import plots
 from workbench.running.launcher import TERMINAL, RunHandle, attach, launch
-from workbench.spec.run_spec import RunSpec
-from workbench.studies import launch as studies
-from workbench.tracking import run_listing
-from workbench.tracking.names import (
+from workbench.spec.mlflow_names import (
     LOSS_KEY,
     LR_KEY,
     OBJECTIVE_PREFIX,
@@ -33,6 +30,9 @@ from workbench.tracking.names import (
     REWARD_PREFIX,
     TRAIN_PREFIX,
 )
+from workbench.spec.run_spec import RunSpec
+from workbench.studies import launch as studies
+from workbench.tracking import run_listing
 from workbench.widgets.charts import fit_charts
 from workbench.widgets.readable import metric_label
 

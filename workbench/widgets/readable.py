@@ -16,8 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workbench.spec.objective_source import parse_source
-from workbench.tracking.names import (
+from workbench.spec.mlflow_names import (
     COST_PREFIX,
     EVAL_PREFIX,
     LOSS_KEY,
@@ -34,6 +33,7 @@ from workbench.tracking.names import (
     TRAIN_TIME_KEY,
     TRAINABLE_PARAMS_KEY,
 )
+from workbench.spec.objective_source import parse_source
 
 # Keys whose names read badly spelled out: their labels, said once here.
 METRIC_LABELS = {

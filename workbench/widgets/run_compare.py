@@ -17,7 +17,8 @@ import plotly.graph_objects as go
 
 from workbench import tracking
 from workbench.fronts import plots
-from workbench.tracking.names import KIND_RUN, TAG_KIND
+from workbench.spec import mlflow_names
+from workbench.spec.mlflow_names import KIND_RUN, TAG_KIND
 from workbench.widgets import run_compare_logic as comparison
 
 MARK_STYLE = "background:#fff3b0"  # a cell that differs from the first run's
@@ -122,7 +123,7 @@ class RunCompare(w.VBox):
                 for label, r in zip(self.labels, self.runs)
             }
             built = plots.curves_figure(curves, key)
-            if key.startswith(tracking.OBJECTIVE_PREFIX):  # a few evaluations: show each one
+            if key.startswith(mlflow_names.OBJECTIVE_PREFIX):  # a few evaluations: show each one
                 built.update_traces(mode="lines+markers")
             figure = self.figures.get(key)
             if figure is None:

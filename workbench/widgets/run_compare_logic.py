@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from workbench import tracking
-from workbench.tracking.names import LOSS_KEY, OBJECTIVE_PREFIX, TRAIN_PREFIX
+from workbench.spec.mlflow_names import LOSS_KEY, OBJECTIVE_PREFIX, TRAIN_PREFIX
 
 # Not a difference worth a row: the columns are already labelled by run name.
 IGNORED_PARAMS = ("tracking.run_name",)

@@ -16,6 +16,14 @@ import yaml
 from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed, SpecError
+from workbench.spec.mlflow_names import (
+    STUDY_PREFIX,
+    TAG_KIND,
+    TAG_PRUNING,
+    TAG_SAMPLER,
+    TAG_STORAGE,
+    TAG_STUDY,
+)
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.search.pruning import resolve_rule
 from workbench.studies.search.space import SearchSettings, check_space, parse_settings
@@ -31,14 +39,6 @@ from workbench.studies.search.study import (
 )
 from workbench.studies.search.trials import run_trials
 from workbench.studies.search.workers import run_workers
-from workbench.tracking.names import (
-    STUDY_PREFIX,
-    TAG_KIND,
-    TAG_PRUNING,
-    TAG_SAMPLER,
-    TAG_STORAGE,
-    TAG_STUDY,
-)
 
 STUDY_KIND = "study"
 

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from workbench.spec.errors import SpecError, WorkbenchError
+from workbench.spec.mlflow_names import HOST_TAG, PID_TAG, START_TAG
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.search.pruning import RUN_ATTR
 from workbench.studies.search.space import SearchSettings
-from workbench.tracking.names import HOST_TAG, PID_TAG, START_TAG
 
 # Trial user attributes: the study's parent run, the worker process training the trial.
 PARENT_ATTR = "mlflow_parent_run_id"

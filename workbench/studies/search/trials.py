@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from workbench.spec.errors import WorkbenchError
+from workbench.spec.mlflow_names import TAG_STUDY, TAG_TRIAL
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.search.pruning import TrialPruner, resolve_rule
 from workbench.studies.search.space import SearchSettings, apply_params, suggest
@@ -17,7 +18,6 @@ from workbench.studies.search.study import (
     load_study,
     open_storage,
 )
-from workbench.tracking.names import TAG_STUDY, TAG_TRIAL
 
 
 def trial_run_name(number: int, params: Mapping[str, Any]) -> str:
