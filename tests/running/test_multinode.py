@@ -18,9 +18,9 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
-from tests.running.test_faults import HELD_RUN
 
 from tests.conftest import fast_spec, sqlite_uri, wait_until
+from tests.running.test_faults import HELD_RUN
 from workbench import tracking
 from workbench.cli.main import main
 from workbench.methods.sft import losses as sft_losses
