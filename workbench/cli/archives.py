@@ -8,7 +8,8 @@ def cmd_archive(args) -> int:
 
     summary = archive_experiment(args.experiment, args.file, max_artifact_mb=args.max_artifact_mb)
     print(
-        f"archived {summary.runs} runs of '{args.experiment}' ({summary.metric_points} metric points, "
+        f"archived {summary.runs} runs of '{args.experiment}' "
+        f"({summary.metric_points} metric points, "
         f"{summary.artifacts} artifacts) to {summary.path}"
     )
     for what, items in (
@@ -26,7 +27,8 @@ def cmd_replay(args) -> int:
 
     summary = replay_archive(args.file, experiment=args.experiment)
     print(
-        f"replayed {len(summary.run_ids)} runs into experiment '{summary.experiment}'; open them with "
+        f"replayed {len(summary.run_ids)} runs into experiment '{summary.experiment}'; "
+        "open them with "
         f"ParetoExplorer('{summary.experiment}') in a notebook, `workbench front --experiment "
         f"{summary.experiment}` or `workbench ui`"
     )

@@ -69,7 +69,8 @@ def _print_sweep(result, experiment: str) -> None:
     )
     print(f"front plot: {result.figure_path}")
     print(
-        f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id})"
+        f"runs: experiment '{experiment}' in {paths.tracking_uri()} "
+        f"(parent run {result.parent_run_id})"
     )
 
 
@@ -110,7 +111,8 @@ def cmd_build(args) -> int:
     print(format_table(rows, ["run", *front.names, "front"]))
     print(
         f"\n{args.builder}: parent run {built.parent_run_id}; hypervolume {front.hypervolume:.4g} "
-        f"(base model {built.base_hypervolume:.4g}); {len(built.training_run_ids)} training run(s), "
+        f"(base model {built.base_hypervolume:.4g}); "
+        f"{len(built.training_run_ids)} training run(s), "
         f"{built.training_steps} steps, {built.seconds:.0f} s"
     )
     return 0
@@ -182,7 +184,8 @@ def cmd_search(args) -> int:
     )
     print(f"front plot: {result.figure_path}")
     print(
-        f"runs: experiment '{experiment}' in {paths.tracking_uri()} (parent run {result.parent_run_id}); "
+        f"runs: experiment '{experiment}' in {paths.tracking_uri()} "
+        f"(parent run {result.parent_run_id}); "
         f"Optuna study '{result.study_name}' in {result.storage}"
     )
     return 0

@@ -210,7 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "resume",
         help="continue a failed or killed run from its last checkpoint",
-        description="Continue a FAILED/KILLED run from its last checkpoint, in the same MLflow run.",
+        description=(
+            "Continue a FAILED/KILLED run from its last checkpoint, in the same MLflow run."
+        ),
     )
     p.add_argument("run_id", help="the run's id, or its first characters")
     p.add_argument(
@@ -251,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "front",
         help="print and plot the Pareto front of an experiment's runs",
-        description="Read an experiment's finished runs back from MLflow and compute their Pareto front.",
+        description=(
+            "Read an experiment's finished runs back from MLflow and compute their Pareto front."
+        ),
     )
     p.add_argument("--experiment", required=True, help="MLflow experiment name")
     p.add_argument(
@@ -263,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "ui",
         help="serve the MLflow UI for the store on 127.0.0.1",
-        description="Start the MLflow server/UI over the workbench's store (bound to 127.0.0.1 unless --host says otherwise).",
+        description=(
+            "Start the MLflow server/UI over the workbench's store "
+            "(bound to 127.0.0.1 unless --host says otherwise)."
+        ),
     )
     p.add_argument(
         "--host",
@@ -281,7 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "lab",
         help="serve JupyterLab on the teaching notebooks on 127.0.0.1, with a token",
-        description="Start JupyterLab on the notebooks folder (bound to 127.0.0.1 unless --host says otherwise; token required, printed in the URL).",
+        description=(
+            "Start JupyterLab on the notebooks folder (bound to 127.0.0.1 unless --host says "
+            "otherwise; token required, printed in the URL)."
+        ),
     )
     p.add_argument("--dir", help="folder to serve (default: notebooks/ of this checkout)")
     p.add_argument(
@@ -331,7 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--host",
         default="127.0.0.1",
-        help="interface the tracking server binds (default 127.0.0.1; 0.0.0.0 for a class's network)",
+        help=(
+            "interface the tracking server binds (default 127.0.0.1; 0.0.0.0 for a class's network)"
+        ),
     )
     p.add_argument(
         "--port",
@@ -390,7 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export",
         help="write a run's merged weights + tokenizer as a model folder",
-        description="Export a finished run as safetensors weights (adapters merged) plus tokenizer, loadable with from_pretrained.",
+        description=(
+            "Export a finished run as safetensors weights (adapters merged) plus tokenizer, "
+            "loadable with from_pretrained."
+        ),
     )
     p.add_argument("run_id", help="the run's id, or its first characters")
     p.add_argument("dir")

@@ -29,7 +29,8 @@ def cmd_merge(args) -> int:
             )
         if args.method in MERGE_METHODS and MERGE_METHODS[args.method].learned:
             raise SpecError(
-                f"--method {args.method} learns its coefficients; --grid takes a method with given weights"
+                f"--method {args.method} learns its coefficients; "
+                "--grid takes a method with given weights"
             )
         for c in args.grid:
             check_settings(args.method, 2, (1 - c, c), **options)

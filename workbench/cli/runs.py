@@ -51,7 +51,8 @@ def _print_run_end(result, spec) -> None:
 
     experiment = spec.tracking.experiment
     print(
-        f"\nrun {result.run_id} {result.status}: experiment '{experiment}' in {paths.tracking_uri(spec.tracking.uri)}"
+        f"\nrun {result.run_id} {result.status}: experiment '{experiment}' in "
+        f"{paths.tracking_uri(spec.tracking.uri)}"
     )
     base = result.trajectory[0][1] if result.trajectory and result.trajectory[0][0] == 0 else {}
     rows = [

@@ -113,7 +113,8 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
             if upto[: len(before)] != before or before[: len(ids)] != ids:
                 raise DataError(
                     "the chat template renders a conversation prefix differently from the whole "
-                    "conversation, so assistant tokens cannot be located; use prompt/completion rows"
+                    "conversation, so assistant tokens cannot be located; "
+                    "use prompt/completion rows"
                 )
             context = before[len(ids) :]
             ids += context

@@ -2,17 +2,19 @@
 
 Every builder takes a multi-objective spec (``mo-sft`` and its weighted objectives, e.g. on
 ``order``) and a number of front points, and ends in one parent MLflow run with its children
-and the front, its hypervolume and the plot (:func:`workbench.fronts.finished_runs.record_front`); the
-parent carries the tag ``workbench.builder``. :func:`build_front` runs one by name from
-:data:`BUILDERS` and reports what it cost: the training runs, their optimizer steps and the
-wall-clock seconds of the whole study.
+and the front, its hypervolume and the plot
+(:func:`workbench.fronts.finished_runs.record_front`); the parent carries the tag
+``workbench.builder``. :func:`build_front` runs one by name from :data:`BUILDERS` and reports
+what it cost: the training runs, their optimizer steps and the wall-clock seconds of the whole
+study.
 
 - ``sweep``: one run per weight point (:func:`workbench.studies.sweep.run_sweep`).
 - ``conditioned``: one weight-conditioned run, evaluated at every point
   (:func:`workbench.fronts.conditioned.conditioned_front`).
 - ``merging``: two runs at the ends of the weight range, merged along coefficients
   (:func:`workbench.merging.runs.merge_grid`; two weighted objectives).
-- ``search``: an Optuna study over the training weights (:func:`workbench.studies.search.run_search`).
+- ``search``: an Optuna study over the training weights
+  (:func:`workbench.studies.search.run_search`).
 - ``mgda``: one ``mgda-sft`` run per point, each kept in its preference's region (a sweep of
   that method, every run given the whole grid as its neighbours).
 """

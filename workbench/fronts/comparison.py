@@ -25,7 +25,8 @@ PALETTE = qualitative.D3
 def _check_plane(names: Sequence[str], directions: Sequence[str], what: str) -> None:
     if len(names) != 2 or len(directions) != 2:
         raise ParetoInputError(
-            f"{what} draws two objectives; got {list(names)} (pick two with front_from_runs(runs, names))"
+            f"{what} draws two objectives; got {list(names)} "
+            "(pick two with front_from_runs(runs, names))"
         )
 
 
@@ -116,7 +117,8 @@ def seed_spread_figure(
                 marker={"color": PALETTE[i % len(PALETTE)], "size": 10},
                 error_x={"type": "data", "array": [std[0]], "visible": True},
                 error_y={"type": "data", "array": [std[1]], "visible": True},
-                hovertemplate=f"{label}<br>{names[0]}=%{{x}} ± {std[0]:.3g}<br>{names[1]}=%{{y}} ± {std[1]:.3g}"
+                hovertemplate=f"{label}<br>{names[0]}=%{{x}} ± {std[0]:.3g}"
+                f"<br>{names[1]}=%{{y}} ± {std[1]:.3g}"
                 "<extra></extra>",
             )
         )

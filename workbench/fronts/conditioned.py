@@ -1,8 +1,8 @@
 """A front from one weight-conditioned model: train once, evaluate at any weights.
 
 :func:`conditioned_front` trains one ``conditioned-sft`` run (each example with its own
-training weights in its prompt: :mod:`workbench.methods.multi_objective.conditioning`), then evaluates the trained
-model, in memory, at each weight point with that point's prefix
+training weights in its prompt: :mod:`workbench.methods.multi_objective.conditioning`), then
+evaluates the trained model, in memory, at each weight point with that point's prefix
 (:func:`~workbench.running.pipeline.evaluate_model`: an evaluation run, nothing trains), and
 records the points' front on a parent run like a
 sweep's: ``sweep/hypervolume``, ``sweep/base_hypervolume``, ``sweep/front_size``,

@@ -1,4 +1,5 @@
-"""Cross-entropy of a linear head, ``CE(hidden @ weight.T + bias, targets)``, without the N x V logits.
+"""Cross-entropy of a linear head, ``CE(hidden @ weight.T + bias, targets)``, without the
+N x V logits.
 
 The loss of row ``i`` is ``lse_i - logit_i[target_i]`` (``lse`` the log-sum-exp of the
 row's logits); rows whose target is ``ignore_index`` contribute 0 and are left out of the

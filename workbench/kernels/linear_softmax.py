@@ -36,8 +36,9 @@ as the naive computation does.
 
 Ignored rows (target == ignore_index) get ``logp = 0`` and zero gradients; ``sweep``
 leaves them out of the matmuls altogether (``valid_rows``), so a batch whose prompt and
-padding positions are ignored costs only its answer tokens. Out-of-range targets raise a ValueError on CPU tensors; on CUDA they are not
-checked (a check would synchronise), as with ``torch.nn.functional.cross_entropy``.
+padding positions are ignored costs only its answer tokens. Out-of-range targets raise a
+ValueError on CPU tensors; on CUDA they are not checked (a check would synchronise), as with
+``torch.nn.functional.cross_entropy``.
 """
 
 from __future__ import annotations
@@ -222,7 +223,9 @@ def sweep(
             return result
         n_rows = hidden.shape[0]
         return SweepResult(
-            logprobs=None if result.logprobs is None else scatter_rows(result.logprobs, kept, n_rows),
+            logprobs=(
+                None if result.logprobs is None else scatter_rows(result.logprobs, kept, n_rows)
+            ),
             lse=None if result.lse is None else scatter_rows(result.lse, kept, n_rows),
             grads=result.grads,  # the hidden gradient has all rows already
             dlogits=result.dlogits,  # rows of ``valid_rows(valid)`` only
@@ -429,7 +432,8 @@ def _check_targets(targets: torch.Tensor, valid: torch.Tensor, vocab: int) -> No
     bad = valid & ((targets < 0) | (targets >= vocab))
     if bool(bad.any()):
         raise ValueError(
-            f"targets must be in [0, {vocab}) or equal ignore_index; got {targets[bad][:5].tolist()}"
+            f"targets must be in [0, {vocab}) or equal ignore_index; "
+            f"got {targets[bad][:5].tolist()}"
         )
 
 

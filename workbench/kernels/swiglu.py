@@ -10,12 +10,12 @@ Backward, with ``s = sigmoid(g)``: ``dup = dy * silu(g)`` and
 recomputed from them in the backward (autograd through ``F.silu(g) * u`` would also keep
 ``silu(g)``, one more activation-sized tensor per layer).
 
-Three paths (docs/concepts.md, "Fused kernels"): ``"triton"`` (elementwise kernels over the flattened
-tensors, float32 inside; CUDA, or CPU under ``TRITON_INTERPRET=1`` in tests), ``"torch"``
-(torch's own fused elementwise ops in the input dtypes, so it agrees with the unfused model
-bit for bit, forward and backward; an elementwise op needs no chunks to stay lean) and
-``"auto"`` (triton on CUDA tensors when triton is installed, torch elsewhere). Triton is imported only
-when a triton path runs, so this module imports without it.
+Three paths (docs/concepts.md, "Fused kernels"): ``"triton"`` (elementwise kernels over the
+flattened tensors, float32 inside; CUDA, or CPU under ``TRITON_INTERPRET=1`` in tests),
+``"torch"`` (torch's own fused elementwise ops in the input dtypes, so it agrees with the
+unfused model bit for bit, forward and backward; an elementwise op needs no chunks to stay
+lean) and ``"auto"`` (triton on CUDA tensors when triton is installed, torch elsewhere).
+Triton is imported only when a triton path runs, so this module imports without it.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 :func:`merge_runs` loads the runs' models (their MLflow artifact ``model/``: full weights, or a
 LoRA adapter over the spec's base, taken as its delta ``scale * B @ A``), merges their task
 vectors with a method of :mod:`workbench.merging`, evaluates the merged model against the
-runs' objectives with :func:`workbench.running.pipeline.evaluate_model`, and records it as its own run:
-tag ``workbench.kind=evaluation``, tags ``workbench.merge`` (the method) and
+runs' objectives with :func:`workbench.running.pipeline.evaluate_model`, and records it as its
+own run: tag ``workbench.kind=evaluation``, tags ``workbench.merge`` (the method) and
 ``workbench.merge.sources`` (the run ids), params ``merge.*`` (method, weights and the
 settings the method uses) and the merged weights as ``model/``. ``workbench front`` then shows
 it beside the trained runs.

@@ -1,1 +1,2 @@
-"""The fine-tuning methods, one folder per family; base.py holds what every LightningModule shares."""
+"""The fine-tuning methods, one folder per family; base.py holds what every LightningModule
+shares."""

@@ -221,8 +221,8 @@ class WorkbenchModule(L.LightningModule):
         loss = per_example.mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the training loss became {float(loss.detach())} at step {self.global_step}; lower "
-                "optimizer.lr, enable train.grad_clip or check the data"
+                f"the training loss became {float(loss.detach())} at step {self.global_step}; "
+                "lower optimizer.lr, enable train.grad_clip or check the data"
             )
         measured = StepOutput(
             loss=float(loss.detach()),
@@ -269,7 +269,8 @@ class WorkbenchModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint) -> None:
         # Lightning saves model, optimizer, scheduler and loop counters; the RNG states make a
         # resumed run draw the same random numbers as an uninterrupted one.
-        # Plain tensors, lists and numbers only: checkpoints load with torch.load(weights_only=True).
+        # Plain tensors, lists and numbers only: checkpoints load with
+        # torch.load(weights_only=True).
         name, keys, pos, has_gauss, cached = np.random.get_state()
         checkpoint["workbench"] = {
             "torch_rng": torch.get_rng_state(),

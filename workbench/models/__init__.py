@@ -1,1 +1,2 @@
-"""Models: loading a base (a folder, a hub id, the built-in tiny base), adapters, kernel patching, export."""
+"""Models: loading a base (a folder, a hub id, the built-in tiny base), adapters, kernel
+patching, export."""

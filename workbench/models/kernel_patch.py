@@ -62,7 +62,8 @@ class KernelUsage:
 
     def tag(self) -> str:
         """``op=path`` for every op that actually ran and ``op=off (why)`` for every op left
-        out, e.g. ``rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)``."""
+        out, e.g.
+        ``rms_norm=torch,swiglu=torch,fused_linear_logprobs=off (adapter wraps lm_head)``."""
         parts = []
         for op in OPS:
             if self.calls[op] > 0:
@@ -113,7 +114,8 @@ def _check_triton_can_run(on_gpu: bool) -> None:
     if not on_gpu and not interpreter_on():
         raise SpecError(
             "kernels = 'triton': Triton kernels run on CUDA GPUs and this run trains on CPU; "
-            "use kernels: auto (Triton on GPUs, the chunked torch paths elsewhere) or kernels: torch"
+            "use kernels: auto (Triton on GPUs, the chunked torch paths elsewhere) "
+            "or kernels: torch"
         )
 
 

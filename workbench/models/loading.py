@@ -52,7 +52,8 @@ def missing_model(name: str) -> str | None:
 
 
 def load_base(model_spec, log=print) -> BaseModel:
-    """The base model and tokenizer named by ``model_spec`` (a :class:`~workbench.spec.run_spec.ModelSpec`)."""
+    """The base model and tokenizer named by ``model_spec``
+    (a :class:`~workbench.spec.run_spec.ModelSpec`)."""
     if model_spec.name == "tiny":
         from workbench.models import tiny
 
@@ -90,9 +91,9 @@ def load_pretrained(
         has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
         if not has_safetensors and has_pickle and not allow_unsafe_weights:
             raise ModelError(
-                f"model folder '{name}' has only pickle (.bin/.pt) weights, which can run code when "
-                "loaded; convert them to safetensors, or set model.allow_unsafe_weights: true if you "
-                "trust the source"
+                f"model folder '{name}' has only pickle (.bin/.pt) weights, "
+                "which can run code when loaded; convert them to safetensors, "
+                "or set model.allow_unsafe_weights: true if you trust the source"
             )
         name = str(path)
     try:

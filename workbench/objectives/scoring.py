@@ -12,10 +12,10 @@ A metric or reward is ``fn(completion: str, example: dict) -> float`` where ``ex
 the row's ``prompt``, its reference ``answer`` and ``completion``, and its named segments
 (``explanation``, ...). Pure Python; importing this module never imports torch.
 
-Built-in rewards (:mod:`workbench.objectives.rewards`): ``correct``, ``format``, ``brevity``, ``length``,
-``sentiment`` and ``similarity``. A reward may offer ``score_batch(completions, examples)``
-(:func:`score_texts` uses it) and ``missing()`` (why it cannot run here: a package it needs is
-absent; :func:`missing_package` asks it).
+Built-in rewards (:mod:`workbench.objectives.rewards`): ``correct``, ``format``, ``brevity``,
+``length``, ``sentiment`` and ``similarity``. A reward may offer
+``score_batch(completions, examples)`` (:func:`score_texts` uses it) and ``missing()`` (why it
+cannot run here: a package it needs is absent; :func:`missing_package` asks it).
 """
 
 from __future__ import annotations

@@ -1,1 +1,2 @@
-"""Running a spec: the pipeline and its events, optimizers and schedules, evaluation, launcher, preflight, checkpoints, strategies, cluster, liveness, core sharing."""
+"""Running a spec: the pipeline and its events, optimizers and schedules, evaluation, launcher,
+preflight, checkpoints, strategies, cluster, liveness, core sharing."""

@@ -62,8 +62,9 @@ def check_layout(train) -> None:
     started a multi-node spec (its other nodes would never join)."""
     if needs_external_launch(train):
         raise SpecError(
-            f"invalid run spec:\n  train.num_nodes = {train.num_nodes}: a run across nodes is started "
-            "on every node by torchrun or srun; `workbench run SPEC` prints the commands (docs/scaling.md)"
+            f"invalid run spec:\n  train.num_nodes = {train.num_nodes}: "
+            "a run across nodes is started on every node by torchrun or srun; "
+            "`workbench run SPEC` prints the commands (docs/scaling.md)"
         )
     env = environment()
     if env is None or not isinstance(train.devices, int):
@@ -72,7 +73,8 @@ def check_layout(train) -> None:
         env.validate_settings(num_devices=train.devices, num_nodes=train.num_nodes)
     except ValueError as err:
         raise SpecError(
-            f"invalid run spec:\n  train.devices = {train.devices}, train.num_nodes = {train.num_nodes}: "
+            f"invalid run spec:\n  train.devices = {train.devices}, "
+            f"train.num_nodes = {train.num_nodes}: "
             f"the launcher ({type(env).__name__}) started another layout ({err}); give torchrun "
             "--nproc-per-node=train.devices and --nnodes=train.num_nodes (SLURM: --ntasks-per-node "
             "and --nodes)"

@@ -48,7 +48,8 @@ def export_run(run_id: str, folder: str | Path, *, uri: str | None = None) -> Pa
             ckpt = checkpoints.last(paths.checkpoint_dir(client.tracking_uri) / run_id)
             if ckpt is None:
                 raise TrackingError(
-                    f"run {run_id} has no saved model and no checkpoint (was tracking.log_model false, "
+                    f"run {run_id} has no saved model and no checkpoint "
+                    "(was tracking.log_model false, "
                     f"or did it stop before its first train.checkpoint_every steps?): {err}"
                 ) from None
             return export_checkpoint(spec, ckpt, folder)

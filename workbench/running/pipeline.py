@@ -1,4 +1,5 @@
-"""Run a spec: in this process (:func:`run`) or in a fresh one (see :mod:`workbench.running.launcher`).
+"""Run a spec: in this process (:func:`run`) or in a fresh one
+(see :mod:`workbench.running.launcher`).
 
 The order matters for "nothing half-written": the spec is validated, the data loaded and
 checked, and the model built *before* an MLflow run is created; from then on every exit
@@ -564,15 +565,16 @@ class RunPipeline:
                     # Unexpected: a one-line failure for the CLI, the cause kept for debugging
                     # (chained here, and the whole traceback in the run's error.txt).
                     raise RunFailed(
-                        f"run {run_id} failed: {type(err).__name__}: {err} (the traceback is in the "
-                        "run's error.txt artifact)"
+                        f"run {run_id} failed: {type(err).__name__}: {err} "
+                        "(the traceback is in the run's error.txt artifact)"
                     ) from err
                 raise
             self.events.end("FINISHED")
             if self.recorder.fallback_path is not None:
                 self.log(
                     f"warning: the store was unreachable; what run {run_id} could not send is in "
-                    f"{self.recorder.fallback_path} (send it with workbench.tracking.replay_fallback)"
+                    f"{self.recorder.fallback_path} "
+                    "(send it with workbench.tracking.replay_fallback)"
                 )
         # Finished runs keep their final weights in MLflow; their checkpoints are only disk use.
         shutil.rmtree(

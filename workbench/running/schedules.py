@@ -1,8 +1,9 @@
 """The built-in learning-rate schedules (``components.SCHEDULERS``).
 
 Each is ``factor(step, warmup_steps, total_steps, **settings) -> multiplier of the peak
-rate``, pure Python (a ``LambdaLR`` applies it); the built-in ones have no settings. Warm-up is linear from 1/warmup to 1 over the first
-``warmup_steps`` steps, the same for every schedule.
+rate``, pure Python (a ``LambdaLR`` applies it); the built-in ones have no settings. Warm-up
+is linear from 1/warmup to 1 over the first ``warmup_steps`` steps, the same for every
+schedule.
 """
 
 from __future__ import annotations

@@ -164,8 +164,10 @@ class ManagedServer:
             self.port = free_port(self.host)
         elif not port_is_free(self.host, self.port):
             raise WorkbenchError(
-                f"port {self.port} on {self.host} is already in use (another server is listening there); "
-                f"choose another with {self._port_option} N, or {self._port_option} 0 for any free port"
+                f"port {self.port} on {self.host} is already in use "
+                "(another server is listening there); "
+                f"choose another with {self._port_option} N, "
+                f"or {self._port_option} 0 for any free port"
             )
         return self.port
 

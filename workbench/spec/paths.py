@@ -71,7 +71,8 @@ def cache_dir() -> Path:
 
 def checkpoint_dir(uri: str) -> Path:
     """Where a store's runs keep their training checkpoints: next to a local sqlite store,
-    else under the cache (checkpoints are large and machine-local; MLflow gets the final weights)."""
+    else under the cache (checkpoints are large and machine-local; MLflow gets the final
+    weights)."""
     if uri.startswith("sqlite:///"):
         return Path(uri[len("sqlite:///") :]).parent / "checkpoints"
     return cache_dir() / "checkpoints"

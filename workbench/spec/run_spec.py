@@ -89,7 +89,9 @@ class DataSpec(_Section):
 
     source: str = Field(
         "order",
-        description="A built-in task name, a JSONL/CSV/parquet file or folder, or a datasets id owner/name.",
+        description=(
+            "A built-in task name, a JSONL/CSV/parquet file or folder, or a datasets id owner/name."
+        ),
     )
     train_size: int = Field(
         2000,
@@ -261,7 +263,9 @@ class TrainSpec(_Section):
     log_every: int = Field(
         1,
         ge=1,
-        description="Log train metrics every N steps (logging is buffered, so every step is cheap).",
+        description=(
+            "Log train metrics every N steps (logging is buffered, so every step is cheap)."
+        ),
     )
     checkpoint_every: int | None = Field(
         None, ge=1, description="Save a checkpoint every N steps (None: only at the end)."

@@ -1,4 +1,5 @@
-"""The MLflow recorder as a run observer: what a run announces, stored under the names in docs/concepts.md.
+"""The MLflow recorder as a run observer: what a run announces, stored under the names in
+docs/concepts.md.
 
 ``train/*``, ``perf/*`` every ``train.log_every`` steps (and step 1), ``objective/<name>``
 and ``eval/<metric>`` at each evaluation, sample completions as a table artifact (those

@@ -9,8 +9,8 @@
   completions for the same prompts).
 
 The logic they show lives in plain functions (:mod:`workbench.widgets.forms`,
-:mod:`workbench.widgets.run_compare_logic`, :mod:`workbench.fronts.pareto`), so it is tested without a
-browser. Imported on first use, so ``import workbench.widgets`` does not pull in ipywidgets.
+:mod:`workbench.widgets.run_compare_logic`, :mod:`workbench.fronts.pareto`), so it is tested without
+a browser. Imported on first use, so ``import workbench.widgets`` does not pull in ipywidgets.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ class ExperimentBuilder(w.VBox):
                 self.adapter_info,
                 self.adapter_box,
                 w.HTML(
-                    "<b>Objectives</b> (a slider is the objective's <i>training</i> weight on its loss term)"
+                    "<b>Objectives</b> (a slider is the objective's <i>training</i> weight "
+                    "on its loss term)"
                 ),
                 self.simplex,
                 self.objectives_box,

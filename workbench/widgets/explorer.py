@@ -52,14 +52,14 @@ class ParetoExplorer(w.VBox):
     Chebyshev; front points no weighted sum can reach are circled. Clicking a point (or
     :meth:`select`) shows its run's spec, metrics and sample completions.
 
-    With more than two objectives, :attr:`axes` picks two of them (``axes=("a", "b")`` at
-    the start): the front, the sliders and the ranking are then those of that plane, built
-    by the same :func:`~workbench.fronts.finished_runs.front_from_runs`; :data:`ALL_AXES` shows them all
-    (a scatter matrix). In a plane, :attr:`trajectories` draws each run's path through it
-    across its evaluations (:func:`~workbench.fronts.finished_runs.objective_trajectory`, read from the
-    store when first drawn; off by default). ``overlays={label: parent_run_id}`` draws other
-    builders' fronts (a conditioned model's, a merge grid's, a search's children) over this
-    one in each plane, each as its own staircase with its hypervolume."""
+    With more than two objectives, :attr:`axes` picks two of them (``axes=("a", "b")`` at the
+    start): the front, the sliders and the ranking are then those of that plane, built by the
+    same :func:`~workbench.fronts.finished_runs.front_from_runs`; :data:`ALL_AXES` shows them
+    all (a scatter matrix). In a plane, :attr:`trajectories` draws each run's path through it
+    across its evaluations (:func:`~workbench.fronts.finished_runs.objective_trajectory`, read
+    from the store when first drawn; off by default). ``overlays={label: parent_run_id}`` draws
+    other builders' fronts (a conditioned model's, a merge grid's, a search's children) over
+    this one in each plane, each as its own staircase with its hypervolume."""
 
     def __init__(
         self,

@@ -120,7 +120,8 @@ def draw_run_curves(
             mode="lines+markers" if len(x) < 30 else "lines",
             line={"color": color, "width": 2},
             marker={"color": color, "size": 5},
-            hovertemplate=f"{label}<br>{metric_label(key)}<br>step %{{x}}: %{{y:.4g}}<extra></extra>",
+            hovertemplate=f"{label}<br>{metric_label(key)}<br>"
+            "step %{x}: %{y:.4g}<extra></extra>",
         )
         in_legend = True
     ranges = {}
@@ -202,7 +203,8 @@ class _RunRow:
 
 class RunMonitor(w.VBox):
     """Launch specs as background runs and watch them: ``launch(spec)``, ``launch_sweep(spec,
-    points)``, ``launch_search(config, trials)``, ``refresh()``, ``stop(run_id)``. With ``experiment``, the experiment's running runs are attached at once.
+    points)``, ``launch_search(config, trials)``, ``refresh()``, ``stop(run_id)``. With
+    ``experiment``, the experiment's running runs are attached at once.
     With ``builder`` (an :class:`~workbench.widgets.ExperimentBuilder`), a Launch button
     launches its current spec. ``poll_s=None`` leaves refreshing to the caller."""
 

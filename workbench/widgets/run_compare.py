@@ -157,7 +157,8 @@ class RunCompare(w.VBox):
         rows = []
         for key, values, marked in zip(diff.keys, diff.values, diff.marked):
             cells = "".join(
-                f"<td style='{_CELL};{MARK_STYLE if m else ''}' class='{'differs' if m else 'same'}'>"
+                f"<td style='{_CELL};{MARK_STYLE if m else ''}' "
+                f"class='{'differs' if m else 'same'}'>"
                 f"{'<i>(none)</i>' if v is None else html.escape(v)}</td>"
                 for v, m in zip(values, marked)
             )

@@ -1,11 +1,12 @@
 """Weight-conditioned multi-objective SFT (``conditioned-sft``): one model for every preference.
 
 Each training example draws its own training weights over the weighted terms from
-Dirichlet(alpha) (:func:`workbench.methods.multi_objective.conditioning.sample_percentages`), gets them as a prefix
-before its prompt, and its loss is the terms weighted by them
-(:func:`workbench.methods.multi_objective.losses.scalarise_per_example`); the terms are MO-SFT's. The held-out
-evaluation (generations and ``term:`` objectives) states the spec's objective weights in the
-prefix instead, so a run's objectives are those of the model asked for that preference.
+Dirichlet(alpha) (:func:`workbench.methods.multi_objective.conditioning.sample_percentages`),
+gets them as a prefix before its prompt, and its loss is the terms weighted by them
+(:func:`workbench.methods.multi_objective.losses.scalarise_per_example`); the terms are
+MO-SFT's. The held-out evaluation (generations and ``term:`` objectives) states the spec's
+objective weights in the prefix instead, so a run's objectives are those of the model asked for
+that preference.
 """
 
 from __future__ import annotations

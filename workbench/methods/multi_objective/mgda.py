@@ -1,19 +1,19 @@
 """Multi-objective SFT by gradient combination (``mgda-sft``): MGDA kept in a preference region.
 
-Each micro-batch computes MO-SFT's weighted terms, their gradients over every trained
-parameter (one backward pass each) and the Gram matrix of those gradients; the combination
-coefficients come from :func:`workbench.methods.multi_objective.losses.pmtl_coefficients` (Pareto Multi-Task
+Each micro-batch computes MO-SFT's weighted terms, their gradients over every trained parameter
+(one backward pass each) and the Gram matrix of those gradients; the combination coefficients
+come from :func:`workbench.methods.multi_objective.losses.pmtl_coefficients` (Pareto Multi-Task
 Learning, Lin et al., 2019: the min-norm element of the hull of the terms' gradients and the
-active region boundaries' gradients, Sener & Koltun's MGDA-UB solver), and the returned loss
-is ``sum_k c_k L_k`` with the coefficients held fixed, so Lightning's own backward, gradient
+active region boundaries' gradients, Sener & Koltun's MGDA-UB solver), and the returned loss is
+``sum_k c_k L_k`` with the coefficients held fixed, so Lightning's own backward, gradient
 clipping, accumulation and optimizer step apply the combined direction unchanged.
 
 The region: the spec's objective weights ``w`` give the preference ray ``u ∝ 1/w``
-(:func:`workbench.methods.multi_objective.losses.preference_ray`) in the space of the terms' values, in their own
-units as MO-SFT's weights scale them (relative to the first batch's values, a term the base
-already fits, such as ``answer`` on ``order`` at 0.01, would blow up by orders of magnitude
-and decide every angle); the method's ``neighbours`` give the rays of the regions next to
-it. Held-out terms are measured as MO-SFT measures them.
+(:func:`workbench.methods.multi_objective.losses.preference_ray`) in the space of the terms'
+values, in their own units as MO-SFT's weights scale them (relative to the first batch's values,
+a term the base already fits, such as ``answer`` on ``order`` at 0.01, would blow up by orders
+of magnitude and decide every angle); the method's ``neighbours`` give the rays of the regions
+next to it. Held-out terms are measured as MO-SFT measures them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ class MGDASFTModule(MultiObjectiveSFTModule):
         for i, vector in enumerate(given):
             if len(vector) != len(weighted) or min(vector) < 0 or sum(vector) <= 0:
                 raise SpecError(
-                    f"method.neighbours[{i}] = {vector}: give {len(weighted)} non-negative weights, "
+                    f"method.neighbours[{i}] = {vector}: "
+                    f"give {len(weighted)} non-negative weights, "
                     f"one per weighted objective ({', '.join(o.name for o in weighted)}), not all 0"
                 )
         corners = torch.eye(len(self.term_names), dtype=torch.float64)

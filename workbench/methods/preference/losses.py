@@ -229,7 +229,8 @@ def orpo_loss(
     """ORPO: NLL of the chosen completion plus an odds-ratio term, no reference model.
 
     With P(y|x) = exp(log pi(y|x) / |y|) (the per-token likelihood) and
-    odds(y|x) = P / (1 - P):  L = -log pi(y_w|x) / |y_w| - beta log sigma(log odds(y_w|x) - log odds(y_l|x)).
+    odds(y|x) = P / (1 - P):
+    L = -log pi(y_w|x) / |y_w| - beta log sigma(log odds(y_w|x) - log odds(y_l|x)).
     ``beta`` is the paper's lambda. Rewards (as TRL logs them): beta log pi(y|x) / |y|.
     (Hong et al., 2024. TRL's ORPOTrainer takes the NLL over the prompt and completion tokens
     of the whole batch; the paper's and this one's is over the completion, per pair.)

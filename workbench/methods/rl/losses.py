@@ -135,7 +135,8 @@ def group_advantages(
     n, n_rewards = rewards.shape
     if weights.shape != (n_rewards,):
         raise ValueError(
-            f"weights must have one value per reward column ({n_rewards}); got shape {tuple(weights.shape)}"
+            f"weights must have one value per reward column ({n_rewards}); "
+            f"got shape {tuple(weights.shape)}"
         )
     if group_size < 1 or n % group_size:
         raise ValueError(
@@ -144,7 +145,8 @@ def group_advantages(
         )
     if bool((weights < 0).any()):
         raise ValueError(
-            f"reward weights must be >= 0 (flip the reward's direction instead); got {weights.tolist()}"
+            "reward weights must be >= 0 (flip the reward's direction instead); "
+            f"got {weights.tolist()}"
         )
     if not bool(torch.isfinite(rewards).all()):
         raise ValueError(
@@ -232,7 +234,8 @@ def _check_grpo_inputs(
             )
     if tuple(advantages.shape) != shape[:1]:
         raise ValueError(
-            f"advantages must have shape ({shape[0]},), one per completion; got {tuple(advantages.shape)}"
+            f"advantages must have shape ({shape[0]},), one per completion; "
+            f"got {tuple(advantages.shape)}"
         )
     if beta < 0:
         raise ValueError(f"beta (the KL coefficient) must be >= 0; got {beta}")
@@ -242,7 +245,8 @@ def _check_grpo_inputs(
         )
     if not 0 <= epsilon_low < 1 or epsilon_high < 0:
         raise ValueError(
-            f"clipping needs 0 <= epsilon_low < 1 and epsilon_high >= 0; got {epsilon_low}, {epsilon_high}"
+            "clipping needs 0 <= epsilon_low < 1 and epsilon_high >= 0; "
+            f"got {epsilon_low}, {epsilon_high}"
         )
     for name, value in (
         ("max_completion_length", max_completion_length),
@@ -281,8 +285,9 @@ def grpo_loss(
     2020), as the GRPO paper uses it. ``kl_importance_weighted=True`` multiplies k3 by r_it,
     which makes its gradient the unbiased reverse-KL gradient for tokens sampled from pi_old
     (DeepSeek-AI, 2025, "DeepSeek-V3.2"); TRL's GRPOTrainer does so by default
-    (``use_bias_correction_kl``). Clipping binds only where it removes the incentive: r > 1 + eps_high when A > 0,
-    r < 1 - eps_low when A < 0. The batch loss, by ``aggregation``:
+    (``use_bias_correction_kl``). Clipping binds only where it removes the incentive:
+    r > 1 + eps_high when A > 0, r < 1 - eps_low when A < 0. The batch loss, by
+    ``aggregation``:
 
     - ``"sequence"`` (GRPO): (1/N) sum_i (1/|y_i|) sum_t m_it l_it; per-example value
       L_i = (1/|y_i|) sum_t m_it l_it.

@@ -62,7 +62,8 @@ class SampledCompletionParams(MethodParams):
         if self.min_completion_length > self.max_completion_length:
             raise ValueError(
                 f"min_completion_length = {self.min_completion_length} is above "
-                f"max_completion_length = {self.max_completion_length}; lower it or raise the maximum"
+                f"max_completion_length = {self.max_completion_length}; "
+                "lower it or raise the maximum"
             )
         return self
 
@@ -72,7 +73,8 @@ class SampledCompletionParams(MethodParams):
             sources = ", ".join(f"{o.name}: {o.source}" for o in objectives) or "none"
             raise ValueError(
                 f"objectives: method '{self.name}' trains on rewards, and no objective has a "
-                f"reward: source (the spec's objectives: {sources}); add one, e.g. {{name: correct, "
+                f"reward: source (the spec's objectives: {sources}); "
+                "add one, e.g. {name: correct, "
                 "direction: max, source: 'reward:<name>', weight: 1} (register rewards with "
                 "workbench.register_reward)"
             )
@@ -129,7 +131,8 @@ class GRPOParams(SampledCompletionParams):
     aggregation: Literal["sequence", "token", "dr_grpo"] = Field(
         "sequence",
         description="How token losses become the batch loss: 'sequence' (GRPO: mean over each "
-        "completion, then over completions), 'token' (DAPO: mean over every completion token of the optimizer step, "
+        "completion, then over completions), "
+        "'token' (DAPO: mean over every completion token of the optimizer step, "
         "all micro-batches and ranks), "
         "'dr_grpo' (Dr. GRPO: sum over tokens / (completions * max_completion_length)).",
     )

@@ -20,11 +20,11 @@ match the samples kept for them. A method whose loss is normalised over all of a
 step's completions (:meth:`counts_step_tokens`: DAPO's token mean) needs their count before
 the step's first backward pass: there every micro-batch of the step is sampled at its first
 one (the same rows and seeds as one at a time, so the same samples), and each holds the
-step's completion-token count, summed over ranks, as ``values["step_tokens"]``. The kept samples go into checkpoints, so a resumed run
-goes on with the very samples (and old log-probs) an uninterrupted one uses; a checkpoint
-without them samples afresh. A subclass turns the samples into a loss
-(:meth:`loss_on_samples`) and may add per-completion values when they are drawn
-(:meth:`on_samples_drawn`).
+step's completion-token count, summed over ranks, as ``values["step_tokens"]``. The kept
+samples go into checkpoints, so a resumed run goes on with the very samples (and old
+log-probs) an uninterrupted one uses; a checkpoint without them samples afresh. A subclass
+turns the samples into a loss (:meth:`loss_on_samples`) and may add per-completion values
+when they are drawn (:meth:`on_samples_drawn`).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ class SampledCompletions:
 
     ``batch`` holds the packed rows (input_ids, attention_mask, labels, segments);
     ``rewards`` (N, R) each reward as its function returned it; ``signed`` the same with the
-    rewards of direction-min objectives negated; ``totals`` (N,) their weighted sum; ``values`` what a method adds per completion (advantages, old log-probs).
+    rewards of direction-min objectives negated; ``totals`` (N,) their weighted sum;
+    ``values`` what a method adds per completion (advantages, old log-probs).
     Tensors, strings and numbers only, so it goes into a checkpoint as it is.
     """
 

@@ -1,8 +1,8 @@
 """Packages a reward needs beyond the workbench's own code, and what to say when one is absent.
 
 A reward that needs a package imports it on first use (so importing the reward tables stays
-cheap), and exposes ``missing()``: where a run starts, :func:`workbench.running.preflight.check` asks
-it, so a spec naming the reward on a machine without the package fails there with one line
+cheap), and exposes ``missing()``: where a run starts, :func:`workbench.running.preflight.check`
+asks it, so a spec naming the reward on a machine without the package fails there with one line
 naming the extra to install, before anything loads; the first call raises the same line.
 """
 

@@ -1,6 +1,7 @@
 """A private PostgreSQL server in a data folder: created with ``initdb`` on first use, then
-run in the foreground under a :class:`~workbench.serving.servers.ManagedServer` (so it is one process
-group that the board ends with everything else) and stopped with ``pg_ctl stop -m fast``.
+run in the foreground under a :class:`~workbench.serving.servers.ManagedServer` (so it is one
+process group that the board ends with everything else) and stopped with
+``pg_ctl stop -m fast``.
 
 The folder holds::
 

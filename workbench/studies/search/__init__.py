@@ -30,8 +30,9 @@ the plot. Ctrl-C or SIGTERM stops the workers; their runs and the parent end KIL
 The modules, in the order a search uses them: :mod:`~workbench.studies.search.space` (the
 ``search`` section and the space), :mod:`~workbench.studies.search.pruning` (the rules and the
 observer), :mod:`~workbench.studies.search.study` (the Optuna study, its storage and trials),
-:mod:`~workbench.studies.search.trials` (one worker's loop), :mod:`~workbench.studies.search.workers` (the
-worker processes) and :mod:`~workbench.studies.search.orchestration` (:func:`run_search`).
+:mod:`~workbench.studies.search.trials` (one worker's loop),
+:mod:`~workbench.studies.search.workers` (the worker processes) and
+:mod:`~workbench.studies.search.orchestration` (:func:`run_search`).
 
 The CLI imports this package to validate a study config before any training library
 loads, so its modules import optuna, mlflow and the runner where they are used.
