@@ -1,10 +1,10 @@
 """How fast do the listing commands answer? `workbench runs`, `status` and `front` on a local
 store of 100 runs, each timed as a user types it: a fresh interpreter per command.
 
-    python benchmarks/cli_listing.py                    # 100 runs, 5 repeats (about 40 s on 2 cores)
-    python benchmarks/cli_listing.py --quick            # 20 runs, 2 repeats: a CI smoke test
+    python benchmarks/cli_listing.py                 # 100 runs, 5 repeats (about 40 s on 2 cores)
+    python benchmarks/cli_listing.py --quick         # 20 runs, 2 repeats: a CI smoke test
     python benchmarks/cli_listing.py --source OLD_TREE --no-running
-                                                        # time an older copy of the workbench
+                                                     # time an older copy of the workbench
 
 The store is a sqlite MLflow store in a temporary folder, made the way runs make it
 (``tracking.start_run`` from a spec, then ``log_batch``): 4 sweeps of 25 runs each (a parent
@@ -176,7 +176,8 @@ def main(argv=None) -> int:
     from workbench.spec import mlflow_names
 
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; python {platform.python_version()}, "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; "
+        f"python {platform.python_version()}, "
         f"mlflow {mlflow.__version__}; workbench from {source}"
     )
     print(f"load average at start: {load_average()}")

@@ -155,9 +155,11 @@ def main(argv=None) -> int:
     import workbench
 
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"torch threads {torch.get_num_threads()}; "
         f"python {platform.python_version()}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, mlflow {mlflow.__version__}, workbench {workbench.__version__}"
+        f"{transformers.__version__}, mlflow {mlflow.__version__}, "
+        f"workbench {workbench.__version__}"
     )
     print(f"load average at start: {load_average()}")
     print(
@@ -176,7 +178,8 @@ def main(argv=None) -> int:
                 rows.append(run_builder(name, args, seed))
                 row = rows[-1]  # progress on stderr, so a long run shows where it is
                 print(
-                    f"{name} seed {seed}: hypervolume {row['hypervolume']:.3f}, {row['seconds']:.0f} s",
+                    f"{name} seed {seed}: hypervolume {row['hypervolume']:.3f}, "
+                    f"{row['seconds']:.0f} s",
                     file=sys.stderr,
                     flush=True,
                 )

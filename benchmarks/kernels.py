@@ -272,9 +272,9 @@ def print_table(title: str, results: dict, sizes: dict, ops) -> None:
             for (r_op, r_size, impl), r in results.items():
                 if (r_op, r_size) != (op, size):
                     continue
-                print(f"{op:<{width}} {str(shape):<19} {impl:<6} {r['time']:>9.4f} {r['min']:>9.4f} "
-                      f"{r['cpu']:>8.3f} {r['peak_mb']:>9.1f} {time_ratio(r, naive):>10.3f} "
-                      f"{mem_ratio(r, naive):>9.3f}")  # fmt: skip
+                print(f"{op:<{width}} {str(shape):<19} {impl:<6} {r['time']:>9.4f} "
+                      f"{r['min']:>9.4f} {r['cpu']:>8.3f} {r['peak_mb']:>9.1f} "
+                      f"{time_ratio(r, naive):>10.3f} {mem_ratio(r, naive):>9.3f}")  # fmt: skip
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,7 @@
 """Whole training runs with ``kernels: off`` against ``kernels: auto``: is auto a safe default?
 
-    python benchmarks/kernels_default.py            # full run (about 15 minutes on 2 shared CPU cores)
+    python benchmarks/kernels_default.py            # full run (about 15 minutes on 2 shared
+                                                    # CPU cores)
     python benchmarks/kernels_default.py --quick    # small models, one task, a few steps, one
                                                     # round: a CI smoke test (its figures mean
                                                     # little)
@@ -9,7 +10,8 @@ Each measurement is one whole ``workbench.run`` (tracking to a temporary sqlite 
 its OWN process, so that peak memory is that run's alone; only the tiny-base runs of a
 round share one process, every variant of a task back to back (their peak memory stays
 below the baseline taken after the model load, so none is reported; pairing them in one
-process keeps other processes' load on both sides of each ratio). Variants of the spec's ``kernels``:
+process keeps other processes' load on both sides of each ratio). Variants of the spec's
+``kernels``:
 
 - ``off``: the plain transformers model;
 - ``auto``: what ``kernels: auto`` does on this machine (on a CPU: only the ops that
@@ -33,11 +35,11 @@ is not) and its wall time ``perf/step_s`` (each the median over the steps after 
 first), the run's ``perf/peak_mem_mb`` (the process's high-water RSS minus the one after
 the model load) and
 the held-out completion loss at the end (objective ``heldout_completion_nll``, source
-``term:completion``, added to the task's own). A full run repeats every measurement in ``--rounds`` rounds, the
-variants of one case back to back in an order that alternates between rounds; a time ratio
-is the median over rounds of each round's ratio to ``off``, so load from other processes on
-a shared machine hits both sides. The table comes first; the last lines are the headline
-figures in the house convention ``BENCH <figure> <value> <unit> target=<target>``.
+``term:completion``, added to the task's own). A full run repeats every measurement in
+``--rounds`` rounds, the variants of one case back to back in an order that alternates between
+rounds; a time ratio is the median over rounds of each round's ratio to ``off``, so load from
+other processes on a shared machine hits both sides. The table comes first; the last lines are
+the headline figures in the house convention ``BENCH <figure> <value> <unit> target=<target>``.
 """
 
 from __future__ import annotations
@@ -101,12 +103,13 @@ def case_specs(quick: bool, folder: Path) -> dict[str, dict]:
         largest = vocab == max(llama["vocabs"])
         cases[f"llama-{vocab // 1000}k" if vocab >= 1000 else f"llama-{vocab}"] = {
             "kind": "llama",
-            "variants": ("off", "auto") if quick else ("off", "auto", "torch") if largest else ("off", "auto", "head"),
+            "variants": ("off", "auto") if quick
+                        else ("off", "auto", "torch") if largest else ("off", "auto", "head"),
             "spec": {"model": {"name": str(folder / f"llama-{vocab}")},
                      "data": {"source": str(folder / f"rows-{vocab}.jsonl"), "eval_size": 16},
                      "adapter": {"name": "lora"},
-                     "train": {"steps": steps["llama"], "eval_every": steps["llama"], "batch_size": 8,
-                               "max_length": 128},
+                     "train": {"steps": steps["llama"], "eval_every": steps["llama"],
+                               "batch_size": 8, "max_length": 128},
                      **common},
             "build": {"vocab": vocab, "hidden": llama["hidden"], "layers": llama["layers"]},
         }  # fmt: skip
@@ -238,10 +241,12 @@ def _one_run(client, job, case, spec, kernels, own_process) -> dict:
 # The GPU comparison: a SmolLM2-135M-shaped Llama (random weights), bfloat16, full fine-tuning
 # steps (forward, backward, AdamW) on batch x sequence tokens with the first third of each row
 # masked as a prompt. It needs only torch, transformers and triton (no tracking store).
-GPU_MODEL = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
-             "num_attention_heads": 9, "num_key_value_heads": 3}  # fmt: skip
+GPU_MODEL = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536,
+             "num_hidden_layers": 30, "num_attention_heads": 9,
+             "num_key_value_heads": 3}  # fmt: skip
 GPU_SHAPES = ((8, 1024), (4, 512))
-GPU_VARIANTS = {"off": None, "auto": {}, "auto_head_only": {"rms_norm": "measured", "swiglu": "measured"},
+GPU_VARIANTS = {"off": None, "auto": {},
+                "auto_head_only": {"rms_norm": "measured", "swiglu": "measured"},
                 "auto_elementwise_only": {"fused_linear_logprobs": "measured"}}  # fmt: skip
 
 
@@ -302,7 +307,8 @@ def gpu_steps(batch: int, seq: int, repeats: int = 10) -> dict:
             times.append(time.perf_counter() - start)
         out[variant] = {"step_s": statistics.median(times), "loss": first,
                         "peak_mb": (torch.cuda.max_memory_allocated() - before) / 2**20,
-                        "tag": usage.tag() if usage is not None else "none (kernels: off)"}  # fmt: skip
+                        "tag": usage.tag() if usage is not None
+                               else "none (kernels: off)"}  # fmt: skip
         del model, opt, step
         torch.cuda.empty_cache()
     return out
@@ -321,8 +327,9 @@ def gpu_section() -> list[tuple[str, float, str]]:
         res = gpu_steps(batch, seq)
         off = res["off"]
         for variant, r in res.items():
-            print(f"{f'{batch} x {seq}':<12} {variant:<22} {r['step_s'] * 1000:>8.2f} {r['peak_mb']:>9.1f} "
-                  f"{r['step_s'] / off['step_s']:>8.3f} {r['peak_mb'] / off['peak_mb']:>7.3f} "
+            print(f"{f'{batch} x {seq}':<12} {variant:<22} {r['step_s'] * 1000:>8.2f} "
+                  f"{r['peak_mb']:>9.1f} {r['step_s'] / off['step_s']:>8.3f} "
+                  f"{r['peak_mb'] / off['peak_mb']:>7.3f} "
                   f"{r['loss']:>10.5f}  {r['tag']}")  # fmt: skip
         if (batch, seq) == GPU_SHAPES[0]:
             lines.append(
@@ -342,8 +349,8 @@ def run_worker(job: dict) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if job.get("threads") == 1:
         env["OMP_NUM_THREADS"] = "1"
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)],
-                            capture_output=True, text=True, env=env)  # fmt: skip
+    command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         raise RuntimeError(
             f"worker {list(job.get('cases', []))} {job.get('variants')} failed:\n"
@@ -385,7 +392,8 @@ def measure(cases: dict, rounds: int, store: str) -> dict:
         if tiny:
             variants = cases[tiny[0]]["variants"]
             jobs.append({"cases": {c: cases[c]["spec"] for c in tiny}, "threads": THREADS["tiny"],
-                         "variants": variants[::-1] if flip else variants, "store": store})  # fmt: skip
+                         "variants": variants[::-1] if flip else variants,
+                         "store": store})  # fmt: skip
         for case, info in cases.items():
             if info["kind"] == "tiny":
                 continue
@@ -424,8 +432,9 @@ def loss_diff(results: dict, case: str, variant: str) -> float:
 
 
 def print_table(cases: dict, results: dict) -> None:
-    header = (f"{'case':<16} {'variant':<7} {'cpu s/step':>10} {'wall s/step':>11} {'peak MiB':>9} "
-              f"{'eval loss':>10} {'cpu/off':>7} {'wall/off':>8} {'mem/off':>7} {'loss rel diff':>13}  "
+    header = (f"{'case':<16} {'variant':<7} {'cpu s/step':>10} {'wall s/step':>11} "
+              f"{'peak MiB':>9} {'eval loss':>10} {'cpu/off':>7} {'wall/off':>8} {'mem/off':>7} "
+              f"{'loss rel diff':>13}  "
               "kernel tag")  # fmt: skip
     print(header)
     print("-" * (len(header) + 40))
@@ -433,11 +442,13 @@ def print_table(cases: dict, results: dict) -> None:
         for variant in info["variants"]:
             rs = results[(case, variant)]
             peak, ratio = peak_mb(results, case, variant), mem_ratio(results, case, variant)
-            print(f"{case:<16} {variant:<7} {statistics.median(r['step_cpu_s'] for r in rs):>10.4f} "
+            print(f"{case:<16} {variant:<7} "
+                  f"{statistics.median(r['step_cpu_s'] for r in rs):>10.4f} "
                   f"{statistics.median(r['step_s'] for r in rs):>11.4f} "
                   f"{'-' if peak is None else f'{peak:.1f}':>9} {rs[0]['eval_loss']:>10.6f} "
                   f"{time_ratio(results, case, variant):>7.3f} "
-                  f"{time_ratio(results, case, variant, 'step_s'):>8.3f} {'-' if ratio is None else f'{ratio:.3f}':>7} "
+                  f"{time_ratio(results, case, variant, 'step_s'):>8.3f} "
+                  f"{'-' if ratio is None else f'{ratio:.3f}':>7} "
                   f"{loss_diff(results, case, variant):>13.1e}  {rs[0]['tag']}")  # fmt: skip
 
 
@@ -472,8 +483,8 @@ def main(argv=None) -> int:
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; "
           + ", ".join(f"{k} {v}" for k, v in versions().items()))  # fmt: skip
     print(f"command: python benchmarks/kernels_default.py {' '.join(sys.argv[1:])}".rstrip())
-    print(f"rounds: {rounds}; steps per run: {QUICK_STEPS if args.quick else STEPS}; intra-op threads: "
-          f"{THREADS} (None: torch's default); "
+    print(f"rounds: {rounds}; steps per run: {QUICK_STEPS if args.quick else STEPS}; "
+          f"intra-op threads: {THREADS} (None: torch's default); "
           "cpu/off, wall/off: median over rounds of each round's ratio of median step times (CPU, "
           "wall)")  # fmt: skip
     print(f"load average at start: {load_average()}")
@@ -501,10 +512,14 @@ def main(argv=None) -> int:
     llama = [c for c in cases if c.startswith("llama-")]
     largest = llama[-1]
     lines = [
-        ("kernels_auto_tiny_step_time_ratio_max", max(time_ratio(results, c, "auto") for c in tiny), "<=1.05"),
-        (f"kernels_auto_{largest.replace('-', '_')}_step_time_ratio", time_ratio(results, largest, "auto"), "<=0.95"),
-        (f"kernels_auto_{largest.replace('-', '_')}_peak_mem_ratio", mem_ratio(results, largest, "auto"), "<=1.0"),
-        ("kernels_auto_eval_loss_rel_diff_max", max(loss_diff(results, c, "auto") for c in cases), "<=0.0001"),
+        ("kernels_auto_tiny_step_time_ratio_max",
+         max(time_ratio(results, c, "auto") for c in tiny), "<=1.05"),
+        (f"kernels_auto_{largest.replace('-', '_')}_step_time_ratio",
+         time_ratio(results, largest, "auto"), "<=0.95"),
+        (f"kernels_auto_{largest.replace('-', '_')}_peak_mem_ratio",
+         mem_ratio(results, largest, "auto"), "<=1.0"),
+        ("kernels_auto_eval_loss_rel_diff_max",
+         max(loss_diff(results, c, "auto") for c in cases), "<=0.0001"),
     ]  # fmt: skip
     import torch
 

@@ -1,13 +1,15 @@
 """Padding and DPO throughput with ``train.group_by_length`` off and on.
 
-    python benchmarks/length_grouping.py            # 5 runs a setting, 24 steps each (about 15 min on 2 busy cores)
-    python benchmarks/length_grouping.py --quick    # 1 run a setting, 4 steps: a smoke test of the script
+    python benchmarks/length_grouping.py            # 5 runs a setting, 24 steps each (about 15 min
+                                                    # on 2 busy cores)
+    python benchmarks/length_grouping.py --quick    # 1 run a setting, 4 steps: a smoke test of the
+                                                    # script
 
 DPO on a JSONL file of `sort` pairs whose lengths vary widely (2 to 30 numbers, so a side is
 7 to 64 tokens; the rejected completion is the sorted list cut short or with two numbers
 swapped, so the two sides of a pair differ too), 16 pairs a batch, one epoch of 384 rows,
-on a randomly initialised tiny Llama (hidden 256, 4 layers, the built-in tokenizer, no
-pretraining: throughput does not depend on the weights). Each run is its own process, the two settings
+on a randomly initialised tiny Llama (hidden 256, 4 layers, the built-in tokenizer, no pretraining:
+throughput does not depend on the weights). Each run is its own process, the two settings
 alternating. Per run: the pad fraction of the training batches as collated (pad positions
 of the attention masks over all positions, every micro-batch) and the tokens/s of the steps
 after the first two (non-pad tokens over the steps' wall time, and over the process's CPU
@@ -192,13 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
 
     print(
-        f"DPO, {ROWS} sort pairs of 2-30 numbers, batch {BATCH}, {steps} steps, {runs} run(s) a setting, "
+        f"DPO, {ROWS} sort pairs of 2-30 numbers, batch {BATCH}, {steps} steps, "
+        f"{runs} run(s) a setting, "
         f"1 torch thread; torch {torch.__version__}, python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} cores; {seconds:.0f} s; load average {load_average()}"
+        f"{platform.machine()}, {os.cpu_count()} cores; {seconds:.0f} s; "
+        f"load average {load_average()}"
     )
     print()
     print(
-        f"{'group_by_length':<18}{'pad fraction':>14}{'tokens/s':>10}{'tokens/CPU-s':>14}   tokens/s of each run"
+        f"{'group_by_length':<18}{'pad fraction':>14}{'tokens/s':>10}"
+        f"{'tokens/CPU-s':>14}   tokens/s of each run"
     )
     median = {
         key: {s: statistics.median(r[key] for r in rows) for s, rows in results.items()}
@@ -217,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"BENCH length_grouping_tokens_per_s_ratio {ratio['tokens_per_s']:.2f} x "
         f"tokens_per_cpu_s_ratio={ratio['tokens_per_cpu_s']:.2f} "
-        f"pad_fraction_off={median['pad_fraction']['off']:.3f} pad_fraction_on={median['pad_fraction']['on']:.3f}"
+        f"pad_fraction_off={median['pad_fraction']['off']:.3f} "
+        f"pad_fraction_on={median['pad_fraction']['on']:.3f}"
     )
     return 0
 

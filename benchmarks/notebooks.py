@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"Notebooks at full parameters; torch {torch.__version__}, python {platform.python_version()}, "
+        f"Notebooks at full parameters; torch {torch.__version__}, "
+        f"python {platform.python_version()}, "
         f"{os.cpu_count()} cores; load average {load_average()}"
     )
     print()

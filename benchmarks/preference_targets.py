@@ -1,7 +1,10 @@
 """Does preference optimisation move the tiny base? DPO's gains and a MODPO sweep's front.
 
-    python benchmarks/preference_targets.py            # DPO and RPO 200 steps each + MODPO 5 weights x 120 steps (about 70 s on 2 idle cores)
-    python benchmarks/preference_targets.py --quick    # 2 steps, 3 weights x 2 steps, 32 pairs: a smoke test of the script
+    python benchmarks/preference_targets.py            # DPO and RPO 200 steps each + MODPO 5
+                                                       # weights x 120 steps (about 70 s on 2 idle
+                                                       # cores)
+    python benchmarks/preference_targets.py --quick    # 2 steps, 3 weights x 2 steps, 32 pairs: a
+                                                       # smoke test of the script
 
 Two parts, both from the default tiny base (``model: {name: tiny}``); every knob is a flag
 (``--task``, ``--lr``, ``--beta``, ``--adapter``, ``--modpo-lr`` ...; ``--skip-dpo`` and
@@ -286,8 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             before, after, chosen_logps = run_dpo(args, method, uri, workbench)
             seconds = time.perf_counter() - started
             print(
-                f"{method.upper()} on {args.task} ({args.adapter} fine-tuning of the default tiny base, beta {args.beta}, "
-                f"lr {pairwise_lr(args, method):g}, {args.dpo_steps} steps x 16 {args.pairs} pairs), "
+                f"{method.upper()} on {args.task} ({args.adapter} fine-tuning of the default tiny "
+                f"base, beta {args.beta}, "
+                f"lr {pairwise_lr(args, method):g}, {args.dpo_steps} steps x 16 {args.pairs} "
+                "pairs), "
                 f"held-out {args.eval_size} prompts; {seconds:.0f} s"
             )
             print()
@@ -302,8 +307,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             print()
             lines += [
-                f"BENCH {method}_reward_accuracy_gain_points {gains['reward_accuracy']:.1f} points target=>=15",
-                f"BENCH {method}_task_metric_gain_points {gains['exact_match']:.1f} points target=>=15",
+                f"BENCH {method}_reward_accuracy_gain_points {gains['reward_accuracy']:.1f} points "
+                "target=>=15",
+                f"BENCH {method}_task_metric_gain_points {gains['exact_match']:.1f} points "
+                "target=>=15",
             ]
         if not args.skip_modpo:
             started = time.perf_counter()
@@ -333,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
             # The sweep's own front (over the same two objectives, with the spec's references).
             if list(map(bool, sweep.front.mask)) != brute:
                 print(
-                    f"error: the sweep's front {list(sweep.front.mask)} differs from brute force {brute}",
+                    f"error: the sweep's front {list(sweep.front.mask)} differs from brute "
+                    f"force {brute}",
                     file=sys.stderr,
                 )
                 return 1
@@ -346,8 +354,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             base = sweep.base_objectives
             print(
-                f"MODPO on order ({args.modpo_adapter} fine-tuning of the default tiny base, beta {args.modpo_beta}, "
-                f"lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per policy), {len(weights)} weights, "
+                f"MODPO on order ({args.modpo_adapter} fine-tuning of the default tiny base, "
+                f"beta {args.modpo_beta}, "
+                f"lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per policy), "
+                f"{len(weights)} weights, "
                 f"held-out {args.eval_size} prompts; {seconds:.0f} s"
             )
             print(
@@ -359,12 +369,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'w (correctness)':<17}{'correctness':>12}{'length':>10}{'front':>8}")
             for (w, o), on in zip(finished, brute):
                 print(
-                    f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}{'yes' if on else 'no':>8}"
+                    f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}"
+                    f"{'yes' if on else 'no':>8}"
                 )
             print()
             print(
-                f"Spearman: correctness with w {rho_correctness:.3f}; shortness (-length) with 1 - w "
-                f"{rho_length:.3f}; non-dominated and beating the reference: {counted} of {len(points)} "
+                f"Spearman: correctness with w {rho_correctness:.3f}; "
+                f"shortness (-length) with 1 - w "
+                f"{rho_length:.3f}; non-dominated and beating the reference: "
+                f"{counted} of {len(points)} "
                 "(workbench's front equals the brute-force check)"
             )
             print()
@@ -373,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"BENCH modpo_spearman_min {min(rho_correctness, rho_length):.3f} rho target=>=0.8",
             ]
     print(
-        f"torch {torch.__version__}, python {platform.python_version()}; load average {load_average()}"
+        f"torch {torch.__version__}, python {platform.python_version()}; "
+        f"load average {load_average()}"
     )
     print()
     for line in lines:

@@ -3,8 +3,10 @@
     python benchmarks/rl_task_gain.py            # 1 seed, 300 steps (about 5 min on 2 shared cores)
     python benchmarks/rl_task_gain.py --quick    # 3 steps: a smoke test of the script
     python benchmarks/rl_task_gain.py --seeds 3 --steps 150 --lr 3e-4
-    python benchmarks/rl_task_gain.py --closeness 0.5 --lr 3e-4 --steps 600   # a shaped reward beside `correct`
-    python benchmarks/rl_task_gain.py --pretrain-steps 1600                    # a longer-pretrained tiny base
+    python benchmarks/rl_task_gain.py --closeness 0.5 --lr 3e-4 --steps 600   # a shaped reward
+                                                                               # beside `correct`
+    python benchmarks/rl_task_gain.py --pretrain-steps 1600                    # a longer-pretrained
+                                                                               # tiny base
 
 GRPO from the default tiny base (`model: {name: tiny}`) on `arithmetic` ("add a b:", a and b
 below 50; every sum is one token of the base's vocabulary) with the `correct` reward (the
@@ -197,9 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     base = "" if args.pretrain_steps is None else f" pretrained {args.pretrain_steps} steps"
     print(
-        f"GRPO on {args.task} (full fine-tune of the tiny base{base}, 32 prompts x 16 completions, lr {args.lr:g}, "
+        f"GRPO on {args.task} (full fine-tune of the tiny base{base}, 32 prompts x 16 completions, "
+        f"lr {args.lr:g}, "
         f"rewards {rewards}), "
-        f"{args.seeds} seed(s) x {steps} steps; torch {torch.__version__}, python {platform.python_version()}; "
+        f"{args.seeds} seed(s) x {steps} steps; torch {torch.__version__}, "
+        f"python {platform.python_version()}; "
         f"{seconds:.0f} s; load average {load_average()}"
     )
     print()
@@ -220,17 +224,20 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(
-        "held-out exact match (48 prompts, greedy) at each evaluation; gain = end - step 0, in points"
+        "held-out exact match (48 prompts, greedy) at each evaluation; "
+        "gain = end - step 0, in points"
     )
     print(
-        "training reward (reward/total, the weighted rewards of the sampled completions), mean of the first "
+        "training reward (reward/total, the weighted rewards of the sampled completions), "
+        "mean of the first "
         "and last 20 steps: "
         + "; ".join(
             f"seed {seed} {a:.3f} -> {b:.3f}" for seed, (a, b) in enumerate(training_rewards)
         )
     )
     print(
-        f"BENCH grpo_{args.task}_exact_match_gain_points {statistics.mean(gains):.1f} points target=>10"
+        f"BENCH grpo_{args.task}_exact_match_gain_points {statistics.mean(gains):.1f} points "
+        "target=>10"
     )
     return 0
 

@@ -1,6 +1,7 @@
 """Do GRPO's reward weights steer the policy? The two ends of the weight range over seeds.
 
-    python benchmarks/rl_weight_ends.py            # 3 seeds x 2 ends, 40 steps each (about 10 min on 2 cores)
+    python benchmarks/rl_weight_ends.py            # 3 seeds x 2 ends, 40 steps each (about 10 min
+                                                   # on 2 cores)
     python benchmarks/rl_weight_ends.py --quick    # 1 seed, 3 steps: a smoke test of the script
 
 GRPO (LoRA on the default tiny base, 16 prompts x 8 completions a step) on the built-in
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - started
 
     print(
-        f"GRPO on reverse, weights (correct, brevity) at both ends, {seeds} seed(s) x {steps} steps; "
+        f"GRPO on reverse, weights (correct, brevity) at both ends, "
+        f"{seeds} seed(s) x {steps} steps; "
         f"torch {torch.__version__}, python {platform.python_version()}; {seconds:.0f} s; "
         f"load average {load_average()}"
     )

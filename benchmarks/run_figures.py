@@ -56,7 +56,8 @@ class StepMarks:
         missing = [s for s in (after, through) if s not in self.wall]
         if missing:
             raise RuntimeError(f"no mark at step(s) {missing}; marked: {sorted(self.wall)}")
-        return {"wall_s": self.wall[through] - self.wall[after], "cpu_s": self.cpu[through] - self.cpu[after],
+        return {"wall_s": self.wall[through] - self.wall[after],
+                "cpu_s": self.cpu[through] - self.cpu[after],
                 "tokens": sum(self.tokens[s] for s in range(after + 1, through + 1))}  # fmt: skip
 
 

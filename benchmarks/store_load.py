@@ -332,9 +332,8 @@ def main(argv=None) -> int:
         f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; "
         + ", ".join(f"{k} {v}" for k, v in versions().items())
     )
-    print(
-        f"command: python benchmarks/store_load.py {' '.join(sys.argv[1:] if argv is None else argv)}".rstrip()
-    )
+    command_args = " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"command: python benchmarks/store_load.py {command_args}".rstrip())
     print(
         f"students: {students}, each a {steps}-step run of {len(METRICS)} metrics and a "
         f"{SWEEP_POINTS}-point sweep ({1 + SWEEP_POINTS} runs x {steps * len(METRICS)} points, "
@@ -419,7 +418,8 @@ def report(rows: dict, notes: list[str]) -> None:
             print(f"{backend}: a student failed: {error}")
         if r["failures"]:
             print(
-                f"{backend}: {len(r['failures'])} failed send(s), re-sent; first: {r['failures'][0]}"
+                f"{backend}: {len(r['failures'])} failed send(s), re-sent; "
+                f"first: {r['failures'][0]}"
             )
     for note in notes:
         print(note)

@@ -158,19 +158,23 @@ def main(argv: list[str] | None = None) -> int:
     load_s = statistics.median(loads)
     rerank_ms = 1000 * statistics.median(reranks)
     print(
-        f"ParetoExplorer over {n_runs} finished runs ({len(OBJECTIVES)} objectives) in a sqlite store"
+        f"ParetoExplorer over {n_runs} finished runs ({len(OBJECTIVES)} objectives) "
+        "in a sqlite store"
     )
     print(
-        f"python {platform.python_version()}, mlflow {mlflow.__version__}, plotly {plotly.__version__}, "
+        f"python {platform.python_version()}, mlflow {mlflow.__version__}, "
+        f"plotly {plotly.__version__}, "
         f"ipywidgets {ipywidgets.__version__}; load average {load_average()}"
     )
     print(
-        f"runs made in {make_s:.1f} s; front: {front_size} runs, {unreachable} no weighted sum reaches"
+        f"runs made in {make_s:.1f} s; front: {front_size} runs, "
+        f"{unreachable} no weighted sum reaches"
     )
     print()
     print(f"{'measure':<28}{'median':>10}{'min':>10}{'max':>10}{'n':>5}")
     print(
-        f"{'load (build explorer) s':<28}{load_s:>10.3f}{min(loads):>10.3f}{max(loads):>10.3f}{len(loads):>5}"
+        f"{'load (build explorer) s':<28}{load_s:>10.3f}{min(loads):>10.3f}"
+        f"{max(loads):>10.3f}{len(loads):>5}"
     )
     print(
         f"{'re-rank (slider move) ms':<28}{rerank_ms:>10.2f}{1000 * min(reranks):>10.2f}"

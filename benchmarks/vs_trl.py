@@ -117,14 +117,17 @@ def child(side: str, job: dict) -> dict:
     import vs_trl_grpo
 
     return {"workbench": vs_trl_dpo.run_workbench, "trl": vs_trl_dpo.run_trl,
-            "grpo-workbench": vs_trl_grpo.run_workbench, "grpo-trl": vs_trl_grpo.run_trl}[side](job)  # fmt: skip
+            "grpo-workbench": vs_trl_grpo.run_workbench,
+            "grpo-trl": vs_trl_grpo.run_trl}[side](job)  # fmt: skip
 
 
 def run_child(side: str, job: dict) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1",
-               OMP_NUM_THREADS=str(job["threads"]), HF_DATASETS_CACHE=str(Path(job["folder"]) / "datasets"))  # fmt: skip
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", side, "--job", json.dumps(job)],
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               TQDM_DISABLE="1", OMP_NUM_THREADS=str(job["threads"]),
+               HF_DATASETS_CACHE=str(Path(job["folder"]) / "datasets"))  # fmt: skip
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", side,
+                             "--job", json.dumps(job)],
                             capture_output=True, text=True, env=env)  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"child {side} failed:\n{result.stderr[-4000:]}")
@@ -159,16 +162,19 @@ def median(results: list[dict], key: str) -> float:
 def print_table(results: dict[str, list[dict]], phase=("reference_wall_s", "of it ref")) -> None:
     """The rows' medians; ``phase``: (the figure, its column title) of the timed part shown."""
     base = results[HEADLINE[1]]
-    header = (f"{'row':<13} {'tokens/s':>9} {'tok/cpu-s':>9} {'timed s':>8} {phase[1]:>9} {'tokens':>7} "
-              f"{'peak MiB':>9} {'base MiB':>8} {'speed/trl':>9} {'mem/trl':>7}  configuration")  # fmt: skip
+    header = (f"{'row':<13} {'tokens/s':>9} {'tok/cpu-s':>9} {'timed s':>8} {phase[1]:>9} "
+              f"{'tokens':>7} {'peak MiB':>9} {'base MiB':>8} {'speed/trl':>9} {'mem/trl':>7}  "
+              "configuration")  # fmt: skip
     print(header)
     print("-" * (len(header) + 60))
     for name, rs in results.items():
-        print(f"{name:<13} {median(rs, 'tokens_per_s'):>9.1f} {median(rs, 'tokens_per_cpu_s'):>9.1f} "
-              f"{median(rs, 'wall_s'):>8.2f} {median(rs, phase[0]):>9.2f} {median(rs, 'tokens'):>7.0f} "
+        print(f"{name:<13} {median(rs, 'tokens_per_s'):>9.1f} "
+              f"{median(rs, 'tokens_per_cpu_s'):>9.1f} {median(rs, 'wall_s'):>8.2f} "
+              f"{median(rs, phase[0]):>9.2f} {median(rs, 'tokens'):>7.0f} "
               f"{median(rs, 'peak_mb'):>9.1f} {median(rs, 'baseline_mb'):>8.1f} "
               f"{median(rs, 'tokens_per_s') / median(base, 'tokens_per_s'):>9.3f} "
-              f"{median(rs, 'peak_mb') / median(base, 'peak_mb'):>7.3f}  {rs[0]['note']}")  # fmt: skip
+              f"{median(rs, 'peak_mb') / median(base, 'peak_mb'):>7.3f}  "
+              f"{rs[0]['note']}")  # fmt: skip
     print(
         "repeats (tokens/s | peak MiB): "
         + "; ".join(
@@ -189,13 +195,17 @@ def compare_dpo(job: dict, built: dict, repeats: int) -> list[str]:
     job = {**job, "eval_fraction": HELD_OUT_PAIRS / built["pairs"]}
     print("\nDPO: the workbench against TRL's DPOTrainer")
     print(f"data: {built['pairs']} pairs, {built['mean_tokens']:.0f} tokens per row on average "
-          f"({built['mean_completion_tokens']:.1f} of them completion); steps: {job['warmup']} warm-up + "
-          f"{job['steps']} timed, batch {job['batch']} pairs, max length {job['seq']}; repeats: {repeats}")  # fmt: skip
+          f"({built['mean_completion_tokens']:.1f} of them completion); "
+          f"steps: {job['warmup']} warm-up + "
+          f"{job['steps']} timed, batch {job['batch']} pairs, max length {job['seq']}; "
+          f"repeats: {repeats}")  # fmt: skip
     results = measure(job, repeats)
     print()
     print_table(results)
-    return [f"BENCH dpo_tokens_per_s_ratio_vs_trl {ratio(results, 'tokens_per_s'):.3f} x target=>=1.1",
-            f"BENCH dpo_peak_mem_ratio_vs_trl {ratio(results, 'peak_mb'):.3f} x target=<=0.6"]  # fmt: skip
+    return [
+        f"BENCH dpo_tokens_per_s_ratio_vs_trl {ratio(results, 'tokens_per_s'):.3f} x target=>=1.1",
+        f"BENCH dpo_peak_mem_ratio_vs_trl {ratio(results, 'peak_mb'):.3f} x target=<=0.6",
+    ]
 
 
 def compare_grpo(job: dict, built: dict, repeats: int) -> list[str]:
@@ -203,14 +213,17 @@ def compare_grpo(job: dict, built: dict, repeats: int) -> list[str]:
     job = {**job, **job["grpo"], "eval_fraction": HELD_OUT_PROMPTS / built["prompts"],
            "prompts_data": str(Path(job["folder"]) / "prompts.jsonl")}  # fmt: skip
     print("\nGRPO: the workbench against TRL's GRPOTrainer (transformers generate, no vLLM)")
-    print(f"data: {built['prompts']} prompts of {built['mean_prompt_tokens']:.1f} tokens on average; steps: "
-          f"{job['warmup']} warm-up + {job['steps']} timed, {job['batch']} prompts x {job['group']} completions "
+    print(f"data: {built['prompts']} prompts of {built['mean_prompt_tokens']:.1f} tokens on "
+          f"average; steps: {job['warmup']} warm-up + {job['steps']} timed, "
+          f"{job['batch']} prompts x {job['group']} completions "
           f"of exactly {job['completion']} tokens per step; repeats: {repeats}")  # fmt: skip
     results = measure(job, repeats, GRPO_ROWS)
     print()
     print_table(results, phase=("generation_wall_s", "of it gen"))
-    return [f"BENCH grpo_tokens_per_s_ratio_vs_trl {ratio(results, 'tokens_per_s'):.3f} x target=>=1.1",
-            f"BENCH grpo_peak_mem_ratio_vs_trl {ratio(results, 'peak_mb'):.3f} x target=<=0.8"]  # fmt: skip
+    return [
+        f"BENCH grpo_tokens_per_s_ratio_vs_trl {ratio(results, 'tokens_per_s'):.3f} x target=>=1.1",
+        f"BENCH grpo_peak_mem_ratio_vs_trl {ratio(results, 'peak_mb'):.3f} x target=<=0.8",
+    ]
 
 
 def sizes_of(defaults: dict, args) -> tuple[dict, int]:
@@ -228,8 +241,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=("dpo", "grpo"), help="run one half (default: both)")
     parser.add_argument(
         "--steps", type=int,
-        help=f"timed steps (default DPO {FULL['steps']}, GRPO {GRPO_FULL['steps']}; quick {QUICK['steps']}, "
-             f"{GRPO_QUICK['steps']})",
+        help=f"timed steps (default DPO {FULL['steps']}, GRPO {GRPO_FULL['steps']}; "
+             f"quick {QUICK['steps']}, {GRPO_QUICK['steps']})",
     )  # fmt: skip
     parser.add_argument(
         "--warmup", type=int, help=f"untimed steps first (default {FULL['warmup']})"
@@ -274,11 +287,12 @@ def main(argv=None) -> int:
     print(f"command: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp:
-        job = {**sizes, "grpo": grpo_sizes, "folder": tmp, "threads": args.threads, "beta": BETA, "lr": LR,
-               "model": str(Path(tmp) / "model"), "data": str(Path(tmp) / "pairs.jsonl"),
+        job = {**sizes, "grpo": grpo_sizes, "folder": tmp, "threads": args.threads, "beta": BETA,
+               "lr": LR, "model": str(Path(tmp) / "model"), "data": str(Path(tmp) / "pairs.jsonl"),
                "model_shape": QUICK_MODEL if args.quick else MODEL}  # fmt: skip
         built = run_child("build", job)
-        print(f"model: Llama {job['model_shape']}, vocabulary 32000, {built['params'] / 1e6:.1f}M parameters; "
+        print(f"model: Llama {job['model_shape']}, vocabulary 32000, "
+              f"{built['params'] / 1e6:.1f}M parameters; "
               f"intra-op threads: {args.threads}")  # fmt: skip
         bench = []
         if args.only in (None, "dpo"):

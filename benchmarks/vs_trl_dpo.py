@@ -35,8 +35,9 @@ def figures(marks: StepMarks, reference: PhaseClock, job: dict, baseline_mb: flo
     share = steps / (warmup + steps)
     wall = timed["wall_s"] + share * reference.wall_s
     cpu = timed["cpu_s"] + share * reference.cpu_s
-    return {"tokens": timed["tokens"], "wall_s": wall, "cpu_s": cpu, "train_wall_s": timed["wall_s"],
-            "reference_wall_s": share * reference.wall_s, "tokens_per_s": timed["tokens"] / wall,
+    return {"tokens": timed["tokens"], "wall_s": wall, "cpu_s": cpu,
+            "train_wall_s": timed["wall_s"], "reference_wall_s": share * reference.wall_s,
+            "tokens_per_s": timed["tokens"] / wall,
             "tokens_per_cpu_s": timed["tokens"] / cpu, "baseline_mb": baseline_mb,
             "peak_mb": peak_rss_mb() - baseline_mb}  # fmt: skip
 
@@ -59,14 +60,15 @@ def workbench_spec(job: dict, store: str) -> dict:
     total = job["warmup"] + job["steps"]
     return {
         "model": {"name": job["model"]},
-        "data": {"source": job["data"], "train_size": len(train), "eval_fraction": job["eval_fraction"],
-                 "eval_size": held_out},
+        "data": {"source": job["data"], "train_size": len(train),
+                 "eval_fraction": job["eval_fraction"], "eval_size": held_out},
         "method": {"name": "dpo", "beta": job["beta"]},
         "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
         # Held-out reward accuracy through the method's own module: no generation, no full logits.
         "objectives": [OBJECTIVE],
-        "train": {"steps": total, "batch_size": job["batch"], "max_length": job["seq"], "eval_every": total,
-                  "scheduler": "constant", "grad_clip": 1.0, "precision": "32-true", "seed": 0},
+        "train": {"steps": total, "batch_size": job["batch"], "max_length": job["seq"],
+                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0,
+                  "precision": "32-true", "seed": 0},
         # The reference log-probs are precomputed eval.batch_size pairs at a time: the batch,
         # as TRL's precompute_ref_batch_size defaults to.
         "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
@@ -105,13 +107,16 @@ def trl_config(job: dict, output_dir: str):
     them on a CPU."""
     from trl import DPOConfig
 
-    shape = dict(output_dir=output_dir, per_device_train_batch_size=job["batch"], max_steps=job["warmup"] + job["steps"],
-                 max_length=job["seq"], learning_rate=job["lr"], beta=job["beta"], loss_type=["sigmoid"],
-                 lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0, seed=0, use_cpu=True,
-                 report_to="none", save_strategy="no", disable_tqdm=True, dataloader_pin_memory=False)  # fmt: skip
+    shape = dict(output_dir=output_dir, per_device_train_batch_size=job["batch"],
+                 max_steps=job["warmup"] + job["steps"], max_length=job["seq"],
+                 learning_rate=job["lr"], beta=job["beta"], loss_type=["sigmoid"],
+                 lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0, seed=0,
+                 use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
+                 dataloader_pin_memory=False)  # fmt: skip
     if job["trl_defaults"]:
         return DPOConfig(**shape, **job["trl_default_overrides"])
-    return DPOConfig(**shape, bf16=False, gradient_checkpointing=False, precompute_ref_log_probs=True,
+    return DPOConfig(**shape, bf16=False, gradient_checkpointing=False,
+                     precompute_ref_log_probs=True,
                      precompute_ref_batch_size=job["batch"])  # fmt: skip
 
 
@@ -137,7 +142,8 @@ def run_trl(job: dict) -> dict:
     train, _ = train_rows(job)
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = DPOTrainer(model=model, args=trl_config(job, output_dir), train_dataset=Dataset.from_list(train),
+        trainer = DPOTrainer(model=model, args=trl_config(job, output_dir),
+                             train_dataset=Dataset.from_list(train),
                              processing_class=tokenizer, callbacks=[MarkSteps()])  # fmt: skip
         collate = trainer.data_collator
 

@@ -86,17 +86,17 @@ def workbench_spec(job: dict, store: str) -> dict:
     total, length = job["warmup"] + job["steps"], job["completion"]
     return {
         "model": {"name": job["model"]},
-        "data": {"source": job["prompts_data"], "train_size": len(train), "eval_fraction": job["eval_fraction"],
-                 "eval_size": held_out},
+        "data": {"source": job["prompts_data"], "train_size": len(train),
+                 "eval_fraction": job["eval_fraction"], "eval_size": held_out},
         "method": {"name": "grpo", "group_size": job["group"], "max_completion_length": length,
-                   "min_completion_length": length, "beta": 0.0, "num_iterations": 1, "aggregation": "sequence",
-                   "scale_rewards": "group", "temperature": 1.0, "top_p": 1.0, "top_k": 0,
-                   "samples_every": 10 * total},
+                   "min_completion_length": length, "beta": 0.0, "num_iterations": 1,
+                   "aggregation": "sequence", "scale_rewards": "group", "temperature": 1.0,
+                   "top_p": 1.0, "top_k": 0, "samples_every": 10 * total},
         "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
         "objectives": [OBJECTIVE],
         "train": {"steps": total, "batch_size": job["batch"], "max_length": MAX_PROMPT_TOKENS,
-                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0, "precision": "32-true",
-                  "seed": 0},
+                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0,
+                  "precision": "32-true", "seed": 0},
         "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
         "kernels": "auto",
         "tracking": {"uri": store, "experiment": "vs-trl-grpo", "log_model": False},
@@ -143,12 +143,14 @@ def trl_config(job: dict, output_dir: str):
 
     total, length = job["warmup"] + job["steps"], job["completion"]
     return GRPOConfig(
-        output_dir=output_dir, per_device_train_batch_size=job["batch"] * job["group"], num_generations=job["group"],
-        max_completion_length=length, generation_kwargs={"min_new_tokens": length}, temperature=1.0, top_p=1.0,
-        top_k=0, beta=0.0, num_iterations=1, loss_type="grpo", scale_rewards="group", max_steps=total,
-        learning_rate=job["lr"], lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0, seed=0,
-        bf16=False, gradient_checkpointing=False, use_vllm=False, use_cpu=True, report_to="none",
-        save_strategy="no", logging_steps=total, disable_tqdm=True, dataloader_pin_memory=False,
+        output_dir=output_dir, per_device_train_batch_size=job["batch"] * job["group"],
+        num_generations=job["group"], max_completion_length=length,
+        generation_kwargs={"min_new_tokens": length}, temperature=1.0, top_p=1.0, top_k=0,
+        beta=0.0, num_iterations=1, loss_type="grpo", scale_rewards="group", max_steps=total,
+        learning_rate=job["lr"], lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0,
+        seed=0, bf16=False, gradient_checkpointing=False, use_vllm=False, use_cpu=True,
+        report_to="none", save_strategy="no", logging_steps=total, disable_tqdm=True,
+        dataloader_pin_memory=False,
     )  # fmt: skip
 
 
@@ -179,8 +181,9 @@ def run_trl(job: dict) -> dict:
     prompts = Dataset.from_list([{"prompt": row["prompt"]} for row in train])
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = GRPOTrainer(model=model, reward_funcs=length_reward, args=trl_config(job, output_dir),
-                              train_dataset=prompts, processing_class=tokenizer, callbacks=[MarkSteps()])  # fmt: skip
+        trainer = GRPOTrainer(model=model, reward_funcs=length_reward,
+                              args=trl_config(job, output_dir), train_dataset=prompts,
+                              processing_class=tokenizer, callbacks=[MarkSteps()])  # fmt: skip
         trainer.train()
     out = figures(marks, tally, job, baseline)
     out["note"] = "float32, gradient checkpointing off, no reference model, transformers generate"

@@ -57,8 +57,9 @@ def build_model_folder(folder: Path, *, hidden: int, layers: int, heads: int, se
 
     tokenizer = build_tokenizer()
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=hidden * 3,
-                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-                         max_position_embeddings=max(seq, 256), tie_word_embeddings=True,
+                         num_hidden_layers=layers, num_attention_heads=heads,
+                         num_key_value_heads=heads, max_position_embeddings=max(seq, 256),
+                         tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id)  # fmt: skip
     torch.manual_seed(0)

@@ -97,8 +97,10 @@ def test_the_demos_closing_hint_points_to_workbench_lab():
     from workbench.cli.fronts import DEMO_NEXT
 
     assert DEMO_NEXT == (
-        "\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the runs;\n"
-        "`workbench lab` opens the teaching notebooks in JupyterLab (token-protected, on localhost;\n"
+        "\nNext: `workbench ui` serves the MLflow UI on http://127.0.0.1:5000 to compare the "
+        "runs;\n"
+        "`workbench lab` opens the teaching notebooks in JupyterLab (token-protected, on "
+        "localhost;\n"
         "it needs the notebook packages: `scripts/setup.sh ui`)."
     )
 

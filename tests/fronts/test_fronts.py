@@ -1,7 +1,7 @@
-"""Fronts read back from MLflow (workbench/fronts/finished_runs.py, `workbench front`): each objective's
-direction and reference come from the runs' own specs, `--objective` picks the objectives,
-and the mistakes a user makes get one clear error. The front and its hypervolume are checked
-against a brute-force computation written here."""
+"""Fronts read back from MLflow (workbench/fronts/finished_runs.py, `workbench front`): each
+objective's direction and reference come from the runs' own specs, `--objective` picks the
+objectives, and the mistakes a user makes get one clear error. The front and its hypervolume are
+checked against a brute-force computation written here."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ PIN = next(
 def _plan(
     tmp_path: Path, *args: str, gpu: bool | None = None, **env: str
 ) -> subprocess.CompletedProcess:
-    """The script's dry run; gpu=True/False puts a fake `nvidia-smi` that lists a GPU / fails first on PATH."""
+    """The script's dry run; gpu=True/False puts a fake `nvidia-smi` that lists a GPU / fails first
+    on PATH."""
     full_env = {k: v for k, v in os.environ.items() if k != "WORKBENCH_TORCH"}
     if gpu is not None:
         fake = tmp_path / "bin" / "nvidia-smi"
@@ -161,7 +162,8 @@ def test_the_installed_torch_is_the_build_the_script_chooses_here(tmp_path):
     assert cuda[0].split("+")[0] == PIN
     if chosen == "cuda" and cuda[1] == "None":
         pytest.skip(
-            f"this venv holds torch {cuda[0]}; scripts/setup.sh installs the CUDA build on this machine"
+            f"this venv holds torch {cuda[0]}; scripts/setup.sh installs the CUDA build on this "
+            "machine"
         )
     assert (cuda[1] == "None") is (chosen == "cpu"), (
         f"torch {cuda[0]} (CUDA {cuda[1]}) on a machine set up for {chosen}"

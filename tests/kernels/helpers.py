@@ -1,8 +1,8 @@
 """What several kernel test files share: the backends to run, the linear-softmax shapes,
 and the elementwise tests' (rms_norm, swiglu) tolerance check.
 
-In ``check_close`` each value's error is measured against the size of the terms it is computed from, so
-cancellation in a sum neither passes for a kernel bug nor fails a correct kernel; a NaN
+In ``check_close`` each value's error is measured against the size of the terms it is computed
+from, so cancellation in a sum neither passes for a kernel bug nor fails a correct kernel; a NaN
 never passes (comparisons are ``error <= tol``, False for NaN; outputs are checked finite).
 """
 

@@ -1,4 +1,5 @@
-"""`workbench merge` end to end: two short runs (one full, one LoRA) merged, evaluated and recorded."""
+"""`workbench merge` end to end: two short runs (one full, one LoRA) merged, evaluated and
+recorded."""
 
 from __future__ import annotations
 
@@ -132,7 +133,8 @@ def test_a_bad_merge_is_answered_before_any_heavy_import(args, message):
         import sys
         from workbench.cli.main import main
         rc = main(["merge", *{args!r}])
-        print("imported:", sorted(m for m in ("torch", "transformers", "lightning", "mlflow") if m in sys.modules))
+        print("imported:", sorted(m for m in ("torch", "transformers", "lightning", "mlflow")
+                                  if m in sys.modules))
         sys.exit(rc)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -25,7 +25,8 @@ def base():
 
 
 def _adapter(model, r: int, alpha: float, seed: int, rslora: bool = False):
-    """A LoRA model over a copy of ``model`` with random A and B (an adapter 'trained' elsewhere)."""
+    """A LoRA model over a copy of ``model`` with random A and B (an adapter 'trained'
+    elsewhere)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)

@@ -278,9 +278,11 @@ def test_built_in_rewards_cannot_be_replaced_and_stay_torch_free():
         "import json, sys\n"
         "from workbench.objectives import scoring as objectives\n"
         "row = {'prompt': 'add 1 2:', 'answer': ' 3'}\n"
-        "scores = {n: objectives.REWARDS[n](' 3', row) for n in ('correct', 'format', 'brevity', 'sentiment')}\n"
+        "scores = {n: objectives.REWARDS[n](' 3', row) "
+        "for n in ('correct', 'format', 'brevity', 'sentiment')}\n"
         "missing = objectives.missing_package('reward:similarity')\n"
-        "print(json.dumps({'scores': scores, 'missing': missing, 'torch': 'torch' in sys.modules}))\n"
+        "print(json.dumps({'scores': scores, 'missing': missing, "
+        "'torch': 'torch' in sys.modules}))\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == {

@@ -41,7 +41,8 @@ def _require_postgres() -> None:
         import psycopg2  # noqa: F401
     except ImportError:
         pytest.fail(
-            "psycopg2 is not installed: pip install -e '.[board]' (scripts/setup.sh dev installs it)"
+            "psycopg2 is not installed: pip install -e '.[board]' "
+            "(scripts/setup.sh dev installs it)"
         )
     from workbench.serving.board.local_postgres import bin_dir
     from workbench.spec.errors import WorkbenchError

@@ -27,7 +27,8 @@ SERVER = textwrap.dedent("""
         preexec = None
     subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], preexec_fn=preexec)
     print("a library's DeprecationWarning", file=sys.stderr, flush=True)
-    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), http.server.SimpleHTTPRequestHandler).serve_forever()
+    handler = http.server.SimpleHTTPRequestHandler
+    http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
 """)
 
 

@@ -32,7 +32,8 @@ from workbench.studies.search import (
 )
 
 OBJECTIVES = [
-    # Reference -1: a few steps leave the fast base at correctness 0, and the front must have volume.
+    # Reference -1: a few steps leave the fast base at correctness 0, and the front must have
+    # volume.
     {
         "name": "correctness",
         "direction": "max",
@@ -195,8 +196,8 @@ def test_a_bad_search_is_answered_before_any_heavy_import(tmp_path, args, messag
         import sys
         from workbench.cli.main import main
         rc = main(["search", {str(path)!r}, *{args!r}])
-        print("imported:", sorted(m for m in ("torch", "transformers", "lightning", "mlflow", "optuna")
-                                  if m in sys.modules))
+        heavy = ("torch", "transformers", "lightning", "mlflow", "optuna")
+        print("imported:", sorted(m for m in heavy if m in sys.modules))
         sys.exit(rc)
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -331,7 +332,8 @@ def test_two_workers_share_one_study_and_every_trial_is_a_child_run(
     artifacts = [a.path for a in client.list_artifacts(result.parent_run_id)]
     assert {"front.json", "front", "search.yaml"} <= set(artifacts)
     print(
-        f"search: 4 trials on 2 workers in {elapsed:.1f} s; hypervolume {expected:.6g}; points {points.tolist()}"
+        f"search: 4 trials on 2 workers in {elapsed:.1f} s; hypervolume {expected:.6g}; "
+        f"points {points.tolist()}"
     )
 
 

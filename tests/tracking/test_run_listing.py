@@ -317,8 +317,8 @@ def test_status_of_a_run_loading_its_base_says_what_it_is_doing(store_uri, capsy
 
 
 def test_listing_a_store_imports_neither_mlflow_nor_torch(store, tmp_path):
-    """What keeps `runs`, `status` and `front` at a fraction of a second: MLflow alone takes seconds to
-    import. (Here the one RUNNING run has a fresh heartbeat, so no reaper is needed.)"""
+    """What keeps `runs`, `status` and `front` at a fraction of a second: MLflow alone takes
+    seconds to import. (Here the one RUNNING run has a fresh heartbeat, so no reaper is needed.)"""
     import subprocess
     import sys
 
@@ -331,8 +331,10 @@ def test_listing_a_store_imports_neither_mlflow_nor_torch(store, tmp_path):
             "import sys; from workbench.cli.main import main; "
             "assert main(['runs']) == 0 and main(['status']) == 0 and "
             f"main(['status', '{ids['finished'][:8]}']) == 0 and "
-            f"main(['front', '--experiment', 'listing', '--html', {str(tmp_path / 'f.html')!r}]) == 0; "
-            "heavy = sorted(m for m in ('mlflow', 'torch', 'lightning', 'sqlalchemy') if m in sys.modules); "
+            "main(['front', '--experiment', 'listing', "
+            f"'--html', {str(tmp_path / 'f.html')!r}]) == 0; "
+            "heavy = sorted(m for m in ('mlflow', 'torch', 'lightning', 'sqlalchemy') "
+            "if m in sys.modules); "
             "print('imported:', heavy)"
         )
         result = subprocess.run(

@@ -23,7 +23,8 @@ def softplus(x: float) -> float:
     return math.log1p(math.exp(-x))
 
 
-# Policy log-probs (chosen, rejected) = (-1, -2), reference (-1.5, -1.5): rho_w = 0.5, rho_l = -0.5, h = 1.
+# Policy log-probs (chosen, rejected) = (-1, -2), reference (-1.5, -1.5): rho_w = 0.5,
+# rho_l = -0.5, h = 1.
 PAIR = {
     "policy_chosen_logps": t(-1.0),
     "policy_rejected_logps": t(-2.0),

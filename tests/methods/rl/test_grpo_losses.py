@@ -54,8 +54,8 @@ def test_weights_combine_rewards_before_normalising():
 
 
 def test_normalize_then_sum_standardises_each_reward_in_its_group_then_the_sum_over_the_batch():
-    # r1 = (1, 0, 1 | 0, 0, 1): deviations (1/3, -2/3, 1/3), std 1/sqrt(3) -> z1 = (a, -2a, a), a = 1/sqrt(3);
-    # group 2 -> (-a, -a, 2a).  r2 = (1, 2, 3 | 3, 2, 1): z2 = (-1, 0, 1 | 1, 0, -1).
+    # r1 = (1, 0, 1 | 0, 0, 1): deviations (1/3, -2/3, 1/3), std 1/sqrt(3) -> z1 = (a, -2a, a),
+    # a = 1/sqrt(3); group 2 -> (-a, -a, 2a).  r2 = (1, 2, 3 | 3, 2, 1): z2 = (-1, 0, 1 | 1, 0, -1).
     # S = z1 + z2 has batch mean 0 and squared sum 12a^2 - 6a + 4 = 8 - 2 sqrt(3).
     rewards = t([1, 1], [0, 2], [1, 3], [0, 3], [0, 2], [1, 1])
     a = 1 / math.sqrt(3)
@@ -89,7 +89,7 @@ def test_normalize_then_sum_keeps_a_reward_in_1000x_units_from_dominating():
     assert (balanced - advantages(length_only, "normalize_then_sum")).abs().max() > 0.3
 
 
-def test_a_group_whose_completions_all_score_the_same_gets_zero_advantage_and_one_completion_groups_too():
+def test_groups_whose_completions_all_score_the_same_and_one_completion_groups_get_zero_advantage():
     advantages, metrics = rl_losses.group_advantages(column(5, 5, 5, 1, 2, 3), [1.0], 3)
     assert (
         advantages[:3].tolist() == [0.0, 0.0, 0.0]
@@ -142,7 +142,8 @@ def test_epsilon_high_widens_only_the_upper_clip_and_defaults_to_epsilon_low():
 
 
 def test_kl_penalty_is_beta_times_k3_and_its_gradient():
-    # q = log pi_ref - log pi = log 2: k3 = 2 - log 2 - 1; dk3/dlog pi = 1 - e^q = -1. A = 0: no surrogate.
+    # q = log pi_ref - log pi = log 2: k3 = 2 - log 2 - 1; dk3/dlog pi = 1 - e^q = -1.
+    # A = 0: no surrogate.
     per_example, metrics, grad = _one_token(
         [-1.0], [-1.0], [0.0], ref_logps=t(-1.0 + math.log(2)).unsqueeze(1), beta=0.5
     )

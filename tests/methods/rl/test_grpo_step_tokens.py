@@ -77,7 +77,8 @@ def test_the_token_mean_divides_by_the_whole_steps_completion_tokens():
         assert float(samples.values["step_tokens"]) == sum(counts)
 
     got = _gradients(module, lambda slot, batch: drawn[slot])
-    # Reference: (sum of every token loss of the step) / (the step's tokens), from unnormalised sums.
+    # Reference: (sum of every token loss of the step) / (the step's tokens), from unnormalised
+    # sums.
     module.model.zero_grad()
     total = 0.0
     for samples in drawn:
