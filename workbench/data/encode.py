@@ -16,6 +16,7 @@ import torch
 
 from workbench.data.rows import ChatRow, PreferenceRow, Row
 from workbench.spec.errors import DataError
+from workbench.spec.mlflow_names import DATA_PREFIX
 
 IGNORE_INDEX = -100
 SEGMENT_IDS = {"prompt": 0, "answer": 1, "explanation": 2, "assistant": 1}
@@ -40,11 +41,11 @@ class EncodeStats:
 
     def as_metrics(self) -> dict[str, float]:
         return {
-            "data/rows": float(self.rows),
-            "data/truncated_rows": float(self.truncated_rows),
-            "data/dropped_rows": float(self.dropped_rows),
-            "data/tokens": float(self.tokens),
-            "data/completion_tokens": float(self.completion_tokens),
+            f"{DATA_PREFIX}rows": float(self.rows),
+            f"{DATA_PREFIX}truncated_rows": float(self.truncated_rows),
+            f"{DATA_PREFIX}dropped_rows": float(self.dropped_rows),
+            f"{DATA_PREFIX}tokens": float(self.tokens),
+            f"{DATA_PREFIX}completion_tokens": float(self.completion_tokens),
         }
 
 

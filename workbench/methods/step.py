@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workbench.spec.mlflow_names import LOSS_KEY, TOKENS_KEY, TRAIN_PREFIX
+
 
 @dataclass
 class StepOutput:
@@ -31,8 +33,8 @@ class StepOutput:
     def values(self) -> dict[str, float]:
         """The micro-batch's numbers under their MLflow names (``train/loss``, ``train/<term>``,
         the method's metrics) and ``perf/tokens``, the keys a step's mean is taken over."""
-        values = {"train/loss": self.loss}
-        values.update({f"train/{name}": value for name, value in self.terms.items()})
-        values["perf/tokens"] = self.tokens
+        values = {LOSS_KEY: self.loss}
+        values.update({f"{TRAIN_PREFIX}{name}": value for name, value in self.terms.items()})
+        values[TOKENS_KEY] = self.tokens
         values.update(self.metrics)
         return values

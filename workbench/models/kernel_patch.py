@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench.spec.errors import SpecError
+from workbench.spec.mlflow_names import KERNELS_PREFIX
 
 OPS = ("rms_norm", "swiglu", "fused_linear_logprobs")
 # Where ``kernels: auto`` runs each op on a CPU, from benchmarks/kernels_default.py
@@ -73,7 +74,7 @@ class KernelUsage:
         return ",".join(parts) or "none"
 
     def metrics(self) -> dict[str, float]:
-        return {f"kernels/{op}_calls": float(self.calls[op]) for op in OPS}
+        return {f"{KERNELS_PREFIX}{op}_calls": float(self.calls[op]) for op in OPS}
 
     def check_forward(self, before: Counter) -> None:
         """Raise unless one forward pass since ``before`` ran every patched norm and MLP once

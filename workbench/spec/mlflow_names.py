@@ -4,7 +4,7 @@ end statuses. DESIGN's "Names in MLflow" table as code (docs/concepts.md).
 Kept apart from everything that imports MLflow, so that code which only reads these names
 (the listing commands, fronts, liveness, the widgets) does not pay MLflow's import. Code below
 the tracking layer (the methods, the data encoders, the spec) names its own metrics where it
-computes them, under the prefixes listed here.
+computes them, each key built from the prefixes and keys listed here.
 """
 
 from __future__ import annotations
@@ -69,6 +69,12 @@ EVAL_PREFIX = "eval/"  # held-out metrics at each evaluation
 REWARD_PREFIX = "reward/"  # reward/<name>/mean, reward/<name>/std (RL)
 REWARD_TOTAL_KEY = "reward/total"
 PREF_PREFIX = "pref/"  # preference debugging: log-probs, margins, accuracy
+# What a method logs of its own, under its name: MGDA's region and coefficients, GRPO's
+# clipping and KL, RAFT's kept completions.
+MGDA_PREFIX = "mgda/"  # mgda/inside_region, mgda/direction_norm, mgda/coefficient/<term>
+GRPO_PREFIX = "grpo/"  # grpo/clip_ratio, grpo/ratio, grpo/kl
+RAFT_PREFIX = "raft/"  # raft/kept, raft/kept_total
+KERNELS_PREFIX = "kernels/"  # kernels/<op>_calls: how often each fused op ran
 PERF_PREFIX = "perf/"  # cost in time and memory
 TOKENS_KEY = "perf/tokens"  # a step's tokens; sent as perf/tokens_per_s
 TOKENS_PER_S_KEY = "perf/tokens_per_s"

@@ -24,6 +24,7 @@ from workbench.methods.multi_objective import losses as mo_losses
 from workbench.methods.sft import losses as sft_losses
 from workbench.methods.sft.module import MultiObjectiveSFTModule
 from workbench.spec.errors import SpecError
+from workbench.spec.mlflow_names import MGDA_PREFIX
 
 
 class MGDASFTModule(MultiObjectiveSFTModule):
@@ -83,12 +84,12 @@ class MGDASFTModule(MultiObjectiveSFTModule):
         per_example = sum(coefficients[k] * terms[name] for k, name in enumerate(self.term_names))
         combination = coefficients.detach().cpu().double()
         metrics = {
-            "mgda/inside_region": float(inside),
-            "mgda/direction_norm": float(combination @ gram @ combination) ** 0.5,
+            f"{MGDA_PREFIX}inside_region": float(inside),
+            f"{MGDA_PREFIX}direction_norm": float(combination @ gram @ combination) ** 0.5,
         }
         metrics.update(
             {
-                f"mgda/coefficient/{name}": float(coefficients[k])
+                f"{MGDA_PREFIX}coefficient/{name}": float(coefficients[k])
                 for k, name in enumerate(self.term_names)
             }
         )

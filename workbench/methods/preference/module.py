@@ -24,6 +24,7 @@ from workbench.methods.preference import losses as preference_losses
 from workbench.methods.sft import losses as sft_losses
 from workbench.spec import registry
 from workbench.spec.errors import DataError, SpecError
+from workbench.spec.mlflow_names import PREF_PREFIX
 
 
 @dataclass
@@ -121,22 +122,22 @@ class PreferencePairModule(WorkbenchModule):
 def _pref_metrics(scores: PairScores, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ``pref/*`` metrics of one micro-batch (means over its pairs)."""
     out = {
-        "pref/chosen_logps": scores.policy_chosen_logps.detach(),
-        "pref/rejected_logps": scores.policy_rejected_logps.detach(),
-        "pref/chosen_rewards": metrics["chosen_rewards"],
-        "pref/rejected_rewards": metrics["rejected_rewards"],
-        "pref/margin": metrics["margin"],
-        "pref/accuracy": metrics["accuracy"],
+        f"{PREF_PREFIX}chosen_logps": scores.policy_chosen_logps.detach(),
+        f"{PREF_PREFIX}rejected_logps": scores.policy_rejected_logps.detach(),
+        f"{PREF_PREFIX}chosen_rewards": metrics["chosen_rewards"],
+        f"{PREF_PREFIX}rejected_rewards": metrics["rejected_rewards"],
+        f"{PREF_PREFIX}margin": metrics["margin"],
+        f"{PREF_PREFIX}accuracy": metrics["accuracy"],
     }
     if scores.ref_chosen_logps is not None:
         chosen_shift = (scores.policy_chosen_logps - scores.ref_chosen_logps).detach()
         # Likelihood displacement: the pair is ranked right, yet the chosen completion became
         # less likely than under the reference (the margin grew by pushing both down).
-        out["pref/chosen_logratio"] = chosen_shift
-        out["pref/displacement"] = ((chosen_shift < 0) & (metrics["margin"] > 0)).float()
+        out[f"{PREF_PREFIX}chosen_logratio"] = chosen_shift
+        out[f"{PREF_PREFIX}displacement"] = ((chosen_shift < 0) & (metrics["margin"] > 0)).float()
     for name in ("nll", "log_odds_ratio", "align", "score_margin"):
         if name in metrics:
-            out[f"pref/{name}"] = metrics[name]
+            out[f"{PREF_PREFIX}{name}"] = metrics[name]
     return out
 
 
@@ -247,15 +248,15 @@ class UnpairedModule(WorkbenchModule):
         per_row, metrics = self.loss(**inputs, **self.params.loss_kwargs())
         policy = inputs["policy_logps"].detach()
         desirable = batch["desirable"].bool()
-        step = {"pref/accuracy": metrics["accuracy"], "pref/logps": policy}
+        step = {f"{PREF_PREFIX}accuracy": metrics["accuracy"], f"{PREF_PREFIX}logps": policy}
         if "kl" in inputs:
-            step["pref/kl"] = inputs["kl"]
+            step[f"{PREF_PREFIX}kl"] = inputs["kl"]
         if desirable.any():
-            step["pref/chosen_rewards"] = metrics["rewards"][desirable]
-            step["pref/chosen_logps"] = policy[desirable]
+            step[f"{PREF_PREFIX}chosen_rewards"] = metrics["rewards"][desirable]
+            step[f"{PREF_PREFIX}chosen_logps"] = policy[desirable]
         if (~desirable).any():
-            step["pref/rejected_rewards"] = metrics["rewards"][~desirable]
-            step["pref/rejected_logps"] = policy[~desirable]
+            step[f"{PREF_PREFIX}rejected_rewards"] = metrics["rewards"][~desirable]
+            step[f"{PREF_PREFIX}rejected_logps"] = policy[~desirable]
         self.log_step_metrics(step)
         terms = {
             "preference": per_row,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from workbench.methods.rl import losses as rl_losses
 from workbench.methods.rl.sampling import SampledCompletions, SampledCompletionsModule
+from workbench.spec.mlflow_names import GRPO_PREFIX
 
 
 class GRPOModule(SampledCompletionsModule):
@@ -81,7 +82,7 @@ class GRPOModule(SampledCompletionsModule):
         )
         self.log_step_metrics(
             {
-                f"grpo/{name}": metrics[name]
+                f"{GRPO_PREFIX}{name}": metrics[name]
                 for name in ("clip_ratio", "ratio", "kl")
                 if name in metrics
             }

@@ -13,6 +13,7 @@ import torch
 
 from workbench.methods.rl.sampling import SampledCompletions, SampledCompletionsModule
 from workbench.methods.sft import losses as sft_losses
+from workbench.spec.mlflow_names import RAFT_PREFIX
 
 
 def reward_ranked(
@@ -62,8 +63,10 @@ class RAFTModule(SampledCompletionsModule):
         totals = samples.totals.to(per_completion.device)
         self.log_step_metrics(
             {
-                "raft/kept": kept.float().mean(),
-                "raft/kept_total": totals[kept].mean() if kept.any() else totals.new_zeros(()),
+                f"{RAFT_PREFIX}kept": kept.float().mean(),
+                f"{RAFT_PREFIX}kept_total": totals[kept].mean()
+                if kept.any()
+                else totals.new_zeros(()),
             }
         )
         return per_completion, {"completion": per_completion, "reward": totals}

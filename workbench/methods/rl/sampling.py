@@ -39,6 +39,7 @@ from workbench.data.encode import IGNORE_INDEX, SEGMENT_IDS, Encoded, collate
 from workbench.methods.base import WorkbenchModule
 from workbench.objectives import scoring as objective_sources
 from workbench.spec.errors import WorkbenchError
+from workbench.spec.mlflow_names import REWARD_PREFIX, REWARD_TOTAL_KEY
 
 
 @dataclass(frozen=True)
@@ -403,9 +404,9 @@ class SampledCompletionsModule(WorkbenchModule):
         metrics = {}
         for k, reward in enumerate(self.rewards):
             column = samples.rewards[:, k]
-            metrics[f"reward/{reward.reward}/mean"] = column.mean()
-            metrics[f"reward/{reward.reward}/std"] = column.std(unbiased=False)
-        metrics["reward/total"] = samples.totals.mean()
+            metrics[f"{REWARD_PREFIX}{reward.reward}/mean"] = column.mean()
+            metrics[f"{REWARD_PREFIX}{reward.reward}/std"] = column.std(unbiased=False)
+        metrics[REWARD_TOTAL_KEY] = samples.totals.mean()
         metrics[f"{self.metrics_prefix}/completion_length"] = samples.lengths.float().mean()
         return metrics
 
