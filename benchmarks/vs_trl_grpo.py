@@ -104,7 +104,7 @@ def workbench_spec(job: dict, store: str) -> dict:
 
 
 def run_workbench(job: dict) -> dict:
-    from workbench.methods import sampling
+    from workbench.methods.rl import sampling
     from workbench.running.events import RunObserver
 
     tally, marks = GenerationTally(), StepMarks()

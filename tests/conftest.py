@@ -23,9 +23,23 @@ import pytest
 # The root of the checkout (README.md, docs/, notebooks/, scripts/ ...).
 ROOT = Path(__file__).resolve().parents[1]
 
-# The environment's TRITON_INTERPRET before any conftest ran: the kernel tests set it for
-# themselves only (tests/kernels/conftest.py); later tests' processes must not inherit it.
+# The environment's TRITON_INTERPRET before any conftest ran. Triton picks its interpreter
+# from it when a kernel is defined and reads some settings when it is first imported, and
+# any test module collected before tests/kernels/ may import it (through lightning or the
+# kernels), so it is set here, before collection starts, and taken back once collection is
+# done; the kernel tests set it again while they run (tests/kernels/conftest.py), and later
+# tests' processes do not inherit it.
 TRITON_INTERPRET_AT_START = os.environ.get("TRITON_INTERPRET")
+os.environ["TRITON_INTERPRET"] = "1"
+
+
+def pytest_collection_finish(session):
+    # Every test module, and the kernels they import, is imported by now.
+    if TRITON_INTERPRET_AT_START is None:
+        os.environ.pop("TRITON_INTERPRET", None)
+    else:
+        os.environ["TRITON_INTERPRET"] = TRITON_INTERPRET_AT_START
+
 
 # A small, quickly pretrained tiny base for tests that only need *a* model (seconds to build).
 FAST_TINY = {

@@ -1,11 +1,9 @@
 """Kernel tests: the triton paths run on CPU tensors through Triton's interpreter.
 
 Triton picks the interpreter from ``TRITON_INTERPRET`` when a kernel is defined (and reads
-some settings at import), so it is set here, when pytest imports this conftest, before any
-kernel test module (or the kernels they import) can import triton. Other test files may
-have imported torch already; torch does not import triton by itself. It is taken back once
-collection is done and set again only while the kernel tests run (a package-scoped
-fixture), so the processes that later tests start do not inherit it.
+some settings at import), so tests/conftest.py sets it before any test module is collected
+and takes it back once collection is done; it is set again only while the kernel tests run
+(a package-scoped fixture), so the processes that later tests start do not inherit it.
 
 Seeds: each test function that takes ``kernel_seed`` draws a fresh one per session, shown
 in its test id (``[...-seed=N]``) and, when it fails, in a "kernel seed" section with the
@@ -22,21 +20,6 @@ import random
 
 import pytest
 import torch
-
-_TRITON_INTERPRET_BEFORE = os.environ.get("TRITON_INTERPRET")
-os.environ["TRITON_INTERPRET"] = "1"
-
-
-def _restore_triton_interpret() -> None:
-    if _TRITON_INTERPRET_BEFORE is None:
-        os.environ.pop("TRITON_INTERPRET", None)
-    else:
-        os.environ["TRITON_INTERPRET"] = _TRITON_INTERPRET_BEFORE
-
-
-def pytest_collection_finish(session):
-    # Every kernel test module is imported by now; the tests set it again while they run.
-    _restore_triton_interpret()
 
 
 @pytest.fixture(scope="package", autouse=True)
