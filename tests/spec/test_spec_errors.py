@@ -64,6 +64,16 @@ def test_the_cli_module_run_as_users_do_answers_a_bad_spec(tmp_path):
     assert "did you mean 'arithmetic'?" in done.stderr
 
 
+def test_a_mistyped_builtin_base_gets_the_close_name_not_a_hub_error(tmp_path):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("model: {name: smollm2-instruct}\n")
+    done = cli_in_fresh_interpreter("run", str(spec), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "no built-in base is called 'smollm2-instruct'" in done.stderr
+    assert "did you mean 'smollm2-135m-instruct'?" in done.stderr
+    assert "imported: []" in done.stdout
+
+
 def test_missing_data_file_and_model_folder_are_named_before_any_heavy_import(tmp_path):
     spec = tmp_path / "bad.yaml"
     spec.write_text(
@@ -73,7 +83,7 @@ def test_missing_data_file_and_model_folder_are_named_before_any_heavy_import(tm
     assert done.returncode == 2, done.stderr
     assert "data.source = './missing.jsonl': file not found" in done.stderr
     assert f"model.name = '{tmp_path / 'x' / 'model'}': model folder not found" in done.stderr
-    assert "model.name accepts 'tiny'" in done.stderr
+    assert "model.name accepts a built-in base (tiny, " in done.stderr
     assert "owner/name" in done.stderr
     assert "Repo id must be" not in done.stderr
     assert "imported: []" in done.stdout
@@ -100,7 +110,7 @@ def test_a_missing_model_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
             load_pretrained(name)
         message = str(err.value)
         assert "model folder not found" in message
-        assert "'tiny'" in message and "config.json" in message and "owner/name" in message
+        assert "built-in base (tiny, " in message and "config.json" in message and "owner/name" in message
         assert "Repo id" not in message
 
 

@@ -15,7 +15,7 @@ import sys
 from workbench.cli.archives import cmd_archive, cmd_replay
 from workbench.cli.fronts import cmd_build, cmd_demo, cmd_front, cmd_search, cmd_sweep
 from workbench.cli.merging import cmd_merge
-from workbench.cli.models import cmd_export, cmd_prepare
+from workbench.cli.models import cmd_export, cmd_models, cmd_prepare
 from workbench.cli.runs import cmd_launch, cmd_resume, cmd_run, cmd_runs, cmd_status, cmd_stop
 from workbench.cli.servers import cmd_board, cmd_lab, cmd_ui
 from workbench.running.library_output import quiet_loggers, quiet_process
@@ -100,9 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
         "empty cache build it once anyway (the others wait for that build); this does it ahead.",
     )
     p.add_argument(
-        "spec", nargs="?", help="a YAML run spec whose model to prepare (default: the tiny base)"
+        "spec",
+        nargs="?",
+        help="a YAML run spec whose model to prepare, or a built-in base's name "
+        "(default: the tiny base)",
     )
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser(
+        "models",
+        help="list the built-in bases, with installed and cached status",
+        description="The base models `model.name` can name without a folder or a hub: where "
+        "each comes from, its licence and size, whether this machine has what it needs "
+        "(installed) and whether it is already built into the cache (cached).",
+    )
+    p.set_defaults(func=cmd_models)
 
     p = sub.add_parser(
         "sweep",

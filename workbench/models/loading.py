@@ -1,4 +1,4 @@
-"""Base models: the built-in tiny base, or any causal LM from a local folder or a hub id.
+"""Base models: a built-in base (:mod:`.bases`), or any causal LM from a folder or a hub id.
 
 Loading is safe by default: only safetensors weights, and no code shipped with a model runs
 unless the spec says so (``model.allow_unsafe_weights``, ``model.trust_remote_code``).
@@ -6,24 +6,17 @@ unless the spec says so (``model.allow_unsafe_weights``, ``model.trust_remote_co
 
 from __future__ import annotations
 
+import difflib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.models.base_model import BaseModel
+from workbench.models.bases import BUILTIN_BASES
 from workbench.spec.errors import ModelError
 
-
-@dataclass
-class BaseModel:
-    model: object
-    tokenizer: object
-    name: str
-    info: dict = field(default_factory=dict)  # e.g. the tiny base's per-task exact match
-
-
 MODEL_NAMES = (
-    "'tiny' (the built-in base), a local folder with config.json and .safetensors "
-    "weights, or a hub id owner/name"
+    f"a built-in base ({', '.join(BUILTIN_BASES)}; `workbench models` lists them), a local "
+    "folder with config.json and .safetensors weights, or a hub id owner/name"
 )
 
 
@@ -42,10 +35,17 @@ def missing_model(name: str) -> str | None:
 
     Only path-shaped names are judged here; a hub id is the hub's to answer.
     """
-    if name == "tiny" or not looks_like_folder(name):
+    if name in BUILTIN_BASES:
         return None
     path = Path(name).expanduser()
     if path.exists():
+        return None
+    if "/" not in name and "\\" not in name:
+        # Neither a folder nor owner/name: most likely a built-in base's name mistyped.
+        close = difflib.get_close_matches(name, list(BUILTIN_BASES), n=1, cutoff=0.5)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"no built-in base is called '{name}'; {hint}model.name accepts {MODEL_NAMES}"
+    if not looks_like_folder(name):
         return None
     where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
     return f"model folder not found: '{name}'{where}; model.name accepts {MODEL_NAMES}"
@@ -54,11 +54,9 @@ def missing_model(name: str) -> str | None:
 def load_base(model_spec, log=print) -> BaseModel:
     """The base model and tokenizer named by ``model_spec``
     (a :class:`~workbench.spec.run_spec.ModelSpec`)."""
-    if model_spec.name == "tiny":
-        from workbench.models import tiny
-
-        model, tokenizer, info = tiny.build_or_load(model_spec.tiny, log=log)
-        return BaseModel(model, tokenizer, "tiny", info)
+    builtin = BUILTIN_BASES.get(model_spec.name)
+    if builtin is not None:
+        return builtin.load(model_spec, log=log)
     model, tokenizer = load_pretrained(
         model_spec.name,
         trust_remote_code=model_spec.trust_remote_code,

@@ -12,10 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +22,7 @@ import torch
 from workbench.data.encode import collate
 from workbench.data.rows import Row
 from workbench.data.tasks import TASKS
+from workbench.models.cached_build import build_once
 from workbench.spec.paths import cache_dir
 
 # Bump when the corpus or the build recipe changes, so stale caches are not reused.
@@ -190,22 +188,18 @@ def torch_threads(count: int):
 
 
 def build_or_load(tiny_spec, log=print):
-    """The cached tiny base (model, tokenizer, info), building it on first use.
-
-    One build per cache: concurrent processes (a class launching runs at once on an empty
-    cache) take a file lock beside the cache entry; the first builds, the others wait and show
-    its progress, then load what it built. The build writes to a temporary folder beside the
-    cache entry and renames it into place, so an interrupted build never leaves a half-written
-    cache (and the lock dies with its process).
+    """The cached tiny base (model, tokenizer, info), building it on first use, once per cache
+    however many processes ask at the same time (:func:`~workbench.models.cached_build.build_once`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target = cached_path(tiny_spec)
-    if not is_built(target):
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with _build_lock(target, log):
-            if not is_built(target):  # not built by the process we waited for
-                _build(tiny_spec, target, log)
+    target = build_once(
+        cached_path(tiny_spec),
+        BASE_INFO_FILE,
+        lambda folder, say: _build(tiny_spec, folder, say),
+        what="the tiny base",
+        log=log,
+    )
     info = json.loads((target / BASE_INFO_FILE).read_text())
     tokenizer = AutoTokenizer.from_pretrained(target)
     model = AutoModelForCausalLM.from_pretrained(target, use_safetensors=True)
@@ -213,70 +207,10 @@ def build_or_load(tiny_spec, log=print):
     return model, tokenizer, info
 
 
-def is_built(target: Path) -> bool:
-    return (target / BASE_INFO_FILE).is_file()
-
-
-def _progress_file(target: Path) -> Path:
-    return target.with_name(target.name + ".progress")
-
-
-# How often a process waiting for another's build says what that build is doing.
-WAIT_REPORT_EVERY_S = 10.0
-
-
-@contextmanager
-def _build_lock(target: Path, log):
-    """Holds the cache entry's build lock; while another process holds it, reports that
-    process's progress lines (its ``.progress`` file) as they change."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(target.with_name(target.name + ".lock")))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        started = time.monotonic()
-        log(f"Waiting for another process that is building the tiny base (cached in {target}) ...")
-        shown = None
-        while True:
-            try:
-                lock.acquire(timeout=WAIT_REPORT_EVERY_S)
-                break
-            except Timeout:
-                line = _last_progress(target)
-                if line != shown and line:
-                    log(f"  (the other build) {line}")
-                    shown = line
-                else:
-                    log(f"  still waiting for the other build ({time.monotonic() - started:.0f} s)")
-        log(f"  the other build ended after {time.monotonic() - started:.0f} s of waiting")
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def _last_progress(target: Path) -> str | None:
-    try:
-        lines = _progress_file(target).read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    return lines[-1].strip() if lines else None
-
-
-def _build(tiny_spec, target: Path, log) -> None:
-    """Build, pretrain and score the base, and move it into ``target``. Every progress line
-    also goes to the entry's ``.progress`` file, where waiting processes read it."""
-    progress_path = _progress_file(target)
-    progress_path.write_text("", encoding="utf-8")
-
-    def say(line: str) -> None:
-        log(line)
-        with progress_path.open("a", encoding="utf-8") as f:
-            f.write(line.strip() + "\n")
-
+def _build(tiny_spec, folder: Path, say) -> None:
+    """Build, pretrain and score the base, and save it into ``folder``."""
     started = time.perf_counter()
-    say(f"Building the tiny base model (once; cached in {target}) ...")
+    say(f"Building the tiny base model (once; cached in {cached_path(tiny_spec)}) ...")
     rows = corpus_rows(tiny_spec.seed)
     tokenizer = train_tokenizer(rows, tiny_spec.vocab_size)
     model = build_model(tiny_spec, tokenizer)
@@ -297,22 +231,11 @@ def _build(tiny_spec, target: Path, log) -> None:
         "build_s": round(time.perf_counter() - started, 1),
         "exact_match": scores,
     }
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / BASE_INFO_FILE).write_text(json.dumps(info, indent=2))
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Built meanwhile by a process that did not take the lock (an older version).
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    (folder / BASE_INFO_FILE).write_text(json.dumps(info, indent=2))  # last: marks it built
     say(
         "  base exact match per task: "
         + ", ".join(f"{k} {v:.0%}" for k, v in scores.items())
         + f"  ({info['build_s']} s)"
     )
-    progress_path.unlink(missing_ok=True)

@@ -68,7 +68,10 @@ class TinyModelSpec(_Section):
 class ModelSpec(_Section):
     """The base model."""
 
-    name: str = Field("tiny", description="'tiny', a local folder, or a hub id.")
+    name: str = Field(
+        "tiny",
+        description="A built-in base (`workbench models` lists them), a local folder, or a hub id.",
+    )
     trust_remote_code: bool = Field(False, description="Allow code shipped with the model to run.")
     allow_unsafe_weights: bool = Field(
         False, description="Allow pickle (.bin) weights; only safetensors load otherwise."
