@@ -110,7 +110,11 @@ def test_a_missing_model_folder_is_not_sent_to_the_hub(tmp_path, monkeypatch):
             load_pretrained(name)
         message = str(err.value)
         assert "model folder not found" in message
-        assert "built-in base (tiny, " in message and "config.json" in message and "owner/name" in message
+        assert (
+            "built-in base (tiny, " in message
+            and "config.json" in message
+            and "owner/name" in message
+        )
         assert "Repo id" not in message
 
 
