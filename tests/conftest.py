@@ -83,6 +83,16 @@ def default_tiny_base(isolated_env, session_cache) -> Path:
     return tiny.cached_path(spec)
 
 
+@pytest.fixture(scope="session")
+def real_model_folder(isolated_env) -> Path:
+    """SmolLM2-135M-Instruct (``model: smollm2-135m-instruct``), converted from its wheel once
+    per session into the session cache (about 30 s); returns the converted folder. The wheel is
+    part of the dev set-up, so a missing wheel fails here rather than skipping."""
+    from workbench.models.bases import BUILTIN_BASES
+
+    return BUILTIN_BASES["smollm2-135m-instruct"].folder(log=lambda *a: None)
+
+
 def pytest_collection_modifyitems(session, config, items):
     """Run the cold build of the default tiny base first, in its own test with its own
     generous deadline (tests/test_tiny_base_build.py), whenever a selected test needs it."""
