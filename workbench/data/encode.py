@@ -1,10 +1,22 @@
 """Tokenisation with loss masks: only completion / assistant tokens are trained on.
 
+The tokenizer decides the special tokens, as the model's own tokenizer and TRL's processing
+do: a plain prompt is tokenised with ``add_special_tokens`` (a Llama-style tokenizer adds its
+BOS, SmolLM2's adds nothing), chat rows and built-in task rows (``Row.conversational``) go
+through the tokenizer's chat template where it has one, and a completion is tokenised without
+special tokens and closed by the end token (TRL appends the EOS text to the completion). One
+function, :func:`prompt_ids`, renders every prompt: training, generation, evaluation and
+GRPO's prompts all start from its ids.
+
 Prompt and each completion segment are tokenised separately and concatenated, so segment
 boundaries are exact token boundaries and generation (which starts right after the prompt
-tokens) sees the same ids as training. Chat rows use the tokenizer's chat template where it
-has one; tokens of assistant turns are found by rendering growing prefixes of the
-conversation. Truncation is counted, never silent.
+tokens) sees the same ids as training. TRL tokenises prompt + completion as one string and
+starts the completion where it departs from the prompt alone; the two agree whenever the
+prompt ends on a pre-tokenizer boundary (TRL warns when it does not). A task row rendered
+through a chat template is tokenised as TRL tokenises a conversational prompt/completion
+row: the rendered text as a whole, its tokens assigned to segments by their character
+offsets. Tokens of assistant turns in chat rows are found by rendering growing prefixes of
+the conversation. Truncation is counted, never silent.
 """
 
 from __future__ import annotations
@@ -28,6 +40,9 @@ class Encoded:
     labels: list[int]  # IGNORE_INDEX outside the completion / assistant turns
     segments: list[int]  # SEGMENT_IDS per token
     truncated: bool = False
+    # Where the row's own prompt text begins: after the tokenizer's leading special tokens, or
+    # the chat template's system prompt and user-turn header (where a weight prefix is written).
+    prompt_start: int = 0
 
 
 @dataclass
@@ -37,7 +52,27 @@ class EncodeStats:
     dropped_rows: int = 0  # nothing left to train on after truncation
     tokens: int = 0
     completion_tokens: int = 0
+    # Tokens the chat template adds to a row (system prompt, turn markers, end tokens), 0 when
+    # no row went through a template: what a truncation note names as the template's share.
+    template_tokens: int = 0
     examples_dropped: list[int] = field(default_factory=list)
+
+    def truncation_note(self, max_length: int) -> str | None:
+        """One line on truncated rows (None when none was truncated)."""
+        if not self.truncated_rows:
+            return None
+        template = (
+            f"; the chat template takes {self.template_tokens} of those tokens"
+            if self.template_tokens
+            else ""
+        )
+        dropped = (
+            f" ({self.dropped_rows} dropped: nothing left to learn)" if self.dropped_rows else ""
+        )
+        return (
+            f"{self.truncated_rows} of {self.rows} rows truncated at "
+            f"train.max_length={max_length}{dropped}{template}; raise train.max_length"
+        )
 
     def as_metrics(self) -> dict[str, float]:
         return {
@@ -53,56 +88,145 @@ def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _text_ids(tokenizer, text: str) -> list[int]:
+    """``text`` at the start of a sequence: the tokenizer adds its own leading special tokens."""
+    return list(tokenizer(text)["input_ids"])
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def renders_through_template(tokenizer, row) -> bool:
+    """Whether ``row`` goes through the tokenizer's chat template: chat rows and built-in task
+    rows do where the tokenizer has one; a user's prompt/completion rows never do."""
+    if not has_chat_template(tokenizer):
+        return False
+    return isinstance(row, ChatRow) or bool(getattr(row, "conversational", False))
+
+
+def _task_turns(row: Row, answer: str | None = None) -> list[dict[str, str]]:
+    """A task row as a user turn holding the prompt (and an assistant turn holding ``answer``)."""
+    turns = [{"role": "user", "content": row.prompt}]
+    if answer is not None:
+        turns.append({"role": "assistant", "content": answer})
+    return turns
+
+
+def _rendered(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
 def prompt_ids(tokenizer, row: Row | ChatRow) -> list[int]:
     """Token ids generation is conditioned on (prompt, or chat up to the answer turn)."""
     if isinstance(row, ChatRow):
         return _chat_ids(tokenizer, row.prompt_messages, add_generation_prompt=True)
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    return bos + _ids(tokenizer, row.prompt)
+    if renders_through_template(tokenizer, row):
+        return _ids(tokenizer, _rendered(tokenizer, _task_turns(row), add_generation_prompt=True))
+    return _text_ids(tokenizer, row.prompt)
+
+
+def template_tokens(tokenizer, rows: Sequence, with_answer: bool = True) -> int:
+    """Tokens the chat template adds around a row's own text (an empty user turn, and an empty
+    assistant turn ``with_answer``), or 0 when none of ``rows`` goes through a template."""
+    if not any(renders_through_template(tokenizer, row) for row in rows):
+        return 0
+    empty = Row("", (("answer", ""),))
+    turns = _task_turns(empty, "" if with_answer else None)
+    return len(_ids(tokenizer, _rendered(tokenizer, turns, add_generation_prompt=not with_answer)))
 
 
 def _chat_ids(tokenizer, messages: Sequence[dict], add_generation_prompt: bool) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        out = tokenizer.apply_chat_template(
-            list(messages), tokenize=True, add_generation_prompt=add_generation_prompt
-        )
-        if isinstance(out, dict) or hasattr(out, "keys"):
-            out = out["input_ids"]
-        return list(out)
+    if has_chat_template(tokenizer):
+        return _ids(tokenizer, _rendered(tokenizer, messages, add_generation_prompt))
     # No template: "role: content" lines, each assistant turn closed by the end token (the
     # model must learn to stop). The end token is part of the rendering, so the generation
     # prompt of a later turn shows the earlier answers exactly as training saw them. Each
-    # message is tokenized on its own, so a prefix of the conversation renders as a prefix.
-    ids = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    for m in messages:
-        ids += _ids(tokenizer, f"{m['role']}: {m['content']}\n")
-        if m["role"] == "assistant" and tokenizer.eos_token_id is not None:
-            ids.append(tokenizer.eos_token_id)
+    # message is tokenized on its own, so a prefix of the conversation renders as a prefix;
+    # the first piece of text gets the tokenizer's leading special tokens, as a plain prompt.
+    pieces = [f"{m['role']}: {m['content']}\n" for m in messages]
     if add_generation_prompt:
-        ids += _ids(tokenizer, "assistant:")
+        pieces.append("assistant:")
+    ids: list[int] = []
+    for i, piece in enumerate(pieces):
+        ids += _text_ids(tokenizer, piece) if i == 0 else _ids(tokenizer, piece)
+        closes_answer = i < len(messages) and messages[i]["role"] == "assistant"
+        if closes_answer and tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
     return ids
 
 
+def _prompt_start(tokenizer, row: Row, ids: list[int]) -> int:
+    """Index of the first token of ``row.prompt``'s own text in its :func:`prompt_ids`
+    ``ids`` (its last occurrence: a template's system prompt comes before it)."""
+    own = _ids(tokenizer, row.prompt)
+    starts = [k for k in range(len(ids) - len(own), -1, -1) if ids[k : k + len(own)] == own]
+    return starts[0] if starts else 0
+
+
+def _templated_completion(tokenizer, row: Row, prompt: list[int]) -> tuple[list[int], list[int]]:
+    """The assistant turn of a task row rendered through the chat template: its token ids and
+    segment ids. The completion's leading whitespace is dropped (it joins a plain prompt; an
+    assistant turn starts its own text); each token belongs to the segment its first character
+    is in, and the template's closing tokens to the answer, as the end token of a plain row."""
+    content = row.completion.lstrip()
+    lead = len(row.completion) - len(content)
+    prompt_text = _rendered(tokenizer, _task_turns(row), add_generation_prompt=True)
+    full_text = _rendered(tokenizer, _task_turns(row, content), add_generation_prompt=False)
+    encoded = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = list(encoded["input_ids"]), encoded["offset_mapping"]
+    if not full_text.startswith(prompt_text) or ids[: len(prompt)] != prompt:
+        raise DataError(
+            "the chat template renders the prompt alone differently from the prompt followed "
+            "by its answer, so the answer's tokens cannot be located; use a model whose chat "
+            "template renders a conversation's prefix as a prefix"
+        )
+    content_at = full_text.index(content, len(prompt_text)) if content else len(prompt_text)
+    ends, at = [], -lead
+    for name, text in row.segments:
+        at += len(text)
+        ends.append((at, SEGMENT_IDS.get(name, SEGMENT_IDS["answer"])))
+    segments = []
+    for start, _ in offsets[len(prompt) :]:
+        position = start - content_at
+        segment = next((s for end, s in ends if position < end), SEGMENT_IDS["answer"])
+        segments.append(segment)
+    return ids[len(prompt) :], segments
+
+
+def _plain_completion(tokenizer, row: Row) -> tuple[list[int], list[int]]:
+    """A plain row's completion: each segment tokenised without special tokens, then the end
+    token, which belongs to the answer (learning when to stop is part of answering)."""
+    ids: list[int] = []
+    segments: list[int] = []
+    for name, text in row.segments:
+        seg = _ids(tokenizer, text)
+        ids += seg
+        segments += [SEGMENT_IDS.get(name, SEGMENT_IDS["answer"])] * len(seg)
+    if tokenizer.eos_token_id is not None:
+        ids.append(tokenizer.eos_token_id)
+        segments.append(SEGMENT_IDS["answer"])
+    return ids, segments
+
+
 def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
-    eos = tokenizer.eos_token_id
     if isinstance(row, PreferenceRow):
         raise DataError(
             "preference rows (prompt/chosen/rejected) need a preference method, not SFT"
         )
+    prompt_start = 0
     if isinstance(row, Row):
         ids = prompt_ids(tokenizer, row)
-        labels = [IGNORE_INDEX] * len(ids)
-        segments = [SEGMENT_IDS["prompt"]] * len(ids)
-        for name, text in row.segments:
-            seg = _ids(tokenizer, text)
-            ids += seg
-            labels += seg
-            segments += [SEGMENT_IDS.get(name, SEGMENT_IDS["answer"])] * len(seg)
-        if eos is not None:
-            # The end token belongs to the answer: learning when to stop is part of answering.
-            ids.append(eos)
-            labels.append(eos)
-            segments.append(SEGMENT_IDS["answer"])
+        prompt_start = _prompt_start(tokenizer, row, ids)
+        if renders_through_template(tokenizer, row):
+            completion, completion_segments = _templated_completion(tokenizer, row, ids)
+        else:
+            completion, completion_segments = _plain_completion(tokenizer, row)
+        labels = [IGNORE_INDEX] * len(ids) + completion
+        segments = [SEGMENT_IDS["prompt"]] * len(ids) + completion_segments
+        ids = ids + completion
     else:
         ids, labels, segments = [], [], []
         for i, message in enumerate(row.messages):
@@ -128,14 +252,14 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
     truncated = len(ids) > max_length
     if truncated:
         ids, labels, segments = ids[:max_length], labels[:max_length], segments[:max_length]
-    return Encoded(ids, labels, segments, truncated)
+    return Encoded(ids, labels, segments, truncated, prompt_start)
 
 
 def encode_rows(
     tokenizer, rows: Sequence[Row | ChatRow], max_length: int
 ) -> tuple[list[Encoded], EncodeStats]:
     """Encode rows; rows with no trainable token left after truncation are dropped and counted."""
-    stats = EncodeStats()
+    stats = EncodeStats(template_tokens=template_tokens(tokenizer, rows))
     out: list[Encoded] = []
     for index, row in enumerate(rows):
         enc = encode_row(tokenizer, row, max_length)

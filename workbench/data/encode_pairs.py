@@ -21,6 +21,7 @@ from workbench.data.encode import (
     collate,
     encode_row,
     prompt_ids,
+    template_tokens,
 )
 from workbench.data.rows import ChatRow, PreferenceRow, Row
 from workbench.spec.errors import DataError
@@ -84,12 +85,12 @@ def encode_pairs(tokenizer, rows: Sequence[PreferenceRow], max_length: int):
     """(list of :class:`EncodedPair`, stats); a pair is dropped if either side has no
     completion token left after truncation."""
     _need_pairs(rows)
-    stats, out = EncodeStats(), []
+    stats, out = EncodeStats(template_tokens=template_tokens(tokenizer, rows)), []
     for index, row in enumerate(rows):
         stats.rows += 1
         pair = EncodedPair(
-            encode_row(tokenizer, Row.plain(row.prompt, row.chosen), max_length),
-            encode_row(tokenizer, Row.plain(row.prompt, row.rejected), max_length),
+            encode_row(tokenizer, row.completion_row(row.chosen), max_length),
+            encode_row(tokenizer, row.completion_row(row.rejected), max_length),
             row.scores,
         )
         if _count(stats, pair.chosen, pair.rejected):
@@ -138,12 +139,12 @@ def collate_scored_pairs(batch: Sequence[EncodedPair], pad_id: int) -> dict[str,
 def encode_unpaired(tokenizer, rows: Sequence[PreferenceRow | Row], max_length: int):
     """Each preference pair gives a desirable (chosen) and an undesirable (rejected) row;
     a plain prompt/completion row counts as desirable."""
-    stats, out = EncodeStats(), []
+    stats, out = EncodeStats(template_tokens=template_tokens(tokenizer, rows)), []
     for index, row in enumerate(rows):
         if isinstance(row, PreferenceRow):
             items = [
-                (Row.plain(row.prompt, row.chosen), True),
-                (Row.plain(row.prompt, row.rejected), False),
+                (row.completion_row(row.chosen), True),
+                (row.completion_row(row.rejected), False),
             ]
         elif isinstance(row, (Row, ChatRow)):
             items = [(row, True)]
@@ -167,9 +168,10 @@ def collate_unpaired(batch: Sequence[EncodedUnpaired], pad_id: int) -> dict[str,
 
 def encode_prompts(tokenizer, rows: Sequence, max_length: int):
     """Prompt token ids only (the completion is generated during training)."""
-    stats, out = EncodeStats(), []
+    stats = EncodeStats(template_tokens=template_tokens(tokenizer, rows, with_answer=False))
+    out = []
     for index, row in enumerate(rows):
-        prompt_row = Row.plain(row.prompt, "") if isinstance(row, PreferenceRow) else row
+        prompt_row = row.completion_row("") if isinstance(row, PreferenceRow) else row
         ids = prompt_ids(tokenizer, prompt_row)
         stats.rows += 1
         if len(ids) > max_length:

@@ -5,6 +5,11 @@
   separately; a plain completion is one ``answer`` segment.
 - :class:`ChatRow`: ``messages`` ("conversational" format); loss on assistant turns only.
 - :class:`PreferenceRow`: prompt/chosen/rejected (preference methods).
+
+A built-in task's rows are ``conversational``: where the model's tokenizer has a chat template
+they are rendered through it, the prompt as a user turn and the completion as the assistant's
+answer, so a chat model sees its own format. A user's prompt/completion rows stay plain text,
+as TRL treats them (``workbench.data.encode`` decides both).
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from dataclasses import dataclass
 class Row:
     prompt: str
     segments: tuple[tuple[str, str], ...]
+    # A built-in task's row: a user turn and an assistant turn where the tokenizer has a chat
+    # template; plain text otherwise (and always for a user's own rows).
+    conversational: bool = False
 
     @classmethod
-    def plain(cls, prompt: str, completion: str) -> Row:
-        return cls(prompt, (("answer", completion),))
+    def plain(cls, prompt: str, completion: str, conversational: bool = False) -> Row:
+        return cls(prompt, (("answer", completion),), conversational)
 
     @property
     def completion(self) -> str:
@@ -56,6 +64,16 @@ class PreferenceRow:
     # Per-attribute scores of the two completions, ``(name, chosen score, rejected score)``
     # (multi-objective methods such as MODPO weight their differences); empty when unscored.
     scores: tuple[tuple[str, float, float], ...] = ()
+
+    @property
+    def conversational(self) -> bool:
+        """A built-in task's pair renders as its source row does (see :class:`Row`)."""
+        return self.source is not None and self.source.conversational
+
+    def completion_row(self, completion: str) -> Row:
+        """The prompt and one of the pair's completions as a supervised row, rendered as the
+        pair's source row is."""
+        return Row.plain(self.prompt, completion, self.conversational)
 
     def as_row(self) -> Row:
         """The pair as a supervised row: its source, else the chosen completion as the answer."""

@@ -14,6 +14,7 @@ brevity pull against each other.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,7 +135,8 @@ class Task:
         attempts = 0
         while len(out) < n and attempts < 50 * n + 1000:
             attempts += 1
-            row = self.make_row(rng)
+            # Every task row is a chat exchange where the model has a chat template.
+            row = dataclasses.replace(self.make_row(rng), conversational=True)
             if row.prompt in seen:
                 continue
             seen.add(row.prompt)

@@ -27,7 +27,10 @@ from workbench.spec.paths import cache_dir
 
 # Bump when the corpus or the build recipe changes, so stale caches are not reused.
 # "2": the build runs on BUILD_THREADS torch threads (before, on however many the process had).
-RECIPE_VERSION = "2"
+# "3": the tokenizer adds its start token to plain text itself (a post-processor), as Llama's
+# does: the encoding no longer prepends it by hand, so a cached tokenizer without it would lose
+# the start token the base was pretrained with. The weights are the same as version 2's.
+RECIPE_VERSION = "3"
 # Torch splits its reductions and matrix products by thread count, so the same seed pretrained
 # on one thread and on two gives different bases (measured: held-out `reverse` exact match
 # 0.667 against 0.167). The build always uses this many, whatever the machine or
@@ -61,7 +64,10 @@ def corpus_rows(seed: int) -> list[Row]:
 
 
 def train_tokenizer(rows: list[Row], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """A byte-level BPE on ``rows``' text that, like a Llama tokenizer, starts plain text with
+    ``<s>`` itself (the base is pretrained on ``<s> text </s>``); completions are tokenised
+    without special tokens and closed by ``</s>`` by the encoding."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
@@ -74,6 +80,10 @@ def train_tokenizer(rows: list[Row], vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tok.train_from_iterator((r.prompt + r.completion for r in rows), trainer=trainer)
+    bos = SPECIALS[1]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.token_to_id(bos))]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token="<pad>",

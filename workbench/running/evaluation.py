@@ -39,7 +39,7 @@ def heldout_loss(
     model.eval()
     device = next(model.parameters()).device
     # A preference pair's held-out loss is its chosen completion's.
-    rows = [Row.plain(r.prompt, r.chosen) if isinstance(r, PreferenceRow) else r for r in rows]
+    rows = [r.completion_row(r.chosen) if isinstance(r, PreferenceRow) else r for r in rows]
     encoded, _ = encode_rows(tokenizer, rows, max_length)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     total, count = 0.0, 0

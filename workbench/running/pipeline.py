@@ -460,13 +460,9 @@ class RunPipeline:
         }
         if base_scores and not self.resume:
             self.events.params(base_scores)
-        stats = prepared.stats
-        if stats.truncated_rows:
-            self.log(
-                f"note: {stats.truncated_rows} of {stats.rows} rows were longer than "
-                f"train.max_length={spec.train.max_length} and were truncated "
-                f"({stats.dropped_rows} dropped: nothing left to learn)"
-            )
+        truncation = prepared.stats.truncation_note(spec.train.max_length)
+        if truncation:
+            self.log(f"warning: {truncation}")
         self.evaluate(prepared, 0)
         callbacks = [
             RunEventsCallback(

@@ -64,9 +64,10 @@ class ConditionedSFTModule(MultiObjectiveSFTModule):
         prefixed = []
         for (index, item), percent in zip(items, draws):
             ids = self.prefix_ids(percent)
-            # After the start token, where the prompt's text begins (as a prefixed prompt
-            # tokenises); the prefix is context, never a target.
-            at = 1 if item.input_ids[:1] == [self.tokenizer.bos_token_id] else 0
+            # Where the prompt's text begins, after the tokenizer's start token or the chat
+            # template's header (as a prefixed prompt tokenises); the prefix is context, never
+            # a target.
+            at = item.prompt_start
             prefixed.append(
                 (
                     index,

@@ -17,6 +17,7 @@ prefix tokenised alone and then the prompt give the same ids as the two tokenise
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -63,4 +64,4 @@ def conditioned_row(row, percent: Mapping[str, int]) -> Row:
             "weight-conditioned training writes the weights before the prompt and "
             "needs prompt/completion rows; convert the chat rows to prompt/completion"
         )
-    return Row(weight_prefix(percent) + row.prompt, row.segments)
+    return dataclasses.replace(row, prompt=weight_prefix(percent) + row.prompt)
