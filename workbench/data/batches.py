@@ -61,7 +61,14 @@ def group_by_length(
 
 class GlobalBatchSampler(Sampler[list[int]]):
     """``lengths``: each row's length (:func:`row_length`) to group batches by, or None for
-    plain shuffled batches."""
+    plain shuffled batches.
+
+    A global batch never holds more rows than there are: with fewer rows than
+    ``batch_size * world_size`` each rank takes ``n_rows // world_size`` (one process: every
+    row once, a full batch, as a PyTorch DataLoader's batch over a smaller dataset is).
+    Filling the batch from the next epochs instead would count some rows twice in a step and
+    change which rows each step sees.
+    """
 
     def __init__(
         self,
@@ -74,6 +81,9 @@ class GlobalBatchSampler(Sampler[list[int]]):
         start_micro_step: int = 0,
         lengths: Sequence[int] | None = None,
     ):
+        if n_rows < world_size:
+            raise ValueError(f"{n_rows} training rows cannot give each of {world_size} ranks one")
+        batch_size = min(batch_size, n_rows // world_size)
         self.n_rows, self.batch_size, self.micro_steps = n_rows, batch_size, micro_steps
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.start_micro_step = start_micro_step

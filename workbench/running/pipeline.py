@@ -463,6 +463,13 @@ class RunPipeline:
         truncation = prepared.stats.truncation_note(spec.train.max_length)
         if truncation:
             self.log(f"warning: {truncation}")
+        rows = len(prepared.module.encoded)
+        if spec.train.batch_size > rows:
+            # The batch sampler never repeats a row within a step (data.batches).
+            self.log(
+                f"note: train.batch_size={spec.train.batch_size} is more than the {rows} "
+                "training rows: each step trains on all of them (a full batch)"
+            )
         self.evaluate(prepared, 0)
         callbacks = [
             RunEventsCallback(
