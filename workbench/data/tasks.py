@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,12 +102,21 @@ def explanation_f1(prediction: str, row: Row) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def final_number(prediction: str, row: Row) -> float:
+    """1.0 when the last integer of the prediction is the reference answer, whatever surrounds
+    it: "18 + 9 = 27." scores 1 where exact match scores 0. It tells arithmetic apart from
+    answer format (a chat model restates the question before answering)."""
+    numbers = re.findall(r"[+-]?\d+", prediction)
+    return float(bool(numbers) and numbers[-1] == row.answer.strip())
+
+
 METRICS: dict[str, Callable[[str, Row], float]] = {
     "exact_match": exact_match,
     "prefix_accuracy": prefix_accuracy,
     "length_items": length_items,
     "answer_accuracy": answer_accuracy,
     "explanation_f1": explanation_f1,
+    "final_number": final_number,
 }
 
 
@@ -177,6 +187,15 @@ def _arithmetic(rng: random.Random) -> Row:
     return Row(f"add {a} {b}:", (("answer", f" {a + b}"),))
 
 
+# Operands up to this bound: sums a 135M-parameter chat model gets right about half the time.
+ADDITION_MAX = 20
+
+
+def _addition(rng: random.Random) -> Row:
+    a, b = rng.randint(0, ADDITION_MAX), rng.randint(0, ADDITION_MAX)
+    return Row(f"What is {a} + {b}? Answer with the number only.", (("answer", f" {a + b}"),))
+
+
 def _reverse(rng: random.Random) -> Row:
     word = "".join(rng.choice("abcdefghij") for _ in range(rng.randint(3, 5)))
     return Row(f"reverse {' '.join(word)}:", (("answer", " " + " ".join(reversed(word))),))
@@ -240,6 +259,15 @@ TASKS: dict[str, Task] = {
             ),
             default_method="mo-sft",
             metrics=("prefix_accuracy", "length_items", "exact_match"),
+        ),
+        Task(
+            "addition",
+            f"add two numbers up to {ADDITION_MAX}, asked as a question (for chat models: "
+            "answer with the number only)",
+            _addition,
+            _EXACT,
+            metrics=("exact_match", "final_number"),
+            pretrain=False,
         ),
         Task(
             "explain",
