@@ -1,5 +1,6 @@
 """The README's first screen: what a newcomer reads before the table of contents holds the two
-set-up commands (the ones CI runs), how to open the notebooks, a DPO run and the front."""
+set-up commands (the ones CI runs), the real chat model, how to open the notebooks, a DPO run
+and the front."""
 
 from __future__ import annotations
 
@@ -38,9 +39,13 @@ def test_ci_runs_the_readme_commands():
     assert "scripts/setup.sh dev" in ci and TESTS in ci
 
 
-def test_the_first_screen_names_the_next_three_things_to_try():
+def test_the_first_screen_names_the_next_things_to_try():
     screen = first_screen()
-    section = screen[screen.index("## Next three things to try") :]
+    section = screen[screen.index("## Next things to try") :]
+    # The real model comes right after the demo.
+    first = section.split("**2.")[0]
+    assert "`.venv/bin/workbench run examples/real_sft_lora.yaml`" in first
+    assert "SmolLM2-135M-Instruct" in first and (ROOT / "examples/real_sft_lora.yaml").is_file()
     assert "`.venv/bin/workbench lab`" in section and "notebooks/" in section
     assert "`.venv/bin/workbench run dpo.yaml`" in section
     [spec] = code_blocks(section, "yaml")
