@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nbformat
 import pytest
@@ -181,3 +182,34 @@ def test_merging_notebook_runs(store_uri, jupyter_home):
         assert f"{method:7} c=0.50" in text
     figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figures) == 1  # the two merge fronts
+
+
+def test_real_model_notebook_runs(store_uri, jupyter_home, real_model_folder):
+    # quick: 4 LoRA SFT steps per base on 8 held-out prompts, the fast tiny base against
+    # SmolLM2 (converted once per session by the fixture).
+    outputs, text = _execute("08_real_model.ipynb", jupyter_home, quick=True)
+    assert "tiny     FINISHED in" in text and "SmolLM2  FINISHED in" in text
+    assert "<|im_start|>user" in text  # SmolLM2 reads the question through its chat template
+    rows = {}
+    for line in text.splitlines():
+        match = re.match(
+            r"(tiny|SmolLM2) +exact_match (\S+) -> (\S+), final_number (\S+) -> (\S+), "
+            r"held-out loss (\S+) -> (\S+), (\S+) steps/s, ([\d,]+) parameters trained",
+            line,
+        )
+        if match:
+            rows[match[1]] = [float(v.replace(",", "")) for v in match.groups()[1:]]
+    assert set(rows) == {"tiny", "SmolLM2"}, text
+    for label, (*rates, loss_before, loss_after, steps_per_s, trained) in rows.items():
+        assert all(0 <= r <= 1 for r in rates), (label, rates)
+        assert 0 < loss_after < loss_before, (label, loss_before, loss_after)
+        assert steps_per_s > 0 and trained > 0
+    # LoRA rank 16 on SmolLM2's seven projections in 30 layers.
+    assert rows["SmolLM2"][-1] == 4_884_480
+    assert rows["tiny"][-2] > rows["SmolLM2"][-2]  # the small base takes more steps per second
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 1  # the two loss curves
+    curves = figures[0]["data"]["application/vnd.plotly.v1+json"]["data"]
+    assert [len(c["y"]) for c in curves] == [4, 4]
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "SmolLM2 before" in tables and "tiny after" in tables  # the completions table
