@@ -8,7 +8,9 @@ injected), with its own temporary MLflow store and working folder, one after the
 tiny base comes from the workbench cache as usual, so the first notebook on a cold cache also
 pays for the base's build (about 50 s on 2 cores); the table says which one did. A cell that
 raises fails the notebook. The budget is 3 minutes per notebook on 2 CPU cores:
-``BENCH notebook_seconds_max <s> s target=<=180``.
+``BENCH notebook_seconds_max <s> s target=<=180``; the real-model unit (08_real_model, two
+bases trained side by side, one of them SmolLM2-135M-Instruct) has 10 minutes:
+``BENCH notebook_real_model_seconds <s> s target=<=600``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from machine_load import load_average
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 BUDGET_S = 180
+# Notebooks with a budget of their own (name -> seconds), each reported on a BENCH line of its own.
+OWN_BUDGETS = {"08_real_model": 600}
+
+
+def budget(name: str) -> int:
+    return OWN_BUDGETS.get(name, BUDGET_S)
 
 
 def base_is_cached() -> bool:
@@ -105,13 +113,19 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     "built the tiny base" if cold else "",
                     f"errors: {errors}" if errors else "",
-                    "over budget" if seconds > BUDGET_S else "",
+                    "over budget" if seconds > budget(name) else "",
                 ],
             )
         )
         print(f"{name:<32}{seconds:>9.1f}  {note}")
     print()
-    print(f"BENCH notebook_seconds_max {max(r[1] for r in rows):.1f} s target=<={BUDGET_S}")
+    common = [r[1] for r in rows if r[0] not in OWN_BUDGETS]
+    if common:
+        print(f"BENCH notebook_seconds_max {max(common):.1f} s target=<={BUDGET_S}")
+    for name, seconds, _, _ in rows:
+        if name in OWN_BUDGETS:
+            key = name.split("_", 1)[1]
+            print(f"BENCH notebook_{key}_seconds {seconds:.1f} s target=<={OWN_BUDGETS[name]}")
     return 1 if any(r[3] for r in rows) else 0
 
 
