@@ -240,3 +240,13 @@ def test_a_short_dpo_run_grouped_by_length_logs_its_metrics(store_uri):
         assert len(client.get_metric_history(result.run_id, key)) == 4, key
     assert len(client.get_metric_history(result.run_id, "objective/accuracy")) == 2
     assert workbench.RunSpec.from_yaml(spec.to_yaml()).train.group_by_length
+
+
+def test_a_batch_larger_than_the_rows_holds_each_row_once():
+    # A user file of 8 rows with one held out and train.batch_size 8: every step trains on
+    # the 7 rows once (as a DataLoader's batch over a smaller dataset), never a row twice.
+    batches = list(GlobalBatchSampler(7, 8, micro_steps=3, seed=0))
+    assert [sorted(b) for b in batches] == [list(range(7))] * 3
+    two_ranks = [list(GlobalBatchSampler(7, 8, 2, seed=0, rank=r, world_size=2)) for r in (0, 1)]
+    for first, second in zip(*two_ranks):
+        assert len(first) == len(second) == 3 and not set(first) & set(second)
