@@ -2,6 +2,7 @@
 
     python benchmarks/notebooks.py                       # every notebook under notebooks/
     python benchmarks/notebooks.py 03_pareto_fronts 06   # the ones whose names start so
+    python benchmarks/notebooks.py 08 --save run/        # and keep the executed notebook
 
 Each notebook is executed as a reader would run it (nbclient, a fresh python3 kernel, nothing
 injected), with its own temporary MLflow store and working folder, one after the other. The
@@ -42,8 +43,9 @@ def base_is_cached() -> bool:
     return (tiny.cached_path(ModelSpec().tiny) / tiny.BASE_INFO_FILE).is_file()
 
 
-def execute(path: Path) -> tuple[float, list[str]]:
-    """Seconds to run the notebook top to bottom, and the names of the errors its cells raised."""
+def execute(path: Path, save: Path | None = None) -> tuple[float, list[str]]:
+    """Seconds to run the notebook top to bottom, and the names of the errors its cells raised;
+    the executed notebook, outputs included, is written into the folder ``save`` if given."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -59,6 +61,9 @@ def execute(path: Path) -> tuple[float, list[str]]:
         except CellExecutionError:
             pass  # the error is in the cell's outputs, read below
         seconds = time.perf_counter() - started
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save / path.name)
     errors = [
         o.get("ename", "error")
         for c in nb.cells
@@ -72,6 +77,9 @@ def execute(path: Path) -> tuple[float, list[str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook name prefixes (default: all)")
+    parser.add_argument(
+        "--save", type=Path, help="write each executed notebook (with its outputs) into this folder"
+    )
     args = parser.parse_args(argv)
     paths = sorted(
         p
@@ -89,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for path in paths:
         cold = not base_is_cached()
-        seconds, errors = execute(path)
+        seconds, errors = execute(path, args.save)
         rows.append((path.stem, seconds, cold, errors))
         print(
             f"  {path.stem}: {seconds:.1f} s"
