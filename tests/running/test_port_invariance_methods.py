@@ -10,7 +10,12 @@ purpose must say so and update them.
 Only the stable public names are used (``workbench.run``, ``tests.conftest.fast_spec`` and
 MLflow's own client), so the test reads the same before and after the move. Each run was
 bitwise identical across repeated runs and between 1 and 2 threads, the tiny base rebuilt
-each time; the tolerances are test_port_invariance.py's.
+each time. Across CPU kinds they are not: torch's kernels round differently (the tiny base
+itself differs by CPU kind, docs/running.md). Pinned on an Intel Xeon and rerun on an AMD EPYC,
+the values differed by at most 1.6e-5 relative (the log-probs, about -78, by 1.2e-3) and 6.2e-5
+absolute on what is a difference of such values (``pref/chosen_rewards``, ``pref/margin``, the
+MGDA coefficients), so the tolerance is 1e-4 relative or 5e-4 absolute: about ten times that
+rounding, and far below what a changed loss, encoding or data order moves.
 """
 
 from __future__ import annotations
@@ -593,6 +598,9 @@ def test_method_trajectory_is_unchanged_by_the_layout(name, store_uri):
     for key, values in expected.items():
         if key == "objectives":
             continue
-        rel = 1e-9 if key == "train/lr" else 1e-5
-        assert _history(client, result.run_id, key) == pytest.approx(values, rel=rel), key
-    assert result.objectives == pytest.approx(expected["objectives"], abs=1e-9)
+        if key == "train/lr":
+            close = pytest.approx(values, rel=1e-9)
+        else:
+            close = pytest.approx(values, rel=1e-4, abs=5e-4)
+        assert _history(client, result.run_id, key) == close, key
+    assert result.objectives == pytest.approx(expected["objectives"], rel=1e-4, abs=5e-4)
