@@ -21,7 +21,7 @@ from workbench.spec.run_spec import RunSpec
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 RUNNING = (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
 METHODS_DOC = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
-NUMBER_WORDS = {"five": 5, "eight": 8, "nine": 9, "ten": 10, "seventeen": 17}
+NUMBER_WORDS = {"five": 5, "six": 6, "eight": 8, "nine": 9, "ten": 10, "seventeen": 17}
 HELDOUT_PROMPTS = 48
 
 
@@ -174,6 +174,7 @@ def test_the_base_scores_stated_are_scores_the_build_can_give(default_tiny_base)
             assert (
                 min(abs(value - k / HELDOUT_PROMPTS) for k in range(HELDOUT_PROMPTS + 1)) <= 0.005
             )
-    # "arithmetic, reverse and sort start low ... order starts high", here too.
-    assert all(measured[task] < 0.5 for task in ("arithmetic", "reverse", "sort")), measured
+    # "arithmetic and sort start low ... order starts high", here too (`reverse` does not
+    # on every machine: the docs say so).
+    assert all(measured[task] < 0.5 for task in ("arithmetic", "sort")), measured
     assert measured["order"] > 0.5, measured
