@@ -3,7 +3,7 @@
     python benchmarks/real_model.py                 # 3 seeds x (GRPO, RPO, LoRA SFT), the
                                                     # shipped examples as they are
     python benchmarks/real_model.py --only grpo     # one method
-    python benchmarks/real_model.py --quick         # 1 seed, 2 steps each: a smoke test
+    python benchmarks/real_model.py --quick         # 1 seed, 1 small step each: a smoke test
 
 Each method runs the spec under ``examples/`` that a user would run (``workbench run
 examples/real_grpo.yaml``), changing only ``train.seed`` and the store, on the built-in
@@ -53,8 +53,14 @@ class Case:
 
 
 CASES = (
-    Case("grpo", "real_grpo.yaml", "exact_match", "real_grpo_arithmetic_gain_points", "points",
-         ">=10"),
+    Case(
+        "grpo",
+        "real_grpo.yaml",
+        "exact_match",
+        "real_grpo_arithmetic_gain_points",
+        "points",
+        ">=10",
+    ),
     Case("dpo", "real_rpo.yaml", "exact_match", "real_dpo_task_gain_points", "points", ">=10"),
     Case("sft", "real_sft_lora.yaml", "eval_loss", "real_sft_heldout_loss_ratio", "ratio", "<1"),
 )
@@ -72,15 +78,18 @@ def spec_for(case: Case, seed: int, uri: str, quick: bool):
     raw = yaml.safe_load((ROOT / "examples" / case.example).read_text())
     raw.setdefault("train", {})["seed"] = seed
     raw.setdefault("tracking", {})["uri"] = uri
-    if quick:
-        raw["train"].update(steps=2, eval_every=2)
-        raw.setdefault("data", {})["eval_size"] = 8
+    if quick:  # the script end to end, as cheaply as the real model allows
+        raw["train"].update(steps=1, eval_every=1, batch_size=2)
+        raw["data"].update(train_size=8, eval_size=4)
+        raw["eval"]["max_new_tokens"] = 4
+        if "group_size" in raw["method"]:
+            raw["method"]["group_size"] = 2
     return workbench.RunSpec.parse(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 2 steps (a smoke test)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 1 small step (a smoke test)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3)")
     parser.add_argument("--only", choices=[c.method for c in CASES], action="append")
     args = parser.parse_args(argv)
@@ -102,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = workbench.run(spec, log=lambda *a: None)
                 wall = time.perf_counter() - t0
                 if result.status != "FINISHED" or not result.trajectory:
-                    print(f"error: {case.method} seed {seed} ended {result.status}", file=sys.stderr)
+                    print(
+                        f"error: {case.method} seed {seed} ended {result.status}", file=sys.stderr
+                    )
                     return 1
                 base = result.trajectory[0][1]
                 rows.append((case, seed, base, result.objectives, wall))

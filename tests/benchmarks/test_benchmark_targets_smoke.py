@@ -1,6 +1,7 @@
 """The target benchmarks on the tiny base run end to end (--quick) and end with their BENCH
 lines: preference_targets.py (DPO, RPO, a MODPO sweep) and rl_task_gain.py (GRPO, here with
-the partial-credit reward registered by the script)."""
+the partial-credit reward registered by the script) on the tiny base, real_model.py (GRPO, RPO,
+LoRA SFT from examples/) on the real chat model."""
 
 from __future__ import annotations
 
@@ -36,9 +37,20 @@ BENCH_LINE = re.compile(r"^BENCH (\S+) (-?\d+(?:\.\d+)?) (\S+) target=(\S+)$")
             ["--quick", "--closeness", "0.5"],
             ["grpo_arithmetic_exact_match_gain_points"],
         ),
+        (
+            "real_model.py",
+            ["--quick"],
+            [
+                "real_grpo_arithmetic_gain_points",
+                "real_dpo_task_gain_points",
+                "real_sft_heldout_loss_ratio",
+            ],
+        ),
     ],
 )
-def test_a_target_benchmark_prints_its_headlines(default_tiny_base, script, args, headlines):
+def test_a_target_benchmark_prints_its_headlines(
+    default_tiny_base, real_model_folder, script, args, headlines
+):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, f"benchmarks/{script}", *args],
