@@ -40,15 +40,10 @@ from machine_load import load_average
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# The smoke test's base: a small, quickly pretrained tiny model (seconds to build).
-QUICK_TINY = {
-    "hidden_size": 64,
-    "layers": 2,
-    "heads": 4,
-    "vocab_size": 320,
-    "pretrain_steps": 60,
-    "pretrain_batch": 32,
-}
+from workbench.models.bases import FAST_TINY_SHAPE  # noqa: E402  (the checkout's own package)
+
+# The smoke test's base: the built-in `tiny-fast` shape (seconds to build).
+QUICK_TINY = dict(FAST_TINY_SHAPE)
 # Builders run for every seed, and those too costly for more than the first.
 EVERY_SEED = ("sweep", "conditioned", "merging")
 FIRST_SEED_ONLY = ("search", "mgda")
