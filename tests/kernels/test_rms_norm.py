@@ -1,4 +1,5 @@
-"""rms_norm: torch and triton (interpreter) paths against a float64 reference and LlamaRMSNorm.
+"""rms_norm: torch and triton (interpreter) paths against a float64 reference, LlamaRMSNorm
+and GemmaRMSNorm (offset 1, scaled in float32).
 
 Inputs are fresh random draws on every run; the seed is part of every failure message
 (set WORKBENCH_TEST_SEED to replay one). Each value's error is measured against the size of
@@ -24,22 +25,26 @@ SHAPES = [
     ((2, 3, 64), 1e-5),
     ((5, 1), 0.25),
 ]
+# (offset, casting): Llama's norm, Gemma's, and an offset under Llama's casting.
+STYLES = {"llama": (0.0, "llama"), "gemma": (1.0, "gemma"), "llama_offset": (0.5, "llama")}
 
 
-def reference(x, weight, eps, grad_out):
-    """Naive float64 RMSNorm, its autograd gradients, and the size of the terms of each.
+def reference(x, weight, eps, grad_out, offset=0.0):
+    """Naive float64 RMSNorm scaled by ``offset + weight``, its gradients, and the size of
+    the terms of each.
 
     Returns ``(values, scales)``, each a tuple ``(y, dx, dw)``. A gradient's scale is the
     sum of the absolute values of the terms it adds up: with ``n = x * rstd`` and
-    ``dn = dy * w``, ``dx = rstd * (dn - n * mean(dn * n))`` and ``dw = sum_rows(dy * n)``.
+    ``dn = dy * (offset + w)``, ``dx = rstd * (dn - n * mean(dn * n))`` and
+    ``dw = sum_rows(dy * n)``.
     """
     xd = x.detach().double().requires_grad_()
     wd = weight.detach().double().requires_grad_()
     dy = grad_out.double()
     rstd = 1.0 / torch.sqrt(xd.detach().pow(2).mean(-1, keepdim=True) + eps)
-    y = wd * (xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + eps))
+    y = (offset + wd) * (xd / torch.sqrt(xd.pow(2).mean(-1, keepdim=True) + eps))
     y.backward(dy)
-    n, dn = xd.detach() * rstd, dy * wd.detach()
+    n, dn = xd.detach() * rstd, dy * (offset + wd.detach())
     dx_scale = rstd * (dn.abs() + n.abs() * (dn * n).abs().mean(-1, keepdim=True))
     dw_scale = (dy * n).abs().reshape(-1, n.shape[-1]).sum(0)
     return (y.detach(), xd.grad, wd.grad), (y.detach().abs(), dx_scale, dw_scale)
@@ -55,44 +60,49 @@ def make_inputs(shape, dtype, seed, zero_row=False):
     return x, weight, grad_out
 
 
-def check_all(actual, x, weight, eps, grad_out, dtype, seed):
-    values, scales = reference(x, weight, eps, grad_out)
+def check_all(actual, x, weight, eps, grad_out, dtype, seed, offset=0.0):
+    values, scales = reference(x, weight, eps, grad_out, offset)
     for name, got, want, scale in zip(("output", "grad x", "grad weight"), actual, values, scales):
         if got is not None:
             check_close(name, got, want, scale, dtype, seed)
 
 
-def run_and_check(backend, shape, eps, dtype, seed, zero_row=False):
+def run_and_check(backend, shape, eps, dtype, seed, zero_row=False, style="llama"):
+    offset, casting = STYLES[style]
     x, weight, grad_out = make_inputs(shape, dtype, seed, zero_row)
     originals = [t.clone() for t in (x, weight, grad_out)]
     x.requires_grad_()
     weight.requires_grad_()
 
-    y = rms_norm(x, weight, eps, backend=backend)
+    y = rms_norm(x, weight, eps, backend=backend, offset=offset, casting=casting)
     y.backward(grad_out)
 
     assert y.dtype == dtype and x.grad.dtype == dtype and weight.grad.dtype == dtype
-    check_all((y.detach(), x.grad, weight.grad), x, weight, eps, grad_out, dtype, seed)
+    got = (y.detach(), x.grad, weight.grad)
+    check_all(got, x, weight, eps, grad_out, dtype, seed, offset)
     for before, after in zip(originals, (x, weight, grad_out)):
         assert torch.equal(before, after.detach()), f"an input was modified (seed {seed})"
 
 
+@pytest.mark.parametrize("style", list(STYLES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("shape,eps", SHAPES)
-def test_torch_path_matches_float64_reference(shape, eps, dtype, kernel_seed):
-    run_and_check("torch", shape, eps, dtype, kernel_seed)
+def test_torch_path_matches_float64_reference(shape, eps, dtype, style, kernel_seed):
+    run_and_check("torch", shape, eps, dtype, kernel_seed, style=style)
 
 
 @needs_triton
+@pytest.mark.parametrize("style", list(STYLES))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("shape,eps", SHAPES)
-def test_triton_path_matches_float64_reference(shape, eps, dtype, kernel_seed):
-    run_and_check("triton", shape, eps, dtype, kernel_seed)
+def test_triton_path_matches_float64_reference(shape, eps, dtype, style, kernel_seed):
+    run_and_check("triton", shape, eps, dtype, kernel_seed, style=style)
 
 
+@pytest.mark.parametrize("style", ["llama", "gemma"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_zero_row_and_large_fp16_values_stay_finite(backend, kernel_seed):
-    run_and_check(backend, (3, 33), 1e-6, torch.float32, kernel_seed, zero_row=True)
+def test_zero_row_and_large_fp16_values_stay_finite(backend, style, kernel_seed):
+    run_and_check(backend, (3, 33), 1e-6, torch.float32, kernel_seed, zero_row=True, style=style)
     # x^2 overflows fp16 (max 65504) but the statistics are taken in float32.
     x, weight, grad_out = make_inputs((2, 40), torch.float16, kernel_seed)
     x = (x.float() * 1000).half().requires_grad_()
@@ -101,11 +111,12 @@ def test_zero_row_and_large_fp16_values_stay_finite(backend, kernel_seed):
     check_all((y.detach(), x.grad, None), x, weight, 1e-6, grad_out, torch.float16, kernel_seed)
 
 
-def test_torch_path_across_chunks(monkeypatch, kernel_seed):
+@pytest.mark.parametrize("style", ["llama", "gemma"])
+def test_torch_path_across_chunks(monkeypatch, style, kernel_seed):
     # 7 rows of 97 in chunks of 2 rows: several chunks and a short last one.
     monkeypatch.setattr(rms_norm_module, "TORCH_CHUNK_ELEMENTS", 2 * 97)
-    run_and_check("torch", (7, 97), 1e-6, torch.float32, kernel_seed)
-    run_and_check("torch", (7, 97), 1e-6, torch.bfloat16, kernel_seed)
+    run_and_check("torch", (7, 97), 1e-6, torch.float32, kernel_seed, style=style)
+    run_and_check("torch", (7, 97), 1e-6, torch.bfloat16, kernel_seed, style=style)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -189,6 +200,59 @@ def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
         check_close(name, got, want.double(), scale, tol_dtype, kernel_seed)
 
 
+# --- agreement with transformers' GemmaRMSNorm (Gemma 1-3: offset 1, float32 scaling) ----
+
+
+def gemma_rms_norm(weight, eps):
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    module = Gemma3RMSNorm(weight.shape[0], eps=eps).to(weight.dtype)
+    with torch.no_grad():
+        module.weight.copy_(weight)
+    return module
+
+
+@pytest.mark.parametrize(
+    "x_dtype,w_dtype",
+    [
+        (torch.float32, torch.float32),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float16, torch.float16),
+        (torch.bfloat16, torch.float32),  # weights kept in fp32, activations in bf16
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_matches_gemma_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
+    gen = torch.Generator().manual_seed(kernel_seed)
+    shape, eps = (2, 3, 97), 1e-6
+    x = torch.randn(shape, generator=gen).to(x_dtype)
+    weight = (0.5 * torch.randn(shape[-1], generator=gen)).to(w_dtype)  # around 0: 1 + w
+    module = gemma_rms_norm(weight, eps)
+    x_ref = x.clone().requires_grad_()
+    y_ref = module(x_ref)
+    grad_out = torch.randn(shape, generator=gen).to(y_ref.dtype)
+    y_ref.backward(grad_out)
+
+    x_ours = x.clone().requires_grad_()
+    w_ours = weight.clone().requires_grad_()
+    y = rms_norm(x_ours, w_ours, eps, backend=backend, offset=1.0, casting="gemma")
+    y.backward(grad_out)
+
+    assert y.dtype == y_ref.dtype == x_dtype
+    assert x_ours.grad.dtype == x_dtype and w_ours.grad.dtype == w_dtype
+    if backend == "torch":
+        # The torch path runs GemmaRMSNorm's own op sequence: the forward agrees bit for bit.
+        assert torch.equal(y, y_ref), f"seed {kernel_seed}"
+    tol_dtype = torch.bfloat16 if torch.bfloat16 in (x_dtype, w_dtype) else x_dtype
+    _, scales = reference(x, weight, eps, grad_out, offset=1.0)
+    gemma = (y_ref.detach(), x_ref.grad, module.weight.grad)
+    for name, got, want, scale in zip(
+        ("output", "grad x", "grad weight"), (y.detach(), x_ours.grad, w_ours.grad), gemma, scales
+    ):
+        check_close(name, got, want.double(), scale, tol_dtype, kernel_seed)
+
+
 # --- dispatch and errors -------------------------------------------------------------------
 
 
@@ -203,6 +267,8 @@ def test_bad_arguments_are_refused(monkeypatch):
         rms_norm(x, weight, backend="cuda")
     with pytest.raises(ValueError, match="weight of shape"):
         rms_norm(x, torch.ones(7))
+    with pytest.raises(ValueError, match="casting"):
+        rms_norm(x, weight, casting="t5")
     if HAS_TRITON:
         monkeypatch.setenv("TRITON_INTERPRET", "0")
         with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):

@@ -1,9 +1,13 @@
-"""RMSNorm, the way Llama computes it: ``weight * (x / sqrt(mean(x^2, -1) + eps)).to(x.dtype)``.
+"""RMSNorm, the way Llama and Gemma compute it.
 
-Matches ``transformers``' ``LlamaRMSNorm.forward``: the statistics and the normalisation
-are computed in float32, the normalised value is cast back to the input dtype, and only
-then multiplied by the weight (so the output dtype is the promotion of the input and
-weight dtypes, as in the module).
+``casting="llama"`` (Llama, Mistral, Qwen2/3, Phi3) matches ``LlamaRMSNorm.forward``:
+``(offset + weight) * (x / sqrt(mean(x^2, -1) + eps)).to(x.dtype)``; the statistics and the
+normalisation are computed in float32, the normalised value is cast back to the input dtype,
+and only then multiplied by the weight (so the output dtype is the promotion of the input
+and weight dtypes, as in the module). ``casting="gemma"`` (Gemma 1, 2, 3) matches
+``GemmaRMSNorm.forward`` with ``offset=1``: ``(n * (offset + weight.float())).to(x.dtype)``,
+the scaling done in float32 too and the result cast to the input dtype (Gemma's weights are
+stored around 0 and scale by ``1 + weight``).
 
 Three paths (docs/concepts.md, "Fused kernels"):
 
@@ -17,9 +21,11 @@ Three paths (docs/concepts.md, "Fused kernels"):
   where autograd through the module would keep several full-size float32 tensors.
 - ``"auto"``: triton on CUDA tensors when triton is installed, torch elsewhere.
 
-Backward, with ``n = x * rstd`` (float32), ``dn = dy * weight``, ``H`` the hidden size:
-``dx = rstd * (dn - n * mean(dn * n, -1))`` and ``dweight = sum_rows(dy * n.to(x.dtype))``.
-Gradients are accumulated in float32 and returned in the dtypes of ``x`` and ``weight``.
+Backward, with ``n = x * rstd`` (float32), ``dn = dy * (offset + weight)``, ``H`` the hidden
+size: ``dx = rstd * (dn - n * mean(dn * n, -1))`` and ``dweight = sum_rows(dy * n')``, where
+``n' = n.to(x.dtype)`` under the llama casting (the weight sees the rounded value) and
+``n' = n`` under the gemma casting. Gradients are accumulated in float32 and returned in the
+dtypes of ``x`` and ``weight``.
 
 Triton is imported only when a triton path runs, so this module imports without it.
 """
@@ -38,12 +44,19 @@ from workbench.kernels.dispatch import use_triton
 TORCH_CHUNK_ELEMENTS = 1 << 18
 # The triton kernels hold one row in a single block.
 _TRITON_MAX_HIDDEN = 1 << 16
+# Where the normalised value is rounded to the input dtype (module docstring).
+CASTINGS = ("llama", "gemma")
 
 
 def rms_norm(
-    x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, backend: str = "auto"
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    eps: float = 1e-6,
+    backend: str = "auto",
+    offset: float = 0.0,
+    casting: str = "llama",
 ) -> torch.Tensor:
-    """RMS-normalise ``x`` over its last dimension and scale by ``weight``.
+    """RMS-normalise ``x`` over its last dimension and scale by ``offset + weight``.
 
     Args:
         x: ``(..., H)`` tensor, float32, bfloat16 or float16; leading dimensions are
@@ -52,11 +65,15 @@ def rms_norm(
         eps: added to the mean square before the reciprocal square root.
         backend: ``"auto"`` (triton on CUDA tensors, torch elsewhere), ``"triton"`` or
             ``"torch"``.
+        offset: added to the weight (Gemma's norms scale by ``1 + weight``).
+        casting: ``"llama"`` (round the normalised value to ``x.dtype``, then scale) or
+            ``"gemma"`` (scale in float32, then round to ``x.dtype``).
 
     Returns:
-        ``weight * (x.float() * rsqrt(mean(x.float()^2, -1) + eps)).to(x.dtype)``, shaped
-        like ``x``, in the promoted dtype of ``x`` and ``weight``. Differentiable in ``x``
-        and ``weight``.
+        With ``n = x.float() * rsqrt(mean(x.float()^2, -1) + eps)``, shaped like ``x``:
+        ``"llama"``: ``(offset + weight) * n.to(x.dtype)``, in the promoted dtype of ``x``
+        and ``weight``; ``"gemma"``: ``(n * (offset + weight.float())).to(x.dtype)``.
+        Differentiable in ``x`` and ``weight``.
     """
     if x.dim() < 1 or weight.dim() != 1 or weight.shape[0] != x.shape[-1]:
         raise ValueError(
@@ -65,9 +82,13 @@ def rms_norm(
         )
     if x.device != weight.device:
         raise ValueError(f"x is on {x.device} but weight is on {weight.device}")
+    if casting not in CASTINGS:
+        raise ValueError(f"casting={casting!r} is not one of {CASTINGS}")
     use_triton = _use_triton(backend, x, hidden=x.shape[-1])
     # (torch declares Function.apply without types.)
-    out: torch.Tensor = _RMSNormFunction.apply(x, weight, float(eps), use_triton)  # type: ignore[no-untyped-call]
+    out: torch.Tensor = _RMSNormFunction.apply(  # type: ignore[no-untyped-call]
+        x, weight, float(eps), use_triton, float(offset), casting == "gemma"
+    )
     return out
 
 
@@ -84,37 +105,48 @@ def _use_triton(backend: str, x: torch.Tensor, hidden: int) -> bool:
 class _RMSNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float, use_triton: bool
+        ctx: Any,
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        eps: float,
+        use_triton: bool,
+        offset: float,
+        gemma: bool,
     ) -> torch.Tensor:
         shape = x.shape
         rows = x.reshape(-1, shape[-1])
         if use_triton:
             rows = _contiguous_rows(rows)
-            y, rstd = _triton_forward(rows, weight, eps)
+            y, rstd = _triton_forward(rows, weight, eps, offset, gemma)
         else:
-            y, rstd = _torch_forward(rows, weight, eps)
+            y, rstd = _torch_forward(rows, weight, eps, offset, gemma)
         ctx.save_for_backward(rows, weight, rstd)
         ctx.use_triton = use_triton
         ctx.shape = shape
+        ctx.offset, ctx.gemma = offset, gemma
         return y.view(shape)
 
     @staticmethod
     def backward(
         ctx: Any, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None]:
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None, None, None, None]:
         rows, weight, rstd = ctx.saved_tensors
         need_dx, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_dx or need_dw):
-            return None, None, None, None
+            return None, None, None, None, None, None
         grad_rows = grad_out.reshape(-1, rows.shape[-1])
         dx: torch.Tensor | None
         dw: torch.Tensor | None
         if ctx.use_triton:
-            dx, dw = _triton_backward(_contiguous_rows(grad_rows), rows, weight, rstd)
+            dx, dw = _triton_backward(
+                _contiguous_rows(grad_rows), rows, weight, rstd, ctx.offset, ctx.gemma
+            )
         else:
-            dx, dw = _torch_backward(grad_rows, rows, weight, rstd, need_dx, need_dw)
+            dx, dw = _torch_backward(
+                grad_rows, rows, weight, rstd, need_dx, need_dw, ctx.offset, ctx.gemma
+            )
         dx = dx.view(ctx.shape) if need_dx and dx is not None else None
-        return dx, (dw if need_dw else None), None, None
+        return dx, (dw if need_dw else None), None, None, None, None
 
 
 def _contiguous_rows(rows: torch.Tensor) -> torch.Tensor:
@@ -130,22 +162,33 @@ def _rows_per_chunk(hidden: int) -> int:
     return max(1, TORCH_CHUNK_ELEMENTS // max(hidden, 1))
 
 
+def _out_dtype(x_dtype: torch.dtype, w_dtype: torch.dtype, gemma: bool) -> torch.dtype:
+    return x_dtype if gemma else torch.promote_types(x_dtype, w_dtype)
+
+
 def _torch_forward(
-    rows: torch.Tensor, weight: torch.Tensor, eps: float
+    rows: torch.Tensor, weight: torch.Tensor, eps: float, offset: float, gemma: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     n_rows, hidden = rows.shape
-    out_dtype = torch.promote_types(rows.dtype, weight.dtype)
-    y = torch.empty((n_rows, hidden), dtype=out_dtype, device=rows.device)
+    y = torch.empty(
+        (n_rows, hidden), dtype=_out_dtype(rows.dtype, weight.dtype, gemma), device=rows.device
+    )
     rstd = torch.empty((n_rows, 1), dtype=torch.float32, device=rows.device)
+    # Gemma: ``output * (1.0 + self.weight.float())`` (an addition commutes exactly).
+    scale = weight.float() + offset if gemma else (weight + offset if offset else weight)
     step = _rows_per_chunk(hidden)
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
-        # The same sequence of ops as LlamaRMSNorm.forward, so the results agree bit for bit.
+        # The same sequence of ops as LlamaRMSNorm.forward (GemmaRMSNorm.forward), so the
+        # results agree bit for bit.
         xf = rows[start:stop].to(torch.float32)
         variance = xf.pow(2).mean(-1, keepdim=True)
         torch.rsqrt(variance + eps, out=rstd[start:stop])
-        normed = (xf * rstd[start:stop]).to(rows.dtype)
-        torch.mul(weight, normed, out=y[start:stop])
+        if gemma:
+            y[start:stop] = (xf * rstd[start:stop]) * scale
+        else:
+            normed = (xf * rstd[start:stop]).to(rows.dtype)
+            torch.mul(scale, normed, out=y[start:stop])
     return y, rstd
 
 
@@ -156,17 +199,21 @@ def _torch_backward(
     rstd: torch.Tensor,
     need_dx: bool,
     need_dw: bool,
+    offset: float,
+    gemma: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     n_rows, hidden = rows.shape
     dx = torch.empty_like(rows, memory_format=torch.contiguous_format) if need_dx else None
     dw = torch.zeros(hidden, dtype=torch.float32, device=rows.device) if need_dw else None
-    w = weight.to(torch.float32)
+    w = weight.to(torch.float32) + offset
     step = _rows_per_chunk(hidden)
     for start in range(0, n_rows, step):
         stop = min(start + step, n_rows)
         normed = rows[start:stop].to(torch.float32) * rstd[start:stop]
         dy = grad_rows[start:stop].to(torch.float32)
-        if dw is not None:  # need_dw
+        if dw is not None and gemma:  # need_dw; the weight scales the float32 value
+            dw += (dy * normed).sum(0)
+        elif dw is not None:  # need_dw
             # y = weight * normed.to(x.dtype): the weight sees the rounded normalised value.
             dw += (dy * normed.to(rows.dtype).to(torch.float32)).sum(0)
         if dx is not None:  # need_dx
@@ -199,6 +246,8 @@ def _triton_kernels() -> SimpleNamespace:
         y_row_stride,
         n_cols,
         EPS: tl.constexpr,
+        OFFSET: tl.constexpr,
+        GEMMA: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         row = tl.program_id(0).to(tl.int64)
@@ -208,9 +257,12 @@ def _triton_kernels() -> SimpleNamespace:
         variance = tl.sum(x * x, axis=0) / n_cols
         rstd = tl.rsqrt(variance + EPS)
         tl.store(RSTD + row, rstd)
-        # Round the normalised value to the input dtype before scaling, as LlamaRMSNorm does.
-        normed = (x * rstd).to(X.dtype.element_ty).to(tl.float32)
-        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        normed = x * rstd
+        if not GEMMA:
+            # Round the normalised value to the input dtype before scaling, as LlamaRMSNorm
+            # does (GemmaRMSNorm scales in float32 and rounds the result only).
+            normed = normed.to(X.dtype.element_ty).to(tl.float32)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32) + OFFSET
         y = normed * w
         tl.store(Y + row * y_row_stride + cols, y.to(Y.dtype.element_ty), mask=mask)
 
@@ -228,12 +280,14 @@ def _triton_kernels() -> SimpleNamespace:
         n_rows,
         n_cols,
         rows_per_program,
+        OFFSET: tl.constexpr,
+        GEMMA: tl.constexpr,
         BLOCK: tl.constexpr,
     ):
         pid = tl.program_id(0)
         cols = tl.arange(0, BLOCK)
         mask = cols < n_cols
-        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32)
+        w = tl.load(W + cols, mask=mask, other=0.0).to(tl.float32) + OFFSET
         dw_acc = tl.zeros([BLOCK], dtype=tl.float32)
         # int64 bounds give an int64 loop index: row offsets may pass 2**31 elements.
         row_start = pid.to(tl.int64) * rows_per_program
@@ -247,7 +301,10 @@ def _triton_kernels() -> SimpleNamespace:
             proj = tl.sum(dn * normed, axis=0) / n_cols
             dx = (dn - normed * proj) * rstd
             tl.store(DX + row64 * dx_row_stride + cols, dx.to(DX.dtype.element_ty), mask=mask)
-            dw_acc += dy * normed.to(X.dtype.element_ty).to(tl.float32)
+            if GEMMA:
+                dw_acc += dy * normed
+            else:
+                dw_acc += dy * normed.to(X.dtype.element_ty).to(tl.float32)
         tl.store(DW_PARTIAL + pid.to(tl.int64) * n_cols + cols, dw_acc, mask=mask)
 
     return SimpleNamespace(
@@ -266,12 +323,13 @@ def _num_warps(block: int) -> int:
 
 
 def _triton_forward(
-    rows: torch.Tensor, weight: torch.Tensor, eps: float
+    rows: torch.Tensor, weight: torch.Tensor, eps: float, offset: float, gemma: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = _triton_kernels()
     n_rows, hidden = rows.shape
-    out_dtype = torch.promote_types(rows.dtype, weight.dtype)
-    y = torch.empty((n_rows, hidden), dtype=out_dtype, device=rows.device)
+    y = torch.empty(
+        (n_rows, hidden), dtype=_out_dtype(rows.dtype, weight.dtype, gemma), device=rows.device
+    )
     rstd = torch.empty((n_rows, 1), dtype=torch.float32, device=rows.device)
     if n_rows == 0:
         return y, rstd
@@ -285,6 +343,8 @@ def _triton_forward(
         y.stride(0),
         hidden,
         EPS=eps,
+        OFFSET=offset,
+        GEMMA=gemma,
         BLOCK=block,
         num_warps=_num_warps(block),
     )
@@ -302,7 +362,12 @@ def _backward_programs(n_rows: int, device: torch.device) -> int:
 
 
 def _triton_backward(
-    grad_rows: torch.Tensor, rows: torch.Tensor, weight: torch.Tensor, rstd: torch.Tensor
+    grad_rows: torch.Tensor,
+    rows: torch.Tensor,
+    weight: torch.Tensor,
+    rstd: torch.Tensor,
+    offset: float,
+    gemma: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     kernels = _triton_kernels()
     n_rows, hidden = rows.shape
@@ -327,6 +392,8 @@ def _triton_backward(
         n_rows,
         hidden,
         rows_per_program,
+        OFFSET=offset,
+        GEMMA=gemma,
         BLOCK=block,
         num_warps=_num_warps(block),
     )
