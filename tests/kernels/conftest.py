@@ -117,15 +117,20 @@ class LinearSoftmaxCase:
         bias = None if self.bias is None else self.bias.clone().requires_grad_()
         return hidden, weight, bias
 
-    def reference(self, reduce):
+    def reference(self, reduce, softcap=None, temperature=1.0):
         """``reduce(logprobs64, valid)`` -> output; float64 output and gradients of
-        ``sum(output * grad)`` (grad: ``grad_rows`` for per-row outputs, ``grad_scalar``)."""
+        ``sum(output * grad)`` (grad: ``grad_rows`` for per-row outputs, ``grad_scalar``).
+        Log-probs under ``softmax(softcap * tanh(z / softcap) / temperature)`` of the head's
+        logits ``z`` (no cap: ``softmax(z / temperature)``)."""
         hidden = self.hidden.double().requires_grad_()
         weight = self.weight.double().requires_grad_()
         bias = None if self.bias is None else self.bias.double().requires_grad_()
         logits = hidden @ weight.T
         if bias is not None:
             logits = logits + bias
+        if softcap is not None:
+            logits = softcap * torch.tanh(logits / softcap)
+        logits = logits / temperature
         valid = self.targets != self.ignore_index
         logp = torch.log_softmax(logits, dim=-1)
         picked = logp.gather(-1, torch.where(valid, self.targets, 0).unsqueeze(-1)).squeeze(-1)

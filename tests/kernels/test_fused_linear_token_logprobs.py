@@ -4,7 +4,9 @@ Fresh random inputs per case (seed in each failure message; WORKBENCH_TEST_SEED 
 The backward gets an arbitrary per-token gradient, as DPO/GRPO losses send, including
 non-zero values at ignored positions (which must not leak into the gradients); forward and
 gradients are compared with a naive float64 log_softmax + gather, unchunked and with a
-forced tiny chunk. NaN never passes; the caller's tensors must be unchanged.
+forced tiny chunk; the same with soft-capped logits and a temperature, and at vocabularies
+over the triton kernel's block (4096) and of 49,152. NaN never passes; the caller's tensors
+must be unchanged.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, DTYPES, ONE_CHUNK, SHAPES
+from tests.kernels.helpers import BACKENDS, CHUNK_ROWS, DTYPES, ONE_CHUNK, SHAPES, needs_triton
+from workbench.kernels import linear_softmax
 from workbench.kernels.fused_linear_cross_entropy import fused_linear_cross_entropy
 from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
 
@@ -100,3 +103,103 @@ def test_frozen_head(linear_softmax_case, backend, dtype, chunk_rows):
     case.backward(logprobs)
     label = f"frozen head {backend} {dtype} chunk_rows={chunk_rows}"
     case.check(label, logprobs.detach(), (hidden,), ref_out, ref_grads[:1])
+
+
+# --- soft-capped logits and a temperature (Gemma 2, Gemma 3 with final_logit_softcapping) -
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["head_trained", "frozen_head"])
+@pytest.mark.parametrize("shape", ["prime_vocab", "batch_by_seq"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softcap_matches_float64_reference(linear_softmax_case, backend, dtype, shape, frozen):
+    """log_softmax(cap * tanh(z / cap) / T): the cap about the logits' size, so tanh bends
+    them; the temperature divides the capped logits, not z."""
+    lead, hidden_size, vocab, ignored = SHAPES[shape]
+    case = linear_softmax_case(lead, hidden_size, vocab, dtype, True, ignored)
+    for softcap, temperature in ((3.0, 1.0), (2.5, 0.7)):
+        ref_out, ref_grads = case.reference(
+            lambda logp, valid: logp, softcap=softcap, temperature=temperature
+        )
+        for chunk_rows in CHUNK_ROWS[backend]:
+            hidden, weight, b = case.leaves()
+            leaves = (hidden, weight, b)
+            if frozen:
+                weight, b = case.weight, case.bias
+                leaves, ref_grads = (hidden,), ref_grads[:1]
+            logprobs = fused_linear_token_logprobs(
+                hidden, weight, case.targets, bias=b, backend=backend, chunk_rows=chunk_rows,
+                softcap=softcap, temperature=temperature,
+            )  # fmt: skip
+            assert logprobs.dtype == torch.float32 and (logprobs <= 0).all()
+            case.backward(logprobs)
+            label = (
+                f"softcap {softcap} T={temperature} {backend} {dtype} {shape} "
+                f"frozen={frozen} chunk_rows={chunk_rows}"
+            )
+            case.check(label, logprobs.detach(), leaves, ref_out, ref_grads)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_temperature_without_softcap_matches_float64_reference(linear_softmax_case, backend):
+    case = linear_softmax_case(6, 16, 331, torch.float32, True, "some")
+    ref_out, ref_grads = case.reference(lambda logp, valid: logp, temperature=0.6)
+    for chunk_rows in CHUNK_ROWS[backend]:
+        hidden, weight, b = case.leaves()
+        logprobs = fused_linear_token_logprobs(
+            hidden, weight, case.targets, bias=b, backend=backend, chunk_rows=chunk_rows,
+            temperature=0.6,
+        )  # fmt: skip
+        case.backward(logprobs)
+        label = f"T=0.6 {backend} chunk_rows={chunk_rows}"
+        case.check(label, logprobs.detach(), (hidden, weight, b), ref_out, ref_grads)
+
+
+def test_bad_softcap_or_temperature_is_refused():
+    hidden, weight, targets = torch.randn(2, 4), torch.randn(7, 4), torch.tensor([1, 2])
+    for kwargs in ({"softcap": 0.0}, {"softcap": 3.0, "temperature": -1.0}, {"temperature": 0}):
+        with pytest.raises(ValueError, match="positive"):
+            fused_linear_token_logprobs(hidden, weight, targets, **kwargs)
+
+
+# --- large vocabularies -------------------------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.parametrize("softcap", [None, 3.0], ids=["plain", "softcap"])
+def test_triton_walks_vocabulary_blocks_above_4096(linear_softmax_case, softcap):
+    """Above _TRITON_MAX_BLOCK (4096) columns the kernel's online softmax and its gradient
+    loop run over several vocabulary blocks, the last one part-masked (5003 = 4096 + 907)."""
+    assert linear_softmax._TRITON_MAX_BLOCK == 4096
+    case = linear_softmax_case(3, 8, 5003, torch.float32, True, "some")
+    ref_out, ref_grads = case.reference(lambda logp, valid: logp, softcap=softcap)
+    for chunk_rows in (None, 2):
+        hidden, weight, b = case.leaves()
+        logprobs = fused_linear_token_logprobs(
+            hidden, weight, case.targets, bias=b, backend="triton", chunk_rows=chunk_rows,
+            softcap=softcap,
+        )  # fmt: skip
+        case.backward(logprobs)
+        label = f"triton V=5003 softcap={softcap} chunk_rows={chunk_rows}"
+        case.check(label, logprobs.detach(), (hidden, weight, b), ref_out, ref_grads)
+
+
+@pytest.mark.parametrize("softcap", [None, 30.0], ids=["plain", "softcap"])
+def test_torch_path_at_a_49152_vocabulary(linear_softmax_case, softcap):
+    """A SmolLM2-sized vocabulary: the full-logits route (None), chunks (2) and one chunk.
+
+    ``grad_hidden = (softmax - onehot) @ weight`` sums 49,152 float32 products whose total
+    mostly cancels (the row sums to 0), so its error relative to the result is several
+    times the small vocabularies' (2.2e-5 seen on the plain full-logits route): 1e-4 here.
+    """
+    case = linear_softmax_case(4, 8, 49152, torch.float32, False, "some")
+    case.tol = 1e-4
+    ref_out, ref_grads = case.reference(lambda logp, valid: logp, softcap=softcap)
+    for chunk_rows in CHUNK_ROWS["torch"]:
+        hidden, weight, _ = case.leaves()
+        logprobs = fused_linear_token_logprobs(
+            hidden, weight, case.targets, backend="torch", chunk_rows=chunk_rows, softcap=softcap
+        )
+        case.backward(logprobs)
+        label = f"torch V=49152 softcap={softcap} chunk_rows={chunk_rows}"
+        case.check(label, logprobs.detach(), (hidden, weight), ref_out, ref_grads)

@@ -34,6 +34,16 @@ kernel only does the row-wise softmax, so float32 results do not depend on a tri
 precision; on GPUs they follow ``torch.backends.cuda.matmul.allow_tf32`` (off by default),
 as the naive computation does.
 
+Soft-capped logits (Gemma 2, and Gemma 3 where its config sets ``final_logit_softcapping``):
+with a :class:`Softcap`, the softmax is taken over ``c = cap * tanh(z / cap) / temperature``
+in place of the linear head's ``z``. ``c`` is computed in float32 from ``z``, and the chunk's
+gradient becomes ``dz = D * (1 - tanh(z / cap)^2) / temperature`` (``D`` as above, w.r.t.
+``c``), which takes ``D``'s place in the three matmuls. (Without a cap, a temperature divides
+the logits linearly, so the ops fold it into ``hidden`` and ``bias`` before the sweep.) The
+torch path computes ``c`` in a float32 buffer (one more chunk-sized buffer for float32
+inputs) and keeps ``tanh(z / cap)`` in the matmul buffer for the gradient; the triton kernel
+caps each block of the row as it loads it.
+
 Ignored rows (target == ignore_index) get ``logp = 0`` and zero gradients; ``sweep``
 leaves them out of the matmuls altogether (``valid_rows``), so a batch whose prompt and
 padding positions are ignored costs only its answer tokens. Out-of-range targets raise a
@@ -67,6 +77,27 @@ _TRITON_MAX_BLOCK = 4096
 
 # The (hidden, weight, bias) gradients of a sweep, None where not needed.
 LinearGradients = tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
+
+
+@dataclass(frozen=True)
+class Softcap:
+    """Logits ``cap * tanh(z / cap) / temperature`` in place of the head's ``z``: the final
+    logit soft-capping of Gemma 2 (and Gemma 3 where its config sets one), then a sampling
+    temperature, which no longer divides ``z`` linearly once ``tanh`` is in between."""
+
+    cap: float
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.cap > 0 and self.temperature > 0):
+            raise ValueError(
+                f"softcap and temperature must be positive; got {self.cap}, {self.temperature}"
+            )
+
+    @property
+    def scale(self) -> float:
+        """``c = scale * tanh(z / cap)``."""
+        return self.cap / self.temperature
 
 
 @dataclass
@@ -148,9 +179,13 @@ def full_logits_cross_entropy(
     targets: torch.Tensor,
     ignore_index: int,
     reduction: str,
+    softcap: Softcap | None = None,
 ) -> torch.Tensor:
-    """``F.cross_entropy`` of float32 full logits, through autograd (small inputs only)."""
+    """``F.cross_entropy`` of float32 full logits (soft-capped where asked), through
+    autograd (small inputs only)."""
     logits = torch.nn.functional.linear(hidden, weight, bias).float()
+    if softcap is not None:
+        logits = torch.tanh(logits / softcap.cap) * softcap.scale
     try:
         return torch.nn.functional.cross_entropy(
             logits, targets, ignore_index=ignore_index, reduction=reduction
@@ -191,6 +226,7 @@ def sweep(
     needs: tuple[bool, bool, bool] = (False, False, False),
     lse: torch.Tensor | None = None,
     keep_dlogits: bool = False,
+    softcap: Softcap | None = None,
 ) -> SweepResult:
     """One pass over the rows of ``hidden`` (N, H) in chunks.
 
@@ -205,6 +241,8 @@ def sweep(
         keep_dlogits: when all rows fit one chunk, return D itself (one row per row that
             is not ignored, no bigger than one chunk) so that a backward needs only the two
             gradient matmuls.
+        softcap: take the softmax over the capped logits (module docstring); D is then the
+            gradient w.r.t. the head's own logits ``z``.
     """
     with torch.no_grad():
         # Ignored rows have log-prob 0 and zero gradients: leave them out of the matmuls
@@ -217,7 +255,7 @@ def sweep(
             lse = None if lse is None else lse[kept]
         result = _sweep(
             hidden, kept, weight, bias, targets, valid, use_triton, chunk_rows, want_logprobs,
-            row_weights, needs, lse, keep_dlogits,
+            row_weights, needs, lse, keep_dlogits, softcap,
         )  # fmt: skip
         if kept is None:
             return result
@@ -262,6 +300,7 @@ def _sweep(
     needs: tuple[bool, bool, bool],
     lse: torch.Tensor | None,
     keep_dlogits: bool,
+    softcap: Softcap | None,
 ) -> SweepResult:
     # ``kept``: indices of the rows of ``hidden`` to sweep (None: all); every other argument
     # has one entry per swept row.
@@ -281,10 +320,10 @@ def _sweep(
     if use_triton and lse is None:
         out_lse = torch.empty(n_rows, dtype=torch.float32, device=device)
     # Reused chunk buffers: the matmul output (input dtype) and, on the torch path for
-    # 16-bit inputs, a float32 copy for the softmax.
+    # 16-bit inputs or capped logits, a float32 one for the softmax.
     mm_buf = torch.empty((min(step, n_rows), vocab), dtype=dtype, device=device)
     f32_buf = None
-    if not use_triton and dtype != torch.float32:
+    if not use_triton and (dtype != torch.float32 or softcap is not None):
         f32_buf = torch.empty((min(step, n_rows), vocab), dtype=torch.float32, device=device)
     if use_triton:
         kernels = compiled_kernels()
@@ -305,15 +344,25 @@ def _sweep(
         if use_triton:
             row_lse = out_lse if lse is None else lse
             assert row_lse is not None  # out_lse is made above when no lse was given
-            # In place: the kernel overwrites the logits with D (when asked for).
+            # In place: the kernel overwrites the logits with D (when asked for; the
+            # gradient w.r.t. z under a softcap).
             run_rows(
                 kernels, block, logits, target_col[rows], valid[rows],
                 None if logprobs is None else logprobs[rows], row_lse[rows],
                 read_lse=lse is not None, write_grad=want_dlogits,
+                softcap=None if softcap is None else (softcap.cap, softcap.scale),
             )  # fmt: skip
         else:
             probs = logits
-            if f32_buf is not None:
+            if softcap is not None and f32_buf is not None:  # f32_buf: made for a softcap
+                # c = scale * t with t = tanh(z / cap), in float32; the matmul buffer keeps
+                # t (in its dtype) for the gradient's 1 - t^2.
+                probs = f32_buf[: h_chunk.shape[0]]
+                probs.copy_(logits).div_(softcap.cap).tanh_()
+                if want_dlogits:
+                    logits.copy_(probs)
+                probs.mul_(softcap.scale)
+            elif f32_buf is not None:
                 probs = f32_buf[: h_chunk.shape[0]]
                 probs.copy_(logits)
             if logprobs is not None:  # want_logprobs
@@ -331,7 +380,12 @@ def _sweep(
             if want_dlogits:
                 # D = p - onehot(target); ignored rows keep p (their weight is 0).
                 probs.scatter_(1, target_col[rows], -1.0, reduce="add")
-                if f32_buf is not None:
+                if softcap is not None:
+                    # dz = D * (1 - t^2) / temperature, over t in the matmul buffer.
+                    logits.square_().neg_().add_(1.0).mul_(probs)
+                    if softcap.temperature != 1.0:
+                        logits.div_(softcap.temperature)
+                elif f32_buf is not None:
                     logits.copy_(probs)
         if grads is not None and row_weights is not None:
             grads.add(logits, rows, h_chunk, row_weights[rows])
@@ -459,6 +513,7 @@ def per_row_forward(
     valid: torch.Tensor,
     use_triton: bool,
     chunk_rows: int | None,
+    softcap: Softcap | None = None,
 ) -> torch.Tensor:
     """Target log-probs (N,) float32 of a per-row op; saves what ``per_row_backward`` needs."""
     needs = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2])
@@ -466,7 +521,7 @@ def per_row_forward(
     result = sweep(
         hidden, weight, bias, targets, valid, use_triton=use_triton, chunk_rows=chunk_rows,
         row_weights=torch.ones_like(valid, dtype=torch.float32) if frozen_head else None,
-        needs=needs, keep_dlogits=any(needs),
+        needs=needs, keep_dlogits=any(needs), softcap=softcap,
     )  # fmt: skip
     empty = hidden.new_empty(0)
     kept = result.grads[0] if frozen_head and result.grads else result.dlogits
@@ -477,6 +532,7 @@ def per_row_forward(
     )  # fmt: skip
     ctx.use_triton = use_triton
     ctx.chunk_rows = chunk_rows
+    ctx.softcap = softcap
     assert result.logprobs is not None  # asked for: want_logprobs
     return result.logprobs
 
@@ -504,7 +560,7 @@ def per_row_backward(ctx: Any, row_weights: torch.Tensor) -> LinearGradients:
     result = sweep(
         hidden, weight, bias, targets, valid, use_triton=ctx.use_triton,
         chunk_rows=ctx.chunk_rows, want_logprobs=False, row_weights=row_weights, needs=needs,
-        lse=lse if lse.numel() else None,
+        lse=lse if lse.numel() else None, softcap=ctx.softcap,
     )  # fmt: skip
     assert result.grads is not None  # row weights and a needed gradient were given
     return result.grads
