@@ -125,19 +125,6 @@ def test_auto_on_a_cpu_fuses_the_head_from_the_measured_vocabulary_up(setting, m
     assert patch_model(copy.deepcopy(base.model), "auto", on_gpu=True).left_out == {}
 
 
-def test_auto_leaves_every_op_out_of_a_model_outside_the_llama_family():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    model = GPT2LMHeadModel(
-        GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50, n_positions=16)
-    )
-    usage = patch_model(model, "auto")
-    assert usage.tag() == ",".join(f"{op}=off (GPT2LMHeadModel is not a Llama-family model)"
-                                   for op in kernel_patch.OPS)  # fmt: skip
-    with pytest.raises(SpecError, match="Llama-family"):
-        patch_model(model, "torch")
-
-
 def test_auto_is_the_default():
     assert RunSpec().kernels == "auto"
 

@@ -1,4 +1,4 @@
-"""Swap a transformers Llama-family model's hot paths for the fused kernels, per model.
+"""Swap a transformers causal LM's hot paths for the fused kernels, per model.
 
 Part of the models layer (it needs transformers' module structure, so it cannot live in
 ``workbench.kernels``). Only the given model instance is patched (bound ``forward``
@@ -6,11 +6,19 @@ methods), never module-level functions, so patched and unpatched models can shar
 process. Every patched op counts its calls as it runs; the run records which ops actually
 ran, through which path, and how often.
 
-- RMSNorm modules (``weight`` + ``variance_epsilon``) -> ``kernels.rms_norm``
-- MLPs ``down_proj(act(gate_proj(x)) * up_proj(x))`` with SiLU -> ``kernels.swiglu``
+- RMSNorm modules -> ``kernels.rms_norm``, with the family's offset and casting (Llama's
+  ``weight * normed.to(dtype)``, Gemma's ``(normed * (1 + weight)).to(dtype)``);
+- gated MLPs ``down_proj(act(gate) * up)`` with SiLU or GELU-tanh -> ``kernels.swiglu``;
 - the loss head: training losses read per-token log-probs from
-  ``kernels.fused_linear_token_logprobs`` on the last hidden states, so the
-  batch x sequence x vocabulary logits are never built (see :func:`head_logprobs`).
+  ``kernels.fused_linear_token_logprobs`` on the last hidden states (with the model's
+  final-logit soft cap, if it has one), so the batch x sequence x vocabulary logits are
+  never built (see :func:`head_logprobs`).
+
+Which norms and MLPs match is decided per family (``workbench.models.families``: Llama,
+Mistral, Qwen2, Qwen3, Phi3, Gemma 1-3); the head only needs a plain ``nn.Linear`` over a
+``.model`` decoder, whatever the family. ``kernels: auto`` leaves out what does not match,
+op by op, naming why in the run's kernel tag; ``kernels: torch`` and ``triton`` patch every
+op or refuse the run.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from workbench.models import families
 from workbench.spec.errors import SpecError
 from workbench.spec.mlflow_names import KERNELS_PREFIX
 
@@ -37,8 +46,8 @@ AUTO_CPU_ELEMENTWISE = False
 
 @dataclass
 class KernelUsage:
-    """What a patched model runs: the requested backend, call counts per op, and the ops
-    ``kernels: auto`` left out (with why)."""
+    """What a patched model runs: the requested backend, call counts per op, the ops
+    ``kernels: auto`` left out (with why), and the soft cap the fused head applies."""
 
     backend: str
     layers: int
@@ -47,6 +56,7 @@ class KernelUsage:
     calls: Counter = field(default_factory=Counter)
     paths: dict[str, str] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
+    head_softcap: float | None = None
 
     @property
     def fuses_head(self) -> bool:
@@ -91,17 +101,6 @@ def _base_model(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _is_rms_norm(module) -> bool:
-    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon")
-
-
-def _is_swiglu_mlp(module) -> bool:
-    act = getattr(module, "act_fn", None)
-    # transformers uses its own SiLUActivation class (not torch.nn.SiLU) in recent versions.
-    is_silu = isinstance(act, torch.nn.SiLU) or type(act).__name__ in ("SiLUActivation", "SiLU")
-    return all(hasattr(module, n) for n in ("gate_proj", "up_proj", "down_proj")) and is_silu
-
-
 def _check_triton_can_run(on_gpu: bool) -> None:
     """Refuse ``kernels: triton`` before the run starts where its kernels could not launch
     (otherwise the first forward would fail deep inside the model)."""
@@ -121,7 +120,7 @@ def _check_triton_can_run(on_gpu: bool) -> None:
 
 
 def auto_left_out(base, on_gpu: bool) -> dict[str, str]:
-    """The ops ``kernels: auto`` leaves out of a (Llama-family) model, each with why.
+    """The ops ``kernels: auto`` leaves out of a model on this device, each with why.
 
     On CUDA every op runs (Triton kernels). On a CPU each op runs only where
     ``benchmarks/kernels_default.py`` measured it paying for itself (BENCHMARKS.md): the
@@ -134,7 +133,8 @@ def auto_left_out(base, on_gpu: bool) -> dict[str, str]:
     if not AUTO_CPU_ELEMENTWISE:
         for op in ("rms_norm", "swiglu"):
             left_out[op] = "CPU: no faster than the plain op"
-    vocab = base.get_output_embeddings().weight.shape[0]
+    head = base.get_output_embeddings()
+    vocab = head.weight.shape[0] if isinstance(head, torch.nn.Module) else 0
     if vocab < AUTO_CPU_HEAD_MIN_VOCAB:
         left_out["fused_linear_logprobs"] = f"CPU: vocabulary {vocab} < {AUTO_CPU_HEAD_MIN_VOCAB}"
     return left_out
@@ -147,10 +147,12 @@ def patch_model(
 
     ``on_gpu``: whether the run trains on CUDA devices (``kernels: triton`` needs them).
     ``adapter``: the run's adapter settings (a ``registry.AdapterParams``); one that wraps
-    ``lm_head`` cannot run under the fused head: ``auto`` leaves that op out, ``torch`` and
-    ``triton`` refuse the run. ``auto`` also leaves out the ops that do not pay on this
-    device (:func:`auto_left_out`). ``leave_out``: more ops not to patch, with why.
-    Every op left out is named with its reason in the run's kernel tag.
+    ``lm_head`` cannot run under the fused head. Norms and MLPs are matched per family
+    (``workbench.models.families``), the head on its own (:func:`head_left_out`). ``auto``
+    leaves out, op by op, what does not match and what does not pay on this device
+    (:func:`auto_left_out`); ``torch`` and ``triton`` refuse a model any op cannot take.
+    ``leave_out``: more ops not to patch, with why. Every op left out is named with its
+    reason in the run's kernel tag.
     """
     if mode == "off":
         return None
@@ -160,52 +162,91 @@ def patch_model(
     from workbench.kernels.swiglu import swiglu
 
     base = _base_model(model)
-    norms = [m for m in base.modules() if _is_rms_norm(m)]
-    mlps = [m for m in base.modules() if _is_swiglu_mlp(m)]
-    layers = getattr(base.config, "num_hidden_layers", len(mlps))
-    if not norms or len(mlps) != layers or not hasattr(base, "model"):
-        if mode == "auto":
-            why = f"{type(base).__name__} is not a Llama-family model"
-            return KernelUsage(mode, layers, 0, 0, left_out={op: why for op in OPS})
-        raise SpecError(
-            f"kernels: {mode!r} supports Llama-family models (RMSNorm + SiLU-gated MLP); this "
-            f"{type(base).__name__} has {len(norms)} RMSNorm and {len(mlps)}/{layers} such MLPs. "
-            "Set kernels: auto (leaves the ops out) or off"
-        )
-    left_out = dict(leave_out or {})
-    head = base.get_output_embeddings()
-    wraps_head = adapter is not None and not adapter.works_with_fused_head()
-    if wraps_head or type(head) is not torch.nn.Linear:
-        if mode != "auto":
-            raise SpecError(
-                f"kernels: {mode!r} fuses the loss head, but lm_head is a {type(head).__name__} "
-                "(an adapter on the head?); remove lm_head from adapter.target_modules, or set "
-                "kernels: auto (runs the other fused ops) or off"
-            )
-        left_out["fused_linear_logprobs"] = (
-            "adapter wraps lm_head" if wraps_head else f"lm_head is a {type(head).__name__}"
-        )
+    family = families.family_of(base.config)
+    norms, norm_why = families.find_norms(base, family)
+    mlps, mlp_why = families.find_mlps(base, family)
+    head_why = head_left_out(base, adapter)
+    cannot = {op: why for op, why in zip(OPS, (norm_why, mlp_why, head_why)) if why is not None}
+    if cannot and mode != "auto":
+        raise SpecError(_refusal(mode, base, cannot))
+    left_out = {**(leave_out or {}), **cannot}
     if mode == "auto":
         left_out = {**auto_left_out(base, on_gpu), **left_out}
+    softcap = families.head_softcap(base.config, family)
+    if family is None and "fused_linear_logprobs" not in left_out:
+        # A model type the family table does not describe: its forward may do more to the
+        # logits than its head does; the fused head runs only if it reproduces them.
+        mismatch = families.head_mismatch(base, softcap)
+        if mismatch is not None:
+            left_out["fused_linear_logprobs"] = mismatch
     if "rms_norm" in left_out:
         norms = []
     if "swiglu" in left_out:
         mlps = []
-    usage = KernelUsage(mode, layers, len(norms), len(mlps), left_out=left_out)
-
-    def norm_forward(self, hidden_states):
-        usage.record("rms_norm", hidden_states)
-        return rms_norm(hidden_states, self.weight, self.variance_epsilon, backend=mode)
-
-    def mlp_forward(self, x):
-        usage.record("swiglu", x)
-        return self.down_proj(swiglu(self.gate_proj(x), self.up_proj(x), backend=mode))
-
-    for m in norms:
-        m.forward = types.MethodType(norm_forward, m)
-    for m in mlps:
-        m.forward = types.MethodType(mlp_forward, m)
+    layers = getattr(base.config, "num_hidden_layers", len(mlps))
+    usage = KernelUsage(
+        mode, layers, len(norms), len(mlps), left_out=left_out, head_softcap=softcap
+    )
+    if family is not None:
+        for m in norms:
+            m.forward = types.MethodType(_norm_forward(family.norm, usage, rms_norm), m)
+        for m, activation in mlps:
+            m.forward = types.MethodType(_mlp_forward(family.mlp, activation, usage, swiglu), m)
     return usage
+
+
+def head_left_out(base, adapter=None) -> str | None:
+    """Why the fused head cannot replace ``base``'s head, or None (structure only: a model
+    type outside the family table is also checked against its forward, by
+    ``families.head_mismatch``)."""
+    head = base.get_output_embeddings()
+    if adapter is not None and not adapter.works_with_fused_head():
+        return "adapter wraps lm_head"
+    if head is None:
+        return f"{type(base).__name__} has no output embedding"
+    if type(head) is not torch.nn.Linear:
+        kind = type(head)
+        name = kind.__name__
+        if not kind.__module__.startswith("torch."):
+            name = f"{kind.__module__}.{name}"  # an adapter's wrapper is often a Linear too
+        return f"lm_head is a {name}"
+    if not isinstance(getattr(base, "model", None), torch.nn.Module):
+        return f"{type(base).__name__} has no .model decoder"
+    return None
+
+
+def _refusal(mode: str, base, cannot: dict[str, str]) -> str:
+    """The error of ``kernels: torch/triton`` on a model some op cannot take."""
+    whys = "; ".join(f"{op}: {why}" for op, why in cannot.items())
+    hint = ""
+    if "fused_linear_logprobs" in cannot and "lm_head" in cannot["fused_linear_logprobs"]:
+        hint = " (an adapter on the head? remove lm_head from adapter.target_modules)"
+    return (
+        f"kernels: {mode!r} patches every op, and this {type(base).__name__} cannot take "
+        f"them all ({whys}){hint}. Set kernels: auto (runs the ops that fit, names the "
+        "others in the run's kernel tag) or off"
+    )
+
+
+def _norm_forward(style: families.NormStyle, usage: KernelUsage, rms_norm):
+    def forward(self, hidden_states):
+        usage.record("rms_norm", hidden_states)
+        eps = getattr(self, style.eps_attr)
+        return rms_norm(
+            hidden_states, self.weight, eps, backend=usage.backend,
+            offset=style.offset, casting=style.casting,
+        )  # fmt: skip
+
+    return forward
+
+
+def _mlp_forward(style: families.MlpStyle, activation: str, usage: KernelUsage, swiglu):
+    def forward(self, x):
+        usage.record("swiglu", x)
+        gate, up = style.gate_and_up(self, x)
+        return self.down_proj(swiglu(gate, up, backend=usage.backend, activation=activation))
+
+    return forward
 
 
 def head_logprobs(
@@ -217,11 +258,12 @@ def head_logprobs(
     temperature: float = 1.0,
 ) -> list[torch.Tensor]:
     """Per-token log-probs of each ``targets`` (B, T-1) tensor after position t < T-1, under
-    softmax(logits / ``temperature``).
+    softmax(logits / ``temperature``), the logits being the model's own: its head's, soft-capped
+    where the model caps them (``usage.head_softcap``) before the temperature.
 
     Runs the decoder once without its head, then the fused head once per target tensor;
-    ignored targets (-100) give 0. The head is linear, so dividing its input rows (and bias)
-    by the temperature divides the logits by it without ever forming them.
+    ignored targets (-100) give 0. Without a soft cap the head is linear, and the op divides
+    its input rows (and bias) by the temperature rather than the logits.
     """
     from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
 
@@ -230,15 +272,12 @@ def head_logprobs(
     hidden = hidden[:, :-1, :]
     head = base.get_output_embeddings()
     rows = hidden.reshape(-1, hidden.shape[-1])
-    bias = head.bias
-    if temperature != 1.0:
-        rows = rows / temperature
-        bias = None if bias is None else bias / temperature
     out = []
     for target in targets:
         usage.record("fused_linear_logprobs", rows)
         logp = fused_linear_token_logprobs(
-            rows, head.weight, target.reshape(-1), bias=bias, backend=usage.backend
-        )
+            rows, head.weight, target.reshape(-1), bias=head.bias, backend=usage.backend,
+            softcap=usage.head_softcap, temperature=temperature,
+        )  # fmt: skip
         out.append(logp.reshape(target.shape).float())
     return out
