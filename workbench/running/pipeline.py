@@ -30,6 +30,7 @@ from workbench.running.callbacks import (
     CheckpointCallback,
     RunEventsCallback,
 )
+from workbench.running.compile import TAG_COMPILE, CompileState, compile_decoder
 from workbench.running.evaluation import evaluate
 from workbench.running.events import Evaluation, RunContext, RunEvents, RunObserver, observers_list
 from workbench.running.library_output import quiet_libraries
@@ -206,7 +207,8 @@ class PreparedRun:
     training rows found; ``eval_encoded`` the held-out rows encoded for ``term:`` objectives
     and a precomputed reference (else empty); ``client`` the MLflow store (rank 0 only);
     ``resume_from`` where a resumed run continues; ``memory_mark`` the baseline training's
-    peak memory is measured above.
+    peak memory is measured above; ``compiled`` whether training steps run compiled
+    (``train.compile``; None when not asked for).
     """
 
     spec: RunSpec
@@ -224,6 +226,7 @@ class PreparedRun:
     client: Any
     resume_from: ResumePoint | None
     memory_mark: MemoryMark
+    compiled: CompileState | None = None
 
 
 def prepare_run(
@@ -244,6 +247,7 @@ def prepare_run(
     import torch
 
     _check_distribution(spec.train)
+    rank_log = log if rank == 0 else (lambda *a: None)
     info = registry.METHODS[spec.method.name]
     row_kind = registry.ROW_KINDS[info.row_kind]
     # Data first: a malformed dataset must fail before the store is even opened.
@@ -262,9 +266,8 @@ def prepare_run(
     else:
         # A launched run shows it is alive, and what it is doing, while the base loads
         # (a cold build of the tiny base takes minutes on loaded cores).
-        say_log = log if rank == 0 else (lambda *a: None)
         beating = run_id if rank == 0 and not resume else None
-        with tracking.PhaseBeat(client, beating, say_log) as say:
+        with tracking.PhaseBeat(client, beating, rank_log) as say:
             base = load_base(spec.model, log=say)
     # The method's reference strategy, from the base before its adapter is applied.
     reference = build_reference(spec, base.model)
@@ -273,6 +276,8 @@ def prepare_run(
     encoded, stats = encode(base.tokenizer, train_rows, spec.train.max_length)
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     kernel_usage = patch_model(trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
+    if spec.train.gradient_checkpointing:
+        _checkpoint_activations(trained)
     module_class = registry.load_module_class(spec.method.name)
     module = module_class(
         spec,
@@ -291,10 +296,16 @@ def prepare_run(
         if needs_terms or reference.precomputes
         else []
     )
-    reference.prepare(module, {"train": encoded, "eval": eval_encoded}, spec.eval.batch_size)
+    _prepare_reference(reference, module, encoded, eval_encoded, spec)
     # Sharded weights never sit whole in the trained model: rank 0 evaluates and saves a
     # copy of it, loaded with the weights all ranks gather at each evaluation.
     sharded = strategies.shards_weights(spec.train.strategy)
+    eval_model = _frozen_copy(trained) if sharded and rank == 0 else trained
+    compiled = None
+    if spec.train.compile:
+        compiled = compile_decoder(
+            trained, on_gpu=on_gpu, kernel_usage=kernel_usage, sharded=sharded, log=rank_log
+        )
     return PreparedRun(
         spec=spec,
         info=info,
@@ -307,11 +318,12 @@ def prepare_run(
         stats=stats,
         kernel_usage=kernel_usage,
         sharded=sharded,
-        eval_model=_frozen_copy(trained) if sharded and rank == 0 else trained,
+        eval_model=eval_model,
         client=client,
         resume_from=resume_from,
         # Training's own peak: not hidden by the load's or the reference precompute's above.
         memory_mark=MemoryMark(),
+        compiled=compiled,
     )
 
 
@@ -447,6 +459,7 @@ class RunPipeline:
             {
                 TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
                 TAG_BASE: base.name,
+                **({} if prepared.compiled is None else {TAG_COMPILE: prepared.compiled.tag()}),
                 **liveness.process_tags(),
             }
         )
@@ -503,6 +516,9 @@ class RunPipeline:
         if usage is not None:
             # Announced after training: only ops that actually ran are named.
             self.events.kernels(spec.train.steps, usage.tag(), usage.metrics())
+        if prepared.compiled is not None and not prepared.compiled.on:
+            # The first compiled step may have failed after the run announced "on".
+            self.events.tags({TAG_COMPILE: prepared.compiled.tag()})
         cost = self.costs(prepared)
         self.events.costs(
             spec.train.steps,
@@ -605,6 +621,68 @@ class RunPipeline:
             raise
         self.events.end("FINISHED")
         return RunResult(self.run_id, "FINISHED", objectives, self.trajectory)
+
+
+def _checkpoint_activations(model) -> None:
+    """``train.gradient_checkpointing``: transformers' activation checkpointing of the
+    trained model's decoder layers, non-reentrant (SpecError for a model without it).
+
+    Non-reentrant (``torch.utils.checkpoint``'s ``use_reentrant=False``) rather than the
+    reentrant variant: under LoRA the frozen input embeddings' outputs need no gradient, and a
+    reentrant checkpoint whose inputs need none returns outputs that need none, so the
+    adapters inside the layers would get no gradient (peft's workaround is a hook that makes
+    the embeddings' outputs require grad). The non-reentrant one follows the parameters used
+    inside the layer, needs no such hook, passes keyword arguments through, and lets each
+    parameter's gradient become ready once per backward, as DDP's reducer expects.
+
+    The fused loss head runs the same decoder (``kernel_patch.head_logprobs`` calls
+    ``base.model``), so its layers are checkpointed too. Only training-mode forwards
+    checkpoint (transformers checks ``self.training``): evaluations and generation run as
+    before, with their KV cache; in training, transformers turns the cache off itself.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise SpecError(
+            "invalid run spec:\n  train.gradient_checkpointing = True: "
+            f"{type(base).__name__} does not support gradient checkpointing (its "
+            "supports_gradient_checkpointing is false); set train.gradient_checkpointing: false"
+        )
+    settings = {"use_reentrant": False}
+    enable = getattr(base, "activation_checkpointing_enable", None)
+    if enable is not None:  # transformers 5 (gradient_checkpointing_enable is deprecated)
+        enable(activation_checkpointing_kwargs=settings)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=settings)
+
+
+def _prepare_reference(reference, module, encoded, eval_encoded, spec) -> None:
+    """Let the reference precompute what it needs (the rows' reference log-probs).
+
+    Under a mixed precision the training rows' table is computed under the same autocast as
+    the training steps, so a step's policy and reference log-probs agree until the first
+    update (a float32 table against bfloat16 steps would start DPO's implicit rewards off
+    zero); the held-out rows' table stays float32, like the evaluations that read it.
+    """
+    autocast = _training_autocast(spec.train.precision, module.device)
+    batch_size = spec.eval.batch_size
+    if autocast is None:
+        reference.prepare(module, {"train": encoded, "eval": eval_encoded}, batch_size)
+        return
+    with autocast:
+        reference.prepare(module, {"train": encoded, "eval": []}, batch_size)
+    reference.prepare(module, {"train": [], "eval": eval_encoded}, batch_size)
+
+
+def _training_autocast(precision: str, device):
+    """The autocast Lightning runs training steps under for ``precision`` on ``device``
+    (bf16-mixed, and 16-mixed, which Lightning turns into bf16-mixed on a CPU), else None."""
+    import torch
+
+    if precision not in ("bf16-mixed", "16-mixed"):
+        return None
+    half = precision == "16-mixed" and device.type == "cuda"
+    dtype = torch.float16 if half else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, cache_enabled=False)
 
 
 def _frozen_copy(model):

@@ -275,7 +275,27 @@ class TrainSpec(_Section):
     )
     seed: int = Field(0, description="Seed of data order, initialisation and sampling.")
     precision: str = Field(
-        "32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true."
+        "32-true",
+        description="Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true. "
+        "bf16-mixed runs each training step under bfloat16 autocast (on a CPU too) with "
+        "float32 weights and optimizer state; evaluations run in float32. 16-mixed needs a "
+        "GPU (Lightning runs bf16-mixed on a CPU instead).",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each decoder layer's activations during the backward pass "
+        "instead of keeping them from the forward (transformers' activation checkpointing, "
+        "non-reentrant): less memory for activations, for about one more forward pass of "
+        "time per step. Training steps only; evaluations and generation run without it. The "
+        "model must support it (transformers' supports_gradient_checkpointing).",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model's decoder for training steps (evaluations and "
+        "generation run it uncompiled). The first steps pay for the compilation. Where it "
+        "cannot apply (no C++ compiler, a platform without TorchInductor, Triton kernels, a "
+        "sharding strategy, a compilation error) the run trains uncompiled and says why in "
+        "its log and its workbench.compile tag.",
     )
     accelerator: str = Field("auto", description="cpu, gpu or auto.")
     devices: int | str = Field(1, description="Lightning devices (an int or 'auto').")
