@@ -5,7 +5,8 @@ What is compiled is the decoder stack (a Llama's ``model.model``, the module tha
 and the fused loss head both run it compiled; the head and the losses stay eager. Only
 training steps take the compiled forward: in eval mode (held-out losses, evaluations,
 the generations of a GRPO step) the same module runs its plain forward, so decoding never
-waits on recompilations for each new length.
+waits on recompilations for each new length. Under DDP every process compiles its own copy
+(on a CPU, gloo: checked to give the uncompiled losses).
 
 Where compilation cannot apply, the run trains uncompiled and says why once, in its log and
 in the tag ``workbench.compile`` (``off (why)``; ``on`` when it ran compiled):
