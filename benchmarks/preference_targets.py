@@ -1,14 +1,16 @@
 """Does preference optimisation move the tiny base? DPO's gains and a MODPO sweep's front.
 
-    python benchmarks/preference_targets.py            # DPO and RPO 200 steps each + MODPO 5
-                                                       # weights x 120 steps (about 70 s on 2 idle
-                                                       # cores)
+    python benchmarks/preference_targets.py            # 3 seeds x (DPO and RPO 200 steps each +
+                                                       # MODPO 5 weights x 120 steps)
+    python benchmarks/preference_targets.py --seeds 1  # seed 0 alone
     python benchmarks/preference_targets.py --quick    # 2 steps, 3 weights x 2 steps, 32 pairs: a
                                                        # smoke test of the script
 
 Two parts, both from the default tiny base (``model: {name: tiny}``); every knob is a flag
 (``--task``, ``--lr``, ``--beta``, ``--adapter``, ``--modpo-lr`` ...; ``--skip-dpo`` and
-``--skip-modpo`` run one part):
+``--skip-modpo`` run one part). Both repeat for each of ``--seeds`` seeds (0, 1, 2 by default:
+the seed of the training order, the sampled pairs and LoRA's initialisation); each headline is
+the median over the seeds, printed with its spread:
 
 1. DPO (full fine-tuning, beta 0.1, lr 3e-5) and RPO (the same pairs, DPO plus the chosen
    completion's NLL, lr 1e-3; ``--methods`` picks others of the family) on a built-in task's
@@ -34,13 +36,16 @@ Two parts, both from the default tiny base (``model: {name: tiny}``); every knob
    check) and beat the reference point on both objectives; each objective's Spearman
    correlation with its own training weight (correctness with w, shortness -length with
    1 - w). Headlines: ``BENCH modpo_non_dominated <n> policies target=>=3`` and
-   ``BENCH modpo_spearman_min <r> rho target=>=0.8`` (the smaller of the two).
+   ``BENCH modpo_spearman_min <r> rho target=>=0.8`` (the smaller of the two per seed). The
+   label temperature and MODPO's beta were chosen against the same held-out prompts on seed 0
+   (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -62,7 +67,7 @@ def adapter(name: str) -> dict:
 PAIRWISE_LR = {"dpo": 3e-5, "rpo": 1e-3}
 
 
-def dpo_spec(args, method: str, uri: str) -> dict:
+def dpo_spec(args, method: str, uri: str, seed: int = 0) -> dict:
     objectives = [
         {
             "name": "reward_accuracy",
@@ -83,14 +88,14 @@ def dpo_spec(args, method: str, uri: str) -> dict:
             "steps": args.dpo_steps,
             "batch_size": 16,
             "eval_every": args.dpo_steps,
-            "seed": 0,
+            "seed": seed,
         },
         "eval": {"max_new_tokens": 16},
         "tracking": {"experiment": "preference-targets-dpo", "uri": uri},
     }
 
 
-def modpo_spec(args, uri: str) -> dict:
+def modpo_spec(args, uri: str, seed: int = 0) -> dict:
     objectives = [
         {
             "name": "correctness",
@@ -120,7 +125,7 @@ def modpo_spec(args, uri: str) -> dict:
             "steps": args.modpo_steps,
             "batch_size": 16,
             "eval_every": args.modpo_steps,
-            "seed": 0,
+            "seed": seed,
         },
         "eval": {"max_new_tokens": 16},
         "tracking": {"experiment": "preference-targets-modpo", "uri": uri},
@@ -191,8 +196,10 @@ def pairwise_lr(args, method: str) -> float:
     return args.lr if args.lr is not None else PAIRWISE_LR.get(method, 3e-5)
 
 
-def run_dpo(args, method: str, uri: str, workbench) -> tuple[dict, dict, tuple[float, float]]:
-    spec = workbench.RunSpec.parse(dpo_spec(args, method, uri))
+def run_dpo(
+    args, method: str, uri: str, workbench, seed: int
+) -> tuple[dict, dict, tuple[float, float]]:
+    spec = workbench.RunSpec.parse(dpo_spec(args, method, uri, seed))
     if args.pairs == "on-policy":
         use_on_policy_pairs(spec)
     result = workbench.run(spec, log=lambda *a: None)
@@ -212,6 +219,84 @@ def run_dpo(args, method: str, uri: str, workbench) -> tuple[dict, dict, tuple[f
             f"expected 0 and {args.dpo_steps}"
         )
     return before, after, chosen_logps
+
+
+def dpo_part(args, method: str, seed: int, uri: str, workbench) -> dict[str, float]:
+    """One pairwise run from the base; prints its table and returns its gains in points."""
+    started = time.perf_counter()
+    before, after, chosen_logps = run_dpo(args, method, uri, workbench, seed)
+    seconds = time.perf_counter() - started
+    print(
+        f"{method.upper()} on {args.task}, seed {seed} ({args.adapter} fine-tuning of the default "
+        f"tiny base, beta {args.beta}, lr {pairwise_lr(args, method):g}, {args.dpo_steps} steps "
+        f"x 16 {args.pairs} pairs), held-out {args.eval_size} prompts; {seconds:.0f} s"
+    )
+    print()
+    print(f"{'figure':<20}{'step 0':>10}{'end':>10}{'gain (points)':>16}")
+    gains = {}
+    for name in ("reward_accuracy", "exact_match"):
+        gains[name] = 100 * (after[name] - before[name])
+        print(f"{name:<20}{before[name]:>10.3f}{after[name]:>10.3f}{gains[name]:>16.1f}")
+    print(
+        f"training pairs' chosen log-prob (pref/chosen_logps), first and last logged step: "
+        f"{chosen_logps[0]:.2f} -> {chosen_logps[1]:.2f}"
+    )
+    print()
+    return gains
+
+
+def modpo_part(
+    args, seed: int, uri: str, weights: list[float], workbench, compute_front
+) -> tuple[int, float] | None:
+    """One MODPO sweep; prints its table and returns (policies non-dominated and beating the
+    reference, the smaller Spearman), or None (after an error line) where a check fails."""
+    started = time.perf_counter()
+    spec = workbench.RunSpec.parse(modpo_spec(args, uri, seed))
+    sweep = workbench.run_sweep(spec, weights, log=lambda *a: None)
+    seconds = time.perf_counter() - started
+    finished = [(w, r.objectives) for w, r in zip(weights, sweep.runs) if r.status == "FINISHED"]
+    if len(finished) != len(weights):
+        print(f"error: {len(weights) - len(finished)} MODPO run(s) did not finish", file=sys.stderr)
+        return None
+    names, directions = ["correctness", "length"], ["max", "min"]
+    points = [[o[n] for n in names] for _, o in finished]
+    reference = [MODPO_REFERENCE[n] for n in names]
+    front = compute_front(points, directions, reference=reference, names=names)
+    brute = brute_force_non_dominated(points, directions)
+    # workbench's front and the sweep's own (same objectives, the spec's references) against
+    # the brute-force check.
+    for what, mask in (("workbench's front", front.mask), ("the sweep's front", sweep.front.mask)):
+        if list(map(bool, mask)) != brute:
+            print(f"error: {what} {list(mask)} differs from brute force {brute}", file=sys.stderr)
+            return None
+    beats_reference = [p[0] > reference[0] and p[1] < reference[1] for p in points]
+    counted = sum(m and b for m, b in zip(brute, beats_reference))
+    ws = [w for w, _ in finished]
+    rho_correctness = spearman(ws, [o["correctness"] for _, o in finished])
+    rho_length = spearman([round(1 - w, 4) for w in ws], [-o["length"] for _, o in finished])
+    base = sweep.base_objectives
+    print(
+        f"MODPO on order, seed {seed} ({args.modpo_adapter} fine-tuning of the default tiny base, "
+        f"beta {args.modpo_beta}, lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per "
+        f"policy), {len(weights)} weights, held-out {args.eval_size} prompts; {seconds:.0f} s"
+    )
+    print(
+        f"reference point (correctness, length) = ({reference[0]:g}, {reference[1]:g}); "
+        f"the base at step 0: ({base.get('correctness', float('nan')):.3f}, "
+        f"{base.get('length', float('nan')):.2f}); hypervolume {front.hypervolume:.3f}"
+    )
+    print()
+    print(f"{'w (correctness)':<17}{'correctness':>12}{'length':>10}{'front':>8}")
+    for (w, o), on in zip(finished, brute):
+        print(f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}{'yes' if on else 'no':>8}")
+    print()
+    print(
+        f"Spearman: correctness with w {rho_correctness:.3f}; shortness (-length) with 1 - w "
+        f"{rho_length:.3f}; non-dominated and beating the reference: {counted} of {len(points)} "
+        "(workbench's front equals the brute-force check)"
+    )
+    print()
+    return counted, min(rho_correctness, rho_length)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"MODPO correctness weights (default {' '.join(map(str, MODPO_WEIGHTS))})",
     )
+    parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; --quick 1)")
     parser.add_argument("--skip-dpo", action="store_true", help="the MODPO sweep only")
     parser.add_argument("--skip-modpo", action="store_true", help="the DPO run only")
     args = parser.parse_args(argv)
@@ -274,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     args.modpo_steps = args.modpo_steps or (2 if args.quick else 120)
     args.eval_size = 16 if args.quick else 48
     args.train_size = 32 if args.quick else 1000
+    args.seeds = args.seeds or (1 if args.quick else 3)
     weights = list(args.weights or ((0.1, 0.5, 0.9) if args.quick else MODPO_WEIGHTS))
 
     import torch
@@ -281,110 +368,44 @@ def main(argv: list[str] | None = None) -> int:
     import workbench
     from workbench.fronts.pareto import compute_front
 
-    lines: list[str] = []
+    gains: dict[str, list[dict]] = {m: [] for m in ([] if args.skip_dpo else args.methods)}
+    modpo: list[tuple[int, float]] = []  # per seed: policies counted, the smaller Spearman
     with tempfile.TemporaryDirectory() as tmp:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
-        for method in [] if args.skip_dpo else args.methods:
-            started = time.perf_counter()
-            before, after, chosen_logps = run_dpo(args, method, uri, workbench)
-            seconds = time.perf_counter() - started
+        for seed in range(args.seeds):
+            for method in gains:
+                gains[method].append(dpo_part(args, method, seed, uri, workbench))
+            if not args.skip_modpo:
+                figures = modpo_part(args, seed, uri, weights, workbench, compute_front)
+                if figures is None:
+                    return 1
+                modpo.append(figures)
+    seeds = ", ".join(map(str, range(args.seeds)))
+    lines: list[str] = []
+    for method, per_seed in gains.items():
+        figures = (("reward_accuracy", "reward_accuracy"), ("exact_match", "task_metric"))
+        for name, figure in figures:
+            values = [g[name] for g in per_seed]
             print(
-                f"{method.upper()} on {args.task} ({args.adapter} fine-tuning of the default tiny "
-                f"base, beta {args.beta}, "
-                f"lr {pairwise_lr(args, method):g}, {args.dpo_steps} steps x 16 {args.pairs} "
-                "pairs), "
-                f"held-out {args.eval_size} prompts; {seconds:.0f} s"
+                f"{method.upper()} {name} gain over seeds {seeds}: median "
+                f"{statistics.median(values):.1f} points (spread {min(values):.1f} to "
+                f"{max(values):.1f})"
             )
-            print()
-            print(f"{'figure':<20}{'step 0':>10}{'end':>10}{'gain (points)':>16}")
-            gains = {}
-            for name in ("reward_accuracy", "exact_match"):
-                gains[name] = 100 * (after[name] - before[name])
-                print(f"{name:<20}{before[name]:>10.3f}{after[name]:>10.3f}{gains[name]:>16.1f}")
-            print(
-                f"training pairs' chosen log-prob (pref/chosen_logps), first and last logged step: "
-                f"{chosen_logps[0]:.2f} -> {chosen_logps[1]:.2f}"
+            lines.append(
+                f"BENCH {method}_{figure}_gain_points {statistics.median(values):.1f} points "
+                "target=>=15"
             )
-            print()
-            lines += [
-                f"BENCH {method}_reward_accuracy_gain_points {gains['reward_accuracy']:.1f} points "
-                "target=>=15",
-                f"BENCH {method}_task_metric_gain_points {gains['exact_match']:.1f} points "
-                "target=>=15",
-            ]
-        if not args.skip_modpo:
-            started = time.perf_counter()
-            spec = workbench.RunSpec.parse(modpo_spec(args, uri))
-            sweep = workbench.run_sweep(spec, weights, log=lambda *a: None)
-            seconds = time.perf_counter() - started
-            finished = [
-                (w, r.objectives) for w, r in zip(weights, sweep.runs) if r.status == "FINISHED"
-            ]
-            if len(finished) != len(weights):
-                print(
-                    f"error: {len(weights) - len(finished)} MODPO run(s) did not finish",
-                    file=sys.stderr,
-                )
-                return 1
-            names, directions = ["correctness", "length"], ["max", "min"]
-            points = [[o[n] for n in names] for _, o in finished]
-            reference = [MODPO_REFERENCE[n] for n in names]
-            front = compute_front(points, directions, reference=reference, names=names)
-            brute = brute_force_non_dominated(points, directions)
-            if list(map(bool, front.mask)) != brute:
-                print(
-                    f"error: workbench's front {list(front.mask)} differs from brute force {brute}",
-                    file=sys.stderr,
-                )
-                return 1
-            # The sweep's own front (over the same two objectives, with the spec's references).
-            if list(map(bool, sweep.front.mask)) != brute:
-                print(
-                    f"error: the sweep's front {list(sweep.front.mask)} differs from brute "
-                    f"force {brute}",
-                    file=sys.stderr,
-                )
-                return 1
-            beats_reference = [p[0] > reference[0] and p[1] < reference[1] for p in points]
-            counted = sum(m and b for m, b in zip(brute, beats_reference))
-            ws = [w for w, _ in finished]
-            rho_correctness = spearman(ws, [o["correctness"] for _, o in finished])
-            rho_length = spearman(
-                [round(1 - w, 4) for w in ws], [-o["length"] for _, o in finished]
-            )
-            base = sweep.base_objectives
-            print(
-                f"MODPO on order ({args.modpo_adapter} fine-tuning of the default tiny base, "
-                f"beta {args.modpo_beta}, "
-                f"lr {args.modpo_lr}, {args.modpo_steps} steps x 16 pairs per policy), "
-                f"{len(weights)} weights, "
-                f"held-out {args.eval_size} prompts; {seconds:.0f} s"
-            )
-            print(
-                f"reference point (correctness, length) = ({reference[0]:g}, {reference[1]:g}); "
-                f"the base at step 0: ({base.get('correctness', float('nan')):.3f}, "
-                f"{base.get('length', float('nan')):.2f}); hypervolume {front.hypervolume:.3f}"
-            )
-            print()
-            print(f"{'w (correctness)':<17}{'correctness':>12}{'length':>10}{'front':>8}")
-            for (w, o), on in zip(finished, brute):
-                print(
-                    f"{w:<17g}{o['correctness']:>12.3f}{o['length']:>10.2f}"
-                    f"{'yes' if on else 'no':>8}"
-                )
-            print()
-            print(
-                f"Spearman: correctness with w {rho_correctness:.3f}; "
-                f"shortness (-length) with 1 - w "
-                f"{rho_length:.3f}; non-dominated and beating the reference: "
-                f"{counted} of {len(points)} "
-                "(workbench's front equals the brute-force check)"
-            )
-            print()
-            lines += [
-                f"BENCH modpo_non_dominated {counted} policies target=>=3",
-                f"BENCH modpo_spearman_min {min(rho_correctness, rho_length):.3f} rho target=>=0.8",
-            ]
+    if modpo:
+        counts, rhos = [c for c, _ in modpo], [r for _, r in modpo]
+        print(
+            f"MODPO over seeds {seeds}: non-dominated policies beating the reference "
+            f"{', '.join(map(str, counts))} (median {statistics.median(counts):g}); smaller "
+            f"Spearman {', '.join(f'{r:.3f}' for r in rhos)} (median {statistics.median(rhos):.3f})"
+        )
+        lines += [
+            f"BENCH modpo_non_dominated {statistics.median(counts):g} policies target=>=3",
+            f"BENCH modpo_spearman_min {statistics.median(rhos):.3f} rho target=>=0.8",
+        ]
     print(
         f"torch {torch.__version__}, python {platform.python_version()}; "
         f"load average {load_average()}"

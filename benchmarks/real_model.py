@@ -4,6 +4,7 @@
                                                     # shipped examples as they are
     python benchmarks/real_model.py --only grpo     # one method
     python benchmarks/real_model.py --quick         # 1 seed, 1 small step each: a smoke test
+    python benchmarks/real_model.py --quick --model tiny-fast   # the same on the test base
 
 Each method runs the spec under ``examples/`` that a user would run (``workbench run
 examples/real_grpo.yaml``), changing only ``train.seed`` and the store, on the built-in
@@ -70,12 +71,14 @@ def change(case: Case, base: float, final: float) -> float:
     return 100 * (final - base) if case.unit == "points" else final / base
 
 
-def spec_for(case: Case, seed: int, uri: str, quick: bool):
+def spec_for(case: Case, seed: int, uri: str, quick: bool, model: str | None = None):
     import yaml
 
     import workbench
 
     raw = yaml.safe_load((ROOT / "examples" / case.example).read_text())
+    if model:  # another base under the same recipe (the smoke test's cheap one)
+        raw["model"] = model
     raw.setdefault("train", {})["seed"] = seed
     raw.setdefault("tracking", {})["uri"] = uri
     if quick:  # the script end to end, as cheaply as the real model allows
@@ -92,6 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="1 seed, 1 small step (a smoke test)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds per method (default 3)")
     parser.add_argument("--only", choices=[c.method for c in CASES], action="append")
+    parser.add_argument(
+        "--model", default=None, help="another base in place of the examples' (e.g. tiny-fast)"
+    )
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
     cases = [c for c in CASES if not args.only or c.method in args.only]
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         uri = f"sqlite:///{Path(tmp) / 'mlflow.db'}"
         for case in cases:
             for seed in range(seeds):
-                spec = spec_for(case, seed, uri, args.quick)
+                spec = spec_for(case, seed, uri, args.quick, args.model)
                 t0 = time.perf_counter()
                 result = workbench.run(spec, log=lambda *a: None)
                 wall = time.perf_counter() - t0
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(
-        f"SmolLM2-135M-Instruct, {seeds} seed(s) per method, the examples/ specs; "
+        f"{args.model or 'SmolLM2-135M-Instruct'}, {seeds} seed(s) per method, "
+        "the examples/ specs; "
         f"torch {torch.__version__}, python {platform.python_version()}, "
         f"{torch.get_num_threads()} threads; {seconds:.0f} s; load average {load_average()}"
     )

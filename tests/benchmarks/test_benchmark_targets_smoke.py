@@ -1,7 +1,8 @@
 """The target benchmarks on the tiny base run end to end (--quick) and end with their BENCH
 lines: preference_targets.py (DPO, RPO, a MODPO sweep) and rl_task_gain.py (GRPO, here with
 the partial-credit reward registered by the script) on the tiny base, real_model.py (GRPO, RPO,
-LoRA SFT from examples/) on the real chat model."""
+LoRA SFT from examples/) with the test base in place of the real chat model (which
+tests/models/test_real_model.py trains): the script's path end to end, in seconds."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ BENCH_LINE = re.compile(r"^BENCH (\S+) (-?\d+(?:\.\d+)?) (\S+) target=(\S+)$")
         ),
         (
             "real_model.py",
-            ["--quick"],
+            ["--quick", "--model", "tiny-fast"],
             [
                 "real_grpo_arithmetic_gain_points",
                 "real_dpo_task_gain_points",
@@ -48,9 +49,7 @@ BENCH_LINE = re.compile(r"^BENCH (\S+) (-?\d+(?:\.\d+)?) (\S+) target=(\S+)$")
         ),
     ],
 )
-def test_a_target_benchmark_prints_its_headlines(
-    default_tiny_base, real_model_folder, script, args, headlines
-):
+def test_a_target_benchmark_prints_its_headlines(default_tiny_base, script, args, headlines):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, f"benchmarks/{script}", *args],
