@@ -146,16 +146,27 @@ def test_non_contiguous_input_and_gradient(kernel_seed):
         )
 
 
-# --- agreement with transformers' LlamaRMSNorm (what the patched model replaces) ----------
+# --- agreement with transformers' norms (what the patched model replaces) -----------------
 
 
-def llama_rms_norm(weight, eps):
-    from transformers.models.llama.modeling_llama import LlamaRMSNorm
-
-    module = LlamaRMSNorm(weight.shape[0], eps=eps).to(weight.dtype)
+def transformers_norm(family: str, weight, eps):
+    """Llama's RMSNorm (x_normed * w) or Gemma's (x_normed * (1 + w), scaled in float32)."""
+    if family == "llama":
+        from transformers.models.llama.modeling_llama import LlamaRMSNorm as Norm
+    else:
+        from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm as Norm
+    module = Norm(weight.shape[0], eps=eps).to(weight.dtype)
     with torch.no_grad():
         module.weight.copy_(weight)
     return module
+
+
+# Per family: eps, the weights' centre (Gemma stores w around 0 and scales by 1 + w) and the
+# kernel's arguments that reproduce it.
+FAMILIES = {
+    "llama": (1e-5, 1.0, {}),
+    "gemma": (1e-6, 0.0, {"offset": 1.0, "casting": "gemma"}),
+}
 
 
 @pytest.mark.parametrize(
@@ -169,12 +180,14 @@ def llama_rms_norm(weight, eps):
     ids=str,
 )
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_matches_the_transformers_norm(family, backend, x_dtype, w_dtype, kernel_seed):
+    eps, centre, kwargs = FAMILIES[family]
     gen = torch.Generator().manual_seed(kernel_seed)
-    shape, eps = (2, 3, 97), 1e-5
+    shape = (2, 3, 97)
     x = torch.randn(shape, generator=gen).to(x_dtype)
-    weight = (1.0 + 0.5 * torch.randn(shape[-1], generator=gen)).to(w_dtype)
-    module = llama_rms_norm(weight, eps)
+    weight = (centre + 0.5 * torch.randn(shape[-1], generator=gen)).to(w_dtype)
+    module = transformers_norm(family, weight, eps)
     x_ref = x.clone().requires_grad_()
     y_ref = module(x_ref)
     grad_out = torch.randn(shape, generator=gen).to(y_ref.dtype)
@@ -182,73 +195,20 @@ def test_matches_llama_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
 
     x_ours = x.clone().requires_grad_()
     w_ours = weight.clone().requires_grad_()
-    y = rms_norm(x_ours, w_ours, eps, backend=backend)
+    y = rms_norm(x_ours, w_ours, eps, backend=backend, **kwargs)
     y.backward(grad_out)
 
     assert y.dtype == y_ref.dtype
     assert x_ours.grad.dtype == x_dtype and w_ours.grad.dtype == w_dtype
     if backend == "torch":
-        # The torch path runs LlamaRMSNorm's own op sequence: the forward agrees bit for bit.
+        # The torch path runs the family's own op sequence: the forward agrees bit for bit.
         assert torch.equal(y, y_ref), f"seed {kernel_seed}"
     # Gradients (and the interpreter's bf16) agree within the dtype's tolerance.
     tol_dtype = torch.bfloat16 if torch.bfloat16 in (x_dtype, w_dtype) else x_dtype
-    _, scales = reference(x, weight, eps, grad_out)
-    llama = (y_ref.detach(), x_ref.grad, module.weight.grad)
+    _, scales = reference(x, weight, eps, grad_out, offset=kwargs.get("offset", 0.0))
+    theirs = (y_ref.detach(), x_ref.grad, module.weight.grad)
     for name, got, want, scale in zip(
-        ("output", "grad x", "grad weight"), (y.detach(), x_ours.grad, w_ours.grad), llama, scales
-    ):
-        check_close(name, got, want.double(), scale, tol_dtype, kernel_seed)
-
-
-# --- agreement with transformers' GemmaRMSNorm (Gemma 1-3: offset 1, float32 scaling) ----
-
-
-def gemma_rms_norm(weight, eps):
-    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
-
-    module = Gemma3RMSNorm(weight.shape[0], eps=eps).to(weight.dtype)
-    with torch.no_grad():
-        module.weight.copy_(weight)
-    return module
-
-
-@pytest.mark.parametrize(
-    "x_dtype,w_dtype",
-    [
-        (torch.float32, torch.float32),
-        (torch.bfloat16, torch.bfloat16),
-        (torch.float16, torch.float16),
-        (torch.bfloat16, torch.float32),  # weights kept in fp32, activations in bf16
-    ],
-    ids=str,
-)
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_matches_gemma_rms_norm(backend, x_dtype, w_dtype, kernel_seed):
-    gen = torch.Generator().manual_seed(kernel_seed)
-    shape, eps = (2, 3, 97), 1e-6
-    x = torch.randn(shape, generator=gen).to(x_dtype)
-    weight = (0.5 * torch.randn(shape[-1], generator=gen)).to(w_dtype)  # around 0: 1 + w
-    module = gemma_rms_norm(weight, eps)
-    x_ref = x.clone().requires_grad_()
-    y_ref = module(x_ref)
-    grad_out = torch.randn(shape, generator=gen).to(y_ref.dtype)
-    y_ref.backward(grad_out)
-
-    x_ours = x.clone().requires_grad_()
-    w_ours = weight.clone().requires_grad_()
-    y = rms_norm(x_ours, w_ours, eps, backend=backend, offset=1.0, casting="gemma")
-    y.backward(grad_out)
-
-    assert y.dtype == y_ref.dtype == x_dtype
-    assert x_ours.grad.dtype == x_dtype and w_ours.grad.dtype == w_dtype
-    if backend == "torch":
-        # The torch path runs GemmaRMSNorm's own op sequence: the forward agrees bit for bit.
-        assert torch.equal(y, y_ref), f"seed {kernel_seed}"
-    tol_dtype = torch.bfloat16 if torch.bfloat16 in (x_dtype, w_dtype) else x_dtype
-    _, scales = reference(x, weight, eps, grad_out, offset=1.0)
-    gemma = (y_ref.detach(), x_ref.grad, module.weight.grad)
-    for name, got, want, scale in zip(
-        ("output", "grad x", "grad weight"), (y.detach(), x_ours.grad, w_ours.grad), gemma, scales
+        ("output", "grad x", "grad weight"), (y.detach(), x_ours.grad, w_ours.grad), theirs, scales
     ):
         check_close(name, got, want.double(), scale, tol_dtype, kernel_seed)
 
