@@ -14,8 +14,8 @@ from workbench import tracking
 from workbench.data.encode import collate, encode_rows
 from workbench.methods.sft.module import MultiObjectiveSFTModule, SFTModule
 from workbench.models import kernel_patch
-from workbench.models.adapter_params import LoraAdapterParams
-from workbench.models.adapters import apply_adapter
+from workbench.models.adapters.applying import apply_adapter
+from workbench.models.adapters.lora import LoraAdapterParams
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
 from workbench.running.pipeline import run

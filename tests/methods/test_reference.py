@@ -13,7 +13,7 @@ from workbench.data.encode_pairs import encode_pairs
 from workbench.data.sources import load_rows
 from workbench.methods import reference as references
 from workbench.methods.sft.module import SFTModule
-from workbench.models.adapters import apply_adapter
+from workbench.models.adapters.applying import apply_adapter
 from workbench.models.loading import load_base
 from workbench.spec import registry
 from workbench.spec.run_spec import RunSpec

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from tests.conftest import ROOT
 from workbench.data.tasks import TASKS
 from workbench.methods.sft.params import MultiObjectiveSFTParams
-from workbench.models.adapter_params import LoraAdapterParams
+from workbench.models.adapters.lora import LoraAdapterParams
 from workbench.spec import components, registry
 from workbench.spec.components import AdamParams, SGDParams
 from workbench.spec.errors import SpecError

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from workbench import tracking
-from workbench.models.adapters import apply_adapter
+from workbench.models.adapters.applying import apply_adapter
 from workbench.models.loading import load_base, load_pretrained, save_merged
 from workbench.running import checkpoints
 from workbench.spec import paths

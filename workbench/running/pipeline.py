@@ -21,7 +21,7 @@ from workbench import tracking
 from workbench.data.encode import EncodeStats
 from workbench.data.sources import load_rows
 from workbench.methods.reference import build_reference
-from workbench.models.adapters import apply_adapter, trainable_parameters
+from workbench.models.adapters.applying import apply_adapter, trainable_parameters
 from workbench.models.base_model import BaseModel
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base

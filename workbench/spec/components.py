@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from workbench.models.adapter_params import FullAdapterParams, LoraAdapterParams
+from workbench.models.adapters.full import FullAdapterParams
+from workbench.models.adapters.lora import LoraAdapterParams
 from workbench.spec.entries import (
     AdapterInfo,
     AdapterParams,
@@ -59,14 +60,14 @@ ADAPTERS: dict[str, AdapterInfo] = {
             "full",
             "Every parameter of the base model trains.",
             FullAdapterParams,
-            "workbench.models.adapters:apply_full",
+            "workbench.models.adapters.full:apply_full",
             builtin=True,
         ),
         AdapterInfo(
             "lora",
             "Low-rank adapters (peft) on the attention and MLP projections; the base is frozen.",
             LoraAdapterParams,
-            "workbench.models.adapters:apply_lora",
+            "workbench.models.adapters.lora:apply_lora",
             "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)",
             builtin=True,
         ),

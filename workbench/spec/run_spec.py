@@ -32,7 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from workbench.data.tasks import TASKS
-from workbench.models.adapter_params import FullAdapterParams
+from workbench.models.adapters.full import FullAdapterParams
 from workbench.objectives import scoring as objectives
 from workbench.spec import components, registry
 from workbench.spec.components import AdamParams
