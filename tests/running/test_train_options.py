@@ -15,7 +15,8 @@ from workbench.models.kernel_patch import KernelUsage
 from workbench.running import compile as compile_option
 from workbench.running import pipeline
 from workbench.running.events import RunObserver
-from workbench.spec.errors import SpecError
+from workbench.spec.errors import RunFailed, SpecError
+from workbench.spec.mlflow_names import COMPILE_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -246,7 +247,7 @@ def test_compile_falls_back_when_torch_compile_raises(monkeypatch, store_uri):
     monkeypatch.setattr(torch, "compile", refuse)
     _, watch = _run(_compile_spec())
     why = "torch.compile raised RuntimeError: no compiler on this machine"
-    assert watch.tags[compile_option.TAG_COMPILE] == f"off ({why})"
+    assert watch.tags[COMPILE_TAG] == f"off ({why})"
     assert [line for line in watch.lines if "train.compile" in line] == [
         f"note: train.compile: the run trains uncompiled ({why})"
     ]
@@ -262,10 +263,34 @@ def test_a_failing_first_compiled_step_falls_back_and_trains_on(monkeypatch, sto
     monkeypatch.setattr(torch, "compile", broken)
     result, watch = _run(_compile_spec())
     assert len(watch.series("train/loss")) == 2 and result.objectives["eval_loss"] > 0
-    assert watch.tags[compile_option.TAG_COMPILE] == (
+    assert watch.tags[COMPILE_TAG] == (
         "off (compiling the first training step failed: RuntimeError: inductor could not build "
         "the graph)"
     )
+
+
+def test_the_tag_says_off_from_the_fallback_on_even_if_the_run_then_fails(monkeypatch, store_uri):
+    def broken(function, **kwargs):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("inductor could not build the graph")
+
+        return compiled
+
+    def fail_after_training(self, prepared, trainer):
+        raise RuntimeError("the final evaluation broke")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setattr(pipeline.RunPipeline, "record", fail_after_training)
+    watch = Watch()
+    with pytest.raises(RunFailed, match="final evaluation broke"):
+        workbench.run(_compile_spec(), log=watch.log, observers=[watch])
+    run = MlflowClient(store_uri).search_runs(
+        [MlflowClient(store_uri).get_experiment_by_name("train-options").experiment_id],
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
+    assert run.info.status == "FAILED"
+    assert run.data.tags[COMPILE_TAG].startswith("off (compiling the first training step failed")
 
 
 def test_where_compile_cannot_apply_it_says_why(monkeypatch):

@@ -9,7 +9,8 @@ waits on recompilations for each new length. Under DDP every process compiles it
 (on a CPU, gloo: checked to give the uncompiled losses).
 
 Where compilation cannot apply, the run trains uncompiled and says why once, in its log and
-in the tag ``workbench.compile`` (``off (why)``; ``on`` when it ran compiled):
+in the tag ``workbench.compile`` (``mlflow_names.COMPILE_TAG``: ``off (why)``; ``on`` when it
+ran compiled):
 
 - before training: torch.compile unsupported on this Python or platform, no C++
   compiler for TorchInductor's CPU code (or no Triton for its GPU code), Triton kernels in
@@ -17,6 +18,9 @@ in the tag ``workbench.compile`` (``off (why)``; ``on`` when it ran compiled):
   strategy that shards the weights (FSDP), or ``torch.compile`` itself raising;
 - at the first compiled forward: any error while tracing or compiling; the step then runs
   the plain forward (an error of the step itself raises there again, from the plain code).
+
+Not caught: an error while compiling the backward pass, which TorchInductor compiles at the
+first backward, outside the forward this module wraps; the run then fails with that error.
 """
 
 from __future__ import annotations
@@ -25,17 +29,21 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
-TAG_COMPILE = "workbench.compile"
-
 
 @dataclass
 class CompileState:
-    """Whether a run's training steps run compiled (``on``), and if not, why."""
+    """Whether a run's training steps run compiled (``on``), and if not, why.
+
+    ``announce`` (set by the runner once the run is recorded) receives the new tag value
+    when a fallback happens during training, so the run's tag says ``off`` from then on even
+    if the run fails later.
+    """
 
     on: bool
     why: str = ""
     # Set once a compiled forward has returned: errors after that are the step's own.
     proven: bool = False
+    announce: Callable[[str], object] | None = None
 
     def tag(self) -> str:
         """``on``, or ``off (why)``: the value of the run's ``workbench.compile`` tag."""
@@ -44,6 +52,8 @@ class CompileState:
     def turn_off(self, why: str, log: Callable[[str], object]) -> None:
         self.on, self.why = False, why
         log(f"note: train.compile: the run trains uncompiled ({why})")
+        if self.announce is not None:
+            self.announce(self.tag())
 
 
 def compile_problem(*, on_gpu: bool, kernel_usage=None, sharded: bool = False) -> str | None:

@@ -30,7 +30,7 @@ from workbench.running.callbacks import (
     CheckpointCallback,
     RunEventsCallback,
 )
-from workbench.running.compile import TAG_COMPILE, CompileState, compile_decoder
+from workbench.running.compile import CompileState, compile_decoder
 from workbench.running.evaluation import evaluate
 from workbench.running.events import Evaluation, RunContext, RunEvents, RunObserver, observers_list
 from workbench.running.library_output import quiet_libraries
@@ -40,6 +40,7 @@ from workbench.spec import paths, plugins, registry
 from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.spec.mlflow_names import (
+    COMPILE_TAG,
     KIND_EVALUATION,
     LOSS_KEY,
     OBJECTIVE_PREFIX,
@@ -459,10 +460,13 @@ class RunPipeline:
             {
                 TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
                 TAG_BASE: base.name,
-                **({} if prepared.compiled is None else {TAG_COMPILE: prepared.compiled.tag()}),
+                **({} if prepared.compiled is None else {COMPILE_TAG: prepared.compiled.tag()}),
                 **liveness.process_tags(),
             }
         )
+        if prepared.compiled is not None:
+            # The first compiled step may fall back after the run announced "on".
+            prepared.compiled.announce = lambda tag: self.events.tags({COMPILE_TAG: tag})
         self.events.data_statistics(prepared.stats.as_metrics())
         self.events.costs(0, {TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model))})
         # The base's scores are one number per run, the same for every run on that base:
@@ -516,9 +520,6 @@ class RunPipeline:
         if usage is not None:
             # Announced after training: only ops that actually ran are named.
             self.events.kernels(spec.train.steps, usage.tag(), usage.metrics())
-        if prepared.compiled is not None and not prepared.compiled.on:
-            # The first compiled step may have failed after the run announced "on".
-            self.events.tags({TAG_COMPILE: prepared.compiled.tag()})
         cost = self.costs(prepared)
         self.events.costs(
             spec.train.steps,

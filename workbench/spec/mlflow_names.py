@@ -58,6 +58,8 @@ HOST_TAG = "workbench.host"
 LOG_TAG = "workbench.log"
 # The torch threads a run took of the machine's cores (core sharing).
 THREADS_TAG = "workbench.threads"
+# Whether a run's training steps ran compiled (train.compile): ``on``, or ``off (why)``.
+COMPILE_TAG = "workbench.compile"
 
 # -- metrics ---------------------------------------------------------------------------------
 
