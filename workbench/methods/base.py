@@ -71,6 +71,11 @@ class WorkbenchModule(L.LightningModule):
         # completions at a temperature sets it, so the policy and reference log-probs (and the
         # ratio between them) are those of the distribution the completions were drawn from.
         self.logit_temperature = 1.0
+        # An optimizer that evaluates the loss itself (MeZO's two forward passes) trains under
+        # Lightning's manual optimisation: no backward, see step_without_backward.
+        self.automatic_optimization = not components.OPTIMIZERS[
+            spec.optimizer.name
+        ].trains_without_backward
 
     # -- what a method implements -------------------------------------------------------
     def compute_losses(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -217,8 +222,11 @@ class WorkbenchModule(L.LightningModule):
         """The micro-batch's loss for Lightning to train on, and a :class:`StepOutput` of what
         it measured for the run's events (``{"loss": ..., "step": ...}``)."""
         self._step_extra, self._step_samples = {}, []
-        per_example, terms = self.compute_losses(batch)
-        loss = per_example.mean()
+        if self.automatic_optimization:
+            per_example, terms = self.compute_losses(batch)
+            loss = per_example.mean()
+        else:
+            loss, terms = self.step_without_backward(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"the training loss became {float(loss.detach())} at step {self.global_step}; "
@@ -233,6 +241,29 @@ class WorkbenchModule(L.LightningModule):
         )
         self._step_extra, self._step_samples = {}, []
         return {"loss": loss, "step": measured}
+
+    def step_without_backward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimizer step of an optimizer that evaluates the loss itself
+        (``OptimizerInfo.trains_without_backward``, MeZO): it calls the closure at each point
+        it probes (the micro-batch's loss, with no graph). Returns the probes' mean loss and
+        per-example terms, what the step measured."""
+        probes: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
+
+        def loss_at_current_weights() -> torch.Tensor:
+            per_example, terms = self.compute_losses(batch)
+            probes.append((per_example.mean(), terms))
+            return probes[-1][0]
+
+        with torch.no_grad():
+            self.optimizers().step(closure=loss_at_current_weights)
+        # Manual optimisation: Lightning leaves the schedule to the step.
+        self.lr_schedulers().step()
+        loss = torch.stack([loss for loss, _ in probes]).mean()
+        terms = {
+            name: torch.stack([probe_terms[name] for _, probe_terms in probes]).mean(0)
+            for name in probes[0][1]
+        }
+        return loss, terms
 
     def batch_sampler(self, **placement) -> GlobalBatchSampler:
         """The training batches' row indices; ``placement`` is this process's rank,

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 
 from workbench.methods.step import StepOutput
+from workbench.models.adapters.applying import adapter_schedule
 from workbench.running import checkpoints, strategies
 from workbench.spec.mlflow_names import LR_KEY, STEP_TIME_KEY, TOKENS_KEY, TOKENS_PER_S_KEY
 
@@ -135,3 +136,31 @@ class CheckpointCallback(L.Callback):
 
 
 LAST_CHECKPOINT = checkpoints.LAST_CHECKPOINT
+
+
+class TrainableScheduleCallback(L.Callback):
+    """Switches which parameters train as the run's steps go by, as the adapter's
+    :class:`~workbench.models.adapters.schedule.TrainableSchedule` says (HFT's stages, LISA's
+    periods).
+
+    Every parameter the schedule may train is made trainable at ``setup``, before Lightning
+    builds the optimizer, so the optimizer holds them all; before each micro-batch the
+    step's set is switched on and the rest off, and a parameter with no gradient is one the
+    optimizer leaves alone. A resumed run's first step picks its set from the restored step.
+    """
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def setup(self, trainer, pl_module, stage):
+        for parameter in self.schedule.candidates():
+            parameter.requires_grad_(True)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.schedule.apply(trainer.global_step)
+
+
+def adapter_callbacks(model, adapter_params) -> list[L.Callback]:
+    """The callbacks the run's adapter needs: its schedule's, where it has one."""
+    schedule = adapter_schedule(model, adapter_params)
+    return [] if schedule is None else [TrainableScheduleCallback(schedule)]

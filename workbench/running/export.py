@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from workbench import tracking
-from workbench.models.adapters.applying import apply_adapter
+from workbench.models.adapters.applying import apply_adapter, merge_adapter
 from workbench.models.loading import load_base, load_pretrained, save_merged
 from workbench.running import checkpoints
 from workbench.spec import paths
@@ -70,4 +70,4 @@ def export_checkpoint(spec: RunSpec, checkpoint: Path, folder: str | Path) -> Pa
     base = load_base(spec.model, log=lambda *a: None)
     model = apply_adapter(base.model, spec.adapter)
     model.load_state_dict(checkpoints.model_state(checkpoint))
-    return save_merged(model, base.tokenizer, folder)
+    return save_merged(merge_adapter(model, spec.adapter), base.tokenizer, folder)

@@ -32,3 +32,9 @@ def build_sgd(params, settings) -> torch.optim.Optimizer:
     return torch.optim.SGD(
         params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay
     )
+
+
+def build_mezo(params, settings) -> torch.optim.Optimizer:
+    from workbench.running.mezo import MeZO
+
+    return MeZO(params, lr=settings.lr, eps=settings.eps, weight_decay=settings.weight_decay)

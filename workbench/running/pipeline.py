@@ -21,7 +21,11 @@ from workbench import tracking
 from workbench.data.encode import EncodeStats
 from workbench.data.sources import load_rows
 from workbench.methods.reference import build_reference
-from workbench.models.adapters.applying import apply_adapter, trainable_parameters
+from workbench.models.adapters.applying import (
+    apply_adapter,
+    merge_adapter,
+    trainable_parameters,
+)
 from workbench.models.base_model import BaseModel
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
@@ -29,6 +33,7 @@ from workbench.running import checkpoints, cluster, liveness, preflight, strateg
 from workbench.running.callbacks import (
     CheckpointCallback,
     RunEventsCallback,
+    adapter_callbacks,
 )
 from workbench.running.compile import CompileState, compile_decoder
 from workbench.running.evaluation import evaluate
@@ -36,7 +41,7 @@ from workbench.running.events import Evaluation, RunContext, RunEvents, RunObser
 from workbench.running.library_output import quiet_libraries
 from workbench.running.process_memory import MemoryMark
 from workbench.running.signals import TrainingInterrupt
-from workbench.spec import paths, plugins, registry
+from workbench.spec import components, paths, plugins, registry
 from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.spec.mlflow_names import (
@@ -499,6 +504,7 @@ class RunPipeline:
         if spec.train.checkpoint_every:
             folder = paths.checkpoint_dir(client.tracking_uri) / self.run_id
             callbacks.append(CheckpointCallback(folder, spec.train.checkpoint_every, self.events))
+        callbacks += adapter_callbacks(prepared.model, spec.adapter)
         trainer = _make_trainer(spec, callbacks, prepared.model, progress=self.progress)
         checkpoint = prepared.resume_from.checkpoint if prepared.resume_from else None
         try:
@@ -527,7 +533,10 @@ class RunPipeline:
         )
         if spec.tracking.log_model:
             with tempfile.TemporaryDirectory() as folder:
-                prepared.eval_model.save_pretrained(folder, safe_serialization=True)
+                # An adapter with parameters of its own outside peft (SSF) is merged into the
+                # weights first, so the stored model is the base's class (the run is over).
+                saved = merge_adapter(prepared.eval_model, spec.adapter)
+                saved.save_pretrained(folder, safe_serialization=True)
                 prepared.base.tokenizer.save_pretrained(folder)
                 self.events.model(folder)
         return final
@@ -542,6 +551,7 @@ class RunPipeline:
         callbacks = [RunEventsCallback(spec.train.eval_every)]
         if spec.train.checkpoint_every:
             callbacks.append(CheckpointCallback(Path("."), spec.train.checkpoint_every))
+        callbacks += adapter_callbacks(prepared.model, spec.adapter)
         checkpoint = prepared.resume_from.checkpoint if prepared.resume_from else None
         trainer = _make_trainer(spec, callbacks, prepared.model, progress=False)
         trainer.fit(prepared.module, ckpt_path=checkpoint)
@@ -721,6 +731,7 @@ def _make_trainer(spec, callbacks, model, progress: bool):
     import lightning as L
 
     t = spec.train
+    optimizer = components.OPTIMIZERS[spec.optimizer.name]
     if progress:
         from lightning.pytorch.callbacks import TQDMProgressBar
 
@@ -729,7 +740,8 @@ def _make_trainer(spec, callbacks, model, progress: bool):
         max_steps=t.steps,
         max_epochs=1,
         accumulate_grad_batches=t.grad_accum,
-        gradient_clip_val=t.grad_clip,
+        # An optimizer with no backward (MeZO) has no gradient to clip.
+        gradient_clip_val=None if optimizer.trains_without_backward else t.grad_clip,
         precision=t.precision,
         accelerator=t.accelerator,
         devices=t.devices,

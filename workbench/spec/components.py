@@ -14,10 +14,17 @@ Declarations only, no torch: validating a spec never imports training code.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 
 from workbench.models.adapters.full import FullAdapterParams
+from workbench.models.adapters.hft import HftAdapterParams
+from workbench.models.adapters.lift import LiftAdapterParams
+from workbench.models.adapters.lisa import LisaAdapterParams
 from workbench.models.adapters.lora import LoraAdapterParams
+from workbench.models.adapters.sparse import SparseAdapterParams
+from workbench.models.adapters.ssf import SsfAdapterParams
 from workbench.spec.entries import (
     AdapterInfo,
     AdapterParams,
@@ -51,7 +58,26 @@ class SGDParams(OptimizerParams):
     momentum: float = Field(0.9, ge=0, lt=1, description="Momentum factor (0: plain SGD).")
 
 
+class MezoParams(OptimizerParams):
+    """Settings of MeZO, zeroth-order SGD (``workbench.running.mezo.MeZO``): two forward
+    passes per step at ``theta +/- eps z``, no backward."""
+
+    eps: float = Field(
+        1e-3, gt=0, le=1, description="Perturbation scale of the two forward passes."
+    )
+    weight_decay: float = Field(0.0, ge=0, le=1, description="L2 penalty added to the estimate.")
+
+    def check_train(self, train: Any) -> None:
+        if train.grad_accum != 1:
+            raise ValueError(
+                f"train.grad_accum = {train.grad_accum}: optimizer mezo takes one step per "
+                "micro-batch; set train.grad_accum: 1 and a larger train.batch_size instead"
+            )
+
+
 # -- the tables --------------------------------------------------------------------------------
+
+ADAPTERS_PACKAGE = "workbench.models.adapters"
 
 ADAPTERS: dict[str, AdapterInfo] = {
     a.name: a
@@ -69,6 +95,57 @@ ADAPTERS: dict[str, AdapterInfo] = {
             LoraAdapterParams,
             "workbench.models.adapters.lora:apply_lora",
             "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "hft",
+            "Half Fine-Tuning: half of each block's parameter groups train per stage, a new "
+            "half each stage (theta_g moves only for g in H_s, s = floor(t / stage_steps)).",
+            HftAdapterParams,
+            f"{ADAPTERS_PACKAGE}.hft:apply_hft",
+            "HFT: Half Fine-Tuning for Large Language Models (Hui et al., 2024)",
+            builtin=True,
+            schedule=f"{ADAPTERS_PACKAGE}.hft:hft_schedule",
+        ),
+        AdapterInfo(
+            "lisa",
+            "LISA: embeddings and head always train; every K steps a new random gamma of the "
+            "decoder layers trains (theta_l moves only for l in S_p, p = floor(t / K)).",
+            LisaAdapterParams,
+            f"{ADAPTERS_PACKAGE}.lisa:apply_lisa",
+            "LISA: Layerwise Importance Sampling for Memory-Efficient Large Language Model "
+            "Fine-Tuning (Pan et al., 2024)",
+            builtin=True,
+            schedule=f"{ADAPTERS_PACKAGE}.lisa:lisa_schedule",
+        ),
+        AdapterInfo(
+            "lift",
+            "LIFT-style principal weights: only the top-k% entries of |W_r| (W's rank-r SVD "
+            "truncation) train (W <- W - lr * (M * u(W))).",
+            LiftAdapterParams,
+            f"{ADAPTERS_PACKAGE}.lift:apply_lift",
+            "LIFT the Veil for the Truth: Principal Weights Emerge after Rank Reduction for "
+            "Reasoning-Focused Supervised Fine-Tuning (Liu et al., 2025)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "ssf",
+            "SSF: a trainable per-channel scale and shift after the chosen linear layers "
+            "(y' = gamma * (W x + b) + beta), merged into W and b after training.",
+            SsfAdapterParams,
+            f"{ADAPTERS_PACKAGE}.ssf:apply_ssf",
+            "Scaling & Shifting Your Features: A New Baseline for Efficient Model Tuning "
+            "(Lian et al., 2022)",
+            builtin=True,
+            merge=f"{ADAPTERS_PACKAGE}.ssf:merge_ssf",
+        ),
+        AdapterInfo(
+            "sparse",
+            "Sparse fine-tuning: a fixed density of each target weight's entries, chosen at "
+            "random or by magnitude, trains (W <- W - lr * (M * u(W))).",
+            SparseAdapterParams,
+            f"{ADAPTERS_PACKAGE}.sparse:apply_sparse",
+            "Training Neural Networks with Fixed Sparse Masks (Sung et al., 2021)",
             builtin=True,
         ),
     ]
@@ -97,6 +174,15 @@ OPTIMIZERS: dict[str, OptimizerInfo] = {
             SGDParams,
             "workbench.running.optimizers:build_sgd",
             builtin=True,
+        ),
+        OptimizerInfo(
+            "mezo",
+            "MeZO: zeroth-order SGD, g = (L(theta + eps z) - L(theta - eps z)) / (2 eps) * z "
+            "with z ~ N(0, I) re-drawn from a seed; two forward passes, no backward.",
+            MezoParams,
+            "workbench.running.optimizers:build_mezo",
+            builtin=True,
+            trains_without_backward=True,
         ),
     ]
 }
@@ -221,6 +307,7 @@ def _settings_model(params: type | None, base: type, what: str) -> type:
 __all__ = [
     "ADAPTERS",
     "AdamParams",
+    "MezoParams",
     "OPTIMIZERS",
     "SCHEDULERS",
     "SGDParams",

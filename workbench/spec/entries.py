@@ -68,6 +68,10 @@ class OptimizerParams(PluginParams):
 
     lr: float = Field(3e-4, gt=0, le=10, description="Peak learning rate.")
 
+    def check_train(self, train: Any) -> None:
+        """Raise ValueError (one line: the field, its value and what is allowed) if the spec's
+        ``train`` section cannot run with this optimizer; checked when a spec is validated."""
+
     @model_validator(mode="before")
     @classmethod
     def _drop_former_defaults(cls, data: Any) -> Any:
@@ -175,6 +179,14 @@ class AdapterInfo:
     apply: Ref  # (model, params) -> the model to train
     paper: str = ""
     builtin: bool = False
+    # (the model ``apply`` returned, params) -> a TrainableSchedule
+    # (workbench.models.adapters.schedule) that switches which parameters train as the run's
+    # steps go by (HFT's stages, LISA's periods); None: the set ``apply`` chose stays.
+    schedule: Ref | None = None
+    # (the trained model, params) -> the base's own class with the adapter folded into its
+    # weights (SSF); None: the trained model already is one, or is a peft model (which merges
+    # itself).
+    merge: Ref | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +198,10 @@ class OptimizerInfo:
     params: type[OptimizerParams]
     build: Ref  # (trainable parameters, its OptimizerParams) -> torch.optim.Optimizer
     builtin: bool = False
+    # True: its ``step(closure)`` evaluates the loss itself, with no backward (MeZO's two
+    # forward passes); the module then trains under Lightning's manual optimisation, handing
+    # it a closure that returns the micro-batch's loss.
+    trains_without_backward: bool = False
 
 
 @dataclass(frozen=True)

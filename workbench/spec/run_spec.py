@@ -475,6 +475,7 @@ class RunSpec(_Section):
                 "term a positive weight"
             )
         self.method.check_objectives(self.objectives)  # e.g. RL methods need a reward objective
+        self.optimizer.check_train(self.train)  # e.g. MeZO steps once per micro-batch
         return self
 
     # -- construction helpers that turn pydantic errors into SpecError ---------------------
