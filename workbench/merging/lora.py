@@ -35,6 +35,14 @@ _KEY = re.compile(
 
 def lora_scale(config: Mapping) -> float:
     """The factor LoRA multiplies ``B @ A`` by: alpha / r (alpha / sqrt(r) with rsLoRA)."""
+    kind = config.get("peft_type", "LORA")
+    if kind != "LORA" or config.get("use_dora"):
+        # Their weight change is not scale * B @ A (DoRA rescales each column's norm).
+        raise ValueError(
+            f"a {'DoRA' if kind == 'LORA' else kind} adapter is not a LoRA task vector "
+            "scale * B @ A; the merging lab merges plain LoRA adapters and fully "
+            "fine-tuned runs only"
+        )
     if config.get("rank_pattern") or config.get("alpha_pattern"):
         raise ValueError(
             "adapters with per-module ranks or alphas (rank_pattern/alpha_pattern) "

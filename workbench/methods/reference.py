@@ -87,19 +87,33 @@ class AdapterDisabled(Reference):
         return logp, mask
 
 
+class PolicyAsItIs(Reference):
+    """The policy as it is, adapter on: the base before the first update where the adapter
+    starts as the identity but cannot be switched off (PiSSA's base holds a residual)."""
+
+    name = "policy"
+
+    @torch.no_grad()
+    def token_logps(self, module, batch):
+        logp, mask, _ = module.token_stats(batch)
+        return logp, mask
+
+
 class Precomputed(Reference):
     """The base's log-prob of every row of each split, computed once before training.
 
-    Computed with the policy before its first update (its adapter switched off, if it has
-    one), so it is the base's; then each batch looks its rows up by their index. Only whole
-    rows are stored, so per-token log-probs are not available from it.
+    Computed with the policy before its first update (its adapter switched off where it can
+    be; else as it is, which an adapter's initialisation makes the base), so it is the
+    base's; then each batch looks its rows up by their index. Only whole rows are stored, so
+    per-token log-probs are not available from it.
     """
 
     name = "precomputed"
     precomputes = True
 
-    def __init__(self) -> None:
+    def __init__(self, adapter_can_be_disabled: bool = True) -> None:
         self.tables: dict[str, torch.Tensor] = {}
+        self.base = AdapterDisabled() if adapter_can_be_disabled else PolicyAsItIs()
 
     def prepare(self, module, encoded_by_split, batch_size):
         for split, encoded in encoded_by_split.items():
@@ -108,7 +122,7 @@ class Precomputed(Reference):
 
     def precompute(self, split: str, module, encoded, batch_size: int) -> None:
         """Store the base's log-probs of every row of ``encoded`` as ``split``'s table."""
-        base = AdapterDisabled()
+        base = self.base
         was_training = module.model.training
         module.model.eval()
         # Each batch pads to its longest row: rows of like length batched together waste less
@@ -164,7 +178,7 @@ def adapter_disabled(base_model, adapter) -> Reference:
 
 
 def precomputed(base_model, adapter) -> Reference:
-    return Precomputed()
+    return Precomputed(adapter.can_be_disabled())
 
 
 def build_reference(spec, base_model) -> Reference:

@@ -10,6 +10,7 @@ import difflib
 import os
 from pathlib import Path
 
+from workbench.models.adapters.peft_wrapping import can_merge
 from workbench.models.base_model import BaseModel
 from workbench.models.bases import BUILTIN_BASES
 from workbench.spec.errors import ModelError
@@ -124,7 +125,12 @@ def save_merged(model, tokenizer, folder: str | Path) -> Path:
     """Save a plain ``from_pretrained``-loadable model: adapters merged, safetensors weights."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if hasattr(model, "merge_and_unload"):
+    if hasattr(model, "peft_config"):
+        if not can_merge(model):
+            raise ModelError(
+                "this model's adapter (prompt or prefix tuning) cannot be merged into the "
+                "base's weights: save it with its own save_pretrained (an adapter folder)"
+            )
         model = model.merge_and_unload()
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

@@ -15,7 +15,7 @@ from workbench.models.adapters.applying import apply_adapter, merge_adapter
 from workbench.models.loading import load_base, load_pretrained, save_merged
 from workbench.running import checkpoints
 from workbench.spec import paths
-from workbench.spec.errors import TrackingError
+from workbench.spec.errors import TrackingError, WorkbenchError
 from workbench.spec.run_spec import RunSpec
 
 
@@ -42,6 +42,7 @@ def export_run(run_id: str, folder: str | Path, *, uri: str | None = None) -> Pa
             spec = RunSpec.from_file(download("spec.yaml"))
         except Exception as err:  # MLflow's own exception types
             raise TrackingError(f"run {run_id} has no stored spec.yaml: {err}") from None
+        check_mergeable(spec, run_id)
         try:
             model_dir = download("model")
         except Exception as err:
@@ -64,9 +65,22 @@ def export_run(run_id: str, folder: str | Path, *, uri: str | None = None) -> Pa
         return save_merged(model, tokenizer, folder)
 
 
+def check_mergeable(spec: RunSpec, run_id: str) -> None:
+    """Refuse, before anything is loaded, a run whose adapter cannot fold into the base's
+    weights (prompt and prefix tuning: their virtual tokens are inputs, not a weight change)."""
+    if not spec.adapter.merges_into_weights():
+        raise WorkbenchError(
+            f"run {run_id}: adapter '{spec.adapter.name}' cannot be merged into the base's "
+            "weights (its learned virtual tokens are extra inputs, not a change of the "
+            "weights), so it has no plain-model export; load the run's adapter (its 'model' "
+            "artifact) over the base with peft.PeftModel.from_pretrained instead"
+        )
+
+
 def export_checkpoint(spec: RunSpec, checkpoint: Path, folder: str | Path) -> Path:
     """The model of ``spec`` with the weights of a training checkpoint (one file, or a folder
     of shards merged here), adapters merged, written to ``folder``."""
+    check_mergeable(spec, checkpoint.parent.name)
     base = load_base(spec.model, log=lambda *a: None)
     model = apply_adapter(base.model, spec.adapter)
     model.load_state_dict(checkpoints.model_state(checkpoint))

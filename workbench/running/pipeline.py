@@ -24,12 +24,14 @@ from workbench.methods.reference import build_reference
 from workbench.models.adapters.applying import (
     apply_adapter,
     merge_adapter,
+    save_trained,
     trainable_parameters,
 )
 from workbench.models.base_model import BaseModel
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
 from workbench.running import checkpoints, cluster, liveness, preflight, strategies
+from workbench.running.calibration import calibration_batches
 from workbench.running.callbacks import (
     CheckpointCallback,
     RunEventsCallback,
@@ -277,9 +279,13 @@ def prepare_run(
             base = load_base(spec.model, log=say)
     # The method's reference strategy, from the base before its adapter is applied.
     reference = build_reference(spec, base.model)
-    trained = apply_adapter(base.model, spec.adapter)
     encode = registry.resolve(row_kind.encode)
     encoded, stats = encode(base.tokenizer, train_rows, spec.train.max_length)
+    calibration = None
+    if spec.adapter.needs_calibration():
+        pad_id = base.tokenizer.pad_token_id if base.tokenizer.pad_token_id is not None else 0
+        calibration = calibration_batches(encoded, registry.resolve(row_kind.collate), pad_id)
+    trained = apply_adapter(base.model, spec.adapter, calibration)
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     kernel_usage = patch_model(trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
     if spec.train.gradient_checkpointing:
@@ -535,8 +541,7 @@ class RunPipeline:
             with tempfile.TemporaryDirectory() as folder:
                 # An adapter with parameters of its own outside peft (SSF) is merged into the
                 # weights first, so the stored model is the base's class (the run is over).
-                saved = merge_adapter(prepared.eval_model, spec.adapter)
-                saved.save_pretrained(folder, safe_serialization=True)
+                save_trained(merge_adapter(prepared.eval_model, spec.adapter), folder)
                 prepared.base.tokenizer.save_pretrained(folder)
                 self.events.model(folder)
         return final

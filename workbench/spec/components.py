@@ -20,11 +20,17 @@ from pydantic import Field
 
 from workbench.models.adapters.full import FullAdapterParams
 from workbench.models.adapters.hft import HftAdapterParams
+from workbench.models.adapters.ia3 import Ia3AdapterParams
 from workbench.models.adapters.lift import LiftAdapterParams
 from workbench.models.adapters.lisa import LisaAdapterParams
+from workbench.models.adapters.loha import LohaAdapterParams
+from workbench.models.adapters.lokr import LokrAdapterParams
 from workbench.models.adapters.lora import LoraAdapterParams
+from workbench.models.adapters.prefix_tuning import PrefixTuningAdapterParams
+from workbench.models.adapters.prompt_tuning import PromptTuningAdapterParams
 from workbench.models.adapters.sparse import SparseAdapterParams
 from workbench.models.adapters.ssf import SsfAdapterParams
+from workbench.models.adapters.vera import VeraAdapterParams
 from workbench.spec.entries import (
     AdapterInfo,
     AdapterParams,
@@ -94,7 +100,60 @@ ADAPTERS: dict[str, AdapterInfo] = {
             "Low-rank adapters (peft) on the attention and MLP projections; the base is frozen.",
             LoraAdapterParams,
             "workbench.models.adapters.lora:apply_lora",
-            "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021)",
+            "LoRA: Low-Rank Adaptation of Large Language Models (Hu et al., 2021); options: "
+            "rsLoRA (Kalajdzievski, 2023), DoRA (Liu et al., 2024), PiSSA (Meng et al., 2024), "
+            "OLoRA (Büyükakyüz, 2024), EVA (Paischer et al., 2024), CorDA (Yang et al., 2024)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "ia3",
+            "(IA)3 (peft): learned vectors rescale the keys, values and MLP activations.",
+            Ia3AdapterParams,
+            f"{ADAPTERS_PACKAGE}.ia3:apply_ia3",
+            "Few-Shot Parameter-Efficient Fine-Tuning is Better and Cheaper than In-Context "
+            "Learning (Liu et al., 2022)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "loha",
+            "LoHa (peft): weight changes as Hadamard products of two low-rank products.",
+            LohaAdapterParams,
+            f"{ADAPTERS_PACKAGE}.loha:apply_loha",
+            "FedPara: Low-Rank Hadamard Product for Communication-Efficient Federated "
+            "Learning (Hyeon-Woo et al., 2022)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "lokr",
+            "LoKr (peft): weight changes as Kronecker products of a small and a low-rank matrix.",
+            LokrAdapterParams,
+            f"{ADAPTERS_PACKAGE}.lokr:apply_lokr",
+            "Navigating Text-To-Image Customization: From LyCORIS Fine-Tuning to Model "
+            "Evaluation (Yeh et al., 2024)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "vera",
+            "VeRA (peft): frozen random matrices shared by all layers, trained scaling vectors.",
+            VeraAdapterParams,
+            f"{ADAPTERS_PACKAGE}.vera:apply_vera",
+            "VeRA: Vector-based Random Matrix Adaptation (Kopiczko et al., 2024)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "prompt_tuning",
+            "Prompt tuning (peft): learned embeddings of virtual tokens before each sequence.",
+            PromptTuningAdapterParams,
+            f"{ADAPTERS_PACKAGE}.prompt_tuning:apply_prompt_tuning",
+            "The Power of Scale for Parameter-Efficient Prompt Tuning (Lester et al., 2021)",
+            builtin=True,
+        ),
+        AdapterInfo(
+            "prefix_tuning",
+            "Prefix tuning (peft): learned keys and values of virtual tokens at every layer.",
+            PrefixTuningAdapterParams,
+            f"{ADAPTERS_PACKAGE}.prefix_tuning:apply_prefix_tuning",
+            "Prefix-Tuning: Optimizing Continuous Prompts for Generation (Li and Liang, 2021)",
             builtin=True,
         ),
         AdapterInfo(

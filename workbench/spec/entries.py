@@ -61,6 +61,17 @@ class AdapterParams(PluginParams):
         that needs the base as its reference uses that instead of a second copy)."""
         return False
 
+    def needs_calibration(self) -> bool:
+        """Whether setting the adapter up reads a few of the run's training rows (an
+        initialisation from the layers' inputs): then its apply function takes them as
+        ``calibration``, a list of batches with ``input_ids`` and ``attention_mask``."""
+        return False
+
+    def merges_into_weights(self) -> bool:
+        """Whether the trained adapter folds into the base's weights, so the run exports as a
+        plain model (prompt and prefix tuning add inputs instead: they cannot)."""
+        return True
+
 
 class OptimizerParams(PluginParams):
     """Base of every optimizer's settings: the peak learning rate, which the schedule scales

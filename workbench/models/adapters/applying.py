@@ -10,10 +10,32 @@ from __future__ import annotations
 from workbench.spec import components, registry
 
 
-def apply_adapter(model, adapter_params):
-    """Return the model to train under the spec's ``adapter`` section."""
+def apply_adapter(model, adapter_params, calibration=None):
+    """Return the model to train under the spec's ``adapter`` section.
+
+    ``calibration``: batches (``input_ids``, ``attention_mask``) of the run's training rows,
+    for an adapter initialised from data (its settings' ``needs_calibration()``); None where
+    trained weights are loaded over the adapter next (an export), so only its shape matters.
+    """
     apply = registry.resolve(components.ADAPTERS[adapter_params.name].apply)
+    if adapter_params.needs_calibration():
+        return apply(model, adapter_params, calibration=calibration)
     return apply(model, adapter_params)
+
+
+def save_trained(model, folder) -> None:
+    """Save the trained model (a peft model: its adapter only) to ``folder`` so that it
+    applies to the unchanged base: an adapter whose initialisation rewrote the base's weights
+    (PiSSA, OLoRA, CorDA) is saved as peft converts it, a plain LoRA adapter."""
+    from workbench.models.adapters.lora import INITIAL_ADAPTER
+
+    initial = getattr(model, INITIAL_ADAPTER, None)
+    if initial is None:
+        model.save_pretrained(folder, safe_serialization=True)
+    else:
+        model.save_pretrained(
+            folder, safe_serialization=True, path_initial_model_for_weight_conversion=initial
+        )
 
 
 def adapter_schedule(model, adapter_params):

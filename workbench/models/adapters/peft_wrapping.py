@@ -1,0 +1,68 @@
+"""What the peft-backed adapters share: the projections they target by default, the check that
+the targets exist in the model, and the one call that wraps a model in a peft config.
+
+Imported by the adapters' settings models (the spec layer validates with them), so torch and
+peft are imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from workbench.spec.entries import AdapterParams
+from workbench.spec.errors import SpecError
+
+# A decoder layer's attention and MLP projections (Llama, Mistral, Qwen, Gemma, SmolLM).
+DECODER_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def present_targets(model, targets: list[str], field: str = "adapter.target_modules") -> list[str]:
+    """The names of ``targets`` some module of ``model`` ends with (``field`` names the spec
+    setting in the error when none does)."""
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    found = [t for t in targets if t in present]
+    if not found:
+        raise SpecError(
+            f"{field} {targets} match no module of this model; "
+            f"its modules include: {sorted(present)[:20]}"
+        )
+    return found
+
+
+def wrap(model, config):
+    """``model`` under the peft ``config`` (a causal language model); the base is frozen."""
+    from peft import get_peft_model
+
+    config.task_type = "CAUSAL_LM"
+    return get_peft_model(model, config)
+
+
+def can_merge(model) -> bool:
+    """Whether ``model``'s adapter folds into the base's weights (peft's ``merge_and_unload``):
+    not prompt or prefix tuning, whose virtual tokens are extra inputs, not a weight change."""
+    config = getattr(model, "active_peft_config", None)
+    return config is None or not config.is_prompt_learning
+
+
+class VirtualTokenAdapterParams(AdapterParams):
+    """What prompt and prefix tuning share: learned virtual tokens that every sequence sees
+    before its own, and what follows from them.
+
+    The fused head runs the decoder on the input ids alone (it would leave the tokens out), so
+    it is refused; the tokens are extra inputs, not a change of the base's weights, so they
+    cannot be merged into it; switched off (peft's ``disable_adapter``), the model is the
+    base.
+    """
+
+    num_virtual_tokens: int = Field(
+        20, ge=1, le=512, description="How many learned virtual tokens precede each sequence."
+    )
+
+    def works_with_fused_head(self) -> bool:
+        return False
+
+    def can_be_disabled(self) -> bool:
+        return True
+
+    def merges_into_weights(self) -> bool:
+        return False
