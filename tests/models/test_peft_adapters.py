@@ -205,3 +205,58 @@ def test_what_each_adapter_says_of_the_fused_head_and_merging():
         assert not parsed({"name": name}).merges_into_weights()
     assert parsed({"name": "lora", "init": "eva"}).needs_calibration()
     assert not parsed({"name": "lora", "init": "pissa"}).needs_calibration()
+
+
+PEFT_ADAPTERS = ("lora", "ia3", "loha", "lokr", "vera", "prompt_tuning", "prefix_tuning")
+
+
+def test_the_builder_lists_each_adapter_with_its_settings(store_uri):
+    from workbench.widgets.builder import ExperimentBuilder
+
+    builder = ExperimentBuilder(fast_spec())
+    assert set(PEFT_ADAPTERS) <= set(builder.adapter.options)
+    builder.adapter.value = "lora"
+    builder.adapter_params.controls["init"].value = "pissa"
+    builder.adapter_params.controls["use_dora"].value = True
+    assert builder.error == "" and builder.spec.adapter.init == "pissa"
+    assert builder.spec.adapter.use_dora
+    for name in PEFT_ADAPTERS[1:]:
+        builder.adapter.value = name
+        fields = set(RunSpec.parse(fast_spec(adapter=name)).adapter.model_fields) - {"name"}
+        assert set(builder.adapter_params.controls) == fields
+        assert builder.error == "" and builder.spec.adapter.name == name
+    builder.adapter_params.controls["num_virtual_tokens"].value = 0
+    assert "adapter.num_virtual_tokens = 0" in builder.error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PEFT_ADAPTERS)
+def test_each_adapter_kind_trains_only_its_parameters_on_the_real_model(name, real_model):
+    """Two steps on one short row of the real instruct model: the adapter's parameters
+    change, and no other."""
+    params = RunSpec.parse({"model": "tiny", "adapter": name}).adapter
+    model = apply_adapter(copy.deepcopy(real_model["model"]), params)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
+    frozen_sums = {n: float(p.double().sum()) for n, p in frozen.items()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss_of(model, real_model["batch"]).backward()
+        optimizer.step()
+    changed = [
+        n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])
+    ]
+    assert changed
+    assert all(float(frozen[n].double().sum()) == s for n, s in frozen_sums.items())
+
+
+@pytest.fixture(scope="module")
+def real_model(real_model_folder):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(real_model_folder)
+    ids = tokenizer("What is 2 + 3? The answer is 5.", return_tensors="pt")["input_ids"]
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
+    model = AutoModelForCausalLM.from_pretrained(real_model_folder).eval()
+    return {"model": model, "batch": batch}
