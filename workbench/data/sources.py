@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from workbench.data.corruption import corrupt_labels
 from workbench.data.formats import load_dataset_rows, split_rows
 from workbench.data.pairs import preference_pairs, scored_pairs
 from workbench.data.records import FILE_SUFFIXES
@@ -76,12 +77,15 @@ def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):
 
     A built-in task's rows become the kind's rows through the kind's ``from_task`` (e.g.
     preference pairs with a corrupted answer as the rejected completion); a user file's rows
-    are checked by the kind's ``check_rows``.
+    are checked by the kind's ``check_rows``. ``data.corrupt_fraction`` corrupts that share of
+    a task's training answers first (:mod:`workbench.data.corruption`).
     """
     kind = registry.ROW_KINDS[row_kind]
     task = TASKS.get(data_spec.source)
     if task is not None:
         train, held_out = task.splits(data_spec.train_size, data_spec.eval_size, seed)
+        if data_spec.corrupt_fraction:
+            train = corrupt_labels(train, data_spec.corrupt_fraction, seed)
         return registry.resolve(kind.from_task)(task, train, held_out, seed)
     rows = load_dataset_rows(data_spec.source, split=data_spec.split)
     registry.resolve(kind.check_rows)(rows, data_spec.source)

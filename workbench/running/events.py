@@ -76,8 +76,14 @@ class RunObserver:
         """What encoding the training rows found (``data/rows``, ``data/truncated_rows``, ...),
         before the first step."""
 
+    def on_data_selection(self, record: dict) -> None:
+        """Which training rows the run keeps (``data.select``) and which it corrupted on
+        purpose (``data.corrupt_fraction``), before the first step: the selector, its
+        settings, the candidates, the chosen row ids, every row's score, the corrupted ids."""
+
     def on_costs(self, step: int, costs: dict[str, float]) -> None:
-        """What the run cost so far: ``cost/trainable_params`` before training;
+        """What the run cost so far: ``cost/trainable_params`` and ``cost/train_examples``
+        before training;
         ``perf/peak_mem_mb`` (training's high-water mark above the loaded model) and
         ``perf/train_time_s`` after it."""
 
@@ -131,6 +137,9 @@ class RunEvents:
 
     def data_statistics(self, statistics: dict[str, float]) -> None:
         self._each("on_data_statistics", statistics)
+
+    def data_selection(self, record: dict) -> None:
+        self._each("on_data_selection", record)
 
     def costs(self, step: int, costs: dict[str, float]) -> None:
         self._each("on_costs", step, costs)

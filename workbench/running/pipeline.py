@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from workbench import tracking
+from workbench.data.corruption import corrupted_indices, dropped_row_quality
 from workbench.data.encode import EncodeStats
+from workbench.data.selection.selecting import Candidates, Selection, select_rows
 from workbench.data.sources import load_rows
 from workbench.methods.reference import build_reference
 from workbench.models.adapters.applying import (
@@ -48,6 +50,8 @@ from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.spec.mlflow_names import (
     COMPILE_TAG,
+    DROPPED_PRECISION_KEY,
+    DROPPED_RECALL_KEY,
     KIND_EVALUATION,
     LOSS_KEY,
     OBJECTIVE_PREFIX,
@@ -55,6 +59,7 @@ from workbench.spec.mlflow_names import (
     TAG_BASE,
     TAG_KERNELS,
     TAG_KIND,
+    TRAIN_EXAMPLES_KEY,
     TRAIN_TIME_KEY,
     TRAINABLE_PARAMS_KEY,
 )
@@ -216,7 +221,9 @@ class PreparedRun:
     and a precomputed reference (else empty); ``client`` the MLflow store (rank 0 only);
     ``resume_from`` where a resumed run continues; ``memory_mark`` the baseline training's
     peak memory is measured above; ``compiled`` whether training steps run compiled
-    (``train.compile``; None when not asked for).
+    (``train.compile``; None when not asked for); ``selection`` the rows ``data.select`` kept
+    (``train_rows`` are those rows; None without a selector) and ``corrupted`` the candidate
+    rows ``data.corrupt_fraction`` corrupted.
     """
 
     spec: RunSpec
@@ -235,6 +242,28 @@ class PreparedRun:
     resume_from: ResumePoint | None
     memory_mark: MemoryMark
     compiled: CompileState | None = None
+    selection: Selection | None = None
+    corrupted: list[int] = field(default_factory=list)
+
+    def selection_record(self) -> dict | None:
+        """What the run logs of its data curation (``data_selection.json``), or None when it
+        neither selected nor corrupted rows."""
+        if self.selection is None and not self.corrupted:
+            return None
+        if self.selection is not None:
+            record = self.selection.as_record()
+        else:
+            every = list(range(len(self.train_rows)))
+            record = {"selector": None, "candidates": len(every), "chosen": every}
+        return {**record, "corrupted": self.corrupted}
+
+    def selection_metrics(self) -> dict[str, float]:
+        """How well the dropped rows find the corrupted ones (with both a selector and
+        corrupted rows; else nothing)."""
+        if self.selection is None or not self.corrupted:
+            return {}
+        quality = dropped_row_quality(self.selection.dropped(), self.corrupted)
+        return {DROPPED_PRECISION_KEY: quality["precision"], DROPPED_RECALL_KEY: quality["recall"]}
 
 
 def prepare_run(
@@ -277,6 +306,16 @@ def prepare_run(
         beating = run_id if rank == 0 and not resume else None
         with tracking.PhaseBeat(client, beating, rank_log) as say:
             base = load_base(spec.model, log=say)
+    corrupted = (
+        corrupted_indices(len(train_rows), spec.data.corrupt_fraction, spec.train.seed)
+        if spec.data.corrupt_fraction
+        else []
+    )
+    selection = None
+    if spec.data.select is not None:
+        # The base (before its adapter) scores the rows; training sees only those kept.
+        selection = _select(spec, base, train_rows, eval_rows)
+        train_rows = [train_rows[i] for i in selection.chosen]
     # The method's reference strategy, from the base before its adapter is applied.
     reference = build_reference(spec, base.model)
     encode = registry.resolve(row_kind.encode)
@@ -336,7 +375,27 @@ def prepare_run(
         # Training's own peak: not hidden by the load's or the reference precompute's above.
         memory_mark=MemoryMark(),
         compiled=compiled,
+        selection=selection,
+        corrupted=corrupted,
     )
+
+
+def _select(spec: RunSpec, base: BaseModel, train_rows: list, eval_rows: list) -> Selection:
+    """``data.select`` on the training rows, scored by the base, under its own random state
+    (the run's seeded state is the same with a selector as without)."""
+    import torch
+
+    candidates = Candidates(
+        train_rows,
+        base.model,
+        base.tokenizer,
+        max_length=spec.train.max_length,
+        batch_size=spec.eval.batch_size,
+        source=spec.data.source,
+        held_out=eval_rows,
+    )
+    with torch.random.fork_rng(devices=[]):
+        return select_rows(candidates, spec.data.select, spec.train.seed)
 
 
 class RunPipeline:
@@ -371,6 +430,8 @@ class RunPipeline:
         self.events = RunEvents()
         self.evaluated_through = -1
         self.started = time.perf_counter()
+        # The rows the run trains on (its data budget); none until it trains.
+        self.train_examples = 0
 
     def prepare(self, model=None, tokenizer=None) -> PreparedRun:
         """:func:`prepare_run` for this run's spec and rank (``model``/``tokenizer``: an
@@ -428,6 +489,7 @@ class RunPipeline:
             "trainable_params": float(trainable_parameters(prepared.model)),
             "peak_mem_mb": prepared.memory_mark.peak_above_mb(),
             "train_time_s": time.perf_counter() - self.started,
+            "train_examples": float(self.train_examples),
         }
 
     def evaluate(
@@ -478,8 +540,18 @@ class RunPipeline:
         if prepared.compiled is not None:
             # The first compiled step may fall back after the run announced "on".
             prepared.compiled.announce = lambda tag: self.events.tags({COMPILE_TAG: tag})
-        self.events.data_statistics(prepared.stats.as_metrics())
-        self.events.costs(0, {TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model))})
+        self.events.data_statistics({**prepared.stats.as_metrics(), **prepared.selection_metrics()})
+        record = prepared.selection_record()
+        if record is not None:
+            self.events.data_selection(record)
+        self.train_examples = len(prepared.train_rows)
+        self.events.costs(
+            0,
+            {
+                TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model)),
+                TRAIN_EXAMPLES_KEY: float(self.train_examples),
+            },
+        )
         # The base's scores are one number per run, the same for every run on that base:
         # as params they sit with the run's settings instead of charting as constant bars.
         base_scores = {
@@ -626,7 +698,11 @@ class RunPipeline:
             self.events.start(RunContext(self.run_id, self.spec, 0, 0, prepared.base.name))
             self.events.tags({TAG_BASE: prepared.base.name})
             self.events.costs(
-                0, {TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model))}
+                0,
+                {
+                    TRAINABLE_PARAMS_KEY: float(trainable_parameters(prepared.model)),
+                    TRAIN_EXAMPLES_KEY: 0.0,  # an evaluation trains on no rows
+                },
             )
             objectives = self.evaluate(prepared, 0)
         except BaseException as err:

@@ -1,13 +1,14 @@
 """The components a run is built from beside its method: adapters (which parameters train),
-optimizers and learning-rate schedules, each a table of registered entries.
+optimizers, learning-rate schedules and data selectors (which training rows it keeps), each
+a table of registered entries.
 
 An entry is what a method's entry is: a name, a one-line summary, a pydantic settings model
 (the spec's section, e.g. ``optimizer: {name: sgd, lr: 0.05, momentum: 0.5}``, with the
 shorthand ``optimizer: sgd``) and the code it runs, named as a lazy ``"module:function"``
 (or given as the function itself, as a notebook does). Code that uses a component looks it
 up here; it never branches on names. Built-in entries and a user's register the same way,
-through :func:`register_adapter`, :func:`register_optimizer` and :func:`register_schedule`
-(exported from ``workbench``).
+through :func:`register_adapter`, :func:`register_optimizer`, :func:`register_schedule` and
+:func:`register_selector` (exported from ``workbench``).
 
 Declarations only, no torch: validating a spec never imports training code.
 """
@@ -18,6 +19,13 @@ from typing import Any
 
 from pydantic import Field
 
+from workbench.data.selection.confidence import ConfidenceParams
+from workbench.data.selection.distribution_matching import DistributionMatchingParams
+from workbench.data.selection.diversity import DiversityParams
+from workbench.data.selection.donod import DonodParams
+from workbench.data.selection.online_batch import OnlineBatchParams
+from workbench.data.selection.random_choice import RandomParams
+from workbench.data.selection.s2l import S2LParams
 from workbench.models.adapters.full import FullAdapterParams
 from workbench.models.adapters.hft import HftAdapterParams
 from workbench.models.adapters.ia3 import Ia3AdapterParams
@@ -39,6 +47,8 @@ from workbench.spec.entries import (
     Ref,
     ScheduleParams,
     SchedulerInfo,
+    SelectorInfo,
+    SelectorParams,
 )
 from workbench.spec.registration import check_new_name
 
@@ -273,6 +283,76 @@ SCHEDULERS: dict[str, SchedulerInfo] = {
     ]
 }
 
+SELECTION = "workbench.data.selection"
+
+SELECTORS: dict[str, SelectorInfo] = {
+    s.name: s
+    for s in [
+        SelectorInfo(
+            "random",
+            "a uniform random sample: the baseline",
+            RandomParams,
+            f"{SELECTION}.random_choice:select_random",
+            builtin=True,
+        ),
+        SelectorInfo(
+            "diversity",
+            "k-means over the base model's embeddings, the budget shared across clusters",
+            DiversityParams,
+            f"{SELECTION}.diversity:select_diverse",
+            "Diversity Measurement and Subset Selection for Instruction Tuning Datasets "
+            "(Wang et al., 2024)",
+            builtin=True,
+        ),
+        SelectorInfo(
+            "s2l",
+            "cluster a briefly trained proxy's loss trajectories, sample across clusters",
+            S2LParams,
+            f"{SELECTION}.s2l:select_s2l",
+            "SmallToLarge (S2L): Scalable Data Selection for Fine-tuning Large Language Models "
+            "by Summarizing Training Trajectories of Small Models (Yang et al., 2024)",
+            builtin=True,
+        ),
+        SelectorInfo(
+            "confidence",
+            "drop rows whose completion the model confidently finds implausible",
+            ConfidenceParams,
+            f"{SELECTION}.confidence:select_confident",
+            "Automated Data Curation for Robust Language Model Fine-Tuning (CLEAR; Chen and "
+            "Mueller, 2024)",
+            builtin=True,
+        ),
+        SelectorInfo(
+            "donod",
+            "rank rows by how one step on each moves the weights (TOPSIS over DON and NOD)",
+            DonodParams,
+            f"{SELECTION}.donod:select_donod",
+            "DONOD: Efficient and Generalizable Instruction Fine-Tuning for LLMs via "
+            "Model-Intrinsic Dataset Pruning (2025)",
+            builtin=True,
+        ),
+        SelectorInfo(
+            "distribution-matching",
+            "greedily pick rows that bring the set's embeddings closest (MMD) to a target sample",
+            DistributionMatchingParams,
+            f"{SELECTION}.distribution_matching:select_matching",
+            "Get more for less: Principled Data Selection for Warming Up Fine-Tuning in LLMs "
+            "(Kang et al., 2024)",
+            builtin=True,
+        ),
+        SelectorInfo(
+            "online-batch",
+            "pick each proxy batch from a larger pool by loss and diversity, until the budget",
+            OnlineBatchParams,
+            f"{SELECTION}.online_batch:select_online",
+            "Prioritized Training on Points that are Learnable, Worth Learning, and Not Yet "
+            "Learnt (Mindermann et al., 2022); Diversified Batch Selection for Training "
+            "Acceleration (Hong et al., 2024)",
+            builtin=True,
+        ),
+    ]
+}
+
 
 # -- registration ------------------------------------------------------------------------------
 
@@ -355,6 +435,34 @@ def register_schedule(
     return info
 
 
+def register_selector(
+    name: str,
+    *,
+    select: Ref,
+    params: type[SelectorParams] | None = None,
+    summary: str = "",
+    paper: str = "",
+) -> SelectorInfo:
+    """Register a data selector under ``name`` (the spec's ``data.select: {name: ...}``).
+
+    ``select`` is ``(candidates, count, seed, settings) -> Selection`` (or
+    ``"package.module:function"``; see :mod:`workbench.data.selection.selecting`): it keeps
+    exactly ``count`` rows and scores every row. ``params`` a :class:`SelectorParams`
+    subclass with its settings beside ``budget``. Registering a name again replaces a user
+    selector; built-in ones cannot be replaced.
+    """
+    check_new_name(name, SELECTORS, "selector")
+    info = SelectorInfo(
+        name=name,
+        summary=summary or f"user selector '{name}'",
+        params=_settings_model(params, SelectorParams, "selector"),
+        select=select,
+        paper=paper,
+    )
+    SELECTORS[name] = info
+    return info
+
+
 def _settings_model(params: type | None, base: type, what: str) -> type:
     if params is None:
         return base
@@ -369,8 +477,10 @@ __all__ = [
     "MezoParams",
     "OPTIMIZERS",
     "SCHEDULERS",
+    "SELECTORS",
     "SGDParams",
     "register_adapter",
     "register_optimizer",
     "register_schedule",
+    "register_selector",
 ]

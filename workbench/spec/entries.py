@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
     from workbench.spec.run_spec import ObjectiveSpec
@@ -110,6 +110,36 @@ def _is_former_default(key: str, value: Any) -> bool:
 class ScheduleParams(PluginParams):
     """Base of every learning-rate schedule's settings; a schedule without settings uses it
     as is. Its fields reach the schedule's factor as keyword arguments."""
+
+
+class SelectorParams(PluginParams):
+    """Base of every data selector's settings (the spec's ``data.select``): how many training
+    rows to keep, as a count or a fraction of the rows there are."""
+
+    budget: int | float = Field(
+        ...,
+        description="Rows to keep: a count (an integer, e.g. 60) or a fraction of the "
+        "training rows written with a decimal point (0.3; 1.0 keeps them all).",
+    )
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def _budget_a_number(cls, v: Any) -> Any:
+        # true would silently be the count 1, "0.3" the fraction: a budget is written as a number.
+        if isinstance(v, (bool, str)):
+            raise ValueError("must be a count (60) or a fraction (0.3), not text or true/false")
+        return v
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_in_range(cls, v: int | float) -> int | float:
+        if isinstance(v, int) and v < 1:
+            raise ValueError("a count of rows must be at least 1")
+        if isinstance(v, float) and not 0 < v <= 1:
+            raise ValueError(
+                "a fraction must be in (0, 1]; write a count of rows as an integer (60, not 60.0)"
+            )
+        return v
 
 
 # -- table entries ---------------------------------------------------------------------------
@@ -224,6 +254,22 @@ class SchedulerInfo:
     params: type[ScheduleParams]
     # (step, warmup_steps, total_steps, **settings) -> multiplier of the peak learning rate
     factor: Ref
+    builtin: bool = False
+
+
+@dataclass(frozen=True)
+class SelectorInfo:
+    """A data selector: which training rows a run keeps, and the function that chooses them.
+
+    ``select`` is ``(candidates, count, seed, settings) -> Selection``
+    (:mod:`workbench.data.selection.selecting`).
+    """
+
+    name: str
+    summary: str
+    params: type[SelectorParams]
+    select: Ref
+    paper: str = ""
     builtin: bool = False
 
 

@@ -85,7 +85,12 @@ PEAK_MEM_KEY = "perf/peak_mem_mb"
 TRAIN_TIME_KEY = "perf/train_time_s"
 COST_PREFIX = "cost/"
 TRAINABLE_PARAMS_KEY = "cost/trainable_params"
+# The training rows a run trains on (after data.select): its data budget.
+TRAIN_EXAMPLES_KEY = "cost/train_examples"
 DATA_PREFIX = "data/"  # the encoded data: rows, truncated and dropped rows, tokens
+# With data.corrupt_fraction and data.select: how well the dropped rows find the corrupted ones.
+DROPPED_PRECISION_KEY = "data/dropped_corrupted_precision"
+DROPPED_RECALL_KEY = "data/dropped_corrupted_recall"
 # A sweep's or study's parent: <prefix>/hypervolume, <prefix>/base_hypervolume,
 # <prefix>/front_size; the prefix is the parent's kind.
 SWEEP_PREFIX = "sweep/"
@@ -96,6 +101,9 @@ STUDY_PREFIX = "study/"
 SPEC_ARTIFACT = "spec.yaml"
 ERROR_ARTIFACT = "error.txt"
 FRONT_ARTIFACT = "front.json"
+# The rows data.select kept (ids into the training rows), every row's score, the selector's
+# settings, and the rows data.corrupt_fraction corrupted.
+SELECTION_ARTIFACT = "data_selection.json"
 # Metrics a store could not take, saved under the local store folder for a later replay.
 FALLBACK_FOLDER = "unsent"
 

@@ -36,11 +36,17 @@ from workbench.models.adapters.full import FullAdapterParams
 from workbench.objectives import scoring as objectives
 from workbench.spec import components, registry
 from workbench.spec.components import AdamParams
-from workbench.spec.entries import AdapterParams, OptimizerParams, PluginParams, ScheduleParams
+from workbench.spec.entries import (
+    AdapterParams,
+    OptimizerParams,
+    PluginParams,
+    ScheduleParams,
+    SelectorParams,
+)
 from workbench.spec.errors import SpecError
 from workbench.spec.objective_source import direction_sign, parse_source
 
-COST_SOURCES = ("trainable_params", "peak_mem_mb", "train_time_s")
+COST_SOURCES = ("trainable_params", "peak_mem_mb", "train_time_s", "train_examples")
 # Sections a bare string stands for: `model: tiny` is `model: {name: tiny}`.
 _SHORTHAND_KEYS = {"model": "name", "data": "source"}
 
@@ -105,6 +111,19 @@ class DataSpec(_Section):
     eval_size: int = Field(48, ge=1, le=100_000, description="Held-out rows used for objectives.")
     eval_fraction: float = Field(0.1, gt=0, lt=1, description="Held-out share of a user dataset.")
     split: str = Field("train", description="Split of a datasets name.")
+    select: SerializeAsAny[SelectorParams] | None = Field(
+        None,
+        description="Keep a subset of the training rows: {name: <selector>, budget: <count or "
+        "fraction>, ...} (None: train on them all). Selectors: "
+        + registry.choices(components.SELECTORS),
+    )
+    corrupt_fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of a built-in task's training answers made wrong on purpose "
+        "(seeded by train.seed), to measure how well a selector finds bad rows.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -113,6 +132,29 @@ class DataSpec(_Section):
 
         source_kind(v)  # a mistyped task name fails here, never reaching a dataset hub
         return v
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _select(cls, v: Any) -> Any:
+        return None if v is None else _plugin_section(v, components.SELECTORS, "selector")
+
+    @model_validator(mode="after")
+    def _selection_fits(self) -> DataSpec:
+        budget = None if self.select is None else self.select.budget
+        # A task makes exactly train_size rows; a file's row count is known when it is read.
+        if isinstance(budget, int) and self.source in TASKS and budget > self.train_size:
+            raise ValueError(
+                f"data.select.budget = {budget}: more than the {self.train_size} training rows "
+                f"data.train_size gives; keep at most {self.train_size}, or give a fraction "
+                "such as 0.3"
+            )
+        if self.corrupt_fraction and self.source not in TASKS:
+            raise ValueError(
+                f"data.corrupt_fraction = {self.corrupt_fraction}: labels are corrupted in a "
+                f"built-in task's rows only ({', '.join(TASKS)}), and data.source "
+                f"'{self.source}' is not one; set it to 0"
+            )
+        return self
 
 
 def _plugin_section(

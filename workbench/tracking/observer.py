@@ -5,7 +5,8 @@ docs/concepts.md.
 and ``eval/<metric>`` at each evaluation, sample completions as a table artifact (those
 of the held-out evaluation as ``samples/step_*.json``, those a method sampled while training
 as ``samples/train_step_*.json``), the run's tags and params, its data statistics and costs
-(step 0, and peak memory and time at the last step), the kernels that ran (the
+(step 0, and peak memory and time at the last step), the rows ``data.select`` kept as the
+``data_selection.json`` artifact, the kernels that ran (the
 ``workbench.kernels`` tag and their counts), the trained model as the ``model/`` artifact,
 and the run's ending (FINISHED, FAILED with its error, KILLED).
 """
@@ -16,7 +17,12 @@ import shutil
 
 from workbench.running.events import Evaluation, RunObserver
 from workbench.spec.errors import TrackingError
-from workbench.spec.mlflow_names import EVAL_PREFIX, OBJECTIVE_PREFIX, TAG_KERNELS
+from workbench.spec.mlflow_names import (
+    EVAL_PREFIX,
+    OBJECTIVE_PREFIX,
+    SELECTION_ARTIFACT,
+    TAG_KERNELS,
+)
 from workbench.tracking.recorder import fallback_dir
 
 
@@ -56,6 +62,9 @@ class MlflowRecorderObserver(RunObserver):
 
     def on_data_statistics(self, statistics: dict[str, float]) -> None:
         self.recorder.log_metrics(statistics, step=0)
+
+    def on_data_selection(self, record: dict) -> None:
+        self.recorder.log_dict(record, SELECTION_ARTIFACT)
 
     def on_costs(self, step: int, costs: dict[str, float]) -> None:
         self.recorder.log_metrics(costs, step=step)
