@@ -22,10 +22,13 @@ from torch.utils.data import DataLoader
 
 from workbench.data.batches import GlobalBatchSampler, row_length
 from workbench.data.encode import IGNORE_INDEX
+from workbench.data.packing import PackedRows, PaddedRows, pack_rows
 from workbench.methods.reference import NoReference
 from workbench.methods.sft import losses as sft_losses
 from workbench.methods.step import StepOutput
+from workbench.models import packed_attention
 from workbench.spec import components, registry
+from workbench.spec.errors import SpecError
 
 
 class WorkbenchModule(L.LightningModule):
@@ -46,6 +49,13 @@ class WorkbenchModule(L.LightningModule):
         super().__init__()
         self.kernel_usage = kernel_usage  # set when the model is patched with fused kernels
         self._kernels_checked = False
+        if spec.train.padding_free:
+            why = packed_attention.packing_problem(model)
+            if why is not None:
+                raise SpecError(
+                    f"invalid run spec:\n  train.padding_free = True: {why}; set "
+                    "train.padding_free: false"
+                )
         self.spec = spec
         self.params = spec.method
         self.info = registry.METHODS[spec.method.name]
@@ -94,10 +104,9 @@ class WorkbenchModule(L.LightningModule):
         return rows
 
     # -- shared machinery ---------------------------------------------------------------
-    def logits(self, batch) -> torch.Tensor:
-        return self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits
+    def logits(self, inputs: dict) -> torch.Tensor:
+        """The model's logits on ``inputs`` (a layout's :meth:`model_inputs`)."""
+        return self.model(**inputs).logits
 
     def scored_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` at the temperature token log-probs are taken at."""
@@ -155,6 +164,20 @@ class WorkbenchModule(L.LightningModule):
             self.model.train(was_training)
         return {name: total / max(count, 1) for name, total in totals.items()}
 
+    def rows_layout(self, batch) -> PaddedRows | PackedRows:
+        """How ``batch``'s rows go through the model: padded as collated, or packed end to end
+        with ``train.padding_free`` (:mod:`workbench.data.packing`). Either way its
+        ``unpack`` gives per-position values in the padded batch's shifted layout (B, T-1)."""
+        train = self.spec.train
+        if not train.padding_free:
+            return PaddedRows(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        max_tokens = None
+        if not packed_attention.packs_one_sequence(self.model):
+            max_tokens = train.padding_free_tokens or int(batch["attention_mask"].sum(1).max())
+        return pack_rows(
+            batch["input_ids"], batch["attention_mask"], batch["labels"], self.pad_id, max_tokens
+        )
+
     def token_stats(self, batch, need_eos: bool = False):
         """(log p of each label token, mask of scored positions, log p(eos) or None), all (B, T-1).
 
@@ -162,18 +185,28 @@ class WorkbenchModule(L.LightningModule):
 
         With the fused head the log-probs come from it on the last hidden states
         (no B x T x V logits); otherwise from the model's logits. Either way the loss terms
-        are computed by the same loss functions.
+        are computed by the same loss functions. With ``train.padding_free`` the model runs
+        on the packed rows (:meth:`rows_layout`) and the values are read back into the
+        padded batch's layout, so the losses never see the difference.
         """
-        labels = batch["labels"]
+        layout = self.rows_layout(batch)
+        logp, mask, eos_logp = self.layout_token_stats(layout, need_eos)
+        unpacked_eos = None if eos_logp is None else layout.unpack(eos_logp)
+        return layout.unpack(logp), layout.unpack(mask), unpacked_eos
+
+    def layout_token_stats(self, layout: PaddedRows | PackedRows, need_eos: bool):
+        """:meth:`token_stats` in ``layout``'s own shifted layout."""
+        labels = layout.labels
         mask = labels[:, 1:] != IGNORE_INDEX
+        eos_id = self.eos_id if need_eos else None
         if self.kernel_usage is None:
             return sft_losses.label_logprobs(
-                self.scored_logits(self.logits(batch)), labels, self.eos_id if need_eos else None
+                self.scored_logits(self.logits(layout.model_inputs())), labels, eos_id
             )
         before = self.kernel_usage.calls.copy()
         if not self.kernel_usage.fuses_head:  # kernels: auto left the fused head out
             result = sft_losses.label_logprobs(
-                self.scored_logits(self.logits(batch)), labels, self.eos_id if need_eos else None
+                self.scored_logits(self.logits(layout.model_inputs())), labels, eos_id
             )
             if not self._kernels_checked:
                 self.kernel_usage.check_forward(before)
@@ -185,13 +218,15 @@ class WorkbenchModule(L.LightningModule):
         if need_eos:
             # Ignored outside the scored positions: the fused head skips those rows.
             targets.append(torch.where(mask, self.eos_id, IGNORE_INDEX))
+        inputs = layout.model_inputs()
         outputs = head_logprobs(
             self.model,
             self.kernel_usage,
-            batch["input_ids"],
-            batch["attention_mask"],
+            inputs["input_ids"],
+            inputs.get("attention_mask"),
             targets,
             temperature=self.logit_temperature,
+            position_ids=inputs.get("position_ids"),
         )
         if not self._kernels_checked:
             self.kernel_usage.check_forward(before)

@@ -64,10 +64,11 @@ class FrozenCopy(Reference):
 
     @torch.no_grad()
     def token_logps(self, module, batch):
-        logits = self.model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits
-        return sft_losses.token_logprobs(module.scored_logits(logits), batch["labels"])
+        # The rows as the policy's pass lays them out (packed with train.padding_free).
+        layout = module.rows_layout(batch)
+        logits = self.model(**layout.model_inputs()).logits
+        logp, mask = sft_losses.token_logprobs(module.scored_logits(logits), layout.labels)
+        return layout.unpack(logp), layout.unpack(mask)
 
 
 class AdapterDisabled(Reference):

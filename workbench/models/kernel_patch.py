@@ -256,6 +256,7 @@ def head_logprobs(
     attention_mask,
     targets: list[torch.Tensor],
     temperature: float = 1.0,
+    position_ids: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Per-token log-probs of each ``targets`` (B, T-1) tensor after position t < T-1, under
     softmax(logits / ``temperature``), the logits being the model's own: its head's, soft-capped
@@ -264,11 +265,18 @@ def head_logprobs(
     Runs the decoder once without its head, then the fused head once per target tensor;
     ignored targets (-100) give 0. Without a soft cap the head is linear, and the op divides
     its input rows (and bias) by the temperature rather than the logits.
+
+    ``position_ids``: positions restarting at each row of packed sequences (with no
+    ``attention_mask``; see ``workbench.data.packing``). No KV cache is kept: a scoring pass
+    never decodes on, and with one transformers would not read rows off the position ids.
     """
     from workbench.kernels.fused_linear_token_logprobs import fused_linear_token_logprobs
 
     base = _base_model(model)
-    hidden = base.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden = base.model(
+        input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+        use_cache=False,
+    ).last_hidden_state  # fmt: skip
     hidden = hidden[:, :-1, :]
     head = base.get_output_embeddings()
     rows = hidden.reshape(-1, hidden.shape[-1])

@@ -293,6 +293,26 @@ class TrainSpec(_Section):
         "mega-batches of up to 50 global batches, and the batches shuffled (a pair "
         "counts its longer completion). Every row still comes once an epoch.",
     )
+    padding_free: bool = Field(
+        False,
+        description="Feed the model each micro-batch's rows packed end to end instead of "
+        "padded to the longest: position ids restart at each row and attention stays within "
+        "it (transformers' packed-sequence masks under sdpa/eager, varlen flash attention on "
+        "a GPU), and the losses read each row's tokens back, so losses and gradients equal "
+        "the padded batch's. Pays where rows differ in length; every method that trains on "
+        "sequences (SFT, MO-SFT, the preference family with chosen and rejected in one pass, "
+        "GRPO/RAFT's training forward) and the reference passes take it.",
+    )
+    padding_free_tokens: int | None = Field(
+        None,
+        ge=2,
+        le=10_000_000,
+        description="With padding_free: the most tokens in one packed sequence (a longer "
+        "row takes a sequence of its own). None: the micro-batch's longest row, so a packed "
+        "sequence is never wider than the padded batch (sdpa/eager attention costs the "
+        "square of a sequence's width). Varlen flash attention always packs the whole "
+        "micro-batch into one sequence.",
+    )
     scheduler: SerializeAsAny[ScheduleParams] = Field(
         default_factory=lambda: ScheduleParams(name="constant"),
         description="Learning-rate schedule and its settings, e.g. {name: cosine} or the "
@@ -373,6 +393,15 @@ class TrainSpec(_Section):
         if v not in allowed:
             raise ValueError(f"unknown precision '{v}'; allowed: {', '.join(allowed)}")
         return v
+
+    @model_validator(mode="after")
+    def _packing_budget(self) -> TrainSpec:
+        if self.padding_free_tokens is not None and not self.padding_free:
+            raise ValueError(
+                f"padding_free_tokens = {self.padding_free_tokens} sizes padding-free "
+                "batches; set padding_free: true with it, or leave padding_free_tokens out"
+            )
+        return self
 
 
 class EvalSpec(_Section):
