@@ -25,7 +25,8 @@ def _history(run_id: str, key: str) -> list[float]:
 
 def test_a_short_dpo_run_raises_held_out_reward_accuracy(store_uri):
     """30 steps of DPO on `sort` pairs (a corrupted answer as the rejected completion), the
-    reference log-probs precomputed once. Measured: held-out reward accuracy 0 -> 0.81."""
+    reference log-probs precomputed once. Measured: held-out reward accuracy 0 -> 0.81 (seed
+    0); the assertions below held on seeds 0, 1 and 2."""
     spec = workbench.RunSpec.parse(
         fast_spec(
             method={"name": "dpo", "beta": 0.1},
