@@ -1,5 +1,6 @@
-"""What a benchmark child process measures about the training run inside it: its memory
-above a baseline, the clock at each optimizer step, and the time spent in one phase.
+"""What a benchmark child process measures about the training run inside it: its resident
+memory at a moment (the baseline its peak is counted from), the clock at each optimizer step,
+the time spent in one phase, and the rates they give.
 
 Shared by the benchmark scripts, which run as ``python benchmarks/<name>.py`` and so import
 this by its bare name.
@@ -7,7 +8,6 @@ this by its bare name.
 
 from __future__ import annotations
 
-import resource
 import time
 from dataclasses import dataclass, field
 
@@ -34,9 +34,16 @@ def note_memory_after(owner, name: str, memory: dict) -> None:
     setattr(owner, name, load_then_note)
 
 
-def peak_rss_mb() -> float:
-    """The process's high-water resident memory (ru_maxrss is in KiB on Linux), in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+def throughput(
+    marks: StepMarks, first: int, last: int, added_wall_s: float = 0.0, added_cpu_s: float = 0.0
+) -> dict[str, float]:
+    """Tokens, wall and CPU seconds of the steps ``first`` < step <= ``last``, plus time spent
+    for them outside those steps (``added_*``, e.g. a precomputation's share), and their rates."""
+    timed = marks.window(first, last)
+    wall, cpu = timed["wall_s"] + added_wall_s, timed["cpu_s"] + added_cpu_s
+    return {"tokens": timed["tokens"], "wall_s": wall, "cpu_s": cpu,
+            "train_wall_s": timed["wall_s"], "tokens_per_s": timed["tokens"] / wall,
+            "tokens_per_cpu_s": timed["tokens"] / cpu}  # fmt: skip
 
 
 @dataclass

@@ -69,9 +69,13 @@ ROWS = 256
 WARMUP = 2
 
 
-def build_model(folder: Path, shape: dict) -> None:
-    """A random-weight Llama of ``shape`` with a word-level tokenizer of its vocabulary, and a
-    JSONL of prompt/completion rows longer than ``LENGTH`` tokens (Zipf-distributed words)."""
+def build_word_level_model(
+    folder: Path, shape: dict, max_positions: int = 2 * LENGTH
+) -> tuple[list[str], list[float]]:
+    """Save a random-weight Llama of ``shape`` (tied embeddings) and a word-level tokenizer of
+    its vocabulary to ``folder``: every word of the vocabulary is one token, so a row of n
+    words is n tokens. Returns the words and their Zipf weights (word k's share ~ 1/(k+1)), to
+    draw rows from."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -83,13 +87,19 @@ def build_model(folder: Path, shape: dict) -> None:
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
                                         eos_token="</s>", unk_token="<unk>")  # fmt: skip
-    config = LlamaConfig(**shape, max_position_embeddings=2 * LENGTH, tie_word_embeddings=True,
+    config = LlamaConfig(**shape, max_position_embeddings=max_positions, tie_word_embeddings=True,
                          bos_token_id=1, eos_token_id=2, pad_token_id=0)  # fmt: skip
     torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder / "model", safe_serialization=True)
-    tokenizer.save_pretrained(folder / "model")
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return words, [1.0 / (rank + 1) for rank in range(len(words))]
+
+
+def build_model(folder: Path, shape: dict) -> None:
+    """A random-weight Llama of ``shape`` with a word-level tokenizer of its vocabulary, and a
+    JSONL of prompt/completion rows longer than ``LENGTH`` tokens (Zipf-distributed words)."""
+    words, weights = build_word_level_model(folder / "model", shape)
     rng = random.Random(0)
-    weights = [1.0 / (rank + 1) for rank in range(len(words))]
     with open(folder / "rows.jsonl", "w") as handle:
         for _ in range(ROWS):
             # 40 + 100 words: every row is truncated to LENGTH tokens.

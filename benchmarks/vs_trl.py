@@ -1,110 +1,233 @@
-"""The workbench's DPO and GRPO against TRL's DPOTrainer and GRPOTrainer on CPU: tokens per
-second and peak memory.
+"""The workbench's SFT, DPO and GRPO against TRL's SFTTrainer, DPOTrainer and GRPOTrainer on
+CPU: tokens per second and peak memory, per method and precision.
 
-    python benchmarks/vs_trl.py            # full run: DPO then GRPO
-    python benchmarks/vs_trl.py --only dpo # one half (DPO: about 15 minutes on 2 shared cores)
-    python benchmarks/vs_trl.py --quick    # a small model, a few steps, one repeat: a CI
-                                           # smoke test (its figures mean little)
-    python benchmarks/vs_trl.py --steps 10 --warmup 2 --batch 8 --seq 256 --repeats 1
-                                           # the larger size (one repeat took 38 minutes
-                                           # on the loaded machine)
+    python benchmarks/vs_trl.py                  # the 135m shape: SFT, DPO, GRPO, float32 and
+                                                 # bf16, 5 repeats (hours on 2 idle cores)
+    python benchmarks/vs_trl.py --only sft --precision bf16     # one method, one precision
+    python benchmarks/vs_trl.py --shape fewshot-30m             # the earlier comparison
+    python benchmarks/vs_trl.py --quick          # a tiny model, few steps, one repeat: a CI
+                                                 # smoke test (its figures mean little)
 
-DPO. Same model, data and run shape on both sides (see ``vs_trl_setup`` and ``vs_trl_dpo``):
-a randomly initialised Llama of about 30M parameters with a 32,000-entry vocabulary, saved to
-a temporary folder; the workbench's built-in ``order`` preference pairs behind few-shot
-prompts, written as one prompt/chosen/rejected JSONL file; ``--batch`` pairs of up to
-``--seq`` tokens per step, ``--warmup`` untimed steps then ``--steps`` timed ones; beta 0.1,
-learning rate 1e-6 constant, gradient clipping 1.0, AdamW without weight decay. Rows:
+Shapes (``vs_trl_setup``). ``135m`` (the default): SmolLM2-135M's Llama configuration (hidden
+576, 30 layers, 9 heads, 3 KV heads, intermediate 1536, tied embeddings) with random weights
+and a 49,152-entry word-level vocabulary (one word, one token), about 134.5M parameters;
+chat-shaped rows: a prompt and a reply of Zipf-distributed words, each row's length drawn
+log-normal (median 55% of the longest allowed, at least 15%), the prompt 30-60% of each row
+(the share measured over the rows is printed). Per step: SFT 8 rows of up to 256 tokens;
+DPO 8 pairs of up to 256 tokens each side; GRPO 2 prompts x 4 completions of exactly 64
+tokens, prompts 27-96 tokens. ``fewshot-30m`` (kept for reference, float32 only, its old
+rows): DPO and GRPO on a 30M-parameter Llama with a 32,000-entry vocabulary, the DPO prompts
+padded with few-shot examples until 91% of the tokens are prompt (the shape that most rewards
+skipping prompt positions), GRPO on the built-in ``order`` prompts.
 
-- ``workbench``: ``workbench.run`` with ``method: dpo`` as a user runs it: ``kernels: auto``
-  (on a CPU with this vocabulary: the fused, chunked loss head, which scores only the
-  completion tokens), the reference log-probs precomputed before training (the registry's
-  reference kind for dpo), float32, no gradient checkpointing (the workbench has none);
-- ``trl``: DPOTrainer at the same configuration (float32, gradient checkpointing off,
-  ``precompute_ref_log_probs=True``); the headline compares these two;
-- ``trl-defaults``: DPOTrainer with TRL's defaults for those settings (a reference model
-  kept beside the policy and run at every step, gradient checkpointing on, bf16 mixed
-  precision), the rest as above.
+Each side at equal configuration and at its best on a CPU (``vs_trl_sft``, ``vs_trl_dpo``,
+``vs_trl_grpo`` give the details): the same model folder, data file, rows, batch, steps,
+learning rate (SFT 1e-4 with LoRA, DPO and GRPO 1e-6 with full fine-tuning), constant
+schedule, clipping 1.0, AdamW without weight decay; the same precision on both sides (``fp32``:
+float32; ``bf16``: bf16 autocast over float32 weights, the workbench's ``train.precision:
+bf16-mixed`` against TRL's ``bf16=True``); gradient checkpointing off on both. The workbench:
+``kernels: auto`` and ``train.padding_free`` where its spec offers it (``--padding-free off``
+leaves it out). TRL: SFT with its ``padding_free`` (row ``trl``) and padded (``trl-padded``),
+the headline taking the faster of the two; DPO with ``precompute_ref_log_probs`` (and
+``padding_free`` asked for, which TRL 1.16 switches off again); GRPO sampling with
+transformers' ``generate`` (no vLLM, which needs a GPU). TRL's chunked log-prob heads run as
+shipped; Liger's kernels (TRL's ``use_liger_kernel``) need a GPU and are not in these CPU rows.
 
-GRPO (``vs_trl_grpo``): the same model folder; the built-in ``order`` task's prompts as they
-are; ``--batch`` prompts per step, ``--group`` completions per prompt, each exactly
-``--completion`` tokens long on both sides (no early end), the built-in ``length`` reward on
-both, beta 0 (no reference model), one optimizer step per batch of samples, learning rate
-1e-6 constant, clipping 1.0, AdamW without weight decay, float32, no gradient checkpointing.
-Rows: ``workbench`` (``method: grpo``, ``kernels: auto``) and ``trl`` (GRPOTrainer, sampling
-with transformers' ``generate``, no vLLM). tokens/s: completion tokens of the timed steps
-counted twice (generated once, trained once; prompt tokens on neither side) over their wall
-time; ``of it gen`` is the part of that time spent sampling.
-
-Every measured run is a child process of its own (``--child workbench|trl``), so its peak
-memory is its own high-water mark, minus its resident memory after the imports and the
-model load. The rows of one repeat run back to back, in an order
-that alternates between repeats; each figure is the median over ``--repeats``. tokens/s:
-(DPO) non-pad tokens of the timed batches over their wall time, the reference log-probs'
-share included. Children run with ``--threads`` intra-op threads (default 1: on a shared 2-core
-machine a two-threaded step waits on preempted threads, and that wait, not the work, set
-the figures of earlier benchmarks here). The table comes first; the last lines are the
-headline figures, ``BENCH <figure> <value> <unit> target=<target>``.
+Measured per run, each in a child process of its own: tokens/s, the non-pad tokens of the
+timed steps (after the warm-up) over their wall time (DPO: plus the timed rows' share of the
+reference precomputation; GRPO: completion tokens counted twice, generated once and trained
+once); peak memory, the child's lifetime high-water resident memory, read by this process
+from the kernel when it reaps the child (``child_peak_memory``), minus the child's resident
+memory right after its imports and model load: the same reading on both sides (the workbench
+child keeps its run from resetting the high-water mark). ``--repeats`` runs per row (default
+5), the rows of a repeat back to back in an order that rotates between repeats. The table
+gives each row's median and spread (min-max) over its repeats; the ratios to TRL are the
+median (and spread) of each repeat's ratio, both rows of a repeat having run side by side.
+Children run with ``--threads`` intra-op threads (default 1: on a shared 2-core machine a
+two-threaded step waits on preempted threads; on idle cores ``--threads 2`` is the user's
+case). The table comes first; the last lines are the headline figures, ``BENCH <figure>
+<value> <unit> target=<target>``, one pair per method and precision (the bf16 ones end in
+``_bf16``, the ``fewshot-30m`` ones in ``_fewshot30m``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+from child_peak_memory import run_child_process
 from machine_load import load_average
 
-# (hidden, layers, heads): about 30M parameters with the 32k vocabulary (16.4M of them the
-# tied embedding); the quick run's model is a fraction of that.
-MODEL = {"hidden": 512, "layers": 4, "heads": 8}
-QUICK_MODEL = {"hidden": 64, "layers": 1, "heads": 4}
-FULL = {"steps": 6, "warmup": 1, "batch": 4, "seq": 128, "repeats": 3}
-QUICK = {"steps": 2, "warmup": 1, "batch": 2, "seq": 64, "repeats": 1}
-BETA, LR = 0.1, 1e-6
-HELD_OUT_PAIRS = 8  # the workbench's held-out rows (its objective at the start and the end)
-# Rows: (name, child side, settings). TRL's defaults row leaves TRL's precision, gradient
-# checkpointing and reference handling as TRL sets them.
-ROWS = (
-    ("workbench", "workbench", {}),
-    ("trl", "trl", {"trl_defaults": False}),
-    ("trl-defaults", "trl", {"trl_defaults": True, "trl_default_overrides": {}}),
-)
-HEADLINE = ("workbench", "trl")
-GRPO_FULL = {"steps": 4, "warmup": 1, "batch": 4, "group": 4, "completion": 32, "repeats": 3}
-GRPO_QUICK = {"steps": 1, "warmup": 1, "batch": 2, "group": 2, "completion": 4, "repeats": 1}
+METHODS = ("sft", "dpo", "grpo")
+PRECISIONS = ("fp32", "bf16")
+SMOLLM2_135M = {
+    "hidden_size": 576,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "intermediate_size": 1536,
+    "vocab_size": 49152,
+}
+QUICK_WORD_MODEL = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "intermediate_size": 192,
+    "vocab_size": 512,
+}
+MAX_POSITIONS = 8192  # SmolLM2-135M's
+# fewshot-30m: (hidden, layers, heads), about 30M parameters with the 32k vocabulary (16.4M
+# of them the tied embedding); the quick run's model is a fraction of that.
+FEWSHOT_MODEL = {"hidden": 512, "layers": 4, "heads": 8}
+FEWSHOT_QUICK_MODEL = {"hidden": 64, "layers": 1, "heads": 4}
+SIZES = {
+    "135m": {
+        "sft": {"steps": 8, "warmup": 2, "batch": 8, "seq": 256, "repeats": 5},
+        "dpo": {"steps": 4, "warmup": 1, "batch": 8, "seq": 256, "repeats": 5},
+        "grpo": {"steps": 4, "warmup": 1, "batch": 2, "group": 4, "completion": 64, "repeats": 5},
+    },
+    "135m-quick": {
+        "sft": {"steps": 2, "warmup": 1, "batch": 4, "seq": 48, "repeats": 1},
+        "dpo": {"steps": 2, "warmup": 1, "batch": 2, "seq": 48, "repeats": 1},
+        "grpo": {"steps": 1, "warmup": 1, "batch": 2, "group": 2, "completion": 8, "repeats": 1},
+    },
+    "fewshot-30m": {
+        "dpo": {"steps": 6, "warmup": 1, "batch": 4, "seq": 128, "repeats": 3},
+        "grpo": {"steps": 4, "warmup": 1, "batch": 4, "group": 4, "completion": 32, "repeats": 3},
+    },
+    "fewshot-30m-quick": {
+        "dpo": {"steps": 2, "warmup": 1, "batch": 2, "seq": 64, "repeats": 1},
+        "grpo": {"steps": 1, "warmup": 1, "batch": 2, "group": 2, "completion": 4, "repeats": 1},
+    },
+}
+LR = {"sft": 1e-4, "dpo": 1e-6, "grpo": 1e-6}
+BETA = 0.1
+HELD_OUT = 8  # the workbench's held-out rows (its objective at the end)
 HELD_OUT_PROMPTS = 2
-GRPO_ROWS = (("workbench", "grpo-workbench", {}), ("trl", "grpo-trl", {}))
+# Rows per method: (name, child side, settings); a row named in BASELINES is TRL's.
+ROWS = {
+    "sft": (
+        ("workbench", "sft-workbench", {}),
+        ("trl", "sft-trl", {"trl_padding_free": True}),
+        ("trl-padded", "sft-trl", {"trl_padding_free": False}),
+    ),
+    "dpo": (("workbench", "dpo-workbench", {}), ("trl", "dpo-trl", {"trl_defaults": False})),
+    "grpo": (("workbench", "grpo-workbench", {}), ("trl", "grpo-trl", {})),
+}
+# The earlier comparison's DPO rows add TRL's defaults (its precision, gradient checkpointing
+# on, a reference model run at every step).
+FEWSHOT_DPO_ROWS = (*ROWS["dpo"], ("trl-defaults", "dpo-trl", {"trl_defaults": True}))
+BASELINES = {"sft": ("trl", "trl-padded"), "dpo": ("trl",), "grpo": ("trl",)}
+# (tokens/s ratio, peak memory ratio) targets: the workbench against TRL's best.
+TARGETS = {"sft": (">=2", "<=0.5"), "dpo": (">=1.5", "<=0.6"), "grpo": (">=1.2", "<=0.8")}
+FEWSHOT_TARGETS = {"dpo": (">=1.1", "<=0.6"), "grpo": (">=1.1", "<=0.8")}
+GRPO_REWARD = {"135m": "even_words", "fewshot-30m": "length"}
 
 
-def build(job: dict) -> dict:
-    """Child: the model folder and the data file both sides read."""
-    from transformers import AutoTokenizer
-    from vs_trl_setup import build_model_folder, few_shot_pairs, task_prompts, write_pairs
+# ---------------------------------------------------------------------------------------
+# children: the data, then one run each
+
+
+def build_word_level(job: dict) -> dict:
+    """Child: the 135m-shaped model folder and the chat-shaped data of the methods to run."""
+    from train_options import build_word_level_model
+    from transformers import AutoConfig
+    from vs_trl_setup import chat_pairs, chat_prompts, chat_rows, write_pairs
 
     folder = Path(job["folder"])
-    params = build_model_folder(folder / "model", seq=job["seq"], **job["model_shape"])
+    words, weights = build_word_level_model(folder / "model", job["model_shape"], MAX_POSITIONS)
+    config = AutoConfig.from_pretrained(folder / "model")
+    built = {"params": parameter_count(config), "vocab": config.vocab_size}
+    sizes = job["sizes"]
+    if "sft" in sizes:
+        s = sizes["sft"]
+        rows = chat_rows(
+            words, weights, (s["warmup"] + s["steps"]) * s["batch"] + HELD_OUT, s["seq"]
+        )
+        write_pairs(folder / "sft.jsonl", rows)
+        built["sft"] = shares(rows, [("prompt", "completion")])
+    if "dpo" in sizes:
+        s = sizes["dpo"]
+        pairs = chat_pairs(
+            words, weights, (s["warmup"] + s["steps"]) * s["batch"] + HELD_OUT, s["seq"], seed=1
+        )
+        write_pairs(folder / "pairs.jsonl", pairs)
+        built["dpo"] = shares(pairs, [("prompt", "chosen"), ("prompt", "rejected")])
+    if "grpo" in sizes:
+        s = sizes["grpo"]
+        n = (s["warmup"] + s["steps"]) * s["batch"] + HELD_OUT_PROMPTS
+        prompts = chat_prompts(words, weights, n, s["completion"], seed=2)
+        write_pairs(folder / "prompts.jsonl", prompts)
+        built["grpo"] = shares(prompts, [("prompt", "completion")])
+    return built
+
+
+def shares(records: list[dict], parts: list[tuple[str, str]]) -> dict:
+    """Rows, mean tokens per sequence and the prompt's share of all tokens (a word is a token;
+    the end token the libraries append is left out), over every (prompt, reply) of ``parts``."""
+    prompt = reply = sequences = 0
+    for record in records:
+        for first, second in parts:
+            prompt += len(record[first].split())
+            reply += len(record[second].split())
+            sequences += 1
+    return {
+        "rows": len(records),
+        "mean_tokens": (prompt + reply) / sequences,
+        "prompt_share": prompt / (prompt + reply),
+    }
+
+
+def parameter_count(config) -> int:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_fewshot(job: dict) -> dict:
+    """Child: the fewshot-30m model folder and its data (the earlier comparison's)."""
+    from transformers import AutoTokenizer
+    from vs_trl_setup import VOCAB, build_model_folder, few_shot_pairs, task_prompts, write_pairs
+
+    folder = Path(job["folder"])
+    dpo, grpo = job["sizes"]["dpo"], job["sizes"]["grpo"]
+    params = build_model_folder(folder / "model", seq=dpo["seq"], **job["model_shape"])
     tokenizer = AutoTokenizer.from_pretrained(folder / "model")
-    n_pairs = (job["warmup"] + job["steps"]) * job["batch"] + HELD_OUT_PAIRS
-    records = few_shot_pairs(tokenizer, n_pairs, job["seq"])
+    n_pairs = (dpo["warmup"] + dpo["steps"]) * dpo["batch"] + HELD_OUT
+    records = few_shot_pairs(tokenizer, n_pairs, dpo["seq"])
     write_pairs(folder / "pairs.jsonl", records)
-    lengths = [len(tokenizer(r["prompt"] + r["chosen"])["input_ids"]) + 2 for r in records]
-    completion = [len(tokenizer(r["chosen"])["input_ids"]) + 1 for r in records]
-    n_prompts = (job["grpo"]["warmup"] + job["grpo"]["steps"]) * job["grpo"][
-        "batch"
-    ] + HELD_OUT_PROMPTS
-    prompts = task_prompts(n_prompts)
+    prompt = [len(tokenizer(r["prompt"])["input_ids"]) for r in records]
+    chosen = [len(tokenizer(r["chosen"])["input_ids"]) for r in records]
+    prompts = task_prompts((grpo["warmup"] + grpo["steps"]) * grpo["batch"] + HELD_OUT_PROMPTS)
     write_pairs(folder / "prompts.jsonl", prompts)
-    prompt_tokens = [len(tokenizer(r["prompt"])["input_ids"]) for r in prompts]
-    return {"params": params, "pairs": n_pairs, "mean_tokens": statistics.mean(lengths),
-            "mean_completion_tokens": statistics.mean(completion), "prompts": n_prompts,
-            "mean_prompt_tokens": statistics.mean(prompt_tokens)}  # fmt: skip
+    prompt_tokens = sum(len(tokenizer(r["prompt"])["input_ids"]) for r in prompts)
+    grpo_share = prompt_tokens / (prompt_tokens + len(prompts) * grpo["completion"])
+    return {
+        "params": params,
+        "vocab": VOCAB,
+        "dpo": {
+            "rows": n_pairs,
+            "mean_tokens": statistics.mean(map(sum, zip(prompt, chosen))),
+            "prompt_share": sum(prompt) / (sum(prompt) + sum(chosen)),
+        },
+        "grpo": {
+            "rows": len(prompts),
+            "mean_tokens": prompt_tokens / len(prompts),
+            "prompt_share": grpo_share,
+        },
+    }
 
 
 def child(side: str, job: dict) -> dict:
@@ -112,26 +235,160 @@ def child(side: str, job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     if side == "build":
-        return build(job)
-    import vs_trl_dpo
-    import vs_trl_grpo
-
-    return {"workbench": vs_trl_dpo.run_workbench, "trl": vs_trl_dpo.run_trl,
-            "grpo-workbench": vs_trl_grpo.run_workbench,
-            "grpo-trl": vs_trl_grpo.run_trl}[side](job)  # fmt: skip
+        return (build_fewshot if job["shape"] == "fewshot-30m" else build_word_level)(job)
+    method, who = side.split("-")
+    return getattr(importlib.import_module(f"vs_trl_{method}"), f"run_{who}")(job)
 
 
 def run_child(side: str, job: dict) -> dict:
+    """One child process; its result with its peak memory above its baseline (``peak_mb``)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TQDM_DISABLE="1", OMP_NUM_THREADS=str(job["threads"]),
-               HF_DATASETS_CACHE=str(Path(job["folder"]) / "datasets"))  # fmt: skip
-    result = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", side,
-                             "--job", json.dumps(job)],
-                            capture_output=True, text=True, env=env)  # fmt: skip
-    if result.returncode != 0:
-        raise RuntimeError(f"child {side} failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    env.update(
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TQDM_DISABLE="1",
+        OMP_NUM_THREADS=str(job["threads"]),
+        HF_DATASETS_CACHE=str(Path(job["folder"]) / "datasets"),
+    )
+    command = [sys.executable, os.path.abspath(__file__), "--child", side, "--job", json.dumps(job)]
+    run = run_child_process(command, env)
+    if run.returncode != 0:
+        raise RuntimeError(f"child {side} failed:\n{run.stderr[-4000:]}")
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    if "baseline_mb" in result:
+        result["process_peak_mb"] = run.peak_rss_mb
+        result["peak_mb"] = run.peak_rss_mb - result["baseline_mb"]
+    return result
+
+
+# ---------------------------------------------------------------------------------------
+# measuring and printing
+
+
+def measure(job: dict, rows, repeats: int) -> dict[str, list[dict]]:
+    """{row name: one result per repeat}; a repeat's rows back to back, the order rotating."""
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in rows}
+    for repeat in range(repeats):
+        shift = repeat % len(rows)
+        for name, side, settings in rows[shift:] + rows[:shift]:
+            results[name].append(run_child(side, {**job, **settings}))
+    return results
+
+
+def spread(values: list[float], digits: int) -> str:
+    """The median and, in brackets, the least and the most of ``values``."""
+    return (
+        f"{statistics.median(values):.{digits}f} "
+        f"({min(values):.{digits}f}-{max(values):.{digits}f})"
+    )
+
+
+def paired_ratios(ours: list[dict], theirs: list[dict], key: str) -> list[float]:
+    """Each repeat's ratio of ``key``: the two rows of a repeat ran side by side."""
+    return [a[key] / b[key] for a, b in zip(ours, theirs)]
+
+
+def best_baseline(results: dict[str, list[dict]], method: str) -> str:
+    """TRL's row with the higher median tokens/s (its best configuration here)."""
+    return max(
+        BASELINES[method],
+        key=lambda name: statistics.median(r["tokens_per_s"] for r in results[name]),
+    )
+
+
+def print_table(results: dict[str, list[dict]], baseline: str, phase: tuple[str, str]) -> None:
+    """Every row's medians and spreads; ``phase``: a timed part's figure and column title."""
+    header = (
+        f"{'row':<11} {'tokens/s (min-max)':>22} {'tok/cpu-s':>9} {'timed s':>8} "
+        f"{phase[1]:>9} {'tokens':>7} {'peak MiB (min-max)':>24} {'base MiB':>8} "
+        f"{'speed/trl (min-max)':>21} {'mem/trl (min-max)':>19}  configuration"
+    )
+    print(header)
+    print("-" * (len(header) + 40))
+    for name, rs in results.items():
+        med = {
+            k: statistics.median(r.get(k, 0.0) for r in rs)
+            for k in ("tokens_per_cpu_s", "wall_s", phase[0], "tokens", "baseline_mb")
+        }
+        print(
+            f"{name:<11} {spread([r['tokens_per_s'] for r in rs], 1):>22} "
+            f"{med['tokens_per_cpu_s']:>9.1f} {med['wall_s']:>8.2f} {med[phase[0]]:>9.2f} "
+            f"{med['tokens']:>7.0f} {spread([r['peak_mb'] for r in rs], 1):>24} "
+            f"{med['baseline_mb']:>8.1f} "
+            f"{spread(paired_ratios(rs, results[baseline], 'tokens_per_s'), 3):>21} "
+            f"{spread(paired_ratios(rs, results[baseline], 'peak_mb'), 3):>19}  "
+            f"{rs[0]['note']}"
+        )
+    print(
+        "repeats (tokens/s | peak MiB): "
+        + "; ".join(
+            f"{name} " + ", ".join(f"{r['tokens_per_s']:.0f}|{r['peak_mb']:.0f}" for r in rs)
+            for name, rs in results.items()
+        )
+    )
+
+
+DESCRIBE = {
+    "sft": lambda s: f"LoRA SFT, {s['batch']} rows of up to {s['seq']} tokens per step",
+    "dpo": lambda s: (
+        f"DPO, full fine-tuning, {s['batch']} pairs of up to {s['seq']} tokens per side per step"
+    ),
+    "grpo": lambda s: (
+        f"GRPO, full fine-tuning, {s['batch']} prompts x {s['group']} "
+        f"completions of exactly {s['completion']} tokens per step"
+    ),
+}
+TRAINER = {"sft": "SFTTrainer", "dpo": "DPOTrainer", "grpo": "GRPOTrainer"}
+PHASE = {
+    "sft": ("train_wall_s", "train s"),
+    "dpo": ("reference_wall_s", "of it ref"),
+    "grpo": ("generation_wall_s", "of it gen"),
+}
+
+
+def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> list[str]:
+    """One method at one precision: its table; returns its BENCH lines."""
+    sizes = dict(job["sizes"][method])
+    repeats = sizes.pop("repeats")
+    folder = Path(job["folder"])
+    held_out = HELD_OUT_PROMPTS if method == "grpo" else HELD_OUT
+    run_job = {
+        **job,
+        **sizes,
+        "method": method,
+        "precision": precision,
+        "lr": LR[method],
+        "eval_fraction": held_out / data["rows"],
+    }
+    run_job["data" if method != "grpo" else "prompts_data"] = str(
+        folder / {"sft": "sft.jsonl", "dpo": "pairs.jsonl", "grpo": "prompts.jsonl"}[method]
+    )
+    rows = FEWSHOT_DPO_ROWS if (job["shape"], method) == ("fewshot-30m", "dpo") else ROWS[method]
+    print(f"\n{method.upper()} {precision}: the workbench against TRL's {TRAINER[method]}")
+    print(
+        f"{DESCRIBE[method](sizes)}; {sizes['warmup']} warm-up + {sizes['steps']} timed "
+        f"steps; {data['rows']} rows, {data['mean_tokens']:.1f} tokens per "
+        f"{'prompt' if method == 'grpo' else 'sequence'} on average, the prompt "
+        f"{100 * data['prompt_share']:.0f}% of the tokens; repeats: {repeats}"
+    )
+    started = time.perf_counter()
+    results = measure(run_job, rows, repeats)
+    baseline = best_baseline(results, method)
+    candidates = BASELINES[method]
+    chosen = f", the faster of {' and '.join(candidates)}" if len(candidates) > 1 else ""
+    print(f"({time.perf_counter() - started:.0f} s; ratios against TRL's row '{baseline}'{chosen})")
+    print()
+    print_table(results, baseline, PHASE[method])
+    targets = (FEWSHOT_TARGETS if job["shape"] == "fewshot-30m" else TARGETS)[method]
+    lines = []
+    for figure, key, target in (
+        ("tokens_per_s_ratio", "tokens_per_s", targets[0]),
+        ("peak_mem_ratio", "peak_mb", targets[1]),
+    ):
+        value = statistics.median(paired_ratios(results["workbench"], results[baseline], key))
+        lines.append(f"BENCH {method}_{figure}_vs_trl{suffix} {value:.3f} x target={target}")
+    return lines
 
 
 def versions() -> dict:
@@ -146,160 +403,116 @@ def versions() -> dict:
     return info
 
 
-def measure(job: dict, repeats: int, rows=ROWS) -> dict[str, list[dict]]:
-    """{row name: one result per repeat}; a repeat's rows back to back, order alternating."""
-    results: dict[str, list[dict]] = {name: [] for name, _, _ in rows}
-    for repeat in range(repeats):
-        for name, side, settings in rows if repeat % 2 == 0 else rows[::-1]:
-            results[name].append(run_child(side, {**job, **settings}))
-    return results
-
-
-def median(results: list[dict], key: str) -> float:
-    return statistics.median(r[key] for r in results)
-
-
-def print_table(results: dict[str, list[dict]], phase=("reference_wall_s", "of it ref")) -> None:
-    """The rows' medians; ``phase``: (the figure, its column title) of the timed part shown."""
-    base = results[HEADLINE[1]]
-    header = (f"{'row':<13} {'tokens/s':>9} {'tok/cpu-s':>9} {'timed s':>8} {phase[1]:>9} "
-              f"{'tokens':>7} {'peak MiB':>9} {'base MiB':>8} {'speed/trl':>9} {'mem/trl':>7}  "
-              "configuration")  # fmt: skip
-    print(header)
-    print("-" * (len(header) + 60))
-    for name, rs in results.items():
-        print(f"{name:<13} {median(rs, 'tokens_per_s'):>9.1f} "
-              f"{median(rs, 'tokens_per_cpu_s'):>9.1f} {median(rs, 'wall_s'):>8.2f} "
-              f"{median(rs, phase[0]):>9.2f} {median(rs, 'tokens'):>7.0f} "
-              f"{median(rs, 'peak_mb'):>9.1f} {median(rs, 'baseline_mb'):>8.1f} "
-              f"{median(rs, 'tokens_per_s') / median(base, 'tokens_per_s'):>9.3f} "
-              f"{median(rs, 'peak_mb') / median(base, 'peak_mb'):>7.3f}  "
-              f"{rs[0]['note']}")  # fmt: skip
-    print(
-        "repeats (tokens/s | peak MiB): "
-        + "; ".join(
-            f"{name} " + ", ".join(f"{r['tokens_per_s']:.0f}|{r['peak_mb']:.0f}" for r in rs)
-            for name, rs in results.items()
-        )
-    )
-
-
-def ratio(results: dict[str, list[dict]], key: str) -> float:
-    """The headline row's median of ``key`` over the baseline row's."""
-    ours, theirs = (results[name] for name in HEADLINE)
-    return median(ours, key) / median(theirs, key)
-
-
-def compare_dpo(job: dict, built: dict, repeats: int) -> list[str]:
-    """The DPO table; returns its BENCH lines."""
-    job = {**job, "eval_fraction": HELD_OUT_PAIRS / built["pairs"]}
-    print("\nDPO: the workbench against TRL's DPOTrainer")
-    print(f"data: {built['pairs']} pairs, {built['mean_tokens']:.0f} tokens per row on average "
-          f"({built['mean_completion_tokens']:.1f} of them completion); "
-          f"steps: {job['warmup']} warm-up + "
-          f"{job['steps']} timed, batch {job['batch']} pairs, max length {job['seq']}; "
-          f"repeats: {repeats}")  # fmt: skip
-    results = measure(job, repeats)
-    print()
-    print_table(results)
-    return [
-        f"BENCH dpo_tokens_per_s_ratio_vs_trl {ratio(results, 'tokens_per_s'):.3f} x target=>=1.1",
-        f"BENCH dpo_peak_mem_ratio_vs_trl {ratio(results, 'peak_mb'):.3f} x target=<=0.6",
-    ]
-
-
-def compare_grpo(job: dict, built: dict, repeats: int) -> list[str]:
-    """The GRPO table; returns its BENCH lines."""
-    job = {**job, **job["grpo"], "eval_fraction": HELD_OUT_PROMPTS / built["prompts"],
-           "prompts_data": str(Path(job["folder"]) / "prompts.jsonl")}  # fmt: skip
-    print("\nGRPO: the workbench against TRL's GRPOTrainer (transformers generate, no vLLM)")
-    print(f"data: {built['prompts']} prompts of {built['mean_prompt_tokens']:.1f} tokens on "
-          f"average; steps: {job['warmup']} warm-up + {job['steps']} timed, "
-          f"{job['batch']} prompts x {job['group']} completions "
-          f"of exactly {job['completion']} tokens per step; repeats: {repeats}")  # fmt: skip
-    results = measure(job, repeats, GRPO_ROWS)
-    print()
-    print_table(results, phase=("generation_wall_s", "of it gen"))
-    return [
-        f"BENCH grpo_tokens_per_s_ratio_vs_trl {ratio(results, 'tokens_per_s'):.3f} x target=>=1.1",
-        f"BENCH grpo_peak_mem_ratio_vs_trl {ratio(results, 'peak_mb'):.3f} x target=<=0.8",
-    ]
-
-
-def sizes_of(defaults: dict, args) -> tuple[dict, int]:
-    """``defaults`` with the sizes given on the command line; (sizes, repeats)."""
-    sizes = dict(defaults)
-    sizes.update({k: getattr(args, k) for k in sizes if getattr(args, k, None) is not None})
-    return sizes, sizes.pop("repeats")
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="a small model, few steps, one repeat (CI)"
-    )
-    parser.add_argument("--only", choices=("dpo", "grpo"), help="run one half (default: both)")
-    parser.add_argument(
-        "--steps", type=int,
-        help=f"timed steps (default DPO {FULL['steps']}, GRPO {GRPO_FULL['steps']}; "
-             f"quick {QUICK['steps']}, {GRPO_QUICK['steps']})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--warmup", type=int, help=f"untimed steps first (default {FULL['warmup']})"
+        "--quick", action="store_true", help="a tiny model, few steps, one repeat (CI)"
     )
     parser.add_argument(
-        "--batch", type=int,
-        help=f"preference pairs (DPO, default {FULL['batch']}) or prompts (GRPO, default "
-             f"{GRPO_FULL['batch']}) per step",
-    )  # fmt: skip
-    parser.add_argument(
-        "--seq", type=int, help=f"DPO: tokens per row at most (default {FULL['seq']})"
+        "--shape",
+        choices=("135m", "fewshot-30m"),
+        default="135m",
+        help="135m (default): SmolLM2-135M's shape, chat-shaped rows; "
+        "fewshot-30m: the earlier DPO and GRPO comparison",
     )
     parser.add_argument(
-        "--group", type=int, help=f"GRPO: completions per prompt (default {GRPO_FULL['group']})"
+        "--only", help="comma-separated methods of sft, dpo, grpo (default: all the shape has)"
     )
     parser.add_argument(
-        "--completion", type=int,
-        help=f"GRPO: tokens of every completion (default {GRPO_FULL['completion']})",
-    )  # fmt: skip
-    parser.add_argument(
-        "--repeats", type=int, help=f"runs per row (default {FULL['repeats']}; quick 1)"
+        "--precision",
+        help="comma-separated precisions of fp32, bf16 (default: both; fewshot-30m: fp32)",
     )
+    for name, text in (
+        ("steps", "timed steps"),
+        ("warmup", "untimed steps first"),
+        ("batch", "rows, pairs or (GRPO) prompts per step"),
+        ("seq", "SFT, DPO: tokens per sequence at most"),
+        ("group", "GRPO: completions per prompt"),
+        ("completion", "GRPO: tokens of every completion"),
+        ("repeats", "runs per row (default 5; fewshot-30m 3; quick 1)"),
+    ):
+        parser.add_argument(f"--{name}", type=int, help=f"{text} (applies to every method run)")
     parser.add_argument(
         "--threads", type=int, default=1, help="intra-op threads per child (default 1)"
     )
     parser.add_argument(
-        "--child",
-        choices=("build", "workbench", "trl", "grpo-workbench", "grpo-trl"),
-        help=argparse.SUPPRESS,
+        "--padding-free",
+        choices=("on", "off"),
+        default="on",
+        help="the workbench's train.padding_free where its spec offers it (135m shape; default on)",
     )
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.child, json.loads(args.job))))
         return 0
 
-    sizes, repeats = sizes_of(QUICK if args.quick else FULL, args)
-    grpo_sizes, grpo_repeats = sizes_of(GRPO_QUICK if args.quick else GRPO_FULL, args)
+    shape_sizes = SIZES[args.shape + ("-quick" if args.quick else "")]
+    methods = args.only.split(",") if args.only else list(shape_sizes)
+    precisions = (
+        args.precision.split(",")
+        if args.precision
+        else ["fp32"]
+        if args.shape == "fewshot-30m"
+        else list(PRECISIONS)
+    )
+    for value, allowed, flag in (
+        (methods, shape_sizes, "--only"),
+        (precisions, PRECISIONS, "--precision"),
+    ):
+        wrong = [v for v in value if v not in allowed]
+        if wrong:
+            parser.error(
+                f"{flag} {','.join(wrong)}: allowed {', '.join(allowed)} (shape {args.shape})"
+            )
+    sizes = {
+        m: {
+            k: (getattr(args, k) if getattr(args, k) is not None else v)
+            for k, v in shape_sizes[m].items()
+        }
+        for m in methods
+    }
+    if args.shape == "fewshot-30m":
+        model_shape = FEWSHOT_QUICK_MODEL if args.quick else FEWSHOT_MODEL
+        sizes = {**{m: shape_sizes[m] for m in ("dpo", "grpo")}, **sizes}  # the build needs both
+    else:
+        model_shape = QUICK_WORD_MODEL if args.quick else SMOLLM2_135M
+
     print("The workbench against TRL, CPU")
-    print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; "
-          + ", ".join(f"{k} {v}" for k, v in versions().items()))  # fmt: skip
+    print(
+        f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; "
+        + ", ".join(f"{k} {v}" for k, v in versions().items())
+    )
     print(f"command: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"load average at start: {load_average()}")
+    started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="vs-trl-") as tmp:
-        job = {**sizes, "grpo": grpo_sizes, "folder": tmp, "threads": args.threads, "beta": BETA,
-               "lr": LR, "model": str(Path(tmp) / "model"), "data": str(Path(tmp) / "pairs.jsonl"),
-               "model_shape": QUICK_MODEL if args.quick else MODEL}  # fmt: skip
+        job = {
+            "shape": args.shape,
+            "sizes": sizes,
+            "folder": tmp,
+            "threads": args.threads,
+            "beta": BETA,
+            "model": str(Path(tmp) / "model"),
+            "model_shape": model_shape,
+            "padding_free": args.padding_free == "on" and args.shape == "135m",
+            "reward": GRPO_REWARD[args.shape],
+        }
         built = run_child("build", job)
-        print(f"model: Llama {job['model_shape']}, vocabulary 32000, "
-              f"{built['params'] / 1e6:.1f}M parameters; "
-              f"intra-op threads: {args.threads}")  # fmt: skip
+        print(
+            f"shape {args.shape}{' (quick)' if args.quick else ''}: Llama {model_shape}, "
+            f"vocabulary {built['vocab']}, {built['params'] / 1e6:.1f}M parameters; "
+            f"intra-op threads: {args.threads}"
+        )
         bench = []
-        if args.only in (None, "dpo"):
-            bench += compare_dpo(job, built, repeats)
-        if args.only in (None, "grpo"):
-            bench += compare_grpo(job, built, grpo_repeats)
-    print(f"\nload average at end: {load_average()}")
+        for method in methods:
+            for precision in precisions:
+                suffix = ("" if precision == "fp32" else f"_{precision}") + (
+                    "_fewshot30m" if args.shape == "fewshot-30m" else ""
+                )
+                bench += compare(method, precision, job, built[method], suffix)
+    print(f"\n{time.perf_counter() - started:.0f} s in all; load average at end: {load_average()}")
     print()
     print("\n".join(bench))
     return 0

@@ -1,15 +1,16 @@
 """The two sides of the DPO comparison in ``benchmarks/vs_trl.py``, each run in a child process.
 
 Both train DPO (sigmoid loss) on the same rows of the same JSONL file with the same model
-folder, batch, sequence length, steps, beta, learning rate, schedule, clipping and AdamW,
-and report the same figures (:func:`figures`):
+folder, batch, sequence length, steps, beta, learning rate, schedule, clipping, AdamW and
+precision (``job["precision"]``: float32, or bf16 autocast over float32 weights on both), full
+fine-tuning, gradient checkpointing off, and report the same figures:
 
 - the wall and CPU time of the steps after the warm-up, plus the share of the reference
   log-probs' precomputation that belongs to those steps' rows (the file holds exactly the
   rows of the run's steps, each trained once, so that share is steps / (warm-up + steps));
 - the non-pad tokens (prompt and completion, chosen and rejected) of the timed batches;
-- the process's high-water memory minus its resident memory right after the imports and
-  the model load.
+- the resident memory right after the imports and the model load (the baseline the parent
+  counts the child's lifetime peak from, see ``child_peak_memory``).
 
 Two hooks note what no public callback reports: the moment the model is loaded (the
 memory baseline) and the time of the reference precomputation. Each wraps the library
@@ -21,9 +22,9 @@ from __future__ import annotations
 import tempfile
 import warnings
 
-from run_figures import PhaseClock, StepMarks, peak_rss_mb, rss_mb
-from vs_trl_setup import read_pairs
-from workbench_child import run_spec
+from run_figures import PhaseClock, StepMarks, rss_mb, throughput
+from vs_trl_setup import WORKBENCH_PRECISION, precision_note, train_rows, trl_run_settings
+from workbench_child import offered, run_spec
 
 OBJECTIVE = {"name": "pairs_right", "direction": "max", "source": "term:reward_accuracy"}
 
@@ -31,24 +32,11 @@ OBJECTIVE = {"name": "pairs_right", "direction": "max", "source": "term:reward_a
 def figures(marks: StepMarks, reference: PhaseClock, job: dict, baseline_mb: float) -> dict:
     """The figures every side reports (see the module docstring)."""
     warmup, steps = job["warmup"], job["steps"]
-    timed = marks.window(warmup, warmup + steps)
     share = steps / (warmup + steps)
-    wall = timed["wall_s"] + share * reference.wall_s
-    cpu = timed["cpu_s"] + share * reference.cpu_s
-    return {"tokens": timed["tokens"], "wall_s": wall, "cpu_s": cpu,
-            "train_wall_s": timed["wall_s"], "reference_wall_s": share * reference.wall_s,
-            "tokens_per_s": timed["tokens"] / wall,
-            "tokens_per_cpu_s": timed["tokens"] / cpu, "baseline_mb": baseline_mb,
-            "peak_mb": peak_rss_mb() - baseline_mb}  # fmt: skip
-
-
-def train_rows(job: dict) -> tuple[list[dict], int]:
-    """The rows the workbench trains on (its seeded split of the file) and its held-out count."""
-    from workbench.data.formats import split_rows
-
-    rows = read_pairs(job["data"])
-    train, held_out = split_rows(rows, job["eval_fraction"], seed=0)
-    return train, len(held_out)
+    out = throughput(
+        marks, warmup, warmup + steps, share * reference.wall_s, share * reference.cpu_s
+    )
+    return {**out, "reference_wall_s": share * reference.wall_s, "baseline_mb": baseline_mb}
 
 
 # ---------------------------------------------------------------------------------------
@@ -56,25 +44,37 @@ def train_rows(job: dict) -> tuple[list[dict], int]:
 
 
 def workbench_spec(job: dict, store: str) -> dict:
-    train, held_out = train_rows(job)
+    train, held_out = train_rows(job["data"], job["eval_fraction"])
     total = job["warmup"] + job["steps"]
     return {
         "model": {"name": job["model"]},
-        "data": {"source": job["data"], "train_size": len(train),
-                 "eval_fraction": job["eval_fraction"], "eval_size": held_out},
+        "data": {
+            "source": job["data"],
+            "train_size": len(train),
+            "eval_fraction": job["eval_fraction"],
+            "eval_size": held_out,
+        },
         "method": {"name": "dpo", "beta": job["beta"]},
         "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
         # Held-out reward accuracy through the method's own module: no generation, no full logits.
         "objectives": [OBJECTIVE],
-        "train": {"steps": total, "batch_size": job["batch"], "max_length": job["seq"],
-                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0,
-                  "precision": "32-true", "seed": 0},
+        "train": {
+            "steps": total,
+            "batch_size": job["batch"],
+            "max_length": job["seq"],
+            "eval_every": total,
+            "scheduler": "constant",
+            "grad_clip": 1.0,
+            "precision": WORKBENCH_PRECISION[job["precision"]],
+            "seed": 0,
+            **offered({"padding_free": job["padding_free"]}),
+        },
         # The reference log-probs are precomputed eval.batch_size pairs at a time: the batch,
         # as TRL's precompute_ref_batch_size defaults to.
         "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
         "kernels": "auto",
         "tracking": {"uri": store, "experiment": "vs-trl", "log_model": False},
-    }  # fmt: skip
+    }
 
 
 def run_workbench(job: dict) -> dict:
@@ -93,7 +93,11 @@ def run_workbench(job: dict) -> dict:
 
     baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
     out = figures(marks, reference, job, baseline_mb)
-    out["note"] = f"kernels: auto ({kernels}); reference precomputed"
+    padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
+    out["note"] = (
+        f"{precision_note(job['precision'] == 'bf16')}, kernels: auto ({kernels}), "
+        f"reference precomputed, padding-free {'on' if padding_free else 'off'}"
+    )
     return out
 
 
@@ -102,22 +106,31 @@ def run_workbench(job: dict) -> dict:
 
 
 def trl_config(job: dict, output_dir: str):
-    """Equal configuration (``job["trl_defaults"]`` false): float32, no gradient checkpointing,
-    reference log-probs precomputed. Defaults: TRL's own for those three, where TRL can run
-    them on a CPU."""
+    """Equal configuration (``job["trl_defaults"]`` false): the job's precision, no gradient
+    checkpointing, reference log-probs precomputed, and padding-free asked for (TRL 1.16 turns
+    it off again with a warning: "temporarily unavailable after a refactor"; the row's note
+    says what ran). Defaults: TRL's own precision, checkpointing and reference handling,
+    where TRL can run them on a CPU."""
     from trl import DPOConfig
 
-    shape = dict(output_dir=output_dir, per_device_train_batch_size=job["batch"],
-                 max_steps=job["warmup"] + job["steps"], max_length=job["seq"],
-                 learning_rate=job["lr"], beta=job["beta"], loss_type=["sigmoid"],
-                 lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0, seed=0,
-                 use_cpu=True, report_to="none", save_strategy="no", disable_tqdm=True,
-                 dataloader_pin_memory=False)  # fmt: skip
+    settings = trl_run_settings(job, output_dir)
+    shape = dict(
+        per_device_train_batch_size=job["batch"],
+        max_length=job["seq"],
+        beta=job["beta"],
+        loss_type=["sigmoid"],
+    )
     if job["trl_defaults"]:
-        return DPOConfig(**shape, **job["trl_default_overrides"])
-    return DPOConfig(**shape, bf16=False, gradient_checkpointing=False,
-                     precompute_ref_log_probs=True,
-                     precompute_ref_batch_size=job["batch"])  # fmt: skip
+        for name in ("bf16", "gradient_checkpointing"):
+            settings.pop(name)
+        return DPOConfig(**settings, **shape)
+    return DPOConfig(
+        **settings,
+        **shape,
+        padding_free=True,
+        precompute_ref_log_probs=True,
+        precompute_ref_batch_size=job["batch"],
+    )
 
 
 def run_trl(job: dict) -> dict:
@@ -139,12 +152,16 @@ def run_trl(job: dict) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             marks.note(state.global_step, batch_tokens[state.global_step - 1])
 
-    train, _ = train_rows(job)
+    train, _ = train_rows(job["data"], job["eval_fraction"])
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = DPOTrainer(model=model, args=trl_config(job, output_dir),
-                             train_dataset=Dataset.from_list(train),
-                             processing_class=tokenizer, callbacks=[MarkSteps()])  # fmt: skip
+        trainer = DPOTrainer(
+            model=model,
+            args=trl_config(job, output_dir),
+            train_dataset=Dataset.from_list(train),
+            processing_class=tokenizer,
+            callbacks=[MarkSteps()],
+        )
         collate = trainer.data_collator
 
         def collate_and_count(examples):
@@ -156,9 +173,11 @@ def run_trl(job: dict) -> dict:
         trainer.train()
         args = trainer.args
     out = figures(marks, reference, job, baseline)
-    precision = "bfloat16 mixed" if args.bf16 else "float32"
+    reference_note = "precomputed" if args.precompute_ref_log_probs else "model forward each step"
     out["note"] = (
-        f"{precision}, gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
-        f"reference {'precomputed' if args.precompute_ref_log_probs else 'model forward each step'}"
+        f"{precision_note(args.bf16)}, "
+        f"gradient checkpointing {'on' if args.gradient_checkpointing else 'off'}, "
+        f"reference {reference_note}, "
+        f"padding-free {'on' if trainer.padding_free else 'off'}"
     )
     return out

@@ -5,17 +5,24 @@ workbench keeps for training after its seeded held-out split) with the same mode
 prompts per step, group size, sampling (temperature 1, no top-p or top-k), completion
 length, reward, learning rate, schedule, clipping and AdamW; beta 0 (no reference model),
 one optimizer step per batch of samples, the per-completion mean of the clipped surrogate,
-rewards centred and scaled in their group, float32, no gradient checkpointing. Every
+rewards centred and scaled in their group, the job's precision (float32, or bf16 autocast over
+float32 weights on both), full fine-tuning, no gradient checkpointing. Every
 completion is exactly ``completion`` tokens long: the workbench sets ``min_completion_length``
-to the maximum, TRL passes ``min_new_tokens`` through ``generation_kwargs``. The reward is
-the workbench's built-in ``length`` (``min(words / 16, 1)``): ours names it, TRL calls the
-same Python object as its reward function.
+to the maximum, TRL passes ``min_new_tokens`` through ``generation_kwargs``. The reward
+(``job["reward"]``) is the workbench's built-in ``length`` (``min(words / 16, 1)``) on the
+``fewshot-30m`` shape, and :func:`even_word_share` on the word-level ``135m`` shape (where
+every completion of a fixed number of tokens has that many words, so ``length`` would give
+every completion the same reward and GRPO no advantage to train on): the workbench names it
+(registered through ``workbench.register_reward``), TRL calls the same Python object as its
+reward function. TRL has no padding-free option for GRPO; the workbench's is used where its
+spec offers it (``job["padding_free"]``).
 
 Both report the same figures (:func:`figures`) over the steps after the warm-up: wall and
 CPU time, the part of the wall time spent inside the library's call that samples the
 completions (generation), the completion tokens counted twice (each one generated once
-and trained on once; prompt tokens are not counted on either side), and the process's
-high-water memory above its resident memory after the imports and the model load.
+and trained on once; prompt tokens are not counted on either side), and the resident memory
+after the imports and the model load (the baseline the parent counts the child's lifetime
+peak from, see ``child_peak_memory``).
 
 The hooks wrap, without changing what they compute, the function each library samples
 with (counting its completion tokens and timing it) and, on our side, the model load (the
@@ -27,13 +34,32 @@ from __future__ import annotations
 import tempfile
 import warnings
 
-from run_figures import PhaseClock, StepMarks, peak_rss_mb, rss_mb
-from vs_trl_setup import read_pairs
-from workbench_child import run_spec
+from run_figures import PhaseClock, StepMarks, rss_mb, throughput
+from vs_trl_setup import WORKBENCH_PRECISION, precision_note, train_rows, trl_run_settings
+from workbench_child import offered, run_spec
 
-REWARD = "length"
-OBJECTIVE = {"name": "length", "direction": "max", "source": f"reward:{REWARD}", "weight": 1.0}
 MAX_PROMPT_TOKENS = 128
+
+
+def even_word_share(completion: str, example: dict) -> float:
+    """The share of a completion's words that are even-numbered vocabulary words (``w0``,
+    ``w2``, ...): a reward that differs between a prompt's completions of the word-level
+    tokenizer, so GRPO's group-normalised advantages are not all zero."""
+    words = completion.split()
+    even = sum(1 for word in words if word[1:].isdigit() and int(word[1:]) % 2 == 0)
+    return even / len(words) if words else 0.0
+
+
+BENCHMARK_REWARDS = {"even_words": even_word_share}
+
+
+def reward(name: str):
+    """The reward both sides use: a benchmark reward registered with the workbench, or its own."""
+    from workbench.objectives.scoring import REWARDS, register_reward
+
+    if name in BENCHMARK_REWARDS and name not in REWARDS:
+        register_reward(name, BENCHMARK_REWARDS[name])
+    return REWARDS[name]
 
 
 class GenerationTally:
@@ -59,22 +85,12 @@ class GenerationTally:
 def figures(marks: StepMarks, tally: GenerationTally, job: dict, baseline_mb: float) -> dict:
     """The figures both sides report (see the module docstring)."""
     first, last = job["warmup"], job["warmup"] + job["steps"]
-    timed = marks.window(first, last)
     generation_s = tally.generation_wall[last] - tally.generation_wall[first]
     return {
-        "tokens": timed["tokens"], "wall_s": timed["wall_s"], "cpu_s": timed["cpu_s"],
-        "generation_wall_s": generation_s, "tokens_per_s": timed["tokens"] / timed["wall_s"],
-        "tokens_per_cpu_s": timed["tokens"] / timed["cpu_s"], "baseline_mb": baseline_mb,
-        "peak_mb": peak_rss_mb() - baseline_mb,
-    }  # fmt: skip
-
-
-def train_prompts(job: dict) -> tuple[list[dict], int]:
-    """The rows the workbench trains on (its seeded split of the file) and its held-out count."""
-    from workbench.data.formats import split_rows
-
-    train, held_out = split_rows(read_pairs(job["prompts_data"]), job["eval_fraction"], seed=0)
-    return train, len(held_out)
+        **throughput(marks, first, last),
+        "generation_wall_s": generation_s,
+        "baseline_mb": baseline_mb,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -82,31 +98,61 @@ def train_prompts(job: dict) -> tuple[list[dict], int]:
 
 
 def workbench_spec(job: dict, store: str) -> dict:
-    train, held_out = train_prompts(job)
+    train, held_out = train_rows(job["prompts_data"], job["eval_fraction"])
     total, length = job["warmup"] + job["steps"], job["completion"]
     return {
         "model": {"name": job["model"]},
-        "data": {"source": job["prompts_data"], "train_size": len(train),
-                 "eval_fraction": job["eval_fraction"], "eval_size": held_out},
-        "method": {"name": "grpo", "group_size": job["group"], "max_completion_length": length,
-                   "min_completion_length": length, "beta": 0.0, "num_iterations": 1,
-                   "aggregation": "sequence", "scale_rewards": "group", "temperature": 1.0,
-                   "top_p": 1.0, "top_k": 0, "samples_every": 10 * total},
+        "data": {
+            "source": job["prompts_data"],
+            "train_size": len(train),
+            "eval_fraction": job["eval_fraction"],
+            "eval_size": held_out,
+        },
+        "method": {
+            "name": "grpo",
+            "group_size": job["group"],
+            "max_completion_length": length,
+            "min_completion_length": length,
+            "beta": 0.0,
+            "num_iterations": 1,
+            "aggregation": "sequence",
+            "scale_rewards": "group",
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "top_k": 0,
+            "samples_every": 10 * total,
+        },
         "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
-        "objectives": [OBJECTIVE],
-        "train": {"steps": total, "batch_size": job["batch"], "max_length": MAX_PROMPT_TOKENS,
-                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0,
-                  "precision": "32-true", "seed": 0},
+        "objectives": [
+            {
+                "name": job["reward"],
+                "direction": "max",
+                "source": f"reward:{job['reward']}",
+                "weight": 1.0,
+            }
+        ],
+        "train": {
+            "steps": total,
+            "batch_size": job["batch"],
+            "max_length": MAX_PROMPT_TOKENS,
+            "eval_every": total,
+            "scheduler": "constant",
+            "grad_clip": 1.0,
+            "precision": WORKBENCH_PRECISION[job["precision"]],
+            "seed": 0,
+            **offered({"padding_free": job["padding_free"]}),
+        },
         "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
         "kernels": "auto",
         "tracking": {"uri": store, "experiment": "vs-trl-grpo", "log_model": False},
-    }  # fmt: skip
+    }
 
 
 def run_workbench(job: dict) -> dict:
     from workbench.methods.rl import sampling
     from workbench.running.events import RunObserver
 
+    reward(job["reward"])
     tally, marks = GenerationTally(), StepMarks()
     sample = tally.clock.wrap(sampling.sample_completions)
 
@@ -123,7 +169,11 @@ def run_workbench(job: dict) -> dict:
 
     baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
     out = figures(marks, tally, job, baseline_mb)
-    out["note"] = f"kernels: auto ({kernels}); no reference model"
+    padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
+    out["note"] = (
+        f"{precision_note(job['precision'] == 'bf16')}, kernels: auto ({kernels}), "
+        f"no reference model, padding-free {'on' if padding_free else 'off'}"
+    )
     return out
 
 
@@ -131,27 +181,25 @@ def run_workbench(job: dict) -> dict:
 # TRL: GRPOTrainer with a GRPOConfig, generation by transformers (no vLLM)
 
 
-def length_reward(completions, **kwargs) -> list[float]:
-    """TRL's reward function: the workbench's ``length`` reward itself, completion by completion."""
-    from workbench.objectives.scoring import REWARDS
-
-    return [REWARDS[REWARD](completion, {}) for completion in completions]
-
-
 def trl_config(job: dict, output_dir: str):
     from trl import GRPOConfig
 
-    total, length = job["warmup"] + job["steps"], job["completion"]
+    length = job["completion"]
     return GRPOConfig(
-        output_dir=output_dir, per_device_train_batch_size=job["batch"] * job["group"],
-        num_generations=job["group"], max_completion_length=length,
-        generation_kwargs={"min_new_tokens": length}, temperature=1.0, top_p=1.0, top_k=0,
-        beta=0.0, num_iterations=1, loss_type="grpo", scale_rewards="group", max_steps=total,
-        learning_rate=job["lr"], lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0,
-        seed=0, bf16=False, gradient_checkpointing=False, use_vllm=False, use_cpu=True,
-        report_to="none", save_strategy="no", logging_steps=total, disable_tqdm=True,
-        dataloader_pin_memory=False,
-    )  # fmt: skip
+        **trl_run_settings(job, output_dir),
+        per_device_train_batch_size=job["batch"] * job["group"],
+        num_generations=job["group"],
+        max_completion_length=length,
+        generation_kwargs={"min_new_tokens": length},
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        beta=0.0,
+        num_iterations=1,
+        loss_type="grpo",
+        scale_rewards="group",
+        use_vllm=False,
+    )
 
 
 def run_trl(job: dict) -> dict:
@@ -177,14 +225,29 @@ def run_trl(job: dict) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             tally.step_ended(state.global_step, marks)
 
-    train, _ = train_prompts(job)
+    train, _ = train_rows(job["prompts_data"], job["eval_fraction"])
+    score = reward(job["reward"])
+
+    def reward_function(completions, **kwargs) -> list[float]:
+        return [score(completion, {}) for completion in completions]
+
+    reward_function.__name__ = job["reward"]
     prompts = Dataset.from_list([{"prompt": row["prompt"]} for row in train])
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer = GRPOTrainer(model=model, reward_funcs=length_reward,
-                              args=trl_config(job, output_dir), train_dataset=prompts,
-                              processing_class=tokenizer, callbacks=[MarkSteps()])  # fmt: skip
+        trainer = GRPOTrainer(
+            model=model,
+            reward_funcs=reward_function,
+            args=trl_config(job, output_dir),
+            train_dataset=prompts,
+            processing_class=tokenizer,
+            callbacks=[MarkSteps()],
+        )
         trainer.train()
+        bf16 = trainer.args.bf16
     out = figures(marks, tally, job, baseline)
-    out["note"] = "float32, gradient checkpointing off, no reference model, transformers generate"
+    out["note"] = (
+        f"{precision_note(bf16)}, gradient checkpointing off, no reference model, "
+        "transformers generate"
+    )
     return out

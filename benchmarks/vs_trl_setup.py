@@ -1,6 +1,14 @@
 """What both sides of ``benchmarks/vs_trl.py`` read: a local model folder and a data file.
 
-No model hub is reachable, so the model is a randomly initialised Llama saved with
+Two shapes. ``135m`` (the default, where users are): SmolLM2-135M's Llama configuration with
+random weights and a word-level tokenizer of its 49,152-entry vocabulary
+(``train_options.build_word_level_model``: one word, one token), and chat-shaped rows drawn by
+:func:`chat_rows`, :func:`chat_pairs` and :func:`chat_prompts`: a prompt and a reply of
+Zipf-distributed words whose lengths vary from row to row as a chat dataset's do, the prompt
+30-60% of each row's tokens. ``fewshot-30m`` (the earlier comparison, kept for reference): the
+model and few-shot data described below.
+
+No model hub is reachable, so the ``fewshot-30m`` model is a randomly initialised Llama saved with
 ``save_pretrained`` next to a 32,000-entry tokenizer. The tokenizer is the tiny base's
 byte-level BPE trained on the built-in tasks' text (``workbench.models.tiny``); that text has only
 a few hundred distinct tokens, so the rest of the 32,000 ids are unused entries. They cost
@@ -18,6 +26,7 @@ the task's prompts as they are (about 15 tokens; the completions are generated).
 from __future__ import annotations
 
 import json
+import math
 import random
 from pathlib import Path
 
@@ -56,12 +65,19 @@ def build_model_folder(folder: Path, *, hidden: int, layers: int, heads: int, se
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tokenizer()
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=hidden * 3,
-                         num_hidden_layers=layers, num_attention_heads=heads,
-                         num_key_value_heads=heads, max_position_embeddings=max(seq, 256),
-                         tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=hidden,
+        intermediate_size=hidden * 3,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max(seq, 256),
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.save_pretrained(folder, safe_serialization=True)
@@ -106,6 +122,80 @@ def few_shot_pairs(tokenizer, n_pairs: int, seq: int, seed: int = 0) -> list[dic
     return records
 
 
+PROMPT_SHARE = (0.3, 0.6)
+# Row lengths (prompt and reply, in tokens) are log-normal around this share of the longest
+# allowed, clipped to [MIN_SHARE, 1] of it: most rows well short of the limit, a few at it.
+MEDIAN_SHARE, LENGTH_SIGMA, MIN_SHARE = 0.55, 0.45, 0.15
+
+
+def _row_length(rng: random.Random, longest: int) -> int:
+    drawn = rng.lognormvariate(math.log(MEDIAN_SHARE * longest), LENGTH_SIGMA)
+    return max(round(MIN_SHARE * longest), min(longest, round(drawn)))
+
+
+def _text(rng: random.Random, words: list[str], weights: list[float], n: int) -> str:
+    return " ".join(rng.choices(words, weights, k=n))
+
+
+def _split(rng: random.Random, tokens: int) -> tuple[int, int]:
+    """(prompt, reply) tokens of a row of ``tokens``, the prompt's share drawn from
+    :data:`PROMPT_SHARE`, each part at least one token."""
+    prompt = min(tokens - 1, max(1, round(tokens * rng.uniform(*PROMPT_SHARE))))
+    return prompt, tokens - prompt
+
+
+def chat_rows(words, weights, n_rows: int, longest: int, seed: int = 0) -> list[dict]:
+    """``n_rows`` prompt/completion records of at most ``longest`` tokens (one token left for
+    the end token both libraries append), the prompt 30-60% of each."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n_rows):
+        prompt, reply = _split(rng, _row_length(rng, longest - 1))
+        records.append(
+            {
+                "prompt": _text(rng, words, weights, prompt),
+                "completion": " " + _text(rng, words, weights, reply),
+            }
+        )
+    return records
+
+
+def chat_pairs(words, weights, n_pairs: int, longest: int, seed: int = 0) -> list[dict]:
+    """``n_pairs`` prompt/chosen/rejected records: prompt and chosen drawn as
+    :func:`chat_rows`' rows, the rejected reply 0.6-1.4 times the chosen one's length (within
+    ``longest`` with the prompt)."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n_pairs):
+        prompt, chosen = _split(rng, _row_length(rng, longest - 1))
+        rejected = max(1, min(longest - 1 - prompt, round(chosen * rng.uniform(0.6, 1.4))))
+        records.append(
+            {
+                "prompt": _text(rng, words, weights, prompt),
+                "chosen": " " + _text(rng, words, weights, chosen),
+                "rejected": " " + _text(rng, words, weights, rejected),
+            }
+        )
+    return records
+
+
+def chat_prompts(words, weights, n_rows: int, completion: int, seed: int = 0) -> list[dict]:
+    """``n_rows`` prompts for GRPO, each 30-60% of the tokens of itself and a ``completion``-token
+    reply (the prompt/completion format the workbench reads; GRPO generates the reply)."""
+    rng = random.Random(seed)
+    records = []
+    for _ in range(n_rows):
+        share = rng.uniform(*PROMPT_SHARE)
+        prompt = max(1, round(completion * share / (1 - share)))
+        records.append(
+            {
+                "prompt": _text(rng, words, weights, prompt),
+                "completion": " " + _text(rng, words, weights, completion),
+            }
+        )
+    return records
+
+
 def task_prompts(n_rows: int, seed: int = 0) -> list[dict]:
     """``n_rows`` rows of :data:`TASK` as prompt/completion records (GRPO reads the prompts;
     the completion is there because the workbench reads prompts from that format)."""
@@ -126,3 +216,44 @@ def write_pairs(path: Path, records: list[dict]) -> None:
 def read_pairs(path: Path) -> list[dict]:
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
+
+
+def train_rows(path: str, eval_fraction: float) -> tuple[list[dict], int]:
+    """The records of ``path`` the workbench trains on (its seeded split of the file, which TRL
+    is given too) and its held-out count."""
+    from workbench.data.formats import split_rows
+
+    train, held_out = split_rows(read_pairs(path), eval_fraction, seed=0)
+    return train, len(held_out)
+
+
+# Each side's name for the precisions compared: mixed bf16 autocast over float32 weights on
+# both (Lightning's bf16-mixed; TRL's bf16=True through accelerate).
+WORKBENCH_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+
+
+def trl_run_settings(job: dict, output_dir: str) -> dict:
+    """The TrainingArguments every TRL config here shares: the schedule, clipping and AdamW
+    of the workbench side, the job's precision, gradient checkpointing off (TRL's SFT and DPO
+    turn it on by default; the workbench leaves it off), a CPU, no saving, no reporting."""
+    return dict(
+        output_dir=output_dir,
+        max_steps=job["warmup"] + job["steps"],
+        learning_rate=job["lr"],
+        lr_scheduler_type="constant",
+        max_grad_norm=1.0,
+        weight_decay=0.0,
+        seed=0,
+        bf16=job["precision"] == "bf16",
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to="none",
+        save_strategy="no",
+        logging_steps=job["warmup"] + job["steps"],
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+
+
+def precision_note(bf16: bool) -> str:
+    return "bfloat16 mixed" if bf16 else "float32"

@@ -15,11 +15,24 @@ from run_figures import note_memory_after
 
 def run_spec(spec_for, observer) -> tuple[float, str]:
     """Run ``spec_for(store)`` (the spec, given its MLflow store's URI) with ``observer``; returns
-    the resident memory right after the model load (MiB) and the run's ``workbench.kernels`` tag."""
+    the resident memory right after the model load (MiB) and the run's ``workbench.kernels`` tag.
+
+    The run's own memory cost (``MemoryMark``) resets the kernel's high-water mark of resident
+    memory when training starts; here it must not, so that the child's lifetime peak, read by
+    the parent when it reaps the child (``child_peak_memory``), includes whatever came before
+    training (the reference log-probs' precomputation) as it does for a TRL child. Without the
+    reset the mark falls back to lifetime peaks; nothing the run trains or reports to the
+    benchmark changes. The libraries a run imports are imported before the model load, as a
+    TRL child imports TRL's, so that the baseline holds them on both sides."""
+    import lightning.pytorch  # noqa: F401
+    import peft  # noqa: F401
+
     import workbench
     from workbench import tracking
     from workbench.running import pipeline as runner
+    from workbench.running import process_memory
 
+    process_memory.reset_peak_rss = lambda: False
     memory = {}
     note_memory_after(runner, "load_base", memory)
     with tempfile.TemporaryDirectory(prefix="vs-trl-store-") as folder:
@@ -27,3 +40,11 @@ def run_spec(spec_for, observer) -> tuple[float, str]:
         result = workbench.run(spec_for(store), log=lambda *a: None, observers=[observer])
         tags = tracking.connect(store).get_run(result.run_id).data.tags
     return memory["baseline_mb"], tags.get("workbench.kernels", "?")
+
+
+def offered(train_options: dict) -> dict:
+    """The ``train`` options of ``train_options`` this workbench's spec has (a benchmark asks
+    for a newer option, such as ``padding_free``, only where the spec offers it)."""
+    from workbench.spec.run_spec import TrainSpec
+
+    return {k: v for k, v in train_options.items() if k in TrainSpec.model_fields}
