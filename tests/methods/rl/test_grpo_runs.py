@@ -477,8 +477,10 @@ def test_grpo_on_the_exact_answer_raises_held_out_accuracy(default_tiny_base, st
 def test_the_ends_of_the_weight_range_separate_on_both_rewards(weight_ends):
     """Correct against brevity (which pays most for saying nothing): weights (1, 0) keep the
     answers and get them right more often, (0, 1) learns to stop at once. Measured (seed 0):
-    correct 0.229 vs 0, brevity 0.76 vs 1. benchmarks/rl_weight_ends.py repeats this over 3
-    seeds."""
+    correct 0.229 vs 0, brevity 0.76 vs 1. benchmarks/rl_weight_ends.py repeats this over
+    seeds 0, 1 and 2 (BENCHMARKS.md): correct 0.125 to 0.271 against 0 on every seed, brevity
+    0.75-0.76 against 1, so both assertions held on every seed tried, the first by at least
+    twice its margin."""
     right, brief = weight_ends[(1.0, 0.0)].objectives, weight_ends[(0.0, 1.0)].objectives
     print("(1, 0):", right, "(0, 1):", brief)
     assert right["correct"] - brief["correct"] >= 3 / 48  # at least 3 more held-out prompts right
