@@ -43,6 +43,8 @@ class Encoded:
     # Where the row's own prompt text begins: after the tokenizer's leading special tokens, or
     # the chat template's system prompt and user-turn header (where a weight prefix is written).
     prompt_start: int = 0
+    # The built-in task the row comes from (``Row.task``): what SFT's task balancing groups by.
+    task: str | None = None
 
 
 @dataclass
@@ -252,7 +254,8 @@ def encode_row(tokenizer, row: Row | ChatRow, max_length: int) -> Encoded:
     truncated = len(ids) > max_length
     if truncated:
         ids, labels, segments = ids[:max_length], labels[:max_length], segments[:max_length]
-    return Encoded(ids, labels, segments, truncated, prompt_start)
+    task = row.task if isinstance(row, Row) else None
+    return Encoded(ids, labels, segments, truncated, prompt_start, task)
 
 
 def encode_rows(
@@ -281,8 +284,17 @@ def encode_rows(
     return out, stats
 
 
+def task_groups(tasks: Sequence[str | None]) -> torch.Tensor:
+    """One id per row, equal for rows of the same task: the order in which each task first
+    appears (rows with no task share one id). A loss that balances tasks needs only which rows
+    belong together, not which task they are."""
+    first_seen: dict[str | None, int] = {}
+    return torch.tensor([first_seen.setdefault(t, len(first_seen)) for t in tasks])
+
+
 def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; labels are shifted later by the loss (label t scores token t)."""
+    """Right-pad a batch; labels are shifted later by the loss (label t scores token t).
+    ``task_groups`` tells rows of one task from another's (:func:`task_groups`)."""
     width = max(len(e.input_ids) for e in batch)
     n = len(batch)
     input_ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -300,4 +312,5 @@ def collate(batch: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         "labels": labels,
         "segments": segments,
         "attention_mask": attention,
+        "task_groups": task_groups([e.task for e in batch]),
     }

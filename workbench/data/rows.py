@@ -24,6 +24,9 @@ class Row:
     # A built-in task's row: a user turn and an assistant turn where the tokenizer has a chat
     # template; plain text otherwise (and always for a user's own rows).
     conversational: bool = False
+    # The built-in task the row comes from (None for a user's rows): a mixture of tasks
+    # (``data.mixture``) scores and balances its rows per task by it.
+    task: str | None = None
 
     @classmethod
     def plain(cls, prompt: str, completion: str, conversational: bool = False) -> Row:
@@ -78,3 +81,10 @@ class PreferenceRow:
     def as_row(self) -> Row:
         """The pair as a supervised row: its source, else the chosen completion as the answer."""
         return self.source if self.source is not None else Row.plain(self.prompt, self.chosen)
+
+
+def task_of(row: Row | ChatRow | PreferenceRow) -> str | None:
+    """The built-in task a row comes from (a pair: its source row's), None for a user's row."""
+    if isinstance(row, PreferenceRow):
+        return None if row.source is None else row.source.task
+    return row.task if isinstance(row, Row) else None

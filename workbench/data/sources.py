@@ -9,6 +9,7 @@ from pathlib import Path
 
 from workbench.data.corruption import corrupt_labels
 from workbench.data.formats import load_dataset_rows, split_rows
+from workbench.data.mixture import MIXTURE_SOURCE, mixture_rows
 from workbench.data.pairs import preference_pairs, scored_pairs
 from workbench.data.records import FILE_SUFFIXES
 from workbench.data.rows import PreferenceRow
@@ -21,16 +22,20 @@ HUB_DATASET_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 
 
 def source_kind(source: str) -> str:
-    """What ``data.source`` names, judged from its form: ``"task"``, ``"path"`` or ``"hub"``.
+    """What ``data.source`` names, judged from its form: ``"task"``, ``"mixture"``,
+    ``"path"`` or ``"hub"``.
 
-    A built-in task name, an existing file or folder, anything shaped like a path (a data
-    file suffix, a leading ``.``/``~``/``/``, two or more separators) or a hub dataset id
+    A built-in task name, ``mixture`` (the tasks of ``data.mixture``), an existing file or
+    folder, anything shaped like a path (a data file suffix, a leading ``.``/``~``/``/``, two
+    or more separators) or a hub dataset id
     ``owner/name``. Anything else, e.g. a mistyped task name, raises ``ValueError`` naming
     the built-in tasks and the closest one, so it never reaches a dataset hub. No file is
     opened; whether a path exists is :func:`missing_source`'s question.
     """
     if source in TASKS:
         return "task"
+    if source == MIXTURE_SOURCE:
+        return "mixture"
     path = Path(source).expanduser()
     if path.exists() or looks_like_path(source):
         return "path"
@@ -78,9 +83,12 @@ def load_rows(data_spec, seed: int, *, row_kind: str = "supervised"):
     A built-in task's rows become the kind's rows through the kind's ``from_task`` (e.g.
     preference pairs with a corrupted answer as the rejected completion); a user file's rows
     are checked by the kind's ``check_rows``. ``data.corrupt_fraction`` corrupts that share of
-    a task's training answers first (:mod:`workbench.data.corruption`).
+    a task's training answers first (:mod:`workbench.data.corruption`). A mixture of tasks
+    (``data.mixture``) is :func:`mixture_rows`.
     """
     kind = registry.ROW_KINDS[row_kind]
+    if data_spec.mixture is not None:
+        return mixture_rows(data_spec, seed, kind)
     task = TASKS.get(data_spec.source)
     if task is not None:
         train, held_out = task.splits(data_spec.train_size, data_spec.eval_size, seed)

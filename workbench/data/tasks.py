@@ -145,8 +145,9 @@ class Task:
         attempts = 0
         while len(out) < n and attempts < 50 * n + 1000:
             attempts += 1
-            # Every task row is a chat exchange where the model has a chat template.
-            row = dataclasses.replace(self.make_row(rng), conversational=True)
+            # Every task row is a chat exchange where the model has a chat template, and
+            # names its task (a mixture of tasks tells its rows apart by it).
+            row = dataclasses.replace(self.make_row(rng), conversational=True, task=self.name)
             if row.prompt in seen:
                 continue
             seen.add(row.prompt)

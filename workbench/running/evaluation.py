@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench.data.encode import collate, encode_rows
-from workbench.data.rows import ChatRow, PreferenceRow, Row
+from workbench.data.rows import ChatRow, PreferenceRow, Row, task_of
 from workbench.methods.sft.losses import sft_loss
 from workbench.models.generation import generate
 from workbench.objectives import scoring as objective_sources
@@ -72,9 +72,12 @@ def evaluate(
     """Score ``objectives`` (a list of ObjectiveSpec) on held-out ``rows``.
 
     ``terms()`` returns the held-out value of each loss term (asked only when a ``term:``
-    objective needs it); ``costs`` the run's cost figures.
+    objective needs it); ``costs`` the run's cost figures. Rows from two or more built-in
+    tasks (a mixture's) are scored per task too (``exact_match/<task>``), which an objective
+    with ``task`` set reads.
     """
     sources = {o.source for o in objectives} | {f"metric:{m}" for m in extra_metrics}
+    tasks = [task_of(r) for r in rows]
     scored = sorted(s for s in sources if objective_sources.scorer(s) is not None)
     metrics: dict[str, float] = {}
     samples: list[dict] = []
@@ -98,6 +101,7 @@ def evaluate(
             for source in scored
         }
         metrics.update({name: sum(v) / len(v) for name, v in per_row.items()})
+        metrics.update(_per_task_means(per_row, tasks))
         for i, (p, e) in enumerate(zip(predictions, examples)):
             if i >= eval_spec.samples_logged:
                 break
@@ -107,19 +111,37 @@ def evaluate(
             samples.append(sample)
     if "metric:eval_loss" in sources:
         metrics["eval_loss"] = heldout_loss(model, tokenizer, rows, max_length)
+    for task in sorted({o.task for o in objectives if o.source == "metric:eval_loss" and o.task}):
+        metrics[f"eval_loss/{task}"] = heldout_loss(
+            model, tokenizer, [r for r, t in zip(rows, tasks) if t == task], max_length
+        )
     if terms is not None and any(parse_source(s).kind == "term" for s in sources):
         metrics.update({_metric_key(f"term:{k}"): v for k, v in terms().items()})
     costs = costs or {}
     values: dict[str, float] = {}
     for o in objectives:
-        if o.kind == "metric":
-            values[o.name] = metrics[o.source_name]
-        elif o.kind in ("reward", "term") and _metric_key(o.source) in metrics:
-            values[o.name] = metrics[_metric_key(o.source)]
+        key = _metric_key(o.source) if o.task is None else f"{_metric_key(o.source)}/{o.task}"
+        # A metric is always scored; a reward or term only where it could be.
+        if o.kind == "metric" or (o.kind in ("reward", "term") and key in metrics):
+            values[o.name] = metrics[key]
         elif o.kind == "cost" and o.source_name in costs:
             values[o.name] = costs[o.source_name]
     values = {k: v for k, v in values.items() if v is not None and math.isfinite(v)}
     return EvalResult(values, metrics, samples)
+
+
+def _per_task_means(per_row: dict[str, list[float]], tasks: list[str | None]) -> dict[str, float]:
+    """Each score's mean over each task's rows, as ``<key>/<task>``, when the rows come from
+    two or more tasks (a mixture's held-out rows; a task's ``<objective>/<task>`` reads it)."""
+    named = sorted({t for t in tasks if t is not None})
+    if len(named) < 2:
+        return {}
+    out = {}
+    for key, values in per_row.items():
+        for task in named:
+            mine = [v for v, t in zip(values, tasks) if t == task]
+            out[f"{key}/{task}"] = sum(mine) / len(mine)
+    return out
 
 
 def _metric_key(source: str) -> str:

@@ -31,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from workbench.data.mixture import MIXTURE_SOURCE
 from workbench.data.tasks import TASKS
 from workbench.models.adapters.full import FullAdapterParams
 from workbench.objectives import scoring as objectives
@@ -124,6 +125,15 @@ class DataSpec(_Section):
         description="Share of a built-in task's training answers made wrong on purpose "
         "(seeded by train.seed), to measure how well a selector finds bad rows.",
     )
+    mixture: dict[str, float] | None = Field(
+        None,
+        description="Train on a mixture of built-in tasks: {task: weight, ...}, e.g. "
+        "{reverse: 0.5, sort: 0.3, order: 0.2}. Each task gets its weight's share of "
+        "train_size (the weights need not sum to 1) and eval_size held-out rows of its own; "
+        "a run's objectives are then each task's, named <objective>/<task> (a weight-0 task "
+        "is scored without being trained on). data.source reads 'mixture' (it may be left "
+        "out). None: data.source alone.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -138,21 +148,68 @@ class DataSpec(_Section):
     def _select(cls, v: Any) -> Any:
         return None if v is None else _plugin_section(v, components.SELECTORS, "selector")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _mixture_is_the_source(cls, data: Any) -> Any:
+        # `data: {mixture: {...}}` needs no source: the mixture is the source.
+        if isinstance(data, dict) and data.get("mixture") is not None and "source" not in data:
+            data = {**data, "source": MIXTURE_SOURCE}
+        return data
+
+    @field_validator("mixture", mode="before")
+    @classmethod
+    def _mixture(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not isinstance(v, Mapping) or not v:
+            raise ValueError(
+                f"{v!r}: must map built-in task names to weights, e.g. {{reverse: 0.5, sort: 0.5}}"
+            )
+        for name, weight in v.items():
+            if name not in TASKS:
+                raise ValueError(f"unknown task '{name}'; allowed: {', '.join(TASKS)}")
+            # true/"0.5" would silently become 1.0/0.5: a weight is written as a number.
+            if isinstance(weight, (bool, str)) or not isinstance(weight, (int, float)):
+                raise ValueError(f"{name}: {weight!r}: a weight must be a number (>= 0)")
+            if not math.isfinite(weight) or weight < 0:
+                raise ValueError(f"{name}: {weight}: a weight must be a finite number >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError(
+                f"{dict(v)}: the weights sum to 0; give at least one task a positive weight"
+            )
+        return {name: float(weight) for name, weight in v.items()}
+
+    @property
+    def task_rows(self) -> bool:
+        """Whether the rows are a built-in task's or a mixture of them (generated, exactly
+        ``train_size`` training rows)."""
+        return self.source in TASKS or self.mixture is not None
+
     @model_validator(mode="after")
     def _selection_fits(self) -> DataSpec:
+        if self.mixture is not None and self.source != MIXTURE_SOURCE:
+            raise ValueError(
+                f"data.source = '{self.source}' with data.mixture: a mixture is its own source; "
+                f"leave data.source out (or write '{MIXTURE_SOURCE}')"
+            )
+        if self.mixture is None and self.source == MIXTURE_SOURCE:
+            raise ValueError(
+                f"data.source = '{MIXTURE_SOURCE}' needs data.mixture, e.g. "
+                "{reverse: 0.5, sort: 0.5}; or name one task, a file or a dataset"
+            )
         budget = None if self.select is None else self.select.budget
         # A task makes exactly train_size rows; a file's row count is known when it is read.
-        if isinstance(budget, int) and self.source in TASKS and budget > self.train_size:
+        if isinstance(budget, int) and self.task_rows and budget > self.train_size:
             raise ValueError(
                 f"data.select.budget = {budget}: more than the {self.train_size} training rows "
                 f"data.train_size gives; keep at most {self.train_size}, or give a fraction "
                 "such as 0.3"
             )
-        if self.corrupt_fraction and self.source not in TASKS:
+        if self.corrupt_fraction and not self.task_rows:
             raise ValueError(
-                f"data.corrupt_fraction = {self.corrupt_fraction}: labels are corrupted in a "
-                f"built-in task's rows only ({', '.join(TASKS)}), and data.source "
-                f"'{self.source}' is not one; set it to 0"
+                f"data.corrupt_fraction = {self.corrupt_fraction}: labels are corrupted in "
+                f"built-in tasks' rows only ({', '.join(TASKS)}, or a mixture of them), and "
+                f"data.source '{self.source}' is not one; set it to 0"
             )
         return self
 
@@ -213,6 +270,11 @@ class ObjectiveSpec(_Section):
     term: str | None = Field(None, description="Loss term whose training weight is `weight`.")
     weight: float = Field(1.0, ge=0, description="Training weight of `term` (>= 0, finite).")
     reference: float | None = Field(None, description="Hypervolume reference coordinate.")
+    task: str | None = Field(
+        None,
+        description="With data.mixture: score a metric: or reward: source on this task's "
+        "held-out rows only (None: on all of them).",
+    )
 
     @field_validator("weight", "reference", mode="before")
     @classmethod
@@ -277,6 +339,11 @@ class ObjectiveSpec(_Section):
     @classmethod
     def _term(cls, v: str | None) -> str | None:
         return None if v is None else _check_choice(v, registry.TERMS, "term")
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, v: str | None) -> str | None:
+        return None if v is None else _check_choice(v, TASKS, "task")
 
 
 class TrainSpec(_Section):
@@ -492,26 +559,37 @@ class RunSpec(_Section):
     @model_validator(mode="after")
     def _fill_and_check_objectives(self) -> RunSpec:
         task = TASKS.get(self.data.source)
+        mixture = self.data.mixture
         if self.method is None:
             default = task.default_method if task is not None else "sft"
             object.__setattr__(self, "method", _plugin_section(default, registry.METHODS, "method"))
         assert self.method is not None  # given, or the default filled in just above
         if not self.objectives:
             own_terms = registry.METHODS[self.method.name].terms
-            if task is not None:
+            # A mixture offers each task's objectives, scored on that task's rows.
+            offered = (
+                [(TASKS[name], name) for name in mixture]
+                if mixture is not None
+                else [(task, None)]
+                if task is not None
+                else []
+            )
+            if offered:
                 # A task's objective trains its term only under methods that have that term
                 # (a preference method on `order` measures correctness and length, and its
                 # own loss trains).
                 objectives = [
                     ObjectiveSpec(
-                        name=o.name,
+                        name=o.name if scored_on is None else f"{o.name}/{scored_on}",
                         direction=o.direction,
                         source=f"metric:{o.metric}",
                         term=o.term if o.term in own_terms else None,
                         weight=o.weight,
                         reference=o.reference,
+                        task=scored_on,
                     )
-                    for o in task.objectives
+                    for offering, scored_on in offered
+                    for o in offering.objectives
                 ]
             else:
                 objectives = [
@@ -530,6 +608,20 @@ class RunSpec(_Section):
             raise ValueError(
                 f"objectives: duplicate names {dupes}; each objective needs its own name"
             )
+        for o in self.objectives:
+            if o.task is None:
+                continue
+            if mixture is None or o.task not in mixture:
+                tasks = "" if mixture is None else f" ({', '.join(mixture)})"
+                raise ValueError(
+                    f"objectives[{o.name}].task = '{o.task}': an objective is scored on one "
+                    f"task of data.mixture{tasks} only; name one of them, or leave task out"
+                )
+            if o.kind not in ("metric", "reward"):
+                raise ValueError(
+                    f"objectives[{o.name}].task = '{o.task}': only metric: and reward: sources "
+                    f"are scored per task, not {o.source}; leave task out"
+                )
         method = registry.METHODS[self.method.name]
         for o in self.objectives:
             measured = o.source_name if o.kind == "term" else None

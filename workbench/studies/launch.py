@@ -25,7 +25,7 @@ import yaml
 from workbench import tracking
 from workbench.spec.plugins import child_env, plugin_modules
 from workbench.spec.run_spec import RunSpec
-from workbench.studies.sweep import design_points, sweep_specs, weighted_objectives
+from workbench.studies.sweep import design_points, sweep_specs, swept_weights
 
 
 @dataclass
@@ -82,7 +82,7 @@ def launch_sweep(
     random), ``parallel`` runs at a time, in a process of its own (``workbench sweep``; its
     parent run records the front). A bad spec or design fails here."""
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
-    sweep_specs(spec, design_points(design, len(weighted_objectives(spec)), points))  # checks
+    sweep_specs(spec, design_points(design, len(swept_weights(spec)), points))  # checks
     return _launch_study(
         spec,
         spec.to_yaml(),

@@ -1,7 +1,8 @@
 """Weight sweeps: one run per point on the simplex of training weights, under a parent run.
 
 A sweep varies the training weights of the spec's weighted objectives (those with a loss
-``term``), two or more of them: :func:`simplex_grid` spreads points evenly over the weight
+``term``), two or more of them, or, for a mixture of tasks (``data.mixture``), the tasks'
+mixture weights (:func:`swept_weights`): :func:`simplex_grid` spreads points evenly over the weight
 simplex, :func:`simplex_random` draws them at random, :func:`weight_grid` is the
 two-objective shorthand (the first objective's weight ``w``, the second ``1 - w``).
 
@@ -161,12 +162,24 @@ def weighted_objectives(spec: RunSpec) -> list[str]:
     return [o.name for o in spec.objectives if o.term is not None]
 
 
+def swept_weights(spec: RunSpec) -> list[str]:
+    """What a sweep's points set, in order: the tasks of a mixture of tasks (``data.mixture``:
+    a sweep over the mixture traces the trade-off between its tasks' objectives), else the
+    weighted objectives."""
+    if spec.data.mixture is not None:
+        return list(spec.data.mixture)
+    return weighted_objectives(spec)
+
+
 def sweep_specs(spec: RunSpec, weights: Sequence[float | Sequence[float]]) -> list[RunSpec]:
-    """Copies of ``spec``, one per point, with the weighted objectives' training weights set.
+    """Copies of ``spec``, one per point, with the weighted objectives' training weights set
+    (a mixture of tasks: the tasks' mixture weights, :func:`swept_weights`).
 
     A point is a tuple with one weight per weighted objective (in the spec's order), or a
     float ``w``: the first two weighted objectives get ``(w, 1 - w)``.
     """
+    if spec.data.mixture is not None:
+        return _mixture_specs(spec, weights)
     weighted = weighted_objectives(spec)
     if len(weighted) < 2:
         raise SpecError(
@@ -175,16 +188,10 @@ def sweep_specs(spec: RunSpec, weights: Sequence[float | Sequence[float]]) -> li
         )
     specs = []
     for point in weights:
+        values = _point_weights(point, weighted, "weighted objectives")
         if isinstance(point, (int, float)):
-            values = {weighted[0]: point, weighted[1]: round(1.0 - point, 4)}
             name = f"{weighted[0]}={point:g}"
         else:
-            if len(point) != len(weighted):
-                raise SpecError(
-                    f"weights {tuple(point)}: {len(point)} values for {len(weighted)} weighted "
-                    f"objectives {weighted}; give one weight each"
-                )
-            values = dict(zip(weighted, point))
             name = ",".join(f"{n}={w:g}" for n, w in values.items())
         objectives = []
         for o in spec.objectives:
@@ -194,6 +201,37 @@ def sweep_specs(spec: RunSpec, weights: Sequence[float | Sequence[float]]) -> li
             objectives.append(data)
         specs.append(spec.updated(objectives=objectives, **{"tracking.run_name": name}))
     return specs
+
+
+def _mixture_specs(spec: RunSpec, weights: Sequence[float | Sequence[float]]) -> list[RunSpec]:
+    """:func:`sweep_specs` of a mixture: each point's weights become ``data.mixture``'s."""
+    assert spec.data.mixture is not None
+    tasks = list(spec.data.mixture)
+    if len(tasks) < 2:
+        raise SpecError(
+            f"a mixture sweep needs at least two tasks in data.mixture; the spec has {tasks}"
+        )
+    specs = []
+    for point in weights:
+        # A float sets the first two tasks' weights; the others stay as they are.
+        values = _point_weights(point, tasks, "tasks of data.mixture")
+        name = ",".join(f"{task}={w:g}" for task, w in values.items())
+        mixture = spec.data.mixture | values
+        specs.append(spec.updated(**{"data.mixture": mixture, "tracking.run_name": name}))
+    return specs
+
+
+def _point_weights(point: float | Sequence[float], names: list[str], what: str) -> dict:
+    """One sweep point as ``{name: weight}``: a tuple gives each of ``names`` its weight, a
+    float ``w`` the first two ``(w, 1 - w)``."""
+    if isinstance(point, (int, float)):
+        return {names[0]: point, names[1]: round(1.0 - point, 4)}
+    if len(point) != len(names):
+        raise SpecError(
+            f"weights {tuple(point)}: {len(point)} values for {len(names)} {what} {names}; "
+            "give one weight each"
+        )
+    return dict(zip(names, point))
 
 
 # --------------------------------------------------------------------------- running
@@ -227,12 +265,13 @@ def run_sweep(
         raise SpecError("give either weights or points (with a design), not both or neither")
     if parallel < 1:
         raise SpecError(f"parallel = {parallel}: must be at least 1")
-    names = weighted_objectives(spec)
     if weights is None:
-        if len(names) < 2:
+        swept = swept_weights(spec)
+        if len(swept) < 2:
             sweep_specs(spec, [])  # the same message as for explicit weights
-        weights = design_points(design, len(names), points, seed=seed)
+        weights = design_points(design, len(swept), points, seed=seed)
     specs = sweep_specs(spec, weights)
+    names = weighted_objectives(spec)
     # Bad data fails here, before any run is created.
     load_rows(spec.data, spec.train.seed, row_kind=registry.METHODS[spec.method.name].row_kind)
     names += [o.name for o in spec.objectives if o.name not in names]

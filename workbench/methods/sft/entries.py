@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from workbench.methods.sft.params import MultiObjectiveSFTParams
+from workbench.methods.sft.params import MultiObjectiveSFTParams, SFTParams
 from workbench.spec.entries import MethodInfo
 
 # Terms of multi-objective SFT (and of its variants that build fronts in other ways).
@@ -13,10 +13,13 @@ METHODS: list[MethodInfo] = [
         name="sft",
         family="supervised",
         summary="Supervised fine-tuning on the completion tokens.",
-        formula="L = mean_i mean_{t in completion_i} -log p(y_t | y_<t, x_i)",
-        paper="(standard maximum-likelihood fine-tuning)",
+        formula="L = mean_i mean_{t in completion_i} -log p(y_t | y_<t, x_i); with "
+        "task_balance, L = mean over a mixture's tasks of each task's mean loss",
+        paper="(standard maximum-likelihood fine-tuning); task balance: MFTCoder: Boosting "
+        "Code LLMs with Multitask Fine-Tuning (Liu et al., 2023)",
         module="workbench.methods.sft.module:SFTModule",
         terms=("completion",),
+        params=SFTParams,
         builtin=True,
     ),
     MethodInfo(

@@ -64,6 +64,42 @@ def sft_loss(
     return per_example, {"tokens": mask.sum().float()}
 
 
+def task_balanced_nll(
+    logp: torch.Tensor, mask: torch.Tensor, groups: torch.Tensor, balance: str
+) -> torch.Tensor:
+    """Per-example shares of a loss in which each task's mean loss counts equally (MFTCoder).
+
+    With the B rows of a batch in tasks t (``groups``: one id per row), |T| the tasks present,
+    n_i row i's scored tokens and l_i its mean NLL (:func:`masked_mean_nll`):
+
+        tokens:   L = 1/|T| sum_t  sum_{i in t} n_i l_i / sum_{i in t} n_i
+        examples: L = 1/|T| sum_t  mean_{i in t} l_i
+
+    ``tokens`` is MFTCoder's balanced loss (each task's token mean, the tasks averaged);
+    ``examples`` averages each task's rows first. ``none`` is the plain batch mean of l_i,
+    where a task counts as many times as it has rows (and, per token, as long as they are).
+    Returned as v_i with mean_i v_i = L (v_i = B n_i l_i / (|T| N_t) or B l_i / (|T| M_t), N_t
+    and M_t the task's tokens and rows), so the module's batch mean of its per-example losses
+    is L unchanged.
+    """
+    per_example = masked_mean_nll(logp, mask)
+    if balance == "none":
+        return per_example
+    _, task_index = torch.unique(groups, return_inverse=True)
+    task_count = int(task_index.max()) + 1
+    if balance == "tokens":
+        counts = mask.sum(dim=1).to(per_example.dtype)
+        share = per_example * counts  # the row's summed NLL
+    elif balance == "examples":
+        counts = torch.ones_like(per_example)
+        share = per_example
+    else:
+        raise ValueError(f"task_balance = {balance!r}: allowed: none, tokens, examples")
+    per_task = torch.zeros(task_count, dtype=counts.dtype, device=counts.device)
+    per_task = per_task.index_add(0, task_index, counts).clamp(min=1)
+    return len(per_example) * share / (task_count * per_task[task_index])
+
+
 def segment_nll(
     logits: torch.Tensor, labels: torch.Tensor, segments: torch.Tensor, segment: str
 ) -> torch.Tensor:

@@ -9,12 +9,18 @@ from workbench.methods.sft import losses as sft_losses
 
 
 class SFTModule(WorkbenchModule):
-    """L = mean over the batch of the completion NLL (sft_losses.masked_mean_nll)."""
+    """L = mean over the batch of the completion NLL (sft_losses.masked_mean_nll); with
+    ``task_balance`` each task of a mixture counts equally (sft_losses.task_balanced_nll).
+    The ``completion`` term stays each row's own mean NLL."""
 
     def compute_losses(self, batch):
         logp, mask, _ = self.token_stats(batch)
         per_example = sft_losses.masked_mean_nll(logp, mask)
-        return per_example, {"completion": per_example}
+        balance = self.params.task_balance
+        if balance == "none":
+            return per_example, {"completion": per_example}
+        balanced = sft_losses.task_balanced_nll(logp, mask, batch["task_groups"], balance)
+        return balanced, {"completion": per_example}
 
 
 class MultiObjectiveSFTModule(WorkbenchModule):
