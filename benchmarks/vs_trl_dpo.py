@@ -23,8 +23,14 @@ import tempfile
 import warnings
 
 from run_figures import PhaseClock, StepMarks, rss_mb, throughput
-from vs_trl_setup import WORKBENCH_PRECISION, precision_note, train_rows, trl_run_settings
-from workbench_child import offered, run_spec
+from vs_trl_setup import (
+    precision_note,
+    train_rows,
+    trl_run_settings,
+    workbench_note,
+    workbench_spec,
+)
+from workbench_child import run_spec, step_token_marker
 
 OBJECTIVE = {"name": "pairs_right", "direction": "max", "source": "term:reward_accuracy"}
 
@@ -43,62 +49,23 @@ def figures(marks: StepMarks, reference: PhaseClock, job: dict, baseline_mb: flo
 # the workbench: workbench.run with a spec
 
 
-def workbench_spec(job: dict, store: str) -> dict:
-    train, held_out = train_rows(job["data"], job["eval_fraction"])
-    total = job["warmup"] + job["steps"]
-    return {
-        "model": {"name": job["model"]},
-        "data": {
-            "source": job["data"],
-            "train_size": len(train),
-            "eval_fraction": job["eval_fraction"],
-            "eval_size": held_out,
-        },
-        "method": {"name": "dpo", "beta": job["beta"]},
-        "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
-        # Held-out reward accuracy through the method's own module: no generation, no full logits.
-        "objectives": [OBJECTIVE],
-        "train": {
-            "steps": total,
-            "batch_size": job["batch"],
-            "max_length": job["seq"],
-            "eval_every": total,
-            "scheduler": "constant",
-            "grad_clip": 1.0,
-            "precision": WORKBENCH_PRECISION[job["precision"]],
-            "seed": 0,
-            **offered({"padding_free": job["padding_free"]}),
-        },
-        # The reference log-probs are precomputed eval.batch_size pairs at a time: the batch,
-        # as TRL's precompute_ref_batch_size defaults to.
-        "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
-        "kernels": "auto",
-        "tracking": {"uri": store, "experiment": "vs-trl", "log_model": False},
-    }
+def spec(job: dict, store: str) -> dict:
+    # Held-out reward accuracy through the method's own module: no generation, no full logits.
+    method = {"name": "dpo", "beta": job["beta"]}
+    return workbench_spec(job, store, job["data"], method, OBJECTIVE, job["seq"])
 
 
 def run_workbench(job: dict) -> dict:
     from workbench.methods.reference import Precomputed
-    from workbench.running.events import RunObserver
 
     reference = PhaseClock()
     Precomputed.precompute = reference.wrap(
         Precomputed.precompute, counts=lambda strategy, split, *rest: split == "train"
     )
     marks = StepMarks()
-
-    class MarkSteps(RunObserver):
-        def on_step(self, step, metrics):
-            marks.note(step, round(metrics["perf/tokens_per_s"] * metrics["perf/step_s"]))
-
-    baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
+    baseline_mb, kernels = run_spec(lambda store: spec(job, store), step_token_marker(marks))
     out = figures(marks, reference, job, baseline_mb)
-    padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
-    out["note"] = (
-        f"{precision_note(job['precision'] == 'bf16')}, kernels: auto ({kernels}), "
-        f"reference precomputed, padding-free {'on' if padding_free else 'off'}"
-    )
-    return out
+    return {**out, "note": workbench_note(job, kernels, "reference precomputed, ")}
 
 
 # ---------------------------------------------------------------------------------------

@@ -35,8 +35,14 @@ import tempfile
 import warnings
 
 from run_figures import PhaseClock, StepMarks, rss_mb, throughput
-from vs_trl_setup import WORKBENCH_PRECISION, precision_note, train_rows, trl_run_settings
-from workbench_child import offered, run_spec
+from vs_trl_setup import (
+    precision_note,
+    train_rows,
+    trl_run_settings,
+    workbench_note,
+    workbench_spec,
+)
+from workbench_child import run_spec
 
 MAX_PROMPT_TOKENS = 128
 
@@ -97,55 +103,17 @@ def figures(marks: StepMarks, tally: GenerationTally, job: dict, baseline_mb: fl
 # the workbench: workbench.run with method grpo
 
 
-def workbench_spec(job: dict, store: str) -> dict:
-    train, held_out = train_rows(job["prompts_data"], job["eval_fraction"])
+def spec(job: dict, store: str) -> dict:
     total, length = job["warmup"] + job["steps"], job["completion"]
-    return {
-        "model": {"name": job["model"]},
-        "data": {
-            "source": job["prompts_data"],
-            "train_size": len(train),
-            "eval_fraction": job["eval_fraction"],
-            "eval_size": held_out,
-        },
-        "method": {
-            "name": "grpo",
-            "group_size": job["group"],
-            "max_completion_length": length,
-            "min_completion_length": length,
-            "beta": 0.0,
-            "num_iterations": 1,
-            "aggregation": "sequence",
-            "scale_rewards": "group",
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "top_k": 0,
-            "samples_every": 10 * total,
-        },
-        "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
-        "objectives": [
-            {
-                "name": job["reward"],
-                "direction": "max",
-                "source": f"reward:{job['reward']}",
-                "weight": 1.0,
-            }
-        ],
-        "train": {
-            "steps": total,
-            "batch_size": job["batch"],
-            "max_length": MAX_PROMPT_TOKENS,
-            "eval_every": total,
-            "scheduler": "constant",
-            "grad_clip": 1.0,
-            "precision": WORKBENCH_PRECISION[job["precision"]],
-            "seed": 0,
-            **offered({"padding_free": job["padding_free"]}),
-        },
-        "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
-        "kernels": "auto",
-        "tracking": {"uri": store, "experiment": "vs-trl-grpo", "log_model": False},
-    }
+    method = {"name": "grpo", "group_size": job["group"], "max_completion_length": length,
+              "min_completion_length": length, "beta": 0.0, "num_iterations": 1,
+              "aggregation": "sequence", "scale_rewards": "group", "temperature": 1.0,
+              "top_p": 1.0, "top_k": 0, "samples_every": 10 * total}  # fmt: skip
+    objective = {"name": job["reward"], "direction": "max", "source": f"reward:{job['reward']}",
+                 "weight": 1.0}  # fmt: skip
+    # train.max_length bounds the prompt: the chat-shaped prompts reach 1.5 x the completion.
+    max_length = max(MAX_PROMPT_TOKENS, 2 * length)
+    return workbench_spec(job, store, job["prompts_data"], method, objective, max_length)
 
 
 def run_workbench(job: dict) -> dict:
@@ -167,13 +135,9 @@ def run_workbench(job: dict) -> dict:
         def on_step(self, step, metrics):
             tally.step_ended(step, marks)
 
-    baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
+    baseline_mb, kernels = run_spec(lambda store: spec(job, store), MarkSteps())
     out = figures(marks, tally, job, baseline_mb)
-    padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
-    out["note"] = (
-        f"{precision_note(job['precision'] == 'bf16')}, kernels: auto ({kernels}), "
-        f"no reference model, padding-free {'on' if padding_free else 'off'}"
-    )
+    out["note"] = workbench_note(job, kernels, "no reference model, ")
     return out
 
 

@@ -30,6 +30,8 @@ import math
 import random
 from pathlib import Path
 
+from workbench_child import offered
+
 VOCAB = 32_000
 TASK = "order"
 SHOT_SEPARATOR = "\n"
@@ -230,6 +232,43 @@ def train_rows(path: str, eval_fraction: float) -> tuple[list[dict], int]:
 # Each side's name for the precisions compared: mixed bf16 autocast over float32 weights on
 # both (Lightning's bf16-mixed; TRL's bf16=True through accelerate).
 WORKBENCH_PRECISION = {"fp32": "32-true", "bf16": "bf16-mixed"}
+
+
+def workbench_spec(
+    job: dict, store: str, source: str, method, objective: dict, max_length: int, **sections
+) -> dict:
+    """The spec of a workbench side: the model folder, the rows of ``source`` TRL trains on
+    too (held-out rows for ``objective`` apart), ``method``, the job's steps, batch, learning
+    rate and precision, the schedule, clipping and AdamW of :func:`trl_run_settings`,
+    ``kernels: auto``, ``train.padding_free`` as the job asks where the spec offers it, an
+    evaluation only at the end; ``sections`` added (an adapter)."""
+    train, held_out = train_rows(source, job["eval_fraction"])
+    total = job["warmup"] + job["steps"]
+    return {
+        "model": {"name": job["model"]},
+        "data": {"source": source, "train_size": len(train),
+                 "eval_fraction": job["eval_fraction"], "eval_size": held_out},
+        "method": method,
+        "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
+        "objectives": [objective],
+        "train": {"steps": total, "batch_size": job["batch"], "max_length": max_length,
+                  "eval_every": total, "scheduler": "constant", "grad_clip": 1.0,
+                  "precision": WORKBENCH_PRECISION[job["precision"]], "seed": 0,
+                  **offered({"padding_free": job["padding_free"]})},
+        # eval.batch_size is also the batch of the reference precomputation (DPO): the
+        # batch, as TRL's precompute_ref_batch_size defaults to.
+        "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
+        "kernels": "auto",
+        "tracking": {"uri": store, "experiment": f"vs-trl-{job['method']}", "log_model": False},
+        **sections,
+    }  # fmt: skip
+
+
+def workbench_note(job: dict, kernels: str, what: str) -> str:
+    """A workbench row's configuration: precision, ``what``, kernels, padding-free."""
+    padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
+    return (f"{precision_note(job['precision'] == 'bf16')}, {what}kernels: auto ({kernels}), "
+            f"padding-free {'on' if padding_free else 'off'}")  # fmt: skip
 
 
 def trl_run_settings(job: dict, output_dir: str) -> dict:

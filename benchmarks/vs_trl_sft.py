@@ -25,8 +25,14 @@ import tempfile
 import warnings
 
 from run_figures import StepMarks, rss_mb, throughput
-from vs_trl_setup import WORKBENCH_PRECISION, precision_note, train_rows, trl_run_settings
-from workbench_child import offered, run_spec
+from vs_trl_setup import (
+    precision_note,
+    train_rows,
+    trl_run_settings,
+    workbench_note,
+    workbench_spec,
+)
+from workbench_child import run_spec, step_token_marker
 
 OBJECTIVE = {"name": "heldout_nll", "direction": "min", "source": "term:completion"}
 
@@ -40,56 +46,16 @@ def figures(marks: StepMarks, job: dict, baseline_mb: float) -> dict:
 # the workbench: workbench.run with method sft and adapter lora
 
 
-def workbench_spec(job: dict, store: str) -> dict:
-    train, held_out = train_rows(job["data"], job["eval_fraction"])
-    total = job["warmup"] + job["steps"]
-    return {
-        "model": {"name": job["model"]},
-        "data": {
-            "source": job["data"],
-            "train_size": len(train),
-            "eval_fraction": job["eval_fraction"],
-            "eval_size": held_out,
-        },
-        "method": "sft",
-        "adapter": {"name": "lora"},
-        "optimizer": {"name": "adamw", "lr": job["lr"], "weight_decay": 0.0},
-        # Held-out completion loss through the method's own loss head: no generation.
-        "objectives": [OBJECTIVE],
-        "train": {
-            "steps": total,
-            "batch_size": job["batch"],
-            "max_length": job["seq"],
-            "eval_every": total,
-            "scheduler": "constant",
-            "grad_clip": 1.0,
-            "precision": WORKBENCH_PRECISION[job["precision"]],
-            "seed": 0,
-            **offered({"padding_free": job["padding_free"]}),
-        },
-        "eval": {"batch_size": job["batch"], "samples_logged": 0, "max_new_tokens": 1},
-        "kernels": "auto",
-        "tracking": {"uri": store, "experiment": "vs-trl-sft", "log_model": False},
-    }
+def spec(job: dict, store: str) -> dict:
+    # Held-out completion loss through the method's own loss head: no generation.
+    return workbench_spec(job, store, job["data"], "sft", OBJECTIVE, job["seq"],
+                          adapter={"name": "lora"})  # fmt: skip
 
 
 def run_workbench(job: dict) -> dict:
-    from workbench.running.events import RunObserver
-
     marks = StepMarks()
-
-    class MarkSteps(RunObserver):
-        def on_step(self, step, metrics):
-            marks.note(step, round(metrics["perf/tokens_per_s"] * metrics["perf/step_s"]))
-
-    baseline_mb, kernels = run_spec(lambda store: workbench_spec(job, store), MarkSteps())
-    out = figures(marks, job, baseline_mb)
-    padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
-    out["note"] = (
-        f"{precision_note(job['precision'] == 'bf16')}, LoRA, kernels: auto "
-        f"({kernels}), padding-free {'on' if padding_free else 'off'}"
-    )
-    return out
+    baseline_mb, kernels = run_spec(lambda store: spec(job, store), step_token_marker(marks))
+    return {**figures(marks, job, baseline_mb), "note": workbench_note(job, kernels, "LoRA, ")}
 
 
 # ---------------------------------------------------------------------------------------

@@ -48,3 +48,15 @@ def offered(train_options: dict) -> dict:
     from workbench.spec.run_spec import TrainSpec
 
     return {k: v for k, v in train_options.items() if k in TrainSpec.model_fields}
+
+
+def step_token_marker(marks):
+    """A run observer that marks each optimizer step in ``marks`` with the tokens the run
+    reports for it (``perf/tokens_per_s`` x ``perf/step_s``: its batch's non-pad tokens)."""
+    from workbench.running.events import RunObserver
+
+    class MarkSteps(RunObserver):
+        def on_step(self, step, metrics):
+            marks.note(step, round(metrics["perf/tokens_per_s"] * metrics["perf/step_s"]))
+
+    return MarkSteps()
