@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -213,3 +215,43 @@ def test_real_model_notebook_runs(store_uri, jupyter_home, real_model_folder):
     assert [len(c["y"]) for c in curves] == [4, 4]
     tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "SmolLM2 before" in tables and "tiny after" in tables  # the completions table
+
+
+def test_data_curation_notebook_runs(store_uri, jupyter_home):
+    outputs, text = _execute(
+        "10_data_curation.ipynb",
+        jupyter_home,
+        train_size=40,
+        eval_size=8,
+        steps=4,
+        budgets=[0.3],
+        selectors=["random", "confidence"],
+        tiny=dict(FAST_TINY),
+    )
+    assert "corrupted 12 of 40 training rows (30%)" in text
+    for name in ("random", "confidence"):
+        match = re.search(rf"{name} +drops +12 rows: precision (\S+), recall (\S+) ", text)
+        assert match, text
+        # Dropping as many rows as were corrupted: each hit counts once in both shares.
+        assert match[1] == match[2] and 0 <= float(match[1]) <= 1, match[0]
+    # What MLflow holds: each selector's run at 30% trained on 12 rows, the one on all rows 40.
+    from workbench import tracking
+
+    runs = tracking.runs_frame(tracking.connect(store_uri), "notebook-data-curation")
+    examples = {r["run_name"]: r["metrics"]["cost/train_examples"] for r in runs}
+    assert examples == {"random 30%": 12, "confidence 30%": 12, "all rows 100%": 40}
+    for r in runs:
+        if r["run_name"] != "all rows 100%":
+            assert 0 <= r["metrics"]["data/dropped_corrupted_precision"] <= 12 / 28 + 1e-9
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 3  # the scores, precision and recall, the fronts
+    fronts = figures[2]["data"]["application/vnd.plotly.v1+json"]["data"]
+    assert [t["name"].split(" (")[0] for t in fronts] == ["random", "confidence"]
+    assert all(set(plotly_values(t["x"])) <= {12, 40} for t in fronts)
+
+
+def plotly_values(array) -> list:
+    """An array of a figure's JSON: a plain list, or plotly's typed-array encoding."""
+    if isinstance(array, dict):
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
