@@ -3,27 +3,14 @@ fast base and ends with its two headlines; the rows each run trained on are its 
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
-from tests.conftest import ROOT
-from tests.kernels.test_benchmark_smoke import BENCH_LINE
+from tests.kernels.test_benchmark_smoke import BENCH_LINE, run_script
 from workbench.spec import components
 
 
 def test_quick_data_front_runs_every_selector_and_prints_the_headlines():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "benchmarks/data_front.py", "--quick"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_script("--quick", script="benchmarks/data_front.py", timeout=600)
     lines = result.stdout.strip().splitlines()
     # One run per built-in selector at 30% of the 40 rows (12 rows), and one on all 40, with
     # 30% of the answers corrupted: each selector's dropped rows are scored against them.
