@@ -394,9 +394,15 @@ def test_the_quick_load_benchmark_stores_every_point_once(board):
     assert figures["board_points_lost"] == "0", result.stdout[-3000:]
     assert figures["board_points_duplicated"] == "0", result.stdout[-3000:]
     assert figures["board_runs_left_running"] == "0", result.stdout[-3000:]
+    for figure in ("points_wrong", "runs_wrong", "students_failed"):
+        assert figures[f"board_{figure}"] == "0", result.stdout[-3000:]
     assert float(figures["board_batch_latency_p95_ms"]) > 0
-    # 4 students x (a run + a sweep's parent and 6 children); 7 x 20 steps x 4 metrics each.
-    assert re.search(r"^ +board +32/32 +0 +2240 +2240 +0 +0 ", result.stdout, re.M), result.stdout
+    # 4 students x (a run + a sweep's parent and 6 children); 7 x 20 steps x 6 metrics each;
+    # none lost, duplicated (the resumed run's replayed steps), wrong, no run wrong, no student
+    # failed.
+    assert re.search(r"^ +board +32/32 +0 +3360 +3360 +0 +0 +0 +0 +0 ", result.stdout, re.M), (
+        result.stdout
+    )
 
 
 @pytest.mark.parametrize(
