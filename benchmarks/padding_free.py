@@ -47,6 +47,7 @@ from pathlib import Path
 
 from machine_load import load_average
 from run_figures import StepMarks, throughput
+from train_options import spread, versions
 
 BATCH = 8
 ROWS = 256
@@ -167,24 +168,10 @@ def run_child(args: list[str], threads: int, cache: Path) -> dict:
     return result
 
 
-def spread(values: list[float], digits: int) -> str:
-    """The median and, in brackets, the least and the most of ``values``."""
-    median, low, high = (f"{v:.{digits}f}" for v in (statistics.median(values), min(values),
-                                                    max(values)))  # fmt: skip
-    return f"{median} ({low}-{high})"
-
-
 def default_model() -> str:
     from workbench.models.bases import BUILTIN_BASES
 
     return REAL_MODEL if BUILTIN_BASES[REAL_MODEL].installed() else "tiny"
-
-
-def versions() -> str:
-    from importlib import metadata
-
-    names = ("torch", "transformers", "peft", "lightning")
-    return ", ".join(f"{name} {metadata.version(name)}" for name in names)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from tests.conftest import fast_spec, own_store
 from tests.kernels.test_model_families import FAMILY_MODELS
 from tests.kernels.test_model_families import build as build_family
 from workbench.data.encode import IGNORE_INDEX
-from workbench.data.packing import first_fit, pack_rows
+from workbench.data.packing import first_fit, pack_batch
 from workbench.data.sources import load_rows
 from workbench.methods.reference import build_reference
 from workbench.models import packed_attention
@@ -157,7 +157,7 @@ def test_packing_lays_each_row_out_at_its_own_positions_and_reads_it_back():
     mask = (torch.arange(12) < torch.tensor(lengths).unsqueeze(1)).long()
     labels = torch.where(torch.rand(ids.shape, generator=gen) < 0.7, ids, IGNORE_INDEX)
     labels = labels.masked_fill(mask == 0, IGNORE_INDEX)
-    packed = pack_rows(ids, mask, labels, pad_id=0, max_tokens=14)
+    packed = pack_batch(ids, mask, labels, pad_id=0, max_tokens=14)
     assert first_fit(lengths, 14) == [[2, 7], [6, 1], [4, 5], [0, 3]]
     assert packed.input_ids.shape == (4, 14) and packed.tokens == sum(lengths)
     assert packed.pad_fraction == pytest.approx(1 - 51 / 56)
@@ -180,7 +180,7 @@ def test_packing_lays_each_row_out_at_its_own_positions_and_reads_it_back():
     assert first_fit([3, 20, 4], 10) == [[1], [2, 0]]
     assert first_fit([3, 20, 4], None) == [[1, 2, 0]]
     with pytest.raises(ValueError, match="right-padded"):
-        pack_rows(ids, mask.flip(1), labels, pad_id=0)
+        pack_batch(ids, mask.flip(1), labels, pad_id=0)
 
 
 @pytest.mark.parametrize("family", list(FAMILY_MODELS))
@@ -195,7 +195,7 @@ def test_each_models_attention_keeps_packed_rows_apart(family):
     assert packed_attention.packing_problem(model) is None
     with torch.no_grad():
         padded = model(input_ids=ids, attention_mask=mask).logits
-        packed = pack_rows(ids, mask, ids, pad_id=0, max_tokens=16)
+        packed = pack_batch(ids, mask, ids, pad_id=0, max_tokens=16)
         assert packed.input_ids.shape[0] < len(lengths)
         logits = model(**packed.model_inputs()).logits
     for i, n in enumerate(lengths):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from workbench.data.encode import IGNORE_INDEX
@@ -76,7 +77,7 @@ class PackedRows:
         return 1.0 - self.tokens / self.input_ids.numel()
 
 
-def row_lengths(attention_mask: torch.Tensor) -> list[int]:
+def padded_lengths(attention_mask: torch.Tensor) -> list[int]:
     """Each row's length in a right-padded batch (ValueError if a row is not right-padded)."""
     lengths = attention_mask.sum(dim=1)
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
@@ -105,7 +106,7 @@ def first_fit(lengths: list[int], max_tokens: int | None) -> list[list[int]]:
     return bins
 
 
-def pack_rows(
+def pack_batch(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     labels: torch.Tensor,
@@ -114,32 +115,48 @@ def pack_rows(
 ) -> PackedRows:
     """The rows of a right-padded batch, packed (:func:`first_fit`) into sequences of at most
     ``max_tokens`` tokens (None: all in one)."""
-    lengths = row_lengths(attention_mask)
+    lengths = padded_lengths(attention_mask)
     bins = first_fit(lengths, max_tokens)
     width = max(max(sum(lengths[i] for i in b) for b in bins), 2)
-    device = input_ids.device
-    packed_ids = torch.full((len(bins), width), pad_id, dtype=input_ids.dtype, device=device)
-    packed_labels = torch.full((len(bins), width), IGNORE_INDEX, dtype=labels.dtype, device=device)
-    positions = torch.zeros((len(bins), width), dtype=torch.long, device=device)
     n, t = attention_mask.shape
-    source = torch.zeros((n, max(t - 1, 0)), dtype=torch.long, device=device)
+    # The layout as index arrays on the CPU (a few numpy steps a row), then a few tensor ops
+    # on the batch's device: where each packed position's token comes from in the flattened
+    # batch (-1: padding), whether it starts a row, its position id, and where each shifted
+    # position of the padded layout went.
+    taken = np.full(len(bins) * width, -1, dtype=np.int64)
+    starts = np.zeros(len(bins) * width, dtype=bool)
+    positions = np.zeros(len(bins) * width, dtype=np.int64)
+    source = np.zeros(n * max(t - 1, 0), dtype=np.int64)
     for j, rows in enumerate(bins):
-        offset = 0
+        offset = j * width
         for i in rows:
             length = lengths[i]
-            end = offset + length
-            packed_ids[j, offset:end] = input_ids[i, :length]
-            packed_labels[j, offset + 1 : end] = labels[i, 1:length]
-            positions[j, offset:end] = torch.arange(length, device=device)
+            taken[offset : offset + length] = np.arange(i * t, i * t + length)
+            starts[offset] = True
+            positions[offset : offset + length] = np.arange(length)
             # Shifted position s of row i (its token s + 1 predicted from token s) sits at
-            # offset + s of sequence j's shifted layout.
-            source[i, : max(length - 1, 0)] = (
-                j * (width - 1) + offset + torch.arange(max(length - 1, 0), device=device)
-            )
-            offset = end
+            # offset + s of the shifted layout, whose rows are one shorter.
+            shifted, row = offset - j, i * (t - 1)
+            source[row : row + length - 1] = np.arange(shifted, shifted + length - 1)
+            offset += length
         # The pad after the last row counts from 0 as a row of its own.
-        positions[j, offset:] = torch.arange(width - offset, device=device)
+        positions[offset : (j + 1) * width] = np.arange((j + 1) * width - offset)
+    device = input_ids.device
+    taken_t = torch.from_numpy(taken).to(device)
+    real = taken_t >= 0
+    at = taken_t.clamp(min=0)
+    packed_ids = torch.where(real, input_ids.reshape(-1)[at], pad_id)
+    # A row's first token is never a target: the position before it belongs to another row.
+    scored = real & ~torch.from_numpy(starts).to(device)
+    packed_labels = torch.where(scored, labels.reshape(-1)[at], IGNORE_INDEX)
     present = torch.arange(max(t - 1, 0), device=device) < (
         torch.tensor(lengths, device=device) - 1
     ).unsqueeze(1)
-    return PackedRows(packed_ids, positions, packed_labels, source, present, sum(lengths))
+    return PackedRows(
+        packed_ids.reshape(len(bins), width),
+        torch.from_numpy(positions).to(device).reshape(len(bins), width),
+        packed_labels.reshape(len(bins), width),
+        torch.from_numpy(source).to(device).reshape(n, max(t - 1, 0)),
+        present,
+        sum(lengths),
+    )

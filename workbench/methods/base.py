@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from workbench.data.batches import GlobalBatchSampler, row_length
 from workbench.data.encode import IGNORE_INDEX
-from workbench.data.packing import PackedRows, PaddedRows, pack_rows
+from workbench.data.packing import PackedRows, PaddedRows, pack_batch
 from workbench.methods.reference import NoReference
 from workbench.methods.sft import losses as sft_losses
 from workbench.methods.step import StepOutput
@@ -174,7 +174,7 @@ class WorkbenchModule(L.LightningModule):
         max_tokens = None
         if not packed_attention.packs_one_sequence(self.model):
             max_tokens = train.padding_free_tokens or int(batch["attention_mask"].sum(1).max())
-        return pack_rows(
+        return pack_batch(
             batch["input_ids"], batch["attention_mask"], batch["labels"], self.pad_id, max_tokens
         )
 
