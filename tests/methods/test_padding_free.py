@@ -222,6 +222,7 @@ def test_an_attention_that_ignores_row_boundaries_is_refused(base):
 # -- a whole run -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_padding_free_run_trains_as_the_padded_run(tmp_path_factory):
     """LoRA SFT through the fused head, end to end: the same losses and held-out loss with
     padding_free as without, up to float32 rounding."""
