@@ -21,14 +21,30 @@ def rss_mb() -> float:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
-def note_memory_after(owner, name: str, memory: dict) -> None:
+def rss_with_weights_mb(model) -> float:
+    """The resident memory once every weight of ``model`` has been read. A safetensors load
+    maps the file, and its pages stay on disk until something reads them: the resident memory
+    right after the load leaves the weights out, and a peak counted from it would count them
+    in. Reading each weight once (a sum, under no_grad) makes them resident first."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            tensor.sum()
+    return rss_mb()
+
+
+def note_memory_after(owner, name: str, memory: dict, model_of=None) -> None:
     """Replace the function ``owner.<name>`` (one that loads the model) by one that stores the
-    resident memory in ``memory["baseline_mb"]`` once it has returned."""
+    resident memory in ``memory["baseline_mb"]`` once it has returned; with ``model_of`` (the
+    model from what the function returns), once the model's weights are resident
+    (:func:`rss_with_weights_mb`)."""
     load = getattr(owner, name)
 
     def load_then_note(*args, **kwargs):
         loaded = load(*args, **kwargs)
-        memory["baseline_mb"] = rss_mb()
+        model = model_of(loaded) if model_of is not None else None
+        memory["baseline_mb"] = rss_with_weights_mb(model) if model is not None else rss_mb()
         return loaded
 
     setattr(owner, name, load_then_note)

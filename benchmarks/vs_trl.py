@@ -33,21 +33,22 @@ the headline taking the faster of the two; DPO with ``precompute_ref_log_probs``
 transformers' ``generate`` (no vLLM, which needs a GPU). TRL's chunked log-prob heads run as
 shipped; Liger's kernels (TRL's ``use_liger_kernel``) need a GPU and are not in these CPU rows.
 
-Measured per run, each in a child process of its own: tokens/s, the non-pad tokens of the
-timed steps (after the warm-up) over their wall time (DPO: plus the timed rows' share of the
+Measured per run, each in a child process of its own: tokens/s, the non-pad tokens of the timed
+steps (after the warm-up) over their wall time (DPO: plus the timed rows' share of the
 reference precomputation; GRPO: completion tokens counted twice, generated once and trained
-once); peak memory, the child's lifetime high-water resident memory, read by this process
-from the kernel when it reaps the child (``child_peak_memory``), minus the child's resident
-memory right after its imports and model load: the same reading on both sides (the workbench
-child keeps its run from resetting the high-water mark). ``--repeats`` runs per row (default
-5), the rows of a repeat back to back in an order that rotates between repeats. The table
-gives each row's median and spread (min-max) over its repeats; the ratios to TRL are the
-median (and spread) of each repeat's ratio, both rows of a repeat having run side by side.
+once); peak memory, the child's lifetime high-water resident memory, read by this process from
+the kernel when it reaps the child (``child_peak_memory``), minus the child's resident memory
+right after its imports and model load, its weights read once so that they are resident (a
+safetensors load maps them and leaves them on disk until read): the same reading on both sides
+(the workbench child keeps its run from resetting the high-water mark). ``--repeats`` runs per
+row (default 5), the rows of a repeat back to back in an order that rotates between repeats.
+The table gives each row's median and spread (min-max) over its repeats; the ratios to TRL are
+the median (and spread) of each repeat's ratio, both rows of a repeat having run side by side.
 Children run with ``--threads`` intra-op threads (default 1: on a shared 2-core machine a
 two-threaded step waits on preempted threads; on idle cores ``--threads 2`` is the user's
-case). The table comes first; the last lines are the headline figures, ``BENCH <figure>
-<value> <unit> target=<target>``, one pair per method and precision (the bf16 ones end in
-``_bf16``, the ``fewshot-30m`` ones in ``_fewshot30m``).
+case). The table comes first; the last lines are the headline figures, ``BENCH <figure> <value>
+<unit> target=<target>``, one pair per method and precision (the bf16 ones end in ``_bf16``,
+the ``fewshot-30m`` ones in ``_fewshot30m``).
 """
 
 from __future__ import annotations

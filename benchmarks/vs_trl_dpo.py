@@ -9,8 +9,8 @@ fine-tuning, gradient checkpointing off, and report the same figures:
   log-probs' precomputation that belongs to those steps' rows (the file holds exactly the
   rows of the run's steps, each trained once, so that share is steps / (warm-up + steps));
 - the non-pad tokens (prompt and completion, chosen and rejected) of the timed batches;
-- the resident memory right after the imports and the model load (the baseline the parent
-  counts the child's lifetime peak from, see ``child_peak_memory``).
+- the resident memory right after the imports and the model load, its weights made resident
+  (the baseline the parent counts the child's lifetime peak from, see ``child_peak_memory``).
 
 Two hooks note what no public callback reports: the moment the model is loaded (the
 memory baseline) and the time of the reference precomputation. Each wraps the library
@@ -22,7 +22,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 
-from run_figures import PhaseClock, StepMarks, rss_mb, throughput
+from run_figures import PhaseClock, StepMarks, rss_with_weights_mb, throughput
 from vs_trl_setup import (
     precision_note,
     train_rows,
@@ -107,7 +107,7 @@ def run_trl(job: dict) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     model = AutoModelForCausalLM.from_pretrained(job["model"])
-    baseline = rss_mb()
+    baseline = rss_with_weights_mb(model)
     reference = PhaseClock()
     DPOTrainer._precompute_ref_logps = reference.wrap(
         DPOTrainer._precompute_ref_logps,

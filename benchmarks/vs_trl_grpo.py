@@ -17,11 +17,11 @@ every completion the same reward and GRPO no advantage to train on): the workben
 reward function. TRL has no padding-free option for GRPO; the workbench's is used where its
 spec offers it (``job["padding_free"]``).
 
-Both report the same figures (:func:`figures`) over the steps after the warm-up: wall and
-CPU time, the part of the wall time spent inside the library's call that samples the
-completions (generation), the completion tokens counted twice (each one generated once
-and trained on once; prompt tokens are not counted on either side), and the resident memory
-after the imports and the model load (the baseline the parent counts the child's lifetime
+Both report the same figures (:func:`figures`) over the steps after the warm-up: wall and CPU
+time, the part of the wall time spent inside the library's call that samples the completions
+(generation), the completion tokens counted twice (each one generated once and trained on once;
+prompt tokens are not counted on either side), and the resident memory after the imports and
+the model load, its weights made resident (the baseline the parent counts the child's lifetime
 peak from, see ``child_peak_memory``).
 
 The hooks wrap, without changing what they compute, the function each library samples
@@ -34,7 +34,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 
-from run_figures import PhaseClock, StepMarks, rss_mb, throughput
+from run_figures import PhaseClock, StepMarks, rss_with_weights_mb, throughput
 from vs_trl_setup import (
     precision_note,
     train_rows,
@@ -173,7 +173,7 @@ def run_trl(job: dict) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     model = AutoModelForCausalLM.from_pretrained(job["model"])
-    baseline = rss_mb()
+    baseline = rss_with_weights_mb(model)
     tally, marks = GenerationTally(), StepMarks()
     GRPOTrainer._generate_single_turn = tally.clock.wrap(GRPOTrainer._generate_single_turn)
     generate_and_score = GRPOTrainer._generate_and_score_completions

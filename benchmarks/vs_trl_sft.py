@@ -13,10 +13,10 @@ block-diagonal mask from those position ids), or ``job["trl_padding_free"]`` fal
 padded batches. TRL's own chunked loss head (its SFTTrainer computes the log-probs without
 the full logits) runs as shipped; Liger's kernels need a GPU.
 
-Both report the same figures: the wall and CPU time of the steps after the warm-up, the
-non-pad tokens (prompt and completion) of those steps' batches, and the resident memory right
-after the imports and the model load (the baseline the parent counts the child's lifetime peak
-from, see ``child_peak_memory``).
+Both report the same figures: the wall and CPU time of the steps after the warm-up, the non-pad
+tokens (prompt and completion) of those steps' batches, and the resident memory right after the
+imports and the model load, its weights made resident (the baseline the parent counts the
+child's lifetime peak from, see ``child_peak_memory``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import tempfile
 import warnings
 
-from run_figures import StepMarks, rss_mb, throughput
+from run_figures import StepMarks, rss_with_weights_mb, throughput
 from vs_trl_setup import (
     precision_note,
     train_rows,
@@ -101,7 +101,7 @@ def run_trl(job: dict) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     model = AutoModelForCausalLM.from_pretrained(job["model"])
-    baseline = rss_mb()
+    baseline = rss_with_weights_mb(model)
     marks, batch_tokens = StepMarks(), []
 
     class MarkSteps(TrainerCallback):

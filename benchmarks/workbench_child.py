@@ -23,7 +23,8 @@ def run_spec(spec_for, observer) -> tuple[float, str]:
     training (the reference log-probs' precomputation) as it does for a TRL child. Without the
     reset the mark falls back to lifetime peaks; nothing the run trains or reports to the
     benchmark changes. The libraries a run imports are imported before the model load, as a
-    TRL child imports TRL's, so that the baseline holds them on both sides."""
+    TRL child imports TRL's, and the baseline is read once the weights are resident
+    (``rss_with_weights_mb``, as the TRL children read theirs), so that it holds both."""
     import lightning.pytorch  # noqa: F401
     import peft  # noqa: F401
 
@@ -34,7 +35,7 @@ def run_spec(spec_for, observer) -> tuple[float, str]:
 
     process_memory.reset_peak_rss = lambda: False
     memory = {}
-    note_memory_after(runner, "load_base", memory)
+    note_memory_after(runner, "load_base", memory, model_of=lambda base: base.model)
     with tempfile.TemporaryDirectory(prefix="vs-trl-store-") as folder:
         store = f"sqlite:///{folder}/mlflow.db"
         result = workbench.run(spec_for(store), log=lambda *a: None, observers=[observer])
