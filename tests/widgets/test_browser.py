@@ -24,19 +24,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from benchmarks.lab_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.conftest import FAST_TINY, ROOT, fast_spec, wait_until
 
-CHROMIUM = os.environ.get("WORKBENCH_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-dev-shm-usage",
-]
 # A widget change's round trip through the kernel: well under a second on idle cores; the
 # monitor's polling thread shares that kernel, so allow for a loaded machine.
 ROUND_TRIP_MS = 60_000
