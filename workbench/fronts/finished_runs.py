@@ -18,6 +18,7 @@ from workbench.fronts.pareto import ParetoFront, compute_front, hypervolume
 from workbench.spec import mlflow_names
 from workbench.spec.errors import WorkbenchError
 from workbench.spec.mlflow_names import FRONT_ARTIFACT, OBJECTIVE_PREFIX
+from workbench.spec.run_spec import COST_DIRECTIONS
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -57,6 +58,9 @@ def front_from_runs(runs: list[dict[str, Any]], names: list[str] | None = None) 
     """The front over ``runs`` (dicts from ``tracking.runs_frame``) in objectives ``names``.
 
     Defaults to the objectives every run has. Runs missing one of ``names`` are left out.
+    A name ``cost:<name>`` (``cost:trainable_params``, ``cost:peak_mem_mb``, ``cost:step_s``,
+    ``cost:tokens_per_s``, ...) is a cost every run records, declared as an objective or not:
+    quality against cost on one front, in the direction that cost is better.
     """
     if not runs:
         raise WorkbenchError(
@@ -72,6 +76,7 @@ def front_from_runs(runs: list[dict[str, Any]], names: list[str] | None = None) 
         raise WorkbenchError(
             "the runs share no objective; pass --objective names that all runs logged"
         )
+    runs = [{**r, "objectives": {**r["objectives"], **_cost_axes(r)}} for r in runs]
     kept = [r for r in runs if all(n in r["objectives"] for n in names)]
     if not kept:
         logged = sorted({n for r in runs for n in r["objectives"]})
@@ -83,11 +88,23 @@ def front_from_runs(runs: list[dict[str, Any]], names: list[str] | None = None) 
         )
         raise WorkbenchError(f"{what}; the runs' objectives are: {', '.join(logged) or 'none'}")
     points = np.array([[r["objectives"][n] for n in names] for r in kept], dtype=float)
-    directions = [decls.get(n, {}).get("direction", "max") for n in names]
+    directions = [decls.get(n, {}).get("direction", _default_direction(n)) for n in names]
     refs = [decls.get(n, {}).get("reference") for n in names]
     reference = None if any(v is None for v in refs) else refs
     labels = [run_label(r) for r in kept]
     return compute_front(points, directions, reference=reference, names=names, labels=labels)
+
+
+def _cost_axes(run: dict[str, Any]) -> dict[str, float]:
+    """The run's recorded costs as ``cost:<name>`` axes (none for a record without them)."""
+    return {f"cost:{name}": value for name, value in run.get("costs", {}).items()}
+
+
+def _default_direction(name: str) -> str:
+    """An undeclared axis: a cost's own direction, else ``max``."""
+    if name.startswith("cost:"):
+        return COST_DIRECTIONS.get(name[len("cost:") :], "min")
+    return "max"
 
 
 def sweep_children(

@@ -45,11 +45,13 @@ from workbench.running.events import Evaluation, RunContext, RunEvents, RunObser
 from workbench.running.library_output import quiet_libraries
 from workbench.running.process_memory import MemoryMark
 from workbench.running.signals import TrainingInterrupt
+from workbench.running.step_costs import StepCostTally
 from workbench.spec import components, paths, plugins, registry
 from workbench.spec.entries import MethodInfo
 from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
 from workbench.spec.mlflow_names import (
     COMPILE_TAG,
+    COST_PREFIX,
     DROPPED_PRECISION_KEY,
     DROPPED_RECALL_KEY,
     KIND_EVALUATION,
@@ -476,9 +478,11 @@ class RunPipeline:
         self.evaluated_through = min(
             (stored.get(f"{OBJECTIVE_PREFIX}{o.name}", -1) for o in spec.objectives), default=-1
         )
+        self.step_costs = StepCostTally()
         self.events = RunEvents(
             [
                 self.record_with(self.recorder, spec.train.log_every, self.log),
+                self.step_costs,
                 *self.user_observers,
             ]
         )
@@ -490,6 +494,7 @@ class RunPipeline:
             "peak_mem_mb": prepared.memory_mark.peak_above_mb(),
             "train_time_s": time.perf_counter() - self.started,
             "train_examples": float(self.train_examples),
+            **self.step_costs.costs(),
         }
 
     def evaluate(
@@ -607,7 +612,15 @@ class RunPipeline:
         cost = self.costs(prepared)
         self.events.costs(
             spec.train.steps,
-            {PEAK_MEM_KEY: cost["peak_mem_mb"], TRAIN_TIME_KEY: cost["train_time_s"]},
+            {
+                PEAK_MEM_KEY: cost["peak_mem_mb"],
+                TRAIN_TIME_KEY: cost["train_time_s"],
+                **{
+                    f"{COST_PREFIX}{name}": cost[name]
+                    for name in ("step_s", "tokens_per_s")
+                    if name in cost
+                },
+            },
         )
         if spec.tracking.log_model:
             with tempfile.TemporaryDirectory() as folder:

@@ -87,6 +87,16 @@ COST_PREFIX = "cost/"
 TRAINABLE_PARAMS_KEY = "cost/trainable_params"
 # The training rows a run trains on (after data.select): its data budget.
 TRAIN_EXAMPLES_KEY = "cost/train_examples"
+# Where each run-level cost (the spec's cost:<name>) is stored: read back by the fronts of
+# finished runs for every run, whether or not it declared the cost as an objective.
+COST_METRIC_KEYS = {
+    "trainable_params": TRAINABLE_PARAMS_KEY,
+    "peak_mem_mb": PEAK_MEM_KEY,
+    "train_time_s": TRAIN_TIME_KEY,
+    "train_examples": TRAIN_EXAMPLES_KEY,
+    "step_s": "cost/step_s",
+    "tokens_per_s": "cost/tokens_per_s",
+}
 DATA_PREFIX = "data/"  # the encoded data: rows, truncated and dropped rows, tokens
 # With data.corrupt_fraction and data.select: how well the dropped rows find the corrupted ones.
 DROPPED_PRECISION_KEY = "data/dropped_corrupted_precision"

@@ -47,7 +47,19 @@ from workbench.spec.entries import (
 from workbench.spec.errors import SpecError
 from workbench.spec.objective_source import direction_sign, parse_source
 
-COST_SOURCES = ("trainable_params", "peak_mem_mb", "train_time_s", "train_examples")
+# What every run measures of its cost (``cost:<name>`` objectives; the fronts of finished
+# runs read them for any run, declared or not). step_s and tokens_per_s are over the
+# training steps after the first (workbench.running.step_costs).
+COST_SOURCES = (
+    "trainable_params",
+    "peak_mem_mb",
+    "train_time_s",
+    "train_examples",
+    "step_s",
+    "tokens_per_s",
+)
+# Which way each cost is better: less of every cost, except throughput.
+COST_DIRECTIONS = {name: "max" if name == "tokens_per_s" else "min" for name in COST_SOURCES}
 # Sections a bare string stands for: `model: tiny` is `model: {name: tiny}`.
 _SHORTHAND_KEYS = {"model": "name", "data": "source"}
 

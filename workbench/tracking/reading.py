@@ -6,7 +6,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from workbench.spec.mlflow_names import OBJECTIVE_PREFIX, TAG_PARENT
+from workbench.spec.mlflow_names import COST_METRIC_KEYS, OBJECTIVE_PREFIX, TAG_PARENT
 from workbench.tracking.conventions import check_status
 
 
@@ -71,7 +71,8 @@ def metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[in
 def run_record(run) -> dict[str, Any]:
     """One MLflow run as a plain dict: ``run_id``, ``run_name``, ``status``, ``start_time``,
     ``end_time`` (ms), ``tags``, ``params``, ``metrics`` (latest value of each) and
-    ``objectives`` (``{name: latest value of objective/<name>}``)."""
+    ``objectives`` (``{name: latest value of objective/<name>}``) and ``costs`` (``{name:
+    value}`` of the run-level costs it logged, the spec's ``cost:<name>``)."""
     metrics = dict(run.data.metrics)
     return {
         "run_id": run.info.run_id,
@@ -87,4 +88,5 @@ def run_record(run) -> dict[str, Any]:
             for k, v in metrics.items()
             if k.startswith(OBJECTIVE_PREFIX)
         },
+        "costs": {name: metrics[key] for name, key in COST_METRIC_KEYS.items() if key in metrics},
     }
