@@ -76,3 +76,13 @@ def test_a_front_of_quality_against_any_cost_builds_for_runs_that_never_declared
     lora_label = next(r["run_name"] for r in runs if r["run_id"] == results["lora"].run_id)
     on_front = {label for label, mask in zip(front.labels, front.mask) if mask}
     assert lora_label in on_front
+
+
+def test_the_explorer_plots_quality_against_a_cost(finished):
+    from workbench.widgets.explorer import ParetoExplorer
+
+    uri, results, _ = finished
+    explorer = ParetoExplorer("costs", uri=uri, names=["heldout_nll", "cost:trainable_params"])
+    assert list(explorer.front.names) == ["heldout_nll", "cost:trainable_params"]
+    assert list(explorer.front.directions) == ["min", "min"]
+    assert {r["run_id"] for r in explorer.runs} == {res.run_id for res in results.values()}

@@ -76,7 +76,7 @@ def front_from_runs(runs: list[dict[str, Any]], names: list[str] | None = None) 
         raise WorkbenchError(
             "the runs share no objective; pass --objective names that all runs logged"
         )
-    runs = [{**r, "objectives": {**r["objectives"], **_cost_axes(r)}} for r in runs]
+    runs = [with_cost_axes(r) for r in runs]
     kept = [r for r in runs if all(n in r["objectives"] for n in names)]
     if not kept:
         logged = sorted({n for r in runs for n in r["objectives"]})
@@ -95,9 +95,11 @@ def front_from_runs(runs: list[dict[str, Any]], names: list[str] | None = None) 
     return compute_front(points, directions, reference=reference, names=names, labels=labels)
 
 
-def _cost_axes(run: dict[str, Any]) -> dict[str, float]:
-    """The run's recorded costs as ``cost:<name>`` axes (none for a record without them)."""
-    return {f"cost:{name}": value for name, value in run.get("costs", {}).items()}
+def with_cost_axes(run: dict[str, Any]) -> dict[str, Any]:
+    """``run`` with its recorded costs among its objectives as ``cost:<name>`` axes (a record
+    without costs unchanged)."""
+    costs = {f"cost:{name}": value for name, value in run.get("costs", {}).items()}
+    return {**run, "objectives": {**run["objectives"], **costs}}
 
 
 def _default_direction(name: str) -> str:

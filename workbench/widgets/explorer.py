@@ -47,10 +47,11 @@ __all__ = [
 
 class ParetoExplorer(w.VBox):
     """The front of ``experiment`` (or of one sweep: ``parent_run_id``) over objectives
-    ``names`` (default: those every run has). Dominated runs are grey; the hypervolume is
-    in the title. Preference-weight sliders re-rank the runs under a weighted sum or
-    Chebyshev; front points no weighted sum can reach are circled. Clicking a point (or
-    :meth:`select`) shows its run's spec, metrics and sample completions.
+    ``names`` (default: those every run has; ``cost:<name>`` puts a cost every run records on
+    an axis, e.g. ``names=["exact_match", "cost:trainable_params"]``). Dominated runs are grey;
+    the hypervolume is in the title. Preference-weight sliders re-rank the runs under a
+    weighted sum or Chebyshev; front points no weighted sum can reach are circled. Clicking a
+    point (or :meth:`select`) shows its run's spec, metrics and sample completions.
 
     With more than two objectives, :attr:`axes` picks two of them (``axes=("a", "b")`` at the
     start): the front, the sliders and the ranking are then those of that plane, built by the
@@ -146,6 +147,9 @@ class ParetoExplorer(w.VBox):
         """Re-read the finished runs from the store, rebuild the front and the figure."""
         client = tracking.connect(self.uri)
         runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
+        if any(name.startswith("cost:") for name in self._names or ()):
+            # Costs asked for as axes: every run recorded them, declared or not.
+            runs = [fronts.with_cost_axes(r) for r in runs]
         self._all_runs = [
             r for r in runs if r["tags"].get(TAG_KIND, KIND_RUN) == KIND_RUN and r["objectives"]
         ]
