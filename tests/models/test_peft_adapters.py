@@ -17,7 +17,12 @@ import torch
 from tests.conftest import fast_spec
 from workbench.data.encode import collate, encode_rows
 from workbench.data.sources import load_rows
-from workbench.models.adapters.applying import apply_adapter, save_trained, trainable_parameters
+from workbench.models.adapters.applying import (
+    adapter_schedule,
+    apply_adapter,
+    save_trained,
+    trainable_parameters,
+)
 from workbench.models.loading import load_base, save_merged
 from workbench.running.calibration import calibration_batches
 from workbench.running.export import check_mergeable
@@ -229,13 +234,20 @@ def test_the_builder_lists_each_adapter_with_its_settings(store_uri):
     assert "adapter.num_virtual_tokens = 0" in builder.error
 
 
+# The adapters written here (tests/models/test_schedule_adapters.py on the tiny base).
+WRITTEN_HERE = ("hft", "lisa", "lift", "ssf", "sparse")
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", PEFT_ADAPTERS)
+@pytest.mark.parametrize("name", PEFT_ADAPTERS + WRITTEN_HERE)
 def test_each_adapter_kind_trains_only_its_parameters_on_the_real_model(name, real_model):
     """Two steps on one short row of the real instruct model: the adapter's parameters
-    change, and no other."""
+    change, and no other (a schedule's first period: HFT's first half, LISA's first layers)."""
     params = RunSpec.parse({"model": "tiny", "adapter": name}).adapter
     model = apply_adapter(copy.deepcopy(real_model["model"]), params)
+    schedule = adapter_schedule(model, params)
+    if schedule is not None:
+        schedule.apply(0)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     frozen = {n: p for n, p in model.named_parameters() if not p.requires_grad}
     frozen_sums = {n: float(p.double().sum()) for n, p in frozen.items()}
@@ -260,3 +272,20 @@ def real_model(real_model_folder):
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}
     model = AutoModelForCausalLM.from_pretrained(real_model_folder).eval()
     return {"model": model, "batch": batch}
+
+
+@pytest.mark.slow
+def test_mezo_trains_a_lora_adapter_of_the_real_model_without_a_backward(real_model):
+    """One MeZO step (two forward passes, no backward) moves the LoRA factors and nothing
+    else, and leaves no gradient behind."""
+    from workbench.running.mezo import MeZO
+
+    params = RunSpec.parse({"model": "tiny", "adapter": "lora"}).adapter
+    model = apply_adapter(copy.deepcopy(real_model["model"]), params)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    optimizer = MeZO([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    with torch.no_grad():
+        optimizer.step(lambda: loss_of(model, real_model["batch"]))
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n for n in changed), sorted(changed)[:5]
+    assert all(p.grad is None for p in model.parameters())
