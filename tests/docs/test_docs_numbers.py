@@ -21,7 +21,15 @@ from workbench.spec.run_spec import RunSpec
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 RUNNING = (ROOT / "docs" / "running.md").read_text(encoding="utf-8")
 METHODS_DOC = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
-NUMBER_WORDS = {"five": 5, "six": 6, "eight": 8, "nine": 9, "ten": 10, "seventeen": 17}
+NUMBER_WORDS = {
+    "five": 5,
+    "six": 6,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "eleven": 11,
+    "seventeen": 17,
+}
 HELDOUT_PROMPTS = 48
 
 

@@ -255,3 +255,79 @@ def plotly_values(array) -> list:
     if isinstance(array, dict):
         return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
     return list(array)
+
+
+def test_parameter_efficient_notebook_runs(store_uri, jupyter_home):
+    # quick: 4 steps of each of nine methods on 8 held-out prompts, on the fast test base.
+    outputs, text = _execute("09_parameter_efficient.ipynb", jupyter_home, quick=True)
+    trained = {
+        m[1]: int(m[2].replace(",", ""))
+        for m in re.finditer(
+            r"^(\w+) +held-out NLL \S+ -> \S+, exact match \S+, +([\d,]+) trainable", text, re.M
+        )
+    }
+    assert list(trained) == [
+        "full", "lora", "dora", "ia3", "vera", "prompt_tuning", "lisa", "ssf", "mezo"
+    ], text  # fmt: skip
+    for name, count in _trainable_counts_by_hand().items():
+        assert trained[name] == count, (name, trained[name], count)
+
+    # Each printed front is the brute-force set of runs no other run dominates, from the store.
+    from workbench import tracking
+
+    runs = tracking.runs_frame(tracking.connect(store_uri), "notebook-peft")
+    for cost in ("trainable_params", "train_time_s"):
+        points = {
+            r["run_name"]: (r["objectives"][cost], r["objectives"]["heldout_nll"]) for r in runs
+        }
+        front = {
+            name
+            for name, p in points.items()
+            if not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in points.values())
+        }
+        printed = re.search(f"on the front of held-out NLL against {cost}: (.*)", text)[1]
+        assert set(printed.split(", ")) == front, (cost, printed, points)
+
+    # The merged LoRA model reads the held-out prompts as the adapted one did; the merged SSF
+    # model scores what the adapted one scored.
+    gap = float(re.search(r"largest logit difference on 8 held-out prompts: (\S+)", text)[1])
+    assert gap < 1e-4
+    for name in ("heldout_nll", "exact_match"):
+        adapted, merged = re.search(f"SSF: {name} +adapted (\\S+), merged (\\S+)", text).groups()
+        assert abs(float(adapted) - float(merged)) < 1e-5, (name, adapted, merged)
+    figures = [o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figures) == 2  # the front against parameters and the one against time
+
+
+def _trainable_counts_by_hand() -> dict[str, int]:
+    """What full fine-tuning, LoRA, (IA)3, LISA (one of two layers) and SSF train on the fast
+    base with the notebook's settings, counted by peft or from the model's shapes."""
+    import copy
+
+    import torch
+    from peft import IA3Config, LoraConfig, get_peft_model
+
+    from workbench.models.loading import load_base
+    from workbench.spec.run_spec import ModelSpec
+
+    base = load_base(ModelSpec(name="tiny-fast"), log=lambda *a: None).model
+    projections = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(r=8, lora_alpha=16, target_modules=projections)
+    ia3 = IA3Config(
+        target_modules=["k_proj", "v_proj", "down_proj"], feedforward_modules=["down_proj"]
+    )
+    total = sum(p.numel() for p in base.parameters())
+    layer = sum(p.numel() for p in base.model.layers[0].parameters())
+    channels = sum(
+        m.out_features
+        for name, m in base.named_modules()
+        if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in projections
+    )
+    return {
+        "full": total,
+        "mezo": total,
+        "lora": get_peft_model(copy.deepcopy(base), lora).get_nb_trainable_parameters()[0],
+        "ia3": get_peft_model(copy.deepcopy(base), ia3).get_nb_trainable_parameters()[0],
+        "lisa": total - layer,
+        "ssf": 2 * channels,  # a scale and a shift per output channel
+    }
