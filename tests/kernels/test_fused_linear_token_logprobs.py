@@ -203,3 +203,47 @@ def test_torch_path_at_a_49152_vocabulary(linear_softmax_case, softcap):
         case.backward(logprobs)
         label = f"torch V=49152 softcap={softcap} chunk_rows={chunk_rows}"
         case.check(label, logprobs.detach(), (hidden, weight), ref_out, ref_grads)
+
+
+@pytest.mark.parametrize("frozen_head", [True, False])
+@pytest.mark.parametrize("op", ["token_logprobs", "cross_entropy"])
+def test_under_cpu_autocast_it_runs_in_bfloat16_and_returns_float32_gradients(
+    kernel_seed, op, frozen_head
+):
+    """bf16-mixed training calls the fused head under CPU autocast with float32 weights and
+    some rows ignored (prompt tokens): it computes as an autocast linear would (the inputs
+    cast to bfloat16), and the float32 inputs get float32 gradients. Reference: the plain
+    head under the same autocast. (With a frozen head, as under LoRA, the sweep once mixed an
+    autocast bfloat16 product into its float32 buffer for the kept rows, and failed.)"""
+    n, h, v = 24, 16, 300
+    hidden = torch.randn(n, h, requires_grad=True)
+    weight = torch.randn(v, h, requires_grad=not frozen_head)
+    targets = torch.randint(0, v, (n,))
+    targets[::3] = -100
+
+    def fused():
+        if op == "token_logprobs":
+            return fused_linear_token_logprobs(hidden, weight, targets, chunk_rows=8)
+        return fused_linear_cross_entropy(hidden, weight, targets, reduction="none", chunk_rows=8)
+
+    def plain():
+        logprobs = torch.log_softmax(torch.nn.functional.linear(hidden, weight).float(), -1)
+        kept = targets.clamp(min=0)[:, None]
+        picked = logprobs.gather(1, kept).squeeze(1) * (targets != -100)
+        return picked if op == "token_logprobs" else -picked
+
+    results = []
+    for function in (fused, plain):
+        hidden.grad = weight.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = function()
+        (out * torch.linspace(0.5, 1.5, n)).sum().backward()
+        d_weight = None if frozen_head else weight.grad.clone()
+        results.append((out.detach(), hidden.grad.clone(), d_weight))
+    (out, d_hidden, d_weight), (ref, ref_hidden, ref_weight) = results
+    assert out.dtype == d_hidden.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(d_hidden, ref_hidden, rtol=3e-2, atol=3e-2)
+    if not frozen_head:
+        assert d_weight.dtype == torch.float32
+        torch.testing.assert_close(d_weight, ref_weight, rtol=3e-2, atol=3e-2)

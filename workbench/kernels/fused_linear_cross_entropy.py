@@ -72,6 +72,7 @@ def fused_linear_cross_entropy(
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r} is not one of {REDUCTIONS}")
+    hidden, weight, bias = engine.autocast_inputs(hidden, weight, bias)
     rows, flat_targets = engine.flatten_inputs(
         "fused_linear_cross_entropy", hidden, weight, targets, bias
     )
@@ -86,9 +87,10 @@ def fused_linear_cross_entropy(
         )
         return engine.shaped(loss, targets.shape) if reduction == "none" else loss
     # (torch declares Function.apply without types.)
-    loss = _FusedLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
-        rows, weight, bias, flat_targets, ignore_index, reduction, use_triton, chunk_rows
-    )
+    with engine.autocast_off(rows):
+        loss = _FusedLinearCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            rows, weight, bias, flat_targets, ignore_index, reduction, use_triton, chunk_rows
+        )
     return engine.shaped(loss, targets.shape) if reduction == "none" else loss
 
 

@@ -68,6 +68,7 @@ def fused_linear_token_logprobs(
         in ``hidden``, ``weight`` and ``bias`` for any incoming per-token gradient;
         gradients come back in the inputs' dtypes.
     """
+    hidden, weight, bias = engine.autocast_inputs(hidden, weight, bias)
     rows, flat_targets = engine.flatten_inputs(
         "fused_linear_token_logprobs", hidden, weight, targets, bias
     )
@@ -85,9 +86,10 @@ def fused_linear_token_logprobs(
         )
         return engine.shaped(nll.neg(), targets.shape)
     # (torch declares Function.apply without types.)
-    logprobs = _FusedLinearTokenLogprobs.apply(  # type: ignore[no-untyped-call]
-        rows, weight, bias, flat_targets, ignore_index, use_triton, chunk_rows, cap
-    )
+    with engine.autocast_off(rows):
+        logprobs = _FusedLinearTokenLogprobs.apply(  # type: ignore[no-untyped-call]
+            rows, weight, bias, flat_targets, ignore_index, use_triton, chunk_rows, cap
+        )
     return engine.shaped(logprobs, targets.shape)
 
 

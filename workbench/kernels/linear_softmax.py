@@ -114,6 +114,33 @@ class SweepResult:
 # argument handling shared by the two public ops
 
 
+def autocast_inputs(
+    hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Under autocast (``train.precision: bf16-mixed``), the head's inputs cast to autocast's
+    dtype, as an autocast linear layer would cast them; else the inputs unchanged.
+
+    The casts are ordinary differentiable ops, so the gradients reach float32 weights in
+    float32. The fused sweep itself then runs with autocast off (:func:`autocast_off`): it
+    makes its own buffers from its inputs' dtypes, and an autocast matmul inside it would
+    hand back bfloat16 where it allocated float32.
+    """
+    device_type = hidden.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return hidden, weight, bias
+    dtype = torch.get_autocast_dtype(device_type)
+    return (
+        hidden.to(dtype),
+        weight.to(dtype),
+        None if bias is None else bias.to(dtype),
+    )
+
+
+def autocast_off(hidden: torch.Tensor) -> torch.autocast:
+    """A context in which ``hidden``'s device runs without autocast."""
+    return torch.autocast(hidden.device.type, enabled=False)
+
+
 def flatten_inputs(
     op: str,
     hidden: torch.Tensor,
