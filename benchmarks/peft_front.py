@@ -61,7 +61,7 @@ METHODS = (
     ("prompt_tuning", {"name": "prompt_tuning"}, {"name": "adamw", "lr": 1e-2}),
     ("prefix_tuning", {"name": "prefix_tuning"}, {"name": "adamw", "lr": 1e-2}),
     ("hft", {"name": "hft"}, {"name": "adamw", "lr": 1e-4}),
-    ("lisa", {"name": "lisa"}, {"name": "adamw", "lr": 1e-4}),
+    ("lisa", {"name": "lisa", "layers": 1}, {"name": "adamw", "lr": 1e-4}),  # of 2 layers
     ("lift", {"name": "lift"}, {"name": "adamw", "lr": 1e-4}),
     ("ssf", {"name": "ssf"}, {"name": "adamw", "lr": 1e-3}),
     ("sparse", {"name": "sparse"}, {"name": "adamw", "lr": 1e-3}),

@@ -64,6 +64,7 @@ def test_the_readme_counts_are_the_codes(builtin_methods_only):
     from workbench.data.tasks import TASKS
     from workbench.fronts.builders import BUILDERS
     from workbench.merging.catalog import METHODS as MERGES
+    from workbench.spec import components
 
     intro = README.partition("\n## Start here")[0]
     assert stated_count(intro, "methods") == len(registry.METHODS)
@@ -73,6 +74,8 @@ def test_the_readme_counts_are_the_codes(builtin_methods_only):
         list((ROOT / "notebooks").glob("*.ipynb"))
     )
     assert stated_count(README, "built-in tasks") == len(TASKS)
+    assert stated_count(intro, "adapters") == len(components.ADAPTERS)
+    assert stated_count(intro, "data selectors") == len(components.SELECTORS)
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/methods.md"])
