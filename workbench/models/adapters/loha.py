@@ -5,32 +5,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from workbench.models.adapters.peft_wrapping import DECODER_PROJECTIONS, present_targets, wrap
-from workbench.spec.entries import AdapterParams
+from workbench.models.adapters.peft_wrapping import UpdateDropoutParams, present_targets, wrap
 
 
-class LohaAdapterParams(AdapterParams):
+class LohaAdapterParams(UpdateDropoutParams):
     """LoHa (peft ``LoHaConfig``): ``dW = (alpha / r) (B1 A1) * (B2 A2)``, of rank up to r^2
     for 2 r (m + n) parameters."""
 
     r: int = Field(8, ge=1, le=1024, description="Rank of each of the two factors.")
     alpha: float = Field(8.0, gt=0, description="Scaling numerator (scale = alpha / r).")
-    rank_dropout: float = Field(
-        0.0, ge=0, lt=1, description="Dropout of the update's rows during training."
-    )
-    module_dropout: float = Field(
-        0.0, ge=0, lt=1, description="Probability of skipping a module's update in a step."
-    )
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(DECODER_PROJECTIONS),
-        description="Module names that get adapters.",
-    )
-
-    def works_with_fused_head(self) -> bool:
-        return "lm_head" not in self.target_modules
-
-    def can_be_disabled(self) -> bool:
-        return True
 
 
 def apply_loha(model, params: LohaAdapterParams):

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from workbench.models.adapters.peft_wrapping import DECODER_PROJECTIONS, present_targets, wrap
-from workbench.spec.entries import AdapterParams
+from workbench.models.adapters.peft_wrapping import UpdateDropoutParams, present_targets, wrap
 
 
-class LokrAdapterParams(AdapterParams):
+class LokrAdapterParams(UpdateDropoutParams):
     """LoKr (peft ``LoKrConfig``): ``dW = (alpha / r) C kron (B A)``, the weight's shape
     factored into a small ``C`` and a rank-r ``B A``."""
 
@@ -21,22 +20,6 @@ class LokrAdapterParams(AdapterParams):
         description="Size of the small factor's side (-1: the factor of each dimension "
         "nearest its square root).",
     )
-    rank_dropout: float = Field(
-        0.0, ge=0, lt=1, description="Dropout of the update's rows during training."
-    )
-    module_dropout: float = Field(
-        0.0, ge=0, lt=1, description="Probability of skipping a module's update in a step."
-    )
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(DECODER_PROJECTIONS),
-        description="Module names that get adapters.",
-    )
-
-    def works_with_fused_head(self) -> bool:
-        return "lm_head" not in self.target_modules
-
-    def can_be_disabled(self) -> bool:
-        return True
 
 
 def apply_lokr(model, params: LokrAdapterParams):

@@ -44,6 +44,34 @@ def can_merge(model) -> bool:
     return config is None or not config.is_prompt_learning
 
 
+class ProjectionAdapterParams(AdapterParams):
+    """What the adapters on named projections share (LoHa, LoKr, VeRA): the modules they
+    wrap, and what follows from wrapping them: the fused head reads ``lm_head`` as a plain
+    weight, so it runs unless ``lm_head`` is a target; switched off, the model is the base."""
+
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DECODER_PROJECTIONS),
+        description="Module names that get adapters.",
+    )
+
+    def works_with_fused_head(self) -> bool:
+        return "lm_head" not in self.target_modules
+
+    def can_be_disabled(self) -> bool:
+        return True
+
+
+class UpdateDropoutParams(ProjectionAdapterParams):
+    """The two dropouts of the LyCORIS-style adapters (LoHa, LoKr) in peft."""
+
+    rank_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout of the update's rows during training."
+    )
+    module_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Probability of skipping a module's update in a step."
+    )
+
+
 class VirtualTokenAdapterParams(AdapterParams):
     """What prompt and prefix tuning share: learned virtual tokens that every sequence sees
     before its own, and what follows from them.

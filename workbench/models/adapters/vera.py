@@ -5,11 +5,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from workbench.models.adapters.peft_wrapping import DECODER_PROJECTIONS, present_targets, wrap
-from workbench.spec.entries import AdapterParams
+from workbench.models.adapters.peft_wrapping import ProjectionAdapterParams, present_targets, wrap
 
 
-class VeraAdapterParams(AdapterParams):
+class VeraAdapterParams(ProjectionAdapterParams):
     """VeRA (peft ``VeraConfig``): ``dW = diag(b) B diag(d) A`` with ``A``, ``B`` frozen,
     random and shared; only the vectors ``b`` (out features, starts at 0) and ``d`` (r)
     train."""
@@ -22,16 +21,6 @@ class VeraAdapterParams(AdapterParams):
     projection_prng_key: int = Field(
         0, ge=0, description="Seed of the shared random matrices (saved with the adapter)."
     )
-    target_modules: list[str] = Field(
-        default_factory=lambda: list(DECODER_PROJECTIONS),
-        description="Module names that get adapters.",
-    )
-
-    def works_with_fused_head(self) -> bool:
-        return "lm_head" not in self.target_modules
-
-    def can_be_disabled(self) -> bool:
-        return True
 
 
 def apply_vera(model, params: VeraAdapterParams):
