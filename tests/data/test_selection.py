@@ -110,7 +110,10 @@ def test_the_spec_round_trips_a_selection_and_noise():
     assert RunSpec.from_yaml(spec.to_yaml()) == spec
     assert spec.data.select.clusters == 3 and isinstance(spec.data.select.budget, float)
     assert spec.flat_params()["data.select.clusters"] == "3"
-    with pytest.raises(SpecError, match="data.corrupt_fraction = 0.2: labels are corrupted in a"):
+    with pytest.raises(
+        SpecError,
+        match="data.corrupt_fraction = 0.2: labels are corrupted in built-in tasks' rows only",
+    ):
         RunSpec.parse(fast_spec(data={"source": "rows.jsonl", "corrupt_fraction": 0.2}))
 
 
