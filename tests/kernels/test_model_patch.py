@@ -46,6 +46,9 @@ def test_patched_model_gives_the_same_loss_and_gradients(setting, module_class, 
     plain_model = copy.deepcopy(base.model).train()
     fused_model = copy.deepcopy(base.model).train()
     usage = patch_model(fused_model, mode)
+    # Each module with its own method's settings (the fast spec's method is mo-sft).
+    if module_class is SFTModule:
+        spec = RunSpec.parse(fast_spec(method="sft"))
     plain = module_class(spec, plain_model, base.tokenizer, encoded)
     fused = module_class(spec, fused_model, base.tokenizer, encoded, usage)
     loss_plain = plain.compute_losses(batch)[0].mean()

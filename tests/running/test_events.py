@@ -129,7 +129,12 @@ def test_a_second_observer_gets_the_records_the_store_gets(observed):
     for key, value in observer.statistics.items():
         assert stored(key) == {0: pytest.approx(value)}, key
     assert stored("cost/trainable_params") == {0: observer.costs[0]["cost/trainable_params"]}
-    assert set(observer.costs[STEPS]) == {"perf/peak_mem_mb", "perf/train_time_s"}
+    assert set(observer.costs[STEPS]) == {
+        "perf/peak_mem_mb",
+        "perf/train_time_s",
+        "cost/step_s",
+        "cost/tokens_per_s",
+    }
     for key, value in observer.costs[STEPS].items():
         assert stored(key) == {STEPS: pytest.approx(value)}, key
     step, ran, counts = observer.kernels
