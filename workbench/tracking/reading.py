@@ -6,8 +6,9 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from workbench.spec.mlflow_names import COST_METRIC_KEYS, OBJECTIVE_PREFIX, TAG_PARENT
+from workbench.spec.mlflow_names import TAG_PARENT
 from workbench.tracking.conventions import check_status
+from workbench.tracking.run_listing import run_as_record
 
 
 def runs_frame(
@@ -69,24 +70,16 @@ def metric_history(client: MlflowClient, run_id: str, key: str) -> list[tuple[in
 
 
 def run_record(run) -> dict[str, Any]:
-    """One MLflow run as a plain dict: ``run_id``, ``run_name``, ``status``, ``start_time``,
-    ``end_time`` (ms), ``tags``, ``params``, ``metrics`` (latest value of each) and
-    ``objectives`` (``{name: latest value of objective/<name>}``) and ``costs`` (``{name:
-    value}`` of the run-level costs it logged, the spec's ``cost:<name>``)."""
-    metrics = dict(run.data.metrics)
-    return {
-        "run_id": run.info.run_id,
-        "run_name": run.info.run_name,
-        "status": run.info.status,
-        "start_time": run.info.start_time,
-        "end_time": run.info.end_time,
-        "tags": dict(run.data.tags),
-        "params": dict(run.data.params),
-        "metrics": metrics,
-        "objectives": {
-            k[len(OBJECTIVE_PREFIX) :]: v
-            for k, v in metrics.items()
-            if k.startswith(OBJECTIVE_PREFIX)
-        },
-        "costs": {name: metrics[key] for name, key in COST_METRIC_KEYS.items() if key in metrics},
-    }
+    """One MLflow run as a plain dict (:func:`~workbench.tracking.run_listing.run_as_record`):
+    ``run_id``, ``run_name``, ``status``, ``start_time``, ``end_time`` (ms), ``tags``,
+    ``params``, ``metrics`` (latest value of each), ``objectives`` and ``costs``."""
+    return run_as_record(
+        run_id=run.info.run_id,
+        run_name=run.info.run_name,
+        status=run.info.status,
+        start_time=run.info.start_time,
+        end_time=run.info.end_time,
+        tags=dict(run.data.tags),
+        params=dict(run.data.params),
+        metrics=dict(run.data.metrics),
+    )

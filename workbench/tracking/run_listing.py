@@ -26,6 +26,7 @@ from typing import Any
 from workbench.spec import paths
 from workbench.spec.errors import TrackingError
 from workbench.spec.mlflow_names import (
+    COST_METRIC_KEYS,
     END_STATUSES,
     HEARTBEAT_TAG,
     KIND_RUN,
@@ -385,23 +386,51 @@ def run_records(store, experiment: str) -> list[dict[str, Any]]:
     for run in reader.runs(list(experiments)):
         metrics = {k: v for k, (v, _) in run.latest.items()}
         records.append(
-            {
-                "run_id": run.run_id,
-                "run_name": run.name,
-                "status": run.status,
-                "start_time": run.start_time,
-                "end_time": run.end_time,
-                "tags": run.tags,
-                "params": run.params,
-                "metrics": metrics,
-                "objectives": {
-                    k[len(OBJECTIVE_PREFIX) :]: v
-                    for k, v in metrics.items()
-                    if k.startswith(OBJECTIVE_PREFIX)
-                },
-            }
+            run_as_record(
+                run_id=run.run_id,
+                run_name=run.name,
+                status=run.status,
+                start_time=run.start_time,
+                end_time=run.end_time,
+                tags=run.tags,
+                params=run.params,
+                metrics=metrics,
+            )
         )
     return records
+
+
+def run_as_record(
+    *,
+    run_id: str,
+    run_name: str | None,
+    status: str,
+    start_time: int | None,
+    end_time: int | None,
+    tags: dict[str, str],
+    params: dict[str, str],
+    metrics: dict[str, float],
+) -> dict[str, Any]:
+    """A run as the plain dict every reader of runs returns (MLflow's client here and the
+    sqlite reader alike): the arguments, ``objectives`` (``{name: latest value of
+    objective/<name>}``) and ``costs`` (``{name: value}`` of the run-level costs it logged,
+    the spec's ``cost:<name>``)."""
+    return {
+        "run_id": run_id,
+        "run_name": run_name,
+        "status": status,
+        "start_time": start_time,
+        "end_time": end_time,
+        "tags": tags,
+        "params": params,
+        "metrics": metrics,
+        "objectives": {
+            k[len(OBJECTIVE_PREFIX) :]: v
+            for k, v in metrics.items()
+            if k.startswith(OBJECTIVE_PREFIX)
+        },
+        "costs": {name: metrics[key] for name, key in COST_METRIC_KEYS.items() if key in metrics},
+    }
 
 
 def find_run(store, run_id: str) -> StoredRun:
