@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -36,11 +37,16 @@ def test_in_process_run_returns_objectives_and_tracks_them(store_uri):
 
 
 def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """Whether a live process is left in the group. Zombies do not count: they hold nothing
+    but a pid, and one whose parent exited waits for the machine's init process to reap it,
+    which some containers' init never does."""
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError):
+            continue
+    return False
 
 
 def test_launched_run_stops_killed_and_its_process_group_is_gone(store_uri):

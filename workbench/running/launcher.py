@@ -118,11 +118,13 @@ class RunHandle:
                 if self._popen is not None:
                     self._popen.poll()
                 time.sleep(0.2)
-            if self.alive():
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            # SIGKILL what is left of the group: the leader if it outlived the grace period,
+            # and any process it started that outlived it (the group is the run's, as the
+            # leader was checked to be this run's process above).
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         if self._popen is not None:
             try:
                 self._popen.wait(timeout=5)
