@@ -9,6 +9,7 @@ this by its bare name.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -73,6 +74,29 @@ class StepMarks:
     def note(self, step: int, tokens: float) -> None:
         self.wall[step], self.cpu[step] = time.perf_counter(), time.process_time()
         self.tokens[step] = tokens
+
+    def follow(self, trainer, tokens_in: Callable[[dict], int]) -> None:
+        """Mark each optimizer step of a transformers ``trainer`` with the real tokens of the
+        batch its collator built for it (``tokens_in(batch)``): the collator is wrapped to count
+        them, and a callback notes the step when it ends."""
+        from transformers import TrainerCallback
+
+        batch_tokens: list[int] = []
+        collate = trainer.data_collator
+
+        def collate_and_count(examples):
+            batch = collate(examples)
+            batch_tokens.append(tokens_in(batch))
+            return batch
+
+        marks = self
+
+        class MarkSteps(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                marks.note(state.global_step, batch_tokens[state.global_step - 1])
+
+        trainer.data_collator = collate_and_count
+        trainer.add_callback(MarkSteps())
 
     def window(self, after: int, through: int) -> dict[str, float]:
         """Time and tokens of the steps ``after`` < step <= ``through``."""

@@ -102,7 +102,7 @@ def trl_config(job: dict, output_dir: str):
 
 def run_trl(job: dict) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
@@ -113,11 +113,7 @@ def run_trl(job: dict) -> dict:
         DPOTrainer._precompute_ref_logps,
         counts=lambda trainer, dataset, name, *rest: name == "train",
     )
-    marks, batch_tokens = StepMarks(), []
-
-    class MarkSteps(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            marks.note(state.global_step, batch_tokens[state.global_step - 1])
+    marks = StepMarks()
 
     train, _ = train_rows(job["data"], job["eval_fraction"])
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
@@ -127,16 +123,8 @@ def run_trl(job: dict) -> dict:
             args=trl_config(job, output_dir),
             train_dataset=Dataset.from_list(train),
             processing_class=tokenizer,
-            callbacks=[MarkSteps()],
         )
-        collate = trainer.data_collator
-
-        def collate_and_count(examples):
-            batch = collate(examples)
-            batch_tokens.append(int(batch["attention_mask"].sum()))
-            return batch
-
-        trainer.data_collator = collate_and_count
+        marks.follow(trainer, lambda batch: int(batch["attention_mask"].sum()))
         trainer.train()
         args = trainer.args
     out = figures(marks, reference, job, baseline)

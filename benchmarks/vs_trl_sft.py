@@ -94,19 +94,22 @@ def trl_config(job: dict, output_dir: str):
     )
 
 
+def real_tokens(batch: dict) -> int:
+    """The real tokens of a TRL SFT batch: a padding-free batch is one row of real tokens and
+    has no attention mask."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+
+
 def run_trl(job: dict) -> dict:
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(job["model"])
     model = AutoModelForCausalLM.from_pretrained(job["model"])
     baseline = rss_with_weights_mb(model)
-    marks, batch_tokens = StepMarks(), []
-
-    class MarkSteps(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            marks.note(state.global_step, batch_tokens[state.global_step - 1])
+    marks = StepMarks()
 
     train, _ = train_rows(job["data"], job["eval_fraction"])
     with tempfile.TemporaryDirectory(prefix="vs-trl-out-") as output_dir, warnings.catch_warnings():
@@ -117,18 +120,8 @@ def run_trl(job: dict) -> dict:
             train_dataset=Dataset.from_list(train),
             processing_class=tokenizer,
             peft_config=lora_config(),
-            callbacks=[MarkSteps()],
         )
-        collate = trainer.data_collator
-
-        def collate_and_count(examples):
-            batch = collate(examples)
-            # A padding-free batch is one row of real tokens and has no attention mask.
-            mask = batch.get("attention_mask")
-            batch_tokens.append(int(mask.sum()) if mask is not None else batch["input_ids"].numel())
-            return batch
-
-        trainer.data_collator = collate_and_count
+        marks.follow(trainer, real_tokens)
         trainer.train()
         args = trainer.args
     out = figures(marks, job, baseline)
