@@ -273,7 +273,18 @@ def measure(job: dict, rows, repeats: int) -> dict[str, list[dict]]:
     for repeat in range(repeats):
         shift = repeat % len(rows)
         for name, side, settings in rows[shift:] + rows[:shift]:
-            results[name].append(run_child(side, {**job, **settings}))
+            started = time.perf_counter()
+            result = run_child(side, {**job, **settings})
+            results[name].append(result)
+            # A full run takes hours on a CPU: each child's figures as it ends, on stderr so
+            # that the table on stdout stays as it is.
+            print(
+                f"  repeat {repeat + 1}/{repeats} {name}: {result['tokens_per_s']:.1f} tokens/s, "
+                f"peak {result.get('peak_mb', float('nan')):.0f} MB "
+                f"({time.perf_counter() - started:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     return results
 
 

@@ -35,6 +35,8 @@ def test_quick_vs_trl_benchmark_prints_its_headline_figures():
         assert title in out, out
     for row in ("workbench", "trl", "trl-padded"):
         assert any(line.startswith(f"{row} ") for line in lines), out
+        # Each child's figures are shown on stderr as it ends (a full run takes hours).
+        assert f"repeat 1/1 {row}: " in result.stderr, result.stderr[-3000:]
     # Both sides ran at the asked precision; TRL with the options this benchmark gives it.
     assert "bfloat16 mixed, LoRA, gradient checkpointing off, padding-free on" in out
     assert "bfloat16 mixed, LoRA, gradient checkpointing off, padding-free off" in out
