@@ -116,6 +116,8 @@ def one_run(args, selector: str, budget: float, seed: int) -> dict:
         "seed": seed,
         "rows": int(result.objectives["examples"]),
         "quality": result.objectives["quality"],
+        # The held-out quality before the first step (the pipeline evaluates at step 0).
+        "base": result.trajectory[0][1]["quality"],
         "precision": metrics.get(DROPPED_PRECISION_KEY),
         "recall": metrics.get(DROPPED_RECALL_KEY),
         "seconds": seconds,
@@ -297,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     print_runs(runs)
     print(f"\nheld-out {args.metric}, median over seeds (range):")
     print_medians(runs, [*budgets, 1.0])
+    print(f"{'the base, before training':<22}{spread([r['base'] for r in runs]):>24}")
     front = front_of_medians(runs)
     print(
         "\nfront of data budget (rows) against median quality: "

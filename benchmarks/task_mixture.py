@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     return 1
                 results[label, seed] = result.objectives[key]
+                # The held-out figure before the first step (the pipeline evaluates at step 0).
+                results["base", seed] = result.trajectory[0][1][key]
                 print(
                     f"  {label:<11}seed {seed}: {key} {result.objectives[key]:.3f} "
                     f"({time.perf_counter() - t0:.0f} s)",
@@ -114,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
                 )
 
     print()
-    print(f"{'seed':>4}" + "".join(f"{arm:>12}" for arm in ARMS))
+    columns = ("base", *ARMS)
+    print(f"{'seed':>4}" + "".join(f"{column:>12}" for column in columns))
     for seed in range(seeds):
-        print(f"{seed:>4}" + "".join(f"{results[arm, seed]:>12.3f}" for arm in ARMS))
+        print(f"{seed:>4}" + "".join(f"{results[column, seed]:>12.3f}" for column in columns))
     print()
     bench = []
     for other, name in (("alone", "cocktail_target_gain_points"),
