@@ -225,3 +225,47 @@ def test_ddp_two_processes_follow_the_single_process_trajectory(tmp_path):
     assert len(ddp) == len(single) == 12
     # Gradient all-reduce sums in a different order than one big batch: allow 1e-3 relative.
     torch.testing.assert_close(ddp, single, rtol=1e-3, atol=1e-4)
+
+
+# A run's process that starts a helper which ignores SIGTERM, then waits: on SIGTERM the
+# leader ends at once and the helper would live on.
+LEADER_WITH_STUBBORN_HELPER = """
+import subprocess, sys
+helper = subprocess.Popen([sys.executable, "-c",
+    "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+    "print('ready', flush=True); time.sleep(600)"], stdout=subprocess.PIPE, text=True)
+helper.stdout.readline()
+print(helper.pid, flush=True)
+helper.wait()
+"""
+
+
+def test_stop_leaves_no_process_of_the_run_behind(store_uri):
+    import subprocess
+    import sys
+
+    from workbench.running import liveness
+    from workbench.running.launcher import RunHandle
+
+    client = MlflowClient(store_uri)
+    run_id = client.create_run(client.create_experiment("stop-test")).info.run_id
+    leader = subprocess.Popen(
+        [sys.executable, "-c", LEADER_WITH_STUBBORN_HELPER],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    helper_pid = int(leader.stdout.readline())
+    handle = RunHandle(
+        run_id, leader.pid, liveness.process_start(leader.pid), store_uri, popen=leader
+    )
+    assert handle.stop(grace_s=5) == "KILLED"
+
+    def helper_gone():
+        try:
+            return psutil.Process(helper_pid).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    # Gone in well under a second when idle; 60 s for a loaded machine.
+    wait_until(helper_gone, 60, "the helper the run started is gone")
