@@ -9,7 +9,8 @@ The run is the one ``benchmarks/train_options.py`` times: LoRA SFT through ``wor
 (the default adapter settings, ``kernels: auto``) on a random-weight Llama of SmolLM2-135M's
 shape (hidden 576, 30 layers, 9 heads, 3 KV heads, intermediate 1536, vocabulary 49,152),
 batch 8 x 128 tokens, every row cut to 128 tokens. ``torch.profiler`` records ``--active``
-training steps after ``--warmup`` untimed ones, with the FLOPs of every matmul it sees.
+training steps after ``--warmup`` untimed ones, with the FLOPs of every matmul it sees; the
+step time is the median of ``--after`` steps run after those with the profiler stopped.
 
 The matmul bound: the FLOPs the profiler counts for the step's matrix multiplications
 (``aten::mm``, ``addmm``, ``bmm``, ``matmul``, ``linear`` and attention's products),
@@ -87,8 +88,10 @@ def matmul_rate(shapes: list[tuple[int, int, int]], dtype, repeats: int = 5) -> 
     return flops / seconds / 1e9
 
 
-def profile_steps(folder: Path, precision: str, warmup: int, active: int) -> dict:
-    """Run LoRA SFT for ``warmup + active + 1`` steps, profiling the ``active`` ones."""
+def profile_steps(
+    folder: Path, precision: str, warmup: int, active: int, after: int
+) -> dict:
+    """Run LoRA SFT for ``warmup + active + after`` steps, profiling the ``active`` ones."""
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -110,7 +113,9 @@ def profile_steps(folder: Path, precision: str, warmup: int, active: int) -> dic
             seen["step_s"][step] = metrics["perf/step_s"]
             profiler.step()
 
-    steps = warmup + active + 1
+    # The steps after the profiled ones run with the profiler stopped: their median is the
+    # step time of the headline (recording shapes and FLOPs slows every op a little).
+    steps = warmup + active + after
     spec = spec_dict(folder, "baseline", steps, "")
     spec["train"]["precision"] = precision
     with tempfile.TemporaryDirectory(prefix="sft-profile-store-") as tmp:
@@ -130,24 +135,34 @@ def profile_steps(folder: Path, precision: str, warmup: int, active: int) -> dic
         if event.key == "aten::mm" and event.input_shapes and len(event.input_shapes) >= 2:
             (m, k), (_, n) = event.input_shapes[0][:2], event.input_shapes[1][:2]
             shapes[(m, k, n)] += event.count * 2 * m * k * n
-    step_times = [
-        seen["step_s"][s] for s in sorted(seen["step_s"]) if warmup < s <= warmup + active
-    ]
+    def median_step_s(first: int, last: int) -> float:
+        times = sorted(seen["step_s"][s] for s in seen["step_s"] if first <= s <= last)
+        return times[len(times) // 2]
+
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     commonest = [shape for shape, _ in shapes.most_common(6)]
     return {
-        "step_s": sorted(step_times)[len(step_times) // 2],
+        "profiled_step_s": median_step_s(warmup + 1, warmup + active),
+        "step_s": median_step_s(warmup + active + 1, steps),
         "profiled_s": sum(by_family.values()) / active,
         "families": {k: v / active for k, v in by_family.items()},
         "matmul_gflop": matmul_flops / active / 1e9,
         "rate_gflops": matmul_rate(commonest, dtype) if commonest else float("nan"),
         "shapes": commonest,
-        "top_other": [
-            (e.key, e.self_cpu_time_total / 1e6 / active)
-            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)
-            if family(e.key) == "other"
-        ][:8],
+        "largest": largest_ops_by_family(events, active),
     }
+
+
+def largest_ops_by_family(events, active: int, keep: int = 4) -> dict[str, list]:
+    """Each family's ``keep`` largest ops by self time a step, summed over input shapes."""
+    by_name: dict[str, float] = collections.defaultdict(float)
+    for event in events:
+        by_name[event.key] += event.self_cpu_time_total / 1e6 / active
+    largest: dict[str, list] = collections.defaultdict(list)
+    for name, seconds in sorted(by_name.items(), key=lambda kv: -kv[1]):
+        if len(largest[family(name)]) < keep:
+            largest[family(name)].append((name, seconds))
+    return dict(largest)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"))
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2)")
     parser.add_argument("--active", type=int, default=None, help="profiled steps (default 3)")
+    parser.add_argument("--after", type=int, default=None,
+                        help="steps timed after the profiled ones, unprofiled (default 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -166,18 +183,19 @@ def main(argv: list[str] | None = None) -> int:
     shape_name = "quick" if args.quick else "135m"
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     active = args.active or (1 if args.quick else 3)
+    after = args.after or (1 if args.quick else 3)
     print(f"LoRA SFT, one step profiled by operator family ({args.precision})")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores, "
           f"{torch.get_num_threads()} torch threads; python {platform.python_version()}, "
           f"{versions()}")  # fmt: skip
     print(f"command: python benchmarks/sft_step_profile.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"shape {shape_name}: {SHAPES[shape_name]}; batch {BATCH} x {LENGTH} tokens; "
-          f"{warmup} warm-up step(s), {active} profiled")  # fmt: skip
+          f"{warmup} warm-up step(s), {active} profiled, {after} timed after")  # fmt: skip
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="sft-profile-") as tmp:
         folder = Path(tmp)
         build_model(folder, SHAPES[shape_name])
-        figures = profile_steps(folder, args.precision, warmup, active)
+        figures = profile_steps(folder, args.precision, warmup, active, after)
     step, bound_s = figures["step_s"], figures["matmul_gflop"] / figures["rate_gflops"]
     print()
     print(f"{'family':<24}{'s a step':>10}{'share':>8}")
@@ -186,13 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<24}{seconds:>10.3f}{seconds / total:>8.1%}")
     print(f"{'(profiled ops, all)':<24}{total:>10.3f}")
     print()
-    print(f"step time (median of the profiled steps, perf/step_s): {step:.3f} s")
+    print(f"step time (perf/step_s, median of the {after} unprofiled steps after the "
+          f"profiled ones): {step:.3f} s; the profiled steps' median: "
+          f"{figures['profiled_step_s']:.3f} s")  # fmt: skip
     print(f"matmul work: {figures['matmul_gflop']:.1f} GFLOP a step (profiler FLOP counts)")
     print(f"torch.mm rate on the step's commonest shapes {figures['shapes']}: "
           f"{figures['rate_gflops']:.1f} GFLOP/s")  # fmt: skip
     print(f"matmul bound: {bound_s:.3f} s; matmul ops took "
           f"{figures['families'].get('matmul', 0.0):.3f} s in the step")  # fmt: skip
-    print("largest 'other' ops:", ", ".join(f"{k} {v:.3f} s" for k, v in figures["top_other"]))
+    print("largest ops of each family (self time a step):")
+    for name, _ in sorted(figures["families"].items(), key=lambda kv: -kv[1]):
+        ops = ", ".join(f"{op} {s:.3f} s" for op, s in figures["largest"].get(name, []))
+        print(f"  {name}: {ops}")
     print(f"load average at end: {load_average()}")
     target = "<=1.5" if args.precision == "32-true" else "-"
     name = "sft_step_over_matmul_bound" + ("" if args.precision == "32-true" else "_bf16")

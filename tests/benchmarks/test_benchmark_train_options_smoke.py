@@ -10,13 +10,14 @@ HEADLINES = [
     ("grad_ckpt_step_time_ratio", "<=1.4"),
     ("bf16_step_time_ratio", "<=1.0"),
     ("compile_step_time_ratio", "<=0.9"),
+    ("no_reuse_step_time_ratio", ">=1"),
 ]
 
 
 def test_quick_train_options_benchmark_prints_its_headlines():
     result = run_script("--quick", script="benchmarks/train_options.py", timeout=600)
     lines = result.stdout.strip().splitlines()
-    for setting in ("baseline", "grad_ckpt", "bf16", "compile"):
+    for setting in ("baseline", "grad_ckpt", "bf16", "compile", "no_reuse"):
         assert any(line.startswith(f"{setting} ") for line in lines), result.stdout
     tail = [BENCH_LINE.match(line) for line in lines[-len(HEADLINES) :]]
     assert all(tail), lines[-len(HEADLINES) :]

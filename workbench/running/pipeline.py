@@ -32,7 +32,7 @@ from workbench.models.adapters.applying import (
 from workbench.models.base_model import BaseModel
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
-from workbench.running import checkpoints, cluster, liveness, preflight, strategies
+from workbench.running import checkpoints, cluster, heap, liveness, preflight, strategies
 from workbench.running.calibration import calibration_batches
 from workbench.running.callbacks import (
     CheckpointCallback,
@@ -286,6 +286,8 @@ def prepare_run(
     import torch
 
     _check_distribution(spec.train)
+    if spec.train.reuse_freed_memory:
+        heap.keep_freed_memory()
     rank_log = log if rank == 0 else (lambda *a: None)
     info = registry.METHODS[spec.method.name]
     row_kind = registry.ROW_KINDS[info.row_kind]
