@@ -88,9 +88,7 @@ def matmul_rate(shapes: list[tuple[int, int, int]], dtype, repeats: int = 5) -> 
     return flops / seconds / 1e9
 
 
-def profile_steps(
-    folder: Path, precision: str, warmup: int, active: int, after: int
-) -> dict:
+def profile_steps(folder: Path, precision: str, warmup: int, active: int, after: int) -> dict:
     """Run LoRA SFT for ``warmup + active + after`` steps, profiling the ``active`` ones."""
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
@@ -135,6 +133,7 @@ def profile_steps(
         if event.key == "aten::mm" and event.input_shapes and len(event.input_shapes) >= 2:
             (m, k), (_, n) = event.input_shapes[0][:2], event.input_shapes[1][:2]
             shapes[(m, k, n)] += event.count * 2 * m * k * n
+
     def median_step_s(first: int, last: int) -> float:
         times = sorted(seen["step_s"][s] for s in seen["step_s"] if first <= s <= last)
         return times[len(times) // 2]
@@ -171,8 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="32-true", choices=("32-true", "bf16-mixed"))
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2)")
     parser.add_argument("--active", type=int, default=None, help="profiled steps (default 3)")
-    parser.add_argument("--after", type=int, default=None,
-                        help="steps timed after the profiled ones, unprofiled (default 3)")
+    parser.add_argument(
+        "--after",
+        type=int,
+        default=None,
+        help="steps timed after the profiled ones, unprofiled (default 3)",
+    )
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own)")  # fmt: skip
     args = parser.parse_args(argv)
