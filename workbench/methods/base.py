@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from workbench.data.batches import GlobalBatchSampler, row_length
 from workbench.data.encode import IGNORE_INDEX
 from workbench.data.packing import PackedRows, PaddedRows, pack_batch
+from workbench.data.selection.online_batch import pick_batch
 from workbench.methods.reference import NoReference
 from workbench.methods.sft import losses as sft_losses
 from workbench.methods.step import StepOutput
@@ -257,6 +258,8 @@ class WorkbenchModule(L.LightningModule):
         """The micro-batch's loss for Lightning to train on, and a :class:`StepOutput` of what
         it measured for the run's events (``{"loss": ..., "step": ...}``)."""
         self._step_extra, self._step_samples = {}, []
+        if self.spec.data.online_batch is not None:
+            batch = self.pick_online(batch)
         if self.automatic_optimization:
             per_example, terms = self.compute_losses(batch)
             loss = per_example.mean()
@@ -276,6 +279,36 @@ class WorkbenchModule(L.LightningModule):
         )
         self._step_extra, self._step_samples = {}, []
         return {"loss": loss, "step": measured}
+
+    @torch.no_grad()
+    def pick_online(self, batch) -> dict[str, torch.Tensor]:
+        """``data.online_batch``: the ``train.batch_size`` rows of the drawn pool ``batch``
+        this step trains on, picked by their loss under the current weights (each row's
+        mean over its loss terms as :meth:`compute_losses` gives them, in eval mode) and
+        their diversity (the mean of their tokens' input embeddings), as
+        :func:`~workbench.data.selection.online_batch.pick_batch` weighs them. Logs the
+        pool's and the picked rows' mean loss (``select/pool_loss``, ``select/picked_loss``)."""
+        settings, pool = self.spec.data.online_batch, len(batch["input_ids"])
+        size = min(self.spec.train.batch_size, pool)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            per_row, _ = self.compute_losses(batch)
+        finally:
+            self.model.train(was_training)
+            self._step_extra, self._step_samples = {}, []  # scoring is not the step
+        mask = batch["attention_mask"].unsqueeze(-1).to(torch.float32)
+        tokens = self.model.get_input_embeddings()(batch["input_ids"]).to(torch.float32)
+        embeddings = (tokens * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        picked, _ = pick_batch(per_row.float(), embeddings, size, settings.diversity_weight)
+        rows = torch.tensor(picked, device=batch["input_ids"].device)
+        self.log_step_metrics(
+            {"select/pool_loss": per_row.mean(), "select/picked_loss": per_row[rows].mean()}
+        )
+        return {
+            key: value[rows] if torch.is_tensor(value) and len(value) == pool else value
+            for key, value in batch.items()
+        }
 
     def step_without_backward(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One optimizer step of an optimizer that evaluates the loss itself
@@ -303,10 +336,11 @@ class WorkbenchModule(L.LightningModule):
     def batch_sampler(self, **placement) -> GlobalBatchSampler:
         """The training batches' row indices; ``placement`` is this process's rank,
         world_size and start_micro_step."""
-        t = self.spec.train
+        t, online = self.spec.train, self.spec.data.online_batch
         return GlobalBatchSampler(
             n_rows=len(self.encoded),
-            batch_size=t.batch_size,
+            # With online batches each step draws a pool; pick_online keeps batch_size rows.
+            batch_size=t.batch_size * (online.pool_factor if online is not None else 1),
             micro_steps=t.steps * t.grad_accum,
             seed=t.seed,
             lengths=self.batch_lengths(),

@@ -106,6 +106,27 @@ class ModelSpec(_Section):
         return v
 
 
+class OnlineBatchSpec(_Section):
+    """Each training batch chosen while the run trains, from a larger drawn pool
+    (workbench/data/selection/online_batch.py has the rule and its papers)."""
+
+    pool_factor: int = Field(
+        4,
+        ge=2,
+        le=64,
+        description="Rows drawn per step for every row trained on: the pool is "
+        "train.batch_size x pool_factor rows, scored under the current weights without a "
+        "gradient.",
+    )
+    diversity_weight: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        description="Weight of diversity (distance to the rows already picked) against "
+        "utility (the row's current loss); 0 picks the highest-loss rows.",
+    )
+
+
 class DataSpec(_Section):
     """Where the examples come from."""
 
@@ -136,6 +157,14 @@ class DataSpec(_Section):
         lt=1,
         description="Share of a built-in task's training answers made wrong on purpose "
         "(seeded by train.seed), to measure how well a selector finds bad rows.",
+    )
+    online_batch: OnlineBatchSpec | None = Field(
+        None,
+        description="Choose each training batch during the run from a pool of pool_factor "
+        "times as many drawn rows, by their loss under the current weights (utility) and "
+        "their spread (diversity): {pool_factor: 4, diversity_weight: 1.0}. Supervised "
+        "methods only (sft, mo-sft); composes with select (pools are drawn from the rows it "
+        "keeps). None: train on the drawn batch as it is.",
     )
     mixture: dict[str, float] | None = Field(
         None,
@@ -660,6 +689,20 @@ class RunSpec(_Section):
             )
         self.method.check_objectives(self.objectives)  # e.g. RL methods need a reward objective
         self.optimizer.check_train(self.train)  # e.g. MeZO steps once per micro-batch
+        return self
+
+    @model_validator(mode="after")
+    def _online_batch_rows(self) -> RunSpec:
+        # Defined after the objectives' check, which fills in the task's default method.
+        if self.data.online_batch is None or self.method is None:
+            return self
+        row_kind = registry.METHODS[self.method.name].row_kind
+        if row_kind != "supervised":
+            raise ValueError(
+                f"data.online_batch picks rows of a supervised batch, and method "
+                f"'{self.method.name}' trains on {row_kind} rows; use it with sft or mo-sft, "
+                "or leave data.online_batch out"
+            )
         return self
 
     # -- construction helpers that turn pydantic errors into SpecError ---------------------

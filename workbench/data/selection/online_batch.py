@@ -13,6 +13,10 @@ that are Learnable, Worth Learning, and Not Yet Learnt" (Mindermann et al., 2022
 utility and "Diversified Batch Selection for Training Acceleration" (Hong et al., 2024)
 for diversity; the selection is made on a proxy before the run trains, so the run trains
 on its rows as it would on any subset.
+
+The same rule chooses batches in the run itself with ``data.online_batch`` (the trained model
+scores each step's drawn pool: ``WorkbenchModule.pick_online``), where :func:`pick_batch` is
+shared.
 """
 
 from __future__ import annotations
