@@ -40,21 +40,26 @@ from machine_load import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mixture_cocktail.yaml"
-TARGET = "order"
 
 
 ARMS = ("mix", "alone", "alone-half")
 
 
-def spec_for(arm: str, seed: int, uri: str, quick: bool) -> dict:
-    """The example as shipped (``mix``), or with the target task alone for the same steps
-    (``alone``) or for the mix's share of them (``alone-half``)."""
+def load_example(path: Path) -> dict:
     import yaml
 
-    raw = yaml.safe_load(EXAMPLE.read_text())
-    share = raw["data"]["mixture"][TARGET] / sum(raw["data"]["mixture"].values())
+    return yaml.safe_load(path.read_text())
+
+
+def spec_for(arm: str, seed: int, uri: str, quick: bool, example: dict, target: str) -> dict:
+    """The example as shipped (``mix``), or with the ``target`` task alone for the same steps
+    (``alone``) or for the mix's share of them (``alone-half``)."""
+    import copy
+
+    raw = copy.deepcopy(example)
+    share = raw["data"]["mixture"][target] / sum(raw["data"]["mixture"].values())
     if arm != "mix":
-        alone = {task: (1 if task == TARGET else 0) for task in raw["data"]["mixture"]}
+        alone = {task: (1 if task == target else 0) for task in raw["data"]["mixture"]}
         raw["data"].update(mixture=alone, train_size=round(raw["data"]["train_size"] * share))
     if arm == "alone-half":
         steps = round(raw["train"]["steps"] * share)
@@ -74,15 +79,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fast base, 2 steps, 1 seed (CI)")
     parser.add_argument("--seeds", type=int, default=None, help="seeds (default 3; --quick 1)")
     parser.add_argument(
-        "--metric", default="correctness", help="the target task's metric (default correctness)"
+        "--example", type=Path, default=EXAMPLE,
+        help="the mixture spec (default examples/mixture_cocktail.yaml)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--target", default=None, help="the target task (default: the mixture's first task)"
+    )
+    parser.add_argument(
+        "--metric", default=None, help="the target's metric (default: its task's first objective)"
     )
     args = parser.parse_args(argv)
     seeds = args.seeds or (1 if args.quick else 3)
-    key = f"{args.metric}/{TARGET}"
+    example = load_example(args.example)
+    target = args.target or next(iter(example["data"]["mixture"]))
 
     import torch
 
     import workbench
+    from workbench.data.tasks import TASKS
+
+    key = f"{args.metric or TASKS[target].objectives[0].name}/{target}"
 
     print("The cocktail effect: the target task trained alone and in a mix with a related task")
     print(
@@ -90,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}"
     )
     print(f"command: python benchmarks/task_mixture.py {' '.join(sys.argv[1:])}".rstrip())
+    print(f"example: {args.example.name}, mixture {example['data']['mixture']}; target {key}")
     print(f"load average at start: {load_average()}")
     results: dict[tuple[str, int], float] = {}
     started = time.perf_counter()
@@ -98,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         for seed in range(seeds):
             for label in ARMS:
                 t0 = time.perf_counter()
-                result = workbench.run(spec_for(label, seed, uri, args.quick), log=lambda *a: None)
+                spec = spec_for(label, seed, uri, args.quick, example, target)
+                result = workbench.run(spec, log=lambda *a: None)
                 if result.status != "FINISHED" or key not in result.objectives:
                     print(
                         f"error: {label} seed {seed} ended {result.status} with objectives "

@@ -262,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             for setting in settings[shift:] + settings[:shift]:
                 try:
                     results[setting].append(run_child(folder, setting, steps, args.threads))
+                    # Progress on stderr: a run at the 135m shape takes minutes.
+                    step_s = results[setting][-1]["step_s"]
+                    print(f"repeat {repeat + 1}/{repeats} {setting}: {step_s:.3f} s a step",
+                          file=sys.stderr)  # fmt: skip
                 except RuntimeError as err:
                     print(f"error: {err}", file=sys.stderr)
                     return 1

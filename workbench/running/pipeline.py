@@ -32,7 +32,15 @@ from workbench.models.adapters.applying import (
 from workbench.models.base_model import BaseModel
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
-from workbench.running import checkpoints, cluster, heap, liveness, preflight, strategies
+from workbench.running import (
+    checkpoints,
+    cluster,
+    cpu_features,
+    heap,
+    liveness,
+    preflight,
+    strategies,
+)
 from workbench.running.calibration import calibration_batches
 from workbench.running.callbacks import (
     CheckpointCallback,
@@ -331,6 +339,9 @@ def prepare_run(
     trained = apply_adapter(base.model, spec.adapter, calibration)
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
     kernel_usage = patch_model(trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
+    slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
+    if slow_precision:
+        rank_log(slow_precision)
     if spec.train.gradient_checkpointing:
         _checkpoint_activations(trained)
     module_class = registry.load_module_class(spec.method.name)

@@ -449,7 +449,9 @@ class TrainSpec(_Section):
         description="Lightning precision: 32-true, bf16-mixed, 16-mixed, bf16-true. "
         "bf16-mixed runs each training step under bfloat16 autocast (on a CPU too) with "
         "float32 weights and optimizer state; evaluations run in float32. 16-mixed needs a "
-        "GPU (Lightning runs bf16-mixed on a CPU instead).",
+        "GPU (Lightning runs bf16-mixed on a CPU instead). bf16 on a CPU is fast only with "
+        "bfloat16 instructions (AVX-512 BF16, AMX); without them the run warns that torch "
+        "emulates them (27x the float32 step in BENCHMARKS.md).",
     )
     gradient_checkpointing: bool = Field(
         False,
