@@ -3,14 +3,17 @@ time its matrix multiplications need at the rate this CPU reaches.
 
     python benchmarks/sft_step_profile.py                    # SmolLM2-135M's shape, float32
     python benchmarks/sft_step_profile.py --precision bf16-mixed
+    python benchmarks/sft_step_profile.py --side trl         # TRL's SFTTrainer, the same step
     python benchmarks/sft_step_profile.py --quick            # a tiny shape, a smoke test
 
 The run is the one ``benchmarks/train_options.py`` times: LoRA SFT through ``workbench.run``
 (the default adapter settings, ``kernels: auto``) on a random-weight Llama of SmolLM2-135M's
 shape (hidden 576, 30 layers, 9 heads, 3 KV heads, intermediate 1536, vocabulary 49,152),
 batch 8 x 128 tokens, every row cut to 128 tokens. ``torch.profiler`` records ``--active``
-training steps after ``--warmup`` untimed ones, with the FLOPs of every matmul it sees; the
-step time is the median of ``--after`` steps run after those with the profiler stopped.
+training steps, with the FLOPs of every matmul it sees, after ``--warmup`` untimed steps,
+``--timed`` steps timed with the profiler off (their median is the step time: recording
+shapes and FLOPs slows every op, and what the profiler allocates lingers after it stops) and
+one step of the profiler's own warm-up.
 
 The matmul bound: the FLOPs the profiler counts for the step's matrix multiplications
 (``aten::mm``, ``addmm``, ``bmm``, ``matmul``, ``linear`` and attention's products),
@@ -88,33 +91,35 @@ def matmul_rate(shapes: list[tuple[int, int, int]], dtype, repeats: int = 5) -> 
     return flops / seconds / 1e9
 
 
-def profile_steps(folder: Path, precision: str, warmup: int, active: int, after: int) -> dict:
-    """Run LoRA SFT for ``warmup + active + after`` steps, profiling the ``active`` ones."""
-    import torch
+def step_profiler(warmup: int, timed: int, active: int):
+    """A CPU profiler that records shapes and FLOPs for the last ``active`` of ``warmup +
+    timed + 1 + active`` steps (``profiler.step()`` at each step's end)."""
     from torch.profiler import ProfilerActivity, profile, schedule
 
-    import workbench
-    from workbench.running.events import RunObserver
-
-    seen: dict = {"step_s": {}}
-    profiler = profile(
+    return profile(
         activities=[ProfilerActivity.CPU],
-        schedule=schedule(wait=0, warmup=warmup, active=active, repeat=1),
+        schedule=schedule(wait=warmup + timed, warmup=1, active=active, repeat=1),
         record_shapes=True,
         with_flops=True,
     )
+
+
+def profile_workbench(folder: Path, precision: str, warmup: int, timed: int, active: int):
+    """The workbench's LoRA SFT (``workbench.run``) under :func:`step_profiler`; returns the
+    profiler and each step's ``perf/step_s`` by step (from 1)."""
+    import workbench
+    from workbench.running.events import RunObserver
+
+    profiler, step_s = step_profiler(warmup, timed, active), {}
 
     class Stepper(RunObserver):
         """Each step's end advances the profiler's schedule."""
 
         def on_step(self, step, metrics):
-            seen["step_s"][step] = metrics["perf/step_s"]
+            step_s[step] = metrics["perf/step_s"]
             profiler.step()
 
-    # The steps after the profiled ones run with the profiler stopped: their median is the
-    # step time of the headline (recording shapes and FLOPs slows every op a little).
-    steps = warmup + active + after
-    spec = spec_dict(folder, "baseline", steps, "")
+    spec = spec_dict(folder, "baseline", warmup + timed + 1 + active, "")
     spec["train"]["precision"] = precision
     with tempfile.TemporaryDirectory(prefix="sft-profile-store-") as tmp:
         spec["tracking"]["uri"] = f"sqlite:///{tmp}/mlflow.db"
@@ -122,6 +127,67 @@ def profile_steps(folder: Path, precision: str, warmup: int, active: int, after:
             result = workbench.run(spec, log=lambda *a: None, observers=[Stepper()])
     if result.status != "FINISHED":
         raise RuntimeError(f"the profiled run ended {result.status}")
+    return profiler, step_s
+
+
+def profile_trl(folder: Path, precision: str, warmup: int, timed: int, active: int):
+    """TRL's SFTTrainer on the same rows, model, LoRA, batch, learning rate, schedule and
+    precision as vs_trl.py gives it (completion-only loss; every row is cut to LENGTH tokens,
+    so a batch has no padding and padding-free would change nothing) under
+    :func:`step_profiler`; returns the profiler and each step's wall time (from the step's
+    begin to its end, the forward, backward and optimizer step) by step (from 1)."""
+    import json
+    import warnings
+
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+    from vs_trl_setup import trl_run_settings
+    from vs_trl_sft import lora_config
+
+    profiler, step_s = step_profiler(warmup, timed, active), {}
+
+    class Stepper(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            step_s[state.global_step] = time.perf_counter() - self.started
+            profiler.step()
+
+    rows = [json.loads(line) for line in (folder / "rows.jsonl").read_text().splitlines()]
+    job = {"warmup": warmup, "steps": timed + 1 + active, "lr": 1e-4,
+           "precision": "bf16" if precision.startswith("bf16") else "fp32"}  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(folder / "model")
+    model = AutoModelForCausalLM.from_pretrained(folder / "model")
+    with tempfile.TemporaryDirectory(prefix="sft-profile-trl-") as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = SFTConfig(
+            **trl_run_settings(job, out),
+            per_device_train_batch_size=BATCH,
+            max_length=LENGTH,
+            padding_free=False,
+            completion_only_loss=True,
+        )
+        trainer = SFTTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer, peft_config=lora_config(),
+                             callbacks=[Stepper()])  # fmt: skip
+        with profiler:
+            trainer.train()
+    return profiler, step_s
+
+
+def profile_steps(
+    folder: Path, precision: str, warmup: int, active: int, timed: int, side: str = "workbench"
+) -> dict:
+    """Run ``side``'s LoRA SFT for ``warmup + timed + 1 + active`` steps, timing steps
+    ``warmup + 1`` to ``warmup + timed`` with the profiler off and profiling the last
+    ``active`` ones; the figures by operator family."""
+    import torch
+
+    run = profile_trl if side == "trl" else profile_workbench
+    profiler, step_s = run(folder, precision, warmup, timed, active)
+    steps = warmup + timed + 1 + active
     events = profiler.key_averages(group_by_input_shape=True)
     by_family: dict[str, float] = collections.defaultdict(float)
     matmul_flops = 0.0
@@ -135,14 +201,14 @@ def profile_steps(folder: Path, precision: str, warmup: int, active: int, after:
             shapes[(m, k, n)] += event.count * 2 * m * k * n
 
     def median_step_s(first: int, last: int) -> float:
-        times = sorted(seen["step_s"][s] for s in seen["step_s"] if first <= s <= last)
+        times = sorted(step_s[s] for s in step_s if first <= s <= last)
         return times[len(times) // 2]
 
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     commonest = [shape for shape, _ in shapes.most_common(6)]
     return {
-        "profiled_step_s": median_step_s(warmup + 1, warmup + active),
-        "step_s": median_step_s(warmup + active + 1, steps),
+        "profiled_step_s": median_step_s(steps - active + 1, steps),
+        "step_s": median_step_s(warmup + 1, warmup + timed),
         "profiled_s": sum(by_family.values()) / active,
         "families": {k: v / active for k, v in by_family.items()},
         "matmul_gflop": matmul_flops / active / 1e9,
@@ -171,11 +237,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 2)")
     parser.add_argument("--active", type=int, default=None, help="profiled steps (default 3)")
     parser.add_argument(
-        "--after",
+        "--timed",
         type=int,
         default=None,
-        help="steps timed after the profiled ones, unprofiled (default 3)",
+        help="steps timed before the profiled ones, unprofiled (default 3)",
     )
+    parser.add_argument("--side", choices=("workbench", "trl"), default="workbench",
+                        help="whose SFT step: the workbench's, or TRL's SFTTrainer's")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's own)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -186,19 +254,19 @@ def main(argv: list[str] | None = None) -> int:
     shape_name = "quick" if args.quick else "135m"
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
     active = args.active or (1 if args.quick else 3)
-    after = args.after or (1 if args.quick else 3)
-    print(f"LoRA SFT, one step profiled by operator family ({args.precision})")
+    timed = args.timed or (1 if args.quick else 3)
+    print(f"LoRA SFT, one step profiled by operator family ({args.side}, {args.precision})")
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores, "
           f"{torch.get_num_threads()} torch threads; python {platform.python_version()}, "
           f"{versions()}")  # fmt: skip
     print(f"command: python benchmarks/sft_step_profile.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"shape {shape_name}: {SHAPES[shape_name]}; batch {BATCH} x {LENGTH} tokens; "
-          f"{warmup} warm-up step(s), {active} profiled, {after} timed after")  # fmt: skip
+          f"{warmup} warm-up step(s), {timed} timed, {active} profiled")  # fmt: skip
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="sft-profile-") as tmp:
         folder = Path(tmp)
         build_model(folder, SHAPES[shape_name])
-        figures = profile_steps(folder, args.precision, warmup, active, after)
+        figures = profile_steps(folder, args.precision, warmup, active, timed, args.side)
     step, bound_s = figures["step_s"], figures["matmul_gflop"] / figures["rate_gflops"]
     print()
     print(f"{'family':<24}{'s a step':>10}{'share':>8}")
@@ -207,8 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<24}{seconds:>10.3f}{seconds / total:>8.1%}")
     print(f"{'(profiled ops, all)':<24}{total:>10.3f}")
     print()
-    print(f"step time (perf/step_s, median of the {after} unprofiled steps after the "
-          f"profiled ones): {step:.3f} s; the profiled steps' median: "
+    print(f"step time (perf/step_s, median of the {timed} steps timed before profiling): "
+          f"{step:.3f} s; the profiled steps' median: "
           f"{figures['profiled_step_s']:.3f} s")  # fmt: skip
     print(f"matmul work: {figures['matmul_gflop']:.1f} GFLOP a step (profiler FLOP counts)")
     print(f"torch.mm rate on the step's commonest shapes {figures['shapes']}: "
@@ -220,8 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         ops = ", ".join(f"{op} {s:.3f} s" for op, s in figures["largest"].get(name, []))
         print(f"  {name}: {ops}")
     print(f"load average at end: {load_average()}")
-    target = "<=1.5" if args.precision == "32-true" else "-"
+    target = "<=1.5" if args.precision == "32-true" and args.side == "workbench" else "-"
     name = "sft_step_over_matmul_bound" + ("" if args.precision == "32-true" else "_bf16")
+    name += "" if args.side == "workbench" else "_trl"
     print(f"BENCH {name} {step / bound_s:.2f} x target={target}")
     return 0
 

@@ -5,13 +5,14 @@ their gradients, the temporaries of every elementwise op). glibc's malloc serves
 above its mmap threshold (128 KiB at first, raised as such blocks are freed, at most 32 MiB)
 with a fresh ``mmap`` and returns it with ``munmap`` when freed, and it hands the heap's free
 top back to the system above its trim threshold. Every such block's pages are then
-zero-filled by the kernel again on first touch, one page fault per 4 KiB: on SmolLM2-135M's
-shape (LoRA SFT, batch 8 x 128, 2 cores) the elementwise ops spent most of their time there,
-and the process a third of its time in the kernel (benchmarks/sft_step_profile.py).
+zero-filled by the kernel again on first touch, one page fault per 4 KiB, and the
+elementwise ops that write them pay for it.
 
 :func:`keep_freed_memory` sets the mmap threshold to its largest value (blocks up to 32 MiB
 come from the heap) and the trim threshold to 2 GiB (freed heap memory stays for reuse).
-The cost: the process's resident memory stays near its peak instead of shrinking after it,
+Measured (BENCHMARKS.md, train options): 2-5% off a LoRA SFT step on a CPU (3% at
+SmolLM2-135M's shape, 5% at a small one), with the training peak within 2% either way. The
+cost: the process's resident memory stays near its peak instead of shrinking after it,
 which a training process, whose peak is what it must fit in, does not notice.
 
 ``mallopt`` is glibc's; on other C libraries (musl, macOS, Windows) nothing changes.

@@ -473,8 +473,8 @@ class TrainSpec(_Section):
         True,
         description="Keep the memory a step frees in the process's heap for the next step "
         "(glibc's mmap threshold at 32 MiB, its trim threshold at 2 GiB) instead of handing it "
-        "back to the system and page-faulting it in again: about a quarter off a CPU step at "
-        "SmolLM2-135M's shape (BENCHMARKS.md, train options). The process's resident memory "
+        "back to the system and page-faulting it in again: 2-5% off a CPU step (BENCHMARKS.md, "
+        "train options). The process's resident memory "
         "then stays near its peak. Set once for the process; glibc only (elsewhere nothing "
         "changes).",
     )
