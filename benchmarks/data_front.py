@@ -1,7 +1,7 @@
 """Which training rows to keep: every data selector against random under a data budget.
 
-    python benchmarks/data_front.py            # 3 seeds x (7 selectors at 10% and 30%, plus all
-                                               # rows): 45 runs of 150 steps on the default base
+    python benchmarks/data_front.py            # 3 seeds x (7 selectors and online-in-run at 10%
+                                               # and 30%, plus all rows): 51 runs of 150 steps
     python benchmarks/data_front.py --seeds 1 --selectors random confidence s2l
     python benchmarks/data_front.py --quick    # the fast test base, 40 rows, 4 steps, 30% only,
                                                # one seed: a smoke test of the script (its
@@ -16,6 +16,9 @@ rows). Each registered selector (``data.select``) keeps ``--budgets`` of the row
 scored with the base as loaded, and the run then trains the same ``--steps`` steps whatever its
 budget (a smaller budget repeats its rows more often). At 100% every selector keeps every row,
 so the rows trained on are the same for all of them: that budget is one run per seed, ``all``.
+``online-in-run`` is not a selector: it keeps random rows at the budget and chooses each
+step's batch during the run (``data.online_batch``, a pool 4 times the batch scored by the
+model as it trains), the online selector's rule applied in the run instead of on a proxy.
 Every run is its own MLflow run (a temporary store) with two objectives: the task's held-out
 ``--metric`` on ``--eval-size`` prompts (greedy) and ``cost:train_examples``, the data budget.
 
@@ -50,6 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from workbench.models.bases import FAST_TINY_SHAPE  # noqa: E402  (the checkout's own package)
 
 ALL_ROWS = "all"  # the 100% budget: every selector keeps every row, one run per seed
+# Not a selector: random rows at the budget, each step's batch then chosen during the run from
+# a drawn pool 4 times its size (data.online_batch), the online selector's rule in the run.
+IN_RUN = "online-in-run"
 TARGET_BUDGET = 0.3  # the headline's budget
 # --quick: proxies small enough that every selector scores its rows in about a second.
 QUICK_SETTINGS = {
@@ -67,7 +73,10 @@ def run_spec(args, selector: str, budget: float, seed: int) -> dict:
         "eval_size": args.eval_size,
         "corrupt_fraction": args.noise,
     }
-    if selector != ALL_ROWS:
+    if selector == IN_RUN:
+        data["select"] = {"name": "random", "budget": budget}
+        data["online_batch"] = {"pool_factor": 2 if args.quick else 4}
+    elif selector != ALL_ROWS:
         settings = QUICK_SETTINGS.get(selector, {}) if args.quick else {}
         data["select"] = {"name": selector, "budget": budget, **settings}
     spec = {
@@ -214,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--selectors",
         nargs="+",
-        default=[name for name, entry in components.SELECTORS.items() if entry.builtin],
-        help="selectors to compare (default: every built-in one; random is always run)",
+        default=[
+            *(name for name, entry in components.SELECTORS.items() if entry.builtin),
+            IN_RUN,
+        ],
+        help=f"selectors to compare (default: every built-in one and {IN_RUN}, random rows "
+        "whose batches are chosen during the run; random is always run)",
     )
     parser.add_argument(
         "--budgets",
@@ -254,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    unknown = [s for s in args.selectors if s not in components.SELECTORS]
+    unknown = [s for s in args.selectors if s not in components.SELECTORS and s != IN_RUN]
     if unknown:
-        parser.error(f"--selectors: unknown {unknown}; allowed: {', '.join(components.SELECTORS)}")
+        allowed = ", ".join([*components.SELECTORS, IN_RUN])
+        parser.error(f"--selectors: unknown {unknown}; allowed: {allowed}")
     selectors = list(dict.fromkeys(["random", *args.selectors]))
     budgets = sorted({b for b in args.budgets if b < 1})
     if TARGET_BUDGET not in budgets:

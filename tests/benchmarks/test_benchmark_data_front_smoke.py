@@ -12,15 +12,17 @@ from workbench.spec import components
 def test_quick_data_front_runs_every_selector_and_prints_the_headlines():
     result = run_script("--quick", script="benchmarks/data_front.py", timeout=600)
     lines = result.stdout.strip().splitlines()
-    # One run per built-in selector at 30% of the 40 rows (12 rows), and one on all 40, with
-    # 30% of the answers corrupted: each selector's dropped rows are scored against them.
+    # One run per built-in selector (and online-in-run) at 30% of the 40 rows (12 rows), and
+    # one on all 40, with 30% of the answers corrupted: each selector's dropped rows are
+    # scored against them.
     runs = {}
     for line in lines:
         match = re.match(r"^(\S+) +(\d+)% +0 +(\d+) +([\d.]+) +(\S+) +(\S+) +[\d.]+$", line)
         if match:
             runs[match[1]] = match.groups()[1:]
     builtin = [name for name, entry in components.SELECTORS.items() if entry.builtin]
-    assert set(runs) == {*builtin, "all"}, result.stdout[-3000:]
+    # online-in-run: random rows at the budget, batches chosen during the run.
+    assert set(runs) == {*builtin, "online-in-run", "all"}, result.stdout[-3000:]
     for name, (budget, rows, quality, precision, recall) in runs.items():
         assert (budget, rows) == (("100", "40") if name == "all" else ("30", "12")), name
         assert 0 <= float(quality) <= 1
