@@ -301,18 +301,27 @@ def moves_that_redraw(explorer, count: int) -> list[tuple[int, float]]:
 
 
 # Set up in the page: the pointer's time on a slider, the time of the frame after the
-# figure's next update.
-WATCH_FIGURE = """plot => {
+# figure's next draw. Plotly announces a redraw by several events (an update, a restyle, a
+# react, and afterplot after any of them); the listeners go on every plot element the page
+# holds at each move (FIGURE_LISTENERS), since a widget may render its figure into a new one.
+WATCH_POINTER = """() => {
     window.__move = {input: null, drawn: null};
     document.addEventListener('pointerdown', () => {
         window.__move = {input: performance.now(), drawn: null};
     }, true);
+}"""
+FIGURE_LISTENERS = """() => {
     const drawn = () => requestAnimationFrame(() => {
         if (window.__move.input !== null && window.__move.drawn === null) {
             window.__move.drawn = performance.now();
         }
     });
-    for (const event of ['plotly_update', 'plotly_restyle']) plot.on(event, drawn);
+    for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+        if (plot.__watched || !plot.on) continue;
+        plot.__watched = true;
+        for (const event of ['plotly_update', 'plotly_restyle', 'plotly_react',
+                             'plotly_afterplot']) plot.on(event, drawn);
+    }
 }"""
 
 
@@ -352,11 +361,11 @@ def time_slider_in_browser(
         page.set_default_timeout(120_000)
         # The build over 1,000 runs in a kernel on 2 busy cores: well under this.
         run_all(page, base, token, "explorer.ipynb", f"runs shown: {runs}", 600)
-        plot = page.locator(".js-plotly-plot").first
-        plot.wait_for()
-        plot.evaluate(WATCH_FIGURE)
+        page.locator(".js-plotly-plot").first.wait_for()
+        page.evaluate(WATCH_POINTER)
         sliders = page.locator(".widget-slider")
         for index, value in moves:
+            page.evaluate(FIGURE_LISTENERS)
             slider = sliders.nth(index)
             slider.scroll_into_view_if_needed()
             track = slider.locator(".noUi-base").bounding_box()
