@@ -6,7 +6,8 @@ each against a float32 baseline.
     python benchmarks/train_options.py --quick         # a tiny shape, 2 steps, 1 repeat: a
                                                        # smoke test (its figures mean little)
 
-LoRA SFT (``workbench.run``, the default adapter settings, ``kernels: auto``) on a Llama-shaped
+LoRA SFT (``workbench.run``, the default adapter settings, ``kernels: auto``; ``--adapter full``
+for full fine-tuning) on a Llama-shaped
 model with random weights and a word-level tokenizer built locally (no hub), batch 8 x 128
 tokens: every row is cut to exactly 128 tokens, so every batch has the same shape and a
 compiled step compiles once. Shapes: ``small`` (hidden 256, 4 layers, 4 heads, intermediate
@@ -14,7 +15,9 @@ compiled step compiles once. Shapes: ``small`` (hidden 256, 4 layers, 4 heads, i
 heads, intermediate 1536, vocabulary 49152). Settings: ``baseline`` (32-true, the
 defaults), ``grad_ckpt`` (``train.gradient_checkpointing``), ``bf16`` (``train.precision:
 bf16-mixed``), ``compile`` (``train.compile``) and ``no_reuse`` (``train.reuse_freed_memory:
-false``: freed memory handed back to the system, glibc's own behaviour).
+false``: freed memory handed back to the system, glibc's own behaviour) and ``foreach_adam``
+(``optimizer.fused: false``: torch's multi-tensor AdamW instead of the fused one, the default
+on CPU).
 
 Each run is its own process, the settings alternating (the order rotates each repeat) so
 that load from other processes hits every setting alike. Per run: the step time (median of
@@ -52,14 +55,18 @@ SHAPES = {
     "135m": {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9,
              "num_key_value_heads": 3, "intermediate_size": 1536, "vocab_size": 49152},
 }  # fmt: skip
+# Each setting: the spec sections it changes against the defaults.
 SETTINGS = {
     "baseline": {},
-    "grad_ckpt": {"gradient_checkpointing": True},
-    "bf16": {"precision": "bf16-mixed"},
-    "compile": {"compile": True},
+    "grad_ckpt": {"train": {"gradient_checkpointing": True}},
+    "bf16": {"train": {"precision": "bf16-mixed"}},
+    "compile": {"train": {"compile": True}},
     # The baseline keeps freed memory in the heap (train.reuse_freed_memory, the default);
     # this one hands it back to the system as glibc does by default.
-    "no_reuse": {"reuse_freed_memory": False},
+    "no_reuse": {"train": {"reuse_freed_memory": False}},
+    # The baseline's AdamW is fused (the default on CPU); this one is torch's multi-tensor
+    # step. It matters with --adapter full, where every weight has its moments.
+    "foreach_adam": {"optimizer": {"fused": False}},
 }
 # Headline figures: (name, setting, measure, target).
 HEADLINES = (
@@ -69,6 +76,9 @@ HEADLINES = (
     ("compile_step_time_ratio", "compile", "step_s", "<=0.9"),
     # Above 1: reusing freed memory (the baseline) is the faster.
     ("no_reuse_step_time_ratio", "no_reuse", "step_s", ">=1"),
+    # Above 1: the fused AdamW (the baseline) is the faster and the leaner.
+    ("foreach_adam_step_time_ratio", "foreach_adam", "step_s", ">=1"),
+    ("foreach_adam_peak_mem_ratio", "foreach_adam", "peak_mb", ">=1"),
 )
 BATCH, LENGTH = 8, 128
 ROWS = 256
@@ -113,12 +123,14 @@ def build_model(folder: Path, shape: dict) -> None:
             handle.write(json.dumps({"prompt": prompt, "completion": " " + completion}) + "\n")
 
 
-def spec_dict(folder: Path, setting: str, steps: int, store: str) -> dict:
+def spec_dict(folder: Path, setting: str, steps: int, store: str, adapter: str = "lora") -> dict:
+    changes = SETTINGS[setting]
     return {
         "model": {"name": str(folder / "model")},
         "data": {"source": str(folder / "rows.jsonl"), "eval_size": 8},
         "method": "sft",
-        "adapter": {"name": "lora"},
+        "adapter": {"name": adapter},
+        "optimizer": {"name": "adamw", **changes.get("optimizer", {})},
         "objectives": [{"name": "heldout_nll", "direction": "min", "source": "term:completion"}],
         "train": {
             "steps": steps,
@@ -126,14 +138,14 @@ def spec_dict(folder: Path, setting: str, steps: int, store: str) -> dict:
             "max_length": LENGTH,
             "eval_every": steps,
             "accelerator": "cpu",
-            **SETTINGS[setting],
+            **changes.get("train", {}),
         },
         "eval": {"batch_size": BATCH, "samples_logged": 0},
         "tracking": {"uri": store, "experiment": "train-options", "log_model": False},
     }
 
 
-def child(folder: Path, setting: str, steps: int) -> dict:
+def child(folder: Path, setting: str, steps: int, adapter: str) -> dict:
     """One run in this process: its step times, peak memory and tags."""
     import workbench
     from workbench import tracking
@@ -164,8 +176,8 @@ def child(folder: Path, setting: str, steps: int) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="train-options-store-") as tmp:
         store = f"sqlite:///{tmp}/mlflow.db"
-        result = workbench.run(spec_dict(folder, setting, steps, store), log=lambda *a: None,
-                               observers=[Watch()])  # fmt: skip
+        spec = spec_dict(folder, setting, steps, store, adapter)
+        result = workbench.run(spec, log=lambda *a: None, observers=[Watch()])
         tags = tracking.connect(store).get_run(result.run_id).data.tags
     timed = [s for step, s in sorted(seen["step_s"].items()) if step > WARMUP]
     timed = timed or list(seen["step_s"].values())  # a --quick run has no steps after warm-up
@@ -184,10 +196,10 @@ def child(folder: Path, setting: str, steps: int) -> dict:
     }
 
 
-def run_child(folder: Path, setting: str, steps: int, threads: int) -> dict:
+def run_child(folder: Path, setting: str, steps: int, threads: int, adapter: str) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(threads)}
-    command = [sys.executable, os.path.abspath(__file__), "--child", setting,
-               "--folder", str(folder), "--steps", str(steps)]  # fmt: skip
+    command = [sys.executable, os.path.abspath(__file__), "--child", setting, "--folder",
+               str(folder), "--steps", str(steps), "--adapter", adapter]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode or not lines:
@@ -233,19 +245,22 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads a run (default 1: steadier when shared)")  # fmt: skip
     parser.add_argument("--settings", default=",".join(SETTINGS),
                         help="comma-separated settings (the baseline is always run)")  # fmt: skip
+    parser.add_argument("--adapter", choices=("lora", "full"), default="lora",
+                        help="lora (default) or full fine-tuning")  # fmt: skip
     parser.add_argument("--child", choices=tuple(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     shape_name = "quick" if args.quick else args.shape
     steps = args.steps or (2 if args.quick else 6 if shape_name == "135m" else 12)
     if args.child:
-        print("RESULT " + json.dumps(child(Path(args.folder), args.child, steps)))
+        print("RESULT " + json.dumps(child(Path(args.folder), args.child, steps, args.adapter)))
         return 0
     repeats = args.repeats or (1 if args.quick else 3)
     settings = ["baseline", *(s for s in args.settings.split(",") if s in SETTINGS and
                               s != "baseline")]  # fmt: skip
 
-    print("LoRA SFT: train options against a float32 baseline")
+    print(f"{'LoRA' if args.adapter == 'lora' else 'Full fine-tuning'} SFT: train options "
+          "against a float32 baseline")  # fmt: skip
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; python "
           f"{platform.python_version()}, {versions()}")  # fmt: skip
     print(f"command: python benchmarks/train_options.py {' '.join(sys.argv[1:])}".rstrip())
@@ -261,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             shift = repeat % len(settings)
             for setting in settings[shift:] + settings[:shift]:
                 try:
-                    results[setting].append(run_child(folder, setting, steps, args.threads))
+                    results[setting].append(
+                        run_child(folder, setting, steps, args.threads, args.adapter)
+                    )
                     # Progress on stderr: a run at the 135m shape takes minutes.
                     step_s = results[setting][-1]["step_s"]
                     print(f"repeat {repeat + 1}/{repeats} {setting}: {step_s:.3f} s a step",
