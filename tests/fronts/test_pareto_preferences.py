@@ -101,6 +101,26 @@ def test_unreachable_3d_agrees_with_a_weight_grid():
         assert marks.tolist() == [False, False, False, expected]
 
 
+@pytest.mark.parametrize("k", [2, 3, 4])
+@pytest.mark.parametrize("seed", range(4))
+def test_the_hull_finds_the_rows_the_per_row_lps_find(k, seed):
+    """The one-hull method (the default up to four objectives) against one LP per row, on
+    fronts with convex and concave parts, repeated rows and rows tied in one objective."""
+    rng = np.random.default_rng(1000 * k + seed)
+    raw = rng.uniform(0.05, 1, size=(120, k))
+    power = rng.choice([0.5, 2.0], size=(120, 1))  # spheres bulging in and out
+    points = raw / np.linalg.norm(raw, axis=1, keepdims=True) ** power
+    points = np.vstack([points, points[:5], points[5:8] * [1] + [[0] * (k - 1) + [1e-3]]])
+    points[10:13, 0] = points[9, 0]  # ties in the first objective
+    directions = ["min"] * (k - 1) + ["max"]
+    by_hull = pareto.weighted_sum_unreachable(points, directions, method="hull")
+    by_lp = pareto.weighted_sum_unreachable(points, directions, method="lp")
+    assert by_hull.tolist() == by_lp.tolist()
+    assert (pareto.weighted_sum_unreachable(points, directions) == by_hull).all()
+    front = pareto.non_dominated(points, directions)
+    assert 0 < by_hull.sum() < front.sum(), "the fixture should have both kinds of front row"
+
+
 def test_preference_inputs_are_checked():
     with pytest.raises(pareto.ParetoInputError, match="one value per objective"):
         pareto.preference_scores([[1, 2]], ["min", "min"], [1, 2, 3])
@@ -108,3 +128,5 @@ def test_preference_inputs_are_checked():
         pareto.preference_scores([[1, 2]], ["min", "min"], [0, 0])
     with pytest.raises(pareto.ParetoInputError, match="allowed: weighted_sum, chebyshev"):
         pareto.preference_scores([[1, 2]], ["min", "min"], [1, 1], "sum")
+    with pytest.raises(pareto.ParetoInputError, match="allowed: auto, hull, lp"):
+        pareto.weighted_sum_unreachable([[1, 2], [2, 1], [3, 0]], ["min", "min"], method="x")
