@@ -376,14 +376,15 @@ def list_runs(store, experiment: str | None = None, *, status: str | None = None
     ]
 
 
-def run_records(store, experiment: str) -> list[dict[str, Any]]:
+def run_records(store, experiment: str, *, status: str | None = None) -> list[dict[str, Any]]:
     """Every run of ``experiment`` (oldest first) as the dicts ``tracking.runs_frame`` gives
     (``run_id``, ``run_name``, ``status``, ``start_time``, ``end_time`` in ms, ``tags``,
-    ``params``, ``metrics``: the latest value of each, ``objectives``), every status kept."""
+    ``params``, ``metrics``: the latest value of each, ``objectives``); every status kept,
+    or only ``status``."""
     reader = _reader(store)
     experiments = experiment_ids(reader, experiment)
     records = []
-    for run in reader.runs(list(experiments)):
+    for run in reader.runs(list(experiments), status=status):
         metrics = {k: v for k, (v, _) in run.latest.items()}
         records.append(
             run_as_record(
@@ -398,6 +399,23 @@ def run_records(store, experiment: str) -> list[dict[str, Any]]:
             )
         )
     return records
+
+
+def finished_run_records(
+    store, experiment: str, parent_run_id: str | None = None
+) -> list[dict[str, Any]]:
+    """The FINISHED runs of ``experiment`` (of one sweep or search: ``parent_run_id``) as
+    :func:`run_records` gives them, oldest first; ``[]`` when the store has no such
+    experiment. The same answer as ``tracking.runs_frame(client, experiment,
+    parent_run_id=...)``, read without MLflow from a local sqlite store."""
+    reader = _reader(store)
+    if experiment not in reader.experiments().values():
+        return []
+    return [
+        r
+        for r in run_records(reader, experiment, status="FINISHED")
+        if parent_run_id is None or r["tags"].get(PARENT_TAG) == parent_run_id
+    ]
 
 
 def run_as_record(

@@ -20,6 +20,7 @@ from workbench.fronts import finished_runs as fronts
 from workbench.fronts import pareto, plots
 from workbench.spec import mlflow_names
 from workbench.spec.mlflow_names import KIND_RUN, TAG_KIND
+from workbench.tracking import run_listing
 from workbench.widgets import readable
 from workbench.widgets import run_compare_logic as comparison
 from workbench.widgets.charts import fit_charts
@@ -145,8 +146,10 @@ class ParetoExplorer(w.VBox):
 
     def refresh(self) -> None:
         """Re-read the finished runs from the store, rebuild the front and the figure."""
-        client = tracking.connect(self.uri)
-        runs = tracking.runs_frame(client, self.experiment, parent_run_id=self.parent_run_id)
+        # A local sqlite store is read without MLflow (its SQLAlchemy store takes seconds to
+        # open and to turn a thousand runs into objects); any other through MLflow's client.
+        store = run_listing.open_store(self.uri)
+        runs = run_listing.finished_run_records(store, self.experiment, self.parent_run_id)
         if any(name.startswith("cost:") for name in self._names or ()):
             # Costs asked for as axes: every run recorded them, declared or not.
             runs = [fronts.with_cost_axes(r) for r in runs]
@@ -156,7 +159,7 @@ class ParetoExplorer(w.VBox):
         self._overlay_runs = {
             label: [
                 r
-                for r in tracking.runs_frame(client, self.experiment, parent_run_id=parent)
+                for r in run_listing.finished_run_records(store, self.experiment, parent)
                 if r["objectives"]
             ]
             for label, parent in self.overlays.items()
