@@ -371,3 +371,28 @@ def test_the_listing_benchmark_runs_quick_and_ends_with_its_headline_figures():
     tail = [re.match(r"^BENCH (\S+) (\d+\.\d+) s target=<=1\.5$", line) for line in lines[-3:]]
     assert all(tail), lines[-3:]
     assert [m[1] for m in tail] == ["cli_status_s", "cli_front_s", "cli_runs_s"]
+
+
+def test_the_explorers_reader_gives_what_mlflows_client_gives(store):
+    """The finished runs the ParetoExplorer reads (the sqlite reader, no MLflow), against
+    ``tracking.runs_frame`` over MLflow's client: the whole experiment, one sweep's children,
+    and an experiment the store does not have. (Last in the file: it adds an experiment.)"""
+    client, _ = store
+    parent = _make_run(client, "FINISHED", 0, name="sweep", experiment="family", kind="sweep")
+    _make_run(client, "FINISHED", 3, name="child-a", experiment="family", parent=parent,
+              objectives={"correctness": 0.5})  # fmt: skip
+    _make_run(client, "FAILED", 2, name="child-b", experiment="family", parent=parent)
+    _make_run(client, "FINISHED", 3, name="child-c", experiment="family", parent=parent,
+              objectives={"correctness": 0.7})  # fmt: skip
+    _make_run(client, "FINISHED", 3, name="alone", experiment="family")
+    fast = run_listing.open_store()
+    assert isinstance(fast, run_listing.SqliteStore)
+    whole = run_listing.finished_run_records(fast, "family")
+    assert [r["run_name"] for r in whole] == ["sweep", "child-a", "child-c", "alone"]
+    assert whole == tracking.runs_frame(client, "family")
+    children = run_listing.finished_run_records(fast, "family", parent)
+    assert [r["run_name"] for r in children] == ["child-a", "child-c"]
+    assert children == tracking.runs_frame(client, "family", parent_run_id=parent)
+    assert children[1]["objectives"] == {"correctness": 0.7}
+    assert run_listing.finished_run_records(fast, "nope") == []
+    assert tracking.runs_frame(client, "nope") == []
