@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                     return 1
     print(f"{time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
     print()
-    header = (f"{'setting':<10} {'s/step (min-max)':>24} {'train peak MiB (min-max)':>26} "
+    header = (f"{'setting':<12} {'s/step (min-max)':>24} {'train peak MiB (min-max)':>26} "
               f"{'process peak MiB':>17} {'time/base':>9} {'mem/base':>8} {'held-out nll':>12}"
               f" {'first step s':>12}  compile tag")  # fmt: skip
     print(header)
@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         process_peak = statistics.median(r["process_peak_mb"] for r in rows)
         first_step = statistics.median(r["first_step_s"] for r in rows)
         time_ratio, mem_ratio = (ratio(results, setting, k) for k in ("step_s", "peak_mb"))
-        print(f"{setting:<10} {spread([r['step_s'] for r in rows], 4):>24} "
+        print(f"{setting:<12} {spread([r['step_s'] for r in rows], 4):>24} "
               f"{spread([r['peak_mb'] for r in rows], 1):>26} {process_peak:>17.0f} "
               f"{time_ratio:>9.3f} {mem_ratio:>8.3f} {rows[0]['heldout_nll']:>12.5f} "
               f"{first_step:>12.2f}  {rows[0]['compile']}")  # fmt: skip
