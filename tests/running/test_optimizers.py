@@ -67,16 +67,26 @@ def test_the_fused_and_multi_tensor_steps_follow_adamw_written_out_in_float64(fu
     assert moved > 0.01  # five steps of lr 0.01 moved the weights
 
 
-def test_fused_with_fp16_scaling_and_clipping_is_refused_in_one_line():
+@pytest.mark.parametrize("precision", ["16-mixed", "bf16-mixed"])
+def test_fused_under_a_mixed_precision_that_clips_is_refused_and_the_default_unfuses(precision):
+    """Lightning refuses to clip a fused optimizer's gradients under mixed precision (its
+    check is the optimizer's, whatever the dtype): an explicit ``fused: true`` is refused when
+    the spec is read, and the default resolves to the multi-tensor step there."""
     spec = {
         "optimizer": {"name": "adamw", "fused": True},
-        "train": {"precision": "16-mixed", "grad_clip": 1.0},
+        "train": {"precision": precision, "grad_clip": 1.0},
     }
     with pytest.raises(SpecError) as info:
         RunSpec.parse(spec)
     message = str(info.value)
-    assert "optimizer.fused: true" in message and "16-mixed" in message
+    assert "optimizer.fused: true" in message and precision in message
     assert "optimizer.fused: false" in message  # the fix
-    # The default (fused on CPU only) and an explicit false both validate.
+    # The default and an explicit false validate; the default becomes false for this run.
     for fused in (None, False):
-        RunSpec.parse({**spec, "optimizer": {"name": "adamw", "fused": fused}})
+        parsed = RunSpec.parse({**spec, "optimizer": {"name": "adamw", "fused": fused}})
+        assert parsed.optimizer.fused is fused  # the spec keeps what was written
+        assert parsed.optimizer.for_train(parsed.train).fused is False
+    # Without clipping, or in float32, the default stays for the builder to resolve.
+    for train in ({"precision": precision, "grad_clip": None}, {"grad_clip": 1.0}):
+        parsed = RunSpec.parse({"optimizer": {"name": "adamw"}, "train": train})
+        assert parsed.optimizer.for_train(parsed.train).fused is None

@@ -393,7 +393,8 @@ class WorkbenchModule(L.LightningModule):
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
 
     def configure_optimizers(self):
-        o, t = self.spec.optimizer, self.spec.train
+        t = self.spec.train
+        o = self.spec.optimizer.for_train(t)
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = registry.resolve(components.OPTIMIZERS[o.name].build)(params, o)
         factor = registry.resolve(components.SCHEDULERS[t.scheduler.name].factor)

@@ -68,18 +68,29 @@ class AdamParams(OptimizerParams):
     fused: bool | None = Field(
         None,
         description="torch's fused kernel (one pass over each parameter, no temporaries the "
-        "size of the model). Default: fused on CPU, where it was measured faster and leaner; "
-        "torch's own choice elsewhere.",
+        "size of the model). Default: fused on CPU, where it was measured faster, unless a "
+        "mixed precision clips gradients (Lightning clips no fused optimizer's gradients "
+        "there); torch's own choice elsewhere.",
     )
 
     def check_train(self, train: Any) -> None:
-        if self.fused and train.precision == "16-mixed" and train.grad_clip:
+        if self.fused and _clips_mixed_precision(train):
             raise ValueError(
-                f"optimizer.fused: true with train.precision 16-mixed and train.grad_clip "
-                f"{train.grad_clip}: a fused Adam unscales fp16 gradients inside its step, so "
-                "they cannot be clipped first; set optimizer.fused: false, or "
-                "train.grad_clip: null, or train.precision: bf16-mixed"
+                f"optimizer.fused: true with train.precision {train.precision} and "
+                f"train.grad_clip {train.grad_clip}: Lightning does not clip a fused "
+                "optimizer's gradients under mixed precision (the fused step unscales them "
+                "itself); set optimizer.fused: false, or train.grad_clip: null, or "
+                "train.precision: 32-true"
             )
+
+    def for_train(self, train: Any) -> AdamParams:
+        if self.fused is None and _clips_mixed_precision(train):
+            return self.model_copy(update={"fused": False})
+        return self
+
+
+def _clips_mixed_precision(train: Any) -> bool:
+    return str(train.precision).endswith("-mixed") and bool(train.grad_clip)
 
 
 class SGDParams(OptimizerParams):

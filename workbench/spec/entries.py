@@ -83,6 +83,12 @@ class OptimizerParams(PluginParams):
         """Raise ValueError (one line: the field, its value and what is allowed) if the spec's
         ``train`` section cannot run with this optimizer; checked when a spec is validated."""
 
+    def for_train(self, train: Any) -> OptimizerParams:
+        """These settings as a run with ``train`` builds its optimizer: a default an optimizer
+        resolves from the train section (e.g. Adam's ``fused``) resolved; the spec itself keeps
+        what the user wrote."""
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _drop_former_defaults(cls, data: Any) -> Any:
