@@ -390,7 +390,7 @@ def test_the_explorers_reader_gives_what_mlflows_client_gives(store):
     whole = run_listing.finished_run_records(fast, "family")
     assert [r["run_name"] for r in whole] == ["sweep", "child-a", "child-c", "alone"]
     assert whole == tracking.runs_frame(client, "family")
-    children = run_listing.finished_run_records(fast, "family", parent)
+    children = run_listing.children(whole, parent)
     assert [r["run_name"] for r in children] == ["child-a", "child-c"]
     assert children == tracking.runs_frame(client, "family", parent_run_id=parent)
     assert children[1]["objectives"] == {"correctness": 0.7}

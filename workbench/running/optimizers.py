@@ -24,7 +24,8 @@ def _adam_options(params: list, settings) -> dict:
         # On CPU the fused step updates each parameter in one pass; the multi-tensor one
         # (torch's default) makes temporaries as large as the trained parameters.
         # benchmarks/train_options.py measures both. Elsewhere torch's choice stands.
-        fused = bool(params) and all(p.device.type == "cpu" for p in params) or None
+        on_cpu = bool(params) and all(p.device.type == "cpu" for p in params)
+        fused = True if on_cpu else None
     return {
         "lr": settings.lr,
         "betas": settings.betas,

@@ -401,21 +401,23 @@ def run_records(store, experiment: str, *, status: str | None = None) -> list[di
     return records
 
 
-def finished_run_records(
-    store, experiment: str, parent_run_id: str | None = None
-) -> list[dict[str, Any]]:
-    """The FINISHED runs of ``experiment`` (of one sweep or search: ``parent_run_id``) as
-    :func:`run_records` gives them, oldest first; ``[]`` when the store has no such
-    experiment. The same answer as ``tracking.runs_frame(client, experiment,
-    parent_run_id=...)``, read without MLflow from a local sqlite store."""
+def finished_run_records(store, experiment: str) -> list[dict[str, Any]]:
+    """The FINISHED runs of ``experiment`` as :func:`run_records` gives them, oldest first;
+    ``[]`` when the store has no such experiment. The same answer as
+    ``tracking.runs_frame(client, experiment)``, read without MLflow from a local sqlite
+    store (:func:`children` picks one sweep's runs out of it)."""
     reader = _reader(store)
     if experiment not in reader.experiments().values():
         return []
-    return [
-        r
-        for r in run_records(reader, experiment, status="FINISHED")
-        if parent_run_id is None or r["tags"].get(PARENT_TAG) == parent_run_id
-    ]
+    return run_records(reader, experiment, status="FINISHED")
+
+
+def children(records: list[dict[str, Any]], parent_run_id: str | None) -> list[dict[str, Any]]:
+    """The records whose parent run (a sweep's, a search's) is ``parent_run_id``; all of them
+    when it is None."""
+    if parent_run_id is None:
+        return records
+    return [r for r in records if r["tags"].get(PARENT_TAG) == parent_run_id]
 
 
 def run_as_record(

@@ -148,8 +148,11 @@ class ParetoExplorer(w.VBox):
         """Re-read the finished runs from the store, rebuild the front and the figure."""
         # A local sqlite store is read without MLflow (its SQLAlchemy store takes seconds to
         # open and to turn a thousand runs into objects); any other through MLflow's client.
-        store = run_listing.open_store(self.uri)
-        runs = run_listing.finished_run_records(store, self.experiment, self.parent_run_id)
+        # One read serves this front and every overlaid builder's.
+        finished = run_listing.finished_run_records(
+            run_listing.open_store(self.uri), self.experiment
+        )
+        runs = run_listing.children(finished, self.parent_run_id)
         if any(name.startswith("cost:") for name in self._names or ()):
             # Costs asked for as axes: every run recorded them, declared or not.
             runs = [fronts.with_cost_axes(r) for r in runs]
@@ -157,11 +160,7 @@ class ParetoExplorer(w.VBox):
             r for r in runs if r["tags"].get(TAG_KIND, KIND_RUN) == KIND_RUN and r["objectives"]
         ]
         self._overlay_runs = {
-            label: [
-                r
-                for r in run_listing.finished_run_records(store, self.experiment, parent)
-                if r["objectives"]
-            ]
+            label: [r for r in run_listing.children(finished, parent) if r["objectives"]]
             for label, parent in self.overlays.items()
         }
         self._paths = {}
