@@ -32,6 +32,10 @@ the headline taking the faster of the two; DPO with ``precompute_ref_log_probs``
 ``padding_free`` asked for, which TRL 1.16 switches off again); GRPO sampling with
 transformers' ``generate`` (no vLLM, which needs a GPU). TRL's chunked log-prob heads run as
 shipped; Liger's kernels (TRL's ``use_liger_kernel``) need a GPU and are not in these CPU rows.
+Both sides' children run with torch's transparent huge pages for its large CPU blocks
+(``THP_MEM_ALLOC_ENABLE=1``, which a workbench process sets for itself and any torch program
+can be given; ``--huge-pages off`` runs both without). ``--workbench-spec JSON`` changes the
+workbench's spec (e.g. ``'{"train": {"reuse_freed_memory": false}}'``); its rows then say so.
 
 Measured per run, each in a child process of its own: tokens/s, the non-pad tokens of the timed
 steps (after the warm-up) over their wall time (DPO: plus the timed rows' share of the
@@ -251,6 +255,9 @@ def run_child(side: str, job: dict) -> dict:
         TQDM_DISABLE="1",
         OMP_NUM_THREADS=str(job["threads"]),
         HF_DATASETS_CACHE=str(Path(job["folder"]) / "datasets"),
+        # torch's transparent huge pages for its large CPU blocks, read once by torch at its
+        # first such allocation: set (or not) alike for both sides' children.
+        THP_MEM_ALLOC_ENABLE="1" if job["huge_pages"] else "0",
     )
     command = [sys.executable, os.path.abspath(__file__), "--child", side, "--job", json.dumps(job)]
     run = run_child_process(command, env)
@@ -403,6 +410,15 @@ def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> 
     return lines
 
 
+def transparent_hugepage() -> str:
+    """The kernel's transparent huge page mode (the bracketed one of its sysfs file)."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return "unknown"
+    return text[text.find("[") + 1 : text.find("]")] if "[" in text else text.strip()
+
+
 def versions() -> dict:
     from importlib import metadata
 
@@ -452,6 +468,20 @@ def main(argv=None) -> int:
         choices=("on", "off"),
         default="on",
         help="the workbench's train.padding_free where its spec offers it (135m shape; default on)",
+    )
+    parser.add_argument(
+        "--huge-pages",
+        choices=("on", "off"),
+        default="on",
+        help="THP_MEM_ALLOC_ENABLE in every child's environment, both sides (default on: what "
+        "a workbench process sets for itself; off: torch's default)",
+    )
+    parser.add_argument(
+        "--workbench-spec",
+        type=json.loads,
+        default={},
+        help="JSON merged into every workbench spec, section by section, e.g. "
+        '\'{"train": {"reuse_freed_memory": true}}\' (the rows then say so)',
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -510,12 +540,16 @@ def main(argv=None) -> int:
             "model_shape": model_shape,
             "padding_free": args.padding_free == "on" and args.shape == "135m",
             "reward": GRPO_REWARD[args.shape],
+            "workbench_spec": args.workbench_spec,
+            "huge_pages": args.huge_pages == "on",
         }
         built = run_child("build", job)
         print(
             f"shape {args.shape}{' (quick)' if args.quick else ''}: Llama {model_shape}, "
             f"vocabulary {built['vocab']}, {built['params'] / 1e6:.1f}M parameters; "
-            f"intra-op threads: {args.threads}"
+            f"intra-op threads: {args.threads}; torch's huge pages (THP_MEM_ALLOC_ENABLE): "
+            f"{args.huge_pages}, both sides; the kernel's transparent_hugepage: "
+            f"{transparent_hugepage()}"
         )
         bench = []
         for method in methods:

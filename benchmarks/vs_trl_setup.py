@@ -241,10 +241,11 @@ def workbench_spec(
     too (held-out rows for ``objective`` apart), ``method``, the job's steps, batch, learning
     rate and precision, the schedule, clipping and AdamW of :func:`trl_run_settings`,
     ``kernels: auto``, ``train.padding_free`` as the job asks where the spec offers it, an
-    evaluation only at the end; ``sections`` added (an adapter)."""
+    evaluation only at the end; ``sections`` added (an adapter); then ``job["workbench_spec"]``
+    (``--workbench-spec``) merged in, section by section."""
     train, held_out = train_rows(source, job["eval_fraction"])
     total = job["warmup"] + job["steps"]
-    return {
+    spec = {
         "model": {"name": job["model"]},
         "data": {"source": source, "train_size": len(train),
                  "eval_fraction": job["eval_fraction"], "eval_size": held_out},
@@ -262,13 +263,21 @@ def workbench_spec(
         "tracking": {"uri": store, "experiment": f"vs-trl-{job['method']}", "log_model": False},
         **sections,
     }  # fmt: skip
+    for section, value in job.get("workbench_spec", {}).items():
+        merged = isinstance(value, dict) and isinstance(spec.get(section), dict)
+        spec[section] = {**spec[section], **value} if merged else value
+    return spec
 
 
 def workbench_note(job: dict, kernels: str, what: str) -> str:
-    """A workbench row's configuration: precision, ``what``, kernels, padding-free."""
+    """A workbench row's configuration: precision, ``what``, kernels, padding-free, and what
+    ``--workbench-spec`` changed."""
     padding_free = offered({"padding_free": job["padding_free"]}).get("padding_free", False)
-    return (f"{precision_note(job['precision'] == 'bf16')}, {what}kernels: auto ({kernels}), "
-            f"padding-free {'on' if padding_free else 'off'}")  # fmt: skip
+    changed = job.get("workbench_spec")
+    return (f"{precision_note(job['precision'] == 'bf16')}, {what}kernels: "
+            f"{(changed or {}).get('kernels', 'auto')} ({kernels}), "
+            f"padding-free {'on' if padding_free else 'off'}"
+            + (f", {json.dumps(changed)}" if changed else ""))  # fmt: skip
 
 
 def trl_run_settings(job: dict, output_dir: str) -> dict:

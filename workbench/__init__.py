@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from workbench.running.heap import ask_torch_for_huge_pages
+
 __version__ = "0.1.0"
+
+# Before anything imports torch, where this process imports workbench first: torch reads the
+# switch once (workbench.running.heap says what it does and what it was measured to give).
+ask_torch_for_huge_pages()
 
 _EXPORTS = {
     "RunSpec": "workbench.spec.run_spec",

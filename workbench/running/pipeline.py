@@ -294,8 +294,7 @@ def prepare_run(
     import torch
 
     _check_distribution(spec.train)
-    if spec.train.reuse_freed_memory:
-        heap.keep_freed_memory()
+    heap.set_freed_memory_policy(spec.train.reuse_freed_memory)
     rank_log = log if rank == 0 else (lambda *a: None)
     info = registry.METHODS[spec.method.name]
     row_kind = registry.ROW_KINDS[info.row_kind]

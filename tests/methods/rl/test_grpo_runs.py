@@ -102,11 +102,46 @@ def test_a_fixed_completion_length_samples_every_completion_to_the_end():
             }
         )
     from workbench.methods.rl.sampling import sample_completions
+
+    model, tokenizer, prompts, common = tiny_prompts(["12+7=", "3+4="])
+    ids, mask = sample_completions(model, prompts, min_new_tokens=8, **common)
+    assert ids.shape == (8, 8) and bool(mask.all())
+    assert not (ids[:, :-1] == tokenizer.eos_token_id).any()  # no end token before the budget
+
+
+def test_each_prompt_goes_through_the_model_once_for_its_whole_group(monkeypatch):
+    """The prompts' cache is computed once and repeated for each completion: the same
+    completions as generate's own num_return_sequences (the plain path), with the prompts'
+    positions run once instead of group_size times."""
+    from workbench.methods.rl import sampling
+
+    model, tokenizer, prompts, common = tiny_prompts(["12+7=", "103+45=", "3+4="])
+    fed = []
+    hook = model.get_input_embeddings().register_forward_pre_hook(
+        lambda module, args: fed.append(args[0].numel())
+    )
+    try:
+        shared = sampling.sample_completions(model, prompts, **common)
+        shared_positions, fed[:] = sum(fed), []
+        monkeypatch.setattr(sampling, "_shared_prompt_cache", lambda *args: None)
+        plain = sampling.sample_completions(model, prompts, **common)
+        plain_positions = sum(fed)
+    finally:
+        hook.remove()
+    assert torch.equal(shared[0], plain[0]) and torch.equal(shared[1], plain[1])
+    rows, width = prompts["input_ids"].shape
+    group = common["group_size"]
+    # All but the last prompt position once per prompt instead of once per completion.
+    assert plain_positions - shared_positions == (group - 1) * rows * (width - 1)
+
+
+def tiny_prompts(texts: list[str]):
+    """The tiny base, ``texts`` as a left-padded batch, and sampling settings (4 a prompt)."""
     from workbench.models import tiny
 
     spec = workbench.RunSpec.parse(fast_spec())
     model, tokenizer, _ = tiny.build_or_load(spec.model.tiny, log=lambda *a: None)
-    prompts = tokenizer(["12+7=", "3+4="], return_tensors="pt", padding=True, padding_side="left")
+    prompts = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left")
     common = dict(
         group_size=4,
         max_new_tokens=8,
@@ -117,9 +152,7 @@ def test_a_fixed_completion_length_samples_every_completion_to_the_end():
         pad_id=tokenizer.pad_token_id,
         seed=3,
     )
-    ids, mask = sample_completions(model, dict(prompts), min_new_tokens=8, **common)
-    assert ids.shape == (8, 8) and bool(mask.all())
-    assert not (ids[:, :-1] == tokenizer.eos_token_id).any()  # no end token before the budget
+    return model, tokenizer, dict(prompts), common
 
 
 # -- the pieces -------------------------------------------------------------------------------

@@ -2,15 +2,15 @@
 RAFT share.
 
 A batch of the ``prompt`` row kind holds left-padded prompts. :func:`sample_completions`
-answers each ``group_size`` times in one batched ``generate`` (KV cache on; the completions
-of one prompt in consecutive rows), seeded from the run's seed, the step and the
-micro-batch, so a run is reproducible and a resumed run samples what the uninterrupted one
-did. The prompts and completions are then packed as supervised rows (prompt without padding,
-completion up to and including its end token, right-padded), so the policy scores them with
-the same positions generation used and with :meth:`WorkbenchModule.token_stats` (the fused
-head included). Every objective with source ``reward:<name>`` scores every completion;
-``total`` is sum_k w_k s_k r_k with w_k the objective's weight and s_k = -1 for direction
-``min``.
+answers each ``group_size`` times in one batched ``generate`` (KV cache on, each prompt's
+cache computed once for its group; the completions of one prompt in consecutive rows),
+seeded from the run's seed, the step and the micro-batch, so a run is reproducible and a
+resumed run samples what the uninterrupted one did. The prompts and completions are then
+packed as supervised rows (prompt without padding, completion up to and including its end
+token, right-padded), so the policy scores them with the same positions generation used and
+with :meth:`WorkbenchModule.token_stats` (the fused head included). Every objective with
+source ``reward:<name>`` scores every completion; ``total`` is sum_k w_k s_k r_k with w_k
+the objective's weight and s_k = -1 for direction ``min``.
 
 :class:`SampledCompletionsModule` runs this each step and keeps the samples for
 ``sample_reuse()`` optimizer steps (GRPO's num_iterations). The batch sampler then serves
@@ -119,18 +119,36 @@ def sample_completions(
     """``group_size`` sampled completions of each left-padded prompt, the completions of a
     prompt in consecutive rows: (token ids (N, C), mask (N, C) of each completion's tokens up
     to and including its first end token). The global RNG is seeded with ``seed`` for the
-    call and left as it was."""
+    call and left as it was.
+
+    Each prompt goes through the model once, not ``group_size`` times: its key/value cache
+    (every token but the last) is computed for the prompts as they are and then repeated
+    for each completion, and ``generate`` starts from it, feeding only the prompts' last
+    tokens. The sampling is the one ``num_return_sequences`` would do (the same rows in the
+    same order, the same random draws). A model whose cache cannot be repeated that way,
+    or a prompt of one token, samples the plain way."""
     was_training = model.training
     model.eval()
     device = prompts["input_ids"].device
+    ids, mask = prompts["input_ids"], prompts["attention_mask"]
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
+            shared = _shared_prompt_cache(model, ids, mask, group_size)
+            if shared is None:
+                start = {"input_ids": ids, "attention_mask": mask}
+                repeats = group_size
+            else:
+                start = {
+                    "input_ids": ids.repeat_interleave(group_size, dim=0),
+                    "attention_mask": mask.repeat_interleave(group_size, dim=0),
+                    "past_key_values": shared,
+                }
+                repeats = 1
             out = model.generate(
-                input_ids=prompts["input_ids"],
-                attention_mask=prompts["attention_mask"],
+                **start,
                 do_sample=True,
-                num_return_sequences=group_size,
+                num_return_sequences=repeats,
                 max_new_tokens=max_new_tokens,
                 min_new_tokens=min_new_tokens,
                 temperature=temperature,
@@ -142,12 +160,35 @@ def sample_completions(
             )
     finally:
         model.train(was_training)
-    completions = out[:, prompts["input_ids"].shape[1] :]
+    completions = out[:, ids.shape[1] :]
     if eos_id is None:
         return completions, torch.ones_like(completions, dtype=torch.bool)
     is_end = completions == eos_id
     ended_before = is_end.long().cumsum(dim=1) - is_end.long()
     return completions, ended_before == 0
+
+
+def _shared_prompt_cache(model, ids: torch.Tensor, mask: torch.Tensor, group_size: int):
+    """The key/value cache of every prompt token but the last, computed once per prompt and
+    repeated ``group_size`` times along the batch (completions of a prompt in consecutive
+    rows); None where there is nothing to share (one completion per prompt, a prompt of one
+    token) or the model's cache cannot be repeated."""
+    if group_size == 1 or ids.shape[1] < 2 or bool((mask[:, :-1].sum(dim=1) == 0).any()):
+        return None
+    # The positions generate gives left-padded rows: counted from each row's first token.
+    positions = (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids[:, :-1],
+        attention_mask=mask[:, :-1],
+        position_ids=positions[:, :-1],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(group_size)
+    return cache
 
 
 def pack_rows(
