@@ -250,13 +250,13 @@ def main(argv=None) -> int:
         at = r["at_peak"]
         print(f"{name:<11} {r['peak_mb']:>9.0f} {at['live_mb']:>9.0f} {at['held_mb']:>9.0f} "
               f"{at['held_mb'] - at['live_mb']:>9.0f} {at['free_pieces']:>11} "
-              f"{r['step_s']:>7.1f}")  # fmt: skip
+              f"{r['step_s']:>7.2f}")  # fmt: skip
     first = results[settings[0]]
     print(f"\nkernels: {first['kernels']}")
     total = sum(first["saved_mb"].values())
-    print(f"saved for backward at the second step ({settings[0]}): {total:.0f} MiB, by module")
+    print(f"saved for backward at the second step ({settings[0]}): {total:.1f} MiB, by module")
     for module, mb in first["saved_mb"].items():
-        print(f"  {module:<28} {mb:>8.0f} MiB  {100 * mb / total:>5.1f}%")
+        print(f"  {module:<28} {mb:>8.1f} MiB  {100 * mb / total:>5.1f}%")
     return 0
 
 

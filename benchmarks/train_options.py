@@ -15,7 +15,8 @@ compiled step compiles once. Shapes: ``small`` (hidden 256, 4 layers, 4 heads, i
 heads, intermediate 1536, vocabulary 49152). Settings: ``baseline`` (32-true, the
 defaults), ``grad_ckpt`` (``train.gradient_checkpointing``), ``bf16`` (``train.precision:
 bf16-mixed``), ``compile`` (``train.compile``) and ``no_reuse`` (``train.reuse_freed_memory:
-false``: freed memory handed back to the system, glibc's own behaviour) and ``foreach_adam``
+false``: blocks of 1 MiB and more handed back to the system when freed; before 2026-12-07 it
+left glibc to its own behaviour, which keeps them after the first) and ``foreach_adam``
 (``optimizer.fused: false``: torch's multi-tensor AdamW instead of the fused one, the default
 on CPU).
 
@@ -62,7 +63,7 @@ SETTINGS = {
     "bf16": {"train": {"precision": "bf16-mixed"}},
     "compile": {"train": {"compile": True}},
     # The baseline keeps freed memory in the heap (train.reuse_freed_memory, the default);
-    # this one hands it back to the system as glibc does by default.
+    # this one hands every block of 1 MiB and more back to the system when it is freed.
     "no_reuse": {"train": {"reuse_freed_memory": False}},
     # The baseline's AdamW is fused (the default on CPU); this one is torch's multi-tensor
     # step. It matters with --adapter full, where every weight has its moments.

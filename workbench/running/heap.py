@@ -11,8 +11,8 @@ step's activations come from the heap, and the heap, which can only shrink from 
 fragments: blocks that outlive a step (the optimizer's moments and step counters, made at
 the first step; the gradients, made during each backward; small tensors kept for logging)
 land in the holes the activations left and cut them into pieces the next step's
-activations do not fit. At SmolLM2-135M's shape a full fine-tuning DPO step held 7.2 GiB of
-heap for 5.5 GiB of live blocks, its free space in some 2,300 pieces (BENCHMARKS.md, "Where
+activations do not fit. At SmolLM2-135M's shape a full fine-tuning DPO step held 7.1 GiB of
+heap for 5.9 GiB of live blocks, its free space in 2,625 pieces (BENCHMARKS.md, "Where
 the DPO peak went").
 
 :func:`keep_freed_memory` (``train.reuse_freed_memory: true``, the default) sets the mmap
@@ -22,7 +22,7 @@ heap fragments as above. :func:`return_freed_memory` (``false``) fixes the mmap 
 1 MiB: every activation-sized block is a mapping of its own, handed back when freed, so the
 process holds what is live and little more, and each step faults all its pages in again.
 Setting a threshold also turns glibc's own raising of it off. At that DPO shape ``false``
-lowered the peak from 8.1 to 6.5 GiB and cost 23% of the speed (huge pages off, below). Each
+lowered the peak from 7.9 to 6.5 GiB and cost 23% of the speed (huge pages off, below). Each
 run sets its policy (a later run in the same process sets its own).
 
 Either way, torch's own allocator can ask the kernel for transparent huge pages (2 MiB) for
@@ -32,7 +32,7 @@ setting): ``THP_MEM_ALLOC_ENABLE=1``, which torch reads once, at its first large
 calls it, so it counts in every process that imports ``workbench`` before torch allocates
 (the command line, launched runs, search workers, a notebook that imports workbench first).
 At that DPO shape, keeping freed memory, a step was 7% faster with it and the peak 15%
-lower, 8.1 to 6.7 GiB (BENCHMARKS.md, "Where the DPO peak went"): one fault per 2 MiB
+lower, 7.9 to 6.7 GiB (BENCHMARKS.md, "Where the DPO peak went"): one fault per 2 MiB
 instead of 512, and 2 MiB-aligned blocks that leave the heap less shredded.
 ``THP_MEM_ALLOC_ENABLE=0`` keeps it off.
 

@@ -476,7 +476,7 @@ class TrainSpec(_Section):
         "in twice, 2-5% off a CPU step (BENCHMARKS.md, train options), but the heap "
         "fragments and the process's peak rises. false gives every block of 1 MiB and more "
         "back when freed: the lowest peak, each step faulting its pages in again (full "
-        "fine-tuning DPO at SmolLM2-135M's shape: peak 8.1 to 6.5 GiB, 23% slower). Set "
+        "fine-tuning DPO at SmolLM2-135M's shape: peak 7.9 to 6.5 GiB, 23% slower). Set "
         "per run for the process; glibc only (elsewhere nothing changes).",
     )
     accelerator: str = Field("auto", description="cpu, gpu or auto.")
