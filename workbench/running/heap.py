@@ -1,5 +1,6 @@
-"""What glibc's allocator does with the memory a training step frees: keep it for the next
-step (faster) or give it back to the system (a lower peak).
+"""The process's memory allocators: what glibc's does with the memory a training step frees
+(keep it for the next step, faster; or give it back to the system, a lower peak), and
+whether torch's asks for huge pages.
 
 A CPU training step allocates and frees tensors of the same sizes every step (activations,
 their gradients, the temporaries of every elementwise op). glibc's malloc serves a block
