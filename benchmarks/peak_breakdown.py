@@ -134,15 +134,14 @@ def child(job: dict) -> dict:
     torch.set_num_threads(job["threads"])
     spec_of = __import__(f"vs_trl_{job['method']}").spec
     libc = glibc()
-    seen: dict = {"times": {}}
-    counting = {"step": 0}
+    seen: dict = {}
+    counting = {"step": 0, "started": 0.0}
     training_step = WorkbenchModule.training_step
     after_backward = WorkbenchModule.on_after_backward
 
     def wrapped_step(self, batch, batch_idx):
         counting["step"] += 1
-        started = time.perf_counter()
-        seen["times"]["started"] = started
+        counting["started"] = time.perf_counter()
         if counting["step"] != 2:
             return training_step(self, batch, batch_idx)
         weights = {p.untyped_storage().data_ptr() for p in self.parameters()}
@@ -161,7 +160,7 @@ def child(job: dict) -> dict:
 
     def wrapped_after_backward(self):
         if counting["step"] == 2:
-            seen["step_s"] = time.perf_counter() - seen["times"]["started"]
+            seen["step_s"] = time.perf_counter() - counting["started"]
         return after_backward(self)
 
     WorkbenchModule.training_step = wrapped_step
@@ -228,13 +227,10 @@ def main(argv=None) -> int:
         results = {}
         for name in settings:
             reuse, huge_pages = SETTINGS[name]
-            one = {**run_job, "workbench_spec": {"train": {"reuse_freed_memory": reuse}}}
-            env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-            env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TQDM_DISABLE="1",
-                       OMP_NUM_THREADS=str(args.threads),
-                       THP_MEM_ALLOC_ENABLE="1" if huge_pages else "0")  # fmt: skip
+            one = {**run_job, "huge_pages": huge_pages,
+                   "workbench_spec": {"train": {"reuse_freed_memory": reuse}}}  # fmt: skip
             command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(one)]
-            run = run_child_process(command, env)
+            run = run_child_process(command, vs_trl.child_environment(one))
             if run.returncode != 0:
                 raise RuntimeError(f"setting {name} failed:\n{run.stderr[-4000:]}")
             result = json.loads(run.stdout.strip().splitlines()[-1])

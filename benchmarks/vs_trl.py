@@ -245,8 +245,8 @@ def child(side: str, job: dict) -> dict:
     return getattr(importlib.import_module(f"vs_trl_{method}"), f"run_{who}")(job)
 
 
-def run_child(side: str, job: dict) -> dict:
-    """One child process; its result with its peak memory above its baseline (``peak_mb``)."""
+def child_environment(job: dict) -> dict[str, str]:
+    """The environment of a benchmark child: offline, quiet, ``job``'s threads and huge pages."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(
         HF_HUB_OFFLINE="1",
@@ -259,8 +259,13 @@ def run_child(side: str, job: dict) -> dict:
         # first such allocation: set (or not) alike for both sides' children.
         THP_MEM_ALLOC_ENABLE="1" if job["huge_pages"] else "0",
     )
+    return env
+
+
+def run_child(side: str, job: dict) -> dict:
+    """One child process; its result with its peak memory above its baseline (``peak_mb``)."""
     command = [sys.executable, os.path.abspath(__file__), "--child", side, "--job", json.dumps(job)]
-    run = run_child_process(command, env)
+    run = run_child_process(command, child_environment(job))
     if run.returncode != 0:
         raise RuntimeError(f"child {side} failed:\n{run.stderr[-4000:]}")
     result = json.loads(run.stdout.strip().splitlines()[-1])
@@ -410,15 +415,6 @@ def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> 
     return lines
 
 
-def transparent_hugepage() -> str:
-    """The kernel's transparent huge page mode (the bracketed one of its sysfs file)."""
-    try:
-        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    except OSError:
-        return "unknown"
-    return text[text.find("[") + 1 : text.find("]")] if "[" in text else text.strip()
-
-
 def versions() -> dict:
     from importlib import metadata
 
@@ -521,6 +517,9 @@ def main(argv=None) -> int:
     else:
         model_shape = QUICK_WORD_MODEL if args.quick else SMOLLM2_135M
 
+    # Here, not at the top: a TRL child imports this file and nothing of workbench.
+    from workbench.running.heap import kernel_huge_pages_mode
+
     print("The workbench against TRL, CPU")
     print(
         f"machine: {platform.platform()}, {os.cpu_count()} CPU cores; "
@@ -549,7 +548,7 @@ def main(argv=None) -> int:
             f"vocabulary {built['vocab']}, {built['params'] / 1e6:.1f}M parameters; "
             f"intra-op threads: {args.threads}; torch's huge pages (THP_MEM_ALLOC_ENABLE): "
             f"{args.huge_pages}, both sides; the kernel's transparent_hugepage: "
-            f"{transparent_hugepage()}"
+            f"{kernel_huge_pages_mode() or 'unknown'}"
         )
         bench = []
         for method in methods:

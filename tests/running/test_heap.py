@@ -12,11 +12,11 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
+from workbench.running.heap import kernel_huge_pages_mode
 
 pytestmark = pytest.mark.skipif(
     platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's; elsewhere nothing is set"
@@ -113,15 +113,6 @@ def huge_pages_probe(variable: str | None) -> dict:
     out = subprocess.run([sys.executable, "-c", HUGE_PAGES_PROBE], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
     return json.loads(out.stdout)
-
-
-def kernel_huge_pages_mode() -> str | None:
-    """The kernel's transparent huge page mode (always, madvise, never), None if unknown."""
-    try:
-        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
-    except OSError:
-        return None
-    return text[text.find("[") + 1 : text.find("]")]
 
 
 def test_importing_workbench_first_gives_torchs_large_blocks_huge_pages():

@@ -72,6 +72,17 @@ def ask_torch_for_huge_pages(environ=os.environ) -> None:
     environ.setdefault(HUGE_PAGES_VARIABLE, "1")
 
 
+def kernel_huge_pages_mode() -> str | None:
+    """The kernel's transparent huge page mode (``always``, ``madvise`` or ``never``), None
+    where it does not say (not Linux)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="utf-8") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return text[text.find("[") + 1 : text.find("]")] if "[" in text else None
+
+
 def keep_freed_memory() -> bool:
     """Keep freed blocks in the heap for reuse; True where glibc took the thresholds, False
     where this C library has no ``mallopt`` or refused them."""
