@@ -14,13 +14,19 @@ in a child process of its own:
 - ``keep``: ``train.reuse_freed_memory: true`` (the default: freed blocks stay in the heap);
 - ``return``: ``train.reuse_freed_memory: false`` (blocks of 1 MiB and more go back when freed);
 - each with torch's transparent huge pages for its large blocks on (``+thp``,
-  ``THP_MEM_ALLOC_ENABLE=1``, what a workbench process sets for itself) or off.
+  ``THP_MEM_ALLOC_ENABLE=1``, what a workbench process sets for itself) or off;
+- ``mimalloc``, ``mimalloc-return``: the child on mimalloc (what a workbench training process
+  runs on, ``workbench.running.allocator``), freed memory kept or given back, huge pages on.
+
+``--workbench-spec JSON`` changes every setting's spec, as in ``vs_trl.py`` (say,
+``'{"kernels": "torch"}'`` for the fused torch paths).
 
 Per setting: the child's lifetime peak resident memory above its baseline (read as
 ``vs_trl.py`` reads it, ``child_peak_memory``), and at the end of the second step's forward
 pass (where the peak is: every activation kept, the optimizer's moments made):
 
-- ``live``: the bytes glibc's malloc has handed out and not had back (``mallinfo2``);
+- ``live`` (glibc only: a mimalloc child shows ``-``): the bytes glibc's malloc has handed
+  out and not had back (``mallinfo2``);
 - ``held``: what it holds from the system for them, heap and mappings;
 - ``free pieces``: how many free chunks the main heap's free space is cut into
   (``malloc_info``): the fragmentation that ``held - live`` measures;
@@ -46,12 +52,16 @@ import tempfile
 import time
 from pathlib import Path
 
+# name: (train.reuse_freed_memory, torch's huge pages, the malloc the child runs on)
 SETTINGS = {
-    "keep+thp": (True, True),
-    "keep": (True, False),
-    "return+thp": (False, True),
-    "return": (False, False),
+    "mimalloc": (True, True, "mimalloc"),
+    "mimalloc-return": (False, True, "mimalloc"),
+    "keep+thp": (True, True, "system"),
+    "keep": (True, False, "system"),
+    "return+thp": (False, True, "system"),
+    "return": (False, False, "system"),
 }
+DEFAULT_SETTINGS = ("mimalloc", "keep+thp", "keep", "return")
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,7 +193,9 @@ def _observer():
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", choices=("dpo", "sft"), default="dpo")
-    parser.add_argument("--settings", default=",".join(SETTINGS),
+    parser.add_argument("--workbench-spec", type=json.loads, default={},
+                        help="JSON merged into the spec, section by section")  # fmt: skip
+    parser.add_argument("--settings", default=",".join(DEFAULT_SETTINGS),
                         help=f"comma-separated, of {', '.join(SETTINGS)}")  # fmt: skip
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads (default 2)")
     parser.add_argument("--quick", action="store_true", help="a tiny model (a smoke test)")
@@ -226,9 +238,13 @@ def main(argv=None) -> int:
               f"1 + 1 steps; {args.threads} threads")  # fmt: skip
         results = {}
         for name in settings:
-            reuse, huge_pages = SETTINGS[name]
-            one = {**run_job, "huge_pages": huge_pages,
-                   "workbench_spec": {"train": {"reuse_freed_memory": reuse}}}  # fmt: skip
+            reuse, huge_pages, malloc = SETTINGS[name]
+            spec = {
+                **args.workbench_spec,
+                "train": {**args.workbench_spec.get("train", {}), "reuse_freed_memory": reuse},
+            }
+            one = {**run_job, "huge_pages": huge_pages, "allocator": malloc,
+                   "workbench_spec": spec}  # fmt: skip
             command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(one)]
             run = run_child_process(command, vs_trl.child_environment(one))
             if run.returncode != 0:
@@ -238,14 +254,18 @@ def main(argv=None) -> int:
             results[name] = result
             print(f"  {name}: peak {result['peak_mb']:.0f} MiB", file=sys.stderr, flush=True)
 
-    header = (f"{'setting':<11} {'peak MiB':>9} {'live MiB':>9} {'held MiB':>9} "
+    header = (f"{'setting':<15} {'peak MiB':>9} {'live MiB':>9} {'held MiB':>9} "
               f"{'held-live':>9} {'free pieces':>11} {'step s':>7}")  # fmt: skip
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         at = r["at_peak"]
-        print(f"{name:<11} {r['peak_mb']:>9.0f} {at['live_mb']:>9.0f} {at['held_mb']:>9.0f} "
-              f"{at['held_mb'] - at['live_mb']:>9.0f} {at['free_pieces']:>11} "
+        if SETTINGS[name][2] == "system":
+            live, held = f"{at['live_mb']:>9.0f}", f"{at['held_mb']:>9.0f}"
+            waste, pieces = f"{at['held_mb'] - at['live_mb']:>9.0f}", f"{at['free_pieces']:>11}"
+        else:  # glibc's counters say nothing of mimalloc's heap
+            live, held, waste, pieces = f"{'-':>9}", f"{'-':>9}", f"{'-':>9}", f"{'-':>11}"
+        print(f"{name:<15} {r['peak_mb']:>9.0f} {live} {held} {waste} {pieces} "
               f"{r['step_s']:>7.2f}")  # fmt: skip
     first = results[settings[0]]
     print(f"\nkernels: {first['kernels']}")

@@ -119,19 +119,38 @@ BETA = 0.1
 HELD_OUT = 8  # the workbench's held-out rows (its objective at the end)
 HELD_OUT_PROMPTS = 2
 # Rows per method: (name, child side, settings); a row named in BASELINES is TRL's.
+# The workbench row runs on the allocator a workbench training process gets (mimalloc where
+# installed: workbench.running.allocator; --workbench-allocator); TRL's rows on the system
+# allocator as TRL users run it, and its best configuration again on mimalloc (`-mimalloc`),
+# since that is one environment variable away for a TRL user too.
 ROWS = {
     "sft": (
         ("workbench", "sft-workbench", {}),
-        ("trl", "sft-trl", {"trl_padding_free": True}),
-        ("trl-padded", "sft-trl", {"trl_padding_free": False}),
+        ("trl", "sft-trl", {"trl_padding_free": True, "allocator": "system"}),
+        ("trl-mimalloc", "sft-trl", {"trl_padding_free": True, "allocator": "mimalloc"}),
+        ("trl-padded", "sft-trl", {"trl_padding_free": False, "allocator": "system"}),
     ),
-    "dpo": (("workbench", "dpo-workbench", {}), ("trl", "dpo-trl", {"trl_defaults": False})),
-    "grpo": (("workbench", "grpo-workbench", {}), ("trl", "grpo-trl", {})),
+    "dpo": (
+        ("workbench", "dpo-workbench", {}),
+        ("trl", "dpo-trl", {"trl_defaults": False, "allocator": "system"}),
+        ("trl-mimalloc", "dpo-trl", {"trl_defaults": False, "allocator": "mimalloc"}),
+    ),
+    "grpo": (
+        ("workbench", "grpo-workbench", {}),
+        ("trl", "grpo-trl", {"allocator": "system"}),
+        ("trl-mimalloc", "grpo-trl", {"allocator": "mimalloc"}),
+    ),
 }
 # The earlier comparison's DPO rows add TRL's defaults (its precision, gradient checkpointing
 # on, a reference model run at every step).
 FEWSHOT_DPO_ROWS = (*ROWS["dpo"], ("trl-defaults", "dpo-trl", {"trl_defaults": True}))
-BASELINES = {"sft": ("trl", "trl-padded"), "dpo": ("trl",), "grpo": ("trl",)}
+BASELINES = {
+    "sft": ("trl", "trl-mimalloc", "trl-padded"),
+    "dpo": ("trl", "trl-mimalloc"),
+    "grpo": ("trl", "trl-mimalloc"),
+}
+# TRL's row as TRL runs when nobody changes its allocator (the "as shipped" BENCH lines).
+SYSTEM_MALLOC_BASELINE = "trl"
 # (tokens/s ratio, peak memory ratio) targets: the workbench against TRL's best.
 TARGETS = {"sft": (">=2", "<=0.5"), "dpo": (">=1.5", "<=0.6"), "grpo": (">=1.2", "<=0.8")}
 FEWSHOT_TARGETS = {"dpo": (">=1.1", "<=0.6"), "grpo": (">=1.1", "<=0.8")}
@@ -246,7 +265,9 @@ def child(side: str, job: dict) -> dict:
 
 
 def child_environment(job: dict) -> dict[str, str]:
-    """The environment of a benchmark child: offline, quiet, ``job``'s threads and huge pages."""
+    """The environment of a benchmark child: offline, quiet, ``job``'s threads, huge pages and
+    allocator (``mimalloc``: preloaded as the workbench preloads its training processes;
+    ``system``: the C library's)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(
         HF_HUB_OFFLINE="1",
@@ -259,7 +280,11 @@ def child_environment(job: dict) -> dict[str, str]:
         # first such allocation: set (or not) alike for both sides' children.
         THP_MEM_ALLOC_ENABLE="1" if job["huge_pages"] else "0",
     )
-    return env
+    # Here, not at the top: a TRL child imports this file and nothing of workbench.
+    from workbench.running import allocator
+
+    env[allocator.ALLOCATOR_ENV] = job.get("allocator", "system")
+    return allocator.preload_environment(env)
 
 
 def run_child(side: str, job: dict) -> dict:
@@ -269,6 +294,8 @@ def run_child(side: str, job: dict) -> dict:
     if run.returncode != 0:
         raise RuntimeError(f"child {side} failed:\n{run.stderr[-4000:]}")
     result = json.loads(run.stdout.strip().splitlines()[-1])
+    if "note" in result:
+        result["note"] += f", {job.get('allocator', 'system')} malloc"
     if "baseline_mb" in result:
         result["process_peak_mb"] = run.peak_rss_mb
         result["peak_mb"] = run.peak_rss_mb - result["baseline_mb"]
@@ -412,6 +439,13 @@ def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> 
     ):
         value = statistics.median(paired_ratios(results["workbench"], results[baseline], key))
         lines.append(f"BENCH {method}_{figure}_vs_trl{suffix} {value:.3f} x target={target}")
+    if baseline != SYSTEM_MALLOC_BASELINE and SYSTEM_MALLOC_BASELINE in results:
+        # Each side as its users get it: the workbench on its allocator, TRL on the system's.
+        for figure, key in (("tokens_per_s_ratio", "tokens_per_s"), ("peak_mem_ratio", "peak_mb")):
+            value = statistics.median(
+                paired_ratios(results["workbench"], results[SYSTEM_MALLOC_BASELINE], key)
+            )
+            lines.append(f"BENCH {method}_{figure}_vs_trl_system_malloc{suffix} {value:.3f} x")
     return lines
 
 
@@ -479,6 +513,13 @@ def main(argv=None) -> int:
         help="JSON merged into every workbench spec, section by section, e.g. "
         '\'{"train": {"reuse_freed_memory": true}}\' (the rows then say so)',
     )
+    parser.add_argument(
+        "--workbench-allocator",
+        choices=("mimalloc", "system"),
+        default="mimalloc",
+        help="the workbench row's malloc (default mimalloc: what a workbench training process "
+        "runs on; system: the C library's, as before 2026-12-08)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -541,6 +582,8 @@ def main(argv=None) -> int:
             "reward": GRPO_REWARD[args.shape],
             "workbench_spec": args.workbench_spec,
             "huge_pages": args.huge_pages == "on",
+            # The workbench rows' allocator; TRL's rows name their own.
+            "allocator": args.workbench_allocator,
         }
         built = run_child("build", job)
         print(

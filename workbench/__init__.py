@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from workbench.running.allocator import forget_preload
 from workbench.running.heap import ask_torch_for_huge_pages
 
 __version__ = "0.1.0"
@@ -16,6 +17,9 @@ __version__ = "0.1.0"
 # Before anything imports torch, where this process imports workbench first: torch reads the
 # switch once (workbench.running.heap says what it does and what it was measured to give).
 ask_torch_for_huge_pages()
+# In a process the workbench started on mimalloc: the programs it starts in turn get their
+# usual allocator back (workbench.running.allocator).
+forget_preload()
 
 _EXPORTS = {
     "RunSpec": "workbench.spec.run_spec",

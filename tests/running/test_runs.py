@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import psutil
@@ -31,6 +32,8 @@ def test_in_process_run_returns_objectives_and_tracks_them(store_uri):
         assert info.data.metrics[f"objective/{name}"] == pytest.approx(value)
     assert [s for s, _ in result.trajectory] == [0, 5, 10]
     assert info.data.tags["workbench.method"] == "mo-sft"
+    # This test process was started plainly: the run says it ran on the system allocator.
+    assert info.data.tags["workbench.allocator"] == "system"
     assert "cost/trainable_params" in info.data.metrics
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"spec.yaml", "model", "samples"} <= artifacts
@@ -60,6 +63,9 @@ def test_launched_run_stops_killed_and_its_process_group_is_gone(store_uri):
 
     # Start-up and 3 logged steps: about 10 s on 2 idle cores; 300 s for a loaded machine.
     wait_until(trains, 300, "the launched run logged 3 training losses", poll_s=0.5)
+    if sys.platform.startswith("linux"):  # a launched run's process is started on mimalloc
+        tags = client.get_run(handle.run_id).data.tags
+        assert tags["workbench.allocator"].startswith("mimalloc "), tags
     again = attach(handle.run_id)  # as after a kernel restart
     assert again.pid == handle.pid and again.status() == "RUNNING"
     assert again.stop() == "KILLED"

@@ -89,6 +89,9 @@ def test_run_ends_with_where_it_is_stored_objectives_against_base_and_next_comma
         .info.run_id
     )
     assert f"run {run_id} FINISHED: experiment 'ending' in {store_uri}" in out
+    if sys.platform.startswith("linux"):  # `workbench run` restarted itself on mimalloc
+        tags = tracking.connect(store_uri).get_run(run_id).data.tags
+        assert tags["workbench.allocator"].startswith("mimalloc "), tags
     assert "objective" in out and "base model" in out and "this run" in out
     assert "correctness (max)" in out and "length (min)" in out
     assert "workbench front --experiment ending" in out

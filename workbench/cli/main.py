@@ -18,6 +18,7 @@ from workbench.cli.merging import cmd_merge
 from workbench.cli.models import cmd_export, cmd_models, cmd_prepare
 from workbench.cli.runs import cmd_launch, cmd_resume, cmd_run, cmd_runs, cmd_status, cmd_stop
 from workbench.cli.servers import cmd_board, cmd_lab, cmd_ui
+from workbench.running import allocator
 from workbench.running.library_output import quiet_loggers, quiet_process
 from workbench.spec.errors import WorkbenchError
 
@@ -477,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Commands that validate a spec before the heavy imports (they quiet the libraries after).
 _SPEC_FIRST = (cmd_run, cmd_launch, cmd_sweep, cmd_merge, cmd_search, cmd_build)
+# Commands that train (or optimise merge coefficients) in this process.
+_TRAINING = (cmd_demo, cmd_sweep, cmd_search, cmd_build, cmd_run, cmd_resume, cmd_merge)
 # Commands that only read the store, or serve it (board): no training library is imported,
 # so none is quieted.
 _READ_ONLY = (cmd_runs, cmd_status, cmd_front, cmd_board, cmd_archive, cmd_replay)
@@ -484,6 +487,10 @@ _READ_ONLY = (cmd_runs, cmd_status, cmd_front, cmd_board, cmd_archive, cmd_repla
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if argv is None and args.func in _TRAINING:
+        # Before any import that allocates: a command that trains here runs on mimalloc
+        # (workbench.running.allocator says why); a call with ``argv`` (in-process) does not.
+        allocator.restart_on_mimalloc("workbench.cli", sys.argv[1:])
     try:
         if args.func in _READ_ONLY:
             quiet_loggers()

@@ -37,7 +37,10 @@ lower, 7.9 to 6.7 GiB (BENCHMARKS.md, "Where the DPO peak went"): one fault per 
 instead of 512, and 2 MiB-aligned blocks that leave the heap less shredded.
 ``THP_MEM_ALLOC_ENABLE=0`` keeps it off.
 
-``mallopt`` is glibc's; on other C libraries (musl, macOS, Windows) nothing changes.
+``mallopt`` is glibc's; on other C libraries (musl, macOS, Windows) nothing changes. A
+process on mimalloc (the default for training processes on Linux:
+:mod:`workbench.running.allocator`) does not fragment this way; there the policy sets
+mimalloc's purge delay instead (keep: never give freed memory back; return: at once).
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ import ctypes.util
 import functools
 import os
 import platform
+
+from workbench.running import allocator
 
 # mallopt's parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -96,7 +101,11 @@ def return_freed_memory() -> bool:
 
 
 def set_freed_memory_policy(reuse: bool) -> bool:
-    """``train.reuse_freed_memory``: :func:`keep_freed_memory` or :func:`return_freed_memory`."""
+    """``train.reuse_freed_memory``: under mimalloc, its purge delay (never, or at once:
+    :func:`workbench.running.allocator.set_purge`); under glibc, :func:`keep_freed_memory` or
+    :func:`return_freed_memory`."""
+    if allocator.set_purge(keep=reuse):
+        return True
     return keep_freed_memory() if reuse else return_freed_memory()
 
 

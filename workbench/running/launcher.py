@@ -19,7 +19,7 @@ from pathlib import Path
 
 from workbench import tracking
 from workbench.data.sources import load_rows
-from workbench.running import cluster, liveness, preflight
+from workbench.running import allocator, cluster, liveness, preflight
 from workbench.running.signals import sigterm_raises_interrupt_for_good
 from workbench.spec import registry
 from workbench.spec.errors import TrackingError
@@ -158,7 +158,7 @@ def launch(
     spec_path = folder / "spec.yaml"
     spec_path.write_text(spec.to_yaml(), encoding="utf-8")
     log_path = folder / "run.log"
-    env = child_env(plugins, dict(os.environ))
+    env = allocator.preload_environment(child_env(plugins, dict(os.environ)))
     env["MLFLOW_TRACKING_URI"] = client.tracking_uri  # the child must write to the same store
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)

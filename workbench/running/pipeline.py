@@ -33,6 +33,7 @@ from workbench.models.base_model import BaseModel
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
 from workbench.running import (
+    allocator,
     checkpoints,
     cluster,
     cpu_features,
@@ -66,6 +67,7 @@ from workbench.spec.mlflow_names import (
     LOSS_KEY,
     OBJECTIVE_PREFIX,
     PEAK_MEM_KEY,
+    TAG_ALLOCATOR,
     TAG_BASE,
     TAG_KERNELS,
     TAG_KIND,
@@ -550,6 +552,7 @@ class RunPipeline:
             {
                 TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
                 TAG_BASE: base.name,
+                TAG_ALLOCATOR: allocator.running(),
                 **({} if prepared.compiled is None else {COMPILE_TAG: prepared.compiled.tag()}),
                 **liveness.process_tags(),
             }

@@ -23,6 +23,8 @@ TAG_OPTIMIZER = "workbench.optimizer"
 TAG_PARENT = "workbench.parent"
 # The fused kernels that actually ran ("none (kernels: off)" when turned off).
 TAG_KERNELS = "workbench.kernels"
+# The malloc the run's process ran on ("mimalloc X.Y.Z" or "system").
+TAG_ALLOCATOR = "workbench.allocator"
 TAG_BASE = "workbench.base"
 # Who made a run (a student on a class board, a lab member): from WORKBENCH_AUTHOR when set.
 TAG_AUTHOR = "workbench.author"

@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from workbench import tracking
+from workbench.running import allocator
 from workbench.spec.plugins import child_env, plugin_modules
 from workbench.spec.run_spec import RunSpec
 from workbench.studies.sweep import design_points, sweep_specs, swept_weights
@@ -135,7 +136,7 @@ def _launch_study(
     folder = Path(tempfile.mkdtemp(prefix=f"workbench-{command[0]}-"))
     config_path, log_path = folder / "config.yaml", folder / f"{command[0]}.log"
     config_path.write_text(config_text, encoding="utf-8")
-    env = child_env(plugin_modules(spec), dict(os.environ))
+    env = allocator.preload_environment(child_env(plugin_modules(spec), dict(os.environ)))
     # The study writes where its caller reads.
     env["MLFLOW_TRACKING_URI"] = tracking.connect(uri).tracking_uri
     argv = [

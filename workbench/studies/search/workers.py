@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from workbench.running import allocator
 from workbench.running.signals import StopRequests
 from workbench.spec import registry
 from workbench.spec.errors import RunFailed
@@ -63,7 +64,7 @@ def _worker_env(
     modules = plugin_modules(spec)
     if settings.pruning not in PRUNING_RULES:
         modules.append(registry.ref_module(settings.pruning))
-    env = child_env(modules, dict(os.environ))
+    env = allocator.preload_environment(child_env(modules, dict(os.environ)))
     env["MLFLOW_TRACKING_URI"] = tracking_uri  # the workers must write to the same store
     env[STORAGE_ENV] = storage
     if user_threads() is None:
