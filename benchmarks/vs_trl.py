@@ -36,6 +36,15 @@ Both sides' children run with torch's transparent huge pages for its large CPU b
 (``THP_MEM_ALLOC_ENABLE=1``, which a workbench process sets for itself and any torch program
 can be given; ``--huge-pages off`` runs both without). ``--workbench-spec JSON`` changes the
 workbench's spec (e.g. ``'{"train": {"reuse_freed_memory": false}}'``); its rows then say so.
+``--variant-spec JSON`` adds a second workbench row (``wb-variant``) with those changes.
+
+The allocator: the workbench row runs on mimalloc, as every workbench training process does
+where it is installed (``workbench.running.allocator``; ``--workbench-allocator system`` for
+the C library's malloc). TRL's rows run on the system allocator, as TRL runs when nobody
+changes it, and its best configuration runs again on mimalloc (``trl-mimalloc``), since a TRL
+user can preload it too. The headline ratios are against TRL's fastest row, whichever
+allocator it ran on; ``BENCH ..._vs_trl_system_malloc`` lines give the ratios against TRL on
+the system allocator, each side as it runs out of the box.
 
 Measured per run, each in a child process of its own: tokens/s, the non-pad tokens of the timed
 steps (after the warm-up) over their wall time (DPO: plus the timed rows' share of the
@@ -416,6 +425,11 @@ def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> 
         folder / {"sft": "sft.jsonl", "dpo": "pairs.jsonl", "grpo": "prompts.jsonl"}[method]
     )
     rows = FEWSHOT_DPO_ROWS if (job["shape"], method) == ("fewshot-30m", "dpo") else ROWS[method]
+    if job.get("variant_spec"):
+        # A second workbench row with --variant-spec's changes over --workbench-spec's.
+        variant = {**job["workbench_spec"], **job["variant_spec"]}
+        rows = (*rows[:1], ("wb-variant", f"{method}-workbench", {"workbench_spec": variant}),
+                *rows[1:])  # fmt: skip
     print(f"\n{method.upper()} {precision}: the workbench against TRL's {TRAINER[method]}")
     print(
         f"{DESCRIBE[method](sizes)}; {sizes['warmup']} warm-up + {sizes['steps']} timed "
@@ -514,6 +528,13 @@ def main(argv=None) -> int:
         '\'{"train": {"reuse_freed_memory": true}}\' (the rows then say so)',
     )
     parser.add_argument(
+        "--variant-spec",
+        type=json.loads,
+        default={},
+        help="JSON for a second workbench row, 'wb-variant', merged over --workbench-spec, e.g. "
+        '\'{"kernels": "torch"}\' (the headline stays the first workbench row\'s)',
+    )
+    parser.add_argument(
         "--workbench-allocator",
         choices=("mimalloc", "system"),
         default="mimalloc",
@@ -581,6 +602,7 @@ def main(argv=None) -> int:
             "padding_free": args.padding_free == "on" and args.shape == "135m",
             "reward": GRPO_REWARD[args.shape],
             "workbench_spec": args.workbench_spec,
+            "variant_spec": args.variant_spec,
             "huge_pages": args.huge_pages == "on",
             # The workbench rows' allocator; TRL's rows name their own.
             "allocator": args.workbench_allocator,
