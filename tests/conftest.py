@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -150,6 +151,13 @@ def fast_spec(**sections) -> dict:
         else:
             spec[key] = value
     return spec
+
+
+def interruptible() -> None:
+    """A ``preexec_fn`` giving a child Ctrl-C's default back, for tests that send it SIGINT: a
+    suite started in the background runs with SIGINT ignored (a shell ignores it for ``&``
+    jobs), every child would inherit that, and Python leaves an ignored SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None):

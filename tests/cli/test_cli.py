@@ -16,7 +16,7 @@ import urllib.request
 import psutil
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import interruptible, run_cli
 from workbench import tracking
 from workbench.cli.main import build_parser
 from workbench.spec.run_spec import RunSpec
@@ -131,6 +131,7 @@ def test_ui_serves_the_store_and_stops_with_its_whole_process_tree(store_uri, st
         text=True,
         start_new_session=True,
         env=dict(os.environ),
+        preexec_fn=interruptible,
     )
     tree: set[int] = set()
     try:

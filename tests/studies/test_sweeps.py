@@ -19,7 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import fast_spec, run_cli, sqlite_uri
+from tests.conftest import fast_spec, interruptible, run_cli, sqlite_uri
 from workbench import tracking
 from workbench.data.tasks import METRICS, TASKS
 from workbench.spec.errors import SpecError
@@ -340,6 +340,7 @@ def test_stopping_a_sweep_leaves_no_run_running(tmp_path, sig, parallel, fast_ba
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=interruptible,
     )
     client = MlflowClient(uri)
     try:
