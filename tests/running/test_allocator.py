@@ -13,7 +13,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli
 from workbench.running import allocator
 from workbench.spec.errors import SpecError
 
@@ -158,3 +158,11 @@ def test_the_freed_memory_policy_sets_mimallocs_purge_delay():
     # Where mimalloc is not running there is no purge delay to set.
     assert allocator.purge_delay() is None or allocator.running() != "system"
     assert allocator.set_purge(True) is (allocator.running() != "system")
+
+
+def test_a_training_command_names_a_wrong_allocator_in_one_line(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("method: sft\n")
+    out = run_cli("run", str(spec), env={"WORKBENCH_ALLOCATOR": "tcmalloc"})
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "WORKBENCH_ALLOCATOR='tcmalloc' is not an allocator" in out.stderr

@@ -487,11 +487,11 @@ _READ_ONLY = (cmd_runs, cmd_status, cmd_front, cmd_board, cmd_archive, cmd_repla
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if argv is None and args.func in _TRAINING:
-        # Before any import that allocates: a command that trains here runs on mimalloc
-        # (workbench.running.allocator says why); a call with ``argv`` (in-process) does not.
-        allocator.restart_on_mimalloc("workbench.cli", sys.argv[1:])
     try:
+        if argv is None and args.func in _TRAINING:
+            # Before any import that allocates: a command that trains here runs on mimalloc
+            # (workbench.running.allocator says why); a call with ``argv`` (in-process) not.
+            allocator.restart_on_mimalloc("workbench.cli", sys.argv[1:])
         if args.func in _READ_ONLY:
             quiet_loggers()
         elif args.func not in _SPEC_FIRST:

@@ -135,7 +135,11 @@ def running() -> str:
     if version is None:
         return "system"
     v = version()
-    return f"mimalloc {v // 10000}.{v // 100 % 100}.{v % 100}"
+    # mimalloc 3 numbers its versions major, minor, patch as 30403; mimalloc 2 as 217.
+    digits = (
+        (v // 10000, v // 100 % 100, v % 100) if v >= 10000 else (v // 100, v // 10 % 10, v % 10)
+    )
+    return "mimalloc " + ".".join(map(str, digits))
 
 
 def set_purge(keep: bool) -> bool:
