@@ -44,11 +44,9 @@ def run_python(args: list[str], env: dict[str, str]) -> dict:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in (allocator.ALLOCATOR_ENV, allocator.PRELOAD_ENV, allocator.PRELOAD_BEFORE_ENV)
-    }
+    ours = (allocator.ALLOCATOR_ENV, allocator.PRELOAD_ENV, allocator.PRELOAD_BEFORE_ENV,
+            allocator.PURGE_DELAY_ENV)  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k not in ours}
     return {**env, **extra}
 
 
@@ -61,6 +59,12 @@ def test_the_environment_preloads_mimalloc_in_front_of_what_was_there():
     library = str(allocator.mimalloc_library())
     env = allocator.preload_environment(clean_env())
     assert env["LD_PRELOAD"] == library and env["WORKBENCH_PRELOAD_BEFORE"] == ""
+    # Freed memory kept from the start, unless the user set mimalloc's delay themselves.
+    assert env["MIMALLOC_PURGE_DELAY"] == "-1"
+    assert (
+        allocator.preload_environment(clean_env(MIMALLOC_PURGE_DELAY="100"))["MIMALLOC_PURGE_DELAY"]
+        == "100"
+    )
 
     theirs = allocator.preload_environment(clean_env(LD_PRELOAD="libtheirs.so"))
     assert theirs["LD_PRELOAD"] == f"{library}:libtheirs.so"

@@ -44,6 +44,8 @@ PRELOAD_ENV = "LD_PRELOAD"
 # process the workbench started on mimalloc, until that process imports workbench.
 PRELOAD_BEFORE_ENV = "WORKBENCH_PRELOAD_BEFORE"
 MIMALLOC_DISTRIBUTION = "cmeel-mimalloc"
+# mimalloc's own variable for its purge delay, read when it starts.
+PURGE_DELAY_ENV = "MIMALLOC_PURGE_DELAY"
 
 # mimalloc's option number for the delay before freed memory goes back to the system
 # (mi_option_purge_delay in mimalloc.h: the same number in mimalloc 2 and 3, whose option
@@ -97,6 +99,10 @@ def preload_environment(env: dict[str, str]) -> dict[str, str]:
         return env
     env[PRELOAD_ENV] = f"{library}:{before}" if before else str(library)
     env[PRELOAD_BEFORE_ENV] = before
+    # Freed memory kept for reuse from the start (mimalloc's default gives it back after
+    # 10 ms, and each step faults its pages in again: LoRA SFT at SmolLM2-135M's shape took
+    # twice as long a step); a run then sets it as train.reuse_freed_memory says.
+    env.setdefault(PURGE_DELAY_ENV, str(KEEP_PURGE_DELAY))
     return env
 
 
