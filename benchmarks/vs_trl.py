@@ -445,7 +445,7 @@ def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> 
     started = time.perf_counter()
     results = measure(run_job, rows, repeats)
     baseline = best_baseline(results, method)
-    candidates = BASELINES[method]
+    candidates = [name for name in BASELINES[method] if name in results]
     chosen = f", the faster of {' and '.join(candidates)}" if len(candidates) > 1 else ""
     print(f"({time.perf_counter() - started:.0f} s; ratios against TRL's row '{baseline}'{chosen})")
     print()
