@@ -460,11 +460,17 @@ def compare(method: str, precision: str, job: dict, data: dict, suffix: str) -> 
         lines.append(f"BENCH {method}_{figure}_vs_trl{suffix} {value:.3f} x target={target}")
     if baseline != SYSTEM_MALLOC_BASELINE and SYSTEM_MALLOC_BASELINE in results:
         # Each side as its users get it: the workbench on its allocator, TRL on the system's.
-        for figure, key in (("tokens_per_s_ratio", "tokens_per_s"), ("peak_mem_ratio", "peak_mb")):
+        for figure, key, target in (
+            ("tokens_per_s_ratio", "tokens_per_s", targets[0]),
+            ("peak_mem_ratio", "peak_mb", targets[1]),
+        ):
             value = statistics.median(
                 paired_ratios(results["workbench"], results[SYSTEM_MALLOC_BASELINE], key)
             )
-            lines.append(f"BENCH {method}_{figure}_vs_trl_system_malloc{suffix} {value:.3f} x")
+            lines.append(
+                f"BENCH {method}_{figure}_vs_trl_system_malloc{suffix} {value:.3f} x "
+                f"target={target}"
+            )
     return lines
 
 
