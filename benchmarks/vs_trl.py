@@ -295,7 +295,7 @@ def child_environment(job: dict) -> dict[str, str]:
     env[allocator.ALLOCATOR_ENV] = job.get("allocator", "system")
     # On mimalloc, both sides alike: freed memory kept for reuse from the process's start, as
     # the workbench starts its training processes (mimalloc's own default gives it back after
-    # 10 ms, and every step then faults its pages in again: TRL's SFT 103 tokens/s, not 130).
+    # 10 ms, and every step then faults its pages in again: TRL's SFT 103 tokens/s, not 133).
     return allocator.preload_environment(env)
 
 

@@ -99,9 +99,10 @@ def preload_environment(env: dict[str, str]) -> dict[str, str]:
         return env
     env[PRELOAD_ENV] = f"{library}:{before}" if before else str(library)
     env[PRELOAD_BEFORE_ENV] = before
-    # Freed memory kept for reuse from the start (mimalloc's default gives it back after
-    # 10 ms, and each step faults its pages in again: LoRA SFT at SmolLM2-135M's shape took
-    # twice as long a step); a run then sets it as train.reuse_freed_memory says.
+    # Freed memory kept for reuse from the start: mimalloc's default gives it back after
+    # 10 ms, and each step faults its pages in again (TRL's LoRA SFT at SmolLM2-135M's
+    # shape: 103 tokens/s against 133, BENCHMARKS.md). A run then sets it as
+    # train.reuse_freed_memory says.
     env.setdefault(PURGE_DELAY_ENV, str(KEEP_PURGE_DELAY))
     return env
 
@@ -166,7 +167,10 @@ def purge_delay() -> int | None:
 
 def _mimalloc_function(name: str, restype, argtypes: tuple):
     """A function of the mimalloc this process runs on (found among the symbols loaded with
-    the program, where a preloaded library's are), or None."""
+    the program, where a preloaded library's are), or None; None off Linux, where the
+    workbench preloads nothing (and Windows has no such symbol table)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         function = getattr(ctypes.CDLL(None), name)
     except (AttributeError, OSError):
