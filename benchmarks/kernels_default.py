@@ -21,7 +21,10 @@ process keeps other processes' load on both sides of each ratio). Variants of th
 - ``head``: ``auto`` with the fused loss head at every vocabulary size (its CPU threshold set
   to 0): how the head's threshold was chosen;
 - ``torch``: every fused op through its chunked torch path (RMSNorm, SwiGLU, the head): why
-  ``auto`` leaves the elementwise ops out on a CPU.
+  ``auto`` leaves the elementwise ops out on a CPU;
+- ``elementwise`` and ``head-only``: ``auto`` with the chunked RMSNorm and SwiGLU paths on a
+  CPU whatever the allocator, or on none (``AUTO_CPU_ELEMENTWISE_ALLOCATORS``): why ``auto``
+  runs them on mimalloc only (``--variants elementwise,head-only`` once per ``--allocator``).
 
 Cases:
 
@@ -89,6 +92,11 @@ HELDOUT_LOSS = {"name": "heldout_completion_nll", "direction": "min", "source": 
 
 # ---------------------------------------------------------------------------------------
 # the cases
+
+# The spec's ``kernels`` for each variant (``head``, ``elementwise`` and ``head-only`` change
+# auto's CPU rule in the worker).
+VARIANT_KERNELS = {"off": "off", "auto": "auto", "head": "auto", "elementwise": "auto",
+                   "head-only": "auto", "torch": "torch"}  # fmt: skip
 
 
 def case_specs(quick: bool, folder: Path, family: str = "llama") -> dict[str, dict]:
@@ -233,13 +241,18 @@ def worker(job: dict) -> dict:
             load_base(RunSpec.parse(job["prepare"]).model, log=lambda *a: None)
         return {}
     shipped_threshold = kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB
+    shipped_elementwise = kernel_patch.AUTO_CPU_ELEMENTWISE_ALLOCATORS
+    elementwise = {"elementwise": ("system", "mimalloc"), "head-only": ()}
     out = {}
     for index, (case, spec) in enumerate(job["cases"].items()):
         # Several variants in one process (the tiny base): back to back, order alternating.
         variants = job["variants"] if index % 2 == 0 else job["variants"][::-1]
         for variant in variants:
             kernel_patch.AUTO_CPU_HEAD_MIN_VOCAB = 0 if variant == "head" else shipped_threshold
-            kernels = {"off": "off", "auto": "auto", "head": "auto", "torch": "torch"}[variant]
+            kernel_patch.AUTO_CPU_ELEMENTWISE_ALLOCATORS = elementwise.get(
+                variant, shipped_elementwise
+            )
+            kernels = VARIANT_KERNELS[variant]
             out[f"{case}|{variant}"] = _one_run(
                 client, job, case, spec, kernels, len(job["cases"]) == 1 and len(variants) == 1
             )
@@ -272,6 +285,7 @@ def _one_run(client, job, case, spec, kernels, own_process) -> dict:
         "peak_mb": run.data.metrics["perf/peak_mem_mb"] if own_process else None,
         "eval_loss": run.data.metrics[f"objective/{HELDOUT_LOSS['name']}"],
         "tag": run.data.tags.get("workbench.kernels", ""),
+        "allocator": run.data.tags.get("workbench.allocator", "?"),
     }
 
 
@@ -383,9 +397,15 @@ def gpu_section() -> list[tuple[str, float, str]]:
 
 
 def run_worker(job: dict) -> dict:
+    from workbench.running import allocator
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     if job.get("threads") == 1:
         env["OMP_NUM_THREADS"] = "1"
+    # Each run on the allocator asked for: mimalloc preloaded as the workbench preloads its
+    # training processes, or the C library's malloc.
+    env[allocator.ALLOCATOR_ENV] = job.get("allocator", "mimalloc")
+    env = allocator.preload_environment(env)
     command = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(job)]
     result = subprocess.run(command, capture_output=True, text=True, env=env)
     if result.returncode != 0:
@@ -412,7 +432,7 @@ def versions() -> dict:
     return info
 
 
-def measure(cases: dict, rounds: int, store: str) -> dict:
+def measure(cases: dict, rounds: int, store: str, malloc: str) -> dict:
     """{(case, variant): [one result per round]}.
 
     A local-model run has a process of its own (its peak memory is reported); the variants
@@ -430,13 +450,14 @@ def measure(cases: dict, rounds: int, store: str) -> dict:
             variants = cases[tiny[0]]["variants"]
             jobs.append({"cases": {c: cases[c]["spec"] for c in tiny}, "threads": THREADS["tiny"],
                          "variants": variants[::-1] if flip else variants,
-                         "store": store})  # fmt: skip
+                         "store": store, "allocator": malloc})  # fmt: skip
         for case, info in cases.items():
             if info["kind"] == "tiny":
                 continue
             for variant in info["variants"][::-1] if flip else info["variants"]:
                 jobs.append({"cases": {case: info["spec"]}, "variants": (variant,),
-                             "threads": THREADS[info["kind"]], "store": store})  # fmt: skip
+                             "threads": THREADS[info["kind"]], "store": store,
+                             "allocator": malloc})  # fmt: skip
     results: dict = {}
     for job in jobs:
         for key, out in run_worker(job).items():
@@ -469,7 +490,7 @@ def loss_diff(results: dict, case: str, variant: str) -> float:
 
 
 def print_table(cases: dict, results: dict) -> None:
-    header = (f"{'case':<16} {'variant':<7} {'cpu s/step':>10} {'wall s/step':>11} "
+    header = (f"{'case':<16} {'variant':<11} {'cpu s/step':>10} {'wall s/step':>11} "
               f"{'peak MiB':>9} {'eval loss':>10} {'cpu/off':>7} {'wall/off':>8} {'mem/off':>7} "
               f"{'loss rel diff':>13}  "
               "kernel tag")  # fmt: skip
@@ -479,7 +500,7 @@ def print_table(cases: dict, results: dict) -> None:
         for variant in info["variants"]:
             rs = results[(case, variant)]
             peak, ratio = peak_mb(results, case, variant), mem_ratio(results, case, variant)
-            print(f"{case:<16} {variant:<7} "
+            print(f"{case:<16} {variant:<11} "
                   f"{statistics.median(r['step_cpu_s'] for r in rs):>10.4f} "
                   f"{statistics.median(r['step_s'] for r in rs):>11.4f} "
                   f"{'-' if peak is None else f'{peak:.1f}':>9} {rs[0]['eval_loss']:>10.6f} "
@@ -496,7 +517,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--variants",
         default=None,
-        help="comma-separated variants to run (default: each case's own list)",
+        help="comma-separated variants to run besides off, in every case (default: each "
+        "case's own list)",
     )
     parser.add_argument(
         "--family",
@@ -508,6 +530,12 @@ def main(argv=None) -> int:
         "--gpu-only",
         action="store_true",
         help="only the GPU comparison (needs CUDA; no tracking store)",
+    )
+    parser.add_argument(
+        "--allocator",
+        choices=("mimalloc", "system"),
+        default="mimalloc",
+        help="the runs' allocator (default mimalloc, as workbench training processes run)",
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -530,14 +558,18 @@ def main(argv=None) -> int:
           f"intra-op threads: {THREADS} (None: torch's default); "
           "cpu/off, wall/off: median over rounds of each round's ratio of median step times (CPU, "
           "wall)")  # fmt: skip
+    print(f"allocator of every run: {args.allocator}")
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="kernels-default-") as tmp:
         folder = Path(tmp)
         cases = case_specs(args.quick, folder, args.family)
         if args.variants:
-            keep = ("off", *args.variants.split(","))
+            chosen = ("off", *(v for v in args.variants.split(",") if v != "off"))
+            unknown = [v for v in chosen if v not in VARIANT_KERNELS]
+            if unknown:
+                parser.error(f"unknown variants {unknown}; choose from {list(VARIANT_KERNELS)}")
             for info in cases.values():
-                info["variants"] = tuple(v for v in info["variants"] if v in keep)
+                info["variants"] = chosen
         store = f"sqlite:///{folder}/mlflow.db"
         builds = [
             {"build": info["build"], "folder": tmp} for info in cases.values() if "build" in info
@@ -548,7 +580,9 @@ def main(argv=None) -> int:
         builds.append({"prepare": prepare, "store": store})
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(run_worker, builds))
-        results = measure(cases, rounds, store)
+        results = measure(cases, rounds, store, args.allocator)
+    ran_on = sorted({r["allocator"] for rs in results.values() for r in rs})
+    print(f"the runs' allocator tags: {', '.join(ran_on)}")
     print()
     print_table(cases, results)
     print(f"\nload average at end: {load_average()}")

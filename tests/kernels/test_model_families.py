@@ -138,7 +138,7 @@ def test_auto_on_a_cpu_fuses_the_head_of_a_gemma_and_says_what_it_left_out(name,
     plain_model = build(name)
     usage = patch_model(copy.deepcopy(plain_model), "auto")  # a 384 vocabulary: below 2048
     assert not usage.fuses_head and usage.norms == usage.mlps == 0
-    cpu = "CPU: no faster than the plain op"
+    cpu = "CPU on the system allocator: no faster than the plain op"
     assert usage.tag() == (
         f"rms_norm=off ({cpu}),swiglu=off ({cpu}),"
         f"fused_linear_logprobs=off (CPU: vocabulary {VOCAB} < 2048)"
@@ -149,8 +149,15 @@ def test_auto_on_a_cpu_fuses_the_head_of_a_gemma_and_says_what_it_left_out(name,
     assert usage.fuses_head and usage.norms == usage.mlps == 0
     check_same_training_signal(plain_model, fused_model, usage)
     assert usage.tag() == f"rms_norm=off ({cpu}),swiglu=off ({cpu}),fused_linear_logprobs=torch"
-    # On a GPU (here: told so) auto runs every op.
+    # On a GPU (here: told so) auto runs every op; on a CPU under mimalloc, the elementwise
+    # ops too.
     assert patch_model(copy.deepcopy(plain_model), "auto", on_gpu=True).left_out == {}
+    plain_model.zero_grad(set_to_none=True)  # the check above left its gradients
+    fused_model = copy.deepcopy(plain_model)
+    usage = patch_model(fused_model, "auto", allocator="mimalloc 3.4.3")
+    assert usage.left_out == {} and usage.norms > 0 and usage.mlps > 0
+    check_same_training_signal(plain_model, fused_model, usage)
+    assert usage.tag() == ALL_TORCH
 
 
 @needs_triton
@@ -168,11 +175,10 @@ def test_triton_kernels_train_gemma2_like_the_plain_model():
 
 def test_a_family_model_whose_mlp_the_kernel_lacks_keeps_its_mlp(monkeypatch):
     """A Llama with a ReLU MLP: its norms and head are fused, its MLPs left as they are."""
-    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE", True)
     monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", 0)
     plain_model = build("llama", hidden_act="relu")
     fused_model = copy.deepcopy(plain_model)
-    usage = patch_model(fused_model, "auto")
+    usage = patch_model(fused_model, "auto", allocator="mimalloc")
     check_same_training_signal(plain_model, fused_model, usage)
     assert usage.tag() == (
         "rms_norm=torch,swiglu=off (LlamaMLP's activation ReLU is not silu or gelu_tanh),"
@@ -194,11 +200,10 @@ def olmo():
 def test_a_model_outside_the_families_gets_the_fused_head_alone(monkeypatch):
     """OLMo (no RMSNorm; its forward adds nothing to the head's logits): the head is fused
     once one forward has shown it gives the model's own logits."""
-    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE", True)
     monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", 0)
     plain_model = olmo()
     fused_model = copy.deepcopy(plain_model)
-    usage = patch_model(fused_model, "auto")
+    usage = patch_model(fused_model, "auto", allocator="mimalloc")
     assert fused_model.training and all(m.training for m in fused_model.modules())
     check_same_training_signal(plain_model, fused_model, usage)
     why = "model type olmo is not in workbench.models.families"

@@ -91,11 +91,10 @@ def test_torch_kernels_with_an_adapter_on_the_head_are_refused_naming_auto(setti
 
 def test_auto_leaves_the_head_out_under_an_adapter_on_it_and_says_why(setting, monkeypatch):
     spec, base, _, _ = setting
-    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE", True)
     monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", 0)
     adapter = lora_on_the_head(spec)
     model = apply_adapter(copy.deepcopy(base.model), adapter)
-    usage = patch_model(model, "auto", adapter=adapter)
+    usage = patch_model(model, "auto", adapter=adapter, allocator="mimalloc")
     assert not usage.fuses_head
     assert usage.left_out == {"fused_linear_logprobs": "adapter wraps lm_head"}
     model(input_ids=torch.tensor([[1, 2, 3]]))  # the other ops run
@@ -133,8 +132,9 @@ def test_auto_is_the_default():
 
 
 def test_a_default_run_with_lora_on_the_head_finishes_and_its_tag_says_why(store_uri, monkeypatch):
-    # The elementwise ops on, so the run shows the other ops staying in.
-    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE", True)
+    # The elementwise ops on (as under mimalloc; this process runs on the system allocator),
+    # so the run shows the other ops staying in.
+    monkeypatch.setattr(kernel_patch, "AUTO_CPU_ELEMENTWISE_ALLOCATORS", ("system", "mimalloc"))
     monkeypatch.setattr(kernel_patch, "AUTO_CPU_HEAD_MIN_VOCAB", 0)
     spec = fast_spec(adapter={"name": "lora", "target_modules": ["q_proj", "v_proj", "lm_head"]},
                      train={"steps": 3, "eval_every": 100})  # fmt: skip

@@ -39,9 +39,15 @@ OPS = ("rms_norm", "swiglu", "fused_linear_logprobs")
 # vocabulary size up (LoRA SFT, a 32k vocabulary: 0.52-0.53x the step time, 0.35-0.36x the
 # peak memory; 2k: 0.93-1.03x, 0.84-0.88x; the tiny base's 382: no gain beyond the noise) ...
 AUTO_CPU_HEAD_MIN_VOCAB = 2048
-# ... and the chunked RMSNorm / SwiGLU paths only if this is set: on a CPU they saved
-# nothing (32k: 0.56x with them against 0.52x without; tiny base: up to 1.27x).
-AUTO_CPU_ELEMENTWISE = False
+# ... and the chunked RMSNorm / SwiGLU paths only where the process runs on one of these
+# allocators (the first word of workbench.running.allocator.running()). On mimalloc, what a
+# workbench training process runs on, they never lost beyond the noise and won where the
+# model is large enough to matter (auto with them against auto without, step time over
+# off's: tiny base 1.01-1.12 against 0.92-1.15, where auto runs nothing there; 2k 1.08
+# against 1.13; 32k 0.76 against 0.82, peak 0.224x against 0.238x; and 0.86x the peak of
+# LoRA SFT at SmolLM2-135M's shape). On glibc's malloc they saved nothing (32k: 0.56x with
+# them against 0.52x without; tiny base: up to 1.27x).
+AUTO_CPU_ELEMENTWISE_ALLOCATORS = ("mimalloc",)
 
 
 @dataclass
@@ -119,20 +125,22 @@ def _check_triton_can_run(on_gpu: bool) -> None:
         )
 
 
-def auto_left_out(base, on_gpu: bool) -> dict[str, str]:
+def auto_left_out(base, on_gpu: bool, allocator: str = "system") -> dict[str, str]:
     """The ops ``kernels: auto`` leaves out of a model on this device, each with why.
 
     On CUDA every op runs (Triton kernels). On a CPU each op runs only where
     ``benchmarks/kernels_default.py`` measured it paying for itself (BENCHMARKS.md): the
     fused head from a vocabulary of :data:`AUTO_CPU_HEAD_MIN_VOCAB` up, the elementwise ops
-    (RMSNorm, SwiGLU) only if :data:`AUTO_CPU_ELEMENTWISE`.
+    (RMSNorm, SwiGLU) only on the allocators of :data:`AUTO_CPU_ELEMENTWISE_ALLOCATORS`
+    (``allocator``: the process's, as ``workbench.running.allocator.running()`` names it).
     """
     if on_gpu:
         return {}
     left_out = {}
-    if not AUTO_CPU_ELEMENTWISE:
+    kind = allocator.split()[0] if allocator.strip() else "system"
+    if kind not in AUTO_CPU_ELEMENTWISE_ALLOCATORS:
         for op in ("rms_norm", "swiglu"):
-            left_out[op] = "CPU: no faster than the plain op"
+            left_out[op] = f"CPU on the {kind} allocator: no faster than the plain op"
     head = base.get_output_embeddings()
     vocab = head.weight.shape[0] if isinstance(head, torch.nn.Module) else 0
     if vocab < AUTO_CPU_HEAD_MIN_VOCAB:
@@ -141,11 +149,18 @@ def auto_left_out(base, on_gpu: bool) -> dict[str, str]:
 
 
 def patch_model(
-    model, mode: str, on_gpu: bool = False, adapter=None, leave_out: dict[str, str] | None = None
+    model,
+    mode: str,
+    on_gpu: bool = False,
+    adapter=None,
+    leave_out: dict[str, str] | None = None,
+    allocator: str = "system",
 ) -> KernelUsage | None:
     """Patch ``model`` in place for ``mode`` (``auto``, ``triton``, ``torch``); ``off``: None.
 
     ``on_gpu``: whether the run trains on CUDA devices (``kernels: triton`` needs them).
+    ``allocator``: the process's allocator (``auto`` on a CPU fuses the elementwise ops on
+    some only: :func:`auto_left_out`).
     ``adapter``: the run's adapter settings (a ``registry.AdapterParams``); one that wraps
     ``lm_head`` cannot run under the fused head. Norms and MLPs are matched per family
     (``workbench.models.families``), the head on its own (:func:`head_left_out`). ``auto``
@@ -171,7 +186,7 @@ def patch_model(
         raise SpecError(_refusal(mode, base, cannot))
     left_out = {**(leave_out or {}), **cannot}
     if mode == "auto":
-        left_out = {**auto_left_out(base, on_gpu), **left_out}
+        left_out = {**auto_left_out(base, on_gpu, allocator), **left_out}
     softcap = families.head_softcap(base.config, family)
     if family is None and "fused_linear_logprobs" not in left_out:
         # A model type the family table does not describe: its forward may do more to the

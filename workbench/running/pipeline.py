@@ -30,6 +30,7 @@ from workbench.models.adapters.applying import (
     trainable_parameters,
 )
 from workbench.models.base_model import BaseModel
+from workbench.models.grouped_attention import shared_key_value_heads
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
 from workbench.running import (
@@ -169,7 +170,7 @@ def run(
     Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
     Other libraries' banners, tips and progress bars are hidden while it trains.
     """
-    with quiet_libraries():
+    with _run_settings():
         pipeline = RunPipeline(
             spec,
             run_id=run_id,
@@ -181,6 +182,17 @@ def run(
             record_with=record_with,
         )
         return pipeline.execute()
+
+
+@contextlib.contextmanager
+def _run_settings():
+    """What a run sets for its duration: other libraries' output hidden, and in a process
+    without CUDA the attention's key/value heads shared rather than copied
+    (:mod:`workbench.models.grouped_attention`)."""
+    import torch
+
+    with quiet_libraries(), shared_key_value_heads(on_cpu=not torch.cuda.is_available()):
+        yield
 
 
 def evaluate_model(
@@ -202,7 +214,7 @@ def evaluate_model(
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
     if run_name is not None:
         spec = spec.updated(**{"tracking.run_name": run_name})
-    with quiet_libraries():
+    with _run_settings():
         pipeline = RunPipeline(
             spec,
             parent_run_id=parent_run_id,
@@ -339,7 +351,9 @@ def prepare_run(
         calibration = calibration_batches(encoded, registry.resolve(row_kind.collate), pad_id)
     trained = apply_adapter(base.model, spec.adapter, calibration)
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    kernel_usage = patch_model(trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter)
+    kernel_usage = patch_model(
+        trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter, allocator=allocator.running()
+    )
     slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
     if slow_precision:
         rank_log(slow_precision)
