@@ -139,13 +139,24 @@ def _resume_point(client, run_id: str) -> ResumePoint:
             f"run {run_id} has no checkpoint in {folder}, so it cannot be resumed; runs "
             "save checkpoints every train.checkpoint_every steps (set it to make runs resumable)"
         )
-    return ResumePoint(ckpt, checkpoints.step(ckpt), tracking.last_steps(client, run_id))
+    return ResumePoint(
+        ckpt,
+        checkpoints.step(ckpt),
+        tracking.last_steps(client, run_id),
+        _started_on(client, run_id),
+    )
 
 
 def _other_rank_resume_point(run_id: str) -> ResumePoint:
     """Rank 0's checkpoint, read from the same folder (the store's steps are rank 0's)."""
-    ckpt = checkpoints.last(paths.checkpoint_dir(tracking.connect().tracking_uri) / run_id)
-    return ResumePoint(ckpt, checkpoints.step(ckpt))
+    client = tracking.connect()
+    ckpt = checkpoints.last(paths.checkpoint_dir(client.tracking_uri) / run_id)
+    return ResumePoint(ckpt, checkpoints.step(ckpt), allocator=_started_on(client, run_id))
+
+
+def _started_on(client, run_id: str) -> str | None:
+    """The allocator the run started on (its tag), or None for a run recorded without one."""
+    return client.get_run(run_id).data.tags.get(TAG_ALLOCATOR)
 
 
 def run(
@@ -232,6 +243,9 @@ class ResumePoint:
     checkpoint: Path
     step: int
     stored: dict[str, int] = field(default_factory=dict)
+    # The allocator the run started on: ``kernels: auto`` chose its ops for it on a CPU, and a
+    # resumed run keeps those ops (the same numbers) whatever process it continues in.
+    allocator: str | None = None
 
 
 @dataclass(frozen=True)
@@ -351,8 +365,13 @@ def prepare_run(
         calibration = calibration_batches(encoded, registry.resolve(row_kind.collate), pad_id)
     trained = apply_adapter(base.model, spec.adapter, calibration)
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
+    started_on = resume_from.allocator if resume_from is not None else None
     kernel_usage = patch_model(
-        trained, spec.kernels, on_gpu=on_gpu, adapter=spec.adapter, allocator=allocator.running()
+        trained,
+        spec.kernels,
+        on_gpu=on_gpu,
+        adapter=spec.adapter,
+        allocator=started_on or allocator.running(),
     )
     slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
     if slow_precision:
@@ -566,7 +585,8 @@ class RunPipeline:
             {
                 TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
                 TAG_BASE: base.name,
-                TAG_ALLOCATOR: allocator.running(),
+                # The allocator the run started on (a resumed run keeps its kernel choice).
+                **({} if self.resume else {TAG_ALLOCATOR: allocator.running()}),
                 **({} if prepared.compiled is None else {COMPILE_TAG: prepared.compiled.tag()}),
                 **liveness.process_tags(),
             }
