@@ -29,8 +29,7 @@ from workbench.fronts import finished_runs as fronts
 from workbench.fronts import plots
 from workbench.fronts.pareto import ParetoFront
 from workbench.methods.sft.params import MultiObjectiveSFTParams
-from workbench.running.library_output import quiet_libraries
-from workbench.running.pipeline import RunPipeline, RunResult, evaluate_model
+from workbench.running.pipeline import RunPipeline, RunResult, evaluate_model, run_settings
 from workbench.running.signals import SigtermRaisesInterrupt, StopRequests
 from workbench.spec.errors import RunFailed, SpecError
 from workbench.spec.mlflow_names import KIND_SWEEP, TAG_BUILDER, TAG_KIND
@@ -118,7 +117,7 @@ def conditioned_front(
     names += [o.name for o in spec.objectives if o.name not in names]
     parent_spec = spec.updated(**{"tracking.run_name": study_run_name(spec, "front")})
     with (
-        quiet_libraries(),
+        run_settings(),
         parent_run(parent_spec, {TAG_KIND: KIND_SWEEP, TAG_BUILDER: "conditioned"}) as (
             client,
             parent,

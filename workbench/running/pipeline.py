@@ -181,7 +181,7 @@ def run(
     Raises :class:`RunFailed` (run ended FAILED) or ``KeyboardInterrupt`` (ended KILLED).
     Other libraries' banners, tips and progress bars are hidden while it trains.
     """
-    with _run_settings():
+    with run_settings():
         pipeline = RunPipeline(
             spec,
             run_id=run_id,
@@ -196,7 +196,7 @@ def run(
 
 
 @contextlib.contextmanager
-def _run_settings():
+def run_settings():
     """What a run sets for its duration: other libraries' output hidden, and in a process
     without CUDA the attention's key/value heads shared rather than copied
     (:mod:`workbench.models.grouped_attention`)."""
@@ -225,7 +225,7 @@ def evaluate_model(
     spec = spec if isinstance(spec, RunSpec) else RunSpec.parse(spec)
     if run_name is not None:
         spec = spec.updated(**{"tracking.run_name": run_name})
-    with _run_settings():
+    with run_settings():
         pipeline = RunPipeline(
             spec,
             parent_run_id=parent_run_id,
