@@ -248,6 +248,13 @@ class ResumePoint:
     allocator: str | None = None
 
 
+def _kernel_allocator(resume_from: ResumePoint | None) -> str:
+    """The allocator a run's kernels are chosen for, and its tag: the one it started on where
+    that is recorded, else this process's."""
+    started_on = resume_from.allocator if resume_from is not None else None
+    return started_on or allocator.running()
+
+
 @dataclass(frozen=True)
 class PreparedRun:
     """What a run is made of, built before anything is written (:func:`prepare_run`).
@@ -365,13 +372,12 @@ def prepare_run(
         calibration = calibration_batches(encoded, registry.resolve(row_kind.collate), pad_id)
     trained = apply_adapter(base.model, spec.adapter, calibration)
     on_gpu = spec.train.accelerator in ("gpu", "cuda", "auto") and torch.cuda.is_available()
-    started_on = resume_from.allocator if resume_from is not None else None
     kernel_usage = patch_model(
         trained,
         spec.kernels,
         on_gpu=on_gpu,
         adapter=spec.adapter,
-        allocator=started_on or allocator.running(),
+        allocator=_kernel_allocator(resume_from),
     )
     slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
     if slow_precision:
@@ -585,8 +591,7 @@ class RunPipeline:
             {
                 TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
                 TAG_BASE: base.name,
-                # The allocator the run started on (a resumed run keeps its kernel choice).
-                **({} if self.resume else {TAG_ALLOCATOR: allocator.running()}),
+                TAG_ALLOCATOR: _kernel_allocator(prepared.resume_from),
                 **({} if prepared.compiled is None else {COMPILE_TAG: prepared.compiled.tag()}),
                 **liveness.process_tags(),
             }
