@@ -89,7 +89,8 @@ def cmd_launch(args) -> int:
 
 def cmd_resume(args) -> int:
     run_id = whole_run_id(args.run_id)
-    from workbench.running.pipeline import resume_spec, run
+    from workbench.running.pipeline import run
+    from workbench.running.resuming import resume_spec
 
     spec = resume_spec(run_id)
     if printed_node_commands(spec, ["resume", run_id]):

@@ -34,7 +34,6 @@ from workbench.models.grouped_attention import shared_key_value_heads
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
 from workbench.running import (
-    allocator,
     checkpoints,
     cluster,
     cpu_features,
@@ -54,11 +53,18 @@ from workbench.running.evaluation import evaluate
 from workbench.running.events import Evaluation, RunContext, RunEvents, RunObserver, observers_list
 from workbench.running.library_output import quiet_libraries
 from workbench.running.process_memory import MemoryMark
+from workbench.running.resuming import (
+    ResumePoint,
+    kernel_allocator,
+    other_rank_resume_point,
+    resume_point,
+    resume_spec,
+)
 from workbench.running.signals import TrainingInterrupt
 from workbench.running.step_costs import StepCostTally
 from workbench.spec import components, paths, plugins, registry
 from workbench.spec.entries import MethodInfo
-from workbench.spec.errors import RunFailed, SpecError, TrackingError, WorkbenchError
+from workbench.spec.errors import RunFailed, SpecError, WorkbenchError
 from workbench.spec.mlflow_names import (
     COMPILE_TAG,
     COST_PREFIX,
@@ -76,7 +82,6 @@ from workbench.spec.mlflow_names import (
     TRAIN_TIME_KEY,
     TRAINABLE_PARAMS_KEY,
 )
-from workbench.spec.plugins import import_plugins
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking.observer import MlflowRecorderObserver
 
@@ -97,66 +102,6 @@ def resume(run_id: str, *, progress: bool = False, log=print) -> RunResult:
     and no missing step.
     """
     return run(resume_spec(run_id), run_id=run_id, progress=progress, log=log, resume=True)
-
-
-def resume_spec(run_id: str) -> RunSpec:
-    """The stored spec of ``run_id`` (its plugins imported, so it validates)."""
-    client = tracking.connect()
-    try:
-        import_plugins(client.get_run(run_id).data.tags.get(plugins.TAG, ""))
-    except Exception as err:  # MLflow's own exception types for a missing run
-        raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
-    return RunSpec.from_yaml(_download_text(client, run_id, "spec.yaml"))
-
-
-def _download_text(client, run_id: str, artifact: str) -> str:
-    import mlflow
-
-    try:
-        client.get_run(run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                run_id=run_id,
-                artifact_path=artifact,
-                dst_path=tmp,
-                tracking_uri=client.tracking_uri,
-            )
-            with open(path, encoding="utf-8") as f:
-                return f.read()
-    except Exception as err:  # MLflow raises its own exception types
-        raise TrackingError(
-            f"cannot read {artifact} of run {run_id} from {client.tracking_uri}: {err}"
-        ) from None
-
-
-def _resume_point(client, run_id: str) -> ResumePoint:
-    """The checkpoint a run resumes from, its optimizer step and the last step the store
-    holds of each metric."""
-    folder = paths.checkpoint_dir(client.tracking_uri) / run_id
-    ckpt = checkpoints.last(folder)
-    if ckpt is None:
-        raise TrackingError(
-            f"run {run_id} has no checkpoint in {folder}, so it cannot be resumed; runs "
-            "save checkpoints every train.checkpoint_every steps (set it to make runs resumable)"
-        )
-    return ResumePoint(
-        ckpt,
-        checkpoints.step(ckpt),
-        tracking.last_steps(client, run_id),
-        _started_on(client, run_id),
-    )
-
-
-def _other_rank_resume_point(run_id: str) -> ResumePoint:
-    """Rank 0's checkpoint, read from the same folder (the store's steps are rank 0's)."""
-    client = tracking.connect()
-    ckpt = checkpoints.last(paths.checkpoint_dir(client.tracking_uri) / run_id)
-    return ResumePoint(ckpt, checkpoints.step(ckpt), allocator=_started_on(client, run_id))
-
-
-def _started_on(client, run_id: str) -> str | None:
-    """The allocator the run started on (its tag), or None for a run recorded without one."""
-    return client.get_run(run_id).data.tags.get(TAG_ALLOCATOR)
 
 
 def run(
@@ -233,26 +178,6 @@ def evaluate_model(
             observers=observers_list(observers),
         )
         return pipeline.execute_evaluation(model, tokenizer)
-
-
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where a resumed run continues: its last checkpoint, that checkpoint's optimizer step,
-    and the last step the store holds of each metric (rank 0 only; empty elsewhere)."""
-
-    checkpoint: Path
-    step: int
-    stored: dict[str, int] = field(default_factory=dict)
-    # The allocator the run started on: ``kernels: auto`` chose its ops for it on a CPU, and a
-    # resumed run keeps those ops (the same numbers) whatever process it continues in.
-    allocator: str | None = None
-
-
-def _kernel_allocator(resume_from: ResumePoint | None) -> str:
-    """The allocator a run's kernels are chosen for, and its tag: the one it started on where
-    that is recorded, else this process's."""
-    started_on = resume_from.allocator if resume_from is not None else None
-    return started_on or allocator.running()
 
 
 @dataclass(frozen=True)
@@ -338,9 +263,7 @@ def prepare_run(
     client = tracking.connect(spec.tracking.uri) if rank == 0 else None
     resume_from = None
     if resume:
-        resume_from = (
-            _resume_point(client, run_id) if rank == 0 else _other_rank_resume_point(run_id)
-        )
+        resume_from = resume_point(client, run_id) if rank == 0 else other_rank_resume_point(run_id)
     L.seed_everything(spec.train.seed, workers=True, verbose=False)
     if model is not None:
         if tokenizer is None:
@@ -377,7 +300,7 @@ def prepare_run(
         spec.kernels,
         on_gpu=on_gpu,
         adapter=spec.adapter,
-        allocator=_kernel_allocator(resume_from),
+        allocator=kernel_allocator(resume_from),
     )
     slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
     if slow_precision:
@@ -591,7 +514,7 @@ class RunPipeline:
             {
                 TAG_KERNELS: "none (kernels: off)" if prepared.kernel_usage is None else "pending",
                 TAG_BASE: base.name,
-                TAG_ALLOCATOR: _kernel_allocator(prepared.resume_from),
+                TAG_ALLOCATOR: kernel_allocator(prepared.resume_from),
                 **({} if prepared.compiled is None else {COMPILE_TAG: prepared.compiled.tag()}),
                 **liveness.process_tags(),
             }
