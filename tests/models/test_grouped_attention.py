@@ -1,11 +1,12 @@
 """Grouped-query attention without copied key/value heads (workbench.models.grouped_attention):
 the same losses and gradients as the copied heads, in float64, on padded and packed rows;
 fewer saved activations; torch given the shared heads; the variable set for a run only, on
-a CPU, and never over the user's setting."""
+a CPU, and never over the user's setting; generation in bfloat16 given copied heads."""
 
 from __future__ import annotations
 
 import copy
+import os
 
 import pytest
 import torch
@@ -13,7 +14,11 @@ import torch
 import workbench
 from tests.conftest import fast_spec
 from tests.kernels.test_model_families import build
-from workbench.models.grouped_attention import FORCE_GQA_ENV, shared_key_value_heads
+from workbench.models.grouped_attention import (
+    FORCE_GQA_ENV,
+    generation_heads,
+    shared_key_value_heads,
+)
 from workbench.running.events import RunObserver
 
 
@@ -125,8 +130,6 @@ class SeesTheVariable(RunObserver):
         self.values = []
 
     def on_step(self, step, metrics):
-        import os
-
         self.values.append(os.environ.get(FORCE_GQA_ENV))
 
 
@@ -137,6 +140,53 @@ def test_a_run_on_a_cpu_shares_the_heads_while_it_trains_and_not_after(store_uri
     workbench.run(fast_spec(train={"steps": 2, "eval_every": 2}), log=lambda *a: None,
                   observers=[seen])  # fmt: skip
     assert seen.values == ["1", "1"]
-    import os
-
     assert FORCE_GQA_ENV not in os.environ
+
+
+def decoding_calls(model, monkeypatch, autocast: bool):
+    """(query heads, key/value heads, enable_gqa) of each decoding step's attention call (a
+    query shorter than its keys) while ``sample_completions`` samples under a run's shared
+    heads, in float32 or bf16 autocast."""
+    from workbench.methods.rl.sampling import sample_completions
+
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, key, value, *args, **kwargs):
+        if query.shape[2] < key.shape[2]:
+            calls.append((query.shape[1], key.shape[1], kwargs.get("enable_gqa", False)))
+        return sdpa(query, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    ids = torch.tensor([[0, 0, 5, 6, 7], [8, 9, 10, 11, 12]])
+    prompts = {"input_ids": ids, "attention_mask": (ids != 0).long()}
+    with shared_key_value_heads(on_cpu=True), torch.autocast("cpu", enabled=autocast):
+        sample_completions(model, prompts, group_size=2, max_new_tokens=3, temperature=1.0,
+                           top_p=1.0, top_k=0, eos_id=None, pad_id=0, seed=0)  # fmt: skip
+        assert os.environ[FORCE_GQA_ENV] == "1"  # the run's setting is back after sampling
+    return calls
+
+
+def test_generation_in_bf16_copies_the_heads_and_float32_shares_them(monkeypatch):
+    """Decoding one token at a time, torch's CPU flash attention over shared heads is several
+    times slower in bfloat16: generation under bf16 runs transformers' own grouped path (the
+    4 query heads folded into 2 x 2 positions over the 2 shared heads, nothing copied),
+    float32 gives torch the shared heads."""
+    monkeypatch.delenv(FORCE_GQA_ENV, raising=False)
+    model = build("llama")  # 4 query heads, 2 key/value heads
+    in_float32 = decoding_calls(model, monkeypatch, autocast=False)
+    assert in_float32 and all(c == (4, 2, True) for c in in_float32)
+    in_bf16 = decoding_calls(model, monkeypatch, autocast=True)
+    assert in_bf16 and all(c == (2, 2, False) for c in in_bf16)
+
+
+def test_generation_leaves_the_users_variable_alone(monkeypatch):
+    model = build("llama").to(torch.bfloat16)  # computes in bfloat16 without autocast
+    environ = {FORCE_GQA_ENV: "1"}  # set by the user, not by a run
+    with generation_heads(model, environ=environ) as shared:
+        assert shared and environ == {FORCE_GQA_ENV: "1"}
+    monkeypatch.delenv(FORCE_GQA_ENV, raising=False)
+    with shared_key_value_heads(on_cpu=True):
+        with generation_heads(model) as shared:
+            assert not shared and FORCE_GQA_ENV not in os.environ
+        assert os.environ[FORCE_GQA_ENV] == "1"

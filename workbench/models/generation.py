@@ -12,6 +12,7 @@ import torch
 
 from workbench.data.encode import prompt_ids
 from workbench.data.rows import ChatRow, Row
+from workbench.models.grouped_attention import generation_heads
 
 
 @torch.no_grad()
@@ -47,14 +48,15 @@ def generate(
             kwargs = {"do_sample": do_sample}
             if do_sample:
                 kwargs.update(temperature=temperature, top_p=top_p)
-            out = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=pad,
-                **kwargs,
-            )
+            with generation_heads(model):
+                out = model.generate(
+                    input_ids=input_ids.to(device),
+                    attention_mask=attention.to(device),
+                    max_new_tokens=max_new_tokens,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=pad,
+                    **kwargs,
+                )
             new = out[:, width:]
             outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:

@@ -37,6 +37,7 @@ import torch
 from workbench.data.batches import RepeatedRoundsSampler
 from workbench.data.encode import IGNORE_INDEX, SEGMENT_IDS, Encoded, collate
 from workbench.methods.base import WorkbenchModule
+from workbench.models.grouped_attention import generation_heads
 from workbench.objectives import scoring as objective_sources
 from workbench.spec.errors import WorkbenchError
 from workbench.spec.mlflow_names import REWARD_PREFIX, REWARD_TOTAL_KEY
@@ -145,19 +146,20 @@ def sample_completions(
                     "past_key_values": shared,
                 }
                 repeats = 1
-            out = model.generate(
-                **start,
-                do_sample=True,
-                num_return_sequences=repeats,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                top_k=top_k,
-                eos_token_id=eos_id,
-                pad_token_id=pad_id,
-                use_cache=True,
-            )
+            with generation_heads(model):
+                out = model.generate(
+                    **start,
+                    do_sample=True,
+                    num_return_sequences=repeats,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens,
+                    temperature=temperature,
+                    top_p=top_p,
+                    top_k=top_k,
+                    eos_token_id=eos_id,
+                    pad_token_id=pad_id,
+                    use_cache=True,
+                )
     finally:
         model.train(was_training)
     completions = out[:, ids.shape[1] :]
