@@ -1,9 +1,11 @@
 """What this CPU can do natively that decides a precision's speed.
 
 ``train.precision: bf16-mixed`` runs a CPU step's matrix products in bfloat16. Where the
-cores have bfloat16 instructions (AVX-512 BF16, AMX) that is faster than float32; where they
-do not, torch emulates them, and a step takes many times the float32 one (27x at the small
-shape of ``benchmarks/train_options.py`` on a 2-core AMD EPYC without AVX-512, BENCHMARKS.md).
+cores have bfloat16 instructions (AVX-512 BF16, AMX) that is faster than float32 (0.64x the
+float32 step for LoRA SFT at SmolLM2-135M's shape on a 2-core AMD EPYC with AVX-512 BF16);
+where they do not, torch emulates them, and a step takes many times the float32 one (27x at
+the small shape of ``benchmarks/train_options.py`` on a 2-core AMD EPYC without AVX-512,
+BENCHMARKS.md).
 A run asked for it on such a CPU says so before it trains.
 """
 
