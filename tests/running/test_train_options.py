@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 import workbench
 from tests.conftest import fast_spec, own_store, run_cli, sqlite_uri
 from workbench import tracking
+from workbench.models.frozen_linear import RecastLinear
 from workbench.models.kernel_patch import KernelUsage
 from workbench.running import compile as compile_option
 from workbench.running import pipeline
@@ -168,12 +169,16 @@ def autocast_watch(monkeypatch) -> list:
 
 def _check_bf16(prepared, calls) -> None:
     """Training-mode forwards ran in bfloat16 under CPU autocast; the evaluations before and
-    after training in float32 without it; the weights stayed float32."""
+    after training in float32 without it; the weights stayed float32; every frozen linear
+    layer keeps no bfloat16 copy of its weight (workbench.models.frozen_linear)."""
     training = [c for c in calls if c[0]]
     assert training and all(on and dtype == torch.bfloat16 for _, on, dtype in training), calls
     first, last = calls[0], calls[-1]
     assert first[:2] == last[:2] == (False, False) and first[2] == last[2] == torch.float32
     assert {p.dtype for p in prepared.model.parameters()} == {torch.float32}
+    linears = [m for m in prepared.model.modules() if isinstance(m, torch.nn.Linear)]
+    frozen = [m for m in linears if not m.weight.requires_grad]
+    assert all(isinstance(m, RecastLinear) == (m in frozen) for m in linears)
 
 
 def test_bf16_mixed_sft_ends_near_the_float32_run(store_uri, autocast_watch):

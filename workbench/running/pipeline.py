@@ -30,6 +30,7 @@ from workbench.models.adapters.applying import (
     trainable_parameters,
 )
 from workbench.models.base_model import BaseModel
+from workbench.models.frozen_linear import recast_frozen_weights
 from workbench.models.grouped_attention import shared_key_value_heads
 from workbench.models.kernel_patch import patch_model
 from workbench.models.loading import load_base
@@ -84,6 +85,10 @@ from workbench.spec.mlflow_names import (
 )
 from workbench.spec.run_spec import RunSpec
 from workbench.tracking.observer import MlflowRecorderObserver
+
+# Precisions whose training steps run under autocast (Lightning runs 16-mixed as bf16-mixed
+# on a CPU).
+MIXED_PRECISIONS = ("bf16-mixed", "16-mixed")
 
 
 @dataclass
@@ -302,6 +307,10 @@ def prepare_run(
         adapter=spec.adapter,
         allocator=kernel_allocator(resume_from),
     )
+    if spec.train.precision in MIXED_PRECISIONS:
+        # Under autocast, frozen linear layers would each keep a low-precision weight copy
+        # until the backward pass; they keep the float32 weight and cast it again instead.
+        recast_frozen_weights(trained)
     slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
     if slow_precision:
         rank_log(slow_precision)
@@ -760,7 +769,7 @@ def _training_autocast(precision: str, device):
     (bf16-mixed, and 16-mixed, which Lightning turns into bf16-mixed on a CPU), else None."""
     import torch
 
-    if precision not in ("bf16-mixed", "16-mixed"):
+    if precision not in MIXED_PRECISIONS:
         return None
     half = precision == "16-mixed" and device.type == "cuda"
     dtype = torch.float16 if half else torch.bfloat16
