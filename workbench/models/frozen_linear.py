@@ -52,9 +52,8 @@ class RecastLinear(nn.Linear):
         frozen = not self.weight.requires_grad and (
             self.bias is None or not self.bias.requires_grad
         )
-        if not (frozen and torch.is_autocast_enabled(device) and x.requires_grad):
-            return super().forward(x)
-        if not torch.is_grad_enabled():
+        saves_for_backward = x.requires_grad and torch.is_grad_enabled()
+        if not (frozen and saves_for_backward and torch.is_autocast_enabled(device)):
             return super().forward(x)
         return _CastOnceMoreLinear.apply(
             x, self.weight, self.bias, torch.get_autocast_dtype(device)

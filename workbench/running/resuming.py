@@ -41,10 +41,10 @@ def resume_spec(run_id: str) -> RunSpec:
         import_plugins(client.get_run(run_id).data.tags.get(plugins.TAG, ""))
     except Exception as err:  # MLflow's own exception types for a missing run
         raise TrackingError(f"no run {run_id} in the store {client.tracking_uri}: {err}") from None
-    return RunSpec.from_yaml(download_text(client, run_id, "spec.yaml"))
+    return RunSpec.from_yaml(_download_text(client, run_id, "spec.yaml"))
 
 
-def download_text(client, run_id: str, artifact: str) -> str:
+def _download_text(client, run_id: str, artifact: str) -> str:
     """The text of one of ``run_id``'s artifacts; a TrackingError that names the store where
     it cannot be read."""
     import mlflow
