@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 from mlflow.tracking import MlflowClient
+from peft.tuners.lora import LoraLayer
 
 import workbench
 from tests.conftest import fast_spec, own_store, run_cli, sqlite_uri
@@ -167,10 +168,12 @@ def autocast_watch(monkeypatch) -> list:
     return runs
 
 
-def _check_bf16(prepared, calls) -> None:
+def _check_bf16(prepared, calls) -> tuple[int, int]:
     """Training-mode forwards ran in bfloat16 under CPU autocast; the evaluations before and
     after training in float32 without it; the weights stayed float32; every frozen linear
-    layer keeps no bfloat16 copy of its weight (workbench.models.frozen_linear)."""
+    layer keeps no bfloat16 copy of its weight (workbench.models.frozen_linear) and every
+    LoRA layer (no dropout by default) takes its input uncast (peft_wrapping). Returns the
+    counts of frozen linear layers and of LoRA layers (0 and 0 under full fine-tuning)."""
     training = [c for c in calls if c[0]]
     assert training and all(on and dtype == torch.bfloat16 for _, on, dtype in training), calls
     first, last = calls[0], calls[-1]
@@ -179,6 +182,9 @@ def _check_bf16(prepared, calls) -> None:
     linears = [m for m in prepared.model.modules() if isinstance(m, torch.nn.Linear)]
     frozen = [m for m in linears if not m.weight.requires_grad]
     assert all(isinstance(m, RecastLinear) == (m in frozen) for m in linears)
+    lora_layers = [m for m in prepared.model.modules() if isinstance(m, LoraLayer)]
+    assert all(not m.cast_input_dtype_enabled for m in lora_layers)
+    return len(frozen), len(lora_layers)
 
 
 def test_bf16_mixed_sft_ends_near_the_float32_run(store_uri, autocast_watch):
@@ -224,7 +230,8 @@ def test_bf16_mixed_runs_every_family_under_cpu_autocast(method, store_uri, auto
     spec["tracking"] = {"experiment": "train-options", "log_model": False}
     _, watch = _run(spec)
     ((prepared, calls),) = autocast_watch
-    _check_bf16(prepared, calls)
+    frozen, lora = _check_bf16(prepared, calls)
+    assert (frozen > 0 and lora > 0) == (method == "grpo")  # GRPO's run trains LoRA
     if method == "dpo":
         assert watch.series("pref/chosen_logratio")[0] == pytest.approx(0.0, abs=1e-4)
     else:

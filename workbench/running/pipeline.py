@@ -29,6 +29,7 @@ from workbench.models.adapters.applying import (
     save_trained,
     trainable_parameters,
 )
+from workbench.models.adapters.peft_wrapping import take_inputs_as_they_come
 from workbench.models.base_model import BaseModel
 from workbench.models.frozen_linear import recast_frozen_weights
 from workbench.models.grouped_attention import shared_key_value_heads
@@ -309,8 +310,10 @@ def prepare_run(
     )
     if spec.train.precision in MIXED_PRECISIONS:
         # Under autocast, frozen linear layers would each keep a low-precision weight copy
-        # until the backward pass; they keep the float32 weight and cast it again instead.
+        # until the backward pass (they keep the float32 weight and cast it again instead),
+        # and LoRA layers would widen a bfloat16 input only for autocast to narrow it back.
         recast_frozen_weights(trained)
+        take_inputs_as_they_come(trained)
     slow_precision = cpu_features.bf16_warning(spec.train.precision, on_gpu)
     if slow_precision:
         rank_log(slow_precision)

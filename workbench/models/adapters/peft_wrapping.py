@@ -37,6 +37,38 @@ def wrap(model, config):
     return get_peft_model(model, config)
 
 
+def take_inputs_as_they_come(model) -> int:
+    """Stop ``model``'s plain LoRA layers casting their input to their weights' dtype; the
+    number of layers changed.
+
+    peft casts a LoRA layer's input to ``lora_A``'s dtype (float32) before ``lora_A`` runs, so
+    that a model in one precision and its adapter in another can be mixed without autocast.
+    Under autocast (``train.precision: bf16-mixed``) the cast only costs: a bfloat16 input
+    (``down_proj``'s, ``o_proj``'s) is widened to float32, then narrowed back by autocast for
+    ``lora_A``, and the backward pass does both again for its gradient. The values are exact
+    in both directions, so without the casts outputs and gradients are the same bit for bit
+    (tested); at SmolLM2-135M's shape the bf16 step took about 5% less time.
+
+    Only layers without dropout and without a LoRA variant are changed: dropout on the
+    widened input scales it in float32, on the bfloat16 one by ``1 / (1 - p)`` rounded to
+    bfloat16 (a different number), and a variant (DoRA and the like) computes more from the
+    input. Only a run under autocast calls this; outside it every activation is float32.
+    """
+    from peft.tuners.lora import LoraLayer
+    from torch import nn
+
+    changed = 0
+    for module in model.modules():
+        if (
+            isinstance(module, LoraLayer)
+            and not module.lora_variant
+            and all(isinstance(d, nn.Identity) for d in module.lora_dropout.values())
+        ):
+            module.cast_input_dtype_enabled = False  # peft's own switch (peft.helpers)
+            changed += 1
+    return changed
+
+
 def can_merge(model) -> bool:
     """Whether ``model``'s adapter folds into the base's weights (peft's ``merge_and_unload``):
     not prompt or prefix tuning, whose virtual tokens are extra inputs, not a weight change."""
