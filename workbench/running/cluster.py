@@ -11,6 +11,7 @@ its other nodes itself: :func:`torchrun_commands` gives the command for each nod
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 
@@ -34,6 +35,27 @@ def environment():
         if kind.detect():
             return kind()
     return None
+
+
+@contextlib.contextmanager
+def process_group_ended():
+    """Destroy the process group a run's Trainer started, when the run ends.
+
+    Lightning starts torch's process group for a multi-process run and leaves it up. A
+    process that then exits with the group alive leaves Gloo's worker threads to be torn
+    down during the interpreter's finalization, which can abort the process (SIGABRT,
+    "terminate called without an active exception") after its run has finished, so that
+    torchrun reports the node failed and the other node waits out its exit barrier. A group
+    the caller started before the run is left alone.
+    """
+    import torch.distributed as dist
+
+    started_before = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    finally:
+        if not started_before and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def launched_world_size() -> int:

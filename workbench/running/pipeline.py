@@ -150,10 +150,15 @@ def run(
 def run_settings():
     """What a run sets for its duration: other libraries' output hidden, and in a process
     without CUDA the attention's key/value heads shared rather than copied
-    (:mod:`workbench.models.grouped_attention`)."""
+    (:mod:`workbench.models.grouped_attention`); the process group a multi-process run
+    started is destroyed when it ends (:func:`cluster.process_group_ended`)."""
     import torch
 
-    with quiet_libraries(), shared_key_value_heads(on_cpu=not torch.cuda.is_available()):
+    with (
+        quiet_libraries(),
+        shared_key_value_heads(on_cpu=not torch.cuda.is_available()),
+        cluster.process_group_ended(),
+    ):
         yield
 
 
