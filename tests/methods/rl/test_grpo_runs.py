@@ -509,29 +509,34 @@ def test_grpo_on_the_exact_answer_raises_held_out_accuracy(default_tiny_base, st
 
 def test_the_ends_of_the_weight_range_separate_on_both_rewards(weight_ends):
     """Correct against brevity (which pays most for saying nothing): weights (1, 0) keep the
-    answers and get them right more often, (0, 1) learns to stop at once. Measured (seed 0):
-    correct 0.229 vs 0, brevity 0.76 vs 1. benchmarks/rl_weight_ends.py repeats this over
-    seeds 0, 1 and 2 (BENCHMARKS.md): correct 0.125 to 0.271 against 0 on every seed, brevity
-    0.75-0.76 against 1, so both assertions held on every seed tried, the first by at least
-    twice its margin."""
+    answers and get them right more often, (0, 1) learns to stop at once.
+    benchmarks/rl_weight_ends.py repeats this over seeds 0, 1 and 2 (BENCHMARKS.md). With
+    tokens drawn by inverse CDF (the sampler since 2026-12-07, a different random stream
+    from multinomial's): correct 0.312-0.333 against 0 on every seed; brevity 0.799 against
+    0.938 on seed 0 (this test's), 0.76 against 1 on seeds 1 and 2: gaps of 0.14-0.24.
+    (Drawn by multinomial: correct 0.125-0.271 against 0, brevity 0.75-0.76 against 1.) The
+    assertions ask for half the smallest gap seen on any seed, or less."""
     right, brief = weight_ends[(1.0, 0.0)].objectives, weight_ends[(0.0, 1.0)].objectives
     print("(1, 0):", right, "(0, 1):", brief)
     assert right["correct"] - brief["correct"] >= 3 / 48  # at least 3 more held-out prompts right
-    assert brief["brevity"] - right["brevity"] > 0.15
+    assert brief["brevity"] - right["brevity"] > 0.07
 
 
 def test_raft_raises_the_weighted_reward(default_tiny_base, store_uri):
     """RAFT on the same task: the best of 4 samples per prompt is fine-tuned on each step,
     kept only when right (min_total), so the held-out reward rises (the sampled reward at
-    temperature 1 is too noisy over 20 steps to assert on: its mean of the last 5 steps, 0.084,
+    temperature 1 is too noisy over 20-40 steps to assert on: its mean of the last 5 steps, 0.084,
     was below the first 5's, 0.103, while held-out rose). (With
     brevity weighted in and no min_total, the best of four wrong answers is the shortest:
     weights (0.8, 0.2) collapsed to empty answers, held-out weighted reward 0.68 -> 0.19.)
     On the AMD EPYC whose base answers 0.833, seeds 0, 1 and 2 ended at 0.812, 0.792 and
-    0.854: within the 3-prompt allowance below on every seed."""
+    0.854: within the 3-prompt allowance below on every seed. With tokens drawn by inverse
+    CDF (since 2026-12-07), on an AMD EPYC with AVX-512 whose base answers 0.292, 20 steps
+    ended at 0.292, 0.271 and 0.292 (seeds 0-2) and 40 steps at 0.354, 0.312 and 0.354: a
+    rise on every seed at 40, so the run takes 40."""
     method = {"name": "raft", "group_size": 4, "max_completion_length": 12, "min_total": 0.5}
     result = workbench.run(
-        workbench.RunSpec.parse(_reverse_spec(method, 1.0, 0.0, steps=20)), log=lambda *a: None
+        workbench.RunSpec.parse(_reverse_spec(method, 1.0, 0.0, steps=40)), log=lambda *a: None
     )
     (_, before), (_, after) = result.trajectory[0], result.trajectory[-1]
     weighted = [point["correct"] for point in (before, after)]
@@ -552,5 +557,5 @@ def test_raft_raises_the_weighted_reward(default_tiny_base, store_uri):
     assert (
         len(_history(result.run_id, "reward/total"))
         == len(_history(result.run_id, "raft/kept"))
-        == 20
+        == 40
     )
