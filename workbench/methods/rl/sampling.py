@@ -37,6 +37,7 @@ import torch
 from workbench.data.batches import RepeatedRoundsSampler
 from workbench.data.encode import IGNORE_INDEX, SEGMENT_IDS, Encoded, collate
 from workbench.methods.base import WorkbenchModule
+from workbench.models.autocast_weights import weights_cast_once
 from workbench.models.grouped_attention import generation_heads
 from workbench.models.preallocated_cache import preallocated_cache
 from workbench.models.token_draw import sampling_processors
@@ -145,10 +146,10 @@ def sample_completions(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             capacity = ids.shape[1] + max_new_tokens
-            cache = _shared_prompt_cache(model, ids, mask, group_size, capacity)
-            if cache is None:
-                cache = preallocated_cache(model.config, capacity)  # None: transformers' own
-            with generation_heads(model):
+            with weights_cast_once(device), generation_heads(model):
+                cache = _shared_prompt_cache(model, ids, mask, group_size, capacity)
+                if cache is None:
+                    cache = preallocated_cache(model.config, capacity)  # None: transformers'
                 out = model.generate(
                     input_ids=ids.repeat_interleave(group_size, dim=0),
                     attention_mask=mask.repeat_interleave(group_size, dim=0),
