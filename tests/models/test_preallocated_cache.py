@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from tests.kernels.test_model_families import build
 from workbench.models.preallocated_cache import (
@@ -64,7 +65,7 @@ def states(rows, length, seed):
 
 def filled(capacity, steps=(5, 1, 1)):
     """A preallocated and a dynamic layer given the same updates."""
-    ours, theirs = PreallocatedLayer(capacity), DynamicCache().layer_class_to_replicate()
+    ours, theirs = PreallocatedLayer(capacity), DynamicLayer()
     for seed, length in enumerate(steps):
         k, v = states(2, length, seed)
         ours.update(k, v)

@@ -3,8 +3,8 @@
 transformers' ``generate`` samples with ``torch.multinomial``, which on a CPU draws a
 random number for every vocabulary entry of every row at every step. With a 49k vocabulary
 and 8 rows that took 8 ms a step (0.5 s of 4.9 s of sampling 8 completions of 64 tokens at
-SmolLM2-135M's shape, torch profiler, 2 cores): more than a third of a decoding step's
-matrix products. :func:`sampling_processors` gives ``generate`` the same temperature, top-k
+SmolLM2-135M's shape, torch profiler, 2 cores), a quarter of the time the matrix products
+took. :func:`sampling_processors` gives ``generate`` the same temperature, top-k
 and top-p warpers sampling would apply, then :class:`InverseCdfDraw`, which draws each row's
 token from the warped distribution with one uniform number, ``torch.rand`` on the global RNG
 (so a seeded call is reproducible), and leaves only that token possible; ``generate`` runs

@@ -150,7 +150,8 @@ def sample_completions(
             with weights_cast_once(device), generation_heads(model):
                 cache = _shared_prompt_cache(model, ids, mask, group_size, capacity)
                 if cache is None:
-                    cache = preallocated_cache(model.config, capacity)  # None: transformers'
+                    # None: generate makes transformers' own cache
+                    cache = preallocated_cache(model.config, capacity)
                 out = model.generate(
                     input_ids=ids.repeat_interleave(group_size, dim=0),
                     attention_mask=mask.repeat_interleave(group_size, dim=0),
