@@ -12,6 +12,7 @@ import torch
 
 from workbench.data.encode import prompt_ids
 from workbench.data.rows import ChatRow, Row
+from workbench.models.few_row_products import few_row_products
 from workbench.models.grouped_attention import generation_heads
 
 
@@ -48,7 +49,7 @@ def generate(
             kwargs = {"do_sample": do_sample}
             if do_sample:
                 kwargs.update(temperature=temperature, top_p=top_p)
-            with generation_heads(model):
+            with generation_heads(model), few_row_products(model):
                 out = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention.to(device),

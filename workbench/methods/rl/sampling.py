@@ -38,6 +38,7 @@ from workbench.data.batches import RepeatedRoundsSampler
 from workbench.data.encode import IGNORE_INDEX, SEGMENT_IDS, Encoded, collate
 from workbench.methods.base import WorkbenchModule
 from workbench.models.autocast_weights import weights_cast_once
+from workbench.models.few_row_products import few_row_products
 from workbench.models.grouped_attention import generation_heads
 from workbench.models.preallocated_cache import preallocated_cache
 from workbench.models.token_draw import sampling_processors
@@ -137,8 +138,10 @@ def sample_completions(
     row, not ``multinomial``'s one per vocabulary entry) into a
     :class:`~workbench.models.preallocated_cache.PreallocatedCache` (written in place, not
     concatenated), and under a mixed-precision step each weight is cast once for the whole
-    call (:mod:`~workbench.models.autocast_weights`). In BENCHMARKS.md's bf16 GRPO comparison
-    (SmolLM2-135M's shape, 2 cores) sampling took 0.68x the time of TRL's ``generate``."""
+    call (:mod:`~workbench.models.autocast_weights`); in float32 the linear layers' few-row
+    products put the weight first (:mod:`~workbench.models.few_row_products`). In
+    BENCHMARKS.md's bf16 GRPO comparison (SmolLM2-135M's shape, 2 cores) sampling took 0.68x
+    the time of TRL's ``generate``."""
     was_training = model.training
     model.eval()
     device = prompts["input_ids"].device
@@ -147,7 +150,7 @@ def sample_completions(
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             capacity = ids.shape[1] + max_new_tokens
-            with weights_cast_once(device), generation_heads(model):
+            with weights_cast_once(device), generation_heads(model), few_row_products(model):
                 cache = _shared_prompt_cache(model, ids, mask, group_size, capacity)
                 if cache is None:
                     # None: generate makes transformers' own cache
