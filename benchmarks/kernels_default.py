@@ -67,6 +67,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from child_jobs import add_jobs_argument, run_children
 from machine_load import load_average
 
 TASKS = ("arithmetic", "reverse", "sort", "order")
@@ -432,8 +433,9 @@ def versions() -> dict:
     return info
 
 
-def measure(cases: dict, rounds: int, store: str, malloc: str) -> dict:
-    """{(case, variant): [one result per round]}.
+def measure(cases: dict, rounds: int, store: str, malloc: str, side_by_side: int = 1) -> dict:
+    """{(case, variant): [one result per round]}; ``side_by_side`` processes at a time
+    (smoke runs only: ``child_jobs``).
 
     A local-model run has a process of its own (its peak memory is reported); the variants
     of a case run back to back, in an order that alternates between rounds. The tiny-base
@@ -459,8 +461,8 @@ def measure(cases: dict, rounds: int, store: str, malloc: str) -> dict:
                              "threads": THREADS[info["kind"]], "store": store,
                              "allocator": malloc})  # fmt: skip
     results: dict = {}
-    for job in jobs:
-        for key, out in run_worker(job).items():
+    for outputs in run_children(run_worker, jobs, side_by_side):
+        for key, out in outputs.items():
             case, variant = key.split("|")
             results.setdefault((case, variant), []).append(out)
     return results
@@ -537,6 +539,7 @@ def main(argv=None) -> int:
         default="mimalloc",
         help="the runs' allocator (default mimalloc, as workbench training processes run)",
     )
+    add_jobs_argument(parser)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -559,6 +562,8 @@ def main(argv=None) -> int:
           "cpu/off, wall/off: median over rounds of each round's ratio of median step times (CPU, "
           "wall)")  # fmt: skip
     print(f"allocator of every run: {args.allocator}")
+    if args.jobs > 1:
+        print(f"{args.jobs} runs side by side: timings not comparable")
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="kernels-default-") as tmp:
         folder = Path(tmp)
@@ -580,7 +585,7 @@ def main(argv=None) -> int:
         builds.append({"prepare": prepare, "store": store})
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             list(pool.map(run_worker, builds))
-        results = measure(cases, rounds, store, args.allocator)
+        results = measure(cases, rounds, store, args.allocator, args.jobs)
     ran_on = sorted({r["allocator"] for rs in results.values() for r in rs})
     print(f"the runs' allocator tags: {', '.join(ran_on)}")
     print()

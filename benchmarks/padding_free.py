@@ -45,6 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from child_jobs import add_jobs_argument, run_repeat
 from machine_load import load_average
 from run_figures import StepMarks, throughput
 from train_options import spread, versions
@@ -186,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="tokens a row at most (default 256)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads a run (default 1: steadier when shared)")  # fmt: skip
+    add_jobs_argument(parser)
     parser.add_argument("--child", choices=SETTINGS, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -203,25 +205,29 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}, {versions()}")  # fmt: skip
     print(f"command: python benchmarks/padding_free.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"model {model}; batch {BATCH}, max_length {max_length}, {steps} steps a run, "
-          f"{repeats} repeat(s), {args.threads} torch thread(s)")  # fmt: skip
+          f"{repeats} repeat(s), {args.threads} torch thread(s)"
+          + (f", {args.jobs} runs side by side (timings not comparable)" if args.jobs > 1
+             else ""))  # fmt: skip
     print(f"load average at start: {load_average()}")
     results: dict[str, list[dict]] = {s: [] for s in SETTINGS}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="padding-free-") as tmp:
         data = Path(tmp) / "chat.jsonl"
         write_rows(data, ROWS, most_words=10 if args.quick else 100)
-        for repeat in range(repeats):
-            shift = repeat % len(SETTINGS)
-            for setting in SETTINGS[shift:] + SETTINGS[:shift]:
-                command = ["--child", setting, "--data", str(data), "--steps", str(steps),
-                           "--max-length", str(max_length), "--model", model]  # fmt: skip
-                if args.quick:
-                    command.append("--quick")
-                try:
-                    results[setting].append(run_child(command, args.threads, Path(tmp)))
-                except RuntimeError as err:
-                    print(f"error: {err}", file=sys.stderr)
-                    return 1
+
+        def run_setting(setting):
+            command = ["--child", setting, "--data", str(data), "--steps", str(steps),
+                       "--max-length", str(max_length), "--model", model]  # fmt: skip
+            if args.quick:
+                command.append("--quick")
+            return run_child(command, args.threads, Path(tmp))
+
+        try:
+            for repeat in range(repeats):
+                run_repeat(run_setting, list(SETTINGS), repeat, results, args.jobs)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     print(f"{time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
     print()
     header = (f"{'setting':<11} {'pad fraction':>12} {'tokens/s (min-max)':>22} "

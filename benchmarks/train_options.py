@@ -34,6 +34,7 @@ target=<target>``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -45,6 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from child_jobs import add_jobs_argument, run_repeat
 from machine_load import load_average
 from run_figures import note_memory_after
 
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated settings (the baseline is always run)")  # fmt: skip
     parser.add_argument("--adapter", choices=("lora", "full"), default="lora",
                         help="lora (default) or full fine-tuning")  # fmt: skip
+    add_jobs_argument(parser)
     parser.add_argument("--child", choices=tuple(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -266,27 +269,30 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}, {versions()}")  # fmt: skip
     print(f"command: python benchmarks/train_options.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"shape {shape_name}: {SHAPES[shape_name]}; batch {BATCH} x {LENGTH} tokens, "
-          f"{steps} steps a run, {repeats} repeat(s), {args.threads} torch thread(s)")  # fmt: skip
+          f"{steps} steps a run, {repeats} repeat(s), {args.threads} torch thread(s)"
+          + (f", {args.jobs} runs side by side (timings not comparable)" if args.jobs > 1
+             else ""))  # fmt: skip
     print(f"load average at start: {load_average()}")
     results: dict[str, list[dict]] = {s: [] for s in settings}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="train-options-") as tmp:
         folder = Path(tmp)
         build_model(folder, SHAPES[shape_name])
-        for repeat in range(repeats):
-            shift = repeat % len(settings)
-            for setting in settings[shift:] + settings[:shift]:
-                try:
-                    results[setting].append(
-                        run_child(folder, setting, steps, args.threads, args.adapter)
-                    )
-                    # Progress on stderr: a run at the 135m shape takes minutes.
-                    step_s = results[setting][-1]["step_s"]
-                    print(f"repeat {repeat + 1}/{repeats} {setting}: {step_s:.3f} s a step",
-                          file=sys.stderr)  # fmt: skip
-                except RuntimeError as err:
-                    print(f"error: {err}", file=sys.stderr)
-                    return 1
+
+        def run_setting(setting, repeat):
+            result = run_child(folder, setting, steps, args.threads, args.adapter)
+            # Progress on stderr: a run at the 135m shape takes minutes.
+            print(f"repeat {repeat + 1}/{repeats} {setting}: {result['step_s']:.3f} s a step",
+                  file=sys.stderr)  # fmt: skip
+            return result
+
+        try:
+            for repeat in range(repeats):
+                run = functools.partial(run_setting, repeat=repeat)
+                run_repeat(run, settings, repeat, results, args.jobs)
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     print(f"{time.perf_counter() - started:.0f} s; load average at end: {load_average()}")
     print()
     header = (f"{'setting':<12} {'s/step (min-max)':>24} {'train peak MiB (min-max)':>26} "

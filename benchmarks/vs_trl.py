@@ -77,6 +77,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from child_jobs import add_jobs_argument, run_repeat
 from child_peak_memory import run_child_process
 from machine_load import load_average
 
@@ -319,14 +320,16 @@ def run_child(side: str, job: dict) -> dict:
 
 
 def measure(job: dict, rows, repeats: int) -> dict[str, list[dict]]:
-    """{row name: one result per repeat}; a repeat's rows back to back, the order rotating."""
+    """{row name: one result per repeat}; a repeat's rows back to back, the order rotating
+    (``job["jobs"]`` of them side by side: smoke runs only, ``child_jobs``)."""
     results: dict[str, list[dict]] = {name: [] for name, _, _ in rows}
+    by_name = {name: (side, settings) for name, side, settings in rows}
     for repeat in range(repeats):
-        shift = repeat % len(rows)
-        for name, side, settings in rows[shift:] + rows[:shift]:
+
+        def run_row(name, repeat=repeat):
+            side, settings = by_name[name]
             started = time.perf_counter()
             result = run_child(side, {**job, **settings})
-            results[name].append(result)
             # A full run takes hours on a CPU: each child's figures as it ends, on stderr so
             # that the table on stdout stays as it is.
             print(
@@ -336,6 +339,9 @@ def measure(job: dict, rows, repeats: int) -> dict[str, list[dict]]:
                 file=sys.stderr,
                 flush=True,
             )
+            return result
+
+        run_repeat(run_row, list(by_name), repeat, results, job.get("jobs", 1))
     return results
 
 
@@ -557,6 +563,7 @@ def main(argv=None) -> int:
         help="the workbench row's malloc (default mimalloc: what a workbench training process "
         "runs on; system: the C library's, as before 2026-12-08)",
     )
+    add_jobs_argument(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -632,14 +639,18 @@ def main(argv=None) -> int:
             "huge_pages": args.huge_pages == "on",
             # The workbench rows' allocator; TRL's rows name their own.
             "allocator": args.workbench_allocator,
+            "jobs": args.jobs,
         }
         built = run_child("build", job)
+        side_by_side = (
+            f"; {args.jobs} children side by side (timings not comparable)" if args.jobs > 1 else ""
+        )
         print(
             f"shape {args.shape}{' (quick)' if args.quick else ''}: Llama {model_shape}, "
             f"vocabulary {built['vocab']}, {built['params'] / 1e6:.1f}M parameters; "
             f"intra-op threads: {args.threads}; torch's huge pages (THP_MEM_ALLOC_ENABLE): "
             f"{args.huge_pages}, both sides; the kernel's transparent_hugepage: "
-            f"{kernel_huge_pages_mode() or 'unknown'}"
+            f"{kernel_huge_pages_mode() or 'unknown'}" + side_by_side
         )
         bench = []
         for method in methods:

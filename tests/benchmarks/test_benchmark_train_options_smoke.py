@@ -23,11 +23,14 @@ def test_quick_train_options_benchmark_prints_its_headlines():
         "full",
         "--settings",
         "bf16,foreach_adam",
+        "--jobs",
+        "2",  # the runs side by side: a smoke run, whose timings say nothing
         script="benchmarks/train_options.py",
         timeout=600,
     )
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("Full fine-tuning SFT"), lines[0]
+    assert "2 runs side by side (timings not comparable)" in result.stdout
     for setting in ("baseline", "bf16", "foreach_adam"):
         assert any(line.startswith(f"{setting} ") for line in lines), result.stdout
     for setting in ("grad_ckpt", "compile", "no_reuse"):  # not asked for: not run

@@ -28,12 +28,14 @@ def test_quick_vs_trl_benchmark_prints_its_headline_figures():
     rows = ("workbench", "trl-mimalloc", "trl-padded")
     result = subprocess.run(
         [sys.executable, "benchmarks/vs_trl.py", "--quick", "--precision", "bf16",
-         "--rows", ",".join(rows)],
+         "--rows", ",".join(rows), "--jobs", "2"],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     lines = out.strip().splitlines()
+    # Two children at a time (a smoke run: most of a child's time is its imports, on one core).
+    assert "2 children side by side (timings not comparable)" in out
     for title in ("SFT bf16: the workbench against TRL's SFTTrainer",
                   "DPO bf16: the workbench against TRL's DPOTrainer",
                   "GRPO bf16: the workbench against TRL's GRPOTrainer"):  # fmt: skip

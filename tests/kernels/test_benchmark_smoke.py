@@ -72,9 +72,12 @@ def test_the_liger_comparison_runs_where_triton_can():
 def test_quick_kernels_default_benchmark_prints_its_headline_figures():
     """benchmarks/kernels_default.py --quick: whole runs with kernels off and auto (a tiny base
     on one task, a small local Llama under LoRA), each in its own process."""
-    result = run_script("--quick", script="benchmarks/kernels_default.py", timeout=600)
+    result = run_script(
+        "--quick", "--jobs", "2", script="benchmarks/kernels_default.py", timeout=600
+    )
     lines = result.stdout.strip().splitlines()
     assert "kernel tag" in result.stdout and "none (kernels: off)" in result.stdout
+    assert "2 runs side by side: timings not comparable" in result.stdout
     tail = [BENCH_LINE.match(line) for line in lines[-4:]]
     assert all(tail), lines[-4:]
     assert [m.group(1) for m in tail] == [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
 
+from filelock import FileLock
 from mlflow.entities import Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -65,6 +67,7 @@ def connect(uri: str | None = None, *, probe_timeout_s: float = 5.0) -> MlflowCl
     """
     resolved = paths.tracking_uri(uri)
     quiet_store_loggers()
+    first_open = contextlib.nullcontext()
     if resolved.startswith("sqlite:///"):
         db = Path(resolved[len("sqlite:///") :])
         try:
@@ -74,13 +77,17 @@ def connect(uri: str | None = None, *, probe_timeout_s: float = 5.0) -> MlflowCl
                 f"cannot create the folder of the MLflow store {resolved}: {err}; "
                 "point MLFLOW_TRACKING_URI at a writable location"
             ) from None
+        # MLflow creates a new store's schema in steps that collide when two processes
+        # open the same new database at once (two runs launched together on a fresh
+        # mlruns/: "table _alembic_tmp_experiments already exists"); one opens it at a time.
+        first_open = FileLock(f"{db}.lock")
     elif resolved.startswith(("http://", "https://")):
         for name, value in _HTTP_RETRY_DEFAULTS.items():
             os.environ.setdefault(name, value)
         _probe_server(resolved, probe_timeout_s)
     try:
         # MLflow 3.17's sqlalchemy store uses a loader strategy SQLAlchemy deprecates.
-        with ignoring_warning(".*noload.*"):
+        with ignoring_warning(".*noload.*"), first_open:
             client = MlflowClient(tracking_uri=resolved)
             if resolved.startswith("sqlite:"):
                 # Opening the store creates or migrates the schema; fail here, not mid-run.
