@@ -32,6 +32,11 @@ def add_jobs_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def side_by_side_note(jobs: int) -> str:
+    """What a script prints beside its table when its children ran side by side ("" if not)."""
+    return f"{jobs} children side by side (timings not comparable)" if jobs > 1 else ""
+
+
 def run_children(
     run: Callable[[Item], Result], items: Iterable[Item], jobs: int = 1
 ) -> list[Result]:

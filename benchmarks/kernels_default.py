@@ -67,7 +67,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from child_jobs import add_jobs_argument, run_children
+from child_jobs import add_jobs_argument, run_children, side_by_side_note
 from machine_load import load_average
 
 TASKS = ("arithmetic", "reverse", "sort", "order")
@@ -563,7 +563,7 @@ def main(argv=None) -> int:
           "wall)")  # fmt: skip
     print(f"allocator of every run: {args.allocator}")
     if args.jobs > 1:
-        print(f"{args.jobs} runs side by side: timings not comparable")
+        print(side_by_side_note(args.jobs))
     print(f"load average at start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="kernels-default-") as tmp:
         folder = Path(tmp)

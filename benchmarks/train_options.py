@@ -46,7 +46,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from child_jobs import add_jobs_argument, run_repeat
+from child_jobs import add_jobs_argument, run_repeat, side_by_side_note
 from machine_load import load_average
 from run_figures import note_memory_after
 
@@ -269,9 +269,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.python_version()}, {versions()}")  # fmt: skip
     print(f"command: python benchmarks/train_options.py {' '.join(sys.argv[1:])}".rstrip())
     print(f"shape {shape_name}: {SHAPES[shape_name]}; batch {BATCH} x {LENGTH} tokens, "
-          f"{steps} steps a run, {repeats} repeat(s), {args.threads} torch thread(s)"
-          + (f", {args.jobs} runs side by side (timings not comparable)" if args.jobs > 1
-             else ""))  # fmt: skip
+          f"{steps} steps a run, {repeats} repeat(s), {args.threads} torch thread(s)")  # fmt: skip
+    if args.jobs > 1:
+        print(side_by_side_note(args.jobs))
     print(f"load average at start: {load_average()}")
     results: dict[str, list[dict]] = {s: [] for s in settings}
     started = time.perf_counter()

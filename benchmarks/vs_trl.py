@@ -77,7 +77,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from child_jobs import add_jobs_argument, run_repeat
+from child_jobs import add_jobs_argument, run_repeat, side_by_side_note
 from child_peak_memory import run_child_process
 from machine_load import load_average
 
@@ -642,9 +642,7 @@ def main(argv=None) -> int:
             "jobs": args.jobs,
         }
         built = run_child("build", job)
-        side_by_side = (
-            f"; {args.jobs} children side by side (timings not comparable)" if args.jobs > 1 else ""
-        )
+        side_by_side = side_by_side_note(args.jobs)
         print(
             f"shape {args.shape}{' (quick)' if args.quick else ''}: Llama {model_shape}, "
             f"vocabulary {built['vocab']}, {built['params'] / 1e6:.1f}M parameters; "

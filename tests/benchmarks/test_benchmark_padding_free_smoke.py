@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 def test_quick_padding_free_benchmark_prints_its_headline():
     result = run_script("--quick", "--jobs", "2", script="benchmarks/padding_free.py", timeout=600)
     lines = result.stdout.strip().splitlines()
-    assert "2 runs side by side (timings not comparable)" in result.stdout
+    assert "2 children side by side (timings not comparable)" in result.stdout
     rows = {}
     for setting in ("padded", "packed", "packed_one"):
         (row,) = [line.split() for line in lines if re.match(rf"{setting} +\d", line)]

@@ -30,7 +30,7 @@ def test_quick_train_options_benchmark_prints_its_headlines():
     )
     lines = result.stdout.strip().splitlines()
     assert lines[0].startswith("Full fine-tuning SFT"), lines[0]
-    assert "2 runs side by side (timings not comparable)" in result.stdout
+    assert "2 children side by side (timings not comparable)" in result.stdout
     for setting in ("baseline", "bf16", "foreach_adam"):
         assert any(line.startswith(f"{setting} ") for line in lines), result.stdout
     for setting in ("grad_ckpt", "compile", "no_reuse"):  # not asked for: not run

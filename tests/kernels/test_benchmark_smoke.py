@@ -77,7 +77,7 @@ def test_quick_kernels_default_benchmark_prints_its_headline_figures():
     )
     lines = result.stdout.strip().splitlines()
     assert "kernel tag" in result.stdout and "none (kernels: off)" in result.stdout
-    assert "2 runs side by side: timings not comparable" in result.stdout
+    assert "2 children side by side (timings not comparable)" in result.stdout
     tail = [BENCH_LINE.match(line) for line in lines[-4:]]
     assert all(tail), lines[-4:]
     assert [m.group(1) for m in tail] == [

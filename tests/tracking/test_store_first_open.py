@@ -8,19 +8,19 @@ import sys
 import textwrap
 
 from tests.conftest import ROOT, sqlite_uri, wait_until
+from workbench.tracking.store import connect
 
 OPENERS = 4
 
 OPEN_WHEN_TOLD = textwrap.dedent(
     """
-    import sys, time
+    import sys
     from pathlib import Path
     from workbench.tracking.store import connect
 
-    uri, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    uri, ready = sys.argv[1], Path(sys.argv[2])
     ready.touch()
-    while not go.exists():
-        time.sleep(0.005)
+    sys.stdin.readline()  # the go: a line the test writes to every opener at once
     client = connect(uri)
     client.create_experiment(f"opener-{ready.name}")
     print("opened")
@@ -29,19 +29,18 @@ OPEN_WHEN_TOLD = textwrap.dedent(
 
 
 def test_processes_opening_one_new_store_at_once_all_get_it(tmp_path, monkeypatch):
-    monkeypatch.delenv(
-        "MLFLOW_TRACKING_URI", raising=False
-    )  # the URI given here, not the session's
+    # The URI given here, not the session's.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri = sqlite_uri(tmp_path / "store")
-    go = tmp_path / "go"
     openers = [
         subprocess.Popen(
-            [sys.executable, "-c", OPEN_WHEN_TOLD, uri, str(tmp_path / f"ready-{i}"), str(go)],
+            [sys.executable, "-c", OPEN_WHEN_TOLD, uri, str(tmp_path / f"ready-{i}")],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         for i in range(OPENERS)
     ]
     try:
@@ -52,14 +51,14 @@ def test_processes_opening_one_new_store_at_once_all_get_it(tmp_path, monkeypatc
             120,
             "every opener to import and wait",
         )
-        go.touch()
+        for p in openers:
+            p.stdin.write("go\n")
+            p.stdin.flush()
         outputs = [p.communicate(timeout=120) for p in openers]
     finally:
         for p in openers:
             p.kill()
     for p, (out, err) in zip(openers, outputs):
         assert p.returncode == 0 and out.strip() == "opened", err[-2000:]
-    from workbench.tracking.store import connect
-
     names = {e.name for e in connect(uri).search_experiments()}
     assert {f"opener-ready-{i}" for i in range(OPENERS)} <= names
